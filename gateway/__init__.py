@@ -1,0 +1,91 @@
+"""hookgate: a plugin-based gateway between LLM and agent clients and model backends.
+
+The names here are the stable API for plugins and embedders.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from gateway.app import GATEWAY, Gateway, create_app, init_app
+from gateway.auth.base import Authenticator
+from gateway.backend import Backend, BackendConfig
+from gateway.canonical import (
+    ChatRequest,
+    ChatResponse,
+    Error,
+    Event,
+    Finish,
+    ImagePart,
+    Message,
+    Raw,
+    ReasoningDelta,
+    ReasoningPart,
+    Start,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallPart,
+    ToolCallStart,
+    ToolChoice,
+    ToolResult,
+    ToolResultPart,
+    Usage,
+    UsageEvent,
+)
+from gateway.config import ByteSize, Count, Duration, Url
+from gateway.errors import GatewayError
+from gateway.exchange import EXCHANGE, Exchange, Principal
+from gateway.filters import Filter
+from gateway.hookspecs import hookimpl
+from gateway.loader import Config, ConfigError, load
+from gateway.protocol import ProtocolAdapter
+
+__all__ = [
+    "EXCHANGE",
+    "GATEWAY",
+    "Authenticator",
+    "Backend",
+    "BackendConfig",
+    "ByteSize",
+    "ChatRequest",
+    "ChatResponse",
+    "Config",
+    "ConfigError",
+    "Count",
+    "Duration",
+    "Error",
+    "Event",
+    "Exchange",
+    "Filter",
+    "Finish",
+    "Gateway",
+    "GatewayError",
+    "ImagePart",
+    "Message",
+    "Principal",
+    "ProtocolAdapter",
+    "Raw",
+    "ReasoningDelta",
+    "ReasoningPart",
+    "Start",
+    "TextDelta",
+    "TextPart",
+    "Tool",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallPart",
+    "ToolCallStart",
+    "ToolChoice",
+    "ToolResult",
+    "ToolResultPart",
+    "Url",
+    "Usage",
+    "UsageEvent",
+    "create_app",
+    "hookimpl",
+    "init_app",
+    "load",
+]

@@ -1,0 +1,187 @@
+"""Stream helpers shared by protocols and backends.
+
+:class:`SSEDecoder` parses Server-Sent Events incrementally from whatever byte chunks arrive;
+:class:`Assembler` folds canonical events back into one :class:`ChatResponse` (for backends that
+only stream, and for filters and stores that need the whole answer of a stream).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import attrs
+
+from gateway.canonical import (
+    ChatResponse,
+    Error,
+    Event,
+    Finish,
+    Message,
+    Part,
+    ReasoningDelta,
+    ReasoningPart,
+    Start,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    Usage,
+    UsageEvent,
+)
+from gateway.errors import GatewayError
+
+
+@attrs.define(slots=True)
+class SSEFrame:
+    """One Server-Sent Event: its ``event`` name (``None`` for the default) and ``data``."""
+
+    event: str | None
+    data: str
+    id: str | None = None
+
+
+class SSEDecoder:
+    """Incremental SSE parser: ``feed(chunk)`` returns the frames that chunk completed.
+
+    Accepts ``\\n``, ``\\r\\n`` and ``\\r`` line ends, comment lines, multi-line data, and frames
+    split anywhere across chunks, as the SSE specification says.
+    """
+
+    __slots__ = ("_buf", "_data", "_event", "_id")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEFrame]:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            # A lone trailing \r may be the first half of \r\n: keep it for the next chunk.
+            keep_cr = buf.endswith(b"\r")
+            if keep_cr:
+                buf = buf[:-1]
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if keep_cr:
+                buf += b"\r"
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        frames: list[SSEFrame] = []
+        for raw in lines:
+            if not raw:
+                if self._data or self._event is not None:
+                    frames.append(SSEFrame(self._event, "\n".join(self._data), self._id))
+                self._event, self._data = None, []
+                continue
+            line = raw.decode("utf-8", "replace")
+            if line[0] == ":":
+                continue
+            name, _, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                self._data.append(value)
+            elif name == "event":
+                self._event = value
+            elif name == "id":
+                self._id = value
+        return frames
+
+    def end(self) -> list[SSEFrame]:
+        """Frames left when the stream closes (a last frame without its blank line)."""
+        frames = self.feed(b"\n\n") if self._buf or self._data else []
+        return frames
+
+
+class Assembler:
+    """Folds a canonical event stream into a :class:`ChatResponse`."""
+
+    __slots__ = (
+        "_calls",
+        "_reasoning",
+        "_text",
+        "created",
+        "error",
+        "finished",
+        "id",
+        "model",
+        "reason",
+        "stop_sequence",
+        "usage",
+    )
+
+    def __init__(self, model: str = "") -> None:
+        self.id: str | None = None
+        self.model = model
+        self.created = 0
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
+        self.usage: Usage | None = None
+        self.reason: str | None = None
+        self.stop_sequence: str | None = None
+        self.finished = False
+        self.error: GatewayError | None = None
+
+    def add(self, ev: Event) -> None:
+        t = type(ev)
+        if t is TextDelta:
+            self._text.append(ev.text)  # type: ignore[attr-defined]
+        elif t is ToolCallStart:
+            self._calls[ev.index] = [ev.id, ev.name]  # type: ignore[attr-defined]
+        elif t is ToolCallDelta:
+            call = self._calls.get(ev.index)  # type: ignore[attr-defined]
+            if call is not None:
+                call.append(ev.arguments)  # type: ignore[attr-defined]
+        elif t is UsageEvent:
+            self.usage = ev.usage  # type: ignore[attr-defined]
+        elif t is Finish:
+            self.finished = True
+            self.reason = ev.reason  # type: ignore[attr-defined]
+            self.stop_sequence = ev.stop_sequence  # type: ignore[attr-defined]
+        elif t is Start:
+            self.id = ev.id or self.id  # type: ignore[attr-defined]
+            self.model = ev.model or self.model  # type: ignore[attr-defined]
+            self.created = ev.created or self.created  # type: ignore[attr-defined]
+        elif t is ReasoningDelta:
+            self._reasoning.append(ev.text)  # type: ignore[attr-defined]
+        elif t is Error:
+            self.error = ev.error  # type: ignore[attr-defined]
+
+    @property
+    def ok(self) -> bool:
+        """The stream finished normally (a finish event and no error)."""
+        return self.finished and self.error is None
+
+    def text(self) -> str:
+        return "".join(self._text)
+
+    def message(self) -> Message:
+        parts: list[Part] = []
+        if self._reasoning:
+            parts.append(ReasoningPart("".join(self._reasoning)))
+        if self._text:
+            parts.append(TextPart("".join(self._text)))
+        for index in sorted(self._calls):
+            call_id, name, *args = self._calls[index]
+            parts.append(ToolCallPart(call_id, name, "".join(args) or "{}"))
+        return Message("assistant", parts)
+
+    def response(self) -> ChatResponse:
+        return ChatResponse(
+            id=self.id or new_id("chatcmpl-"),
+            model=self.model,
+            message=self.message(),
+            finish_reason=self.reason or "stop",
+            stop_sequence=self.stop_sequence,
+            usage=self.usage,
+            created=self.created or int(time.time()),
+        )
+
+
+def new_id(prefix: str = "") -> str:
+    """A fresh random identifier with a protocol's prefix (``chatcmpl-``, ``msg_``, ``call_``)."""
+    return prefix + uuid.uuid4().hex[:24]

@@ -1,0 +1,186 @@
+"""One pooled HTTP client per upstream, with failures mapped to gateway errors.
+
+Every HTTP backend kind uses :class:`Upstream`: one ``aiohttp.ClientSession`` for the life of the
+app (keep-alive connections reused across requests), connect / read / total timeouts, the time
+spent waiting on the upstream added to the exchange, and every failure turned into the
+:class:`~gateway.errors.GatewayError` the client should see (refused: 502, too slow: 504, error
+status: mapped with its message kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import attrs
+import orjson
+
+from gateway import __version__
+from gateway.backend import BackendConfig
+from gateway.config import Count, Duration, Url
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, from_upstream_status
+from gateway.exchange import Exchange
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@attrs.frozen
+class HTTPBackendConfig(BackendConfig):
+    """Fields every HTTP upstream kind has."""
+
+    base_url: Url
+    api_key: str | None = None
+    #: Extra headers sent with every upstream request.
+    headers: dict[str, str] = attrs.Factory(dict)
+    #: Longest wait to open a connection.
+    connect_timeout: Duration = Duration(10.0)
+    #: Longest silence between two reads of an answer (a stream that stalls fails after it).
+    read_timeout: Duration = Duration(300.0)
+    #: Longest time for a whole non-streamed answer.
+    timeout: Duration = Duration(600.0)
+    #: Pooled connections kept to this upstream at most.
+    max_connections: Count = Count(256)
+
+
+class Upstream:
+    """A pooled client for one upstream base URL."""
+
+    def __init__(self, backend: str, config: HTTPBackendConfig, headers: Mapping[str, str]) -> None:
+        self.backend = backend
+        self.base_url = str(config.base_url)
+        self.config = config
+        self.headers = {
+            "content-type": "application/json",
+            "user-agent": f"hookgate/{__version__}",
+            **headers,
+            **config.headers,
+        }
+        self.session: aiohttp.ClientSession | None = None
+        self._whole = aiohttp.ClientTimeout(
+            total=config.timeout, connect=config.connect_timeout, sock_read=config.read_timeout
+        )
+        self._streamed = aiohttp.ClientTimeout(
+            total=None, connect=config.connect_timeout, sock_read=config.read_timeout
+        )
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector, headers=self.headers, skip_auto_headers=("Accept-Encoding",)
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise UpstreamError(f"backend '{self.backend}' is not started")
+        return self.session
+
+    async def post(self, path: str, body: bytes, ex: Exchange) -> bytes:
+        """POST ``body`` and return the answer's bytes; a failure raises :class:`GatewayError`."""
+        started = time.perf_counter()
+        try:
+            async with self._session().post(
+                self.base_url + path,
+                data=body,
+                headers={"x-request-id": ex.request_id},
+                timeout=self._whole,
+            ) as resp:
+                data = await resp.read()
+                if resp.status >= 400:
+                    raise status_error(resp.status, data, resp.headers)
+                return data
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.failure(exc) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+
+    @asynccontextmanager
+    async def stream(
+        self, path: str, body: bytes, ex: Exchange
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``body`` and yield the open response once its status is known to be good.
+
+        Failures before that raise :class:`GatewayError`; reading the body is the caller's,
+        who maps read failures with :meth:`failure`. Leaving the block closes the response
+        (releasing or, mid-body, dropping the connection), which is how a client that went
+        away cancels the upstream request.
+        """
+        started = time.perf_counter()
+        try:
+            resp = await self._session().post(
+                self.base_url + path,
+                data=body,
+                headers={"x-request-id": ex.request_id},
+                timeout=self._streamed,
+            )
+        except Exception as exc:
+            raise self.failure(exc) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+        try:
+            if resp.status >= 400:
+                try:
+                    data = await resp.content.read(_MAX_ERROR_BODY)
+                except Exception as exc:
+                    raise self.failure(exc) from None
+                raise status_error(resp.status, data, resp.headers)
+            yield resp
+        finally:
+            resp.close()
+
+    def failure(self, exc: BaseException) -> GatewayError:
+        """The gateway error for a transport failure talking to this upstream."""
+        name = self.backend
+        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+            return UpstreamTimeout(f"backend '{name}' did not answer in time")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.strerror or "connection failed"
+            return UpstreamError(f"backend '{name}' is unreachable ({reason.lower()})")
+        if isinstance(
+            exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | ConnectionError
+        ):
+            return UpstreamError(
+                f"backend '{name}' closed the connection before the answer was complete"
+            )
+        if isinstance(exc, aiohttp.ClientError):
+            return UpstreamError(f"backend '{name}' failed: {type(exc).__name__}")
+        return UpstreamError(f"backend '{name}' failed unexpectedly")
+
+
+def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> GatewayError:
+    """The gateway error for an upstream's error status, its message kept."""
+    retry = headers.get("retry-after")
+    try:
+        retry_after = float(retry) if retry else None
+    except ValueError:
+        retry_after = None
+    return from_upstream_status(status, error_message(data), retry_after=retry_after)
+
+
+def error_message(data: bytes) -> str:
+    """The human message in an upstream's error body, whatever shape it has."""
+    try:
+        obj: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        text = data[:500].decode("utf-8", "replace").strip()
+        return text or "no details given"
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+        for key in ("message", "detail"):
+            if isinstance(obj.get(key), str):
+                return obj[key]
+    return orjson.dumps(obj)[:500].decode("utf-8", "replace")
