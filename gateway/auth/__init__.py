@@ -1,0 +1,1 @@
+"""Authentication: built-in authenticators and the interface plugins implement."""

@@ -1,0 +1,38 @@
+"""What an authenticator is, and how a request's credential is found."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from aiohttp import web
+
+from gateway.exchange import Principal
+
+
+class Authenticator:
+    """Recognises callers. Registered with ``gateway_register_auth``; tried in order."""
+
+    name: ClassVar[str] = ""
+
+    async def authenticate(self, request: web.Request, credential: str | None) -> Principal | None:
+        """The caller presenting ``credential`` (the bearer token, ``x-api-key``, or the
+        ``?token=`` of routes that allow it), or ``None`` when this authenticator does not
+        recognise it."""
+        raise NotImplementedError
+
+
+def credential(request: web.Request, query_token: bool) -> str | None:
+    """The key a request presents: ``Authorization: Bearer``, then ``x-api-key``, then (where the
+    route allows it, for browsers' EventSource) the ``token`` query parameter."""
+    headers = request.headers
+    value = headers.get("authorization")
+    if value:
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    value = headers.get("x-api-key")
+    if value:
+        return value.strip()
+    if query_token:
+        return request.query.get("token") or None
+    return None

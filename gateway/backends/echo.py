@@ -1,0 +1,94 @@
+"""The ``echo`` backend: the development default when nothing else is configured.
+
+It answers with the last user message, streams it word by word and reports usage, so every
+client and protocol path can be tried without a model. Responses carry
+``x-hookgate-backend: echo:<name>`` and the startup log says loudly that echo is answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+
+from gateway.backend import Backend, BackendConfig
+from gateway.canonical import (
+    ChatRequest,
+    ChatResponse,
+    Event,
+    Finish,
+    Message,
+    Start,
+    TextDelta,
+    TextPart,
+    Usage,
+    UsageEvent,
+)
+from gateway.config import Duration
+from gateway.exchange import Exchange
+from gateway.hookspecs import hookimpl
+from gateway.streaming import new_id
+
+log = logging.getLogger(__name__)
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+
+@attrs.frozen
+class EchoConfig(BackendConfig):
+    kind: str = "echo"
+    #: Text put before the echoed message.
+    prefix: str = ""
+    #: Pause between streamed words (to watch a stream arrive).
+    delay: Duration = Duration(0.0)
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about four characters a token), as echo has no tokenizer."""
+    return (len(text) + 3) // 4
+
+
+class EchoBackend(Backend):
+    kind = "echo"
+
+    def __init__(self, name: str, config: EchoConfig, gateway: Any) -> None:
+        super().__init__(name, config, gateway)
+        log.warning(
+            "backend %r is the echo backend: answers repeat the prompt, no model is called", name
+        )
+
+    def _answer(self, req: ChatRequest) -> tuple[str, Usage]:
+        text = self.config.prefix + req.last_user_text()
+        prompt = sum(estimate_tokens(m.text()) + 4 for m in req.messages)
+        return text, Usage(prompt, estimate_tokens(text))
+
+    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
+        text, usage = self._answer(request)
+        return ChatResponse(
+            id=new_id("chatcmpl-"),
+            model=request.upstream_model or request.model,
+            message=Message("assistant", [TextPart(text)]),
+            finish_reason="stop",
+            usage=usage,
+            created=int(time.time()),
+        )
+
+    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
+        text, usage = self._answer(request)
+        yield Start(new_id("chatcmpl-"), request.upstream_model or request.model, int(time.time()))
+        delay = self.config.delay
+        for word in _WORDS.findall(text):
+            if delay:
+                await asyncio.sleep(delay)
+            yield TextDelta(word)
+        yield UsageEvent(usage)
+        yield Finish("stop")
+
+
+@hookimpl
+def gateway_register_backends(register: Any) -> None:
+    register("echo", EchoBackend, EchoConfig)

@@ -1,0 +1,127 @@
+"""The ``openai`` backend: any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp, hosted APIs).
+
+``base_url`` ends in ``/v1``, as the OpenAI SDK's does. A request that arrived through the OpenAI
+protocol unchanged is sent as it came (unknown fields included) with the upstream model name, and
+its stream is relayed in bulk as it arrives (the fast path), while the gateway still reads each
+frame for usage, text and failures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import aiohttp
+import attrs
+import orjson
+
+from gateway.backend import Backend
+from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Raw
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.exchange import Exchange
+from gateway.formats import openai_chat
+from gateway.formats.openai_chat import DONE, PROTOCOL, StreamParser, stream_error
+from gateway.hookspecs import hookimpl
+from gateway.streaming import SSEDecoder
+from gateway.upstream import HTTPBackendConfig, Upstream
+
+
+@attrs.frozen
+class OpenAIBackendConfig(HTTPBackendConfig):
+    #: The field that carries a token limit translated from another protocol. Hosted OpenAI
+    #: reasoning models accept only ``max_completion_tokens``; older servers only ``max_tokens``.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+
+
+class OpenAIBackend(Backend):
+    kind = "openai"
+    protocol = PROTOCOL
+
+    def __init__(self, name: str, config: OpenAIBackendConfig, gateway: Any) -> None:
+        super().__init__(name, config, gateway)
+        headers = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self.upstream = Upstream(name, config, headers)
+
+    async def start(self) -> None:
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    def _body(self, req: ChatRequest) -> bytes:
+        body = openai_chat.encode_request(
+            req, req.upstream_model or req.model, max_tokens_field=self.config.max_tokens_field
+        )
+        return orjson.dumps(body)
+
+    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
+        data = await self.upstream.post("/chat/completions", self._body(request), exchange)
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"backend '{self.name}' answered with invalid JSON") from None
+        if isinstance(obj, dict) and obj.get("error"):
+            raise stream_error(obj)
+        resp = openai_chat.decode_response(obj)
+        if request.protocol == PROTOCOL:
+            resp.raw, resp.raw_protocol = data, PROTOCOL
+        return resp
+
+    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
+        relay = request.raw_relay and request.protocol == PROTOCOL
+        async with self.upstream.stream("/chat/completions", self._body(request), exchange) as resp:
+            decoder = SSEDecoder()
+            parser = StreamParser()
+            done = False
+            content = resp.content
+            clock = time.perf_counter
+            while True:
+                started = clock()
+                try:
+                    chunk = await content.readany()
+                except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+                    err = self.upstream.failure(exc)
+                    if isinstance(err, UpstreamTimeout):
+                        err = UpstreamTimeout(f"backend '{self.name}' stopped sending mid-stream")
+                    yield Error(err)
+                    return
+                finally:
+                    exchange.upstream_seconds += clock() - started
+                if not chunk:
+                    break
+                if relay:
+                    yield Raw(chunk, PROTOCOL)
+                for frame in decoder.feed(chunk):
+                    data = frame.data
+                    if data.startswith("[DONE]"):
+                        done = True
+                        continue
+                    try:
+                        obj = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        yield Error(
+                            UpstreamError(f"backend '{self.name}' sent a malformed stream frame")
+                        )
+                        return
+                    if not isinstance(obj, dict):
+                        continue
+                    if obj.get("error"):
+                        yield Error(stream_error(obj), relayed=relay)
+                        return
+                    for ev in parser.feed(obj):
+                        ev.relayed = relay
+                        yield ev
+            if not parser.finished:
+                yield Error(
+                    UpstreamError(
+                        f"backend '{self.name}' closed the stream before finishing its answer"
+                    )
+                )
+            elif relay and not done:
+                yield Raw(DONE, PROTOCOL)
+
+
+@hookimpl
+def gateway_register_backends(register: Any) -> None:
+    register("openai", OpenAIBackend, OpenAIBackendConfig)
