@@ -1,0 +1,233 @@
+"""A scripted OpenAI-compatible upstream for tests, in-process (``aiohttp_server``) or as its own
+process (``python tests/fakes/openai_upstream.py PORT``).
+
+What it does is chosen by the last user message:
+
+- ``TOOLS``: two tool calls in one turn (get_weather, get_time), arguments in fragments
+- ``BREAK``: two text chunks, then the connection is cut mid-body
+- ``ERRFRAME``: one text chunk, then an ``{"error": ...}`` frame
+- ``NOFINISH``: text, then the stream ends with neither a finish reason nor ``[DONE]``
+- ``STATUS:<code>``: that HTTP error status with an OpenAI error body (429 adds retry-after)
+- ``SLOW:<seconds>``: wait that long before answering
+- ``DRIP``: a text chunk every 0.1 s for a minute (to test cancellation)
+- ``ROUNDS``: answers with a tool call until three tool results are in the history
+- anything else: ``upstream says: <text>`` in three chunks
+
+Every request body is recorded (``GET /_requests`` returns them), and so is whether a streaming
+handler saw its client go away (``GET /_cancelled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+REQUESTS: web.AppKey[list[dict[str, Any]]] = web.AppKey("requests", list)
+HEADERS: web.AppKey[list[Any]] = web.AppKey("headers", list)
+CANCELLED: web.AppKey[list[str]] = web.AppKey("cancelled", list)
+
+TOOL_CALLS = [
+    ("call_weather_1", "get_weather", ['{"ci', 'ty": "Pa', 'ris"}']),
+    ("call_time_2", "get_time", ['{"tz":', ' "CET"}']),
+]
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    for m in reversed(body.get("messages", [])):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            return "".join(p.get("text", "") for p in c if isinstance(p, dict))
+    return ""
+
+
+def _chunk(
+    model: str, delta: dict[str, Any], finish: str | None = None, usage: Any = None
+) -> bytes:
+    obj: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1700000001,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if usage is not None:
+        obj["choices"] = []
+        obj["usage"] = usage
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    request.app[REQUESTS].append(body)
+    request.app[HEADERS].append(request.headers.copy())
+    text = _last_user(body)
+    model = body.get("model", "?")
+    if text.startswith("STATUS:"):
+        status = int(text.split(":", 1)[1])
+        headers = {"retry-after": "7"} if status == 429 else None
+        return web.json_response(
+            {
+                "error": {
+                    "message": f"fake upstream refuses with {status}",
+                    "type": "x",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            status=status,
+            headers=headers,
+        )
+    if text.startswith("SLOW:"):
+        await asyncio.sleep(float(text.split(":", 1)[1]))
+    tool_results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
+    wants_tools = text == "TOOLS" or (text == "ROUNDS" and tool_results < 3)
+    if not body.get("stream"):
+        if wants_tools:
+            calls = (
+                TOOL_CALLS
+                if text == "TOOLS"
+                else [(f"call_round_{tool_results}", "step", ['{"n": ', str(tool_results), "}"])]
+            )
+            message = {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [
+                    {
+                        "id": cid,
+                        "type": "function",
+                        "function": {"name": name, "arguments": "".join(args)},
+                    }
+                    for cid, name, args in calls
+                ],
+            }
+            finish = "tool_calls"
+        else:
+            message = {"role": "assistant", "content": f"upstream says: {text}", "refusal": None}
+            finish = "stop"
+        return web.json_response(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 1700000001,
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                ],
+                "usage": USAGE,
+                "system_fingerprint": "fp_fake",
+            }
+        )
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    try:
+        await resp.write(_chunk(model, {"role": "assistant", "content": ""}))
+        if wants_tools:
+            calls = (
+                TOOL_CALLS
+                if text == "TOOLS"
+                else [(f"call_round_{tool_results}", "step", ['{"n": ', str(tool_results), "}"])]
+            )
+            for index, (cid, name, args) in enumerate(calls):
+                await resp.write(
+                    _chunk(
+                        model,
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": index,
+                                    "id": cid,
+                                    "type": "function",
+                                    "function": {"name": name, "arguments": ""},
+                                }
+                            ]
+                        },
+                    )
+                )
+                for frag in args:
+                    await resp.write(
+                        _chunk(
+                            model,
+                            {"tool_calls": [{"index": index, "function": {"arguments": frag}}]},
+                        )
+                    )
+            await resp.write(_chunk(model, {}, "tool_calls"))
+        elif text == "DRIP":
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await resp.write(_chunk(model, {"content": "drip "}))
+                await asyncio.sleep(0.1)
+        else:
+            words = ["upstream ", "says: ", text]
+            for i, w in enumerate(words):
+                await resp.write(_chunk(model, {"content": w}))
+                if text == "BREAK" and i == 1:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+                if text == "ERRFRAME":
+                    await resp.write(
+                        b'data: {"error": {"message": "fake upstream exploded", "type": "server_error"}}\n\n'
+                    )
+                    return resp
+            if text == "NOFINISH":
+                await resp.write_eof()
+                return resp
+            await resp.write(_chunk(model, {}, "stop"))
+        if include_usage:
+            await resp.write(_chunk(model, {}, usage=USAGE))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+    except (asyncio.CancelledError, ConnectionResetError):
+        request.app[CANCELLED].append(text)
+        raise
+    return resp
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = await request.json()
+    request.app[REQUESTS].append(body)
+    return web.json_response(
+        {"object": "list", "data": [], "model": body.get("model"), "usage": {}}
+    )
+
+
+async def recorded(request: web.Request) -> web.Response:
+    return web.json_response(request.app[REQUESTS])
+
+
+async def cancelled(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CANCELLED])
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app[REQUESTS] = []
+    app[HEADERS] = []
+    app[CANCELLED] = []
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/_requests", recorded)
+    app.router.add_get("/_cancelled", cancelled)
+    return app
+
+
+if __name__ == "__main__":
+    web.run_app(
+        make_app(),
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        print=lambda *_: print("ready", flush=True),
+        handler_cancellation=True,
+    )

@@ -1,0 +1,359 @@
+"""The plugin core: discovery, disabling, clashes, compiled chains, filters, documented hooks."""
+
+from __future__ import annotations
+
+import configparser
+import inspect
+
+import pluggy
+import pytest
+from conftest import ROOT, recorded, upstream_config
+
+from gateway import (
+    GATEWAY,
+    Backend,
+    BackendConfig,
+    ChatResponse,
+    Filter,
+    Finish,
+    GatewayError,
+    TextDelta,
+    TextPart,
+    create_app,
+    hookimpl,
+    hookspecs,
+)
+from gateway.canonical import ToolCallPart
+from gateway.errors import Forbidden
+from gateway.loader import ConfigError
+from gateway.plugins import BUILTINS, get_plugin_manager
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+SPECS = [
+    name
+    for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+    if name.startswith("gateway_")
+]
+
+
+def test_builtins_are_declared_as_entry_points():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    declared = dict(
+        line.split(" = ") for line in cfg["options.entry_points"]["hookgate"].strip().splitlines()
+    )
+    assert declared == BUILTINS
+
+
+def test_every_hook_is_typed_documented_in_code_and_readme_and_tested():
+    readme = (ROOT / "README.md").read_text()
+    tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    for name in SPECS:
+        fn = getattr(hookspecs, name)
+        doc = inspect.getdoc(fn) or ""
+        assert "Returns" in doc and "Called" in doc, (
+            f"{name}: docstring must say when it is called and what it returns"
+        )
+        assert all(
+            p.annotation is not inspect.Parameter.empty
+            for p in inspect.signature(fn).parameters.values()
+        )
+        assert name in readme, f"{name} is not in the README"
+        assert tests.count(name) >= 1, f"{name} has no test"
+
+
+def test_each_app_has_its_own_plugin_manager():
+    a, b = create_app(env={}), create_app(env={})
+    assert a[GATEWAY].pm is not b[GATEWAY].pm
+    assert a[GATEWAY].pm.get_plugin("backends.echo") is not None
+
+
+def test_disable_and_autoload_switch():
+    pm = get_plugin_manager(
+        autoload=False, disable=["backends.echo"], plugins=list(BUILTINS.items())
+    )
+    assert pm.is_blocked("backends.echo") and not pm.has_plugin("backends.echo")
+    assert pm.has_plugin("backends.openai")
+    with pytest.raises(ConfigError) as info:
+        create_app({"plugins": {"disable": ["backends.echo"]}}, env={})
+    assert any("unknown backend kind 'echo'" in e for e in info.value.errors)
+    assert get_plugin_manager(autoload=False).get_plugins() == set()
+
+
+def test_clashing_registrations_name_both_plugins():
+    class A:
+        @hookimpl
+        def gateway_register_backends(self, register):
+            register("echo", Backend)
+
+    with pytest.raises(ConfigError) as info:
+        create_app(env={}, plugins=[("twin", A())])
+    assert (
+        "'echo'" in info.value.errors[0]
+        and "'backends.echo'" in info.value.errors[0]
+        and "'twin'" in info.value.errors[0]
+    )
+
+
+def test_section_reserved_by_core():
+    class P:
+        @hookimpl
+        def gateway_config_sections(self, register):
+            register("server", dict)
+
+    with pytest.raises(ConfigError) as info:
+        create_app(env={}, plugins=[("p", P())])
+    assert "reserved by the core" in info.value.errors[0]
+
+
+def test_registries_collect_every_kind_of_registration():
+    def factory(*_):
+        return None
+
+    class P:
+        @hookimpl
+        def gateway_register_session_stores(self, register):
+            register("dict", factory)
+
+        @hookimpl
+        def gateway_register_webhook_verifiers(self, register):
+            register("always", factory)
+
+        @hookimpl
+        def gateway_register_triggers(self, register):
+            register("cron", factory, BackendConfig)
+
+        @hookimpl
+        def gateway_register_auth(self, register):
+            register("nobody", factory)
+
+    gw = create_app(env={}, plugins=[("p", P())])[GATEWAY]
+    assert gw.registry.session_stores["dict"].plugin == "p"
+    assert gw.registry.verifiers["always"].value is factory
+    assert gw.registry.triggers["cron"].config is BackendConfig
+    assert (
+        gw.registry.auth["nobody"].plugin == "p" and not gw.auth_enabled
+    )  # its factory returned None
+
+
+async def test_no_pluggy_call_per_request(make_gateway, upstream, monkeypatch, sdk):
+    client = await make_gateway(upstream_config(upstream))
+
+    class NoHooks:
+        def __getattr__(self, name):
+            raise AssertionError(f"pluggy hook {name} called on the request path")
+
+    pm = client.server.app[GATEWAY].pm
+    assert isinstance(pm, pluggy.PluginManager)
+    monkeypatch.setattr(pm, "hook", NoHooks())
+    api = sdk(client)
+    assert (
+        (await api.chat.completions.create(model="gpt-test", messages=MESSAGES))
+        .choices[0]
+        .message.content
+    )
+    stream = await api.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+    assert [c async for c in stream]
+
+
+class Recorder(Filter):
+    """Changes the request, replaces non-streamed answers, counts events and successes."""
+
+    name = "recorder"
+    order = 10
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.successes: list[ChatResponse] = []
+
+    async def on_request(self, request, exchange):
+        self.seen.append("request")
+        if request.last_user_text() == "forbidden":
+            raise Forbidden("no")
+        if request.last_user_text() != "hello":
+            return None
+        request.messages[0].parts.append(TextPart(" (filtered)"))
+        return request
+
+    def on_event(self, event, exchange):
+        self.seen.append(type(event).__name__)
+        return event
+
+    async def on_response(self, request, response, exchange):
+        response.message.parts = [TextPart("replaced")]
+        return response
+
+    async def on_success(self, request, response, exchange):
+        self.successes.append(response)
+
+
+class Early(Filter):
+    order = -5
+
+    def __init__(self, log):
+        self.log = log
+
+    async def on_request(self, request, exchange):
+        self.log.append("early")
+
+
+@pytest.fixture
+def recorder_plugin():
+    rec = Recorder()
+
+    class P:
+        @hookimpl
+        def gateway_register_filters(self, register):
+            register("recorder", lambda gw: rec)
+            register("early", lambda gw: Early(rec.seen))
+
+    return rec, ("recorder", P())
+
+
+async def test_filters_see_change_and_replace(make_gateway, upstream, recorder_plugin, sdk):
+    rec, plugin = recorder_plugin
+    client = await make_gateway(upstream_config(upstream), plugins=[plugin])
+    api = sdk(client)
+    out = await api.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    assert out.choices[0].message.content == "replaced"
+    assert recorded(upstream)[-1]["messages"][0]["content"] == [
+        {"type": "text", "text": "hello"},
+        {"type": "text", "text": " (filtered)"},
+    ]
+    assert rec.seen[:2] == ["early", "request"]
+    assert rec.successes[-1].message.text() == "replaced"
+
+    stream = await api.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "TOOLS"}], stream=True
+    )
+    chunks = [c async for c in stream]
+    assert chunks
+    assert "ToolCallStart" in rec.seen and "Finish" in rec.seen
+    final = rec.successes[-1]
+    assert [p.name for p in final.message.parts if isinstance(p, ToolCallPart)] == [
+        "get_weather",
+        "get_time",
+    ]
+    assert final.finish_reason == "tool_calls"
+
+    count = len(rec.successes)
+    stream = await api.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "BREAK"}], stream=True
+    )
+    with pytest.raises(Exception):  # noqa: B017 - the SDK raises its APIError on the error frame
+        async for _ in stream:
+            pass
+    assert len(rec.successes) == count  # a failed stream is not a success
+
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": "forbidden"}]},
+    )
+    assert resp.status == 403
+
+
+async def test_backend_plugin_inline(make_gateway, sdk):
+    class Constant(Backend):
+        async def stream(self, request, exchange):
+            yield TextDelta("constant")
+            yield Finish("stop")
+
+    class P:
+        @hookimpl
+        def gateway_register_backends(self, register):
+            register("constant", Constant)
+
+    client = await make_gateway(
+        {"backends": {"c": {"kind": "constant"}}, "models": {"c": {"backend": "c"}}},
+        plugins=[("constant", P())],
+    )
+    api = sdk(client)
+    assert (await api.chat.completions.create(model="c", messages=MESSAGES)).choices[
+        0
+    ].message.content == "constant"
+    stream = await api.chat.completions.create(model="c", messages=MESSAGES, stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "constant"
+
+
+async def test_backend_that_stops_without_finishing_is_a_failure(make_gateway, sdk):
+    class Quits(Backend):
+        async def stream(self, request, exchange):
+            yield TextDelta("half an answer")
+
+    class P:
+        @hookimpl
+        def gateway_register_backends(self, register):
+            register("quits", Quits)
+
+    client = await make_gateway(
+        {"backends": {"q": {"kind": "quits"}}, "models": {"q": {"backend": "q"}}},
+        plugins=[("quits", P())],
+    )
+    resp = await client.post("/v1/chat/completions", json={"model": "q", "messages": MESSAGES})
+    assert resp.status == 502
+    stream = await sdk(client).chat.completions.create(model="q", messages=MESSAGES, stream=True)
+    with pytest.raises(Exception, match="without finishing"):
+        async for _ in stream:
+            pass
+
+
+def test_gateway_error_is_public():
+    assert issubclass(Forbidden, GatewayError)
+
+
+async def test_configure_app_hook_adds_routes_with_error_mapping(make_gateway):
+    async def hello(request):
+        raise Forbidden("plugins map errors too")
+
+    class P:
+        @hookimpl
+        def gateway_configure_app(self, app, gateway):
+            gateway.add_route("GET", "/hello", hello, name="hello", auth=False)
+
+    client = await make_gateway(plugins=[("hello", P())])
+    resp = await client.get("/hello")
+    assert resp.status == 403
+    assert (await resp.json())["error"]["message"] == "plugins map errors too"
+
+
+async def test_protocol_plugin_with_its_own_error_shape(make_gateway):
+    from aiohttp import web
+
+    from gateway import EXCHANGE, ChatRequest, Message, ProtocolAdapter
+
+    class Plain(ProtocolAdapter):
+        """A toy protocol: the body is the prompt, the answer is text, errors are {"oops": ...}."""
+
+        name = "plain"
+
+        def setup(self, app):
+            self.gateway.add_route(
+                "POST", "/plain/{model}", self.handle, name="plain", protocol=self
+            )
+
+        def error_body(self, err):
+            return {"oops": err.message}
+
+        async def handle(self, request):
+            req = ChatRequest(
+                model=request.match_info["model"],
+                protocol=self.name,
+                messages=[Message("user", [TextPart(await request.text())])],
+            )
+            resp = await self.pipeline.complete(req, request[EXCHANGE])
+            return web.Response(text=resp.message.text())
+
+    class P:
+        @hookimpl
+        def gateway_register_protocols(self, register):
+            register(Plain)
+
+    client = await make_gateway(
+        {"backends": {"e": {"kind": "echo"}}, "models": {"e": {"backend": "e"}}},
+        plugins=[("plain", P())],
+    )
+    resp = await client.post("/plain/e", data="plain words")
+    assert (resp.status, await resp.text()) == (200, "plain words")
+    resp = await client.post("/plain/unknown", data="x")
+    assert resp.status == 404
+    assert "does not exist" in (await resp.json())["oops"]
