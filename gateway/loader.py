@@ -145,35 +145,23 @@ def structure(
     server = _structure(conv, raw.get("server", {}), ServerConfig, "server", errors)
     plugins = _structure(conv, raw.get("plugins", {}), PluginsConfig, "plugins", errors)
     models: dict[str, ModelConfig] = {}
-    raw_models = raw.get("models", {})
-    if not isinstance(raw_models, Mapping):
-        errors.append("models: expected a table of [models.<name>] tables")
-        raw_models = {}
-    for name, table in raw_models.items():
+    for name, table in _tables(raw, "models", errors):
         value = _structure(conv, table, ModelConfig, f"models.{name}", errors)
         if value is not None:
             models[name] = value
     backends: dict[str, BackendConfig] = {}
-    raw_backends = raw.get("backends", {})
-    if not isinstance(raw_backends, Mapping):
-        errors.append("backends: expected a table of [backends.<name>] tables")
-        raw_backends = {}
-    for name, table in raw_backends.items():
-        path = f"backends.{name}"
-        if not isinstance(table, Mapping):
-            errors.append(f"{path}: expected a table")
-            continue
+    for name, table in _tables(raw, "backends", errors):
         kind = table.get("kind")
         reg = registry.backends.get(kind) if isinstance(kind, str) else None
         if reg is None:
             known = ", ".join(sorted(registry.backends.names())) or "none"
-            errors.append(f"{path}.kind: unknown backend kind {kind!r} (known: {known})")
+            errors.append(f"backends.{name}.kind: unknown backend kind {kind!r} (known: {known})")
             continue
-        value = _structure(conv, table, reg.config, path, errors)
+        value = _structure(conv, table, reg.config, f"backends.{name}", errors)
         if value is not None:
             backends[name] = value
     for name, model in models.items():
-        if model.backend not in raw_backends:
+        if model.backend not in raw.get("backends", {}):
             errors.append(f"models.{name}.backend: no backend named {model.backend!r}")
 
     sections: dict[str, Any] = {}
@@ -184,6 +172,23 @@ def structure(
     if errors:
         raise ConfigError(errors)
     return Config(server, plugins, models, backends, sections, source)
+
+
+def _tables(
+    raw: Mapping[str, Any], section: str, errors: list[str]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The ``[section.<name>]`` tables of ``raw``; anything else there is reported."""
+    value = raw.get(section, {})
+    if not isinstance(value, Mapping):
+        errors.append(f"{section}: expected a table of [{section}.<name>] tables")
+        return []
+    tables = []
+    for name, table in value.items():
+        if isinstance(table, Mapping):
+            tables.append((name, table))
+        else:
+            errors.append(f"{section}.{name}: expected a table")
+    return tables
 
 
 def _structure(conv: cattrs.Converter, value: Any, type_: Any, path: str, errors: list[str]) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -106,6 +108,65 @@ def hookgate_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
     env.update(extra)
     return env
+
+
+class GatewayProcess:
+    """A ``python -m gateway`` subprocess (see :func:`gateway_process`)."""
+
+    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.output = ""
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send ``sig`` (if still running), wait, keep the output; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.output += out or ""
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def gateway_process(
+    *args: str,
+    cmd: list[str] | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[GatewayProcess]:
+    """Run ``python -m gateway <args>`` (or ``cmd``) on a free port until the block ends, then
+    SIGTERM it.
+
+    The port goes in ``HOOKGATE_PORT`` (and ``--port`` for ``serve``); the process gets no other
+    HOOKGATE_* variable from the caller's shell, only ``env``. After the block, ``returncode`` and
+    ``output`` tell how it ended.
+    """
+    port = port or free_port()
+    command = list(cmd or [sys.executable, "-m", "gateway", *args])
+    if "serve" in command and "--port" not in command:
+        command += ["--port", str(port)]
+    proc = subprocess.Popen(
+        command,
+        env=hookgate_env(HOOKGATE_PORT=str(port), **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = GatewayProcess(proc, port)
+    try:
+        wait_for_port(port, proc)
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture

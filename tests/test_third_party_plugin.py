@@ -4,13 +4,12 @@ change to hookgate: build and pip-install ``plugins/hookgate-example``, then ser
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import openai
-from conftest import ROOT, free_port, hookgate_env, wait_for_port
+from conftest import ROOT, gateway_process, hookgate_env
 
 CONFIG = """
 [backends.rev]
@@ -64,35 +63,20 @@ def test_installed_plugin_distribution_serves_requests(tmp_path: Path):
 
     config = tmp_path / "hookgate.toml"
     config.write_text(CONFIG)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_port(port, proc)
-        with openai.OpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0
-        ) as api:
-            out = api.chat.completions.create(
-                model="rev", messages=[{"role": "user", "content": "hello plugin"}]
-            )
-            # the filter upper-cased the prompt, the backend reversed it
-            assert out.choices[0].message.content == "NIGULP OLLEH"
-            streamed = "".join(
-                c.choices[0].delta.content or ""
-                for c in api.chat.completions.create(
-                    model="rev", messages=[{"role": "user", "content": "abc"}], stream=True
-                )
-            )
-            assert streamed == "CBA"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, output
+    with (
+        gateway_process("serve", "--config", str(config), env={"PYTHONPATH": str(site)}) as gw,
+        openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as api,
+    ):
+        out = api.chat.completions.create(
+            model="rev", messages=[{"role": "user", "content": "hello plugin"}]
+        )
+        # the filter upper-cased the prompt, the backend reversed it
+        assert out.choices[0].message.content == "NIGULP OLLEH"
+        stream = api.chat.completions.create(
+            model="rev", messages=[{"role": "user", "content": "abc"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == "CBA"
+    assert gw.returncode == 0, gw.output
 
     # disabled by name, it is listed as disabled and its section and kind are gone
     config.write_text(CONFIG + '\n[plugins]\ndisable = ["example"]\n')
