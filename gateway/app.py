@@ -27,6 +27,7 @@ from gateway.pipeline import Pipeline
 from gateway.plugins import builtin_plugins
 from gateway.protocol import ProtocolAdapter
 from gateway.router import Router
+from gateway.state import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class Gateway:
         self.registry = loaded.registry
         self.app = app
         self.metrics = Metrics()
+        #: Shared state (memory or Redis) for plugins that keep any; see :mod:`gateway.state`.
+        self.state = SharedState(self.config)
         #: Route -> what the middlewares need to know about it, filled by :meth:`add_route`.
         self.routes: dict[Any, RouteInfo] = {}
         self.backends: dict[str, Backend] = self._build_backends()
@@ -134,6 +137,7 @@ def init_app(loaded: Loaded) -> web.Application:
     app[GATEWAY] = gateway
     app.middlewares.extend(make_middlewares(gateway))
     app.on_response_prepare.append(stamp_headers)
+    app.cleanup_ctx.append(gateway.state.lifespan)  # first in, so closed after all its users
     app.cleanup_ctx.append(gateway.lifespan)
     for adapter in gateway.protocols.values():
         adapter.setup(app)

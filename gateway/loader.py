@@ -23,6 +23,7 @@ from gateway.backend import BackendConfig
 from gateway.config import ModelConfig, PluginsConfig, ServerConfig, format_errors, make_converter
 from gateway.plugins import get_plugin_manager
 from gateway.registry import Registry, RegistryError
+from gateway.state.config import RedisConfig
 
 
 class ConfigError(Exception):
@@ -39,6 +40,8 @@ CORE_SECTIONS: dict[str, Any] = {
     "plugins": PluginsConfig,
     "models": dict[str, ModelConfig],
     "backends": dict[str, BackendConfig],
+    # Shared state is core: every plugin that keeps state reaches Redis through gateway.state.
+    "redis": RedisConfig,
 }
 
 #: The embedded default when no backend is configured at all: the echo backend, any model name.
@@ -164,7 +167,9 @@ def structure(
         if model.backend not in raw.get("backends", {}):
             errors.append(f"models.{name}.backend: no backend named {model.backend!r}")
 
-    sections: dict[str, Any] = {}
+    sections: dict[str, Any] = {
+        "redis": _structure(conv, raw.get("redis", {}), RedisConfig, "redis", errors)
+    }
     for reg in registry.sections.values():
         if reg.name in CORE_SECTIONS:
             continue

@@ -1,0 +1,157 @@
+"""The application's one pooled Redis client, and how its failures reach clients.
+
+:class:`RedisState` wraps a ``redis.asyncio`` client over a blocking connection pool: at most
+``[redis] max_connections`` sockets per process, each command bounded by ``timeout``, a stale
+connection (Redis restarted) retried once on a fresh one, and lost connections re-opened on the
+next use, so the gateway reconnects by itself when Redis comes back. Every call goes through
+:meth:`RedisState.guard`, which turns "Redis is unreachable or too slow" into
+:class:`~gateway.errors.Unavailable` (503 in the client's protocol) within a bounded time.
+
+Keys are ``<prefix><space>:{<tag>}:<rest>``. Redis Cluster places a key by the part in braces
+(its hash tag), so every key of one tag lives on one slot and one Lua script may touch them
+all; stores use the caller's principal id as the tag.
+
+This module imports ``redis``; the core imports it only when something asks for Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.errors import GatewayError, Unavailable
+from gateway.state.config import RedisConfig
+
+log = logging.getLogger(__name__)
+
+#: Seconds a client is told to wait before retrying after a 503 for an unreachable Redis.
+RETRY_AFTER = 1.0
+
+
+class RedisState:
+    """One pooled ``redis.asyncio`` client per application, opened and closed with it.
+
+    Plugins get it from ``gateway.state.redis(what)`` while the app is built and use it on the
+    request path::
+
+        async with state.guard("webhook de-duplication"):
+            fresh = await state.client.set(state.key("webhooks", source, delivery_id), 1,
+                                           nx=True, ex=86400)
+    """
+
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self.prefix = config.prefix
+        self._client: aioredis.Redis | None = None
+        #: Whether the last guarded call reached Redis (transitions are logged once).
+        self.healthy = True
+        #: The hard bound on one guarded block: a connect, a command, and the one retry.
+        self.bound = 2 * (config.connect_timeout + config.timeout)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The ``redis.asyncio.Redis`` client (between app startup and cleanup)."""
+        if self._client is None:
+            raise RuntimeError("the Redis client is used outside the application's lifetime")
+        return self._client
+
+    def key(self, space: str, tag: str, *rest: str) -> str:
+        """``<prefix><space>:{<tag>}:<rest...>``: keys with one ``tag`` share a cluster slot."""
+        tag = tag.replace("{", "%7B").replace("}", "%7D")
+        key = f"{self.prefix}{space}:{{{tag}}}"
+        return key + "".join(":" + part for part in rest) if rest else key
+
+    def script(self, source: str) -> Script:
+        """A Lua script run with EVALSHA (loaded again by itself after a Redis restart)."""
+        return Script(self, source)
+
+    async def open(self) -> None:
+        cfg = self.config
+        pool = aioredis.BlockingConnectionPool.from_url(
+            str(cfg.url),
+            max_connections=cfg.max_connections,
+            timeout=cfg.timeout,
+            socket_connect_timeout=cfg.connect_timeout,
+            socket_timeout=cfg.timeout,
+            # A pooled connection that Redis closed (restart, idle timeout) fails on first use:
+            # try once more on a new connection. Timeouts are not retried (the command may have
+            # run), and nothing backs off: the guard's bound is the whole budget.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            client_name="hookgate",
+        )
+        self._client = aioredis.Redis.from_pool(pool)
+        try:
+            async with asyncio.timeout(self.bound):
+                await self._client.ping()
+            log.info("shared state in Redis at %s", cfg.url.masked())
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.healthy = False
+            log.warning(
+                "Redis at %s does not answer (%s): requests that need it get 503 until it does",
+                cfg.url.masked(),
+                _describe(exc),
+            )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    @asynccontextmanager
+    async def guard(self, what: str) -> AsyncIterator[None]:
+        """Run the block's Redis calls within :attr:`bound` seconds; an unreachable or slow
+        Redis becomes :class:`Unavailable` naming ``what`` (e.g. ``"sessions"``)."""
+        try:
+            async with asyncio.timeout(self.bound):
+                yield
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
+            if self.healthy:
+                self.healthy = False
+                log.error(
+                    "Redis at %s is unreachable (%s): %s answer 503 until it is back",
+                    self.config.url.masked(),
+                    _describe(exc),
+                    what,
+                )
+            raise Unavailable(
+                f"The gateway cannot reach its state store right now, so {what} "
+                "cannot be used. Retry shortly.",
+                code="state_store_unavailable",
+                retry_after=RETRY_AFTER,
+            ) from None
+        except RedisError as exc:
+            log.error("Redis failed for %s: %s", what, _describe(exc))
+            raise GatewayError(f"The gateway's state store failed ({what}).") from None
+        if not self.healthy:
+            self.healthy = True
+            log.warning("Redis at %s answers again", self.config.url.masked())
+
+
+class Script:
+    """A Lua script bound to the application's client when first run."""
+
+    def __init__(self, state: RedisState, source: str) -> None:
+        self.state = state
+        self.source = source
+        self._script: Any = None
+        self._client: Any = None
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        client = self.state.client
+        if self._client is not client:
+            self._script, self._client = client.register_script(self.source), client
+        return await self._script(keys=list(keys), args=list(args))
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
