@@ -19,12 +19,18 @@ if TYPE_CHECKING:
 
 @attrs.frozen
 class Principal:
-    """An authenticated caller. ``id`` scopes its data (sessions, limits); it is never the key."""
+    """An authenticated caller. ``id`` scopes its data (sessions, limits); it is never the key.
+
+    ``rpm`` and ``tpm`` are the caller's own request and token limits per minute (``None``: the
+    ``[limits]`` defaults apply; ``0``: no limit).
+    """
 
     id: str
     name: str
     models: frozenset[str] | None = None
     attributes: dict[str, Any] = attrs.Factory(dict)
+    rpm: int | None = None
+    tpm: int | None = None
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -71,6 +77,16 @@ class Exchange:
     stream: bool = False
     usage: Usage | None = None
     upstream_failed: bool = False
+    #: What plugins keep for the rest of this request (a filter's ``on_request`` leaving what its
+    #: ``on_success`` needs), keyed by an object the plugin owns; ``None`` until one is kept.
+    notes: dict[Any, Any] | None = None
+
+    def note(self, key: Any, value: Any) -> None:
+        """Keep ``value`` under ``key`` in :attr:`notes` for the rest of the request."""
+        if self.notes is None:
+            self.notes = {key: value}
+        else:
+            self.notes[key] = value
 
     def gateway_seconds(self) -> float:
         """Time spent inside the gateway so far, upstream waits excluded."""

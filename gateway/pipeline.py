@@ -116,5 +116,10 @@ class Pipeline:
             return
         if assembler is not None:
             resp = assembler.response()
-            for hook in self.success_hooks:
-                await hook(req, resp, ex)
+            try:
+                for hook in self.success_hooks:
+                    await hook(req, resp, ex)
+            except GatewayError as err:
+                # E.g. the session store could not keep the turn: the client must know, and
+                # the answer's bytes are out already, so it is the protocol's error frame.
+                yield Error(err)
