@@ -116,6 +116,16 @@ class Count(int):
         return cls(value)
 
 
+class NonNegative(int):
+    """A whole number of at least 0 (where 0 usually means "no limit")."""
+
+    @classmethod
+    def parse(cls, value: Any) -> NonNegative:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("expected a whole number of at least 0")
+        return cls(value)
+
+
 class LogLevel(str):
     LEVELS = ("debug", "info", "warning", "error", "critical")
 

@@ -28,6 +28,9 @@ BUILTINS: dict[str, str] = {
     "auth.keys": "gateway.auth.keys",
     "ops.health": "gateway.ops.health",
     "ops.metrics": "gateway.ops.metrics",
+    "sessions": "gateway.sessions.history",
+    "sessions.memory": "gateway.sessions.memory",
+    "sessions.redis": "gateway.sessions.redis",
 }
 
 

@@ -395,6 +395,11 @@ def encode_request(
     return body
 
 
+def encode_messages(messages: list[Message]) -> list[dict[str, JSON]]:
+    """Canonical messages as a Chat Completions ``messages`` array, every field kept."""
+    return [m for msg in messages for m in _encode_message(msg, True)]
+
+
 def _put(body: dict[str, JSON], key: str, value: Any) -> None:
     if value is not None:
         body[key] = value
