@@ -73,9 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = load(config_path, overrides=overrides)
         if command in ("check", "serve"):
-            # Building the app checks what only the plugins' factories can (backends, filters).
+            # Building the app checks what only the plugins' factories can (backends, filters,
+            # stores). Several workers each build their own, so check once before forking them.
             _level(loaded)
-            if command == "check":
+            if command == "check" or loaded.config.server.workers > 1:
                 from gateway.app import init_app
 
                 init_app(loaded)

@@ -31,6 +31,7 @@ BUILTINS: dict[str, str] = {
     "sessions": "gateway.sessions.history",
     "sessions.memory": "gateway.sessions.memory",
     "sessions.redis": "gateway.sessions.redis",
+    "limits": "gateway.limits.filter",
 }
 
 

@@ -25,20 +25,24 @@ log = logging.getLogger(__name__)
 
 @attrs.frozen
 class KeyConfig:
-    """One API key: ``{name = "ci", key = "${CI_KEY}", models = ["llama"]}``."""
+    """One API key: ``{name = "ci", key = "${CI_KEY}", models = ["llama"], rpm = 60}``."""
 
     key: str
     name: str | None = None
     #: Public model names (or ``[models]`` globs) this key may use; all when absent.
     models: tuple[str, ...] | None = None
+    #: Requests and tokens per minute this key may use; ``[limits]`` decides when absent, and 0
+    #: means no limit.
+    rpm: int | None = None
+    tpm: int | None = None
 
     @classmethod
     def parse(cls, value: Any) -> KeyConfig:
         if isinstance(value, str):
             value = {"key": value}
         if not isinstance(value, dict):
-            raise ValueError("expected a key string or a table {key, name, models}")
-        unknown = set(value) - {"key", "name", "models"}
+            raise ValueError("expected a key string or a table {key, name, models, rpm, tpm}")
+        unknown = set(value) - {"key", "name", "models", "rpm", "tpm"}
         if unknown:
             raise ValueError(f"unknown keys {', '.join(sorted(map(repr, unknown)))}")
         key, name, models = value.get("key"), value.get("name"), value.get("models")
@@ -50,7 +54,15 @@ class KeyConfig:
             isinstance(models, list) and all(isinstance(m, str) for m in models)
         ):
             raise ValueError("'models' must be a list of model names")
-        return cls(key, name, tuple(models) if models is not None else None)
+        limits = {}
+        for field in ("rpm", "tpm"):
+            limit = value.get(field)
+            if limit is not None and (
+                isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+            ):
+                raise ValueError(f"'{field}' must be a whole number of at least 0 (0: no limit)")
+            limits[field] = limit
+        return cls(key, name, tuple(models) if models is not None else None, **limits)
 
 
 @attrs.frozen
@@ -76,6 +88,8 @@ class KeysAuthenticator(Authenticator):
                 id=pid,
                 name=k.name or f"key{i + 1}",
                 models=frozenset(k.models) if k.models is not None else None,
+                rpm=k.rpm,
+                tpm=k.tpm,
             )
             self.table[d] = (d, principal)
 

@@ -1,0 +1,140 @@
+"""Token buckets: how much of a key's per-minute allowance is left, in memory or in Redis.
+
+Each key has two buckets, requests and tokens. A bucket holds at most the per-minute limit and
+refills continuously at the limit per minute, so a key may burst up to its whole allowance and
+then goes on at the limit's pace; over any minute it gets at most twice the limit, and over a long
+run exactly the limit. A request takes one from the request bucket and needs at least one token
+left in the token bucket. Tokens are only known once the answer is in: they are taken then, and
+may leave the bucket below zero, which holds the key's next requests back until it has refilled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from gateway.state.redis import RedisState
+
+Limit = Literal["requests", "tokens"]
+
+
+class Buckets:
+    """Where the buckets are kept."""
+
+    async def acquire(self, owner: str, rpm: int, tpm: int) -> tuple[float, Limit | None]:
+        """Take one request from ``owner``'s allowance: ``(0, None)`` when it may go, else the
+        seconds to wait and which limit holds it back (nothing is taken then). 0 is no limit."""
+        raise NotImplementedError
+
+    async def spend(self, owner: str, tpm: int, tokens: int) -> None:
+        """Take ``tokens`` from ``owner``'s token bucket (after an answer)."""
+        raise NotImplementedError
+
+
+def _refilled(level: float, since: float, now: float, cap: int) -> float:
+    return min(float(cap), level + (now - since) * cap / 60.0)
+
+
+class MemoryBuckets(Buckets):
+    """Buckets of one process (the event loop makes every method atomic)."""
+
+    #: Idle full buckets are forgotten when more than this many are kept.
+    MAX_KEPT = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._levels: dict[tuple[str, str], tuple[float, float, int]] = {}
+
+    def _level(self, key: tuple[str, str], cap: int, now: float) -> float:
+        kept = self._levels.get(key)
+        return float(cap) if kept is None else _refilled(kept[0], kept[1], now, cap)
+
+    def _keep(self, key: tuple[str, str], level: float, now: float, cap: int) -> None:
+        levels = self._levels
+        levels[key] = (level, now, cap)
+        if len(levels) > self.MAX_KEPT:
+            for k, (lvl, since, c) in list(levels.items()):
+                if _refilled(lvl, since, now, c) >= c:
+                    del levels[k]
+
+    async def acquire(self, owner: str, rpm: int, tpm: int) -> tuple[float, Limit | None]:
+        now = self.clock()
+        wait, limit = 0.0, None
+        requests = self._level((owner, "r"), rpm, now) if rpm else 0.0
+        if rpm and requests < 1:
+            wait, limit = (1 - requests) * 60.0 / rpm, "requests"
+        if tpm:
+            tokens = self._level((owner, "t"), tpm, now)
+            if tokens < 1 and (1 - tokens) * 60.0 / tpm > wait:
+                wait, limit = (1 - tokens) * 60.0 / tpm, "tokens"
+        if limit is not None:
+            return wait, limit
+        if rpm:
+            self._keep((owner, "r"), requests - 1, now, rpm)
+        return 0.0, None
+
+    async def spend(self, owner: str, tpm: int, tokens: int) -> None:
+        now = self.clock()
+        key = (owner, "t")
+        self._keep(key, self._level(key, tpm, now) - tokens, now, tpm)
+
+
+# KEYS: request bucket, token bucket. ARGV: rpm, tpm, tokens to spend (-1: acquire a request).
+# Returns "0" (go ahead) or "<r|t>:<seconds to wait>". A bucket is a hash {l: level, t: time}.
+BUCKETS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function level(key, cap)
+  local v = redis.call('HMGET', key, 'l', 't')
+  local l = tonumber(v[1])
+  if not l then return cap end
+  return math.min(cap, l + (now - tonumber(v[2])) * cap / 60)
+end
+local function keep(key, cap, l)
+  redis.call('HSET', key, 'l', string.format('%.6f', l), 't', string.format('%.6f', now))
+  redis.call('PEXPIRE', key, math.ceil((cap - l) * 60000 / cap) + 1000)
+end
+local rpm, tpm, spend = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if spend >= 0 then
+  if tpm > 0 then keep(KEYS[2], tpm, level(KEYS[2], tpm) - spend) end
+  return '0'
+end
+local wait, which, r = 0, '', 0
+if rpm > 0 then
+  r = level(KEYS[1], rpm)
+  if r < 1 then wait, which = (1 - r) * 60 / rpm, 'r' end
+end
+if tpm > 0 then
+  local k = level(KEYS[2], tpm)
+  if k < 1 and (1 - k) * 60 / tpm > wait then wait, which = (1 - k) * 60 / tpm, 't' end
+end
+if which ~= '' then return which .. ':' .. string.format('%.3f', wait) end
+if rpm > 0 then keep(KEYS[1], rpm, r - 1) end
+return '0'
+"""
+
+
+class RedisBuckets(Buckets):
+    """Buckets shared by every gateway process on one Redis (``<prefix>limits:{owner}:r|t``),
+    updated by one Lua script on Redis's clock, so N instances together allow the limit once."""
+
+    def __init__(self, redis: RedisState) -> None:
+        self.redis = redis
+        self._script = redis.script(BUCKETS)
+
+    def _keys(self, owner: str) -> list[str]:
+        return [self.redis.key("limits", owner, "r"), self.redis.key("limits", owner, "t")]
+
+    async def acquire(self, owner: str, rpm: int, tpm: int) -> tuple[float, Limit | None]:
+        async with self.redis.guard("rate limits"):
+            answer = await self._script(self._keys(owner), [rpm, tpm, -1])
+        if answer == b"0":
+            return 0.0, None
+        which, _, wait = answer.decode().partition(":")
+        return float(wait), "requests" if which == "r" else "tokens"
+
+    async def spend(self, owner: str, tpm: int, tokens: int) -> None:
+        async with self.redis.guard("rate limits"):
+            await self._script(self._keys(owner), [0, tpm, max(0, tokens)])

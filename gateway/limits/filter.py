@@ -1,0 +1,124 @@
+"""The ``limits`` plugin: requests and tokens per minute for each API key.
+
+``[limits] rpm`` and ``tpm`` are the defaults for every key; a key's own ``rpm`` / ``tpm`` in
+``[auth] keys`` overrides them (0: no limit). A request over its allowance is refused before it
+reaches a backend with 429 and ``retry-after`` in the client's protocol. Tokens are the usage the
+upstream reported for the answer (streams included); when it reported none, an estimate of about
+four characters a token. The buckets (see :mod:`gateway.limits.buckets`) live in memory for one
+process or in Redis for several (``[limits] store``). With no limit configured anywhere the
+filter is not installed and costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from gateway.canonical import ChatRequest, ChatResponse
+from gateway.config import NonNegative
+from gateway.errors import GatewayError, RateLimited
+from gateway.exchange import Exchange, Principal
+from gateway.filters import Filter
+from gateway.hookspecs import hookimpl
+from gateway.limits.buckets import Buckets, MemoryBuckets, RedisBuckets
+from gateway.tokens import message_tokens
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class LimitsConfig:
+    """``[limits]``: per-key defaults (0: no limit) and where the counts are kept."""
+
+    #: Requests per minute for each key that does not set its own.
+    rpm: NonNegative = NonNegative(0)
+    #: Tokens (prompt + completion) per minute for each key that does not set its own.
+    tpm: NonNegative = NonNegative(0)
+    #: "auto" (redis when [redis] url is set, else memory), "memory" or "redis".
+    store: str = "auto"
+
+
+class LimitsFilter(Filter):
+    name = "limits"
+    #: First: a refused request costs nothing else (no session load, no upstream call).
+    order = -200
+
+    def __init__(self, buckets: Buckets, rpm: int, tpm: int) -> None:
+        self.buckets = buckets
+        self.rpm = rpm
+        self.tpm = tpm
+
+    def limits(self, principal: Principal) -> tuple[int, int]:
+        rpm = self.rpm if principal.rpm is None else principal.rpm
+        tpm = self.tpm if principal.tpm is None else principal.tpm
+        return rpm, tpm
+
+    async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
+        principal = exchange.principal
+        rpm, tpm = self.limits(principal)
+        if not (rpm or tpm):
+            return None
+        wait, limit = await self.buckets.acquire(principal.id, rpm, tpm)
+        if limit is not None:
+            per_minute = rpm if limit == "requests" else tpm
+            raise RateLimited(
+                f"Rate limit reached for '{principal.name}': {per_minute} {limit} per minute. "
+                f"Retry in {math.ceil(wait)}s.",
+                code="rate_limit_exceeded",
+                retry_after=wait,
+            )
+        return None
+
+    async def on_success(
+        self, request: ChatRequest, response: ChatResponse, exchange: Exchange
+    ) -> None:
+        principal = exchange.principal
+        tpm = self.limits(principal)[1]
+        if not tpm:
+            return
+        usage = response.usage or exchange.usage
+        if usage is not None:
+            tokens = usage.total_tokens
+        else:
+            tokens = message_tokens(request.messages) + message_tokens([response.message])
+        try:
+            await self.buckets.spend(principal.id, tpm, tokens)
+        except GatewayError as err:
+            # The answer is out; losing its count is better than failing it.
+            log.warning("tokens of request %s not counted: %s", exchange.request_id, err.message)
+
+
+def _configured(gateway: Gateway) -> tuple[int, int] | None:
+    cfg: LimitsConfig = gateway.config.section("limits")
+    auth = gateway.config.sections.get("auth")
+    keys = getattr(auth, "keys", ())
+    if cfg.rpm or cfg.tpm or any(k.rpm or k.tpm for k in keys):
+        return cfg.rpm, cfg.tpm
+    return None
+
+
+@hookimpl
+def gateway_config_sections(register: Any) -> None:
+    register("limits", LimitsConfig)
+
+
+@hookimpl
+def gateway_register_filters(register: Any) -> None:
+    def factory(gateway: Gateway) -> LimitsFilter | None:
+        defaults = _configured(gateway)
+        if defaults is None:
+            return None
+        store = gateway.state.choose("limits.store", gateway.config.section("limits").store)
+        if store == "redis":
+            buckets: Buckets = RedisBuckets(gateway.state.redis("limits.store"))
+        else:
+            buckets = MemoryBuckets()
+        return LimitsFilter(buckets, *defaults)
+
+    register("limits", factory)

@@ -1,0 +1,119 @@
+"""Rate limits per key: requests and tokens per minute, 429 with retry-after, memory and Redis."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from conftest import upstream_config
+
+from gateway import GATEWAY
+from gateway.limits.buckets import MemoryBuckets
+from gateway.limits.filter import LimitsFilter
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limits_store(request):
+    """``limits_store(**limits)``: a configuration with the [limits] section in the store
+    under test."""
+
+    def make(**limits):
+        cfg = {"limits": {"store": request.param, **limits}}
+        if request.param == "redis":
+            cfg["redis"] = {
+                "url": request.getfixturevalue("redis_url"),
+                "prefix": request.getfixturevalue("redis_prefix"),
+            }
+        return cfg
+
+    return make
+
+
+async def _status(api, **kwargs):
+    try:
+        await api.chat.completions.create(
+            model="gpt-test", messages=kwargs.pop("messages", MESSAGES), **kwargs
+        )
+    except openai.RateLimitError as exc:
+        return exc
+    return 200
+
+
+async def test_requests_per_minute_per_key(make_gateway, upstream, limits_store, sdk):
+    keys = [
+        {"name": "capped", "key": "sk-capped"},
+        {"name": "tight", "key": "sk-tight", "rpm": 1},
+        {"name": "free", "key": "sk-free", "rpm": 0},
+    ]
+    client = await make_gateway(
+        {**upstream_config(upstream), **limits_store(rpm=3), "auth": {"keys": keys}}
+    )
+    capped, tight, free = (sdk(client, api_key=k["key"]) for k in keys)
+    results = [await _status(capped) for _ in range(5)]
+    assert results[:3] == [200, 200, 200]
+    for refused in results[3:]:
+        assert isinstance(refused, openai.RateLimitError)
+        body = refused.body
+        assert body["code"] == "rate_limit_exceeded" and body["type"] == "rate_limit_error"
+        assert "3 requests per minute" in body["message"]
+        # One request comes back every 20 s at 3 per minute.
+        assert 1 <= int(refused.response.headers["retry-after"]) <= 20
+    assert await _status(tight) == 200
+    assert isinstance(await _status(tight), openai.RateLimitError)  # its own rpm = 1
+    assert [await _status(free) for _ in range(6)] == [200] * 6  # 0: this key has no limit
+    # A refused stream is refused before it starts, as a plain 429.
+    with pytest.raises(openai.RateLimitError):
+        await capped.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+
+
+async def test_tokens_per_minute_count_usage_streams_included(
+    make_gateway, upstream, limits_store, sdk
+):
+    # The upstream reports 18 tokens for every answer.
+    client = await make_gateway({**upstream_config(upstream), **limits_store(tpm=40)})
+    api = sdk(client)
+    assert await _status(api) == 200
+    stream = await api.chat.completions.create(
+        model="gpt-test",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert [c async for c in stream]
+    assert await _status(api) == 200  # 36 of 40 spent: one token is enough to start
+    refused = await _status(api)  # 54 spent
+    assert isinstance(refused, openai.RateLimitError)
+    assert "40 tokens per minute" in refused.body["message"]
+    assert int(refused.response.headers["retry-after"]) >= 20
+
+
+async def test_streams_without_usage_are_estimated(make_gateway, upstream, limits_store, sdk):
+    client = await make_gateway({**upstream_config(upstream), **limits_store(tpm=30)})
+    api = sdk(client)
+    long = [{"role": "user", "content": "word " * 40}]  # ~50 tokens each way
+    stream = await api.chat.completions.create(model="gpt-test", messages=long, stream=True)
+    chunks = [c async for c in stream]
+    assert all(c.usage is None for c in chunks)  # the client did not ask for usage
+    assert isinstance(await _status(api), openai.RateLimitError)
+
+
+async def test_no_limits_no_filter(make_gateway):
+    client = await make_gateway({"auth": {"keys": ["sk-a", {"key": "sk-b", "rpm": 0}]}})
+    gateway = client.server.app[GATEWAY]
+    assert not any(isinstance(f, LimitsFilter) for f in gateway.filters)
+    assert gateway.pipeline.request_filters == [] and gateway.pipeline.success_hooks == []
+
+
+async def test_memory_buckets_refill_at_the_limit_pace():
+    now = [1000.0]
+    buckets = MemoryBuckets(clock=lambda: now[0])
+    assert [await buckets.acquire("k", 2, 0) for _ in range(3)][:2] == [(0.0, None)] * 2
+    wait, limit = await buckets.acquire("k", 2, 0)
+    assert limit == "requests" and wait == pytest.approx(30.0)
+    now[0] += 30.0
+    assert await buckets.acquire("k", 2, 0) == (0.0, None)
+    await buckets.spend("k", 60, 120)  # 60 tokens of debt
+    wait, limit = await buckets.acquire("k", 0, 60)
+    assert limit == "tokens" and wait == pytest.approx(61.0)
+    assert await buckets.acquire("other", 2, 60) == (0.0, None)
