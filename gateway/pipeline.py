@@ -37,8 +37,11 @@ class Pipeline:
         #: Same-protocol raw frames may be relayed only while no filter rewrites events.
         self.raw_relay = not self.event_filters
 
-    async def prepare(self, req: ChatRequest, ex: Exchange) -> Backend:
-        """Run request filters and route; returns the backend that will answer."""
+    async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Backend]:
+        """Run request filters and route; returns the request as the filters left it (they may
+        return a new one) and the backend that will answer. A filter may clear
+        ``req.raw_relay`` to have its request's stream encoded by the gateway."""
+        req.raw_relay = self.raw_relay
         for flt in self.request_filters:
             changed = await flt(req, ex)
             if changed is not None:
@@ -46,15 +49,14 @@ class Pipeline:
                 req.wire = None
         route = self.router.resolve(req.model, ex.principal)
         req.upstream_model = route.upstream_for(req.model)
-        req.raw_relay = self.raw_relay
         ex.model = route.name
         ex.backend = route.backend.label
         ex.stream = req.stream
-        return route.backend
+        return req, route.backend
 
     async def complete(self, req: ChatRequest, ex: Exchange) -> ChatResponse:
         """A whole answer. Raises :class:`GatewayError` on failure."""
-        backend = await self.prepare(req, ex)
+        req, backend = await self.prepare(req, ex)
         try:
             resp = await backend.complete(req, ex)
         except GatewayError as err:
@@ -77,7 +79,7 @@ class Pipeline:
         a plain error response); later ones arrive as an :class:`Error` event, and the stream
         always ends with a :class:`Finish` or an :class:`Error`, never silently.
         """
-        backend = await self.prepare(req, ex)
+        req, backend = await self.prepare(req, ex)
         assembler = Assembler(req.model) if self.success_hooks else None
         filters = self.event_filters
         finished = sent = False

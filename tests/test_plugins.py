@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import inspect
 
+import attrs
 import pluggy
 import pytest
 from conftest import ROOT, recorded, upstream_config
@@ -17,6 +18,7 @@ from gateway import (
     Filter,
     Finish,
     GatewayError,
+    Message,
     TextDelta,
     TextPart,
     create_app,
@@ -357,3 +359,28 @@ async def test_protocol_plugin_with_its_own_error_shape(make_gateway):
     resp = await client.post("/plain/unknown", data="x")
     assert resp.status == 404
     assert "does not exist" in (await resp.json())["oops"]
+
+
+async def test_a_filter_may_return_a_new_request(make_gateway, upstream, sdk):
+    class Rewrite(Filter):
+        async def on_request(self, request, exchange):
+            return attrs.evolve(request, messages=[*request.messages[:-1], _user("rewritten")])
+
+    class P:
+        @hookimpl
+        def gateway_register_filters(self, register):
+            register("rewrite", lambda gw: Rewrite())
+
+    client = await make_gateway(upstream_config(upstream), plugins=[("rewrite", P())])
+    api = sdk(client)
+    out = await api.chat.completions.create(model="gpt-test", messages=MESSAGES)
+    assert out.choices[0].message.content == "upstream says: rewritten"
+    stream = await api.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == (
+        "upstream says: rewritten"
+    )
+    assert recorded(upstream)[-1]["messages"] == [{"role": "user", "content": "rewritten"}]
+
+
+def _user(text):
+    return Message("user", [TextPart(text)])
