@@ -5,6 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 from conftest import upstream_config
+from fakes.plain_protocol import PLUGIN as PLAIN
 
 from gateway import GATEWAY
 from gateway.limits.buckets import MemoryBuckets
@@ -117,3 +118,13 @@ async def test_memory_buckets_refill_at_the_limit_pace():
     wait, limit = await buckets.acquire("k", 0, 60)
     assert limit == "tokens" and wait == pytest.approx(61.0)
     assert await buckets.acquire("other", 2, 60) == (0.0, None)
+
+
+async def test_429_in_the_protocol_of_the_route(make_gateway, upstream, limits_store):
+    client = await make_gateway(
+        {**upstream_config(upstream), **limits_store(rpm=1)}, plugins=[PLAIN]
+    )
+    assert (await client.post("/plain/gpt-test", data="hi")).status == 200
+    resp = await client.post("/plain/gpt-test", data="hi")
+    assert resp.status == 429 and 1 <= int(resp.headers["retry-after"]) <= 60
+    assert (await resp.json())["oops"].startswith("Rate limit reached for 'anonymous'")

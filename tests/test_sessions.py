@@ -14,8 +14,9 @@ import openai
 import pytest
 from conftest import recorded, upstream_config
 from fakes.openai_upstream import CANCELLED
+from fakes.plain_protocol import PLUGIN as PLAIN
 
-from gateway import GATEWAY
+from gateway import GATEWAY, hookimpl
 from gateway.canonical import (
     ImagePart,
     Message,
@@ -25,8 +26,10 @@ from gateway.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
+from gateway.errors import Unavailable
 from gateway.sessions import codec
 from gateway.sessions.history import SESSION_STORE, SessionFilter
+from gateway.sessions.memory import MemorySessionStore
 from gateway.sessions.store import Entry, SessionStore, trim
 
 KEYS = [{"name": "alice", "key": "sk-alice"}, {"name": "bob", "key": "sk-bob"}]
@@ -52,9 +55,10 @@ def stored(request):
 async def gateway(make_gateway, upstream, stored):
     """``await gateway(**sessions)``: a gateway with keys, the upstream and sessions on."""
 
-    async def make(**sessions):
+    async def make(plugins=(), **sessions):
         return await make_gateway(
-            {**upstream_config(upstream), **stored(**sessions), "auth": {"keys": KEYS}}
+            {**upstream_config(upstream), **stored(**sessions), "auth": {"keys": KEYS}},
+            plugins=plugins,
         )
 
     return make
@@ -393,3 +397,52 @@ async def test_sessions_are_off_by_default(make_gateway, upstream, sdk):
         await _ask(api, text)
     assert _sent(upstream) == [_user("two")]
     assert (await client.get("/v1/sessions")).status == 404
+
+
+async def test_any_protocol_names_a_session_with_the_header(gateway, upstream):
+    client = await gateway(plugins=[PLAIN])
+    headers = {"authorization": "Bearer sk-alice", "x-session-id": "plain"}
+    for text in ("first words", "second words"):
+        resp = await client.post("/plain/gpt-test", data=text, headers=headers)
+        assert (resp.status, await resp.text()) == (200, f"upstream says: {text}")
+    assert _sent(upstream) == [
+        _user("first words"),
+        {"role": "assistant", "content": "upstream says: first words"},
+        _user("second words"),
+    ]
+    resp = await client.post(
+        "/plain/gpt-test", data="x", headers={**headers, "x-session-id": "bad id"}
+    )
+    assert resp.status == 400 and "session id" in (await resp.json())["oops"]
+
+
+async def test_a_turn_that_cannot_be_stored_is_reported(make_gateway, upstream, sdk):
+    class Failing(MemorySessionStore):
+        async def append(self, owner, session, entry, system=None):
+            raise Unavailable("The session store is down.", code="state_store_unavailable")
+
+    class Plugin:
+        @hookimpl
+        def gateway_register_session_stores(self, register):
+            register("failing", lambda gw: Failing(gw.config.section("sessions")))
+
+    client = await make_gateway(
+        {**upstream_config(upstream), "sessions": {"store": "failing"}},
+        plugins=[("failing", Plugin())],
+    )
+    api = sdk(client)
+    with pytest.raises(openai.InternalServerError) as info:
+        await _ask(api, "hello")
+    assert info.value.status_code == 503 and info.value.body["code"] == "state_store_unavailable"
+    stream = await api.chat.completions.create(
+        model="gpt-test",
+        messages=[_user("hello")],
+        stream=True,
+        extra_headers={"X-Session-Id": "s"},
+    )
+    texts = []
+    with pytest.raises(openai.APIError) as info:
+        async for chunk in stream:
+            texts.append(chunk.choices[0].delta.content or "")
+    assert "".join(texts) == "upstream says: hello"  # the answer came, then the failure was said
+    assert "session store is down" in info.value.message

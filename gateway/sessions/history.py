@@ -97,6 +97,9 @@ class SessionFilter(Filter):
                 param="session_id",
             )
         request.session_id = session
+        # The end of the stream is sent only once the turn is stored (a relayed stream would
+        # carry the upstream's end marker before the store was asked).
+        request.raw_relay = False
         stored = await self.store.load(exchange.principal.id, session)
         system = [m for m in request.messages if m.role in ("system", "developer")]
         new = [m for m in request.messages if m.role not in ("system", "developer")]
