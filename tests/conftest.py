@@ -284,3 +284,21 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_config(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
+    """``store_config(section, **options)``: ``[section] store`` set to the store under test (the
+    test runs once with "memory" and once with "redis"), and for Redis, ``[redis]`` pointed at
+    the test server under a key prefix of the test's own."""
+
+    def make(section: str, **options: Any) -> dict[str, Any]:
+        cfg: dict[str, Any] = {section: {"store": request.param, **options}}
+        if request.param == "redis":
+            cfg["redis"] = {
+                "url": request.getfixturevalue("redis_url"),
+                "prefix": request.getfixturevalue("redis_prefix"),
+            }
+        return cfg
+
+    return make

@@ -14,21 +14,10 @@ from gateway.limits.filter import LimitsFilter
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def limits_store(request):
-    """``limits_store(**limits)``: a configuration with the [limits] section in the store
-    under test."""
-
-    def make(**limits):
-        cfg = {"limits": {"store": request.param, **limits}}
-        if request.param == "redis":
-            cfg["redis"] = {
-                "url": request.getfixturevalue("redis_url"),
-                "prefix": request.getfixturevalue("redis_prefix"),
-            }
-        return cfg
-
-    return make
+@pytest.fixture
+def limits_store(store_config):
+    """``limits_store(**limits)``: [limits] in the store under test (memory, then Redis)."""
+    return lambda **limits: store_config("limits", **limits)
 
 
 async def _status(api, **kwargs):

@@ -9,6 +9,7 @@ import attrs
 import pluggy
 import pytest
 from conftest import ROOT, recorded, upstream_config
+from fakes.plain_protocol import PLUGIN as PLAIN
 
 from gateway import (
     GATEWAY,
@@ -319,40 +320,11 @@ async def test_configure_app_hook_adds_routes_with_error_mapping(make_gateway):
 
 
 async def test_protocol_plugin_with_its_own_error_shape(make_gateway):
-    from aiohttp import web
-
-    from gateway import EXCHANGE, ChatRequest, Message, ProtocolAdapter
-
-    class Plain(ProtocolAdapter):
-        """A toy protocol: the body is the prompt, the answer is text, errors are {"oops": ...}."""
-
-        name = "plain"
-
-        def setup(self, app):
-            self.gateway.add_route(
-                "POST", "/plain/{model}", self.handle, name="plain", protocol=self
-            )
-
-        def error_body(self, err):
-            return {"oops": err.message}
-
-        async def handle(self, request):
-            req = ChatRequest(
-                model=request.match_info["model"],
-                protocol=self.name,
-                messages=[Message("user", [TextPart(await request.text())])],
-            )
-            resp = await self.pipeline.complete(req, request[EXCHANGE])
-            return web.Response(text=resp.message.text())
-
-    class P:
-        @hookimpl
-        def gateway_register_protocols(self, register):
-            register(Plain)
-
+    # A toy protocol registered with gateway_register_protocols (tests/fakes/plain_protocol.py):
+    # the body is the prompt, the answer is text, errors are {"oops": ...}.
     client = await make_gateway(
         {"backends": {"e": {"kind": "echo"}}, "models": {"e": {"backend": "e"}}},
-        plugins=[("plain", P())],
+        plugins=[PLAIN],
     )
     resp = await client.post("/plain/e", data="plain words")
     assert (resp.status, await resp.text()) == (200, "plain words")

@@ -35,29 +35,17 @@ from gateway.sessions.store import Entry, SessionStore, trim
 KEYS = [{"name": "alice", "key": "sk-alice"}, {"name": "bob", "key": "sk-bob"}]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def stored(request):
-    """``stored(**sessions)``: configuration for sessions in the store under test."""
-
-    def make(**sessions):
-        cfg = {"sessions": {"store": request.param, **sessions}}
-        if request.param == "redis":
-            cfg["redis"] = {
-                "url": request.getfixturevalue("redis_url"),
-                "prefix": request.getfixturevalue("redis_prefix"),
-            }
-        return cfg
-
-    return make
-
-
 @pytest.fixture
-async def gateway(make_gateway, upstream, stored):
+async def gateway(make_gateway, upstream, store_config):
     """``await gateway(**sessions)``: a gateway with keys, the upstream and sessions on."""
 
     async def make(plugins=(), **sessions):
         return await make_gateway(
-            {**upstream_config(upstream), **stored(**sessions), "auth": {"keys": KEYS}},
+            {
+                **upstream_config(upstream),
+                **store_config("sessions", **sessions),
+                "auth": {"keys": KEYS},
+            },
             plugins=plugins,
         )
 
