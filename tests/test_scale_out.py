@@ -4,20 +4,16 @@ one continues through another, and a key's rate limit holds for all of them toge
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import openai
-from conftest import free_port, hookgate_env, wait_for_port
+from conftest import gateway_process
 
 CONFIG = """
 [server]
-port = {port}
 workers = {workers}
 
 [redis]
@@ -44,41 +40,20 @@ upstream_model = "up-model"
 def gateways(
     tmp_path: Path, count: int, redis_url: str, prefix: str, upstream: str, workers: int = 1
 ) -> Iterator[list[str]]:
-    """``count`` separate gateway processes (``python -m gateway serve``) on one Redis; yields
-    their base URLs."""
-    procs, ports = [], []
-    try:
-        for i in range(count):
-            port = free_port()
-            ports.append(port)
-            path = tmp_path / f"gateway-{i}.toml"
-            path.write_text(
-                CONFIG.format(
-                    port=port,
-                    workers=workers,
-                    redis_url=redis_url,
-                    prefix=prefix,
-                    upstream=upstream,
-                )
-            )
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
-                    env=hookgate_env(),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-            )
-        for proc, port in zip(procs, ports, strict=True):
-            wait_for_port(port, proc)
-        yield [f"http://127.0.0.1:{port}/v1" for port in ports]
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            out, _ = proc.communicate(timeout=30)
-            assert proc.returncode == 0, out
+    """``count`` separate gateway processes (``python -m gateway serve``) with one configuration
+    on one Redis; yields their base URLs, and checks that each stopped cleanly."""
+    config = tmp_path / "hookgate.toml"
+    config.write_text(
+        CONFIG.format(workers=workers, redis_url=redis_url, prefix=prefix, upstream=upstream)
+    )
+    with ExitStack() as stack:
+        procs = [
+            stack.enter_context(gateway_process("serve", "--config", str(config)))
+            for _ in range(count)
+        ]
+        yield [f"{proc.url}/v1" for proc in procs]
+    for proc in procs:
+        assert proc.returncode == 0, proc.output
 
 
 def _ask(base_url: str, key: str, text: str, session: str | None = None) -> str | int:
