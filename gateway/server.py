@@ -74,7 +74,7 @@ async def serve(
     if on_ready is not None:
         on_ready(port)
     await stop.wait()
-    log.info("shutting down: draining in-flight requests for up to %.0fs", cfg.drain_timeout)
+    log.info("shutting down: draining in-flight requests for up to %gs", cfg.drain_timeout)
     deadline = loop.call_later(cfg.drain_timeout, app[GATEWAY].end_streams)
     await runner.cleanup()
     deadline.cancel()

@@ -121,15 +121,22 @@ class GatewayProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.output = ""
+        self.signalled = False
 
     @property
     def returncode(self) -> int | None:
         return self.proc.returncode
 
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` now (once stopping, :meth:`stop` sends nothing more)."""
+        self.signalled = True
+        self.proc.send_signal(sig)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        """Send ``sig`` (if still running), wait, keep the output; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        """Send ``sig`` (unless already signalled or gone), wait, keep the output; returns the
+        exit status."""
+        if self.proc.poll() is None and not self.signalled:
+            self.send(sig)
         try:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

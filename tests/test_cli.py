@@ -95,7 +95,7 @@ def test_drain_deadline_cuts_long_streams_with_an_error_frame(tmp_path: Path):
         )
         with urllib.request.urlopen(request, timeout=30) as resp:
             assert resp.readline().startswith(b"data: ")
-            gw.proc.send_signal(signal.SIGTERM)
+            gw.send(signal.SIGTERM)
             rest = [line.decode().strip() for line in resp]
     data = [json.loads(x[6:]) for x in rest if x.startswith("data: {")]
     assert "error" in data[-1] and "shutting down" in data[-1]["error"]["message"]

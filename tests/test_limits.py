@@ -92,7 +92,9 @@ async def test_no_limits_no_filter(make_gateway):
     client = await make_gateway({"auth": {"keys": ["sk-a", {"key": "sk-b", "rpm": 0}]}})
     gateway = client.server.app[GATEWAY]
     assert not any(isinstance(f, LimitsFilter) for f in gateway.filters)
-    assert gateway.pipeline.request_filters == [] and gateway.pipeline.success_hooks == []
+    # only the (default) session filter is on the request path
+    assert [f.__self__.name for f in gateway.pipeline.request_filters] == ["sessions"]
+    assert [f.__self__.name for f in gateway.pipeline.success_hooks] == ["sessions"]
 
 
 async def test_memory_buckets_refill_at_the_limit_pace():

@@ -16,7 +16,7 @@ from conftest import recorded, upstream_config
 from fakes.openai_upstream import CANCELLED
 from fakes.plain_protocol import PLUGIN as PLAIN
 
-from gateway import GATEWAY, hookimpl
+from gateway import hookimpl
 from gateway.canonical import (
     ImagePart,
     Message,
@@ -28,7 +28,7 @@ from gateway.canonical import (
 )
 from gateway.errors import Unavailable
 from gateway.sessions import codec
-from gateway.sessions.history import SESSION_STORE, SessionFilter
+from gateway.sessions.history import SESSION_STORE
 from gateway.sessions.memory import MemorySessionStore
 from gateway.sessions.store import Entry, SessionStore, trim
 
@@ -377,14 +377,33 @@ def test_codec_keeps_every_part():
     assert codec.loads(codec.dumps(messages)) == messages
 
 
-async def test_sessions_are_off_by_default(make_gateway, upstream, sdk):
+async def test_memory_sessions_by_default_and_a_clear_refusal_when_none_can_serve(
+    make_gateway, upstream, sdk
+):
     client = await make_gateway(upstream_config(upstream))
-    assert not any(isinstance(f, SessionFilter) for f in client.server.app[GATEWAY].filters)
+    assert isinstance(client.server.app[SESSION_STORE], MemorySessionStore)
     api = sdk(client)
     for text in ("one", "two"):
         await _ask(api, text)
-    assert _sent(upstream) == [_user("two")]
-    assert (await client.get("/v1/sessions")).status == 404
+    assert _sent(upstream) == [
+        _user("one"),
+        {"role": "assistant", "content": "upstream says: one"},
+        _user("two"),
+    ]
+    assert (await client.get("/v1/sessions")).status == 200
+
+    for config, reason in (
+        ({"sessions": {"store": "off"}}, "Sessions are off"),
+        ({"server": {"workers": 2}}, "several worker processes and no Redis"),
+    ):
+        client = await make_gateway({**upstream_config(upstream), **config})
+        api = sdk(client)
+        with pytest.raises(openai.BadRequestError) as info:
+            await _ask(api, "lost?")
+        assert info.value.code == "sessions_unavailable" and reason in info.value.message
+        out = await api.chat.completions.create(model="gpt-test", messages=[_user("no session")])
+        assert out.choices[0].message.content == "upstream says: no session"
+        assert (await client.get("/v1/sessions")).status == 404
 
 
 async def test_any_protocol_names_a_session_with_the_header(gateway, upstream):

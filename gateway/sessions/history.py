@@ -11,7 +11,10 @@ protocol, ``metadata.session_id``. The filter then, for the caller's principal o
   system prompt. A failed or cancelled request appends nothing.
 
 The store is ``[sessions] store`` (memory, redis or a plugin's, registered with
-``gateway_register_session_stores``); nothing of this is on the request path while it is "off".
+``gateway_register_session_stores``); "auto", the default, is Redis when ``[redis] url`` is set,
+else memory (one process). When no store can serve (``"off"``, or several workers without
+Redis) a request naming a session is refused with the reason, never answered without its
+history.
 """
 
 from __future__ import annotations
@@ -69,14 +72,20 @@ class _Turn:
 
 
 class SessionFilter(Filter):
-    """Prepends a named session's history; appends each successful turn to it."""
+    """Prepends a named session's history; appends each successful turn to it.
+
+    Without a store (sessions off, or no store that several workers could share) it refuses
+    requests that name a session, with the reason: answering them without their history would
+    lose the conversation silently.
+    """
 
     name = "sessions"
     #: Early, so other filters (redaction, guardrails) see the whole conversation.
     order = -100
 
-    def __init__(self, store: SessionStore) -> None:
+    def __init__(self, store: SessionStore | None, unavailable: str = "") -> None:
         self.store = store
+        self.unavailable = unavailable
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         notes = exchange.notes
@@ -96,6 +105,8 @@ class SessionFilter(Filter):
                 "A session id is 1 to 256 printable ASCII characters without spaces.",
                 param="session_id",
             )
+        if self.store is None:
+            raise BadRequest(self.unavailable, param="session_id", code="sessions_unavailable")
         request.session_id = session
         # The end of the stream is sent only once the turn is stored (a relayed stream would
         # carry the upstream's end marker before the store was asked).
@@ -114,7 +125,7 @@ class SessionFilter(Filter):
         self, request: ChatRequest, response: ChatResponse, exchange: Exchange
     ) -> None:
         turn = exchange.notes.get(_TURN) if exchange.notes else None
-        if turn is None:
+        if turn is None or self.store is None:
             return
         entry = turn.entry(_replayable(response.message))
         await self.store.append(exchange.principal.id, turn.session, entry, turn.system)
@@ -147,21 +158,33 @@ async def session_header(request: web.Request, handler: Any) -> web.StreamRespon
     return await handler(request)
 
 
-def build_store(gateway: Gateway) -> SessionStore | None:
-    """The configured store, or ``None`` when sessions are off."""
+def build_store(gateway: Gateway) -> tuple[SessionStore | None, str]:
+    """The configured store, or ``None`` and the reason sessions are unavailable."""
     cfg: SessionConfig = gateway.config.section("sessions")
     name = cfg.store
     if name == "off":
-        return None
+        return None, 'Sessions are off on this gateway ([sessions] store = "off").'
     if name == "auto":
-        name = "redis" if gateway.state.redis_configured else "memory"
+        if gateway.state.redis_configured:
+            name = "redis"
+        elif gateway.state.workers > 1:
+            log.warning(
+                "sessions are unavailable: %d workers need [redis] url to share them",
+                gateway.state.workers,
+            )
+            return None, (
+                "Sessions are unavailable: this gateway runs several worker processes "
+                "and no Redis to share conversations between them ([redis] url)."
+            )
+        else:
+            name = "memory"
     reg = gateway.registry.session_stores.get(name)
     if reg is None:
         known = ", ".join(["off", "auto", *sorted(gateway.registry.session_stores.names())])
         raise ConfigError([f"sessions.store: unknown session store {name!r} (known: {known})"])
     store = reg.value(gateway)
     log.info("sessions kept in the %s store", name)
-    return store
+    return store, ""
 
 
 @hookimpl
@@ -171,9 +194,8 @@ def gateway_config_sections(register: Any) -> None:
 
 @hookimpl
 def gateway_register_filters(register: Any) -> None:
-    def factory(gateway: Gateway) -> SessionFilter | None:
-        store = build_store(gateway)
-        return SessionFilter(store) if store is not None else None
+    def factory(gateway: Gateway) -> SessionFilter:
+        return SessionFilter(*build_store(gateway))
 
     register("sessions", factory)
 
@@ -183,9 +205,11 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     flt = next((f for f in gateway.filters if isinstance(f, SessionFilter)), None)
     if flt is None:
         return
-    store = flt.store
-    app[SESSION_STORE] = store
     app.middlewares.append(session_header)
+    store = flt.store
+    if store is None:
+        return
+    app[SESSION_STORE] = store
     api.add_routes(gateway, store)
 
     async def lifespan(app: web.Application) -> Any:

@@ -27,11 +27,11 @@ from gateway.tokens import message_tokens
 
 @attrs.frozen
 class SessionConfig:
-    """``[sessions]``: conversation history kept by the gateway, off until a store is named."""
+    """``[sessions]``: conversation history kept by the gateway for requests that name a session."""
 
-    #: ``HOOKGATE_SESSION_BACKEND``: "off", "auto" (redis when [redis] url is set, else memory),
-    #: "memory", "redis", or a plugin's store.
-    store: str = "off"
+    #: ``HOOKGATE_SESSION_BACKEND``: "auto" (redis when [redis] url is set, else memory in one
+    #: process), "memory", "redis", "off", or a plugin's store.
+    store: str = "auto"
     #: A session unused this long is forgotten (every request that names it starts it afresh).
     ttl: Duration = Duration(24 * 3600.0)
     #: Messages kept per session at most (the system prompt aside); the oldest turns go first.
