@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from gateway.canonical import ChatRequest, ChatResponse, Event
-from gateway.errors import UpstreamError
+from gateway.canonical import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Event
+from gateway.errors import BadRequest, UpstreamError
 from gateway.streaming import Assembler
 
 if TYPE_CHECKING:
@@ -74,3 +74,17 @@ class Backend:
         if not assembler.finished:
             raise UpstreamError("the backend ended its answer without finishing it")
         return assembler.response()
+
+    async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResponse:
+        """Embed ``request.input``. Backends that cannot embed keep this default: a 400 naming
+        the model."""
+        raise BadRequest(
+            f"The model '{request.model}' does not support embeddings.",
+            param="model",
+            code="model_not_supported",
+        )
+
+    async def count_tokens(self, request: ChatRequest, exchange: Exchange) -> int | None:
+        """The exact input token count of ``request`` when the upstream can count it, or
+        ``None`` (the default) to let the gateway estimate (see :mod:`gateway.tokens`)."""
+        return None

@@ -142,11 +142,16 @@ class ToolChoice:
 
 @attrs.define(slots=True)
 class Usage:
-    """Token counts. ``details`` keeps the protocol's finer breakdown (cache, reasoning)."""
+    """Token counts. ``input_tokens`` counts every prompt token, cached ones included (as
+    OpenAI's ``prompt_tokens`` does); ``cache_read_tokens`` and ``cache_write_tokens`` say how
+    many of them were read from or written to a prompt cache (Anthropic reports those apart).
+    ``details`` keeps the protocol's finer breakdown (reasoning tokens, server tool use)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     details: dict[str, JSON] | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -158,7 +163,8 @@ class ChatRequest:
     """A request for one assistant turn, whatever protocol it arrived in.
 
     ``protocol`` names the client's protocol; ``extra`` holds its fields that have no canonical
-    counterpart. ``wire`` is the decoded wire body: a backend that speaks the same protocol may
+    counterpart, and ``headers`` the protocol headers a same-protocol upstream needs too (such
+    as ``anthropic-beta``). ``wire`` is the decoded wire body: a backend that speaks the same protocol may
     send it as-is (with the upstream model name) instead of re-encoding, and the pipeline clears it
     as soon as a filter or the session store changes the request. ``raw_relay`` tells a backend of
     the same protocol that it may relay the upstream's raw stream frames (see :class:`Raw`).
@@ -186,6 +192,7 @@ class ChatRequest:
     wire: dict[str, JSON] | None = None
     upstream_model: str | None = None
     raw_relay: bool = False
+    headers: dict[str, str] | None = None
 
     def system_text(self) -> str:
         """System and developer instructions, joined by blank lines."""
@@ -216,6 +223,42 @@ class ChatResponse:
     raw: bytes | None = None
     raw_protocol: str | None = None
     extra: dict[str, JSON] | None = None
+
+
+# --- embeddings --------------------------------------------------------------------------------
+
+
+@attrs.define(slots=True)
+class EmbeddingRequest:
+    """Texts (or token arrays) to embed. ``encoding_format`` is what the client wants back:
+    ``float`` lists, or ``base64`` (little-endian float32 bytes, base64-encoded)."""
+
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    protocol: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+    extra: dict[str, JSON] | None = None
+    wire: dict[str, JSON] | None = None
+    upstream_model: str | None = None
+
+
+@attrs.define(slots=True)
+class EmbeddingResponse:
+    """Embedding vectors, one per input, in order.
+
+    A backend fills ``vectors`` (float lists) or ``base64`` (the encoded form), whichever it has;
+    the protocol converts to what the client asked for. ``raw`` is an upstream body already in
+    the client's protocol and encoding, sent unchanged.
+    """
+
+    model: str
+    vectors: list[list[float]] | None = None
+    base64: list[str] | None = None
+    usage: Usage | None = None
+    raw: bytes | None = None
+    raw_protocol: str | None = None
 
 
 # --- stream events ---------------------------------------------------------------------------

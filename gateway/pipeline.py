@@ -11,10 +11,20 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Finish, UsageEvent
+from gateway.canonical import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Error,
+    Event,
+    Finish,
+    UsageEvent,
+)
 from gateway.errors import GatewayError, UpstreamError
 from gateway.filters import Filter, overrides
 from gateway.streaming import Assembler
+from gateway.tokens import request_tokens
 
 if TYPE_CHECKING:
     from gateway.backend import Backend
@@ -47,12 +57,38 @@ class Pipeline:
             if changed is not None:
                 req = changed
                 req.wire = None
+        backend = self._route(req, ex)
+        ex.stream = req.stream
+        return req, backend
+
+    def _route(self, req: ChatRequest | EmbeddingRequest, ex: Exchange) -> Backend:
         route = self.router.resolve(req.model, ex.principal)
         req.upstream_model = route.upstream_for(req.model)
         ex.model = route.name
         ex.backend = route.backend.label
-        ex.stream = req.stream
-        return req, route.backend
+        return route.backend
+
+    async def embed(self, req: EmbeddingRequest, ex: Exchange) -> EmbeddingResponse:
+        """Embeddings from the routed backend (chat filters do not apply to them)."""
+        backend = self._route(req, ex)
+        try:
+            resp = await backend.embed(req, ex)
+        except GatewayError as err:
+            if err.code != "model_not_supported":
+                self.metrics.upstream_error(ex.backend, err)
+            raise
+        ex.usage = resp.usage
+        return resp
+
+    async def count_tokens(self, req: ChatRequest, ex: Exchange) -> tuple[int, bool]:
+        """The input tokens of ``req`` and whether the count is exact: the routed backend's
+        count when its upstream can give one, else the gateway's estimate. Routing and key
+        permissions apply; filters do not (nothing is generated)."""
+        backend = self._route(req, ex)
+        count = await backend.count_tokens(req, ex)
+        if count is not None:
+            return count, True
+        return request_tokens(req), False
 
     async def complete(self, req: ChatRequest, ex: Exchange) -> ChatResponse:
         """A whole answer. Raises :class:`GatewayError` on failure."""

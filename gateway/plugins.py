@@ -23,8 +23,10 @@ GROUP = hookspecs.PROJECT
 #: The built-in plugins, by the name they have in the entry-point group.
 BUILTINS: dict[str, str] = {
     "protocols.openai": "gateway.protocols.openai",
+    "protocols.anthropic": "gateway.protocols.anthropic",
     "backends.echo": "gateway.backends.echo",
     "backends.openai": "gateway.backends.openai",
+    "backends.anthropic": "gateway.backends.anthropic",
     "auth.keys": "gateway.auth.keys",
     "ops.health": "gateway.ops.health",
     "ops.metrics": "gateway.ops.metrics",

@@ -28,7 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class StreamEncoder(Protocol):
-    """Turns canonical events into a protocol's stream frames."""
+    """Turns canonical events into a protocol's stream frames.
+
+    An encoder may also have a ``keepalive`` attribute: the frame sent on an idle stream
+    instead of an SSE comment (Anthropic clients expect ``event: ping``).
+    """
 
     def encode(self, event: Event) -> bytes: ...
 
@@ -86,9 +90,15 @@ class ProtocolAdapter:
         if type(first) is Error:
             await events.aclose()  # type: ignore[attr-defined]
             raise first.error  # type: ignore[attr-defined]
+        keepalive: bytes | None = getattr(encoder, "keepalive", None)
         resp = EventSourceResponse(
-            sep="\n", allow_all_methods=True, ping_interval=self.ping_interval, headers=headers
+            sep="\n",
+            allow_all_methods=True,
+            # with a keepalive frame of the protocol's own, that frame replaces the comments
+            ping_interval=self.ping_interval if keepalive is None else _NEVER,
+            headers=headers,
         )
+        pinger: asyncio.Task[None] | None = None
         gateway = self.gateway
         task = asyncio.current_task()
         assert task is not None
@@ -97,6 +107,8 @@ class ProtocolAdapter:
         try:
             await resp.prepare(request)
             ex.first_byte = time.perf_counter() - ex.started
+            if keepalive is not None:
+                pinger = asyncio.create_task(_keep_alive(resp, keepalive, self.ping_interval))
             async with resp:
                 data = encoder.encode(first)
                 if data:
@@ -123,9 +135,24 @@ class ProtocolAdapter:
                     )
                 )
         finally:
+            if pinger is not None:
+                pinger.cancel()
             gateway.streams.discard(task)
             gateway.metrics.active_streams.dec()
             await events.aclose()  # type: ignore[attr-defined]
         with contextlib.suppress(ConnectionResetError):
             await resp.write_eof()
         return resp
+
+
+#: A ping interval that never comes (aiohttp-sse's own comments are off).
+_NEVER = 365 * 24 * 3600.0
+
+
+async def _keep_alive(resp: web.StreamResponse, frame: bytes, interval: float) -> None:
+    """Write ``frame`` every ``interval`` seconds until the stream ends (whole frames only are
+    ever written, so a ping never lands inside another frame)."""
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        while True:
+            await asyncio.sleep(interval)
+            await resp.write(frame)

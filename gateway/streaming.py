@@ -96,12 +96,21 @@ class SSEDecoder:
         return frames
 
 
+def complete_frames(buf: bytes) -> int:
+    """How many leading bytes of ``buf`` are whole SSE frames (up to the last blank line), so a
+    relay can forward those and hold back a frame still arriving."""
+    lf = buf.rfind(b"\n\n")
+    crlf = buf.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
 class Assembler:
     """Folds a canonical event stream into a :class:`ChatResponse`."""
 
     __slots__ = (
         "_calls",
         "_reasoning",
+        "_signature",
         "_text",
         "created",
         "error",
@@ -119,6 +128,7 @@ class Assembler:
         self.created = 0
         self._text: list[str] = []
         self._reasoning: list[str] = []
+        self._signature: str | None = None
         self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
         self.usage: Usage | None = None
         self.reason: str | None = None
@@ -148,6 +158,7 @@ class Assembler:
             self.created = ev.created or self.created  # type: ignore[attr-defined]
         elif t is ReasoningDelta:
             self._reasoning.append(ev.text)  # type: ignore[attr-defined]
+            self._signature = ev.signature or self._signature  # type: ignore[attr-defined]
         elif t is Error:
             self.error = ev.error  # type: ignore[attr-defined]
 
@@ -162,7 +173,7 @@ class Assembler:
     def message(self) -> Message:
         parts: list[Part] = []
         if self._reasoning:
-            parts.append(ReasoningPart("".join(self._reasoning)))
+            parts.append(ReasoningPart("".join(self._reasoning), self._signature))
         if self._text:
             parts.append(TextPart("".join(self._text)))
         for index in sorted(self._calls):

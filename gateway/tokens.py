@@ -1,15 +1,21 @@
 """Approximate token counts, where the gateway needs a size and no tokenizer is at hand.
 
-About four characters a token for text (close for English with the common BPE tokenizers), and
-a flat cost for an image or any part only a protocol understands. Session budgets and rate
-limits use it when no upstream reported usage.
+The gateway ships no model tokenizers (they differ per model and are large). It counts about four
+characters a token for text (close for English with the common BPE tokenizers), four tokens of
+framing a message, eight a tool definition (its JSON schema counted as text), and a flat cost for
+an image or any part only a protocol understands. Session budgets and rate limits use it when no
+upstream reported usage, the echo backend for its usage, and Anthropic's ``count_tokens`` over a
+backend that cannot count. It is a rough budget figure, never presented as exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import orjson
+
 from gateway.canonical import (
+    ChatRequest,
     ImagePart,
     Message,
     Part,
@@ -23,6 +29,8 @@ from gateway.canonical import (
 IMAGE_TOKENS = 800
 #: Tokens counted for each message besides its content (role and separators).
 MESSAGE_TOKENS = 4
+#: Tokens counted for each tool definition besides its name, description and schema.
+TOOL_TOKENS = 8
 
 
 def text_tokens(text: str) -> int:
@@ -48,3 +56,13 @@ def part_tokens(part: Part) -> int:
 def message_tokens(messages: Iterable[Message]) -> int:
     """The approximate prompt size of ``messages``."""
     return sum(MESSAGE_TOKENS + sum(part_tokens(p) for p in m.parts) for m in messages)
+
+
+def request_tokens(req: ChatRequest) -> int:
+    """The approximate input size of ``req``: its messages (system prompt included) and tools."""
+    total = message_tokens(req.messages)
+    for tool in req.tools or ():
+        total += TOOL_TOKENS + text_tokens(tool.name) + text_tokens(tool.description or "")
+        if tool.parameters:
+            total += text_tokens(orjson.dumps(tool.parameters).decode())
+    return total

@@ -83,14 +83,17 @@ class Upstream:
             raise UpstreamError(f"backend '{self.backend}' is not started")
         return self.session
 
-    async def post(self, path: str, body: bytes, ex: Exchange) -> bytes:
-        """POST ``body`` and return the answer's bytes; a failure raises :class:`GatewayError`."""
+    async def post(
+        self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None = None
+    ) -> bytes:
+        """POST ``body`` and return the answer's bytes; a failure raises :class:`GatewayError`.
+        ``headers`` are added to this request only."""
         started = time.perf_counter()
         try:
             async with self._session().post(
                 self.base_url + path,
                 data=body,
-                headers={"x-request-id": ex.request_id},
+                headers=_request_headers(ex, headers),
                 timeout=self._whole,
             ) as resp:
                 data = await resp.read()
@@ -106,7 +109,7 @@ class Upstream:
 
     @asynccontextmanager
     async def stream(
-        self, path: str, body: bytes, ex: Exchange
+        self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``body`` and yield the open response once its status is known to be good.
 
@@ -120,7 +123,7 @@ class Upstream:
             resp = await self._session().post(
                 self.base_url + path,
                 data=body,
-                headers={"x-request-id": ex.request_id},
+                headers=_request_headers(ex, headers),
                 timeout=self._streamed,
             )
         except Exception as exc:
@@ -137,6 +140,20 @@ class Upstream:
             yield resp
         finally:
             resp.close()
+
+    async def read(self, resp: aiohttp.ClientResponse, ex: Exchange) -> bytes:
+        """The next bytes of a streamed answer, whatever one read returns (``b""`` at its end),
+        the wait added to the exchange's upstream time; a failure raises :class:`GatewayError`."""
+        started = time.perf_counter()
+        try:
+            return await resp.content.readany()
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            err = self.failure(exc)
+            if isinstance(err, UpstreamTimeout):
+                err = UpstreamTimeout(f"backend '{self.backend}' stopped sending mid-stream")
+            raise err from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
 
     def failure(self, exc: BaseException) -> GatewayError:
         """The gateway error for a transport failure talking to this upstream."""
@@ -155,6 +172,12 @@ class Upstream:
         if isinstance(exc, aiohttp.ClientError):
             return UpstreamError(f"backend '{name}' failed: {type(exc).__name__}")
         return UpstreamError(f"backend '{name}' failed unexpectedly")
+
+
+def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:
+    if extra:
+        return {**extra, "x-request-id": ex.request_id}
+    return {"x-request-id": ex.request_id}
 
 
 def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> GatewayError:

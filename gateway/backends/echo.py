@@ -33,6 +33,7 @@ from gateway.config import Duration
 from gateway.exchange import Exchange
 from gateway.hookspecs import hookimpl
 from gateway.streaming import new_id
+from gateway.tokens import request_tokens, text_tokens
 
 log = logging.getLogger(__name__)
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -47,11 +48,6 @@ class EchoConfig(BackendConfig):
     delay: Duration = Duration(0.0)
 
 
-def estimate_tokens(text: str) -> int:
-    """A rough token count (about four characters a token), as echo has no tokenizer."""
-    return (len(text) + 3) // 4
-
-
 class EchoBackend(Backend):
     kind = "echo"
 
@@ -63,8 +59,8 @@ class EchoBackend(Backend):
 
     def _answer(self, req: ChatRequest) -> tuple[str, Usage]:
         text = self.config.prefix + req.last_user_text()
-        prompt = sum(estimate_tokens(m.text()) + 4 for m in req.messages)
-        return text, Usage(prompt, estimate_tokens(text))
+        prompt = request_tokens(req)
+        return text, Usage(prompt, text_tokens(text))
 
     async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
         text, usage = self._answer(request)

@@ -8,17 +8,15 @@ frame for usage, text and failures.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import aiohttp
 import attrs
 import orjson
 
 from gateway.backend import Backend
 from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Raw
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Exchange
 from gateway.formats import openai_chat
 from gateway.formats.openai_chat import DONE, PROTOCOL, StreamParser, stream_error
@@ -74,20 +72,13 @@ class OpenAIBackend(Backend):
             decoder = SSEDecoder()
             parser = StreamParser()
             done = False
-            content = resp.content
-            clock = time.perf_counter
+            read = self.upstream.read
             while True:
-                started = clock()
                 try:
-                    chunk = await content.readany()
-                except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-                    err = self.upstream.failure(exc)
-                    if isinstance(err, UpstreamTimeout):
-                        err = UpstreamTimeout(f"backend '{self.name}' stopped sending mid-stream")
+                    chunk = await read(resp, exchange)
+                except GatewayError as err:
                     yield Error(err)
                     return
-                finally:
-                    exchange.upstream_seconds += clock() - started
                 if not chunk:
                     break
                 if relay:
