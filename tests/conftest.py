@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
-from fakes import openai_upstream
+from fakes import anthropic_upstream, openai_upstream
 
 from gateway import create_app
 
@@ -63,8 +64,37 @@ def upstream_config(server: TestServer | str, **backend: Any) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+async def claude_upstream(aiohttp_server: Any) -> TestServer:
+    """A scripted Anthropic upstream (see ``fakes/anthropic_upstream.py``)."""
+    return await aiohttp_server(anthropic_upstream.make_app())
+
+
+def claude_config(server: TestServer | str, **backend: Any) -> dict[str, Any]:
+    """A configuration with one ``anthropic`` backend ``claude`` at ``server`` and model
+    ``claude-test`` routed to upstream model ``up-claude``."""
+    base = server if isinstance(server, str) else str(server.make_url("")).rstrip("/")
+    return {
+        "backends": {
+            "claude": {"kind": "anthropic", "base_url": base, "api_key": "claude-secret", **backend}
+        },
+        "models": {"claude-test": {"backend": "claude", "upstream_model": "up-claude"}},
+    }
+
+
+def both_config(openai_server: TestServer, claude_server: TestServer) -> dict[str, Any]:
+    """Both fake upstreams: ``gpt-test`` (OpenAI kind) and ``claude-test`` (Anthropic kind)."""
+    cfg = upstream_config(openai_server)
+    other = claude_config(claude_server)
+    cfg["backends"].update(other["backends"])
+    cfg["models"].update(other["models"])
+    return cfg
+
+
 def recorded(server: TestServer) -> list[dict[str, Any]]:
-    return server.app[openai_upstream.REQUESTS]
+    """The request bodies a fake upstream (either kind) received."""
+    key = openai_upstream.REQUESTS if openai_upstream.REQUESTS in server.app else None
+    return server.app[key or anthropic_upstream.REQUESTS]
 
 
 @pytest.fixture
@@ -76,6 +106,26 @@ async def sdk() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
     def make(client: TestClient, api_key: str = "unused", **kwargs: Any) -> openai.AsyncOpenAI:
         api = openai.AsyncOpenAI(
             base_url=str(client.make_url("/v1")), api_key=api_key, max_retries=0, **kwargs
+        )
+        made.append(api)
+        return api
+
+    yield make
+    for api in made:
+        await api.close()
+
+
+@pytest.fixture
+async def claude_sdk() -> AsyncIterator[Callable[..., anthropic.AsyncAnthropic]]:
+    """``claude_sdk(client, api_key=...)``: the official async Anthropic client pointed at a
+    gateway under test (closed after the test)."""
+    made: list[anthropic.AsyncAnthropic] = []
+
+    def make(
+        client: TestClient, api_key: str = "unused", **kwargs: Any
+    ) -> anthropic.AsyncAnthropic:
+        api = anthropic.AsyncAnthropic(
+            base_url=str(client.make_url("")).rstrip("/"), api_key=api_key, max_retries=0, **kwargs
         )
         made.append(api)
         return api

@@ -422,9 +422,15 @@ def _encode_message(msg: Message, same: bool) -> Iterator[dict[str, JSON]]:
     if role == "tool":
         for p in msg.parts:
             if type(p) is ToolResultPart:
-                content = (
-                    p.content if isinstance(p.content, str) else _encode_content(p.content, same)
-                )
+                if isinstance(p.content, str):
+                    content: JSON = p.content
+                elif same:
+                    content = _encode_content(p.content, same)
+                else:
+                    # OpenAI tool messages carry text only
+                    if any(type(c) is not TextPart for c in p.content):
+                        log.debug("dropping non-text parts of tool result %s", p.call_id)
+                    content = p.text()
                 out: dict[str, JSON] = {
                     "role": "tool",
                     "tool_call_id": p.call_id,
@@ -531,11 +537,20 @@ def decode_response(obj: Any) -> ChatResponse:
     )
 
 
+_USAGE_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
+
+
 def decode_usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
-    details = {k: v for k, v in u.items() if k.endswith("_details") and v} or None
-    return Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0, details)
+    details = {k: v for k, v in u.items() if k in _USAGE_DETAILS and v} or None
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(
+        u.get("prompt_tokens") or 0,
+        u.get("completion_tokens") or 0,
+        details,
+        cache_read_tokens=cached,
+    )
 
 
 def encode_usage(u: Usage) -> dict[str, JSON]:
@@ -545,7 +560,9 @@ def encode_usage(u: Usage) -> dict[str, JSON]:
         "total_tokens": u.input_tokens + u.output_tokens,
     }
     if u.details:
-        out.update({k: v for k, v in u.details.items() if k.endswith("_details")})
+        out.update({k: v for k, v in u.details.items() if k in _USAGE_DETAILS})
+    if u.cache_read_tokens and "prompt_tokens_details" not in out:
+        out["prompt_tokens_details"] = {"cached_tokens": u.cache_read_tokens}
     return out
 
 
