@@ -24,6 +24,7 @@ GROUP = hookspecs.PROJECT
 BUILTINS: dict[str, str] = {
     "protocols.openai": "gateway.protocols.openai",
     "protocols.anthropic": "gateway.protocols.anthropic",
+    "protocols.openai_responses": "gateway.protocols.openai_responses",
     "backends.echo": "gateway.backends.echo",
     "backends.openai": "gateway.backends.openai",
     "backends.anthropic": "gateway.backends.anthropic",
