@@ -8,7 +8,9 @@ client and protocol path can be tried without a model. Responses carry
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,8 @@ from gateway.backend import Backend, BackendConfig
 from gateway.canonical import (
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Event,
     Finish,
     Message,
@@ -31,6 +35,7 @@ from gateway.canonical import (
 )
 from gateway.config import Duration
 from gateway.exchange import Exchange
+from gateway.formats import openai_embeddings
 from gateway.hookspecs import hookimpl
 from gateway.streaming import new_id
 from gateway.tokens import request_tokens, text_tokens
@@ -71,6 +76,28 @@ class EchoBackend(Backend):
             finish_reason="stop",
             usage=usage,
             created=int(time.time()),
+        )
+
+    async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResponse:
+        """Deterministic unit vectors drawn from a hash of each input (same input, same
+        vector), ``dimensions`` long (16 by default): for trying clients, not for meaning."""
+        size = request.dimensions or 16
+        vectors, tokens = [], 0
+        for item in openai_embeddings.texts(request):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += text_tokens(text) if isinstance(item, str) else len(item)
+            seed = hashlib.sha256(text.encode()).digest()
+            raw = [
+                b - 127.5
+                for i in range(0, size, 32)
+                for b in hashlib.sha256(seed + i.to_bytes(4, "little")).digest()
+            ][:size]
+            norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+            vectors.append([x / norm for x in raw])
+        return EmbeddingResponse(
+            model=request.upstream_model or request.model,
+            vectors=vectors,
+            usage=Usage(tokens, 0),
         )
 
     async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:

@@ -15,10 +15,18 @@ import attrs
 import orjson
 
 from gateway.backend import Backend
-from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Raw
+from gateway.canonical import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Error,
+    Event,
+    Raw,
+)
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Exchange
-from gateway.formats import openai_chat
+from gateway.formats import openai_chat, openai_embeddings
 from gateway.formats.openai_chat import DONE, PROTOCOL, StreamParser, stream_error
 from gateway.hookspecs import hookimpl
 from gateway.streaming import SSEDecoder
@@ -53,15 +61,23 @@ class OpenAIBackend(Backend):
         )
         return orjson.dumps(body)
 
-    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
-        data = await self.upstream.post("/chat/completions", self._body(request), exchange)
+    def _json(self, data: bytes) -> Any:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"backend '{self.name}' answered with invalid JSON") from None
         if isinstance(obj, dict) and obj.get("error"):
             raise stream_error(obj)
-        resp = openai_chat.decode_response(obj)
+        return obj
+
+    async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResponse:
+        body = openai_embeddings.encode_request(request, request.upstream_model or request.model)
+        data = await self.upstream.post("/embeddings", orjson.dumps(body), exchange)
+        return openai_embeddings.decode_response(self._json(data), data, request)
+
+    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
+        data = await self.upstream.post("/chat/completions", self._body(request), exchange)
+        resp = openai_chat.decode_response(self._json(data))
         if request.protocol == PROTOCOL:
             resp.raw, resp.raw_protocol = data, PROTOCOL
         return resp

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.exchange import EXCHANGE
-from gateway.formats import openai_chat
+from gateway.formats import openai_chat, openai_embeddings
 from gateway.hookspecs import hookimpl
 from gateway.http import JSON_CONTENT_TYPE, json_response, read_json
 from gateway.protocol import ProtocolAdapter
@@ -29,6 +29,7 @@ class OpenAIProtocol(ProtocolAdapter):
             name="chat_completions",
             protocol=self,
         )
+        add("POST", "/v1/embeddings", self.embeddings, name="embeddings", protocol=self)
         add("GET", "/v1/models", self.list_models, name="models", protocol=self)
         add("GET", "/v1/models/{model}", self.get_model, name="model", protocol=self)
 
@@ -47,6 +48,14 @@ class OpenAIProtocol(ProtocolAdapter):
         return await self.stream_response(
             request, ex, events, openai_chat.ChunkEncoder(req.model, req.include_usage)
         )
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        ex = request[EXCHANGE]
+        req = openai_embeddings.decode_request(await read_json(request))
+        resp = await self.pipeline.embed(req, ex)
+        if resp.raw is not None and resp.raw_protocol == self.name:
+            return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
+        return json_response(openai_embeddings.encode_response(resp, req))
 
     async def list_models(self, request: web.Request) -> web.Response:
         principal = request[EXCHANGE].principal

@@ -13,6 +13,8 @@ What it does is chosen by the last user message:
 - ``ROUNDS``: answers with a tool call until three tool results are in the history
 - anything else: ``upstream says: <text>`` in three chunks
 
+``POST /v1/embeddings`` answers fixed vectors (see :func:`vector`) in the asked encoding.
+
 Every request body is recorded (``GET /_requests`` returns them), and so is whether a streaming
 handler saw its client go away (``GET /_cancelled``).
 """
@@ -20,6 +22,8 @@ handler saw its client go away (``GET /_cancelled``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 import sys
 import time
 from typing import Any
@@ -195,11 +199,34 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def vector(text: Any, index: int) -> list[float]:
+    """The fake's embedding of one input: numbers exact in float32, so both encodings agree."""
+    return [float(len(text)), index + 0.5, -1.25, 0.375]
+
+
 async def embeddings(request: web.Request) -> web.Response:
+    """Embeddings in the asked ``encoding_format``; the model ``floats-only`` always answers
+    floats (as some OpenAI-compatible servers do)."""
     body = await request.json()
     request.app[REQUESTS].append(body)
+    inputs = body["input"]
+    if isinstance(inputs, str) or isinstance(inputs[0], int):
+        inputs = [inputs]
+    encoded = body.get("encoding_format") == "base64" and body["model"] != "floats-only"
+    data = []
+    for i, text in enumerate(inputs):
+        vec: Any = vector(text, i)
+        if encoded:
+            vec = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": vec})
+    tokens = sum(len(t) if isinstance(t, list) else len(t.split()) for t in inputs)
     return web.json_response(
-        {"object": "list", "data": [], "model": body.get("model"), "usage": {}}
+        {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
     )
 
 
