@@ -414,7 +414,9 @@ async def test_anthropic_request_to_openai_upstream(gateway, upstream, claude_sd
     assert sent["stop"] == ["###"] and sent["temperature"] == 0.5 and sent["user"] == "u-7"
     assert not {"top_k", "thinking", "metadata", "system", "stop_sequences"} & set(sent)
     dropped = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
-    assert any("thinking" in m for m in dropped)
+    assert any("thinking" in m and "top_k" in m and "metadata" in m for m in dropped)
+    assert any("cache_control" in m for m in dropped)
+    assert any("tool result t2" in m for m in dropped)  # its is_error flag
 
 
 async def test_usage_and_stop_reasons_map_both_ways(gateway, sdk, claude_sdk):

@@ -410,8 +410,14 @@ def _encode_tool(t: Tool, same: bool) -> dict[str, JSON]:
 
 
 def _carry_cache_control(out: dict[str, JSON], extra: dict[str, JSON] | None) -> None:
-    if extra and "cache_control" in extra:
+    """Carry a foreign part's ``cache_control`` mark; its other fields are dropped."""
+    if not extra:
+        return
+    if "cache_control" in extra:
         out["cache_control"] = extra["cache_control"]
+    rest = sorted(k for k in extra if k != "cache_control")
+    if rest:
+        log.debug("dropping fields the Anthropic format lacks: %s", rest)
 
 
 def encode_messages(

@@ -390,8 +390,13 @@ def encode_request(
         _put(body, "metadata", req.metadata)
         if req.extra:
             body.update(req.extra)
-    elif req.extra:
-        log.debug("dropping %s fields the OpenAI format lacks: %s", req.protocol, sorted(req.extra))
+    else:
+        dropped = [*(req.extra or ())]
+        dropped += [k for k in ("top_k", "metadata") if getattr(req, k) is not None]
+        if dropped:
+            log.debug(
+                "dropping %s fields the OpenAI format lacks: %s", req.protocol, sorted(dropped)
+            )
     return body
 
 
@@ -422,6 +427,8 @@ def _encode_message(msg: Message, same: bool) -> Iterator[dict[str, JSON]]:
     if role == "tool":
         for p in msg.parts:
             if type(p) is ToolResultPart:
+                if not same and (p.is_error or p.extra):
+                    log.debug("dropping is_error/fields of tool result %s", p.call_id)
                 if isinstance(p.content, str):
                     content: JSON = p.content
                 elif same:
@@ -478,16 +485,25 @@ def _encode_message(msg: Message, same: bool) -> Iterator[dict[str, JSON]]:
     yield out
 
 
+def _dropped_part_fields(extra: dict[str, JSON]) -> None:
+    log.debug("dropping text part fields the OpenAI format lacks: %s", sorted(extra))
+
+
 def _encode_content(parts: list[Part], same: bool) -> str | list[dict[str, JSON]]:
     if len(parts) == 1 and type(parts[0]) is TextPart and not (same and parts[0].extra):
+        if parts[0].extra:
+            _dropped_part_fields(parts[0].extra)
         return parts[0].text
     out: list[dict[str, JSON]] = []
     for p in parts:
         t = type(p)
         if t is TextPart:
             item: dict[str, JSON] = {"type": "text", "text": p.text}
-            if same and p.extra:
-                item.update(p.extra)
+            if p.extra:
+                if same:
+                    item.update(p.extra)
+                else:
+                    _dropped_part_fields(p.extra)
             out.append(item)
         elif t is ImagePart:
             image: dict[str, JSON] = {"url": p.as_url()}
