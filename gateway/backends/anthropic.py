@@ -22,7 +22,8 @@ from gateway.config import Count
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Exchange
 from gateway.formats import anthropic
-from gateway.formats.anthropic import PROTOCOL, stream_error
+from gateway.formats.anthropic import PROTOCOL
+from gateway.formats.anthropic_response import decode_response, stream_error
 from gateway.formats.anthropic_stream import StreamParser
 from gateway.hookspecs import hookimpl
 from gateway.streaming import SSEDecoder, complete_frames
@@ -94,7 +95,7 @@ class AnthropicBackend(Backend):
         data = await self.upstream.post(
             MESSAGES, self._body(request), exchange, self._headers(request)
         )
-        resp = anthropic.decode_response(self._json(data))
+        resp = decode_response(self._json(data))
         if request.protocol == PROTOCOL:
             resp.raw, resp.raw_protocol = data, PROTOCOL
         return resp

@@ -1,8 +1,8 @@
-"""Anthropic Messages on the wire, both ways: requests, whole responses, usage and errors.
+"""Anthropic Messages requests on the wire, both ways.
 
-The ``anthropic`` protocol adapter decodes client requests and encodes answers with this module;
-the ``anthropic`` backend encodes requests for its upstream and decodes what comes back (streams
-are in :mod:`gateway.formats.anthropic_stream`). Fields with no canonical counterpart are kept in
+The ``anthropic`` protocol adapter decodes client requests with this module and the
+``anthropic`` backend encodes requests for its upstream (answers, usage and errors are in
+:mod:`gateway.formats.anthropic_response`, streams in :mod:`gateway.formats.anthropic_stream`). Fields with no canonical counterpart are kept in
 ``extra`` and written back only to an Anthropic-speaking peer; ``cache_control`` marks are the
 one exception, carried from any client's text parts, tool results and tools, because the mark
 means the same thing wherever it came from.
@@ -19,7 +19,6 @@ import orjson
 from gateway.canonical import (
     JSON,
     ChatRequest,
-    ChatResponse,
     ImagePart,
     Message,
     OpaquePart,
@@ -30,20 +29,8 @@ from gateway.canonical import (
     ToolCallPart,
     ToolChoice,
     ToolResultPart,
-    Usage,
 )
-from gateway.errors import (
-    BadRequest,
-    Forbidden,
-    GatewayError,
-    NotFound,
-    Overloaded,
-    RateLimited,
-    Unauthorized,
-    UpstreamError,
-    UpstreamTimeout,
-)
-from gateway.streaming import new_id
+from gateway.errors import BadRequest
 
 PROTOCOL = "anthropic"
 log = logging.getLogger(__name__)
@@ -65,29 +52,6 @@ _KNOWN = frozenset(
         "metadata",
     }
 )
-FINISH_IN = {
-    "end_turn": "stop",
-    "stop_sequence": "stop_sequence",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-    "pause_turn": "stop",
-}
-FINISH_OUT = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-}
-#: Usage keys with a canonical field; the others are kept in ``Usage.details``.
-_USAGE_COUNTS = frozenset(
-    {"input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"}
-)
-#: ``Usage.details`` keys that belong to other protocols.
-_FOREIGN_DETAILS = frozenset({"prompt_tokens_details", "completion_tokens_details"})
-
-
 # --- requests: wire -> canonical ----------------------------------------------------------------
 
 
@@ -207,10 +171,10 @@ def decode_messages(raw: Any, system: Any) -> list[Message]:
 def _text_block(b: Any, at: str) -> TextPart:
     if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
         raise BadRequest(f"{at}: must be a text block {{type: 'text', text}}.", param=at)
-    return TextPart(b["text"], _rest(b, ("type", "text")))
+    return TextPart(b["text"], rest(b, ("type", "text")))
 
 
-def _rest(b: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, JSON] | None:
+def rest(b: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, JSON] | None:
     return {k: v for k, v in b.items() if k not in known} or None
 
 
@@ -232,7 +196,7 @@ def _decode_block(b: Any, at: str, role: str) -> Part:
             b["id"],
             b["name"],
             orjson.dumps(args).decode(),
-            _rest(b, ("type", "id", "name", "input")),
+            rest(b, ("type", "id", "name", "input")),
         )
     if kind == "tool_result" and role == "user":
         call_id = b.get("tool_use_id")
@@ -250,7 +214,7 @@ def _decode_block(b: Any, at: str, role: str) -> Part:
             call_id,
             result,
             bool(b.get("is_error")),
-            _rest(b, ("type", "tool_use_id", "content", "is_error")),
+            rest(b, ("type", "tool_use_id", "content", "is_error")),
         )
     if kind == "thinking" and role == "assistant" and isinstance(b.get("thinking"), str):
         signature = b.get("signature")
@@ -261,7 +225,7 @@ def _decode_block(b: Any, at: str, role: str) -> Part:
 
 def _decode_image(b: Mapping[str, Any], at: str) -> ImagePart:
     source = b.get("source")
-    extra = _rest(b, ("type", "source"))
+    extra = rest(b, ("type", "source"))
     if isinstance(source, dict):
         kind = source.get("type")
         if kind == "base64" and isinstance(source.get("data"), str):
@@ -298,7 +262,7 @@ def decode_tools(tools: Any) -> list[Tool] | None:
                 description if isinstance(description, str) else None,
                 schema,
                 t.get("strict") if isinstance(t.get("strict"), bool) else None,
-                _rest(t, ("type", "name", "description", "input_schema", "strict")),
+                rest(t, ("type", "name", "description", "input_schema", "strict")),
             )
         )
     return out
@@ -469,7 +433,7 @@ def _encode_parts(parts: list[Part], same: bool) -> Iterator[dict[str, JSON]]:
         elif t is ImagePart:
             yield _encode_image(p, same)  # type: ignore[arg-type]
         elif t is ToolCallPart:
-            yield _encode_tool_use(p, same)  # type: ignore[arg-type]
+            yield tool_use_block(p, same)  # type: ignore[arg-type]
         elif t is ToolResultPart:
             yield _encode_tool_result(p, same)  # type: ignore[arg-type]
         elif t is ReasoningPart:
@@ -503,7 +467,7 @@ def _encode_image(p: ImagePart, same: bool) -> dict[str, JSON]:
     return block
 
 
-def _encode_tool_use(p: ToolCallPart, same: bool) -> dict[str, JSON]:
+def tool_use_block(p: ToolCallPart, same: bool) -> dict[str, JSON]:
     try:
         args = orjson.loads(p.arguments) if p.arguments else {}
     except orjson.JSONDecodeError:
@@ -529,157 +493,3 @@ def _encode_tool_result(p: ToolResultPart, same: bool) -> dict[str, JSON]:
     else:
         _carry_cache_control(block, p.extra)
     return block
-
-
-# --- responses ----------------------------------------------------------------------------------
-
-
-def decode_usage(u: Any) -> Usage | None:
-    """Anthropic usage as canonical usage (``input_tokens`` counting cached tokens too)."""
-    if not isinstance(u, dict):
-        return None
-    read = u.get("cache_read_input_tokens") or 0
-    write = u.get("cache_creation_input_tokens") or 0
-    details = {k: v for k, v in u.items() if k not in _USAGE_COUNTS and v is not None} or None
-    return Usage(
-        (u.get("input_tokens") or 0) + read + write,
-        u.get("output_tokens") or 0,
-        details,
-        cache_read_tokens=read,
-        cache_write_tokens=write,
-    )
-
-
-def encode_usage(u: Usage | None) -> dict[str, JSON]:
-    """Canonical usage in Anthropic's shape (``input_tokens`` without the cached ones)."""
-    if u is None:
-        return {"input_tokens": 0, "output_tokens": 0}
-    out: dict[str, JSON] = {
-        "input_tokens": max(0, u.input_tokens - u.cache_read_tokens - u.cache_write_tokens),
-        "output_tokens": u.output_tokens,
-        "cache_creation_input_tokens": u.cache_write_tokens,
-        "cache_read_input_tokens": u.cache_read_tokens,
-    }
-    if u.details:
-        out.update({k: v for k, v in u.details.items() if k not in _FOREIGN_DETAILS})
-    return out
-
-
-def decode_content(blocks: Any) -> list[Part]:
-    """Response content blocks as canonical parts."""
-    parts: list[Part] = []
-    for b in blocks or ():
-        kind = b.get("type") if isinstance(b, dict) else None
-        if kind == "text":
-            parts.append(TextPart(b.get("text") or "", _rest(b, ("type", "text"))))
-        elif kind == "tool_use":
-            parts.append(
-                ToolCallPart(
-                    b.get("id") or new_id("toolu_"),
-                    b.get("name") or "",
-                    orjson.dumps(b.get("input") or {}).decode(),
-                )
-            )
-        elif kind == "thinking":
-            parts.append(ReasoningPart(b.get("thinking") or "", b.get("signature")))
-        elif kind is not None:
-            parts.append(OpaquePart(PROTOCOL, b))
-    return parts
-
-
-def decode_response(obj: Any) -> ChatResponse:
-    """A non-streamed upstream answer as a canonical response."""
-    if not isinstance(obj, dict) or obj.get("type") != "message":
-        raise UpstreamError("the upstream's answer is not a message")
-    return ChatResponse(
-        id=obj.get("id") or new_id("msg_"),
-        model=obj.get("model") or "",
-        message=Message("assistant", decode_content(obj.get("content"))),
-        finish_reason=FINISH_IN.get(obj.get("stop_reason") or "end_turn", "stop"),
-        stop_sequence=obj.get("stop_sequence"),
-        usage=decode_usage(obj.get("usage")),
-    )
-
-
-def encode_content(parts: list[Part]) -> list[dict[str, JSON]]:
-    """Assistant parts as response content blocks (thinking first, as Anthropic orders them)."""
-    out: list[dict[str, JSON]] = []
-    for p in parts:
-        t = type(p)
-        if t is ReasoningPart:
-            out.append({"type": "thinking", "thinking": p.text, "signature": p.signature or ""})  # type: ignore[union-attr]
-        elif t is TextPart:
-            out.append({"type": "text", "text": p.text})  # type: ignore[union-attr]
-        elif t is ToolCallPart:
-            out.append(_encode_tool_use(p, False))  # type: ignore[arg-type]
-        elif t is OpaquePart and p.protocol == PROTOCOL:  # type: ignore[union-attr]
-            out.append(p.data)  # type: ignore[union-attr]
-    return out
-
-
-def stop_reason(reason: str, sequence: str | None) -> tuple[str, str | None]:
-    """Anthropic's ``stop_reason`` and ``stop_sequence`` for a canonical finish. A stop at a
-    sequence nobody named (OpenAI upstreams do not say which) is reported as ``end_turn``."""
-    if reason == "stop_sequence":
-        return ("stop_sequence", sequence) if sequence is not None else ("end_turn", None)
-    return FINISH_OUT.get(reason, "end_turn"), None
-
-
-def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
-    """A canonical response as a Messages ``message`` object."""
-    reason, sequence = stop_reason(resp.finish_reason, resp.stop_sequence)
-    return {
-        "id": resp.id if resp.id.startswith("msg_") else "msg_" + resp.id,
-        "type": "message",
-        "role": "assistant",
-        "model": resp.model or model,
-        "content": encode_content(resp.message.parts),
-        "stop_reason": reason,
-        "stop_sequence": sequence,
-        "usage": encode_usage(resp.usage),
-    }
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-_ERROR_TYPES = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "not_found": "not_found_error",
-    "too_large": "invalid_request_error",
-    "rate_limit": "rate_limit_error",
-    "upstream": "api_error",
-    "overloaded": "overloaded_error",
-    "unavailable": "api_error",
-    "timeout": "timeout_error",
-    "internal": "api_error",
-}
-_ERRORS_IN: dict[str, type[GatewayError]] = {
-    "invalid_request_error": BadRequest,
-    "authentication_error": Unauthorized,
-    "permission_error": Forbidden,
-    "not_found_error": NotFound,
-    "rate_limit_error": RateLimited,
-    "overloaded_error": Overloaded,
-    "timeout_error": UpstreamTimeout,
-}
-
-
-def error_body(err: GatewayError) -> dict[str, JSON]:
-    """The Anthropic error object for ``err``."""
-    return {
-        "type": "error",
-        "error": {"type": _ERROR_TYPES.get(err.kind, "api_error"), "message": err.message},
-    }
-
-
-def stream_error(obj: Any) -> GatewayError:
-    """The error an Anthropic upstream reported inside its stream (``event: error``)."""
-    err = obj.get("error") if isinstance(obj, dict) else None
-    kind = err.get("type") if isinstance(err, dict) else None
-    message = err.get("message") if isinstance(err, dict) else None
-    cls = _ERRORS_IN.get(kind, UpstreamError)  # type: ignore[arg-type]
-    if cls in (Unauthorized, Forbidden):
-        cls = UpstreamError  # the gateway's upstream credentials: not the client's fault
-    return cls(f"upstream error: {message or kind or 'unknown error'}")

@@ -28,9 +28,9 @@ from gateway.canonical import (
     Usage,
     UsageEvent,
 )
-from gateway.formats.anthropic import (
+from gateway.formats.anthropic import PROTOCOL
+from gateway.formats.anthropic_response import (
     FINISH_IN,
-    PROTOCOL,
     decode_usage,
     encode_usage,
     error_body,
@@ -152,7 +152,6 @@ class MessageEncoder:
 
     __slots__ = (
         "_failed",
-        "_handlers",
         "_id",
         "_model",
         "_next",
@@ -179,24 +178,12 @@ class MessageEncoder:
         self._stop_sequence: str | None = None
         self._failed = False
         self._relayed = False
-        self._handlers: dict[type, Callable[[Any], bytes]] = {
-            TextDelta: self._text,
-            ToolCallStart: self._call_start,
-            ToolCallDelta: self._call_delta,
-            ToolCallEnd: self._call_end,
-            ReasoningDelta: self._reasoning,
-            Finish: self._finish,
-            UsageEvent: self._usage_event,
-            Error: self._error,
-            Raw: self._raw,
-            Start: self._start,
-        }
 
     def encode(self, ev: Event) -> bytes:
         if ev.relayed:
             return b""
-        handler = self._handlers.get(type(ev))
-        return handler(ev) if handler is not None else b""
+        handler = _HANDLERS.get(type(ev))
+        return handler(self, ev) if handler is not None else b""
 
     def end(self) -> bytes:
         """``message_delta`` and ``message_stop`` (nothing after a failure or a relay)."""
@@ -319,3 +306,18 @@ class MessageEncoder:
             return b""
         self._relayed = True
         return ev.data
+
+
+#: Event type -> handler, built once.
+_HANDLERS: dict[type, Callable[[Any, Any], bytes]] = {
+    TextDelta: MessageEncoder._text,
+    ToolCallStart: MessageEncoder._call_start,
+    ToolCallDelta: MessageEncoder._call_delta,
+    ToolCallEnd: MessageEncoder._call_end,
+    ReasoningDelta: MessageEncoder._reasoning,
+    Finish: MessageEncoder._finish,
+    UsageEvent: MessageEncoder._usage_event,
+    Error: MessageEncoder._error,
+    Raw: MessageEncoder._raw,
+    Start: MessageEncoder._start,
+}

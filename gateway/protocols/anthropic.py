@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.exchange import EXCHANGE
-from gateway.formats import anthropic
+from gateway.formats import anthropic, anthropic_response
 from gateway.formats.anthropic_stream import MessageEncoder
 from gateway.hookspecs import hookimpl
 from gateway.http import JSON_CONTENT_TYPE, json_response, read_json
@@ -35,7 +35,7 @@ class AnthropicProtocol(ProtocolAdapter):
         )
 
     def error_body(self, err: GatewayError) -> Any:
-        return anthropic.error_body(err)
+        return anthropic_response.error_body(err)
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         ex = request[EXCHANGE]
@@ -44,7 +44,7 @@ class AnthropicProtocol(ProtocolAdapter):
             resp = await self.pipeline.complete(req, ex)
             if resp.raw is not None and resp.raw_protocol == self.name:
                 return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
-            return json_response(anthropic.encode_response(resp, req.model))
+            return json_response(anthropic_response.encode_response(resp, req.model))
         events = self.pipeline.stream(req, ex)
         return await self.stream_response(request, ex, events, MessageEncoder(req.model))
 

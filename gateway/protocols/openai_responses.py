@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.errors import GatewayError
 from gateway.exchange import EXCHANGE
 from gateway.formats import openai_chat, openai_responses
+from gateway.formats.openai_responses_stream import ResponseEncoder
 from gateway.hookspecs import hookimpl
 from gateway.http import json_response, read_json
 from gateway.protocol import ProtocolAdapter
@@ -34,9 +35,7 @@ class ResponsesProtocol(ProtocolAdapter):
             resp = await self.pipeline.complete(req, ex)
             return json_response(openai_responses.encode_response(resp, shell))
         events = self.pipeline.stream(req, ex)
-        return await self.stream_response(
-            request, ex, events, openai_responses.ResponseEncoder(shell)
-        )
+        return await self.stream_response(request, ex, events, ResponseEncoder(shell))
 
 
 @hookimpl
