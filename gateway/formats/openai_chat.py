@@ -256,7 +256,7 @@ def _decode_parts(content: Any, where: str, role: str) -> list[Part]:
                 raise BadRequest(
                     f"'{at}.image_url.url' must be a string.", param=f"{at}.image_url.url"
                 )
-            parts.append(_image_from_url(url, image.get("detail")))
+            parts.append(image_from_url(url, image.get("detail")))
         elif (kind == "refusal" and role == "assistant") or (
             role == "user" and kind in ("input_audio", "file")
         ):
@@ -268,7 +268,8 @@ def _decode_parts(content: Any, where: str, role: str) -> list[Part]:
     return parts
 
 
-def _image_from_url(url: str, detail: Any) -> ImagePart:
+def image_from_url(url: str, detail: Any) -> ImagePart:
+    """An image part from a URL; a base64 ``data:`` URL becomes inline data."""
     if url.startswith("data:") and ";base64," in url:
         head, _, data = url.partition(";base64,")
         return ImagePart(

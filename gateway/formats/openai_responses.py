@@ -18,7 +18,6 @@ from gateway.canonical import (
     JSON,
     ChatRequest,
     ChatResponse,
-    ImagePart,
     Message,
     OpaquePart,
     Part,
@@ -31,6 +30,7 @@ from gateway.canonical import (
     Usage,
 )
 from gateway.errors import BadRequest, GatewayError
+from gateway.formats.openai_chat import image_from_url
 from gateway.streaming import new_id
 
 PROTOCOL = "openai_responses"
@@ -166,13 +166,7 @@ def _decode_content(content: Any, at: str) -> list[Part]:
         if kind in ("input_text", "output_text") and isinstance(p.get("text"), str):
             parts.append(TextPart(p["text"]))
         elif kind == "input_image" and isinstance(p.get("image_url"), str):
-            url = p["image_url"]
-            detail = p.get("detail")
-            if url.startswith("data:") and ";base64," in url:
-                head, _, data = url.partition(";base64,")
-                parts.append(ImagePart(data=data, media_type=head[5:] or None, detail=detail))
-            else:
-                parts.append(ImagePart(url=url, detail=detail))
+            parts.append(image_from_url(p["image_url"], p.get("detail")))
         elif kind is not None:
             parts.append(OpaquePart(PROTOCOL, p))
         else:
