@@ -13,6 +13,8 @@ from gateway.backend import Backend, BackendConfig
 from gateway.canonical import (
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Error,
     Event,
     Finish,
@@ -56,6 +58,8 @@ __all__ = [
     "ConfigError",
     "Count",
     "Duration",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
     "Error",
     "Event",
     "Exchange",
