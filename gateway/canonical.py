@@ -164,9 +164,9 @@ class ChatRequest:
 
     ``protocol`` names the client's protocol; ``extra`` holds its fields that have no canonical
     counterpart, and ``headers`` the protocol headers a same-protocol upstream needs too (such
-    as ``anthropic-beta``). ``wire`` is the decoded wire body: a backend that speaks the same protocol may
-    send it as-is (with the upstream model name) instead of re-encoding, and the pipeline clears it
-    as soon as a filter or the session store changes the request. ``raw_relay`` tells a backend of
+    as ``anthropic-beta``). ``wire`` is the decoded wire body: a backend that speaks the same
+    protocol may send it as-is (with the upstream model name) instead of re-encoding, and the
+    pipeline clears it as soon as a filter or the session store changes the request. ``raw_relay`` tells a backend of
     the same protocol that it may relay the upstream's raw stream frames (see :class:`Raw`).
     """
 
