@@ -97,6 +97,9 @@ def test_drain_deadline_cuts_long_streams_with_an_error_frame(tmp_path: Path):
             assert resp.readline().startswith(b"data: ")
             gw.send(signal.SIGTERM)
             rest = [line.decode().strip() for line in resp]
+        # let it exit on its own: a second SIGTERM from the helper could land after the loop
+        # closed (and its handlers with it), killing the process as it exits
+        gw.proc.wait(30)
     data = [json.loads(x[6:]) for x in rest if x.startswith("data: {")]
     assert "error" in data[-1] and "shutting down" in data[-1]["error"]["message"]
     assert "data: [DONE]" not in rest
