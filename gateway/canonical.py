@@ -7,6 +7,9 @@ no canonical field is kept in an ``extra`` mapping, tagged by the protocol the r
 so a same-protocol upstream receives it unchanged.
 
 Classes are slotted and mutable: they are built on the hot path, and filters may edit them.
+Encoders skip event types they do not handle: that is how the activity of tools the gateway runs
+itself (:class:`ToolRunStart` ... :class:`ToolResult`) reaches the protocols that can show it
+(AG-UI) and stays out of those that cannot (an OpenAI client would try to run such a call).
 """
 
 from __future__ import annotations
@@ -277,7 +280,12 @@ class Event:
 
 @attrs.define(slots=True)
 class Start(Event):
-    """The upstream's message id, model and creation time, when it says them (first event)."""
+    """An assistant message begins: its id, model and creation time, when known (first event).
+
+    A backend that answers in several messages (an agent: one per model step, with tool runs in
+    between) sends one ``Start`` per message, each with its own id. Protocols whose answer is a
+    single message keep the first and ignore the others.
+    """
 
     id: str | None = None
     model: str | None = None
@@ -318,8 +326,34 @@ class ToolCallEnd(Event):
 
 
 @attrs.define(slots=True)
+class ToolRunStart(Event):
+    """The model called a tool the gateway runs itself (an agent's tool), identified by ``id``.
+
+    Unlike :class:`ToolCallStart`, this call is not part of the answer a client must act on:
+    protocols that cannot show server-side tool activity skip it, its deltas, its end and the
+    :class:`ToolResult` that follows.
+    """
+
+    id: str
+    name: str
+
+
+@attrs.define(slots=True)
+class ToolRunDelta(Event):
+    """A fragment of the JSON arguments of a :class:`ToolRunStart` call."""
+
+    id: str
+    arguments: str
+
+
+@attrs.define(slots=True)
+class ToolRunEnd(Event):
+    id: str
+
+
+@attrs.define(slots=True)
 class ToolResult(Event):
-    """The result of a tool the gateway ran itself (agents)."""
+    """The result of a tool the gateway ran itself (agents); ``is_error`` when it failed."""
 
     call_id: str
     content: str

@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
     from gateway.app import Gateway
     from gateway.registry import (
+        RegisterAgent,
         RegisterAuth,
         RegisterBackend,
         RegisterFilter,
         RegisterProtocol,
         RegisterSection,
         RegisterSessionStore,
+        RegisterTool,
         RegisterTrigger,
         RegisterVerifier,
     )
@@ -132,6 +134,29 @@ def gateway_register_triggers(register: RegisterTrigger) -> None:
     ``register(kind, factory, config)``: ``config`` is the attrs class of one trigger's table;
     ``factory(name, config, gateway)`` returns the trigger, started and stopped with the app.
     Returns nothing.
+    """
+
+
+@hookspec
+def gateway_register_tools(register: RegisterTool) -> None:
+    """Register tools that agents may use by name.
+
+    Called once per application, while it is built (``hookgate check`` too).
+    ``register(tool)``: a function decorated with :func:`gateway.agents.tool`, or a plain
+    callable (sync or async) whose schema then comes from its signature and docstring. It is
+    registered under the tool's name; an agent's ``tools`` entry without a dot or colon names a
+    registered tool. Two plugins registering one name is a startup error. Returns nothing.
+    """
+
+
+@hookspec
+def gateway_register_agents(register: RegisterAgent) -> None:
+    """Register agents declared in Python, served exactly like ``[agents.<name>]`` tables.
+
+    Called once per application, while it is built (``hookgate check`` too).
+    ``register(agent)``: a :class:`gateway.agents.Agent` (a model, instructions, tools, limits).
+    Each agent becomes a model name every protocol can call and an AG-UI agent. A name that is
+    already an agent or an exact ``[models]`` name is a startup error. Returns nothing.
     """
 
 

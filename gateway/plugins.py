@@ -35,6 +35,7 @@ BUILTINS: dict[str, str] = {
     "sessions.memory": "gateway.sessions.memory",
     "sessions.redis": "gateway.sessions.redis",
     "limits": "gateway.limits.filter",
+    "agents": "gateway.agents.plugin",
 }
 
 

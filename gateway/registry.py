@@ -52,6 +52,14 @@ class RegisterVerifier(Protocol):
     def __call__(self, name: str, factory: Callable[[Any], Any]) -> None: ...
 
 
+class RegisterTool(Protocol):
+    def __call__(self, tool: Callable[..., Any]) -> None: ...
+
+
+class RegisterAgent(Protocol):
+    def __call__(self, agent: Any) -> None: ...
+
+
 class RegisterTrigger(Protocol):
     def __call__(self, kind: str, factory: Callable[..., Any], config: type) -> None: ...
 
@@ -112,6 +120,8 @@ class Registry:
         self.session_stores = Table("session store")
         self.verifiers = Table("webhook verifier")
         self.triggers = Table("trigger kind")
+        self.tools = Table("tool")
+        self.agents = Table("agent")
 
     @classmethod
     def collect_sections(cls, pm: pluggy.PluginManager) -> Registry:
@@ -159,6 +169,12 @@ class Registry:
             "gateway_register_triggers",
             lambda p: lambda kind, factory, config: self.triggers.add(kind, factory, p, config),
         )
+        _call(pm, "gateway_register_tools", lambda p: self._tool(p))
+        _call(
+            pm,
+            "gateway_register_agents",
+            lambda p: lambda agent: self.agents.add(getattr(agent, "name", None), agent, p),
+        )
 
     def _backend(self, plugin: str) -> RegisterBackend:
         from gateway.backend import BackendConfig
@@ -173,6 +189,20 @@ class Registry:
                     "class with a 'kind' field (subclass gateway.BackendConfig)"
                 )
             self.backends.add(kind, factory, plugin, cfg)
+
+        return register
+
+    def _tool(self, plugin: str) -> RegisterTool:
+        def register(tool: Callable[..., Any]) -> None:
+            from gateway.agents.tools import as_tool
+
+            try:
+                made = as_tool(tool)
+            except (TypeError, ValueError) as exc:
+                raise RegistryError(
+                    f"plugin {plugin!r} registered a tool that is not one: {exc}"
+                ) from exc
+            self.tools.add(made.name, made, plugin)
 
         return register
 

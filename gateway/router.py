@@ -45,6 +45,22 @@ class Router:
         self.descriptions = {name: cfg.description for name, cfg in models.items()}
         self._cache: dict[str, Route] = {}
 
+    def add(
+        self,
+        name: str,
+        backend: Backend,
+        upstream_model: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Route the exact name ``name`` to ``backend``: for plugins that serve model names of
+        their own (agents). Called while the app is built; a name already routed exactly is a
+        :class:`ValueError`."""
+        if name in self.exact:
+            raise ValueError(f"the model name {name!r} is already routed")
+        self.exact[name] = Route(name, backend, upstream_model)
+        self.descriptions[name] = description
+        self._cache.pop(name, None)
+
     def resolve(self, model: str, principal: Principal) -> Route:
         """The route for ``model``; 404 ``model_not_found`` when none, 403 when the key may not."""
         route = self.exact.get(model) or self._cache.get(model)

@@ -153,9 +153,10 @@ class Assembler:
             self.reason = ev.reason  # type: ignore[attr-defined]
             self.stop_sequence = ev.stop_sequence  # type: ignore[attr-defined]
         elif t is Start:
-            self.id = ev.id or self.id  # type: ignore[attr-defined]
+            # The first message's id wins: an agent sends one Start per model step.
+            self.id = self.id or ev.id  # type: ignore[attr-defined]
             self.model = ev.model or self.model  # type: ignore[attr-defined]
-            self.created = ev.created or self.created  # type: ignore[attr-defined]
+            self.created = self.created or ev.created or 0  # type: ignore[attr-defined]
         elif t is ReasoningDelta:
             self._reasoning.append(ev.text)  # type: ignore[attr-defined]
             self._signature = ev.signature or self._signature  # type: ignore[attr-defined]

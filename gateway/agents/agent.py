@@ -1,0 +1,73 @@
+"""Declaring agents: a model, instructions and tools, served under a name.
+
+An agent is declared in TOML (``[agents.<name>]``, :class:`AgentConfig`) or in Python
+(:class:`Agent`, registered with ``gateway_register_agents``). Either way it becomes a model name
+clients can call through any protocol, and an AG-UI agent browsers can run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from gateway.agents.tools import Tool
+from gateway.config import Count, Duration
+
+DEFAULT_MAX_STEPS = 8
+DEFAULT_TOOL_TIMEOUT = 30.0
+
+
+@attrs.frozen
+class AgentConfig:
+    """``[agents.<name>]``: an agent, callable as the model ``<name>``."""
+
+    #: The model it thinks with: any configured model name (exact or matched by a glob).
+    model: str
+    #: Instructions, sent as the first system message of every model call.
+    system: str = ""
+    #: ``"package.module:function"`` paths of Python callables, or names of tools plugins register.
+    tools: tuple[str, ...] = ()
+    #: Model calls per run at most; a run that still wants tools after that many ends in an error.
+    max_steps: Count = Count(DEFAULT_MAX_STEPS)
+    #: How long one tool call may take (a tool's own ``timeout`` wins).
+    tool_timeout: Duration = Duration(DEFAULT_TOOL_TIMEOUT)
+    #: What the agent does, for listings.
+    description: str | None = None
+
+
+def _tools(value: Any) -> tuple[Tool | Callable[..., Any] | str, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class Agent:
+    """An agent declared in Python::
+
+        research = Agent("research", model="gpt-4o", system="You search and summarise.",
+                         tools=[web_search, "mypkg.tools:fetch_page"])
+
+    ``tools`` holds :func:`~gateway.agents.tool` functions, plain callables (described from their
+    signature and docstring), import paths, or names of tools plugins register.
+    """
+
+    name: str
+    model: str
+    system: str = ""
+    tools: tuple[Tool | Callable[..., Any] | str, ...] = attrs.field(default=(), converter=_tools)
+    max_steps: int = DEFAULT_MAX_STEPS
+    tool_timeout: float = DEFAULT_TOOL_TIMEOUT
+    description: str | None = None
+
+    @classmethod
+    def from_config(cls, name: str, config: AgentConfig) -> Agent:
+        return cls(
+            name,
+            config.model,
+            config.system,
+            config.tools,
+            int(config.max_steps),
+            float(config.tool_timeout),
+            config.description,
+        )
