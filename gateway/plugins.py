@@ -25,6 +25,7 @@ BUILTINS: dict[str, str] = {
     "protocols.openai": "gateway.protocols.openai",
     "protocols.anthropic": "gateway.protocols.anthropic",
     "protocols.openai_responses": "gateway.protocols.openai_responses",
+    "protocols.agui": "gateway.protocols.agui",
     "backends.echo": "gateway.backends.echo",
     "backends.openai": "gateway.backends.openai",
     "backends.anthropic": "gateway.backends.anthropic",

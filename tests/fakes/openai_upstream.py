@@ -11,6 +11,10 @@ What it does is chosen by the last user message:
 - ``SLOW:<seconds>``: wait that long before answering
 - ``DRIP``: a text chunk every 0.1 s for a minute (to test cancellation)
 - ``ROUNDS``: answers with a tool call until three tool results are in the history
+- ``CALL name {json}; name2 {json}``: the script of an agent's model. While no tool result
+  follows the last user message: "Calling tools." and those tool calls (ids ``call_1``, ...);
+  then ``results: <each tool result, joined by " | ">``
+- ``LOOP name {json}``: calls that tool every time (an agent that never finishes)
 - anything else: ``upstream says: <text>`` in three chunks
 
 ``POST /v1/embeddings`` answers fixed vectors (see :func:`vector`) in the asked encoding.
@@ -49,6 +53,22 @@ def _last_user(body: dict[str, Any]) -> str:
                 return c
             return "".join(p.get("text", "") for p in c if isinstance(p, dict))
     return ""
+
+
+def _script(body: dict[str, Any], text: str) -> tuple[str, list[Any]]:
+    """What an agent's scripted model says: (text, [(id, name, [argument fragments])])."""
+    messages = body.get("messages", [])
+    last_user = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+    results = [m.get("content") for m in messages[last_user + 1 :] if m.get("role") == "tool"]
+    if text.startswith("CALL ") and results:
+        return "results: " + " | ".join(str(r) for r in results), []
+    calls = []
+    for n, spec in enumerate(text.split(" ", 1)[1].split(";"), start=1):
+        name, _, args = spec.strip().partition(" ")
+        args = args or "{}"
+        cut = max(1, len(args) // 2)
+        calls.append((f"call_{len(results) + n}", name, [args[:cut], args[cut:]]))
+    return "Calling tools.", calls
 
 
 def _chunk(
@@ -95,6 +115,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(float(text.split(":", 1)[1]))
     tool_results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
     wants_tools = text == "TOOLS" or (text == "ROUNDS" and tool_results < 3)
+    if text.startswith(("CALL ", "LOOP ")):
+        return await _scripted(request, body, text)
     if not body.get("stream"):
         if wants_tools:
             calls = (
@@ -196,6 +218,59 @@ async def chat(request: web.Request) -> web.StreamResponse:
     except (asyncio.CancelledError, ConnectionResetError):
         request.app[CANCELLED].append(text)
         raise
+    return resp
+
+
+async def _scripted(request: web.Request, body: dict[str, Any], text: str) -> web.StreamResponse:
+    """An agent's model, streamed or not, following the ``CALL``/``LOOP`` script."""
+    model = body.get("model", "?")
+    say, calls = _script(body, text)
+    finish = "tool_calls" if calls else "stop"
+    if not body.get("stream"):
+        message: dict[str, Any] = {"role": "assistant", "content": say, "refusal": None}
+        if calls:
+            message["tool_calls"] = [
+                {"id": cid, "type": "function", "function": {"name": n, "arguments": "".join(a)}}
+                for cid, n, a in calls
+            ]
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        return web.json_response(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 1700000001,
+                "model": model,
+                "choices": [choice],
+                "usage": USAGE,
+            }
+        )
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    frames = [_chunk(model, {"role": "assistant", "content": ""})]
+    words = say.split(" ")
+    frames += [
+        _chunk(model, {"content": w + (" " if i < len(words) - 1 else "")})
+        for i, w in enumerate(words)
+    ]
+    for index, (cid, name, args) in enumerate(calls):
+        opening = {
+            "index": index,
+            "id": cid,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        frames.append(_chunk(model, {"tool_calls": [opening]}))
+        for frag in args:
+            frames.append(
+                _chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
+            )
+    frames.append(_chunk(model, {}, finish))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        frames.append(_chunk(model, {}, usage=USAGE))
+    frames.append(b"data: [DONE]\n\n")
+    for frame in frames:
+        await resp.write(frame)
+    await resp.write_eof()
     return resp
 
 

@@ -1,0 +1,76 @@
+"""The official TypeScript client, @ag-ui/client's HttpAgent, runs agents on a real gateway."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import orjson
+from conftest import ROOT, free_port, hookgate_env, wait_for_port
+
+
+def test_httpagent_runs_server_and_client_tools(agui_client, upstream_process, tmp_path):
+    config = tmp_path / "hookgate.toml"
+    config.write_text(
+        f"""
+[auth]
+keys = ["sk-browser"]
+
+[backends.up]
+kind = "openai"
+base_url = "{upstream_process}"
+
+[models.gpt-test]
+backend = "up"
+
+[agents.helper]
+model = "gpt-test"
+system = "You help."
+tools = ["fakes.tools:get_weather"]
+"""
+    )
+    port = free_port()
+    env = hookgate_env(PYTHONPATH=str(ROOT / "tests"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        node = shutil.which("node")
+        assert node, "node is needed for the @ag-ui/client test"
+        done = subprocess.run(
+            [node, str(agui_client / "run.mjs"), f"http://127.0.0.1:{port}", "sk-browser"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        out = json.loads(done.stdout)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+
+    server = out["server"]
+    assert server["types"][0] == "RUN_STARTED" and server["types"][-1] == "RUN_FINISHED"
+    assert "TOOL_CALL_RESULT" in server["types"]
+    roles = [m["role"] for m in server["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    call = server["messages"][1]["toolCalls"][0]
+    assert call["function"]["name"] == "get_weather"
+    assert orjson.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert orjson.loads(server["messages"][2]["content"])["temperature"] == 21
+    assert server["messages"][3]["content"].startswith("results: ")
+
+    handoff = out["handoff"]
+    assert handoff["types"][-1] == "RUN_FINISHED" and "TOOL_CALL_RESULT" not in handoff["types"]
+    assert handoff["messages"][-1]["toolCalls"][0]["function"]["name"] == "confirm"
+    resumed = out["resumed"]
+    assert resumed["messages"][-1]["content"] == "results: yes"
