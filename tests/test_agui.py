@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from agui_check import checked, text_of, types_of
+from agui_check import checked, sse_frames, text_of, types_of
 from conftest import recorded, upstream_config
 
 TOOLS = [
@@ -98,3 +98,148 @@ async def test_tool_run_streams_calls_and_results(make_gateway, upstream):
     second = recorded(upstream)[-1]["messages"]
     assert [m["role"] for m in second] == ["system", "user", "assistant", "tool", "tool"]
     assert [c["id"] for c in second[2]["tool_calls"]] == ["call_1", "call_2"]
+
+
+async def test_tool_errors_go_back_to_the_model_marked(make_gateway, upstream):
+    cfg = agent_config(
+        upstream, tools=[*TOOLS, "fakes.tools:slow", "fakes.tools:blocking"], tool_timeout="300ms"
+    )
+    client = await make_gateway(cfg)
+    script = (
+        'CALL explode {"reason": "boom"}; get_weather {"town": "Paris"}; get_weather {"city": "Oslo", "unit": "K"}; '
+        'slow {"seconds": 5}; blocking {"seconds": 1}; nosuchtool {}'
+    )
+    events = checked(await (await post_run(client, run_input(script))).read())
+    results = {e["toolCallId"]: e for e in events if e["type"] == "TOOL_CALL_RESULT"}
+    assert len(results) == 6 and all(r["metadata"] == {"isError": True} for r in results.values())
+    contents = [results[f"call_{n}"]["content"] for n in range(1, 7)]
+    assert contents[0] == "Error: ValueError: boom"
+    assert (
+        "unknown argument(s) town" in contents[1]
+        and "missing required argument(s) city" in contents[1]
+    )
+    assert contents[2].startswith("Error: invalid arguments for get_weather")
+    assert contents[3] == "Error: slow did not finish within 0.2 seconds"  # the tool's own limit
+    assert contents[4] == "Error: blocking did not finish within 0.3 seconds"  # the agent's
+    assert contents[5].startswith("Error: there is no tool named 'nosuchtool'")
+    assert events[-1]["type"] == "RUN_FINISHED"
+    tool_messages = [m for m in recorded(upstream)[-1]["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in tool_messages] == contents
+
+
+async def test_proposed_tools_run_concurrently(make_gateway, upstream):
+    client = await make_gateway(agent_config(upstream, tools=["fakes.tools:meet"]))
+    script = 'CALL meet {"me": "a", "other": "b"}; meet {"me": "b", "other": "a"}'
+    events = checked(await (await post_run(client, run_input(script))).read())
+    results = [e["content"] for e in events if e["type"] == "TOOL_CALL_RESULT"]
+    assert sorted(results) == ["a met b", "b met a"]
+
+
+async def test_max_steps_ends_in_a_clear_error(make_gateway, upstream):
+    client = await make_gateway(agent_config(upstream, max_steps=3))
+    events = checked(
+        await (await post_run(client, run_input('LOOP get_time {"tz": "UTC"}'))).read()
+    )
+    assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "max_steps_exceeded"
+    assert "max_steps (3 model calls)" in events[-1]["message"]
+    assert types_of(events).count("TOOL_CALL_RESULT") == 2  # the third step's call is not run
+    assert len(recorded(upstream)) == 3
+
+
+async def test_client_tools_are_handed_back(make_gateway, upstream):
+    client = await make_gateway(agent_config(upstream))
+    confirm = {"name": "confirm", "description": "Ask the user", "parameters": {"type": "object"}}
+    body = run_input('CALL confirm {"q": "ok?"}; get_time {"tz": "UTC"}', tools=[confirm])
+    events = checked(await (await post_run(client, body)).read())
+    assert events[-1]["type"] == "RUN_FINISHED"
+    assert events[-1]["outcome"] == {"type": "success", "pendingToolCallIds": ["call_1"]}
+    results = [e["toolCallId"] for e in events if e["type"] == "TOOL_CALL_RESULT"]
+    assert results == ["call_2"]  # the agent's own tool ran; the client's is the client's
+    sent = recorded(upstream)[-1]
+    assert [t["function"]["name"] for t in sent["tools"]][-1] == "confirm"
+    assert len(recorded(upstream)) == 1
+
+
+async def test_forwarded_props_name_the_agent_and_bad_input_is_400(make_gateway, upstream):
+    client = await make_gateway(agent_config(upstream))
+    resp = await client.post("/agui/runs", json=run_input("hi", forwardedProps={"agent": "helper"}))
+    assert text_of(checked(await resp.read())) == "upstream says: hi"
+    resp = await client.post("/agui/runs", json=run_input("hi"))
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == "forwardedProps.agent"
+    for body, param in (
+        ({"runId": "r", "messages": []}, "threadId"),
+        (
+            {"threadId": "t", "runId": "r", "messages": [{"role": "wizard", "content": "x"}]},
+            "messages[0].role",
+        ),
+        (
+            {
+                "threadId": "t",
+                "runId": "r",
+                "messages": [{"id": "1", "role": "tool", "content": "x"}],
+            },
+            "messages[0].toolCallId",
+        ),
+    ):
+        resp = await post_run(client, body)
+        assert resp.status == 400 and (await resp.json())["error"]["param"] == param
+    resp = await post_run(client, run_input("hi"), agent="nobody")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "model_not_found"
+    resp = await post_run(client, run_input("hi", run_id="dup"))
+    assert resp.status == 200
+    await resp.read()
+    resp = await post_run(client, run_input("hi", run_id="dup"))
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "run_exists"
+
+
+async def test_upstream_failure_before_the_run_is_an_http_error(make_gateway, upstream):
+    client = await make_gateway(agent_config(upstream))
+    resp = await post_run(client, run_input("STATUS:503", run_id="failed"))
+    assert resp.status == 503
+    resp = await post_run(client, run_input("hello", run_id="failed"))  # the id was released
+    assert resp.status == 200
+    await resp.read()
+
+
+async def test_failure_mid_run_is_run_error(make_gateway, upstream):
+    client = await make_gateway(agent_config(upstream))
+    for trigger in ("BREAK", "ERRFRAME", "NOFINISH"):
+        events = checked(await (await post_run(client, run_input(trigger, run_id=trigger))).read())
+        assert events[-1]["type"] == "RUN_ERROR", trigger
+        assert "TEXT_MESSAGE_CONTENT" in types_of(events)
+
+
+async def test_compact_format(make_gateway, upstream):
+    client = await make_gateway(agent_config(upstream))
+    script = 'CALL get_time {"tz": "CET"}'
+    body = await (await post_run(client, run_input(script), format="compact")).read()
+    frames = sse_frames(body)
+    names = [f["event"] for f in frames]
+    assert names[0] == "run_started" and names[-1] == "run_completed"
+    assert set(names) == {"run_started", "text_delta", "tool_call", "tool_result", "run_completed"}
+    data = {f["event"]: orjson.loads(f["data"]) for f in frames}
+    assert data["tool_call"] == {"id": "call_1", "name": "get_time", "arguments": {"tz": "CET"}}
+    assert data["tool_result"] == {
+        "id": "call_1",
+        "name": "get_time",
+        "content": "12:00 CET",
+        "is_error": False,
+    }
+    assert data["run_completed"]["status"] == "completed"
+    assert (
+        "".join(orjson.loads(f["data"])["delta"] for f in frames if f["event"] == "text_delta")
+        == "Calling tools.\n\nresults: 12:00 CET"
+    )
+    ids = [int(f["id"]) for f in frames]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # resuming the compact form after a tool call's start still names the whole call
+    resumed = await client.get(
+        "/agui/ws",
+        params={"run_id": "run-1", "format": "compact"},
+        headers={"Last-Event-ID": str(ids[1])},
+    )
+    again = sse_frames(await resumed.read())
+    assert [f["event"] for f in again] == names[2:]
+    resp = await post_run(client, run_input("x", run_id="r2"), format="xml")
+    assert resp.status == 400

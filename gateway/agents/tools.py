@@ -172,12 +172,15 @@ class Tool:
             raise ValueError(f"not valid JSON ({exc})") from None
         if not isinstance(raw, dict):
             raise ValueError("expected a JSON object of named arguments")
+        problems = []
         unknown = sorted(set(raw) - set(self.types))
         if unknown:
-            raise ValueError(f"unknown argument(s) {', '.join(unknown)}")
+            problems.append(f"unknown argument(s) {', '.join(unknown)}")
         missing = [k for k in self.parameters.get("required", ()) if k not in raw]
         if missing:
-            raise ValueError(f"missing required argument(s) {', '.join(missing)}")
+            problems.append(f"missing required argument(s) {', '.join(missing)}")
+        if problems:
+            raise ValueError("; ".join(problems))
         kwargs = {}
         for key, value in raw.items():
             hint = self.types[key]

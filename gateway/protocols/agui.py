@@ -106,6 +106,8 @@ class AguiProtocol(ProtocolAdapter):
     async def begin(self, run_input: Any, ex: Exchange) -> Run:
         """Start a run: failures known before its first event are raised (the client gets a
         plain error response); after that the run goes on in the background."""
+        # An unknown or forbidden agent is reported before the run id is claimed.
+        self.gateway.router.resolve(run_input.request.model, ex.principal)
         run = Run(run_input.run_id, run_input.thread_id, ex.principal.id)
         if not await self.store.reserve(run):
             raise RunExists(

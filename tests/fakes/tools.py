@@ -70,3 +70,21 @@ def tag(tag: str, context: ToolContext) -> str:
     """
     CALLS.append((tag, str(context.extra.get("runId", ""))))
     return f"{tag}@{context.extra.get('runId', context.agent)}"
+
+
+#: Arrivals at ``meet``: each call waits until the other one has arrived, so two calls only
+#: both succeed when the agent runs them at the same time.
+ARRIVED: dict[str, asyncio.Event] = {}
+
+
+async def meet(me: str, other: str) -> str:
+    """Wait (up to 5 s) for the call of ``other``.
+
+    Args:
+        me: This call's name.
+        other: The call to wait for.
+    """
+    ARRIVED.setdefault(me, asyncio.Event()).set()
+    async with asyncio.timeout(5):
+        await ARRIVED.setdefault(other, asyncio.Event()).wait()
+    return f"{me} met {other}"
