@@ -214,48 +214,25 @@ def _errors(config, plugins=()):
 
 
 def test_agent_configuration_errors_name_their_toml_path():
-    errors = _errors(
-        {
-            "agents": {
-                "bad": {
-                    "model": "nothing-here",
-                    "tools": [
-                        "fakes.tools:get_weather",
-                        "no_such_module_xyz:tool",
-                        "fakes.tools:missing",
-                        "unregistered",
-                        "fakes.tools:get_weather",
-                    ],
-                    "max_steps": 0,
-                },
-                "loop": {"model": "bad"},
-            },
-            "backends": {"e": {"kind": "echo"}},
-            "models": {"echo": {"backend": "e"}},
-        }
-    )
+    tools = [
+        "fakes.tools:get_weather",
+        "no_such_module_xyz:tool",
+        "fakes.tools:missing",
+        "unregistered",
+        "fakes.tools:get_weather",
+    ]
+    models = {
+        "backends": {"e": {"kind": "echo"}},
+        "models": {"echo": {"backend": "e"}, "other": {"backend": "e"}},
+    }
+    errors = _errors({"agents": {"bad": {"model": "echo", "max_steps": 0}}, **models})
     assert errors == ["agents.bad.max_steps: expected a whole number of at least 1"]
-    errors = _errors(
-        {
-            "agents": {
-                "bad": {
-                    "model": "nothing-here",
-                    "tools": [
-                        "fakes.tools:get_weather",
-                        "no_such_module_xyz:tool",
-                        "fakes.tools:missing",
-                        "unregistered",
-                        "fakes.tools:get_weather",
-                    ],
-                },
-                "loop": {"model": "bad"},
-                "echo": {"model": "other"},
-            },
-            "backends": {"e": {"kind": "echo"}},
-            "models": {"echo": {"backend": "e"}, "other": {"backend": "e"}},
-        }
-    )
-    assert errors == [
+    agents = {
+        "bad": {"model": "nothing-here", "tools": tools},
+        "loop": {"model": "bad"},
+        "echo": {"model": "other"},
+    }
+    assert _errors({"agents": agents, **models}) == [
         "agents.bad.tools[1]: cannot import module 'no_such_module_xyz' "
         "(No module named 'no_such_module_xyz')",
         "agents.bad.tools[2]: module 'fakes.tools' has no attribute 'missing'",

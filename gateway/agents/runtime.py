@@ -241,28 +241,21 @@ class AgentBackend(Backend):
         *,
         first: bool,
     ) -> ChatRequest:
-        return ChatRequest(
+        # Sampling parameters, limits and the client protocol's own fields carry over.
+        return attrs.evolve(
+            request,
             model=self.agent.model,
             messages=messages,
-            protocol=request.protocol,
             stream=True,
             include_usage=True,
             tools=tools,
             # The client's choice applies to the first call only: "required" on every step
             # would never let the model answer.
             tool_choice=request.tool_choice if first else None,
-            parallel_tool_calls=request.parallel_tool_calls,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
-            stop=request.stop,
-            seed=request.seed,
-            response_format=request.response_format,
-            user=request.user,
-            metadata=request.metadata,
-            extra=request.extra,
+            session_id=None,
+            wire=None,
             upstream_model=self.upstream_model,
+            raw_relay=False,
         )
 
     async def _run_tools(
