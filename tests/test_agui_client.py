@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import orjson
-from conftest import ROOT, free_port, hookgate_env, wait_for_port
+from conftest import ROOT, gateway_process
 
 
 def test_httpagent_runs_server_and_client_tools(agui_client, upstream_process, tmp_path):
@@ -31,32 +30,18 @@ system = "You help."
 tools = ["fakes.tools:get_weather"]
 """
     )
-    port = free_port()
-    env = hookgate_env(PYTHONPATH=str(ROOT / "tests"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_port(port, proc)
-        node = shutil.which("node")
-        assert node, "node is needed for the @ag-ui/client test"
+    node = shutil.which("node")
+    assert node, "node is needed for the @ag-ui/client test"
+    env = {"PYTHONPATH": str(ROOT / "tests")}
+    with gateway_process("serve", "--config", str(config), env=env) as gateway:
         done = subprocess.run(
-            [node, str(agui_client / "run.mjs"), f"http://127.0.0.1:{port}", "sk-browser"],
+            [node, str(agui_client / "run.mjs"), gateway.url, "sk-browser"],
             capture_output=True,
             text=True,
             timeout=60,
         )
-        assert done.returncode == 0, done.stdout + done.stderr
-        out = json.loads(done.stdout)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+    assert done.returncode == 0, done.stdout + done.stderr + gateway.output
+    out = json.loads(done.stdout)
 
     server = out["server"]
     assert server["types"][0] == "RUN_STARTED" and server["types"][-1] == "RUN_FINISHED"
