@@ -201,3 +201,34 @@ async def test_a_client_that_stops_reading_blocks_nothing_and_is_dropped(make_ga
     replay = await client.get("/agui/ws", params={"run_id": "big", "last_event_id": "59990"})
     tail = events_of(await replay.read(), first_id=59991)
     assert tail[-1]["type"] == "RUN_FINISHED"
+
+
+async def test_cors_lets_configured_pages_call_the_agui_routes(make_gateway):
+    cfg = slow_config(**KEYS, agui={"cors_origins": ["https://app.example"]})
+    client = await make_gateway(cfg)
+    page = {"Origin": "https://app.example"}
+    preflight = await client.options(
+        "/agui/agents/blurter/runs",
+        headers={
+            **page,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status == 204  # preflights carry no key
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert preflight.headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+    resp = await client.post(
+        "/agui/agents/blurter/runs", json=run_input("hi", "cors"), headers={**page, **A}
+    )
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "x-hookgate-run-id" in resp.headers["Access-Control-Expose-Headers"]
+    assert text_of(checked(await resp.read())) == "hi"
+    denied = await client.get("/agui/ws", params={"run_id": "cors"}, headers=page)
+    assert denied.status == 401  # errors are readable by the page too
+    assert denied.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = await client.options("/agui/runs", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    openai_route = await client.post("/v1/chat/completions", json={}, headers={**page, **A})
+    assert "Access-Control-Allow-Origin" not in openai_route.headers

@@ -60,6 +60,9 @@ class AguiConfig:
     ping_interval: Duration = Duration(15.0)
     #: RunAgentInput messages a WebSocket may queue while one of its runs is streaming.
     max_queued_runs: Count = Count(8)
+    #: Web page origins (``"https://app.example"``, or ``"*"`` for any) whose scripts may call
+    #: the AG-UI routes (CORS). None: only pages served from the gateway's own origin.
+    cors_origins: tuple[str, ...] = ()
 
 
 class RunExists(GatewayError):
@@ -85,6 +88,11 @@ class AguiProtocol(ProtocolAdapter):
         add("GET", "/agui/ws", self.attach, name="agui_attach", protocol=self, query_token=True)
         add("DELETE", "/agui/runs/{run_id}", self.cancel_run, name="agui_cancel", protocol=self)
         app.cleanup_ctx.append(self._lifespan)
+        if self.config.cors_origins:
+            self._cors = _Cors(self.config.cors_origins)
+            for path in _PATHS:
+                add("OPTIONS", path, self._cors.preflight, name="agui_preflight", auth=False)
+            app.on_response_prepare.append(self._cors.stamp)
 
     async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
         await self.store.start()
@@ -306,6 +314,43 @@ class _Socket:
         }
         with contextlib.suppress(ConnectionResetError):
             await self.ws.send_str(orjson.dumps(event).decode())
+
+
+_PATHS = ("/agui/runs", "/agui/agents/{agent}/runs", "/agui/ws", "/agui/runs/{run_id}")
+
+
+class _Cors:
+    """Cross-origin access to the AG-UI routes for the configured page origins."""
+
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self.any = "*" in origins
+        self.origins = frozenset(origins)
+
+    def allowed(self, request: web.Request) -> str | None:
+        origin = request.headers.get("Origin")
+        if origin and (self.any or origin in self.origins):
+            return origin
+        return None
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        resp = web.Response(status=204)
+        if self.allowed(request):
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE"
+            resp.headers["Access-Control-Allow-Headers"] = request.headers.get(
+                "Access-Control-Request-Headers", "authorization, content-type"
+            )
+            resp.headers["Access-Control-Max-Age"] = "600"
+        return resp
+
+    async def stamp(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Before any response of an AG-UI route goes out (errors too): the CORS headers."""
+        if not request.path.startswith("/agui/"):
+            return
+        origin = self.allowed(request)
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "x-request-id, x-hookgate-run-id"
+            response.headers.add("Vary", "Origin")
 
 
 def _full(first: int, batch: list[bytes]) -> bytes:
