@@ -128,16 +128,18 @@ class RunStore:
 
 
 class MemoryRunStore(RunStore):
-    """Run logs in this process: finished runs stay replayable for ``ttl`` seconds."""
+    """Run logs in this process: finished runs stay replayable for ``ttl`` seconds, and at most
+    ``max_kept`` of them (the oldest go first)."""
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, max_kept: int = 10_000) -> None:
         self.ttl = ttl
+        self.max_kept = max_kept
         self.runs: dict[str, Run] = {}
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
 
     def _purge(self) -> None:
         now = time.monotonic()
-        while self._expiry and self._expiry[0][0] <= now:
+        while self._expiry and (self._expiry[0][0] <= now or len(self._expiry) > self.max_kept):
             _, run_id = self._expiry.popleft()
             run = self.runs.get(run_id)
             if run is not None and run.done:
@@ -156,6 +158,7 @@ class MemoryRunStore(RunStore):
 
     async def finish(self, run: Run) -> None:
         self._expiry.append((time.monotonic() + self.ttl, run.run_id))
+        self._purge()
 
     async def lookup(self, run_id: str) -> RunInfo | None:
         self._purge()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import aiohttp
 import pytest
 from agui_check import check_order, checked, events_of, text_of, types_of, validate_event
-from conftest import upstream_config
+from conftest import gateway_process, upstream_config
 from fakes.openai_upstream import CANCELLED
 
 from gateway import GATEWAY
+from gateway.runs import MemoryRunStore, Run, RunInfo
 
 KEYS = {"auth": {"keys": ["sk-a", "sk-b"]}}
 A = {"Authorization": "Bearer sk-a"}
@@ -232,3 +234,50 @@ async def test_cors_lets_configured_pages_call_the_agui_routes(make_gateway):
     assert "Access-Control-Allow-Origin" not in other.headers
     openai_route = await client.post("/v1/chat/completions", json={}, headers={**page, **A})
     assert "Access-Control-Allow-Origin" not in openai_route.headers
+
+
+async def test_memory_store_forgets_the_oldest_finished_runs():
+    store = MemoryRunStore(ttl=60, max_kept=2)
+    runs = [Run(f"r{i}", "t", "owner") for i in range(3)]
+    for run in runs:
+        assert await store.reserve(run)
+        run.close()
+        await store.finish(run)
+    assert await store.lookup("r0") is None
+    assert (await store.lookup("r2")) == RunInfo("r2", "owner", True)
+    assert not await store.reserve(Run("r1", "t", "other"))  # ids stay taken while kept
+    expired = MemoryRunStore(ttl=0)
+    assert await expired.reserve(runs[0])
+    await expired.finish(runs[0])
+    assert await expired.lookup("r0") is None
+
+
+async def test_sigterm_ends_runs_with_run_error_at_the_drain_deadline(upstream_process, tmp_path):
+    config = tmp_path / "hookgate.toml"
+    config.write_text(
+        f"""
+[server]
+drain_timeout = "500ms"
+
+[backends.up]
+kind = "openai"
+base_url = "{upstream_process}"
+
+[models.gpt-test]
+backend = "up"
+
+[agents.helper]
+model = "gpt-test"
+"""
+    )
+    with gateway_process("serve", "--config", str(config)) as gateway:
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(
+                f"{gateway.url}/agui/agents/helper/runs", json=run_input("DRIP", "drain")
+            )
+            head = await frames(resp, 3)
+            gateway.proc.send_signal(signal.SIGTERM)
+            events = checked(head + await resp.read())
+    assert gateway.stop() == 0
+    assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "unavailable"
+    assert "shutting down" in events[-1]["message"]

@@ -51,7 +51,9 @@ class AguiConfig:
     """``[agui]``: AG-UI runs."""
 
     #: How long a finished run's events stay available to attach and resume.
-    run_ttl: Duration = Duration(3600.0)
+    run_ttl: Duration = Duration(600.0)
+    #: Finished runs the memory store keeps at most (the oldest go first).
+    max_kept_runs: Count = Count(10_000)
     #: Events one run may produce at most; past that it ends with RUN_ERROR (too_many_events).
     max_run_events: Count = Count(100_000)
     #: A client that accepts no data for this long is disconnected; it may resume later.
@@ -76,7 +78,7 @@ class AguiProtocol(ProtocolAdapter):
     def __init__(self, gateway: Any) -> None:
         super().__init__(gateway)
         self.config: AguiConfig = gateway.config.section("agui")
-        self.store = MemoryRunStore(self.config.run_ttl)
+        self.store = MemoryRunStore(self.config.run_ttl, self.config.max_kept_runs)
 
     def setup(self, app: web.Application) -> None:
         self.runs = Runs(
