@@ -243,3 +243,118 @@ async def test_compact_format(make_gateway, upstream):
     assert [f["event"] for f in again] == names[2:]
     resp = await post_run(client, run_input("x", run_id="r2"), format="xml")
     assert resp.status == 400
+
+
+async def test_any_model_is_an_agui_agent_reasoning_and_client_tools(make_gateway):
+    from gateway import (
+        Finish,
+        ReasoningDelta,
+        Start,
+        TextDelta,
+        ToolCallDelta,
+        ToolCallEnd,
+        ToolCallStart,
+        hookimpl,
+    )
+    from gateway.backend import Backend
+
+    class Thinker(Backend):
+        async def stream(self, request, exchange):
+            assert [t.name for t in request.tools] == ["pick"]
+            assert request.messages[0].role == "system"  # the AG-UI context
+            assert "favourite: blue" in request.messages[0].text()
+            yield Start("m-1", "thinker")
+            yield ReasoningDelta("Hmm, ")
+            yield ReasoningDelta("let me think.")
+            yield TextDelta("I will ask.")
+            yield ToolCallStart(0, "c-1", "pick")
+            yield ToolCallDelta(0, '{"options": ')
+            yield ToolCallDelta(0, '["a", "b"]}')
+            yield ToolCallEnd(0)
+            yield TextDelta(" Over to you.")
+            yield Finish("tool_calls")
+
+    class Plugin:
+        @hookimpl
+        def gateway_register_backends(self, register):
+            register("thinker", Thinker)
+
+    cfg = {"backends": {"t": {"kind": "thinker"}}, "models": {"thinker": {"backend": "t"}}}
+    client = await make_gateway(cfg, plugins=[("thinker", Plugin())])
+    pick = {"name": "pick", "description": "Let the user pick", "parameters": {"type": "object"}}
+    body = run_input(
+        "choose", tools=[pick], context=[{"description": "favourite", "value": "blue"}]
+    )
+    events = checked(await (await post_run(client, body, agent="thinker")).read())
+    assert types_of(events) == [
+        "RUN_STARTED",
+        "REASONING_START",
+        "REASONING_MESSAGE_START",
+        "REASONING_MESSAGE_CONTENT",
+        "REASONING_MESSAGE_CONTENT",
+        "REASONING_MESSAGE_END",
+        "REASONING_END",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        "RUN_FINISHED",
+    ]
+    assert events[7]["messageId"] == "m-1" and events[9]["parentMessageId"] == "m-1"
+    assert events[-1]["outcome"] == {"type": "success", "pendingToolCallIds": ["c-1"]}
+    assert text_of(events) == "I will ask. Over to you."
+
+
+async def test_the_whole_agui_history_reaches_the_model(make_gateway, upstream):
+    cfg = upstream_config(upstream)
+    cfg["agents"] = {"plain": {"model": "gpt-test"}}
+    client = await make_gateway(cfg)
+    messages = [
+        {"id": "1", "role": "developer", "content": "Be exact."},
+        {
+            "id": "2",
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in"},
+                {"type": "image", "source": {"type": "url", "value": "https://img.example/a.png"}},
+            ],
+        },
+        {
+            "id": "3",
+            "role": "assistant",
+            "content": "Looking.",
+            "toolCalls": [
+                {"id": "c1", "type": "function", "function": {"name": "zoom", "arguments": "{}"}}
+            ],
+        },
+        {"id": "4", "role": "tool", "toolCallId": "c1", "content": "", "error": "zoom failed"},
+        {"id": "5", "role": "activity", "activityType": "progress", "content": {"pct": 50}},
+        {"id": "6", "role": "user", "content": "this picture?"},
+    ]
+    body = {"threadId": "t", "runId": "history", "messages": messages}
+    events = checked(await (await post_run(client, body, agent="plain")).read())
+    assert text_of(events) == "upstream says: this picture?"
+    sent = recorded(upstream)[-1]["messages"]
+    assert sent == [
+        {"role": "developer", "content": "Be exact."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in"},
+                {"type": "image_url", "image_url": {"url": "https://img.example/a.png"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "Looking.",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "zoom", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "zoom failed"},
+        {"role": "user", "content": "this picture?"},
+    ]

@@ -34,6 +34,7 @@ from gateway.exchange import EXCHANGE, Exchange
 from gateway.formats.agui import (
     CompactTranslator,
     EventTranslator,
+    RunInput,
     compact_frame,
     decode_run_input,
     sse_frame,
@@ -113,7 +114,7 @@ class AguiProtocol(ProtocolAdapter):
         run = await self.begin(run_input, ex)
         return await self.send_sse(request, ex, run.run_id, 0, compact)
 
-    async def begin(self, run_input: Any, ex: Exchange) -> Run:
+    async def begin(self, run_input: RunInput, ex: Exchange) -> Run:
         """Start a run: failures known before its first event are raised (the client gets a
         plain error response); after that the run goes on in the background."""
         # An unknown or forbidden agent is reported before the run id is claimed.
@@ -187,13 +188,13 @@ class AguiProtocol(ProtocolAdapter):
             async with resp:
                 async for first, batch in source:
                     data = encode(first, batch)
-                    seq = first + len(batch) - 1
                     if data:
                         async with asyncio.timeout(self.config.send_timeout):
                             await resp.write(data)
+                    seq = first + len(batch) - 1
         except TimeoutError:
             log.warning(
-                "run %s: dropped a client that read nothing for %gs (it may resume after event %d)",
+                "run %s: dropped a client that read nothing for %gs (it had events up to %d)",
                 run_id,
                 self.config.send_timeout,
                 seq,
