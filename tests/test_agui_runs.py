@@ -60,8 +60,8 @@ async def wait_for(condition):
         await asyncio.sleep(0.01)
 
 
-async def test_resume_from_last_event_id_through_the_attach_route(make_gateway):
-    client = await make_gateway(slow_config())
+async def test_resume_from_last_event_id_through_the_attach_route(make_gateway, store_config):
+    client = await make_gateway(slow_config(**store_config("agui")))
     resp = await client.post("/agui/agents/talker/runs", json=run_input(WORDS, "r1"))
     head = await frames(resp, 4)
     resp.close()  # the connection drops; the run goes on
@@ -78,8 +78,8 @@ async def test_resume_from_last_event_id_through_the_attach_route(make_gateway):
     assert checked(await again.read()) == events
 
 
-async def test_keys_scope_runs_and_browsers_pass_a_token(make_gateway):
-    client = await make_gateway(slow_config(**KEYS))
+async def test_keys_scope_runs_and_browsers_pass_a_token(make_gateway, store_config):
+    client = await make_gateway(slow_config(**KEYS, **store_config("agui")))
     resp = await client.post("/agui/runs", json=run_input("hi", "keyed", "blurter"), headers=A)
     assert resp.status == 200
     checked(await resp.read())
@@ -122,8 +122,8 @@ async def test_delete_cancels_the_run_and_its_upstream_request(make_gateway, ups
     assert (await client.delete("/agui/runs/never")).status == 404
 
 
-async def test_websocket_runs_cancels_and_attaches(make_gateway):
-    client = await make_gateway(slow_config(**KEYS))
+async def test_websocket_runs_cancels_and_attaches(make_gateway, store_config):
+    client = await make_gateway(slow_config(**KEYS, **store_config("agui")))
 
     async def until_end(ws, seen=()):
         events = list(seen)
@@ -196,7 +196,9 @@ async def test_a_client_that_stops_reading_blocks_nothing_and_is_dropped(make_ga
     other = await client.post("/agui/agents/blurter/runs", json=run_input("still fine", "other"))
     assert text_of(checked(await other.read())) == "still fine"
     runs = client.server.app[GATEWAY].protocols["agui"].runs
-    await wait_for(lambda: "big" not in runs.active)  # the run itself went on to its end
+    await wait_for(
+        lambda: ("anonymous", "big") not in runs.active
+    )  # the run itself went on to its end
     await wait_for(lambda: gateway.metrics.active_streams._value.get() == 0)
     with pytest.raises(aiohttp.ClientPayloadError):
         await stuck.read()  # dropped: its stream has no end; it may resume instead
@@ -243,13 +245,14 @@ async def test_memory_store_forgets_the_oldest_finished_runs():
         assert await store.reserve(run)
         run.close()
         await store.finish(run)
-    assert await store.lookup("r0") is None
-    assert (await store.lookup("r2")) == RunInfo("r2", "owner", True)
-    assert not await store.reserve(Run("r1", "t", "other"))  # ids stay taken while kept
+    assert await store.lookup("owner", "r0") is None
+    assert (await store.lookup("owner", "r2")) == RunInfo("r2", "owner", True)
+    assert not await store.reserve(Run("r1", "t", "owner"))  # ids stay taken while kept
+    assert await store.reserve(Run("r1", "t", "another key"))  # ids are per key
     expired = MemoryRunStore(ttl=0)
     assert await expired.reserve(runs[0])
     await expired.finish(runs[0])
-    assert await expired.lookup("r0") is None
+    assert await expired.lookup("owner", "r0") is None
 
 
 async def test_sigterm_ends_runs_with_run_error_at_the_drain_deadline(upstream_process, tmp_path):
@@ -278,6 +281,7 @@ model = "gpt-test"
             head = await frames(resp, 3)
             gateway.proc.send_signal(signal.SIGTERM)
             events = checked(head + await resp.read())
-    assert gateway.stop() == 0
+        await asyncio.to_thread(gateway.proc.wait, 30)  # before the block's own SIGTERM
+    assert gateway.returncode == 0, gateway.output
     assert events[-1]["type"] == "RUN_ERROR" and events[-1]["code"] == "unavailable"
     assert "shutting down" in events[-1]["message"]

@@ -78,7 +78,11 @@ def test_workers_refuse_state_kept_in_memory(redis_url):
         {**two, "sessions": {"store": "auto"}, "limits": {"rpm": 10}},
         env={"HOOKGATE_REDIS_URL": redis_url},
     )[GATEWAY]
-    assert gw.state.users == {"sessions.store": "redis", "limits.store": "redis"}
+    assert gw.state.users == {
+        "sessions.store": "redis",
+        "limits.store": "redis",
+        "agui.store": "redis",  # auto: AG-UI runs follow [redis] url
+    }
 
 
 def test_serve_with_workers_and_memory_sessions_exits_with_the_reason(tmp_path: Path):

@@ -42,7 +42,7 @@ from gateway.formats.agui import (
 from gateway.hookspecs import hookimpl
 from gateway.http import json_response, read_json
 from gateway.protocol import ProtocolAdapter
-from gateway.runs import MemoryRunStore, Run, RunInfo, Runs
+from gateway.runs import MemoryRunStore, Run, RunInfo, Runs, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 class AguiConfig:
     """``[agui]``: AG-UI runs."""
 
+    #: Where run logs live: "memory", "redis" (needs [redis] url), or "auto" (Redis when
+    #: [redis] url is set). Redis lets a client resume or cancel a run through any instance.
+    store: str = "auto"
     #: How long a finished run's events stay available to attach and resume.
     run_ttl: Duration = Duration(600.0)
     #: Finished runs the memory store keeps at most (the oldest go first).
@@ -79,7 +82,26 @@ class AguiProtocol(ProtocolAdapter):
     def __init__(self, gateway: Any) -> None:
         super().__init__(gateway)
         self.config: AguiConfig = gateway.config.section("agui")
-        self.store = MemoryRunStore(self.config.run_ttl, self.config.max_kept_runs)
+        self.store = self._store(gateway)
+
+    def _store(self, gateway: Any) -> RunStore:
+        cfg, state = self.config, gateway.state
+        if cfg.store == "auto" and not state.redis_configured and state.workers > 1:
+            # Not refused like explicit memory state: runs still stream from the worker that
+            # produces them; only attaching and cancelling through another worker cannot work.
+            log.warning(
+                "AG-UI runs are kept by each of the %d workers: attaching to a run or "
+                "cancelling it works only through the worker running it; set [redis] url",
+                state.workers,
+            )
+            kind = "memory"
+        else:
+            kind = state.choose("agui.store", cfg.store)
+        if kind == "redis":
+            from gateway.runs.redis import RedisRunStore
+
+            return RedisRunStore(state.redis("agui.store"), cfg.run_ttl)
+        return MemoryRunStore(cfg.run_ttl, cfg.max_kept_runs)
 
     def setup(self, app: web.Application) -> None:
         self.runs = Runs(
@@ -160,8 +182,8 @@ class AguiProtocol(ProtocolAdapter):
     async def _owned(self, run_id: str, ex: Exchange) -> RunInfo:
         """The run, if it exists and belongs to the caller's key (404 otherwise: another key's
         runs are not even acknowledged)."""
-        info = await self.store.lookup(run_id)
-        if info is None or info.owner != ex.principal.id:
+        info = await self.store.lookup(ex.principal.id, run_id)
+        if info is None:
             raise NotFound(f"No run '{run_id}'.", param="run_id", code="run_not_found")
         return info
 
@@ -170,7 +192,7 @@ class AguiProtocol(ProtocolAdapter):
     ) -> web.StreamResponse:
         """Stream a run's events after number ``after`` as SSE, until its terminal event."""
         # The compact form summarises tool calls, so it reads the log from the start.
-        source = self.runs.follow(run_id, 0 if compact else after)
+        source = self.runs.follow(ex.principal.id, run_id, 0 if compact else after)
         resp = EventSourceResponse(
             sep="\n",
             allow_all_methods=True,
@@ -204,6 +226,13 @@ class AguiProtocol(ProtocolAdapter):
             return resp
         except ConnectionResetError:
             return resp
+        except GatewayError as err:
+            # The run's log became unreadable (its store is down): cut the stream rather than
+            # end it cleanly, so the client knows to resume later.
+            log.warning("run %s: following it failed after event %d: %s", run_id, seq, err)
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
         finally:
             metrics.active_streams.dec()
             await source.aclose()  # type: ignore[attr-defined]
@@ -219,7 +248,7 @@ class AguiProtocol(ProtocolAdapter):
         info = await self._owned(run_id, ex)
         if info.done:
             raise RunExists(f"The run '{run_id}' has already ended.", code="run_ended")
-        await self.runs.cancel(run_id)
+        await self.runs.cancel(ex.principal.id, run_id)
         return json_response({"runId": run_id, "status": "cancelling"}, status=202)
 
     # -- WebSocket
@@ -256,7 +285,7 @@ class AguiProtocol(ProtocolAdapter):
                     if isinstance(target, str) and target:
                         with contextlib.suppress(GatewayError):
                             await self._owned(target, ex)
-                            await self.runs.cancel(target)
+                            await self.runs.cancel(ex.principal.id, target)
                     continue
                 try:
                     queue.put_nowait(("run", obj, None))
@@ -281,7 +310,8 @@ class AguiProtocol(ProtocolAdapter):
                 else:
                     run_id = value
                 session.current = run_id
-                async with contextlib.aclosing(self.runs.follow(run_id, after)) as source:
+                follow = self.runs.follow(ex.principal.id, run_id, after)
+                async with contextlib.aclosing(follow) as source:
                     async for _, batch in source:
                         await session.send(batch)
             except GatewayError as err:

@@ -1,0 +1,130 @@
+"""Producing runs in the background, and finding any run's log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.canonical import Event
+from gateway.errors import GatewayError, Unavailable
+from gateway.formats.agui import EventTranslator
+from gateway.runs.log import Batch, Run, RunKey, RunStore
+
+log = logging.getLogger(__name__)
+
+
+class Runs:
+    """The runs this instance produces, and the way to every run's log."""
+
+    def __init__(
+        self, store: RunStore, *, max_events: int, streams: set[asyncio.Task[Any]]
+    ) -> None:
+        self.store = store
+        self.max_events = max_events
+        #: Runs being produced here.
+        self.active: dict[RunKey, Run] = {}
+        #: The gateway's set of streaming tasks: a drain that runs out of time cancels them.
+        self.streams = streams
+        store.on_cancel = self.cancel_local
+
+    def launch(
+        self,
+        run: Run,
+        translator: EventTranslator,
+        first: Event,
+        events: AsyncIterator[Event],
+    ) -> None:
+        """Produce the run in the background, starting with the already-received ``first``."""
+        self.active[run.key] = run
+        self.store.record(run)
+        run.task = asyncio.create_task(self._produce(run, translator, first, events))
+        self.streams.add(run.task)
+
+    async def _produce(
+        self, run: Run, translator: EventTranslator, first: Event, events: AsyncIterator[Event]
+    ) -> None:
+        dumps = orjson.dumps
+        try:
+            for out in translator.start():
+                run.append(dumps(out))
+            ev: Event | None = first
+            while ev is not None:
+                for out in translator.add(ev):
+                    run.append(dumps(out))
+                if translator.done:
+                    break
+                if len(run.events) >= self.max_events:
+                    err = GatewayError(
+                        f"the run produced more than {self.max_events} events",
+                        code="too_many_events",
+                    )
+                    for out in translator.failed(err):
+                        run.append(dumps(out))
+                    break
+                ev = await anext(events, None)  # type: ignore[call-overload]
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the run ends normally, with its terminal event
+            if run.cancel_requested:
+                ending = translator.cancelled()
+            else:
+                ending = translator.failed(
+                    Unavailable("the gateway is shutting down; the run was stopped")
+                )
+            for out in ending:
+                run.append(dumps(out))
+        except Exception:
+            log.exception("run %s failed", run.run_id)
+            for out in translator.failed(GatewayError("the run failed inside the gateway")):
+                run.append(dumps(out))
+        finally:
+            try:
+                await events.aclose()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("closing the events of run %s failed", run.run_id)
+            if not translator.done:
+                for out in translator.failed(GatewayError("the run ended without finishing")):
+                    run.append(dumps(out))
+            run.close()
+            self.active.pop(run.key, None)
+            if run.task is not None:
+                self.streams.discard(run.task)
+            try:
+                await self.store.finish(run)
+            except Exception:
+                log.exception("storing the end of run %s failed", run.run_id)
+
+    def follow(self, owner: str, run_id: str, after: int) -> AsyncIterator[Batch]:
+        """A run's events after number ``after``: from this instance when it produces the run,
+        from the store otherwise."""
+        run = self.active.get((owner, run_id))
+        if run is not None:
+            return run.batches(after)
+        return self.store.follow(owner, run_id, after)
+
+    def cancel_local(self, owner: str, run_id: str) -> bool:
+        """Cancel a run produced here (its upstream request is cancelled with it)."""
+        run = self.active.get((owner, run_id))
+        if run is None or run.task is None or run.done:
+            return False
+        run.cancel_requested = True
+        run.task.cancel()
+        return True
+
+    async def cancel(self, owner: str, run_id: str) -> None:
+        """Cancel a run wherever it is produced."""
+        if not self.cancel_local(owner, run_id):
+            await self.store.request_cancel(owner, run_id)
+
+    async def shutdown(self) -> None:
+        """Stop every run still going (application shutdown) and let each record its end."""
+        tasks = [run.task for run in self.active.values() if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,190 @@
+"""The Redis run store: every run's log in a Redis Stream, so any instance can replay it.
+
+Per run (``O`` the owner's principal id, ``R`` the client's run id), under the hash tag ``{O}``::
+
+    <prefix>agui:{O}:s:R    string: "running" or "done"; claimed with SET NX
+    <prefix>agui:{O}:e:R    stream: the run's events, entry id "<n>-0" for event number n
+
+The instance producing a run appends its events in batches (one pipeline per batch, as fast as
+Redis takes them; the run itself never waits for Redis) and keeps both keys alive while the run
+goes on: ``alive`` seconds, refreshed at every batch and every ``alive / 3`` seconds, so the run
+of an instance that died disappears soon. When the run ends both keys are kept for the TTL.
+Event number ``n`` is stream entry ``n-0``, so ``Last-Event-ID`` is the same on every instance
+and a follower reads with ``XREAD`` after ``<n>-0``. Cancellation requests go to every
+instance on one pub/sub channel; the instance producing the run cancels it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.errors import GatewayError
+from gateway.runs.log import Batch, Run, RunInfo, RunKey, RunStore, is_terminal
+
+if TYPE_CHECKING:
+    from gateway.state.redis import RedisState
+
+log = logging.getLogger(__name__)
+
+WHAT = "AG-UI runs"
+RUNNING, DONE = b"running", b"done"
+
+
+class RedisRunStore(RunStore):
+    def __init__(self, redis: RedisState, ttl: float, alive: float = 30.0) -> None:
+        self.redis = redis
+        self.ttl_ms = max(1, int(ttl * 1000))
+        self.alive_ms = max(1, int(alive * 1000))
+        # A follower's XREAD blocks at most half the command timeout, so it never times out.
+        self.block_ms = max(10, int(redis.config.timeout * 500))
+        self.channel = redis.key("agui", "cancel")
+        self._writers: dict[RunKey, asyncio.Task[None]] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    def _keys(self, owner: str, run_id: str) -> tuple[str, str]:
+        key = self.redis.key
+        return key("agui", owner, "s", run_id), key("agui", owner, "e", run_id)
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen())
+
+    async def close(self) -> None:
+        for task in [self._listener, *self._writers.values()]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._listener = None
+
+    async def reserve(self, run: Run) -> bool:
+        state, _ = self._keys(run.owner, run.run_id)
+        async with self.redis.guard(WHAT):
+            return bool(await self.redis.client.set(state, RUNNING, nx=True, px=self.alive_ms))
+
+    async def release(self, run: Run) -> None:
+        async with self.redis.guard(WHAT):
+            await self.redis.client.delete(*self._keys(run.owner, run.run_id))
+
+    def record(self, run: Run) -> None:
+        self._writers[run.key] = asyncio.create_task(self._write(run))
+
+    async def finish(self, run: Run) -> None:
+        writer = self._writers.pop(run.key, None)
+        if writer is not None:
+            await writer
+
+    async def lookup(self, owner: str, run_id: str) -> RunInfo | None:
+        state, _ = self._keys(owner, run_id)
+        async with self.redis.guard(WHAT):
+            found = await self.redis.client.get(state)
+        return None if found is None else RunInfo(run_id, owner, found == DONE)
+
+    async def follow(self, owner: str, run_id: str, after: int) -> AsyncIterator[Batch]:
+        state, events = self._keys(owner, run_id)
+        client = self.redis.client
+        number = max(0, after)  # the last event read
+        while True:
+            async with self.redis.guard(WHAT):
+                found = await client.xread({events: f"{number}-0"}, count=1000, block=self.block_ms)
+            if found:
+                entries = found[0][1]
+                batch = [fields[b"e"] for _, fields in entries]
+                yield number + 1, batch
+                number += len(batch)
+                if is_terminal(batch[-1]):
+                    return
+                continue
+            async with self.redis.guard(WHAT):
+                status = await client.get(state)
+            if status == DONE:
+                return  # everything after ``after`` was read (a resume past the end)
+            if status is None:
+                # Expired: the instance producing the run stopped without finishing it.
+                lost = {
+                    "type": "RUN_ERROR",
+                    "message": "The run was lost: the gateway producing it stopped.",
+                    "code": "run_lost",
+                }
+                yield number + 1, [orjson.dumps(lost)]
+                return
+
+    async def request_cancel(self, owner: str, run_id: str) -> None:
+        async with self.redis.guard(WHAT):
+            await self.redis.client.publish(self.channel, f"{owner}\n{run_id}")
+
+    # -- background tasks
+
+    async def _write(self, run: Run) -> None:
+        """Append the run's events to its stream as they come; at the end mark it done."""
+        state, events = self._keys(run.owner, run.run_id)
+        pos = 0
+        failing = False
+        heartbeat = self.alive_ms / 3000
+        while True:
+            if pos == len(run.events) and not run.done:
+                await run.changed(heartbeat)  # nothing new by then: only refresh the lifetimes
+            done = run.done  # read first: when set, the log below is complete
+            batch = run.events[pos:]
+            try:
+                async with (
+                    self.redis.guard(WHAT),
+                    self.redis.client.pipeline(transaction=True) as pipe,
+                ):
+                    for i, data in enumerate(batch):
+                        pipe.xadd(events, {"e": data}, id=f"{pos + i + 1}-0")
+                    if done:
+                        pipe.set(state, DONE, px=self.ttl_ms)
+                        pipe.pexpire(events, self.ttl_ms)
+                    else:
+                        pipe.pexpire(state, self.alive_ms)
+                        pipe.pexpire(events, self.alive_ms)
+                    await pipe.execute()
+                pos += len(batch)
+                if failing:
+                    failing = False
+                    log.warning("run %s: its events reach Redis again", run.run_id)
+                if done:
+                    return
+            except GatewayError:
+                if not failing:
+                    failing = True
+                    log.error("run %s: cannot store its events in Redis; retrying", run.run_id)
+                await asyncio.sleep(1.0)
+                pos = await self._stored(events, pos)
+
+    async def _stored(self, events: str, guess: int) -> int:
+        """How many events the stream holds (after a failed write that may have landed)."""
+        try:
+            async with self.redis.guard(WHAT):
+                newest = await self.redis.client.xrevrange(events, count=1)
+        except GatewayError:
+            return guess
+        return int(newest[0][0].split(b"-")[0]) if newest else 0
+
+    async def _listen(self) -> None:
+        """Receive cancellation requests from every instance (one subscription per app)."""
+        while True:
+            pubsub: Any = None
+            try:
+                pubsub = self.redis.client.pubsub()
+                await pubsub.subscribe(self.channel)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message and message.get("type") == "message" and self.on_cancel:
+                        owner, _, run_id = message["data"].decode().partition("\n")
+                        self.on_cancel(owner, run_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("AG-UI cancellations: Redis subscription failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
