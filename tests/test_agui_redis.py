@@ -54,7 +54,7 @@ async def test_a_run_started_on_one_instance_is_followed_resumed_and_cancelled_o
 ):
     one = await make_gateway(config(redis_url, redis_prefix))
     two = await make_gateway(config(redis_url, redis_prefix))
-    assert one.server.app[GATEWAY].state.users == {"agui.store": "redis"}
+    assert one.server.app[GATEWAY].state.users["agui.store"] == "redis"
 
     started = await one.post("/agui/agents/talker/runs", json=run_input(WORDS, "r1"), headers=A)
     head = await frames(started, 4)
@@ -208,4 +208,4 @@ def test_workers_and_the_run_store(redis_url, caplog):
         create_app({"agui": {"store": "disk"}}, env={})
     assert info.value.errors == ["agui.store: expected 'auto', 'memory' or 'redis', not 'disk'"]
     shared = create_app(two, env={"HOOKGATE_REDIS_URL": redis_url})[GATEWAY]
-    assert shared.state.users == {"agui.store": "redis"}
+    assert shared.state.users["agui.store"] == "redis"
