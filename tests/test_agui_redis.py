@@ -16,6 +16,10 @@ from conftest import gateway_process
 
 from gateway import GATEWAY, ConfigError, create_app
 from gateway.auth.keys import digest
+from gateway.runs import Run, RunInfo
+from gateway.runs.redis import RedisRunStore
+from gateway.state.config import RedisConfig, RedisUrl
+from gateway.state.redis import RedisState
 
 KEYS = {"auth": {"keys": ["sk-a", "sk-b"]}}
 A = {"Authorization": "Bearer sk-a"}
@@ -86,31 +90,48 @@ async def test_a_run_started_on_one_instance_is_followed_resumed_and_cancelled_o
     assert text_of(cancelled) != WORDS
 
 
-async def test_a_run_whose_instance_died_ends_for_its_followers(redis_url, redis_prefix):
-    """The producing instance stops refreshing the run's keys: followers get RUN_ERROR."""
-    from gateway.runs import Run
-    from gateway.runs.redis import RedisRunStore
-    from gateway.state.config import RedisConfig, RedisUrl
-    from gateway.state.redis import RedisState
-
+@pytest.fixture
+async def redis_state(redis_url, redis_prefix):
     state = RedisState(RedisConfig(url=RedisUrl(redis_url), prefix=redis_prefix))
     await state.open()
-    try:
-        store = RedisRunStore(state, ttl=60, alive=0.3)
-        run = Run("dead", "t", "owner")
-        assert await store.reserve(run)
-        store.record(run)
-        run.append(b'{"type":"RUN_STARTED","threadId":"t","runId":"dead"}')
-        follower = store.follow("owner", "dead", 0)
-        first = await anext(follower)
-        assert first == (1, [b'{"type":"RUN_STARTED","threadId":"t","runId":"dead"}'])
-        await store.close()  # the writer stops: nobody refreshes the run any more
-        number, [lost] = await anext(follower)
-        assert number == 2 and orjson.loads(lost)["code"] == "run_lost"
-        with pytest.raises(StopAsyncIteration):
-            await anext(follower)
-    finally:
-        await state.close()
+    yield state
+    await state.close()
+
+
+async def test_resuming_inside_a_stored_batch(redis_state):
+    store = RedisRunStore(redis_state, ttl=60)
+    run = Run("batched", "t", "owner")
+    assert await store.reserve(run)
+    events = [b'{"type":"CUSTOM","name":"n","value":%d}' % i for i in range(1, 10)]
+    for data in events:  # all at once: one stream entry
+        run.append(data)
+    store.record(run)
+    run.append(b'{"type":"RUN_FINISHED","threadId":"t","runId":"batched"}')
+    run.close()
+    await store.finish(run)
+    assert await store.lookup("owner", "batched") == RunInfo("batched", "owner", True)
+    for after in (0, 4, 9):
+        got = [b async for b in store.follow("owner", "batched", after)]
+        numbers = [first + i for first, batch in got for i in range(len(batch))]
+        assert numbers == list(range(after + 1, 11))
+        assert [d for _, batch in got for d in batch] == [*events, run.events[-1]][after:]
+    assert [b async for b in store.follow("owner", "batched", 10)] == []  # past the end
+
+
+async def test_a_run_whose_instance_died_ends_for_its_followers(redis_state):
+    """The producing instance stops refreshing the run's keys: followers get RUN_ERROR."""
+    store = RedisRunStore(redis_state, ttl=60, alive=0.3)
+    run = Run("dead", "t", "owner")
+    assert await store.reserve(run)
+    store.record(run)
+    run.append(b'{"type":"RUN_STARTED","threadId":"t","runId":"dead"}')
+    follower = store.follow("owner", "dead", 0)
+    assert await anext(follower) == (1, [run.events[0]])
+    await store.close()  # the writer stops: nobody refreshes the run any more
+    number, [lost] = await anext(follower)
+    assert number == 2 and orjson.loads(lost)["code"] == "run_lost"
+    with pytest.raises(StopAsyncIteration):
+        await anext(follower)
 
 
 async def test_run_log_layout_and_ttl(make_gateway, redis_url, redis_prefix):
@@ -128,9 +149,13 @@ async def test_run_log_layout_and_ttl(make_gateway, redis_url, redis_prefix):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         assert 0 < await direct.pttl(state) <= 2000 and 0 < await direct.pttl(stream) <= 2000
-        entries = await direct.xrange(stream)
-        assert [e[0] for e in entries] == [f"{n}-0".encode() for n in range(1, len(events) + 1)]
-        assert [orjson.loads(e[1][b"e"]) for e in entries] == events
+        stored, number = [], 0
+        for entry_id, fields in await direct.xrange(stream):
+            batch = fields[b"e"].split(b"\n")
+            number += len(batch)
+            assert entry_id == f"{number}-0".encode()  # an entry is named by its last event
+            stored.extend(orjson.loads(data) for data in batch)
+        assert stored == events
     finally:
         await direct.aclose()
 

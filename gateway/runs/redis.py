@@ -3,15 +3,17 @@
 Per run (``O`` the owner's principal id, ``R`` the client's run id), under the hash tag ``{O}``::
 
     <prefix>agui:{O}:s:R    string: "running" or "done"; claimed with SET NX
-    <prefix>agui:{O}:e:R    stream: the run's events, entry id "<n>-0" for event number n
+    <prefix>agui:{O}:e:R    stream: the run's events in batches; the entry "<n>-0" holds the
+                            events up to number n since the previous entry, one JSON per line
 
-The instance producing a run appends its events in batches (one pipeline per batch, as fast as
-Redis takes them; the run itself never waits for Redis) and keeps both keys alive while the run
-goes on: ``alive`` seconds, refreshed at every batch and every ``alive / 3`` seconds, so the run
-of an instance that died disappears soon. When the run ends both keys are kept for the TTL.
-Event number ``n`` is stream entry ``n-0``, so ``Last-Event-ID`` is the same on every instance
-and a follower reads with ``XREAD`` after ``<n>-0``. Cancellation requests go to every
-instance on one pub/sub channel; the instance producing the run cancels it.
+The instance producing a run appends its events in batches (one entry per batch, one
+transaction per write, as fast as Redis takes them, and the run itself never waits for Redis)
+and keeps both keys alive while the run goes on: ``alive`` seconds, refreshed at every write
+and every ``alive / 3`` seconds, so the run of an instance that died disappears soon. When the
+run ends both keys are kept for the TTL. Because an entry's id is the number of its last event,
+``Last-Event-ID`` is the same on every instance and a follower resumes with ``XREAD`` after
+``<n>-0``: the first entry it gets is the one holding event n + 1. Cancellation requests go to
+every instance on one pub/sub channel; the instance producing the run cancels it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 WHAT = "AG-UI runs"
 RUNNING, DONE = b"running", b"done"
+#: Seconds the writer waits after each write, so that events arriving meanwhile share an entry.
+COALESCE = 0.005
 
 
 class RedisRunStore(RunStore):
@@ -93,11 +97,16 @@ class RedisRunStore(RunStore):
             async with self.redis.guard(WHAT):
                 found = await client.xread({events: f"{number}-0"}, count=1000, block=self.block_ms)
             if found:
-                entries = found[0][1]
-                batch = [fields[b"e"] for _, fields in entries]
-                yield number + 1, batch
-                number += len(batch)
-                if is_terminal(batch[-1]):
+                batch = []
+                for entry_id, fields in found[0][1]:
+                    events_in = fields[b"e"].split(b"\n")
+                    last = int(entry_id.split(b"-")[0])
+                    # the first entry may begin with events the follower already has
+                    batch.extend(events_in[max(0, len(events_in) - (last - number)) :])
+                    number = last
+                if batch:
+                    yield number - len(batch) + 1, batch
+                if batch and is_terminal(batch[-1]):
                     return
                 continue
             async with self.redis.guard(WHAT):
@@ -136,8 +145,8 @@ class RedisRunStore(RunStore):
                     self.redis.guard(WHAT),
                     self.redis.client.pipeline(transaction=True) as pipe,
                 ):
-                    for i, data in enumerate(batch):
-                        pipe.xadd(events, {"e": data}, id=f"{pos + i + 1}-0")
+                    if batch:
+                        pipe.xadd(events, {"e": b"\n".join(batch)}, id=f"{pos + len(batch)}-0")
                     if done:
                         pipe.set(state, DONE, px=self.ttl_ms)
                         pipe.pexpire(events, self.ttl_ms)
@@ -151,6 +160,9 @@ class RedisRunStore(RunStore):
                     log.warning("run %s: its events reach Redis again", run.run_id)
                 if done:
                     return
+                # Let a few more events gather: fewer, larger entries; followers elsewhere
+                # wait a few milliseconds more (followers here read the run directly).
+                await asyncio.sleep(COALESCE)
             except GatewayError:
                 if not failing:
                     failing = True
