@@ -362,6 +362,29 @@ def store_config(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]
     return make
 
 
+def agent_toml(path: Path, upstream: str, head: str = "", **agent: str) -> str:
+    """Write a configuration file with the fake upstream at ``upstream`` as model ``gpt-test``
+    and an agent ``helper`` thinking with it (``agent``: its TOML values, as TOML text), after
+    the tables in ``head``; returns the path, for ``--config``."""
+    lines = [f"{key} = {value}" for key, value in agent.items()]
+    path.write_text(
+        f"""{head}
+[backends.up]
+kind = "openai"
+base_url = "{upstream}"
+
+[models.gpt-test]
+backend = "up"
+
+[agents.helper]
+model = "gpt-test"
+"""
+        + "\n".join(lines)
+        + "\n"
+    )
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def agui_client() -> Path:
     """A directory with the official ``@ag-ui/client`` (pinned by ``agui_client/package-lock.json``)

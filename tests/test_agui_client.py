@@ -7,33 +7,21 @@ import shutil
 import subprocess
 
 import orjson
-from conftest import ROOT, gateway_process
+from conftest import ROOT, agent_toml, gateway_process
 
 
 def test_httpagent_runs_server_and_client_tools(agui_client, upstream_process, tmp_path):
-    config = tmp_path / "hookgate.toml"
-    config.write_text(
-        f"""
-[auth]
-keys = ["sk-browser"]
-
-[backends.up]
-kind = "openai"
-base_url = "{upstream_process}"
-
-[models.gpt-test]
-backend = "up"
-
-[agents.helper]
-model = "gpt-test"
-system = "You help."
-tools = ["fakes.tools:get_weather"]
-"""
+    config = agent_toml(
+        tmp_path / "hookgate.toml",
+        upstream_process,
+        '[auth]\nkeys = ["sk-browser"]\n',
+        system='"You help."',
+        tools='["fakes.tools:get_weather"]',
     )
     node = shutil.which("node")
     assert node, "node is needed for the @ag-ui/client test"
     env = {"PYTHONPATH": str(ROOT / "tests")}
-    with gateway_process("serve", "--config", str(config), env=env) as gateway:
+    with gateway_process("serve", "--config", config, env=env) as gateway:
         done = subprocess.run(
             [node, str(agui_client / "run.mjs"), gateway.url, "sk-browser"],
             capture_output=True,

@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from agui_check import check_order, checked, events_of, text_of
-from conftest import gateway_process
+from conftest import agent_toml, gateway_process
 
 from gateway import GATEWAY, ConfigError, create_app
 from gateway.auth.keys import digest
@@ -163,27 +163,8 @@ async def test_run_log_layout_and_ttl(make_gateway, redis_url, redis_prefix):
 def test_resume_through_a_second_gateway_process(
     tmp_path, redis_url, redis_prefix, upstream_process
 ):
-    toml = tmp_path / "hookgate.toml"
-    toml.write_text(
-        f"""
-[redis]
-url = "{redis_url}"
-prefix = "{redis_prefix}"
-
-[auth]
-keys = ["sk-a"]
-
-[backends.up]
-kind = "openai"
-base_url = "{upstream_process}"
-
-[models.gpt-test]
-backend = "up"
-
-[agents.helper]
-model = "gpt-test"
-"""
-    )
+    head = f'[redis]\nurl = "{redis_url}"\nprefix = "{redis_prefix}"\n[auth]\nkeys = ["sk-a"]\n'
+    toml = agent_toml(tmp_path / "hookgate.toml", upstream_process, head)
 
     async def scenario(first_url, second_url):
         async with aiohttp.ClientSession(headers=A) as session:
@@ -204,8 +185,8 @@ model = "gpt-test"
             return events_of(head) + events_of(rest, first_id=5)
 
     with (
-        gateway_process("serve", "--config", str(toml)) as one,
-        gateway_process("serve", "--config", str(toml)) as two,
+        gateway_process("serve", "--config", toml) as one,
+        gateway_process("serve", "--config", toml) as two,
     ):
         events = asyncio.run(scenario(one.url, two.url))
     check_order(events)

@@ -9,7 +9,7 @@ import time
 import aiohttp
 import pytest
 from agui_check import check_order, checked, events_of, text_of, types_of, validate_event
-from conftest import gateway_process, upstream_config
+from conftest import agent_toml, gateway_process, upstream_config
 from fakes.openai_upstream import CANCELLED
 
 from gateway import GATEWAY
@@ -256,24 +256,9 @@ async def test_memory_store_forgets_the_oldest_finished_runs():
 
 
 async def test_sigterm_ends_runs_with_run_error_at_the_drain_deadline(upstream_process, tmp_path):
-    config = tmp_path / "hookgate.toml"
-    config.write_text(
-        f"""
-[server]
-drain_timeout = "500ms"
-
-[backends.up]
-kind = "openai"
-base_url = "{upstream_process}"
-
-[models.gpt-test]
-backend = "up"
-
-[agents.helper]
-model = "gpt-test"
-"""
-    )
-    with gateway_process("serve", "--config", str(config)) as gateway:
+    head = '[server]\ndrain_timeout = "500ms"\n'
+    config = agent_toml(tmp_path / "hookgate.toml", upstream_process, head)
+    with gateway_process("serve", "--config", config) as gateway:
         async with aiohttp.ClientSession() as session:
             resp = await session.post(
                 f"{gateway.url}/agui/agents/helper/runs", json=run_input("DRIP", "drain")
