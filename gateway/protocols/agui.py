@@ -31,14 +31,8 @@ from gateway.canonical import Error
 from gateway.config import Count, Duration
 from gateway.errors import BadRequest, GatewayError, NotFound, UpstreamError
 from gateway.exchange import EXCHANGE, Exchange
-from gateway.formats.agui import (
-    CompactTranslator,
-    EventTranslator,
-    RunInput,
-    compact_frame,
-    decode_run_input,
-    sse_frame,
-)
+from gateway.formats.agui import EventTranslator, RunInput, decode_run_input, sse_frame
+from gateway.formats.agui_compact import CompactTranslator, compact_frame
 from gateway.hookspecs import hookimpl
 from gateway.http import json_response, read_json
 from gateway.protocol import ProtocolAdapter
