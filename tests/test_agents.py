@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import orjson
 import pytest
-from conftest import recorded, upstream_config
+from conftest import claude_config, recorded, upstream_config
 from openapi import validate
 
 from gateway import GATEWAY, Finish, TextDelta, ToolCallStart, hookimpl
@@ -171,3 +171,91 @@ async def test_python_api_agent_tools_and_plugin_registration(make_gateway, sdk)
     assert {"py-agent", "toml-agent"} <= set(listed)
     agents = client.server.app[GATEWAY].registry.agents
     assert agents["py-agent"].plugin == "agents-app"
+
+
+async def test_anthropic_sdk_calls_an_agent_by_name(make_gateway, upstream, claude_sdk):
+    client = await make_gateway(agent_config(upstream))
+    api = claude_sdk(client)
+    history = [
+        {"role": "user", "content": "earlier question"},
+        {"role": "assistant", "content": "earlier answer"},
+        {"role": "user", "content": SCRIPT},
+    ]
+    message = await api.messages.create(
+        model="helper", max_tokens=256, system="Be brief.", messages=history
+    )
+    assert [b.type for b in message.content] == ["text"]  # its own tools stay inside
+    assert message.content[0].text == FINAL
+    assert message.stop_reason == "end_turn" and message.model == "helper"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (22, 14)
+    first = recorded(upstream)[0]["messages"]
+    assert [(m["role"], m["content"]) for m in first] == [
+        ("system", "You help."),
+        ("system", "Be brief."),
+        *[(m["role"], m["content"]) for m in history],
+    ]
+    async with api.messages.stream(
+        model="helper", max_tokens=256, system="Be brief.", messages=history
+    ) as stream:
+        text = "".join([t async for t in stream.text_stream])
+        final = await stream.get_final_message()
+    assert text == FINAL and [b.type for b in final.content] == ["text"]
+    assert final.stop_reason == "end_turn"
+
+
+async def test_anthropic_tools_the_agent_does_not_own_are_the_clients(
+    make_gateway, upstream, claude_sdk
+):
+    client = await make_gateway(agent_config(upstream))
+    api = claude_sdk(client)
+    tools = [{"name": "confirm", "input_schema": {"type": "object"}}]
+    messages = [{"role": "user", "content": 'CALL confirm {"q": "sure?"}'}]
+    async with api.messages.stream(
+        model="helper", max_tokens=256, messages=messages, tools=tools
+    ) as stream:
+        handed = await stream.get_final_message()
+    assert handed.stop_reason == "tool_use"
+    use = next(b for b in handed.content if b.type == "tool_use")
+    assert (use.id, use.name, use.input) == ("call_1", "confirm", {"q": "sure?"})
+    messages += [
+        {"role": "assistant", "content": [b.model_dump() for b in handed.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "yes"}],
+        },
+    ]
+    answer = await api.messages.create(
+        model="helper", max_tokens=256, messages=messages, tools=tools
+    )
+    assert answer.content[0].text == "results: yes"
+
+
+async def test_an_agent_thinking_with_claude_marks_failed_tool_results(
+    make_gateway, claude_upstream, sdk
+):
+    cfg = claude_config(claude_upstream)
+    cfg["agents"] = {"claudia": {"model": "claude-test", "tools": ["fakes.tools:step"]}}
+    client = await make_gateway(cfg)
+    out = await sdk(client).chat.completions.create(
+        model="claudia", messages=[{"role": "user", "content": "ROUNDS"}]
+    )
+    assert out.choices[0].message.content == "upstream says: ROUNDS"
+    last = recorded(claude_upstream)[-1]["messages"]  # the fake checks every tool_use is answered
+    results = [b for m in last for b in m["content"] if b.get("type") == "tool_result"]
+    assert [(r["tool_use_id"], r.get("is_error", False)) for r in results] == [
+        ("toolu_round_0", False),
+        ("toolu_round_1", True),
+        ("toolu_round_2", False),
+    ]
+    assert "step 1 is broken" in str(results[1]["content"])
+
+
+async def test_responses_api_calls_an_agent_by_name(make_gateway, upstream, sdk):
+    client = await make_gateway(agent_config(upstream))
+    api = sdk(client)
+    response = await api.responses.create(model="helper", input=SCRIPT)
+    assert response.output_text == FINAL
+    assert not [item for item in response.output if item.type == "function_call"]
+    stream = await api.responses.create(model="helper", input=SCRIPT, stream=True)
+    deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == FINAL

@@ -88,3 +88,14 @@ async def meet(me: str, other: str) -> str:
     async with asyncio.timeout(5):
         await ARRIVED.setdefault(other, asyncio.Event()).wait()
     return f"{me} met {other}"
+
+
+def step(n: int) -> str:
+    """One step of a multi-round job; step 1 fails.
+
+    Args:
+        n: The step's number.
+    """
+    if n == 1:
+        raise RuntimeError("step 1 is broken")
+    return f"step {n} done"
