@@ -39,7 +39,10 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
     def error_response(ex: Exchange, err: GatewayError) -> web.Response:
         if ex.route.protocol is not None:
             return ex.route.protocol.error_response(err)
-        return json_response(default_error_body(err), status=err.status)
+        headers = None
+        if err.retry_after is not None:  # as ProtocolAdapter.error_response does
+            headers = {"retry-after": str(max(1, round(err.retry_after)))}
+        return json_response(default_error_body(err), status=err.status, headers=headers)
 
     @web.middleware
     async def exchange(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -37,6 +37,18 @@ BUILTINS: dict[str, str] = {
     "sessions.redis": "gateway.sessions.redis",
     "limits": "gateway.limits.filter",
     "agents": "gateway.agents.plugin",
+    "triggers": "gateway.triggers.plugin",
+    "triggers.pollers": "gateway.triggers.pollers",
+    "listeners.redis_pubsub": "gateway.triggers.redis_pubsub",
+    "listeners.redis_stream": "gateway.triggers.redis_stream",
+    "listeners.sse": "gateway.triggers.sse",
+    "listeners.nats": "gateway.triggers.nats",
+    "webhooks": "gateway.webhooks.endpoint",
+    "webhooks.stripe": "gateway.webhooks.stripe",
+    "webhooks.slack": "gateway.webhooks.slack",
+    "webhooks.github": "gateway.webhooks.github",
+    "webhooks.standard": "gateway.webhooks.standard",
+    "webhooks.hmac_sha256": "gateway.webhooks.hmac_sha256",
 }
 
 

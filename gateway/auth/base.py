@@ -20,6 +20,12 @@ class Authenticator:
         recognise it."""
         raise NotImplementedError
 
+    def principal(self, name: str | None) -> Principal | None:
+        """The caller called ``name`` (``None``: this authenticator's first one), for work the
+        gateway starts by itself on a caller's behalf (runs started by triggers); ``None`` when
+        this authenticator knows no such caller."""
+        return None
+
 
 def credential(request: web.Request, query_token: bool) -> str | None:
     """The key a request presents: ``Authorization: Bearer``, then ``x-api-key``, then (where the

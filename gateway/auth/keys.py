@@ -81,6 +81,7 @@ class KeysAuthenticator(Authenticator):
 
     def __init__(self, keys: tuple[KeyConfig, ...]) -> None:
         self.table: dict[bytes, tuple[bytes, Principal]] = {}
+        self.named: dict[str, Principal] = {}
         for i, k in enumerate(keys):
             d = digest(k.key)
             pid = "key-" + d.hex()[:16]
@@ -92,6 +93,7 @@ class KeysAuthenticator(Authenticator):
                 tpm=k.tpm,
             )
             self.table[d] = (d, principal)
+            self.named.setdefault(principal.name, principal)
 
     async def authenticate(self, request: web.Request, credential: str | None) -> Principal | None:
         if not credential:
@@ -101,6 +103,11 @@ class KeysAuthenticator(Authenticator):
         if found is None or not hmac.compare_digest(found[0], d):
             return None
         return found[1]
+
+    def principal(self, name: str | None) -> Principal | None:
+        if name is None:
+            return next(iter(self.named.values()), None)
+        return self.named.get(name)
 
 
 @hookimpl
