@@ -416,3 +416,45 @@ def agui_client() -> Path:
             shutil.rmtree(building, ignore_errors=True)
     shutil.copy(src / "run.mjs", target / "run.mjs")
     return target
+
+
+# --- NATS: a real server for the nats listener ---------------------------------------------------
+
+SHARED_NATS_PORT = 4222
+
+
+def nats_answers(port: int) -> bool:
+    """Whether a NATS server on 127.0.0.1:``port`` greets with INFO."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            return s.recv(5).startswith(b"INFO ")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """The NATS server tests use: 127.0.0.1:4222 when it answers, else a ``nats-server`` started
+    on a free port for this test run (and stopped after). Tests use subjects of their own."""
+    if nats_answers(SHARED_NATS_PORT):
+        yield f"nats://127.0.0.1:{SHARED_NATS_PORT}"
+        return
+    binary = shutil.which("nats-server")
+    if binary is None:
+        raise AssertionError("nats-server is not installed (scripts/test installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not nats_answers(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"nats-server did not start on port {port}")
+            time.sleep(0.02)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

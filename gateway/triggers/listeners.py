@@ -77,10 +77,13 @@ class Listener:
         self.service = service_for(gateway)
         self.source = f"listener:{name}"
         self.handlers = [Handler.from_config(h) for h in config.on]
+        #: Where each handler is declared, for errors.
+        self.paths = [f"on[{i}]" for i in range(len(self.handlers))]
         if config.agent is not None or config.call is not None:
             self.handlers.insert(
                 0, Handler("*", agent=config.agent, prompt=config.prompt, call=config.call)
             )
+            self.paths.insert(0, "")
         elif config.prompt is not None:
             raise ValueError("'prompt' needs an 'agent' to send it to")
         self.event_path = tuple(config.event_field.split(".")) if config.event_field else None
@@ -90,6 +93,7 @@ class Listener:
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
+        self.paths.append("(Python)")
 
     def check(self, where: str) -> None:
         """Compile the handlers (called once the listener's handlers are all added)."""
@@ -99,7 +103,10 @@ class Listener:
             )
         self.owner = self.service.owner(self.config.run_as, where)
         errors: list[str] = []
-        self.handlers = self.service.compile(self.handlers, self.owner, f"{where}.on", errors)
+        paths = [
+            f"{where}.{p}" if p.startswith("on[") else f"{where} {p}".strip() for p in self.paths
+        ]
+        self.handlers = self.service.compile(self.handlers, self.owner, paths, errors)
         if errors:
             raise ConfigError(errors)
         if self.exclusive:
@@ -122,6 +129,7 @@ class Listener:
     ) -> TriggerEvent:
         """A message as an event: bytes or text that is JSON is parsed, other text becomes
         ``{"text": ...}``; its type is ``kind`` unless ``event_field`` names one."""
+        self.service.messages.labels(self.name, "received").inc()
         payload = decode(data)
         if self.event_path is not None:
             try:

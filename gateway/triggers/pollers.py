@@ -261,7 +261,7 @@ def build_pollers(gateway: Gateway, service: TriggerService) -> None:
         except ValueError as exc:
             errors.append(f"{where}: {exc}")
             continue
-        if service.compile([handler], owner, where, errors):
+        if service.compile([handler], owner, [where], errors):
             service.add_source(Poller(name, cfg, handler, owner, service, ticks))
     if errors:
         raise ConfigError(errors)

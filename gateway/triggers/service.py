@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from aiohttp import web
+from prometheus_client import Counter
 
 from gateway.canonical import ChatRequest, Message, TextPart
 from gateway.config import Count, Duration
@@ -98,6 +99,13 @@ class TriggerService:
             timeout=cfg.timeout,
             registry=gateway.metrics.registry,
         )
+        self.messages = Counter(
+            "hookgate_listener_messages",
+            "Listener messages by listener and outcome (received; for redis streams also "
+            "redelivered and dead: given up after max_deliveries).",
+            ["listener", "outcome"],
+            registry=gateway.metrics.registry,
+        )
         self._state: TriggerState | None = None
         self.sources: list[Source] = []
         #: Handlers embedders registered in Python, by webhook name (see WebhookRouter).
@@ -138,15 +146,22 @@ class TriggerService:
         raise ConfigError([f"{where}.run_as: no API key named {run_as!r} in [auth] keys"])
 
     def compile(
-        self, handlers: Iterable[Handler], owner: Principal, where: str, errors: list[str]
+        self,
+        handlers: Iterable[Handler],
+        owner: Principal,
+        where: str | list[str],
+        errors: list[str],
     ) -> list[Handler]:
-        """Check that each agent handler's agent exists and ``owner`` may run it."""
+        """Check that each agent handler's agent exists and ``owner`` may run it. ``where``
+        names the handlers in errors: a path to index (``webhooks.x.on``), or one per handler."""
+        handlers = list(handlers)
+        paths = [f"{where}[{i}]" for i in range(len(handlers))] if isinstance(where, str) else where
         checked = []
-        for i, handler in enumerate(handlers):
+        for at, handler in zip(paths, handlers, strict=True):
             if handler.agent is not None:
                 if self.agui is None:
                     errors.append(
-                        f"{where}[{i}].agent: agent runs need the AG-UI protocol plugin "
+                        f"{at}.agent: agent runs need the AG-UI protocol plugin "
                         "(protocols.agui), which is disabled"
                     )
                     continue
@@ -154,7 +169,7 @@ class TriggerService:
                     self.gateway.router.resolve(handler.agent, owner)
                 except GatewayError:
                     errors.append(
-                        f"{where}[{i}].agent: no agent or model named {handler.agent!r} that "
+                        f"{at}.agent: no agent or model named {handler.agent!r} that "
                         f"the key {owner.name!r} may use"
                     )
                     continue
