@@ -4,6 +4,7 @@ each tick exactly once across instances sharing one Redis (in process and as rea
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ async def test_failures_back_off(make_gateway):
 
     client = await make_gateway({}, plugins=[pollers])
     await until(lambda: len(attempts) >= 4, within=15)
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     # after k failures in a row, at least 2**(k-1) ticks pass before the next try
     assert all(gap >= 2**k for k, gap in enumerate(gaps[:3])), attempts
     assert (
@@ -134,7 +135,7 @@ async def test_slow_ticks_never_overlap_and_run_once(
     ticks = [r[0] for r in runs]
     assert len(ticks) == len(set(ticks)), runs
     ordered = sorted(runs, key=lambda r: r[1])
-    for earlier, later in zip(ordered, ordered[1:], strict=False):
+    for earlier, later in itertools.pairwise(ordered):
         assert later[1] >= earlier[2], f"ticks overlapped: {earlier} {later}"
     busy = [
         await metric(c, "hookgate_poller_ticks_total", poller="slow", outcome="busy")
@@ -217,7 +218,7 @@ def test_poller_configuration_errors():
 
 
 def test_memory_pollers_refuse_several_workers():
-    with pytest.raises(ConfigError, match="triggers.store"):
+    with pytest.raises(ConfigError, match=r"triggers\.store"):
         create_app(
             {
                 "server": {"workers": 2},
