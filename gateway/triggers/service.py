@@ -70,8 +70,12 @@ class Plan:
     jobs: list[Job] = attrs.Factory(list)
     #: Ids of the runs the jobs will start, where known in advance.
     run_ids: list[str] = attrs.Factory(list)
-    #: Handlers that matched but cannot run (a prompt field missing).
-    failed: int = 0
+    #: Why handlers that matched cannot run (a prompt field missing).
+    errors: list[str] = attrs.Factory(list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
 
 
 class Source(Protocol):
@@ -208,7 +212,7 @@ class TriggerService:
             try:
                 prompts = handler.prompts(event.payload)
             except HandlerError as exc:
-                plan.failed += 1
+                plan.errors.append(str(exc))
                 if not quiet:
                     self.runner.jobs.labels(event.source, "failed").inc()
                     log.error("%s: %s: %s", event.source, self._describe(event, handler), exc)
@@ -236,8 +240,8 @@ class TriggerService:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        if plan.failed:
-            raise HandlerError(f"{plan.failed} handler(s) of {event.type!r} could not start")
+        if plan.errors:
+            raise HandlerError("; ".join(plan.errors))
 
     def _run_base(self, event: TriggerEvent) -> str:
         name = event.source.partition(":")[2] or event.source
