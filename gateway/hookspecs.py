@@ -121,19 +121,25 @@ def gateway_register_webhook_verifiers(register: RegisterVerifier) -> None:
     """Register webhook signature verifiers that ``[webhooks.<name>] verifier = "..."`` may name.
 
     Called once per application, while it is built (``hookgate check`` too).
-    ``register(name, factory)``: ``factory(config)`` returns a verifier for one webhook's
-    configuration. Returns nothing.
+    ``register(name, factory)``: ``factory(config)`` gets one webhook's
+    :class:`~gateway.webhooks.config.WebhookConfig` and returns a
+    :class:`~gateway.webhooks.verifier.Verifier` (raising ``ValueError`` for options it cannot
+    use), once per webhook, at startup. The verifier checks each delivery's signature on the raw
+    body and reads its type and delivery id. Returns nothing.
     """
 
 
 @hookspec
 def gateway_register_triggers(register: RegisterTrigger) -> None:
-    """Register trigger kinds (pollers, listeners) that start agent runs.
+    """Register listener kinds: what ``kind = "..."`` in ``[listeners.<name>]`` may say.
 
     Called once per application, while it is built (``hookgate check`` too).
-    ``register(kind, factory, config)``: ``config`` is the attrs class of one trigger's table;
-    ``factory(name, config, gateway)`` returns the trigger, started and stopped with the app.
-    Returns nothing.
+    ``register(kind, factory, config)``: ``config`` is the frozen attrs class of one
+    ``[listeners.<name>]`` table of this kind (subclass
+    :class:`~gateway.triggers.ListenerConfig`); ``factory(name, config, gateway)`` returns the
+    listener (usually a :class:`~gateway.triggers.Listener` subclass, which is the factory
+    itself), started and stopped with the app. Two plugins registering one kind is a startup
+    error. Returns nothing.
     """
 
 
