@@ -9,10 +9,10 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.triggers.handlers import Handler, TriggerEvent, matches
-from gateway.triggers.runner import Job, JobRunner, RunnerClosed
 from gateway.state import RedisConfig, RedisUrl
 from gateway.state.redis import RedisState
+from gateway.triggers.handlers import Handler, TriggerEvent, matches
+from gateway.triggers.runner import Job, JobRunner, RunnerClosed
 from gateway.triggers.state import MemoryTriggerState, RedisTriggerState
 from gateway.triggers.template import Template, TemplateError
 
