@@ -213,7 +213,7 @@ def test_poller_configuration_errors():
     assert info.value.errors == [
         "pollers.b: a handler needs 'agent' (with 'prompt') or 'call'",
         "pollers.d.agent: no agent or model named 'ghost' that the key 'anonymous' may use",
-        "pollers.e: module 'fakes.triggers' has no 'nothing'",
+        "pollers.e: module 'fakes.triggers' has no attribute 'nothing'",
     ]
 
 

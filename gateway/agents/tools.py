@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import inspect
 import logging
 import re
@@ -28,6 +27,7 @@ from cattrs.preconf.json import make_converter
 from gateway.agents.schema import json_schema, parse_docstring
 from gateway.canonical import Tool as ToolDefinition
 from gateway.exchange import ANONYMOUS, Principal
+from gateway.imports import import_path
 
 log = logging.getLogger(__name__)
 
@@ -268,19 +268,5 @@ def import_tool(path: str) -> Tool:
     Raises :class:`ImportError` or :class:`ValueError`/:class:`TypeError` with a message fit
     for a configuration error.
     """
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise ValueError(f"{path!r} is not a 'module:function' path")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"cannot import module {module_name!r} ({exc})") from None
-    value: Any = module
-    for part in attr.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+    value = import_path(path)
     return as_tool(value)

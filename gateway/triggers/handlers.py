@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import importlib
 import inspect
 import re
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from gateway.imports import import_path
 from gateway.triggers.template import Template, TemplateError
 
 
@@ -140,22 +140,10 @@ class Handler:
 
 def import_callable(path: str) -> Callable[..., Any]:
     """``"package.module:function"`` (or ``"package.module.function"``), imported."""
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise ValueError(f"expected 'package.module:function', not {path!r}")
     try:
-        module = importlib.import_module(module_name)
+        return import_path(path)  # type: ignore[no-any-return]
     except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r} ({exc})") from None
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ValueError(f"module {module_name!r} has no {attr!r}") from None
-    return target  # type: ignore[no-any-return]
+        raise ValueError(str(exc)) from None
 
 
 def _calling(fn: Callable[..., Any]) -> tuple[int, bool]:

@@ -28,6 +28,7 @@ from gateway.errors import GatewayError
 from gateway.hookspecs import hookimpl
 from gateway.loader import ConfigError
 from gateway.triggers.handlers import Handler, HandlerConfig, TriggerEvent
+from gateway.triggers.runner import stop_task
 from gateway.triggers.service import service_for
 from gateway.triggers.template import TemplateError, lookup
 
@@ -156,11 +157,8 @@ class Listener:
         self._task = asyncio.create_task(self._run(), name=self.source)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         if self.exclusive:
@@ -211,9 +209,7 @@ class Listener:
                         )
                         break
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
                 with contextlib.suppress(GatewayError):
                     await asyncio.shield(state.release(key, token))
 

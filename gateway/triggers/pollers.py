@@ -29,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.hookspecs import hookimpl
 from gateway.loader import ConfigError
 from gateway.triggers.handlers import Handler, TriggerEvent
+from gateway.triggers.runner import stop_task
 from gateway.triggers.service import SERVICE, TriggerService, service_for
 
 if TYPE_CHECKING:
@@ -94,11 +95,8 @@ class Poller:
 
     async def stop(self) -> None:
         """No more ticks; a tick still running may finish within the drain timeout."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self._running:
             await asyncio.wait(self._running, timeout=self.service.config.drain_timeout)
             for task in self._running:

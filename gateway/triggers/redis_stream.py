@@ -28,6 +28,7 @@ from gateway.config import Count, Duration
 from gateway.hookspecs import hookimpl
 from gateway.triggers.listeners import Listener, ListenerConfig
 from gateway.triggers.redis_pubsub import redis_url
+from gateway.triggers.runner import stop_task
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -131,9 +132,7 @@ class RedisStreamListener(Listener):
                 *(self._handle(entry_id, fields, attempt) for entry_id, fields, attempt in entries)
             )
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await stop_task(keeper)
         done = [entry_id for (entry_id, _, _), ok in zip(entries, results, strict=True) if ok]
         if done:
             await client.xack(self.stream, self.config.group, *done)
