@@ -85,6 +85,8 @@ class Poller:
         self.owner = owner
         self.service = service
         self.source = f"poller:{name}"
+        #: The poller's name in the trigger state (its ticks and lease).
+        self.key = f"poller/{name}"
         self.ticks = ticks
         self.max_skip = max(0, int(config.max_backoff // config.every) - 1)
         self._task: asyncio.Task[None] | None = None
@@ -124,7 +126,7 @@ class Poller:
         token = uuid.uuid4().hex
         lease = float(self.service.config.lease)
         try:
-            claim = await state.claim_tick(self.name, tick, token, lease)
+            claim = await state.claim_tick(self.key, tick, token, lease)
         except GatewayError as err:
             log.warning("poller %s: tick %d not claimed: %s", self.name, tick, err.message)
             self.ticks.labels(self.name, "unavailable").inc()
@@ -154,7 +156,7 @@ class Poller:
             keeper.cancel()
             try:
                 failures = await asyncio.shield(
-                    state.end_tick(self.name, tick, token, ok, self.max_skip)
+                    state.end_tick(self.key, tick, token, ok, self.max_skip)
                 )
                 if failures:
                     log.warning("poller %s: %d failure(s) in a row", self.name, failures)
@@ -166,7 +168,7 @@ class Poller:
         while True:
             await asyncio.sleep(lease / 3)
             with contextlib.suppress(GatewayError):
-                if not await self.service.state.extend(self.name, token, lease):
+                if not await self.service.state.extend(self.key, token, lease):
                     log.warning("poller %s: lost its lease while a tick ran", self.name)
                     return
 

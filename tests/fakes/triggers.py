@@ -71,12 +71,18 @@ async def metric(client: TestClient, name: str, **labels: str) -> float:
 
 
 async def until_metric(
-    client: TestClient, name: str, expected: float, within: float = 10.0, **labels: str
+    client: TestClient,
+    name: str,
+    expected: float,
+    within: float = 10.0,
+    at_least: bool = False,
+    **labels: str,
 ) -> None:
-    """Wait until a ``/metrics`` sample reaches ``expected``."""
+    """Wait until a ``/metrics`` sample is ``expected`` (or, ``at_least``, no less)."""
 
     async def check() -> bool:
-        return await metric(client, name, **labels) == expected
+        value = await metric(client, name, **labels)
+        return value >= expected if at_least else value == expected
 
     await until(check, within, f"{name}{labels} == {expected}")
 
