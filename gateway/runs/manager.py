@@ -4,27 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 
 from gateway.canonical import Event
 from gateway.errors import GatewayError, Unavailable
-from gateway.formats.agui import EventTranslator
 from gateway.runs.log import Batch, Run, RunKey, RunStore
 
 log = logging.getLogger(__name__)
 
 
+class Translator(Protocol):
+    """Turns a run's canonical events into the JSON objects of its log (AG-UI events, A2A
+    stream results); ``done`` once the run's last object went out."""
+
+    done: bool
+
+    def start(self) -> list[Any]: ...
+
+    def add(self, ev: Event) -> list[Any]: ...
+
+    def failed(self, err: GatewayError) -> list[Any]: ...
+
+    def cancelled(self) -> list[Any]: ...
+
+
 class Runs:
-    """The runs this instance produces, and the way to every run's log."""
+    """The runs this instance produces, and the way to every run's log.
+
+    ``on_end(run, translator)``, when given, is awaited once each run has its whole log (ended,
+    failed or cancelled), before the store is told: for protocols that keep a summary of the
+    run elsewhere (A2A tasks).
+    """
 
     def __init__(
-        self, store: RunStore, *, max_events: int, streams: set[asyncio.Task[Any]]
+        self,
+        store: RunStore,
+        *,
+        max_events: int,
+        streams: set[asyncio.Task[Any]],
+        on_end: Callable[[Run, Any], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.max_events = max_events
+        self.on_end = on_end
         #: Runs being produced here.
         self.active: dict[RunKey, Run] = {}
         #: The gateway's set of streaming tasks: a drain that runs out of time cancels them.
@@ -34,7 +59,7 @@ class Runs:
     def launch(
         self,
         run: Run,
-        translator: EventTranslator,
+        translator: Translator,
         first: Event,
         events: AsyncIterator[Event],
     ) -> None:
@@ -45,7 +70,7 @@ class Runs:
         self.streams.add(run.task)
 
     async def _produce(
-        self, run: Run, translator: EventTranslator, first: Event, events: AsyncIterator[Event]
+        self, run: Run, translator: Translator, first: Event, events: AsyncIterator[Event]
     ) -> None:
         dumps = orjson.dumps
         try:
@@ -91,6 +116,11 @@ class Runs:
                 for out in translator.failed(GatewayError("the run ended without finishing")):
                     run.append(dumps(out))
             run.close()
+            if self.on_end is not None:
+                try:
+                    await self.on_end(run, translator)
+                except Exception:
+                    log.exception("recording the end of run %s failed", run.run_id)
             self.active.pop(run.key, None)
             if run.task is not None:
                 self.streams.discard(run.task)

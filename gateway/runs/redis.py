@@ -1,6 +1,7 @@
 """The Redis run store: every run's log in a Redis Stream, so any instance can replay it.
 
-Per run (``O`` the owner's principal id, ``R`` the client's run id), under the hash tag ``{O}``::
+Per run (``O`` the owner's principal id, ``R`` the client's run id), under the hash tag ``{O}``
+and the store's key space (``agui`` for AG-UI runs, ``a2a`` for A2A tasks)::
 
     <prefix>agui:{O}:s:R    string: "running" or "done"; claimed with SET NX
     <prefix>agui:{O}:e:R    stream: the run's events in batches; the entry "<n>-0" holds the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -36,24 +37,50 @@ log = logging.getLogger(__name__)
 
 WHAT = "AG-UI runs"
 RUNNING, DONE = b"running", b"done"
+#: What followers of an AG-UI run whose producing instance died get last.
+LOST = orjson.dumps(
+    {
+        "type": "RUN_ERROR",
+        "message": "The run was lost: the gateway producing it stopped.",
+        "code": "run_lost",
+    }
+)
 #: Seconds the writer waits after each write, so that events arriving meanwhile share an entry.
 COALESCE = 0.005
 
 
 class RedisRunStore(RunStore):
-    def __init__(self, redis: RedisState, ttl: float, alive: float = 30.0) -> None:
+    """Run logs in Redis Streams. ``space`` names the keys' space, ``what`` the runs (in errors
+    and logs), ``terminal`` recognises a run's last event and ``lost`` is the event followers
+    get when the instance producing a run stopped without ending it; the defaults are AG-UI's."""
+
+    def __init__(
+        self,
+        redis: RedisState,
+        ttl: float,
+        alive: float = 30.0,
+        *,
+        space: str = "agui",
+        what: str = WHAT,
+        terminal: Callable[[bytes], bool] = is_terminal,
+        lost: bytes = LOST,
+    ) -> None:
         self.redis = redis
         self.ttl_ms = max(1, int(ttl * 1000))
         self.alive_ms = max(1, int(alive * 1000))
         # A follower's XREAD blocks at most half the command timeout, so it never times out.
         self.block_ms = max(10, int(redis.config.timeout * 500))
-        self.channel = redis.key("agui", "cancel")
+        self.space = space
+        self.what = what
+        self.terminal = terminal
+        self.lost = lost
+        self.channel = redis.key(space, "cancel")
         self._writers: dict[RunKey, asyncio.Task[None]] = {}
         self._listener: asyncio.Task[None] | None = None
 
     def _keys(self, owner: str, run_id: str) -> tuple[str, str]:
         key = self.redis.key
-        return key("agui", owner, "s", run_id), key("agui", owner, "e", run_id)
+        return key(self.space, owner, "s", run_id), key(self.space, owner, "e", run_id)
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen())
@@ -68,11 +95,11 @@ class RedisRunStore(RunStore):
 
     async def reserve(self, run: Run) -> bool:
         state, _ = self._keys(run.owner, run.run_id)
-        async with self.redis.guard(WHAT):
+        async with self.redis.guard(self.what):
             return bool(await self.redis.client.set(state, RUNNING, nx=True, px=self.alive_ms))
 
     async def release(self, run: Run) -> None:
-        async with self.redis.guard(WHAT):
+        async with self.redis.guard(self.what):
             await self.redis.client.delete(*self._keys(run.owner, run.run_id))
 
     def record(self, run: Run) -> None:
@@ -85,7 +112,7 @@ class RedisRunStore(RunStore):
 
     async def lookup(self, owner: str, run_id: str) -> RunInfo | None:
         state, _ = self._keys(owner, run_id)
-        async with self.redis.guard(WHAT):
+        async with self.redis.guard(self.what):
             found = await self.redis.client.get(state)
         return None if found is None else RunInfo(run_id, owner, found == DONE)
 
@@ -94,7 +121,7 @@ class RedisRunStore(RunStore):
         client = self.redis.client
         number = max(0, after)  # the last event read
         while True:
-            async with self.redis.guard(WHAT):
+            async with self.redis.guard(self.what):
                 found = await client.xread({events: f"{number}-0"}, count=1000, block=self.block_ms)
             if found:
                 batch = []
@@ -106,25 +133,20 @@ class RedisRunStore(RunStore):
                     number = last
                 if batch:
                     yield number - len(batch) + 1, batch
-                if batch and is_terminal(batch[-1]):
+                if batch and self.terminal(batch[-1]):
                     return
                 continue
-            async with self.redis.guard(WHAT):
+            async with self.redis.guard(self.what):
                 status = await client.get(state)
             if status == DONE:
                 return  # everything after ``after`` was read (a resume past the end)
             if status is None:
                 # Expired: the instance producing the run stopped without finishing it.
-                lost = {
-                    "type": "RUN_ERROR",
-                    "message": "The run was lost: the gateway producing it stopped.",
-                    "code": "run_lost",
-                }
-                yield number + 1, [orjson.dumps(lost)]
+                yield number + 1, [self.lost]
                 return
 
     async def request_cancel(self, owner: str, run_id: str) -> None:
-        async with self.redis.guard(WHAT):
+        async with self.redis.guard(self.what):
             await self.redis.client.publish(self.channel, f"{owner}\n{run_id}")
 
     # -- background tasks
@@ -142,7 +164,7 @@ class RedisRunStore(RunStore):
             batch = run.events[pos:]
             try:
                 async with (
-                    self.redis.guard(WHAT),
+                    self.redis.guard(self.what),
                     self.redis.client.pipeline(transaction=True) as pipe,
                 ):
                     if batch:
@@ -173,7 +195,7 @@ class RedisRunStore(RunStore):
     async def _stored(self, events: str, guess: int) -> int:
         """How many events the stream holds (after a failed write that may have landed)."""
         try:
-            async with self.redis.guard(WHAT):
+            async with self.redis.guard(self.what):
                 newest = await self.redis.client.xrevrange(events, count=1)
         except GatewayError:
             return guess
@@ -194,7 +216,9 @@ class RedisRunStore(RunStore):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("AG-UI cancellations: Redis subscription failed (%s); retrying", exc)
+                log.warning(
+                    "%s cancellations: Redis subscription failed (%s); retrying", self.what, exc
+                )
                 await asyncio.sleep(1.0)
             finally:
                 if pubsub is not None:
