@@ -26,6 +26,7 @@ BUILTINS: dict[str, str] = {
     "protocols.anthropic": "gateway.protocols.anthropic",
     "protocols.openai_responses": "gateway.protocols.openai_responses",
     "protocols.agui": "gateway.protocols.agui",
+    "protocols.a2a": "gateway.protocols.a2a",
     "backends.echo": "gateway.backends.echo",
     "backends.openai": "gateway.backends.openai",
     "backends.anthropic": "gateway.backends.anthropic",

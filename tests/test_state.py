@@ -82,6 +82,7 @@ def test_workers_refuse_state_kept_in_memory(redis_url):
         "sessions.store": "redis",
         "limits.store": "redis",
         "agui.store": "redis",  # auto: AG-UI runs follow [redis] url
+        "a2a.store": "redis",  # and A2A tasks
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from gateway.a2a.remote_config import RemoteAgentConfig
 from gateway.agents.tools import Tool
 from gateway.config import Count, Duration
 
@@ -33,12 +34,19 @@ class AgentConfig:
     max_steps: Count = Count(DEFAULT_MAX_STEPS)
     #: How long one tool call may take (a tool's own ``timeout`` wins).
     tool_timeout: Duration = Duration(DEFAULT_TOOL_TIMEOUT)
-    #: What the agent does, for listings.
+    #: What the agent does, for listings and its A2A card.
     description: str | None = None
+    #: Remote A2A agents this agent may delegate to, one tool each: URLs, or tables
+    #: ``{url, agent, name, api_key, headers, timeout, discovery_timeout, description}``.
+    remote_agents: tuple[RemoteAgentConfig, ...] = ()
 
 
 def _tools(value: Any) -> tuple[Tool | Callable[..., Any] | str, ...]:
     return tuple(value)
+
+
+def _remotes(value: Any) -> tuple[RemoteAgentConfig, ...]:
+    return tuple(RemoteAgentConfig.parse(v) for v in value)
 
 
 @attrs.frozen
@@ -59,6 +67,8 @@ class Agent:
     max_steps: int = DEFAULT_MAX_STEPS
     tool_timeout: float = DEFAULT_TOOL_TIMEOUT
     description: str | None = None
+    #: Remote A2A agents, one tool each: URLs, tables or :class:`RemoteAgentConfig` objects.
+    remote_agents: tuple[RemoteAgentConfig, ...] = attrs.field(default=(), converter=_remotes)
 
     @classmethod
     def from_config(cls, name: str, config: AgentConfig) -> Agent:
@@ -70,4 +80,5 @@ class Agent:
             int(config.max_steps),
             float(config.tool_timeout),
             config.description,
+            config.remote_agents,
         )

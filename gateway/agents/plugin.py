@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.a2a.remote import RemoteAgents
 from gateway.agents.agent import Agent, AgentConfig
 from gateway.agents.runtime import AgentBackend
 from gateway.agents.tools import Tool, as_tool, import_tool
@@ -28,8 +29,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_agents(gateway: Gateway) -> dict[str, AgentBackend]:
-    """Compile every declared agent and route its name to it. Raises :class:`ConfigError`."""
+def build_agents(gateway: Gateway, remotes: RemoteAgents | None = None) -> dict[str, AgentBackend]:
+    """Compile every declared agent and route its name to it. Raises :class:`ConfigError`.
+
+    Each of an agent's ``remote_agents`` becomes one of its tools, collected in ``remotes``
+    (whose ``lifespan`` fetches their cards when the app starts)."""
+    remotes = remotes if remotes is not None else RemoteAgents()
     errors: list[str] = []
     registered: dict[str, Tool] = {r.name: r.value for r in gateway.registry.tools.values()}
     declared: list[tuple[str, Agent]] = [
@@ -46,9 +51,19 @@ def build_agents(gateway: Gateway) -> dict[str, AgentBackend]:
         else:
             declared.append((where, agent))
     names = {agent.name for _, agent in declared}
-    compiled: list[tuple[Agent, dict[str, Tool], Any]] = []
+    compiled: list[tuple[Agent, dict[str, Tool], Any, list[Any]]] = []
     for where, agent in declared:
         tools = _tools(agent.tools, registered, where, errors)
+        remote = []
+        for i, cfg in enumerate(agent.remote_agents):
+            if cfg.tool_name in tools:
+                errors.append(
+                    f"{where}.remote_agents[{i}]: a second tool named {cfg.tool_name!r} "
+                    "(set 'name')"
+                )
+                continue
+            remote.append(remotes.add(cfg, where))
+            tools[cfg.tool_name] = remote[-1].tool
         route = None
         if agent.model in names:
             errors.append(
@@ -64,14 +79,16 @@ def build_agents(gateway: Gateway) -> dict[str, AgentBackend]:
         if agent.max_steps < 1:
             errors.append(f"{where}.max_steps: expected a whole number of at least 1")
         if route is not None:
-            compiled.append((agent, tools, route))
+            compiled.append((agent, tools, route, remote))
     if errors:
         raise ConfigError(errors)
     backends = {}
-    for agent, tools, route in compiled:
+    for agent, tools, route, remote in compiled:
         backend = AgentBackend(agent, tools, route, gateway)
         gateway.router.add(agent.name, backend, description=agent.description)
         backends[agent.name] = backend
+        for item in remote:
+            item.on_card = backend.refresh_tools
     if backends:
         log.info("agents: %s", ", ".join(sorted(backends)))
     return backends
@@ -114,4 +131,7 @@ def gateway_config_sections(register: Any) -> None:
 
 @hookimpl
 def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
-    app[AGENTS] = build_agents(gateway)
+    remotes = RemoteAgents()
+    app[AGENTS] = build_agents(gateway, remotes)
+    if remotes.agents:
+        app.cleanup_ctx.append(remotes.lifespan)

@@ -106,6 +106,10 @@ class AgentBackend(Backend):
         self.upstream_model = route.upstream_for(agent.model)
         self.instructions = [Message("system", [TextPart(agent.system)])] if agent.system else []
 
+    def refresh_tools(self) -> None:
+        """Describe the tools to the model anew (a remote agent's tool learnt its card)."""
+        self.definitions = [t.definition() for t in self.tools.values()]
+
     async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
         agent = self.agent
         client_tools = [t for t in request.tools or () if t.name not in self.tools]
