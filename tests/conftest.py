@@ -233,6 +233,14 @@ def gateway_process(
 @pytest.fixture
 def upstream_process() -> Iterator[str]:
     """The fake upstream as a separate real process; yields its ``/v1`` base URL."""
+    with fake_upstream_process() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fake_upstream_process() -> Iterator[str]:
+    """Run the fake upstream as a process of its own until the block ends; yields its ``/v1``
+    base URL (for fixtures of a wider scope than ``upstream_process``)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, str(TESTS / "fakes" / "openai_upstream.py"), str(port)],
@@ -458,3 +466,16 @@ def nats_url() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+async def official() -> AsyncIterator[Callable[..., Any]]:
+    """``await official(url, key=..., streaming=..., legacy=..., polling=...)``: the official
+    a2a-sdk client for the agent card at ``url`` (see ``a2a_check.official_maker``)."""
+    from a2a_check import official_maker
+
+    made: list[Any] = []
+    yield official_maker(made)
+    for client, http in made:
+        await client.close()
+        await http.aclose()

@@ -24,8 +24,8 @@ import orjson
 
 from gateway.a2a.jsonrpc import InvalidParams, TaskNotCancelable, TaskNotFound, UnsupportedOperation
 from gateway.a2a.tasks import MemoryTaskStore, RedisTaskStore, TaskRecord, TaskStore
-from gateway.canonical import ChatRequest, Error, Message, TextPart
-from gateway.errors import GatewayError, NotFound, UpstreamError
+from gateway.canonical import ChatRequest, Error, Event, Message, TextPart
+from gateway.errors import GatewayError, NotFound
 from gateway.formats.a2a import (
     CANCELED,
     COMPLETED,
@@ -116,8 +116,9 @@ class TaskService:
         ex: Exchange,
         metadata: dict[str, Any] | None = None,
     ) -> TaskRecord:
-        """Start a task running ``agent`` on a user ``message`` (1.0, checked). Failures known
-        before the agent's first event are raised; after that the task records them."""
+        """Start a task running ``agent`` on a user ``message`` (1.0, checked). A message the
+        agent cannot take is refused (raised); once the task exists, whatever goes wrong (a
+        rate limit, a failed upstream) ends it as failed, with the reason."""
         owner = ex.principal.id
         self.router.resolve(agent, ex.principal)
         if message.get("taskId"):
@@ -142,22 +143,16 @@ class TaskService:
         run = Run(task_id, context_id, owner)
         if not await self.logs.reserve(run):
             raise GatewayError("A task id was issued twice; retry.")
-        events = self.pipeline.stream(request, ex)
         try:
             await self.tasks.put(owner, record)
-            first = await anext(events, None)  # type: ignore[call-overload]
-            if first is None:
-                raise UpstreamError("the agent sent an empty stream")
-            if type(first) is Error:
-                raise first.error  # type: ignore[attr-defined]
         except BaseException:
-            await events.aclose()  # type: ignore[attr-defined]
             with contextlib.suppress(GatewayError):
                 await self.logs.release(run)
-                await self.tasks.delete(owner, task_id)
             raise
         self._started[run.key] = record
-        self.runs.launch(run, translator, first, events)
+        self.runs.launch(
+            run, translator, None, _failures_as_events(self.pipeline.stream(request, ex))
+        )
         return record
 
     async def _refuse_continuation(self, owner: str, agent: str, message: dict[str, Any]) -> None:
@@ -233,7 +228,7 @@ class TaskService:
         (a task whose instance died ends here as failed)."""
         if state_of(record.task) in TERMINAL:
             return record.task
-        task: dict[str, Any] = {}
+        task = apply({}, {"task": record.task})  # the log replaces it, from its first event
         try:
             async with asyncio.timeout(LIVE_WAIT):
                 source = self.runs.follow(owner, record.id, 0)
@@ -245,12 +240,11 @@ class TaskService:
         except TimeoutError:
             return record.task
         except NotFound:
-            apply(task, {"task": record.task})
             apply(task, lost_result(record.id, record.context_id))
         if state_of(task) in TERMINAL and (owner, record.id) not in self._started:
             # The log ended but the record did not: the instance that ran it stopped.
             await self.tasks.put(owner, TaskRecord(task, record.agent, record.created, time.time()))
-        return task or record.task
+        return task
 
     async def events(
         self, owner: str, record: TaskRecord, *, snapshot: bool = False
@@ -330,6 +324,18 @@ class TaskService:
         more = start + page_size < len(matching)
         token = _token(page[-1]) if page and more else ""
         return page, token, len(matching)
+
+
+async def _failures_as_events(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """The pipeline's events, a failure it raises (before its first event) as an Error event:
+    the task has started, so the failure is its outcome."""
+    try:
+        async for ev in events:
+            yield ev
+    except GatewayError as err:
+        yield Error(err)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 def _listed_state(record: TaskRecord) -> str:

@@ -261,11 +261,11 @@ class TaskTranslator:
         if self.done:
             return []
         self.done = True
-        code = err.code or err.kind
+        metadata: dict[str, JSON] = {"code": err.code or err.kind}
+        if err.retry_after is not None:
+            metadata["retryAfter"] = max(1, round(err.retry_after))
         message = self._agent([{"text": err.message}])
-        return self._out(
-            *self._flush(last=True), self._status(FAILED, message, metadata={"code": code})
-        )
+        return self._out(*self._flush(last=True), self._status(FAILED, message, metadata=metadata))
 
     def cancelled(self) -> list[dict[str, JSON]]:
         if self.done:

@@ -60,23 +60,24 @@ class Runs:
         self,
         run: Run,
         translator: Translator,
-        first: Event,
+        first: Event | None,
         events: AsyncIterator[Event],
     ) -> None:
-        """Produce the run in the background, starting with the already-received ``first``."""
+        """Produce the run in the background, starting with the already-received ``first``
+        (``None``: the run starts before its first event, which ``events`` then yields)."""
         self.active[run.key] = run
         self.store.record(run)
         run.task = asyncio.create_task(self._produce(run, translator, first, events))
         self.streams.add(run.task)
 
     async def _produce(
-        self, run: Run, translator: Translator, first: Event, events: AsyncIterator[Event]
+        self, run: Run, translator: Translator, first: Event | None, events: AsyncIterator[Event]
     ) -> None:
         dumps = orjson.dumps
         try:
             for out in translator.start():
                 run.append(dumps(out))
-            ev: Event | None = first
+            ev = first if first is not None else await anext(events, None)  # type: ignore[call-overload]
             while ev is not None:
                 for out in translator.add(ev):
                     run.append(dumps(out))
