@@ -71,6 +71,18 @@ async def collect(stream: AsyncIterator[StreamResponse]) -> list[dict[str, Any]]
     return [json_format.MessageToDict(r) async for r in stream]
 
 
+async def head_of(stream: AsyncIterator[StreamResponse], n: int) -> list[dict[str, Any]]:
+    """The first ``n`` responses of an a2a-sdk stream (1.0 JSON), then the stream is closed:
+    a client that goes away."""
+    head = []
+    async for response in stream:
+        head.append(json_format.MessageToDict(response))
+        if len(head) == n:
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    return head
+
+
 def fold(results: list[dict[str, Any]]) -> dict[str, Any]:
     """A task from its stream results: the first task, then status and artifact updates."""
     task: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from a2a.utils.errors import (
     TaskNotFoundError,
     UnsupportedOperationError,
 )
-from a2a_check import answer, ask, collect, eventually, fold, rpc, states
+from a2a_check import answer, ask, collect, eventually, fold, head_of, rpc, states
 from conftest import recorded, upstream_config
 from fakes.openai_upstream import CANCELLED
 from google.protobuf import json_format
@@ -308,13 +308,9 @@ async def test_subscribe_resumes_a_task_in_both_versions(make_gateway, official)
     url = str(client.make_url("/a2a/talker"))
     for legacy in (False, True):
         a2a = await official(url, "sk-a", legacy=legacy)
-        stream = a2a.send_message(ask(WORDS))
-        head = []
-        async for response in stream:
-            head.append(json_format.MessageToDict(response))
-            if len(head) == 5:
-                break
-        await stream.aclose()  # the client goes away; the task goes on
+        head = await head_of(
+            a2a.send_message(ask(WORDS)), 5
+        )  # the client goes away; the task goes on
         task_id = head[0]["task"]["id"]
         rest = await collect(a2a.subscribe(SubscribeToTaskRequest(id=task_id)))
         snapshot = rest[0]["task"]  # first what happened so far, as one task

@@ -10,7 +10,7 @@ from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     SubscribeToTaskRequest,
 )
-from a2a_check import answer, ask, collect, eventually, fold, rpc
+from a2a_check import answer, ask, collect, eventually, fold, head_of, rpc
 from conftest import recorded, upstream_config
 from fakes.openai_upstream import CANCELLED
 from google.protobuf import json_format
@@ -48,13 +48,7 @@ async def test_a_task_of_one_instance_is_read_resumed_and_cancelled_on_another(
     a = await official(str(one.make_url("/a2a/talker")), "sk-a")
     b = await official(str(two.make_url("/a2a/talker")), "sk-a", legacy=True)
 
-    stream = a.send_message(ask(WORDS))
-    head = []
-    async for response in stream:
-        head.append(json_format.MessageToDict(response))
-        if len(head) == 4:
-            break
-    await stream.aclose()
+    head = await head_of(a.send_message(ask(WORDS)), 4)
     task_id = head[0]["task"]["id"]
     # the other instance (and a 0.3 client) reads it live, then follows it to its end
     live = task_of(await b.get_task(GetTaskRequest(id=task_id)))

@@ -229,20 +229,23 @@ class TaskService:
         if state_of(record.task) in TERMINAL:
             return record.task
         task = apply({}, {"task": record.task})  # the log replaces it, from its first event
+        lost = False
         try:
             async with asyncio.timeout(LIVE_WAIT):
                 source = self.runs.follow(owner, record.id, 0)
                 async with aclosing(source):  # type: ignore[type-var]
                     async for _, batch in source:
                         for data in batch:
+                            lost = lost or data == LOST
                             apply(task, orjson.loads(self._result(record, data)))
                         break
         except TimeoutError:
             return record.task
         except NotFound:
+            lost = True
             apply(task, lost_result(record.id, record.context_id))
-        if state_of(task) in TERMINAL and (owner, record.id) not in self._started:
-            # The log ended but the record did not: the instance that ran it stopped.
+        if lost:
+            # The instance that ran the task stopped before it ended: record how it ended.
             await self.tasks.put(owner, TaskRecord(task, record.agent, record.created, time.time()))
         return task
 

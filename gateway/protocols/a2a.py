@@ -96,7 +96,7 @@ class A2AConfig:
     description: str = "Agents served by hookgate."
 
 
-Handler = Callable[..., Awaitable[web.StreamResponse]]
+Handler = Callable[["Call"], Awaitable[web.StreamResponse]]
 
 
 class A2AProtocol(ProtocolAdapter):
@@ -243,7 +243,7 @@ class A2AProtocol(ProtocolAdapter):
                 rid = body.get("id")
             method, params = _envelope(body)
             version, handler = self._method(method, header)
-            return await handler(request, ex, agent, rid, version, params)
+            return await handler(Call(request, ex, agent, rid, version, params))
         except GatewayError as err:
             if err.status >= 500:
                 log.warning("A2A call failed (request %s): %s", ex.request_id, err.message)
@@ -268,12 +268,12 @@ class A2AProtocol(ProtocolAdapter):
             )
         return version, handler
 
-    def _target(self, request: web.Request, agent: str | None, *metas: Any) -> str:
+    def _target(self, call: Call, *metas: Any) -> str:
         """The agent a message is for: the route's, or on the gateway route ``metadata.agent``
         (or the only agent)."""
-        if agent is not None:
-            return agent
-        agents = self._agents(request)
+        if call.agent is not None:
+            return call.agent
+        agents = self._agents(call.request)
         for meta in metas:
             named = meta.get("agent") if isinstance(meta, dict) else None
             if named is not None:
@@ -290,9 +290,8 @@ class A2AProtocol(ProtocolAdapter):
             param="metadata.agent",
         )
 
-    async def _begin(
-        self, request: web.Request, ex: Exchange, agent: str | None, version: str, params: Any
-    ) -> tuple[TaskRecord, dict[str, Any]]:
+    async def _begin(self, call: Call) -> tuple[TaskRecord, dict[str, Any]]:
+        params = call.params
         configuration = _object(params.get("configuration"), "configuration")
         if configuration.get("taskPushNotificationConfig") or configuration.get(
             "pushNotificationConfig"
@@ -303,69 +302,36 @@ class A2AProtocol(ProtocolAdapter):
             )
         check_output_modes(configuration.get("acceptedOutputModes"))
         _history_length(configuration.get("historyLength"), "configuration.historyLength")
-        message = decode_message(params.get("message"), version)
+        message = decode_message(params.get("message"), call.version)
         if message["role"] != "ROLE_USER":
             raise InvalidParams("A message to an agent comes from the user.", param="message.role")
         metadata = params.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidParams("'metadata' must be an object.", param="metadata")
-        target = self._target(request, agent, metadata, message.get("metadata"))
-        record = await self.service.create(target, message, ex, metadata)
+        target = self._target(call, metadata, message.get("metadata"))
+        record = await self.service.create(target, message, call.ex, metadata)
         return record, configuration
 
-    async def send(
-        self,
-        request: web.Request,
-        ex: Exchange,
-        agent: str | None,
-        rid: Any,
-        version: str,
-        params: Any,
-    ) -> web.StreamResponse:
-        record, configuration = await self._begin(request, ex, agent, version, params)
+    async def send(self, call: Call) -> web.StreamResponse:
+        record, configuration = await self._begin(call)
         if configuration.get("returnImmediately") or configuration.get("blocking") is False:
             task = record.task
         else:
-            task = await self.service.wait(ex.principal.id, record)
+            task = await self.service.wait(call.owner, record)
         task = trimmed(task, configuration.get("historyLength"))
-        return _json(jsonrpc.response(rid, {"task": task} if version == V1 else task_to_03(task)))
+        return call.reply({"task": task} if call.version == V1 else task_to_03(task))
 
-    async def send_streaming(
-        self,
-        request: web.Request,
-        ex: Exchange,
-        agent: str | None,
-        rid: Any,
-        version: str,
-        params: Any,
-    ) -> web.StreamResponse:
-        record, _ = await self._begin(request, ex, agent, version, params)
-        results = self.service.events(ex.principal.id, record)
-        return await self._stream(request, ex, rid, version, record, results)
+    async def send_streaming(self, call: Call) -> web.StreamResponse:
+        record, _ = await self._begin(call)
+        return await self._stream(call, record, self.service.events(call.owner, record))
 
-    async def get_task(
-        self,
-        request: web.Request,
-        ex: Exchange,
-        agent: str | None,
-        rid: Any,
-        version: str,
-        params: Any,
-    ) -> web.StreamResponse:
-        length = _history_length(params.get("historyLength"), "historyLength")
-        record = await self.service.find(ex.principal.id, params.get("id"), agent)
-        task = trimmed(await self.service.current(ex.principal.id, record), length)
-        return _json(jsonrpc.response(rid, task if version == V1 else task_to_03(task)))
+    async def get_task(self, call: Call) -> web.StreamResponse:
+        length = _history_length(call.params.get("historyLength"), "historyLength")
+        record = await self.service.find(call.owner, call.params.get("id"), call.agent)
+        return call.task(trimmed(await self.service.current(call.owner, record), length))
 
-    async def list_tasks(
-        self,
-        request: web.Request,
-        ex: Exchange,
-        agent: str | None,
-        rid: Any,
-        version: str,
-        params: Any,
-    ) -> web.StreamResponse:
+    async def list_tasks(self, call: Call) -> web.StreamResponse:
+        params = call.params
         length = _history_length(params.get("historyLength"), "historyLength")
         size = params.get("pageSize", 50)
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100:
@@ -384,8 +350,8 @@ class A2AProtocol(ProtocolAdapter):
                 raise InvalidParams(f"'{key}' must be a string.", param=key)
             strings[key] = value or None
         page, token, total = await self.service.list(
-            ex.principal.id,
-            agent,
+            call.owner,
+            call.agent,
             context_id=strings["contextId"],
             state=None if state in (None, "TASK_STATE_UNSPECIFIED") else state,
             after=strings["statusTimestampAfter"],
@@ -393,69 +359,48 @@ class A2AProtocol(ProtocolAdapter):
             page_token=strings["pageToken"],
         )
         artifacts = bool(params.get("includeArtifacts"))
-        result = {
-            "tasks": [trimmed(r.task, length, artifacts) for r in page],
-            "nextPageToken": token,
-            "pageSize": size,
-            "totalSize": total,
-        }
-        return _json(jsonrpc.response(rid, result))
+        return call.reply(
+            {
+                "tasks": [trimmed(r.task, length, artifacts) for r in page],
+                "nextPageToken": token,
+                "pageSize": size,
+                "totalSize": total,
+            }
+        )
 
-    async def cancel_task(
-        self,
-        request: web.Request,
-        ex: Exchange,
-        agent: str | None,
-        rid: Any,
-        version: str,
-        params: Any,
-    ) -> web.StreamResponse:
-        record = await self.service.find(ex.principal.id, params.get("id"), agent)
-        task = await self.service.cancel(ex.principal.id, record, self.config.cancel_timeout)
-        return _json(jsonrpc.response(rid, task if version == V1 else task_to_03(task)))
+    async def cancel_task(self, call: Call) -> web.StreamResponse:
+        record = await self.service.find(call.owner, call.params.get("id"), call.agent)
+        return call.task(await self.service.cancel(call.owner, record, self.config.cancel_timeout))
 
-    async def subscribe(
-        self,
-        request: web.Request,
-        ex: Exchange,
-        agent: str | None,
-        rid: Any,
-        version: str,
-        params: Any,
-    ) -> web.StreamResponse:
-        owner = ex.principal.id
-        record = await self.service.find(owner, params.get("id"), agent)
-        state = (await self.service.current(owner, record))["status"]["state"]
+    async def subscribe(self, call: Call) -> web.StreamResponse:
+        record = await self.service.find(call.owner, call.params.get("id"), call.agent)
+        state = (await self.service.current(call.owner, record))["status"]["state"]
         if state in TERMINAL:
             raise UnsupportedOperation(
                 f"The task '{record.id}' has ended ({state}); read it with GetTask.",
                 code="task_ended",
             )
-        results = self.service.events(owner, record, snapshot=True)
-        return await self._stream(request, ex, rid, version, record, results)
+        return await self._stream(
+            call, record, self.service.events(call.owner, record, snapshot=True)
+        )
 
-    async def no_push(self, *args: Any) -> web.StreamResponse:
+    async def no_push(self, call: Call) -> web.StreamResponse:
         raise PushNotificationNotSupported(
             "This agent sends no push notifications; stream or poll the task instead."
         )
 
-    async def no_extended_card(self, *args: Any) -> web.StreamResponse:
+    async def no_extended_card(self, call: Call) -> web.StreamResponse:
         raise ExtendedCardNotConfigured("This agent has no extended card; its card says it all.")
 
     # -- streams
 
     async def _stream(
-        self,
-        request: web.Request,
-        ex: Exchange,
-        rid: Any,
-        version: str,
-        record: TaskRecord,
-        results: AsyncIterator[bytes],
+        self, call: Call, record: TaskRecord, results: AsyncIterator[bytes]
     ) -> web.StreamResponse:
         """Send stream results as SSE frames of JSON-RPC responses until the task's stream
         ends. A client that goes away stops only its own stream: the task goes on."""
-        head = b'data: {"jsonrpc":"2.0","id":' + orjson.dumps(rid) + b',"result":'
+        request, version = call.request, call.version
+        head = b'data: {"jsonrpc":"2.0","id":' + orjson.dumps(call.id) + b',"result":'
         resp = EventSourceResponse(
             sep="\n",
             allow_all_methods=True,
@@ -466,7 +411,7 @@ class A2AProtocol(ProtocolAdapter):
         metrics.active_streams.inc()
         try:
             await resp.prepare(request)
-            ex.first_byte = time.perf_counter() - ex.started
+            call.ex.first_byte = time.perf_counter() - call.ex.started
             async with resp:
                 async for data in results:
                     if version != V1:
@@ -487,13 +432,39 @@ class A2AProtocol(ProtocolAdapter):
         except GatewayError as err:
             log.warning("task %s: following it failed: %s", record.id, err.message)
             with contextlib.suppress(ConnectionResetError):
-                await resp.write(b"data: " + jsonrpc.error_response(rid, err, version) + b"\n\n")
+                error = jsonrpc.error_response(call.id, err, version)
+                await resp.write(b"data: " + error + b"\n\n")
         finally:
             metrics.active_streams.dec()
             await results.aclose()  # type: ignore[attr-defined]
         with contextlib.suppress(ConnectionResetError):
             await resp.write_eof()
         return resp
+
+
+@attrs.define(slots=True)
+class Call:
+    """One JSON-RPC call: its request, exchange, the agent its route names (``None`` on the
+    gateway's route), its id, the protocol version it speaks and its params."""
+
+    request: web.Request
+    ex: Exchange
+    agent: str | None
+    id: Any
+    version: str
+    params: dict[str, Any]
+
+    @property
+    def owner(self) -> str:
+        """The principal whose tasks this call may see."""
+        return self.ex.principal.id
+
+    def reply(self, result: Any) -> web.Response:
+        return _json(jsonrpc.response(self.id, result))
+
+    def task(self, task: dict[str, Any]) -> web.Response:
+        """Answer with a task, in the call's version."""
+        return self.reply(task if self.version == V1 else task_to_03(task))
 
 
 def _info(backend: Any) -> AgentInfo:
