@@ -37,12 +37,12 @@ def remote(tmp_path_factory):
             description='"Researches things."',
         )
         with gateway_process("serve", "--config", toml) as process:
-            yield SimpleNamespace(url=process.url, process=process)
+            yield SimpleNamespace(url=process.url, process=process, upstream=upstream)
 
 
-def run_input(text, run_id="run-1"):
+def run_input(text, run_id="run-1", thread_id="thread-1"):
     return {
-        "threadId": "thread-1",
+        "threadId": thread_id,
         "runId": run_id,
         "messages": [{"id": "m1", "role": "user", "content": text}],
     }
@@ -57,6 +57,9 @@ async def test_a2a_client_discovers_and_delegates(remote):
         result = await client.delegate("helper", "hello")
         assert result.ok and result.text == "upstream says: hello"
         assert result.state == "TASK_STATE_COMPLETED" and result.context_id
+        updates = [u async for u in client.stream("helper", "streamed")]
+        assert "task" in updates[0] and any("artifactUpdate" in u for u in updates)
+        assert updates[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
         polled = await client.delegate("helper", "polled", stream=False)
         assert polled.ok and polled.text == "upstream says: polled"
         failed = await client.delegate("helper", "ERRFRAME")
@@ -140,6 +143,31 @@ async def test_an_agent_delegates_to_remote_agents_as_tools(make_gateway, upstre
 
         (task,) = await eventually(canceled)
     assert task["history"][0]["parts"] == [{"text": "SLOW:3"}]
+
+
+async def test_calls_of_one_conversation_share_a_remote_context(make_gateway, upstream, remote):
+    cfg = upstream_config(upstream)
+    cfg["agents"] = {
+        "boss": {
+            "model": "gpt-test",
+            "remote_agents": [{"url": remote.url, "agent": "helper", "api_key": KEY}],
+        }
+    }
+    client = await make_gateway(cfg)
+    for run, word in (("r1", "alpha"), ("r2", "beta")):  # two runs of one AG-UI thread
+        body = run_input(f'CALL helper {{"task": "{word}"}}', run, "thread-shared")
+        checked(await (await client.post("/agui/agents/boss/runs", json=body)).read())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(remote.upstream.removesuffix("/v1") + "/_requests") as resp,
+    ):
+        seen = await resp.json()
+    (last,) = [r for r in seen if r["messages"][-1]["content"] == "beta"]
+    assert [(m["role"], m["content"]) for m in last["messages"]] == [
+        ("user", "alpha"),
+        ("assistant", "upstream says: alpha"),
+        ("user", "beta"),
+    ]
 
 
 def test_remote_agents_are_checked_at_startup():
