@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 
+import aiohttp
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
@@ -11,7 +14,7 @@ from a2a.types.a2a_pb2 import (
     SubscribeToTaskRequest,
 )
 from a2a_check import answer, ask, collect, eventually, fold, head_of, rpc
-from conftest import recorded, upstream_config
+from conftest import agent_toml, gateway_process, recorded, upstream_config
 from fakes.openai_upstream import CANCELLED
 from google.protobuf import json_format
 
@@ -122,3 +125,35 @@ async def test_a_task_whose_instance_stopped_ends_failed(
     assert [t["id"] for t in body["result"]["tasks"]] == ["t-lost"]
     body = await rpc(client, "/a2a/talker", "CancelTask", {"id": "t-lost"}, headers=a)
     assert body["error"]["code"] == -32002
+
+
+async def test_a_task_cut_by_a_drain_is_failed_for_every_instance(
+    make_gateway, upstream, upstream_process, tmp_path, redis_url, redis_prefix
+):
+    head = (
+        f'[redis]\nurl = "{redis_url}"\nprefix = "{redis_prefix}"\n[a2a]\nstore = "redis"\n'
+        '[server]\ndrain_timeout = "500ms"\n[auth]\nkeys = ["sk-a"]\n'
+    )
+    toml = agent_toml(tmp_path / "hookgate.toml", upstream_process, head)
+    reader = await make_gateway(config(upstream, redis_url, redis_prefix))
+    a = {"A2A-Version": "1.0", "x-api-key": "sk-a"}
+    message = {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "DRIP"}]}
+    params = {"message": message, "configuration": {"returnImmediately": True}}
+    with gateway_process("serve", "--config", toml) as gateway:
+        call = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": params}
+        async with aiohttp.ClientSession(headers=a) as session:
+            async with session.post(f"{gateway.url}/a2a/helper", json=call) as resp:
+                task_id = (await resp.json())["result"]["task"]["id"]
+
+            async def dripping():
+                body = await rpc(reader, "/a2a/helper", "GetTask", {"id": task_id}, headers=a)
+                return answer(body["result"]).startswith("drip")
+
+            await eventually(dripping)  # read live through Redis by the other instance
+            gateway.send(signal.SIGTERM)
+            await asyncio.to_thread(gateway.proc.wait, 30)
+    assert gateway.returncode == 0, gateway.output
+    task = (await rpc(reader, "/a2a/helper", "GetTask", {"id": task_id}, headers=a))["result"]
+    assert task["status"]["state"] == "TASK_STATE_FAILED"
+    assert "shutting down" in task["status"]["message"]["parts"][0]["text"]
+    assert task["metadata"]["code"] == "unavailable"
