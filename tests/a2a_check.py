@@ -12,14 +12,28 @@ from typing import Any
 import httpx
 from a2a.client import ClientConfig, create_client
 from a2a.helpers.proto_helpers import new_text_message
-from a2a.types.a2a_pb2 import Role, SendMessageRequest, StreamResponse, TaskState
+from a2a.types.a2a_pb2 import Role, SendMessageRequest, StreamResponse
+from conftest import upstream_config
 from google.protobuf import json_format
 
-TERMINAL = {
-    TaskState.TASK_STATE_COMPLETED,
-    TaskState.TASK_STATE_FAILED,
-    TaskState.TASK_STATE_CANCELED,
-}
+TOOLS = ["fakes.tools:get_weather", "fakes.tools:get_time", "fakes.tools:explode"]
+#: Keys of the A2A tests: two ordinary ones, and one that may use only the model gpt-test.
+KEYS = {"auth": {"keys": ["sk-a", "sk-b", {"key": "sk-c", "models": ["gpt-test"]}]}}
+
+
+def agent_config(upstream: Any, **extra: Any) -> dict[str, Any]:
+    """The fake upstream as ``gpt-test``, and the agent ``helper`` thinking with it (with
+    instructions, three tools and a description), for :data:`KEYS`."""
+    cfg = upstream_config(upstream)
+    cfg["agents"] = {
+        "helper": {
+            "model": "gpt-test",
+            "system": "You help.",
+            "tools": TOOLS,
+            "description": "Helps with the weather.",
+        }
+    }
+    return {**cfg, **KEYS, **extra}
 
 
 def official_maker(made: list[Any]) -> Callable[..., Any]:

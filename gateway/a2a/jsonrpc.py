@@ -1,4 +1,4 @@
-"""JSON-RPC 2.0 as A2A uses it: responses, and errors with A2A's codes.
+"""JSON-RPC 2.0 as A2A uses it: requests, responses, and errors with A2A's codes.
 
 A2A's own errors are :class:`RpcError` subclasses with their JSON-RPC code and the reason 1.0
 puts in a ``google.rpc.ErrorInfo``; any other :class:`~gateway.errors.GatewayError` (a bad
@@ -9,12 +9,18 @@ wrong key is an HTTP 401 (with a JSON-RPC error body), since it is refused befor
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import attrs
 import orjson
+from aiohttp import web
 
-from gateway.errors import GatewayError
-from gateway.formats.a2a import V1, ContentTypeNotSupported
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.formats.a2a import V1, ContentTypeNotSupported, task_to_03
+from gateway.http import read_json
+
+if TYPE_CHECKING:
+    from gateway.exchange import Exchange
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 A2A_DOMAIN = "a2a-protocol.org"
@@ -146,6 +152,87 @@ def response(request_id: Any, result: Any) -> bytes:
 
 def error_response(request_id: Any, err: GatewayError, version: str = V1) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error_object(err, version)})
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+@attrs.define(slots=True)
+class Call:
+    """One JSON-RPC call to an agent: its request, exchange, the agent its route names
+    (``None`` on the gateway's route), its id, the protocol version it speaks and its params."""
+
+    request: web.Request
+    ex: Exchange
+    agent: str | None
+    id: Any
+    version: str
+    params: dict[str, Any]
+
+    @property
+    def owner(self) -> str:
+        """The principal whose tasks this call may see."""
+        return self.ex.principal.id
+
+    def reply(self, result: Any) -> web.Response:
+        return json_reply(response(self.id, result))
+
+    def task(self, task: dict[str, Any]) -> web.Response:
+        """Answer with a task, in the call's version."""
+        return self.reply(task if self.version == V1 else task_to_03(task))
+
+
+def json_reply(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
+def valid_id(value: Any) -> bool:
+    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
+
+
+async def read_request(request: web.Request) -> Any:
+    """The request's JSON body; not JSON is a parse error, too large an invalid request."""
+    try:
+        return await read_json(request)
+    except PayloadTooLarge as err:
+        raise InvalidRequest(err.message, code="too_large") from None
+    except BadRequest as err:
+        raise ParseError(err.message, code="parse_error") from None
+
+
+def envelope(body: Any) -> tuple[str, dict[str, Any]]:
+    """The method and params of a JSON-RPC 2.0 request object (one: batches are refused)."""
+    if isinstance(body, list):
+        raise InvalidRequest("Batch requests are not supported; send one request at a time.")
+    if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
+        raise InvalidRequest("Expected a JSON-RPC 2.0 request object ('jsonrpc': '2.0').")
+    if not valid_id(body.get("id")):
+        raise InvalidRequest("'id' must be a string, a number or null.", param="id")
+    method = body.get("method")
+    if not isinstance(method, str) or not method:
+        raise InvalidRequest("'method' must be a method name.", param="method")
+    return method, object_param(body.get("params"), "params")
+
+
+def object_param(value: Any, where: str) -> dict[str, Any]:
+    """An optional object parameter (``{}`` when absent)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidParams(f"'{where}' must be an object.", param=where)
+    return value
+
+
+def history_length(value: Any, where: str) -> int | None:
+    """A ``historyLength`` parameter: a whole number of at least 0, or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidParams(f"'{where}' must be a whole number of at least 0.", param=where)
+    return value
+
+
+# --- answers from remote agents --------------------------------------------------------------
 
 
 class A2AError(Exception):

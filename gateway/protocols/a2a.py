@@ -35,9 +35,7 @@ from gateway.a2a.cards import AgentInfo, agent_card, gateway_card
 from gateway.a2a.jsonrpc import (
     ExtendedCardNotConfigured,
     InvalidParams,
-    InvalidRequest,
     MethodNotFound,
-    ParseError,
     PushNotificationNotSupported,
     UnsupportedOperation,
     VersionNotSupported,
@@ -46,8 +44,8 @@ from gateway.a2a.service import TaskService
 from gateway.a2a.tasks import TaskRecord
 from gateway.agents.plugin import AGENTS
 from gateway.config import Count, Duration, NonNegative
-from gateway.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
-from gateway.exchange import EXCHANGE, Exchange
+from gateway.errors import GatewayError, NotFound
+from gateway.exchange import EXCHANGE
 from gateway.formats.a2a import (
     TERMINAL,
     V03,
@@ -60,7 +58,6 @@ from gateway.formats.a2a import (
 )
 from gateway.formats.a2a_tasks import trimmed
 from gateway.hookspecs import hookimpl
-from gateway.http import read_json
 from gateway.protocol import ProtocolAdapter
 
 log = logging.getLogger(__name__)
@@ -96,7 +93,7 @@ class A2AConfig:
     description: str = "Agents served by hookgate."
 
 
-Handler = Callable[["Call"], Awaitable[web.StreamResponse]]
+Handler = Callable[[jsonrpc.Call], Awaitable[web.StreamResponse]]
 
 
 class A2AProtocol(ProtocolAdapter):
@@ -238,16 +235,16 @@ class A2AProtocol(ProtocolAdapter):
         version = version_of(header) or V1
         rid: Any = None
         try:
-            body = await _body(request)
-            if isinstance(body, dict) and _valid_id(body.get("id")):
+            body = await jsonrpc.read_request(request)
+            if isinstance(body, dict) and jsonrpc.valid_id(body.get("id")):
                 rid = body.get("id")
-            method, params = _envelope(body)
+            method, params = jsonrpc.envelope(body)
             version, handler = self._method(method, header)
-            return await handler(Call(request, ex, agent, rid, version, params))
+            return await handler(jsonrpc.Call(request, ex, agent, rid, version, params))
         except GatewayError as err:
             if err.status >= 500:
                 log.warning("A2A call failed (request %s): %s", ex.request_id, err.message)
-            return _json(jsonrpc.error_response(rid, err, version))
+            return jsonrpc.json_reply(jsonrpc.error_response(rid, err, version))
 
     def _method(self, method: str, header: str | None) -> tuple[str, Handler]:
         found = self.methods.get(method)
@@ -268,7 +265,7 @@ class A2AProtocol(ProtocolAdapter):
             )
         return version, handler
 
-    def _target(self, call: Call, *metas: Any) -> str:
+    def _target(self, call: jsonrpc.Call, *metas: Any) -> str:
         """The agent a message is for: the route's, or on the gateway route ``metadata.agent``
         (or the only agent)."""
         if call.agent is not None:
@@ -290,9 +287,9 @@ class A2AProtocol(ProtocolAdapter):
             param="metadata.agent",
         )
 
-    async def _begin(self, call: Call) -> tuple[TaskRecord, dict[str, Any]]:
+    async def _begin(self, call: jsonrpc.Call) -> tuple[TaskRecord, dict[str, Any]]:
         params = call.params
-        configuration = _object(params.get("configuration"), "configuration")
+        configuration = jsonrpc.object_param(params.get("configuration"), "configuration")
         if configuration.get("taskPushNotificationConfig") or configuration.get(
             "pushNotificationConfig"
         ):
@@ -301,7 +298,7 @@ class A2AProtocol(ProtocolAdapter):
                 param="configuration.taskPushNotificationConfig",
             )
         check_output_modes(configuration.get("acceptedOutputModes"))
-        _history_length(configuration.get("historyLength"), "configuration.historyLength")
+        jsonrpc.history_length(configuration.get("historyLength"), "configuration.historyLength")
         message = decode_message(params.get("message"), call.version)
         if message["role"] != "ROLE_USER":
             raise InvalidParams("A message to an agent comes from the user.", param="message.role")
@@ -312,7 +309,7 @@ class A2AProtocol(ProtocolAdapter):
         record = await self.service.create(target, message, call.ex, metadata)
         return record, configuration
 
-    async def send(self, call: Call) -> web.StreamResponse:
+    async def send(self, call: jsonrpc.Call) -> web.StreamResponse:
         record, configuration = await self._begin(call)
         if configuration.get("returnImmediately") or configuration.get("blocking") is False:
             task = record.task
@@ -321,18 +318,18 @@ class A2AProtocol(ProtocolAdapter):
         task = trimmed(task, configuration.get("historyLength"))
         return call.reply({"task": task} if call.version == V1 else task_to_03(task))
 
-    async def send_streaming(self, call: Call) -> web.StreamResponse:
+    async def send_streaming(self, call: jsonrpc.Call) -> web.StreamResponse:
         record, _ = await self._begin(call)
         return await self._stream(call, record, self.service.events(call.owner, record))
 
-    async def get_task(self, call: Call) -> web.StreamResponse:
-        length = _history_length(call.params.get("historyLength"), "historyLength")
+    async def get_task(self, call: jsonrpc.Call) -> web.StreamResponse:
+        length = jsonrpc.history_length(call.params.get("historyLength"), "historyLength")
         record = await self.service.find(call.owner, call.params.get("id"), call.agent)
         return call.task(trimmed(await self.service.current(call.owner, record), length))
 
-    async def list_tasks(self, call: Call) -> web.StreamResponse:
+    async def list_tasks(self, call: jsonrpc.Call) -> web.StreamResponse:
         params = call.params
-        length = _history_length(params.get("historyLength"), "historyLength")
+        length = jsonrpc.history_length(params.get("historyLength"), "historyLength")
         size = params.get("pageSize", 50)
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100:
             raise InvalidParams(
@@ -368,11 +365,11 @@ class A2AProtocol(ProtocolAdapter):
             }
         )
 
-    async def cancel_task(self, call: Call) -> web.StreamResponse:
+    async def cancel_task(self, call: jsonrpc.Call) -> web.StreamResponse:
         record = await self.service.find(call.owner, call.params.get("id"), call.agent)
         return call.task(await self.service.cancel(call.owner, record, self.config.cancel_timeout))
 
-    async def subscribe(self, call: Call) -> web.StreamResponse:
+    async def subscribe(self, call: jsonrpc.Call) -> web.StreamResponse:
         record = await self.service.find(call.owner, call.params.get("id"), call.agent)
         state = (await self.service.current(call.owner, record))["status"]["state"]
         if state in TERMINAL:
@@ -384,18 +381,18 @@ class A2AProtocol(ProtocolAdapter):
             call, record, self.service.events(call.owner, record, snapshot=True)
         )
 
-    async def no_push(self, call: Call) -> web.StreamResponse:
+    async def no_push(self, call: jsonrpc.Call) -> web.StreamResponse:
         raise PushNotificationNotSupported(
             "This agent sends no push notifications; stream or poll the task instead."
         )
 
-    async def no_extended_card(self, call: Call) -> web.StreamResponse:
+    async def no_extended_card(self, call: jsonrpc.Call) -> web.StreamResponse:
         raise ExtendedCardNotConfigured("This agent has no extended card; its card says it all.")
 
     # -- streams
 
     async def _stream(
-        self, call: Call, record: TaskRecord, results: AsyncIterator[bytes]
+        self, call: jsonrpc.Call, record: TaskRecord, results: AsyncIterator[bytes]
     ) -> web.StreamResponse:
         """Send stream results as SSE frames of JSON-RPC responses until the task's stream
         ends. A client that goes away stops only its own stream: the task goes on."""
@@ -442,31 +439,6 @@ class A2AProtocol(ProtocolAdapter):
         return resp
 
 
-@attrs.define(slots=True)
-class Call:
-    """One JSON-RPC call: its request, exchange, the agent its route names (``None`` on the
-    gateway's route), its id, the protocol version it speaks and its params."""
-
-    request: web.Request
-    ex: Exchange
-    agent: str | None
-    id: Any
-    version: str
-    params: dict[str, Any]
-
-    @property
-    def owner(self) -> str:
-        """The principal whose tasks this call may see."""
-        return self.ex.principal.id
-
-    def reply(self, result: Any) -> web.Response:
-        return _json(jsonrpc.response(self.id, result))
-
-    def task(self, task: dict[str, Any]) -> web.Response:
-        """Answer with a task, in the call's version."""
-        return self.reply(task if self.version == V1 else task_to_03(task))
-
-
 def _info(backend: Any) -> AgentInfo:
     agent = backend.agent
     tools = tuple((t.name, t.description or "") for t in backend.tools.values())
@@ -478,52 +450,6 @@ def _info(backend: Any) -> AgentInfo:
 
 def _url(base: str, agent: str) -> str:
     return f"{base}/a2a/{quote(agent, safe='')}"
-
-
-def _json(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type="application/json")
-
-
-def _valid_id(value: Any) -> bool:
-    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
-
-
-async def _body(request: web.Request) -> Any:
-    try:
-        return await read_json(request)
-    except PayloadTooLarge as err:
-        raise InvalidRequest(err.message, code="too_large") from None
-    except BadRequest as err:
-        raise ParseError(err.message, code="parse_error") from None
-
-
-def _envelope(body: Any) -> tuple[str, dict[str, Any]]:
-    if isinstance(body, list):
-        raise InvalidRequest("Batch requests are not supported; send one request at a time.")
-    if not isinstance(body, dict) or body.get("jsonrpc") != "2.0":
-        raise InvalidRequest("Expected a JSON-RPC 2.0 request object ('jsonrpc': '2.0').")
-    if not _valid_id(body.get("id")):
-        raise InvalidRequest("'id' must be a string, a number or null.", param="id")
-    method = body.get("method")
-    if not isinstance(method, str) or not method:
-        raise InvalidRequest("'method' must be a method name.", param="method")
-    return method, _object(body.get("params"), "params")
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidParams(f"'{where}' must be an object.", param=where)
-    return value
-
-
-def _history_length(value: Any, where: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidParams(f"'{where}' must be a whole number of at least 0.", param=where)
-    return value
 
 
 @hookimpl
