@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 from a2a.client.card_resolver import parse_agent_card
@@ -32,8 +34,9 @@ from a2a_check import (
 from conftest import recorded
 from fakes.openai_upstream import CANCELLED
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway import __version__
+from gateway import ConfigError, __version__, create_app
 from gateway.a2a.cards import AGENTS_EXTENSION
 
 COMPLETED = "TASK_STATE_COMPLETED"
@@ -221,6 +224,9 @@ async def test_cards_say_no_security_when_the_gateway_is_open(make_gateway, upst
     )
     card = await (await public.get("/a2a/helper/.well-known/agent-card.json")).json()
     assert card["url"] == "https://gw.example/a2a/helper"
+    with pytest.raises(ConfigError) as info:
+        create_app({"a2a": {"public_url": "gw.example"}}, env={})
+    assert info.value.errors == ["a2a.public_url: not a URL: 'gw.example'"]
 
 
 async def test_get_list_and_context_history(make_gateway, upstream, official):
@@ -261,6 +267,17 @@ async def test_get_list_and_context_history(make_gateway, upstream, official):
         await a2a.list_tasks(ListTasksRequest(status="TASK_STATE_COMPLETED", page_size=10))
     )
     assert done["totalSize"] == 2
+    since = Timestamp()
+    since.FromSeconds(int(time.time()) + 3600)
+    later = json_format.MessageToDict(
+        await a2a.list_tasks(ListTasksRequest(status_timestamp_after=since))
+    )
+    assert later.get("totalSize", 0) == 0
+    since.FromSeconds(int(time.time()) - 3600)
+    earlier = json_format.MessageToDict(
+        await a2a.list_tasks(ListTasksRequest(status_timestamp_after=since))
+    )
+    assert earlier["totalSize"] == 2
     assert a2a.sent[-1] == ("1.0", "ListTasks")
 
     # another key sees none of it, and its own context of the same id starts empty

@@ -57,6 +57,7 @@ async def test_json_rpc_errors_carry_a2a_codes(make_gateway, upstream):
     assert await code("GetTask", {"id": 5}) == -32602
     assert await code("ListTasks", {"pageSize": 500}) == -32602
     assert await code("ListTasks", {"pageToken": "garbage"}) == -32602
+    assert await code("ListTasks", {"statusTimestampAfter": "yesterday"}) == -32602
     assert await code("GetTask", {"id": "x"}, headers={**a, "A2A-Version": "2.0"}) == -32009
     assert await code("tasks/get", {"id": "x"}, headers=a) == -32009  # 0.3 method, 1.0 header
     assert (

@@ -303,26 +303,30 @@ class TaskService:
         *,
         context_id: str | None,
         state: str | None,
-        after: str | None,
+        after: float | None,
         page_size: int,
         page_token: str | None,
     ) -> tuple[list[TaskRecord], str, int]:
-        """One page of the caller's tasks, the most recently changed first, and the token of
-        the next page ("" at the end) and the number of tasks that match."""
-        matching = [
-            r
-            for r in await self.tasks.list(owner)
-            if (agent is None or r.agent == agent)
-            and (context_id is None or r.context_id == context_id)
-            and (state is None or _listed_state(r) == state)
-            and (after is None or str(r.task["status"].get("timestamp", "")) >= after)
-        ]
+        """One page of the caller's tasks, the most recently changed first (changed after the
+        time ``after``, when given), the token of the next page ("" at the end) and how many
+        tasks match. A token points after the last task of its page, so tasks that change
+        meanwhile never make a page fail."""
+        matching = sorted(
+            (
+                r
+                for r in await self.tasks.list(owner)
+                if (agent is None or r.agent == agent)
+                and (context_id is None or r.context_id == context_id)
+                and (state is None or _listed_state(r) == state)
+                and (after is None or r.updated > after)
+            ),
+            key=_order,
+            reverse=True,
+        )
         start = 0
         if page_token:
             cursor = _cursor(page_token)
-            start = next((i + 1 for i, r in enumerate(matching) if (r.updated, r.id) == cursor), -1)
-            if start < 0:
-                raise InvalidParams("'pageToken' is not a token of this list.", param="pageToken")
+            start = next((i for i, r in enumerate(matching) if _order(r) < cursor), len(matching))
         page = matching[start : start + page_size]
         more = start + page_size < len(matching)
         token = _token(page[-1]) if page and more else ""
@@ -344,6 +348,10 @@ async def _failures_as_events(events: AsyncIterator[Event]) -> AsyncIterator[Eve
 def _listed_state(record: TaskRecord) -> str:
     state = state_of(record.task)
     return WORKING if state not in TERMINAL else state
+
+
+def _order(record: TaskRecord) -> tuple[float, str]:
+    return record.updated, record.id
 
 
 def _token(record: TaskRecord) -> str:

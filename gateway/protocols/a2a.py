@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -346,12 +347,13 @@ class A2AProtocol(ProtocolAdapter):
             if value is not None and not isinstance(value, str):
                 raise InvalidParams(f"'{key}' must be a string.", param=key)
             strings[key] = value or None
+        after = strings["statusTimestampAfter"]
         page, token, total = await self.service.list(
             call.owner,
             call.agent,
             context_id=strings["contextId"],
             state=None if state in (None, "TASK_STATE_UNSPECIFIED") else state,
-            after=strings["statusTimestampAfter"],
+            after=None if after is None else _instant(after, "statusTimestampAfter"),
             page_size=size,
             page_token=strings["pageToken"],
         )
@@ -437,6 +439,19 @@ class A2AProtocol(ProtocolAdapter):
         with contextlib.suppress(ConnectionResetError):
             await resp.write_eof()
         return resp
+
+
+def _instant(text: str, where: str) -> float:
+    """An RFC 3339 timestamp as seconds since the epoch."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidParams(
+            f"'{where}' must be an RFC 3339 timestamp (2026-01-31T12:00:00Z).", param=where
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _info(backend: Any) -> AgentInfo:
