@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -144,16 +141,3 @@ async def rpc(
     resp = await client.post(path, json=body, headers=headers, **kwargs)
     assert resp.status == status, await resp.text()
     return await resp.json()
-
-
-async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; fail after ``within``."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)

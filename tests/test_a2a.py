@@ -25,7 +25,6 @@ from a2a_check import (
     answer,
     ask,
     collect,
-    eventually,
     fold,
     head_of,
     rpc,
@@ -33,6 +32,7 @@ from a2a_check import (
 )
 from conftest import recorded
 from fakes.openai_upstream import CANCELLED
+from fakes.triggers import until
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -303,11 +303,11 @@ async def test_cancel_task_stops_the_run_and_its_upstream_request(make_gateway, 
         task = json_format.MessageToDict(await a2a.get_task(GetTaskRequest(id=task_id)))
         return answer(task).startswith("drip")
 
-    await eventually(writing)
+    await until(writing)
     canceled = json_format.MessageToDict(await a2a.cancel_task(CancelTaskRequest(id=task_id)))
     assert canceled["status"]["state"] == "TASK_STATE_CANCELED"
     assert answer(canceled).startswith("drip drip")
-    await eventually(lambda: "DRIP" in upstream.app[CANCELLED])
+    await until(lambda: "DRIP" in upstream.app[CANCELLED])
     with pytest.raises(TaskNotCancelableError):
         await a2a.cancel_task(CancelTaskRequest(id=task_id))
     again = json_format.MessageToDict(await a2a.get_task(GetTaskRequest(id=task_id)))

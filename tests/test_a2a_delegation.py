@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from a2a_check import eventually
 from agui_check import checked
 from conftest import (
     agent_toml,
@@ -17,6 +16,7 @@ from conftest import (
     recorded,
     upstream_config,
 )
+from fakes.triggers import until
 
 from gateway import ConfigError, create_app
 from gateway.a2a import A2AClient, A2AError
@@ -141,7 +141,7 @@ async def test_an_agent_delegates_to_remote_agents_as_tools(make_gateway, upstre
             async with session.post(f"{remote.url}/a2a/helper", json=call) as resp:
                 return (await resp.json())["result"]["tasks"]
 
-        (task,) = await eventually(canceled)
+        (task,) = await until(canceled)
     assert task["history"][0]["parts"] == [{"text": "SLOW:3"}]
 
 

@@ -13,9 +13,10 @@ from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     SubscribeToTaskRequest,
 )
-from a2a_check import answer, ask, collect, eventually, fold, head_of, rpc
+from a2a_check import answer, ask, collect, fold, head_of, rpc
 from conftest import agent_toml, gateway_process, recorded, upstream_config
 from fakes.openai_upstream import CANCELLED
+from fakes.triggers import until
 from google.protobuf import json_format
 
 from gateway import GATEWAY
@@ -85,10 +86,10 @@ async def test_a_task_of_one_instance_is_read_resumed_and_cancelled_on_another(
     async def dripping():
         return answer(task_of(await canceller.get_task(GetTaskRequest(id=drip)))).startswith("drip")
 
-    await eventually(dripping)
+    await until(dripping)
     canceled = task_of(await canceller.cancel_task(CancelTaskRequest(id=drip)))
     assert canceled["status"]["state"] == "TASK_STATE_CANCELED"
-    await eventually(lambda: "DRIP" in upstream.app[CANCELLED])
+    await until(lambda: "DRIP" in upstream.app[CANCELLED])
     assert task_of(await starter.get_task(GetTaskRequest(id=drip)))["status"]["state"] == (
         "TASK_STATE_CANCELED"
     )
@@ -149,7 +150,7 @@ async def test_a_task_cut_by_a_drain_is_failed_for_every_instance(
                 body = await rpc(reader, "/a2a/helper", "GetTask", {"id": task_id}, headers=a)
                 return answer(body["result"]).startswith("drip")
 
-            await eventually(dripping)  # read live through Redis by the other instance
+            await until(dripping)  # read live through Redis by the other instance
             gateway.send(signal.SIGTERM)
             await asyncio.to_thread(gateway.proc.wait, 30)
     assert gateway.returncode == 0, gateway.output
