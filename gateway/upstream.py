@@ -1,10 +1,14 @@
 """One pooled HTTP client per upstream, with failures mapped to gateway errors.
 
-Every HTTP backend kind uses :class:`Upstream`: one ``aiohttp.ClientSession`` for the life of the
-app (keep-alive connections reused across requests), connect / read / total timeouts, the time
-spent waiting on the upstream added to the exchange, and every failure turned into the
-:class:`~gateway.errors.GatewayError` the client should see (refused: 502, too slow: 504, error
-status: mapped with its message kept).
+Every HTTP backend kind uses :class:`Upstream`: one pooled keep-alive client for the life of the
+app, connect / read / total timeouts, the time spent waiting on the upstream added to the
+exchange, and every failure turned into the :class:`~gateway.errors.GatewayError` the client
+should see (refused: 502, too slow: 504, error status: mapped with its message kept).
+
+Plain ``http://`` upstreams (a model server on the same host or network) go through the lean
+client of :mod:`gateway.http1`, which costs a fraction of ``aiohttp.ClientSession`` per request;
+``https://`` upstreams go through a ``ClientSession``, which earns its cost there (TLS).
+Both hand back a response with ``status``, ``headers`` and ``content.readany()``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -24,6 +29,7 @@ from gateway.backend import BackendConfig
 from gateway.config import Count, Duration, Url
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, from_upstream_status
 from gateway.exchange import Exchange
+from gateway.http1 import BadResponse, ConnectError, HTTP1Pool, encode_headers
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -44,6 +50,9 @@ class HTTPBackendConfig(BackendConfig):
     timeout: Duration = Duration(600.0)
     #: Pooled connections kept to this upstream at most.
     max_connections: Count = Count(256)
+    #: A pooled connection idle longer than this is closed rather than reused (keep it below
+    #: the upstream's own keep-alive timeout; uvicorn's is 5s). Plain http:// upstreams only.
+    idle_timeout: Duration = Duration(4.0)
 
 
 class Upstream:
@@ -60,6 +69,16 @@ class Upstream:
             **config.headers,
         }
         self.session: aiohttp.ClientSession | None = None
+        self.pool: HTTP1Pool | None = None
+        url = urlsplit(self.base_url)
+        self._lean = url.scheme == "http"
+        self._path = url.path
+        if self._lean:
+            # Checked now so that a bad header is a startup error, not a failure per request.
+            self._lean_headers = [
+                (name, value) for name, value in self.headers.items() if name.lower() != "host"
+            ]
+            encode_headers([*self._lean_headers, ("accept-encoding", "identity")])
         self._whole = aiohttp.ClientTimeout(
             total=config.timeout, connect=config.connect_timeout, sock_read=config.read_timeout
         )
@@ -68,7 +87,19 @@ class Upstream:
         )
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
+        cfg = self.config
+        if self._lean:
+            url = urlsplit(self.base_url)
+            self.pool = HTTP1Pool(
+                url.hostname or "localhost",
+                url.port or 80,
+                headers=[*self._lean_headers, ("accept-encoding", "identity")],
+                limit=cfg.max_connections,
+                connect_timeout=cfg.connect_timeout,
+                idle_timeout=cfg.idle_timeout,
+            )
+            return
+        connector = aiohttp.TCPConnector(limit=cfg.max_connections, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(
             connector=connector, headers=self.headers, skip_auto_headers=("Accept-Encoding",)
         )
@@ -77,11 +108,19 @@ class Upstream:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
             raise UpstreamError(f"backend '{self.backend}' is not started")
         return self.session
+
+    def _pool(self) -> HTTP1Pool:
+        if self.pool is None:
+            raise UpstreamError(f"backend '{self.backend}' is not started")
+        return self.pool
 
     async def post(
         self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None = None
@@ -89,6 +128,11 @@ class Upstream:
         """POST ``body`` and return the answer's bytes; a failure raises :class:`GatewayError`.
         ``headers`` are added to this request only."""
         started = time.perf_counter()
+        if self._lean:
+            try:
+                return await self._lean_post(path, body, ex, headers)
+            finally:
+                ex.upstream_seconds += time.perf_counter() - started
         try:
             async with self._session().post(
                 self.base_url + path,
@@ -107,6 +151,40 @@ class Upstream:
         finally:
             ex.upstream_seconds += time.perf_counter() - started
 
+    @staticmethod
+    def _lean_headers(ex: Exchange, extra: Mapping[str, str] | None) -> bytes:
+        """This request's own header lines: the request id, and ``extra``."""
+        line = b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
+        if not extra:
+            return line
+        return (
+            encode_headers((k, v) for k, v in extra.items() if k.lower() != "x-request-id") + line
+        )
+
+    async def _lean_post(
+        self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None
+    ) -> bytes:
+        pool = self._pool()
+        deadline = pool.loop.time() + self.config.timeout
+        try:
+            resp = await pool.request(
+                "POST",
+                self._path + path,
+                body,
+                headers=self._lean_headers(ex, headers),
+                read_timeout=self.config.read_timeout,
+                deadline=deadline,
+            )
+            try:
+                data = await resp.read()
+            finally:
+                resp.close()
+        except Exception as exc:
+            raise self.failure(exc) from None
+        if resp.status >= 300:
+            raise status_error(resp.status, data[:_MAX_ERROR_BODY], resp.headers)
+        return data
+
     @asynccontextmanager
     async def stream(
         self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None = None
@@ -119,19 +197,29 @@ class Upstream:
         away cancels the upstream request.
         """
         started = time.perf_counter()
+        resp: Any
         try:
-            resp = await self._session().post(
-                self.base_url + path,
-                data=body,
-                headers=_request_headers(ex, headers),
-                timeout=self._streamed,
-            )
+            if self._lean:
+                resp = await self._pool().request(
+                    "POST",
+                    self._path + path,
+                    body,
+                    headers=self._lean_headers(ex, headers),
+                    read_timeout=self.config.read_timeout,
+                )
+            else:
+                resp = await self._session().post(
+                    self.base_url + path,
+                    data=body,
+                    headers=_request_headers(ex, headers),
+                    timeout=self._streamed,
+                )
         except Exception as exc:
             raise self.failure(exc) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
         try:
-            if resp.status >= 400:
+            if resp.status >= 300:
                 try:
                     data = await resp.content.read(_MAX_ERROR_BODY)
                 except Exception as exc:
@@ -160,9 +248,11 @@ class Upstream:
         name = self.backend
         if isinstance(exc, asyncio.TimeoutError | TimeoutError):
             return UpstreamTimeout(f"backend '{name}' did not answer in time")
-        if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, aiohttp.ClientConnectorError | ConnectError):
             reason = exc.strerror or "connection failed"
             return UpstreamError(f"backend '{name}' is unreachable ({reason.lower()})")
+        if isinstance(exc, BadResponse):
+            return UpstreamError(f"backend '{name}' sent an answer that is not valid HTTP")
         if isinstance(
             exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | ConnectionError
         ):

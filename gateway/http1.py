@@ -1,0 +1,515 @@
+"""A lean pooled HTTP/1.1 client for plain ``http://`` upstreams.
+
+The gateway's own time is dominated by its upstream client, and ``aiohttp.ClientSession`` does
+a great deal per request that a gateway talking to a model server on a private network does not
+need (cookies, redirects, proxies, tracing, URL objects, per-request header merging). This
+client does one thing: POST (or GET) a body on a pooled keep-alive connection and hand back the
+status, headers and body as they arrive. Responses are parsed by httptools (llhttp, the parser
+of Node.js), connections are plain ``asyncio.Protocol`` objects, and request heads are bytes
+assembled from parts encoded once.
+
+What it guarantees:
+
+- Connections are reused (most recently used first) up to ``limit``; callers beyond it wait.
+- A body that was read to its end releases the connection at once; a response abandoned before
+  its end (the client went away, a failure) closes its connection instead.
+- A connection idle for longer than ``idle_timeout`` is closed rather than reused, so the
+  upstream's own keep-alive expiry rarely races a new request. When it does - a reused connection
+  is closed before a single byte of the answer arrived - the request is sent once more on a
+  new connection: a server closing an idle connection has not read what was sent on it.
+- ``connect_timeout`` bounds opening a connection, ``read_timeout`` any silence while waiting for
+  the answer, ``deadline`` (an event-loop time) the whole exchange.
+
+Failures are raised as aiohttp's exception types (``ClientPayloadError`` for a body cut short,
+``ServerDisconnectedError``, ``ClientOSError``) and ``TimeoutError``, so code written for a
+``ClientSession`` response handles both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Iterable
+
+import aiohttp
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+#: Unread body bytes buffered per response before the socket stops being read.
+_HIGH_WATER = 256 * 1024
+
+
+class ConnectError(aiohttp.ClientOSError):
+    """The upstream could not be reached (refused, unroutable, DNS)."""
+
+
+class BadResponse(aiohttp.ClientError):
+    """The upstream's answer is not valid HTTP/1.1."""
+
+
+class _Stale(Exception):
+    """A reused connection closed before any byte of the answer: safe to send again."""
+
+
+def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Header lines as bytes, refusing values that would break the request head."""
+    out = []
+    for name, value in headers:
+        if any(c in name or c in value for c in "\r\n\0") or not name or ":" in name:
+            raise ValueError(f"invalid HTTP header {name!r}")
+        out.append(f"{name}: {value}\r\n".encode("latin-1"))
+    return b"".join(out)
+
+
+class Response:
+    """One upstream answer: ``status``, ``headers`` and the body as it arrives.
+
+    ``content`` is the response itself so that ``resp.content.readany()`` reads as it does with
+    aiohttp. Read with :meth:`readany` (whatever has arrived, ``b""`` at the end) or :meth:`read`;
+    :meth:`close` gives up on the rest of the body.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_deadline",
+        "_done",
+        "_error",
+        "_headers",
+        "_loop",
+        "_read_timeout",
+        "_size",
+        "_waiter",
+        "framed",
+        "got_bytes",
+        "raw_headers",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection, read_timeout: float | None, deadline: float | None):
+        self._conn: _Connection | None = conn
+        self._loop = conn.loop
+        self._read_timeout = read_timeout
+        self._deadline = deadline
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._headers: CIMultiDictProxy[str] | None = None
+        self.status = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        #: The answer said how long its body is (content-length or chunked).
+        self.framed = False
+        self.got_bytes = False
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(
+                CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers)
+            )
+        return self._headers
+
+    @property
+    def content(self) -> Response:
+        return self
+
+    def at_eof(self) -> bool:
+        return self._done and not self._chunks
+
+    # -- fed by the connection
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > _HIGH_WATER and self._conn is not None:
+            self._conn.pause()
+        self._wake()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None and not self._done:
+            self._error = exc
+        self._wake()
+
+    # -- read by the caller
+
+    async def _wait(self) -> None:
+        loop = self._loop
+        self._waiter = waiter = loop.create_future()
+        timer = None
+        when = None
+        if self._read_timeout is not None:
+            when = loop.time() + self._read_timeout
+        if self._deadline is not None and (when is None or self._deadline < when):
+            when = self._deadline
+        if when is not None:
+            timer = loop.call_at(when, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _headers_received(self) -> None:
+        while not self.status:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+
+    async def readany(self) -> bytes:
+        """The body bytes that have arrived (waiting for some); ``b""`` once it is all read."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return b""
+            await self._wait()
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        if self._conn is not None:
+            self._conn.resume()
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        """The whole body, or at most ``n`` bytes of it (fewer only at its end)."""
+        parts = []
+        size = 0
+        while n < 0 or size < n:
+            data = await self.readany()
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+        data = b"".join(parts)
+        if 0 <= n < len(data):
+            self._chunks.insert(0, data[n:])
+            self._size += len(data) - n
+            data = data[:n]
+        return data
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while data := await self.readany():
+            yield data
+
+    def close(self) -> None:
+        """Stop reading: a finished answer has already freed its connection; an unfinished one
+        closes it (the upstream sees the request cancelled)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.resp is self:
+            conn.drop()
+
+    release = close
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; parses answers and feeds them to the current response."""
+
+    def __init__(self, pool: HTTP1Pool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.resp: Response | None = None
+        self.keep_alive = False
+        self.reused = False
+        self.closed = False
+        self.paused = False
+        self.idle_since = 0.0
+
+    # -- transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        resp = self.resp
+        if resp is None:  # nothing was asked: a confused upstream
+            self.drop()
+            return
+        resp.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            resp._fail(BadResponse(f"malformed HTTP response: {exc}"))
+            self.drop()
+
+    def eof_received(self) -> bool:
+        self._lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        resp, self.resp = self.resp, None
+        if resp is not None and not resp._done:
+            if not resp.got_bytes and self.reused:
+                resp._fail(_Stale())
+            elif not resp.status:
+                resp._fail(aiohttp.ServerDisconnectedError())
+            elif not resp.framed and exc is None:
+                resp._finish()  # a body delimited by the end of the connection
+            else:
+                resp._fail(
+                    aiohttp.ClientPayloadError("the upstream closed the connection mid-body")
+                )
+        self.pool._forget(self)
+
+    # -- parser callbacks
+
+    def on_message_begin(self) -> None:
+        if self.resp is None:  # bytes after the answer that nothing asked for
+            raise BadResponse("unsolicited data after the answer")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        resp = self.resp
+        if resp is not None:
+            resp.raw_headers.append((name, value))
+            lname = name.lower()
+            if lname == b"content-length" or lname == b"transfer-encoding":
+                resp.framed = True
+
+    def on_headers_complete(self) -> None:
+        resp = self.resp
+        if resp is None:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            resp.raw_headers.clear()
+            resp.framed = False
+            return
+        resp.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        resp._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.resp is not None:
+            self.resp._feed(body)
+
+    def on_message_complete(self) -> None:
+        resp = self.resp
+        if resp is None or not resp.status:  # an informational (1xx) answer: wait for the next
+            return
+        self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
+        self.resp = None
+        resp._conn = None
+        resp._finish()
+        self.resume()
+        self.pool._release(self)
+
+    # -- flow control
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def drop(self, abort: bool = True) -> None:
+        """Close the connection: at once (``abort``) when its answer is unfinished or broken."""
+        self.keep_alive = False
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        self._lost(None)
+
+
+class HTTP1Pool:
+    """Keep-alive HTTP/1.1 connections to one ``http://host:port`` origin."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        limit: int = 256,
+        connect_timeout: float | None = 10.0,
+        idle_timeout: float = 4.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.limit = limit
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        authority = host if port == 80 else f"{host}:{port}"
+        if ":" in host:  # an IPv6 literal
+            authority = f"[{host}]" if port == 80 else f"[{host}]:{port}"
+        self._head = encode_headers([("host", authority), *headers])
+        self.loop = asyncio.get_running_loop()
+        self._idle: list[_Connection] = []
+        self._busy: set[_Connection] = set()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
+
+    @property
+    def connections(self) -> int:
+        """Open connections, idle and busy."""
+        return len(self._idle) + len(self._busy)
+
+    @property
+    def idle(self) -> int:
+        """Open connections waiting for a request."""
+        return len(self._idle)
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        *,
+        headers: bytes = b"",
+        read_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Response:
+        """Send a request and return once the answer's status and headers are in.
+
+        ``target`` is the path (and query); ``headers`` are extra header lines, already encoded
+        (see :func:`encode_headers`). The caller reads the body and then closes the response.
+        """
+        head = b"".join(
+            (
+                f"{method} {target} HTTP/1.1\r\n".encode("latin-1"),
+                self._head,
+                headers,
+                b"content-length: %d\r\n\r\n" % len(body),
+            )
+        )
+        for attempt in (1, 2):
+            conn = await self._acquire(deadline)
+            resp = Response(conn, read_timeout, deadline)
+            conn.resp = resp
+            assert conn.transport is not None
+            if body and len(body) > 16 * 1024:
+                conn.transport.writelines((head, body))
+            else:
+                conn.transport.write(head + body)
+            try:
+                await resp._headers_received()
+            except _Stale:
+                if attempt == 1:
+                    continue
+                raise aiohttp.ServerDisconnectedError() from None
+            except BaseException:
+                resp.close()
+                raise
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _acquire(self, deadline: float | None) -> _Connection:
+        loop = self.loop
+        while True:
+            if self._closed:
+                raise aiohttp.ClientConnectionError("the upstream client is closed")
+            now = loop.time()
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.closed:
+                    continue
+                if now - conn.idle_since > self.idle_timeout:
+                    conn.drop()
+                    continue
+                conn.reused = True
+                self._busy.add(conn)
+                return conn
+            if self.connections < self.limit:
+                return await self._connect(deadline)
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            timer = loop.call_at(deadline, _expire, waiter) if deadline is not None else None
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._wake_one()  # woken, but leaving: pass the turn on
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    async def _connect(self, deadline: float | None) -> _Connection:
+        conn = _Connection(self)
+        self._busy.add(conn)  # counts towards the limit while connecting
+        timeout = self.connect_timeout
+        if deadline is not None:
+            left = max(0.0, deadline - self.loop.time())
+            timeout = left if timeout is None else min(timeout, left)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.loop.create_connection(lambda: conn, self.host, self.port)
+        except BaseException as exc:
+            self._busy.discard(conn)
+            self._wake_one()
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                raise ConnectError(exc.errno, exc.strerror or str(exc)) from None
+            raise
+        return conn
+
+    def _release(self, conn: _Connection) -> None:
+        self._busy.discard(conn)
+        if conn.keep_alive and not conn.closed and not self._closed:
+            conn.idle_since = self.loop.time()
+            self._idle.append(conn)
+        else:
+            conn.drop(abort=False)
+        self._wake_one()
+
+    def _forget(self, conn: _Connection) -> None:
+        """``conn`` closed: it no longer counts towards the limit."""
+        self._busy.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def close(self) -> None:
+        """Close every connection; requests after this fail."""
+        self._closed = True
+        for conn in [*self._idle, *self._busy]:
+            conn.drop()
+        self._idle.clear()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.cancel()
+        self._waiters.clear()
