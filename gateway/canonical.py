@@ -169,8 +169,12 @@ class ChatRequest:
     counterpart, and ``headers`` the protocol headers a same-protocol upstream needs too (such
     as ``anthropic-beta``). ``wire`` is the decoded wire body: a backend that speaks the same
     protocol may send it as-is (with the upstream model name) instead of re-encoding, and the
-    pipeline clears it as soon as a filter or the session store changes the request. ``raw_relay`` tells a backend of
-    the same protocol that it may relay the upstream's raw stream frames (see :class:`Raw`).
+    pipeline clears it as soon as a filter or the session store changes the request.
+    ``raw_relay`` tells a backend of the same protocol that it may relay the upstream's raw
+    stream frames (see :class:`Raw`); ``parse_relayed`` that what it relays must also be parsed
+    into events, because something (a success hook) looks at them. When it is false, a
+    relaying backend may skip frames that carry only content and parse just what ends or fails
+    the stream (:class:`Finish`, :class:`UsageEvent`, :class:`Error`).
     """
 
     model: str
@@ -196,6 +200,7 @@ class ChatRequest:
     upstream_model: str | None = None
     raw_relay: bool = False
     headers: dict[str, str] | None = None
+    parse_relayed: bool = True
 
     def system_text(self) -> str:
         """System and developer instructions, joined by blank lines."""

@@ -125,7 +125,8 @@ class Response:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, parts: list[bytes]) -> None:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._chunks.append(data)
         self._size += len(data)
         if self._size > _HIGH_WATER and self._conn is not None:
@@ -234,6 +235,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.resp: Response | None = None
+        #: Body pieces parsed from the current read, handed over together (a stream's read
+        #: holds many HTTP chunks; one wake-up for all of them).
+        self.body: list[bytes] = []
         self.keep_alive = False
         self.reused = False
         self.closed = False
@@ -256,6 +260,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             resp._fail(BadResponse(f"malformed HTTP response: {exc}"))
             self.drop()
+            return
+        if self.body:
+            resp._feed(self.body)
+            self.body = []
 
     def eof_received(self) -> bool:
         self._lost(None)
@@ -310,8 +318,7 @@ class _Connection(asyncio.Protocol):
         resp._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self.resp is not None:
-            self.resp._feed(body)
+        self.body.append(body)
 
     def on_message_complete(self) -> None:
         resp = self.resp
@@ -320,6 +327,9 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
         self.resp = None
         resp._conn = None
+        if self.body:
+            resp._feed(self.body)
+            self.body = []
         resp._finish()
         self.resume()
         self.pool._release(self)

@@ -46,12 +46,15 @@ class Pipeline:
         self.success_hooks = [f.on_success for f in ordered if overrides(f, "on_success")]
         #: Same-protocol raw frames may be relayed only while no filter rewrites events.
         self.raw_relay = not self.event_filters
+        #: Relayed frames need parsing into events only when a success hook reads the answer.
+        self.parse_relayed = bool(self.success_hooks)
 
     async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Backend]:
         """Run request filters and route; returns the request as the filters left it (they may
         return a new one) and the backend that will answer. A filter may clear
         ``req.raw_relay`` to have its request's stream encoded by the gateway."""
         req.raw_relay = self.raw_relay
+        req.parse_relayed = self.parse_relayed
         for flt in self.request_filters:
             changed = await flt(req, ex)
             if changed is not None:

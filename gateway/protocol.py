@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 
 from gateway.canonical import Error, Event
 from gateway.errors import GatewayError, Unavailable, UpstreamError, default_error_body
@@ -37,6 +36,71 @@ class StreamEncoder(Protocol):
     def encode(self, event: Event) -> bytes: ...
 
     def end(self) -> bytes: ...
+
+
+class SSEResponse(web.StreamResponse):
+    """A ``text/event-stream`` response that sends a keep-alive comment on idle streams.
+
+    The ping is a timer that looks at the time of the last write, not a task per stream: a
+    busy stream costs nothing extra, an idle one gets ``ping`` (an SSE comment, or the
+    protocol's own keep-alive frame) every ``ping_interval``. Whole frames only are ever
+    written, so a ping never lands inside another frame.
+    (Hung peers are detected by the kernel: the server sets ``TCP_USER_TIMEOUT`` on its
+    listening sockets.)
+    """
+
+    __slots__ = ("_frame", "_interval", "_last_write", "_ping", "_pinging")
+
+    def __init__(
+        self,
+        ping_interval: float,
+        headers: Mapping[str, str] | None = None,
+        ping: bytes = b": ping\n\n",
+    ) -> None:
+        super().__init__(status=200, headers=headers)
+        h = self.headers
+        h["Content-Type"] = "text/event-stream"
+        h["Cache-Control"] = "no-cache"
+        h["X-Accel-Buffering"] = "no"
+        self.enable_chunked_encoding()
+        self._interval = ping_interval
+        self._frame = ping
+        self._last_write = 0.0
+        self._ping: asyncio.TimerHandle | None = None
+        self._pinging: asyncio.Task[None] | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        writer = await super().prepare(request)
+        loop = asyncio.get_running_loop()
+        self._last_write = loop.time()
+        self._ping = loop.call_later(self._interval, self._check, loop)
+        return writer
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._last_write = asyncio.get_running_loop().time()
+        await super().write(data)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        idle = loop.time() - self._last_write
+        if idle >= self._interval and (self._pinging is None or self._pinging.done()):
+            self._pinging = loop.create_task(self._send_ping())
+            idle = 0.0
+        self._ping = loop.call_later(self._interval - idle, self._check, loop)
+
+    async def _send_ping(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.write(self._frame)
+
+    def stop_pinging(self) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+            self._ping = None
+        if self._pinging is not None:
+            self._pinging.cancel()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        self.stop_pinging()
+        await super().write_eof(data)
 
 
 class ProtocolAdapter:
@@ -91,14 +155,7 @@ class ProtocolAdapter:
             await events.aclose()  # type: ignore[attr-defined]
             raise first.error  # type: ignore[attr-defined]
         keepalive: bytes | None = getattr(encoder, "keepalive", None)
-        resp = EventSourceResponse(
-            sep="\n",
-            allow_all_methods=True,
-            # with a keepalive frame of the protocol's own, that frame replaces the comments
-            ping_interval=self.ping_interval if keepalive is None else _NEVER,
-            headers=headers,
-        )
-        pinger: asyncio.Task[None] | None = None
+        resp = SSEResponse(self.ping_interval, headers, keepalive or b": ping\n\n")
         gateway = self.gateway
         task = asyncio.current_task()
         assert task is not None
@@ -107,19 +164,18 @@ class ProtocolAdapter:
         try:
             await resp.prepare(request)
             ex.first_byte = time.perf_counter() - ex.started
-            if keepalive is not None:
-                pinger = asyncio.create_task(_keep_alive(resp, keepalive, self.ping_interval))
-            async with resp:
-                data = encoder.encode(first)
+            encode = encoder.encode
+            write = resp.write
+            data = encode(first)
+            if data:
+                await write(data)
+            async for ev in events:  # type: ignore[attr-defined]
+                data = encode(ev)
                 if data:
-                    await resp.write(data)
-                async for ev in events:  # type: ignore[attr-defined]
-                    data = encoder.encode(ev)
-                    if data:
-                        await resp.write(data)
-                tail = encoder.end()
-                if tail:
-                    await resp.write(tail)
+                    await write(data)
+            tail = encoder.end()
+            if tail:
+                await write(tail)
         except ConnectionResetError:
             log.debug("client went away mid-stream (request %s)", ex.request_id)
             return resp
@@ -135,24 +191,10 @@ class ProtocolAdapter:
                     )
                 )
         finally:
-            if pinger is not None:
-                pinger.cancel()
+            resp.stop_pinging()
             gateway.streams.discard(task)
             gateway.metrics.active_streams.dec()
             await events.aclose()  # type: ignore[attr-defined]
         with contextlib.suppress(ConnectionResetError):
             await resp.write_eof()
         return resp
-
-
-#: A ping interval that never comes (aiohttp-sse's own comments are off).
-_NEVER = 365 * 24 * 3600.0
-
-
-async def _keep_alive(resp: web.StreamResponse, frame: bytes, interval: float) -> None:
-    """Write ``frame`` every ``interval`` seconds until the stream ends (whole frames only are
-    ever written, so a ping never lands inside another frame)."""
-    with contextlib.suppress(ConnectionResetError, RuntimeError):
-        while True:
-            await asyncio.sleep(interval)
-            await resp.write(frame)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import attrs
 
@@ -46,16 +47,19 @@ class SSEDecoder:
     """Incremental SSE parser: ``feed(chunk)`` returns the frames that chunk completed.
 
     Accepts ``\\n``, ``\\r\\n`` and ``\\r`` line ends, comment lines, multi-line data, and frames
-    split anywhere across chunks, as the SSE specification says.
+    split anywhere across chunks, as the SSE specification says. Whole frames are cut out of the
+    buffer at blank lines; a frame that is one ``data: ...`` line (what model servers send) takes
+    a short path that does not look at it line by line. ``skip``, when given, is asked about each
+    such frame's raw bytes first: frames it accepts are dropped unparsed (a relay uses it for
+    frames nobody needs to read).
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_id")
+    __slots__ = ("_buf", "_id", "_skip")
 
-    def __init__(self) -> None:
+    def __init__(self, skip: Callable[[bytes], bool] | None = None) -> None:
         self._buf = b""
-        self._event: str | None = None
-        self._data: list[str] = []
         self._id: str | None = None
+        self._skip = skip
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
         buf = self._buf + chunk if self._buf else chunk
@@ -67,14 +71,28 @@ class SSEDecoder:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if keep_cr:
                 buf += b"\r"
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()
         frames: list[SSEFrame] = []
-        for raw in lines:
+        skip = self._skip
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                if skip is not None and skip(block):
+                    continue
+                frames.append(SSEFrame(None, block[6:].decode("utf-8", "replace"), self._id))
+            elif block:
+                self._parse(block, frames)
+        return frames
+
+    def _parse(self, block: bytes, frames: list[SSEFrame]) -> None:
+        """The general case: a block of lines, blank lines within it ending frames too."""
+        event: str | None = None
+        data: list[str] = []
+        for raw in [*block.split(b"\n"), b""]:
             if not raw:
-                if self._data or self._event is not None:
-                    frames.append(SSEFrame(self._event, "\n".join(self._data), self._id))
-                self._event, self._data = None, []
+                if data or event is not None:
+                    frames.append(SSEFrame(event, "\n".join(data), self._id))
+                event, data = None, []
                 continue
             line = raw.decode("utf-8", "replace")
             if line[0] == ":":
@@ -83,17 +101,15 @@ class SSEDecoder:
             if value[:1] == " ":
                 value = value[1:]
             if name == "data":
-                self._data.append(value)
+                data.append(value)
             elif name == "event":
-                self._event = value
+                event = value
             elif name == "id":
                 self._id = value
-        return frames
 
     def end(self) -> list[SSEFrame]:
         """Frames left when the stream closes (a last frame without its blank line)."""
-        frames = self.feed(b"\n\n") if self._buf or self._data else []
-        return frames
+        return self.feed(b"\n\n") if self._buf.strip() else []
 
 
 def complete_frames(buf: bytes) -> int:

@@ -85,7 +85,9 @@ class OpenAIBackend(Backend):
     async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
         relay = request.raw_relay and request.protocol == PROTOCOL
         async with self.upstream.stream("/chat/completions", self._body(request), exchange) as resp:
-            decoder = SSEDecoder()
+            # A relay nobody observes reads only the frames that end or fail the stream.
+            skim = relay and not request.parse_relayed
+            decoder = SSEDecoder(content_only if skim else None)
             parser = StreamParser()
             done = False
             read = self.upstream.read
@@ -127,6 +129,21 @@ class OpenAIBackend(Backend):
                 )
             elif relay and not done:
                 yield Raw(DONE, PROTOCOL)
+
+
+def content_only(data: bytes) -> bool:
+    """Whether a relayed ``chat.completion.chunk`` frame carries nothing but content.
+
+    Such a frame neither ends the stream (``"finish_reason":null``), nor reports usage, nor is an
+    error, so a relay that nobody observes need not parse it. The test is on the raw text: a
+    quote inside a JSON string is escaped (``\\"``), so these patterns match only real keys;
+    an upstream that writes its JSON differently (spaces after colons) is parsed in full.
+    """
+    return (
+        b'"finish_reason":null' in data
+        and b'"error"' not in data
+        and (b'"usage"' not in data or b'"usage":null' in data)
+    )
 
 
 @hookimpl

@@ -1,0 +1,151 @@
+"""Server-Sent Events both ways: the incremental decoder, and the writer's keep-alive pings."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import openai
+import pytest
+from conftest import upstream_config
+
+from gateway import Filter, hookimpl
+from gateway.backends.openai import content_only
+from gateway.protocols.openai import OpenAIProtocol
+from gateway.streaming import SSEDecoder, SSEFrame
+
+STREAM = (
+    b": a comment first\n"
+    b'data: {"n": 1}\n\n'
+    b'event: message_start\ndata: {"n": 2}\n\n'
+    b"data: first line\ndata: second line\n\n"
+    b"id: 7\ndata:no space\n\n"
+    b"event: ping\n\n"
+    b"\n\n"
+    b"data: after blank lines\n\n"
+    b"data: [DONE]\n\n"
+)
+FRAMES = [
+    SSEFrame(None, '{"n": 1}'),
+    SSEFrame("message_start", '{"n": 2}'),
+    SSEFrame(None, "first line\nsecond line"),
+    SSEFrame(None, "no space", "7"),
+    SSEFrame("ping", "", "7"),
+    SSEFrame(None, "after blank lines", "7"),
+    SSEFrame(None, "[DONE]", "7"),
+]
+
+
+def decode(chunks: list[bytes]) -> list[SSEFrame]:
+    decoder = SSEDecoder()
+    frames = [f for chunk in chunks for f in decoder.feed(chunk)]
+    return frames + decoder.end()
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_decoder_reads_every_frame_whatever_the_split_and_line_ends(newline: bytes):
+    data = STREAM.replace(b"\n", newline)
+    assert decode([data]) == FRAMES
+    rng = random.Random(7)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 12)))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        assert decode(chunks) == FRAMES, chunks
+    assert decode([data[i : i + 1] for i in range(len(data))]) == FRAMES
+
+
+def test_decoder_end_flushes_a_last_frame_without_its_blank_line():
+    assert decode([b"data: one\n\ndata: tail"]) == [SSEFrame(None, "one"), SSEFrame(None, "tail")]
+    assert decode([b"data: one\n\n\n"]) == [SSEFrame(None, "one")]
+
+
+async def test_idle_streams_get_keep_alive_comments(make_gateway, monkeypatch):
+    monkeypatch.setattr(OpenAIProtocol, "ping_interval", 0.05)
+    client = await make_gateway(
+        {
+            "backends": {"slow": {"kind": "echo", "delay": "200ms"}},
+            "models": {"slow": {"backend": "slow"}},
+        }
+    )
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "a b c"}]},
+    )
+    assert resp.status == 200 and resp.headers["content-type"] == "text/event-stream"
+    assert resp.headers["cache-control"] == "no-cache"
+    text = await resp.text()
+    assert ": ping\n\n" in text
+    frames = decode([text.encode()])
+    assert frames[-1].data == "[DONE]"
+    chunks = [json.loads(f.data) for f in frames[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == "a b c"
+
+
+# --- the relay: parsed in full only when something observes the answer -----------------------
+
+
+class Observer(Filter):
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+
+    async def on_success(self, request, response, exchange):
+        self.answers.append(response)
+
+
+async def _stream_text(api: Any, content: str) -> str:
+    stream = await api.chat.completions.create(
+        model="gpt-test",
+        messages=[{"role": "user", "content": content}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+
+async def test_relay_observed_by_a_success_hook_hands_it_the_whole_answer(
+    make_gateway, upstream, sdk
+):
+    observer = Observer()
+
+    class P:
+        @hookimpl
+        def gateway_register_filters(self, register):
+            register("observer", lambda gw: observer)
+
+    client = await make_gateway(upstream_config(upstream), plugins=[("observer", P())])
+    text = await _stream_text(sdk(client), "hi")
+    assert text == "upstream says: hi"
+    (answer,) = observer.answers
+    assert answer.message.text() == text and answer.finish_reason == "stop"
+    assert answer.usage.input_tokens == 11 and answer.usage.output_tokens == 7
+
+
+async def test_unobserved_relay_still_counts_usage_and_catches_failures(
+    make_gateway, upstream, sdk
+):
+    client = await make_gateway(upstream_config(upstream))
+    api = sdk(client)
+    assert await _stream_text(api, "hi") == "upstream says: hi"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'hookgate_tokens_total{direction="output",model="gpt-test"} 7.0' in metrics
+    for trouble in ("ERRFRAME", "NOFINISH", "BREAK"):
+        with pytest.raises(openai.APIError):
+            await _stream_text(api, trouble)
+
+
+def test_content_only_frames_are_recognised_conservatively():
+    assert content_only(b'data: {"choices":[{"delta":{"content":"x"},"finish_reason":null}]}')
+    assert content_only(
+        b'data: {"choices":[{"delta":{"content":"say \\"error\\""},"finish_reason":null}],'
+        b'"usage":null}'
+    )
+    for frame in (
+        b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}',
+        b'data: {"choices":[],"usage":{"prompt_tokens":1}}',
+        b'data: {"choices":[{"delta":{},"finish_reason":null}],"usage":{"total_tokens":3}}',
+        b'data: {"error":{"message":"boom"},"finish_reason":null}',
+        b'data: {"choices": [{"delta": {"content": "x"}, "finish_reason": null}]}',
+    ):
+        assert not content_only(frame), frame
