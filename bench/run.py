@@ -1,0 +1,567 @@
+"""hookgate's benchmark: the direct upstream and hookgate in front of it, in one run.
+
+    python bench/run.py                      # defaults: 10 s per measurement, 1 and 32 connections
+    python bench/run.py --duration 5 --target litellm=http://127.0.0.1:4000 --target-model bench
+
+It starts the mock upstream (``bench/mock_upstream.py``, its own process), starts hookgate
+pointed at it (``python -m gateway serve``, its own process), checks that every scenario answers
+correctly through both, and drives each with wrk at every connection count, for the direct
+upstream, for hookgate and for any ``--target`` gateway. Then it sends ``--rss-requests``
+requests more and reports how much hookgate's resident memory grew. It prints a table and writes
+everything to ``bench/results/<time>.json``.
+
+Scenarios (each a POST; a scenario whose backend kind hookgate lacks is skipped and says so):
+
+- ``chat``: a non-streamed chat completion.
+- ``stream``: a streamed chat completion of ``--chunks`` chunks, relayed (same protocol).
+- ``translated``: an OpenAI client's stream answered by an Anthropic upstream (needs the
+  ``anthropic`` backend kind); its direct baseline is the Anthropic stream itself.
+
+wrk (Debian package ``wrk``) is the load generator; the script installs it with apt-get when it
+is missing and it may (root), and otherwise says how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+LUA = BENCH / "wrk.lua"
+MODEL = "bench"
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+
+def _chat(model: str, stream: bool) -> str:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _messages(stream: bool) -> str:
+    body: dict[str, Any] = {
+        "model": "mock-model",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":"))
+
+
+#: name -> what hookgate is asked, what the direct upstream is asked, and what both must answer.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "chat": {
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL, False),
+        "direct_path": "/v1/chat/completions",
+        "direct_body": _chat("mock-model", False),
+        "expect": '"finish_reason":"stop"',
+        "direct_expect": '"finish_reason":"stop"',
+        "kind": "openai",
+    },
+    "stream": {
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL, True),
+        "direct_path": "/v1/chat/completions",
+        "direct_body": _chat("mock-model", True),
+        "expect": "data: [DONE]",
+        "direct_expect": "data: [DONE]",
+        "kind": "openai",
+    },
+    "translated": {
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL + "-anthropic", True),
+        "direct_path": "/v1/messages",
+        "direct_body": _messages(True),
+        "expect": "data: [DONE]",
+        "direct_expect": "message_stop",
+        "kind": "anthropic",
+    },
+}
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error status: it is up
+                return
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answers at {url} after {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, **kwargs)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def hookgate_kinds() -> set[str]:
+    """The backend kinds the installed hookgate has."""
+    code = (
+        "from gateway.loader import load; "
+        "print(' '.join(load(data={}, env={}).registry.backends.names()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return set(out.stdout.split())
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
+
+
+def hookgate_config(upstream: str, kinds: set[str]) -> str:
+    lines = [
+        "[server]",
+        'log_level = "warning"',
+        "",
+        "[backends.mock]",
+        'kind = "openai"',
+        f'base_url = "{upstream}"',
+        'api_key = "bench"',
+        "",
+        f"[models.{MODEL}]",
+        'backend = "mock"',
+        'upstream_model = "mock-model"',
+    ]
+    if "anthropic" in kinds:
+        lines += [
+            "",
+            "[backends.mock-anthropic]",
+            'kind = "anthropic"',
+            f'base_url = "{upstream}"',
+            'api_key = "bench"',
+            "",
+            f'[models."{MODEL}-anthropic"]',
+            'backend = "mock-anthropic"',
+            'upstream_model = "mock-model"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) if m else 0
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(p) for p in (task / "children").read_text().split()]
+    return kids
+
+
+def memory(pid: int) -> dict[str, float]:
+    """Resident memory of a gateway (its workers added, when it has some), in MB."""
+    pids = [pid, *_children(pid)]
+    return {
+        "rss_mb": sum(_status_kb(p, "VmRSS") for p in pids) / 1024,
+        "peak_rss_mb": sum(_status_kb(p, "VmHWM") for p in pids) / 1024,
+    }
+
+
+# --- wrk ---------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    exe = shutil.which("wrk")
+    if exe:
+        return exe
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is missing: installing it with apt-get (Debian package 'wrk')", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False)
+        exe = shutil.which("wrk")
+        if exe:
+            return exe
+    raise SystemExit("wrk is needed: install it (Debian/Ubuntu: sudo apt-get install wrk)")
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """Requests/s, p50/p99 latency (ms), request count and errors from wrk's report."""
+    result: dict[str, Any] = {}
+    m = re.search(r"^\s*(\d+) requests in", out, re.MULTILINE)
+    result["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    result["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.MULTILINE)
+        result[f"p{pct}_ms"] = _ms(m.group(1)) if m else None
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"BENCH_BAD (\d+)", out)
+    errors += int(m.group(1)) if m else 0
+    result["errors"] = errors
+    return result
+
+
+def run_wrk(
+    url: str, body: str, expect: str, connections: int, duration: int, key: str = ""
+) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_BODY": body, "BENCH_EXPECT": expect, "BENCH_KEY": key}
+    threads = min(connections, 2)
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(LUA),
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"wrk failed: {out.stderr.strip() or out.stdout.strip()}")
+    return parse_wrk(out.stdout)
+
+
+def check(url: str, body: str, expect: str, key: str = "") -> None:
+    """One request, answered correctly, before any load."""
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=body.encode(), headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    if expect not in text:
+        raise SystemExit(f"{url} answered without {expect!r}:\n{text[:2000]}")
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import aiohttp
+
+    try:
+        import uvloop
+
+        uv = uvloop.__version__
+    except ImportError:  # pragma: no cover
+        uv = None
+    cpu = ""
+    with contextlib.suppress(OSError):
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+        cpu = m.group(1).strip() if m else ""
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[
+        0
+    ]
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "uvloop": uv,
+        "wrk": wrk_version.strip(),
+        "kernel": platform.release(),
+        "load_before": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Benchmark hookgate against the direct upstream (and other gateways)."
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target")
+    parser.add_argument(
+        "--connections", default="1,32", help="comma-separated connection counts (default 1,32)"
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, of {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="hookgate worker processes")
+    parser.add_argument("--chunks", type=int, default=50, help="frames per mock stream")
+    parser.add_argument(
+        "--rss-requests",
+        type=int,
+        default=100_000,
+        help="requests sent after the measurements to see memory growth (0: skip)",
+    )
+    parser.add_argument("--upstream-port", type=int, help="fixed port for the mock upstream")
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="another gateway's base URL (pointed at the mock upstream) to measure alongside",
+    )
+    parser.add_argument("--target-model", default=MODEL, help="model name to ask --target for")
+    parser.add_argument("--target-key", default="", help="API key to send to --target")
+    parser.add_argument("--out", type=Path, help="result file (default bench/results/<time>.json)")
+    args = parser.parse_args(argv)
+
+    ensure_wrk()
+    conns = [int(c) for c in args.connections.split(",") if c]
+    wanted = [s for s in args.scenarios.split(",") if s]
+    for name in wanted:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}")
+    targets = []
+    for spec in args.target:
+        name, sep, url = spec.partition("=")
+        if not sep or not url.startswith("http"):
+            parser.error(f"--target takes NAME=URL, not {spec!r}")
+        targets.append((name, url.rstrip("/")))
+
+    kinds = hookgate_kinds()
+    info = machine()
+    logs = Path(tempfile.mkdtemp(prefix="hookgate-bench-"))
+    up_port = args.upstream_port or free_port()
+    gw_port = free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    gateway = f"http://127.0.0.1:{gw_port}"
+    config = logs / "hookgate.toml"
+    config.write_text(hookgate_config(upstream + "/v1", kinds))
+    print(f"mock upstream {upstream}/v1, hookgate {gateway} (logs in {logs})", flush=True)
+
+    mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(up_port)]
+    mock_cmd += ["--chunks", str(args.chunks)]
+    gw_cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    gw_cmd += ["--port", str(gw_port), "--workers", str(args.workers)]
+    results: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    with (
+        process(mock_cmd, logs / "mock.log") as mock,
+        process(gw_cmd, logs / "hookgate.log", env=_env()) as gw,
+    ):
+        wait_http(upstream + "/v1/models", mock)
+        wait_http(gateway + "/health", gw)
+        for name in wanted:
+            sc = SCENARIOS[name]
+            if sc["kind"] not in kinds:
+                skipped[name] = f"hookgate has no '{sc['kind']}' backend kind"
+                print(f"skipping {name}: {skipped[name]}", flush=True)
+                continue
+            runs = [
+                (
+                    "direct",
+                    upstream + sc["direct_path"],
+                    sc["direct_body"],
+                    sc["direct_expect"],
+                    "",
+                ),
+                ("hookgate", gateway + sc["path"], sc["body"], sc["expect"], ""),
+            ]
+            if sc["kind"] == "openai":
+                body = sc["body"].replace(f'"model":"{MODEL}"', f'"model":"{args.target_model}"')
+                runs += [
+                    (t, url + sc["path"], body, sc["expect"], args.target_key) for t, url in targets
+                ]
+            for target, url, body, expect, key in runs:
+                check(url, body, expect, key)
+                if args.warmup:
+                    run_wrk(url, body, expect, max(conns), args.warmup, key)
+                for c in conns:
+                    r = run_wrk(url, body, expect, c, args.duration, key)
+                    r.update(scenario=name, target=target, connections=c)
+                    results.append(r)
+                    print(_line(r), flush=True)
+        mem = memory(gw.pid)
+        growth = None
+        if args.rss_requests:
+            growth = rss_growth(gateway, gw.pid, args.rss_requests, wanted, kinds)
+            print(
+                f"memory: {growth['requests']} requests grew hookgate's RSS by "
+                f"{growth['growth_mb']:+.1f} MB ({growth['before_mb']:.1f} -> "
+                f"{growth['after_mb']:.1f} MB), errors {growth['errors']}",
+                flush=True,
+            )
+        mem_after = memory(gw.pid)
+
+    report = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "settings": {
+            "duration_s": args.duration,
+            "connections": conns,
+            "workers": args.workers,
+            "chunks": args.chunks,
+        },
+        "results": results,
+        "added": added(results),
+        "hookgate_memory": {
+            "after_measurements_mb": round(mem["rss_mb"], 1),
+            "peak_rss_mb": round(max(mem["peak_rss_mb"], mem_after["peak_rss_mb"]), 1),
+            "growth": growth,
+        },
+        "skipped": skipped,
+    }
+    out = args.out or BENCH / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(table(report))
+    print(f"\nresults written to {out}")
+    return 0
+
+
+def rss_growth(
+    gateway: str, pid: int, requests: int, scenarios: list[str], kinds: set[str]
+) -> dict[str, Any]:
+    """Send ``requests`` more requests (non-streamed and streamed alike) and measure RSS."""
+    names = [s for s in scenarios if SCENARIOS[s]["kind"] in kinds] or ["chat"]
+    before = memory(pid)["rss_mb"]
+    sent = errors = 0
+    i = 0
+    while sent < requests:
+        sc = SCENARIOS[names[i % len(names)]]
+        i += 1
+        r = run_wrk(gateway + sc["path"], sc["body"], sc["expect"], 32, 5)
+        sent += r["requests"]
+        errors += r["errors"]
+    after = memory(pid)["rss_mb"]
+    return {
+        "requests": sent,
+        "before_mb": round(before, 1),
+        "after_mb": round(after, 1),
+        "growth_mb": round(after - before, 1),
+        "errors": errors,
+    }
+
+
+def added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """hookgate minus direct, per scenario and connection count."""
+    by = {(r["scenario"], r["target"], r["connections"]): r for r in results}
+    out = []
+    for (scenario, target, c), r in by.items():
+        if target == "direct":
+            continue
+        d = by.get((scenario, "direct", c))
+        if d is None or r["p50_ms"] is None or d["p50_ms"] is None:
+            continue
+        out.append(
+            {
+                "scenario": scenario,
+                "target": target,
+                "connections": c,
+                "added_p50_ms": round(r["p50_ms"] - d["p50_ms"], 3),
+                "added_p99_ms": round(r["p99_ms"] - d["p99_ms"], 3),
+            }
+        )
+    return out
+
+
+def _line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['scenario']:<11} {r['target']:<10} c={r['connections']:<3} "
+        f"{r['rps']:>10.0f}/s  p50 {r['p50_ms']:>8.3f} ms  p99 {r['p99_ms']:>8.3f} ms  "
+        f"errors {r['errors']}"
+    )
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = [("scenario", "target", "conns", "req/s", "p50 ms", "p99 ms", "added p50", "errors")]
+    add = {(a["scenario"], a["target"], a["connections"]): a for a in report["added"]}
+    for r in report["results"]:
+        a = add.get((r["scenario"], r["target"], r["connections"]))
+        rows.append(
+            (
+                r["scenario"],
+                r["target"],
+                str(r["connections"]),
+                f"{r['rps']:.0f}",
+                f"{r['p50_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                f"{a['added_p50_ms']:+.3f}" if a else "",
+                str(r["errors"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    mem = report["hookgate_memory"]
+    lines.append("")
+    lines.append(f"hookgate peak RSS: {mem['peak_rss_mb']:.1f} MB")
+    if mem["growth"]:
+        g = mem["growth"]
+        lines.append(
+            f"hookgate RSS growth over {g['requests']} requests after warm-up: "
+            f"{g['growth_mb']:+.1f} MB"
+        )
+    for name, why in report["skipped"].items():
+        lines.append(f"skipped {name}: {why}")
+    m = report["machine"]
+    lines.append(
+        f"machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, aiohttp {m['aiohttp']}, "
+        f"uvloop {m['uvloop']}, {m['wrk']}"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

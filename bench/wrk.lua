@@ -1,0 +1,35 @@
+-- wrk script for bench/run.py: POST the JSON body in $BENCH_BODY (with $BENCH_KEY as a bearer
+-- key when set) and count answers that are not a 200 whose body contains $BENCH_EXPECT (a
+-- stream cut short, an error frame, a wrong reply). Prints "BENCH_BAD <n>" at the end.
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_KEY")
+if key and key ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. key
+end
+local expect = os.getenv("BENCH_EXPECT") or ""
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  bad = 0
+end
+
+function response(status, headers, body)
+  if status ~= 200 or (expect ~= "" and not string.find(body, expect, 1, true)) then
+    bad = bad + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local n = 0
+  for _, thread in ipairs(threads) do
+    n = n + thread:get("bad")
+  end
+  io.write(string.format("BENCH_BAD %d\n", n))
+end
