@@ -36,12 +36,15 @@ class Gateway:
     """Everything one application compiled at startup. Plugins receive it in their factories
     and in ``gateway_configure_app``; handlers reach it as ``request.app[GATEWAY]``."""
 
-    def __init__(self, loaded: Loaded, app: web.Application) -> None:
+    def __init__(
+        self, loaded: Loaded, app: web.Application, metrics: Metrics | None = None
+    ) -> None:
         self.config: Config = loaded.config
         self.pm = loaded.pm
         self.registry = loaded.registry
         self.app = app
-        self.metrics = Metrics()
+        #: Shared with the previous application on a reload, so counters carry on.
+        self.metrics = metrics if metrics is not None else Metrics()
         #: Shared state (memory or Redis) for plugins that keep any; see :mod:`gateway.state`.
         self.state = SharedState(self.config)
         #: Route -> what the middlewares need to know about it, filled by :meth:`add_route`.
@@ -56,6 +59,8 @@ class Gateway:
         }
         #: Tasks sending a stream now; ended with an error frame when a drain runs out of time.
         self.streams: set[asyncio.Task[Any]] = set()
+        #: Tasks handling a request now (streams included); a drain waits for them.
+        self.inflight: set[asyncio.Task[Any]] = set()
         self.draining_expired = False
 
     @property
@@ -110,6 +115,11 @@ class Gateway:
         for task in list(self.streams):
             task.cancel()
 
+    def cancel_requests(self) -> None:
+        """Past the drain deadline: cancel every request still running."""
+        for task in list(self.inflight):
+            task.cancel()
+
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
         """Start every backend with the app and close them when it stops (``cleanup_ctx``)."""
         started: list[Backend] = []
@@ -129,11 +139,14 @@ class Gateway:
 GATEWAY: web.AppKey[Gateway] = web.AppKey("hookgate.gateway", Gateway)
 
 
-def init_app(loaded: Loaded) -> web.Application:
-    """Build the application for a loaded configuration (see :func:`gateway.loader.load`)."""
+def init_app(loaded: Loaded, *, metrics: Metrics | None = None) -> web.Application:
+    """Build the application for a loaded configuration (see :func:`gateway.loader.load`).
+
+    ``metrics`` carries the metrics of a previous application on (a configuration reload).
+    """
     cfg = loaded.config
     app = web.Application(client_max_size=cfg.server.max_body_size)
-    gateway = Gateway(loaded, app)
+    gateway = Gateway(loaded, app, metrics)
     app[GATEWAY] = gateway
     app.middlewares.extend(make_middlewares(gateway))
     app.on_response_prepare.append(stamp_headers)

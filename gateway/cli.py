@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway import __version__
@@ -94,23 +94,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "plugins":
         return _print_plugins(loaded, args.json)
-    return _serve(loaded)
+    return _serve(loaded, lambda: load(config_path, overrides=overrides))
 
 
 def _level(loaded: Loaded) -> None:
     logging.getLogger().setLevel(loaded.config.server.log_level.upper())
 
 
-def _serve(loaded: Loaded) -> int:
+def _serve(loaded: Loaded, reread: Callable[[], Loaded]) -> int:
+    """Serve in this process, or with ``[server] workers`` worker processes; SIGHUP calls
+    ``reread`` to load the configuration again."""
     workers = loaded.config.server.workers
     if workers > 1:
         from gateway.workers import supervise
 
-        return supervise(loaded)
+        return supervise(loaded, reread)
     from gateway.server import run
 
     try:
-        return run(loaded)
+        return run(loaded, reread=reread)
     except ConfigError as exc:
         print("hookgate: invalid configuration:", file=sys.stderr)
         for line in exc.errors:

@@ -151,6 +151,9 @@ class ServerConfig:
     max_body_size: ByteSize = ByteSize(16 * 1024**2)
     #: On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
     drain_timeout: Duration = Duration(30.0)
+    #: With several workers: one whose event loop has not answered for this long is killed
+    #: and replaced.
+    worker_timeout: Duration = Duration(30.0)
     #: How long an idle client connection is kept open.
     keepalive_timeout: Duration = Duration(75.0)
     #: Log one line per request (costs throughput; metrics count requests anyway).

@@ -33,6 +33,8 @@ _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
     routes = gateway.routes
     metrics = gateway.metrics
+    inflight = gateway.inflight
+    current_task = asyncio.current_task
     trust_request_id = gateway.config.server.trust_request_id
     clock = time.perf_counter
 
@@ -52,29 +54,36 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
             rid = os.urandom(12).hex()
         ex = Exchange(rid, info)
         request[EXCHANGE] = ex
+        task = current_task()
+        inflight.add(task)  # type: ignore[arg-type]
         try:
-            resp = await handler(request)
-        except GatewayError as err:
-            resp = error_response(ex, err)
-        except web.HTTPException as exc:
-            if exc.status == 404:
-                err: GatewayError = NotFound(f"No route for {request.method} {request.path}.")
-            elif exc.status == 405:
-                err = BadRequest(f"{request.method} is not allowed on {request.path}.", status=405)
-            else:
-                err = GatewayError(exc.reason, status=exc.status)
-            resp = error_response(ex, err)
-            for name in ("allow",):
-                if name in exc.headers:
-                    resp.headers[name] = exc.headers[name]
-        except asyncio.CancelledError:
-            metrics.record(ex, 499, clock() - ex.started)
-            raise
-        except Exception:
-            log.exception("request %s failed", rid)
-            resp = error_response(ex, GatewayError("The gateway failed to handle the request."))
-        metrics.record(ex, resp.status, clock() - ex.started)
-        return resp
+            try:
+                resp = await handler(request)
+            except GatewayError as err:
+                resp = error_response(ex, err)
+            except web.HTTPException as exc:
+                if exc.status == 404:
+                    err: GatewayError = NotFound(f"No route for {request.method} {request.path}.")
+                elif exc.status == 405:
+                    err = BadRequest(
+                        f"{request.method} is not allowed on {request.path}.", status=405
+                    )
+                else:
+                    err = GatewayError(exc.reason, status=exc.status)
+                resp = error_response(ex, err)
+                for name in ("allow",):
+                    if name in exc.headers:
+                        resp.headers[name] = exc.headers[name]
+            except asyncio.CancelledError:
+                metrics.record(ex, 499, clock() - ex.started)
+                raise
+            except Exception:
+                log.exception("request %s failed", rid)
+                resp = error_response(ex, GatewayError("The gateway failed to handle the request."))
+            metrics.record(ex, resp.status, clock() - ex.started)
+            return resp
+        finally:
+            inflight.discard(task)  # type: ignore[arg-type]
 
     if not gateway.auth_enabled:
         return [exchange]
