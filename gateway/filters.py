@@ -19,6 +19,11 @@ class Filter:
 
     name: ClassVar[str] = ""
     order: ClassVar[int] = 0
+    #: Whether ``on_success`` reads the content (text, tool calls) of answers relayed raw from a
+    #: same-protocol upstream. ``False`` lets such relays skip parsing content frames: right for a
+    #: filter that needs only usage, or whose ``on_success`` acts only on requests it took off
+    #: the relay (by clearing ``request.raw_relay`` in ``on_request``).
+    reads_relayed: ClassVar[bool] = True
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         """Before routing. Return the request if you changed it (or a new one); ``None`` if not."""

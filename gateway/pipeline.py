@@ -46,8 +46,8 @@ class Pipeline:
         self.success_hooks = [f.on_success for f in ordered if overrides(f, "on_success")]
         #: Same-protocol raw frames may be relayed only while no filter rewrites events.
         self.raw_relay = not self.event_filters
-        #: Relayed frames need parsing into events only when a success hook reads the answer.
-        self.parse_relayed = bool(self.success_hooks)
+        #: Relayed frames need parsing into events only when a success hook reads them.
+        self.parse_relayed = any(f.reads_relayed for f in ordered if overrides(f, "on_success"))
 
     async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Backend]:
         """Run request filters and route; returns the request as the filters left it (they may

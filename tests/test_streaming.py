@@ -149,3 +149,23 @@ def test_content_only_frames_are_recognised_conservatively():
         b'data: {"choices": [{"delta": {"content": "x"}, "finish_reason": null}]}',
     ):
         assert not content_only(frame), frame
+
+
+async def test_a_filter_that_does_not_read_relays_lets_them_skip_content(
+    make_gateway, upstream, sdk
+):
+    class UsageOnly(Observer):
+        reads_relayed = False
+
+    observer = UsageOnly()
+
+    class P:
+        @hookimpl
+        def gateway_register_filters(self, register):
+            register("usage-only", lambda gw: observer)
+
+    client = await make_gateway(upstream_config(upstream), plugins=[("usage-only", P())])
+    assert await _stream_text(sdk(client), "hi") == "upstream says: hi"
+    (answer,) = observer.answers
+    assert answer.usage.output_tokens == 7 and answer.finish_reason == "stop"
+    assert answer.message.text() == ""  # the content frames were relayed, not parsed

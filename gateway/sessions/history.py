@@ -82,6 +82,8 @@ class SessionFilter(Filter):
     name = "sessions"
     #: Early, so other filters (redaction, guardrails) see the whole conversation.
     order = -100
+    #: A request with a session is taken off the raw relay; others are not recorded.
+    reads_relayed = False
 
     def __init__(self, store: SessionStore | None, unavailable: str = "") -> None:
         self.store = store
