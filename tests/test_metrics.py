@@ -1,0 +1,35 @@
+"""The metrics' own arithmetic: buckets are "less than or equal", counts add up."""
+
+from __future__ import annotations
+
+from gateway.canonical import Usage
+from gateway.exchange import Exchange, RouteInfo
+from gateway.metrics import Histogram, Metrics
+
+
+def test_histogram_buckets_are_cumulative_and_inclusive():
+    hist = Histogram((0.1, 1.0))
+    for value in (0.05, 0.1, 0.5, 1.0, 7.0):
+        hist.observe(value)
+    assert hist.buckets() == [("0.1", 2), ("1.0", 4), ("+Inf", 5)]
+    assert hist.sum == 8.65
+
+
+def test_exposition_has_every_family_with_its_labels():
+    metrics = Metrics()
+    ex = Exchange("r1", RouteInfo("chat_completions"), model="gpt", upstream_seconds=0.5)
+    ex.first_byte, ex.usage = 0.2, Usage(3, 4)
+    metrics.record(ex, 200, 0.75)
+    metrics.record(ex, 200, 0.25)
+    metrics.active_streams.inc()
+    text = metrics.exposition().decode()
+    for line in (
+        'hookgate_requests_total{model="gpt",route="chat_completions",status="200"} 2.0',
+        'hookgate_request_duration_seconds_count{route="chat_completions"} 2.0',
+        'hookgate_request_duration_seconds_sum{route="chat_completions"} 1.0',
+        'hookgate_gateway_overhead_seconds_bucket{le="0.1",route="chat_completions"} 1.0',
+        'hookgate_stream_first_byte_seconds_count{model="gpt",route="chat_completions"} 2.0',
+        'hookgate_tokens_total{direction="input",model="gpt"} 6.0',
+        "hookgate_active_streams 1.0",
+    ):
+        assert line in text, line
