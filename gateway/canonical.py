@@ -388,7 +388,12 @@ class Error(Event):
 
 @attrs.define(slots=True)
 class Raw(Event):
-    """Upstream bytes to send unchanged to a client of the same ``protocol`` (the fast path)."""
+    """Upstream bytes to send unchanged to a client of the same ``protocol`` (the fast path).
+
+    ``last`` says the upstream's answer ended with these bytes: a writer may hold them and send
+    them with the end of the response, in one write rather than two.
+    """
 
     data: bytes
     protocol: str
+    last: bool = False

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiohttp import web
 
-from gateway.canonical import Error, Event
+from gateway.canonical import Error, Event, Raw
 from gateway.errors import GatewayError, Unavailable, UpstreamError, default_error_body
 from gateway.http import json_response
 
@@ -156,6 +156,7 @@ class ProtocolAdapter:
             raise first.error  # type: ignore[attr-defined]
         keepalive: bytes | None = getattr(encoder, "keepalive", None)
         resp = SSEResponse(self.ping_interval, headers, keepalive or b": ping\n\n")
+        held = tail = b""
         gateway = self.gateway
         task = asyncio.current_task()
         assert task is not None
@@ -166,16 +167,23 @@ class ProtocolAdapter:
             ex.first_byte = time.perf_counter() - ex.started
             encode = encoder.encode
             write = resp.write
-            data = encode(first)
-            if data:
-                await write(data)
-            async for ev in events:  # type: ignore[attr-defined]
+            # The bytes that end an upstream's answer are held and sent with the end of the
+            # response (one write, and one wake-up of the client, instead of two).
+            ev = first
+            while True:
                 data = encode(ev)
                 if data:
-                    await write(data)
-            tail = encoder.end()
-            if tail:
-                await write(tail)
+                    if type(ev) is Raw and ev.last:  # type: ignore[attr-defined]
+                        held += data
+                    else:
+                        if held:
+                            data, held = held + data, b""
+                        await write(data)
+                try:
+                    ev = await anext(events)  # type: ignore[call-overload]
+                except StopAsyncIteration:
+                    break
+            tail = held + encoder.end()
         except ConnectionResetError:
             log.debug("client went away mid-stream (request %s)", ex.request_id)
             return resp
@@ -184,17 +192,14 @@ class ProtocolAdapter:
                 raise  # the client went away (or the server is being killed): nothing to tell
             task.uncancel()
             log.warning("request %s: stream cut at the drain deadline", ex.request_id)
-            with contextlib.suppress(Exception):
-                await resp.write(
-                    encoder.encode(
-                        Error(Unavailable("the gateway is shutting down; retry the request"))
-                    )
-                )
+            tail = held + encoder.encode(
+                Error(Unavailable("the gateway is shutting down; retry the request"))
+            )
         finally:
             resp.stop_pinging()
             gateway.streams.discard(task)
             gateway.metrics.active_streams.dec()
             await events.aclose()  # type: ignore[attr-defined]
-        with contextlib.suppress(ConnectionResetError):
-            await resp.write_eof()
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await resp.write_eof(tail)
         return resp

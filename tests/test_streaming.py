@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from typing import Any
@@ -169,3 +170,21 @@ async def test_a_filter_that_does_not_read_relays_lets_them_skip_content(
     (answer,) = observer.answers
     assert answer.usage.output_tokens == 7 and answer.finish_reason == "stop"
     assert answer.message.text() == ""  # the content frames were relayed, not parsed
+
+
+async def test_relayed_frames_go_out_as_they_arrive(make_gateway, upstream):
+    client = await make_gateway(upstream_config(upstream))
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "gpt-test",
+            "stream": True,
+            "messages": [{"role": "user", "content": "DRIP"}],
+        },
+    )
+    frames = 0
+    async with asyncio.timeout(10):  # the upstream drips for a minute: nothing waits for its end
+        while frames < 3:
+            if (await resp.content.readline()).startswith(b"data: "):
+                frames += 1
+    resp.close()

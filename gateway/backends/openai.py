@@ -100,7 +100,7 @@ class OpenAIBackend(Backend):
                 if not chunk:
                     break
                 if relay:
-                    yield Raw(chunk, PROTOCOL)
+                    yield Raw(chunk, PROTOCOL, last=resp.content.at_eof())
                 for frame in decoder.feed(chunk):
                     data = frame.data
                     if data.startswith("[DONE]"):
