@@ -173,6 +173,7 @@ class Server:
         self.current: Generation | None = None
         self.retiring: dict[Generation, asyncio.Task[None]] = {}
         self.reload_task: asyncio.Task[bool] | None = None
+        self.stopping = False
         self._tick: asyncio.TimerHandle | None = None
 
     async def serve(self) -> int:
@@ -208,6 +209,7 @@ class Server:
         self._ready(f"serving on port {port}")
         self._start_beating(loop)
         await stop.wait()
+        self.stopping = True
 
         drain = self.current.loaded.config.server.drain_timeout
         log.info("shutting down: draining in-flight requests for up to %gs", drain)
@@ -256,6 +258,9 @@ class Server:
     # -- reloads
 
     def _on_hup(self) -> None:
+        if self.stopping:
+            log.warning("SIGHUP while shutting down; ignored")
+            return
         if self.reread is None:
             log.warning("SIGHUP: no configuration to re-read; ignored")
             return
