@@ -254,7 +254,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
     result["rps"] = float(m.group(1)) if m else 0.0
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.MULTILINE)
-        result[f"p{pct}_ms"] = _ms(m.group(1)) if m else None
+        result[f"p{pct}_ms"] = round(_ms(m.group(1)), 3) if m else None
     errors = 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
