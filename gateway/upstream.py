@@ -152,7 +152,7 @@ class Upstream:
             ex.upstream_seconds += time.perf_counter() - started
 
     @staticmethod
-    def _lean_headers(ex: Exchange, extra: Mapping[str, str] | None) -> bytes:
+    def _own_headers(ex: Exchange, extra: Mapping[str, str] | None) -> bytes:
         """This request's own header lines: the request id, and ``extra``."""
         line = b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
         if not extra:
@@ -171,7 +171,7 @@ class Upstream:
                 "POST",
                 self._path + path,
                 body,
-                headers=self._lean_headers(ex, headers),
+                headers=self._own_headers(ex, headers),
                 read_timeout=self.config.read_timeout,
                 deadline=deadline,
             )
@@ -204,7 +204,7 @@ class Upstream:
                     "POST",
                     self._path + path,
                     body,
-                    headers=self._lean_headers(ex, headers),
+                    headers=self._own_headers(ex, headers),
                     read_timeout=self.config.read_timeout,
                 )
             else:

@@ -247,7 +247,7 @@ async def test_a_client_that_stops_reading_blocks_nothing_and_is_dropped(make_ga
     await wait_for(
         lambda: ("anonymous", "big") not in runs.active
     )  # the run itself went on to its end
-    await wait_for(lambda: gateway.metrics.active_streams._value.get() == 0)
+    await wait_for(lambda: gateway.metrics.active_streams.value == 0)
     received = await _read_to_end(stuck)  # dropped: its stream has no end; it may resume instead
     assert b"RUN_FINISHED" not in received and not received.endswith(b"0\r\n\r\n")
     replay = await client.get("/agui/ws", params={"run_id": "big", "last_event_id": "59990"})
