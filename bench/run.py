@@ -162,13 +162,15 @@ def _env() -> dict[str, str]:
 
 
 def hookgate_config(upstream: str, kinds: set[str]) -> str:
+    """hookgate's configuration for the run: ``upstream`` is the mock's ``http://host:port``
+    (the openai kind's base URL ends in /v1, the anthropic kind's is the bare host)."""
     lines = [
         "[server]",
         'log_level = "warning"',
         "",
         "[backends.mock]",
         'kind = "openai"',
-        f'base_url = "{upstream}"',
+        f'base_url = "{upstream}/v1"',
         'api_key = "bench"',
         "",
         f"[models.{MODEL}]",
@@ -387,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     upstream = f"http://127.0.0.1:{up_port}"
     gateway = f"http://127.0.0.1:{gw_port}"
     config = logs / "hookgate.toml"
-    config.write_text(hookgate_config(upstream + "/v1", kinds))
+    config.write_text(hookgate_config(upstream, kinds))
     print(f"mock upstream {upstream}/v1, hookgate {gateway} (logs in {logs})", flush=True)
 
     mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(up_port)]

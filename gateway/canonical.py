@@ -277,10 +277,13 @@ class Event:
     """Base of stream events.
 
     ``relayed`` marks an event parsed from upstream frames that a :class:`Raw` event already
-    carries: observers (sessions, metrics) see it, encoders skip it.
+    carries: observers (sessions, metrics) see it, encoders skip it. ``more`` says another event
+    follows at once (the same upstream read brought both): a writer may hold this one's bytes
+    and send them with the next, one write per read rather than one per event.
     """
 
     relayed: bool = attrs.field(default=False, kw_only=True)
+    more: bool = attrs.field(default=False, kw_only=True)
 
 
 @attrs.define(slots=True)

@@ -167,13 +167,14 @@ class ProtocolAdapter:
             ex.first_byte = time.perf_counter() - ex.started
             encode = encoder.encode
             write = resp.write
-            # The bytes that end an upstream's answer are held and sent with the end of the
-            # response (one write, and one wake-up of the client, instead of two).
+            # Frames are written one upstream read at a time: the bytes of an event that has
+            # ``more`` after it wait for the next one, and the bytes that end an upstream's
+            # answer wait for the end of the response (one write, one wake-up of the client).
             ev = first
             while True:
                 data = encode(ev)
                 if data:
-                    if type(ev) is Raw and ev.last:  # type: ignore[attr-defined]
+                    if ev.more or (type(ev) is Raw and ev.last):  # type: ignore[attr-defined]
                         held += data
                     else:
                         if held:

@@ -10,8 +10,9 @@ import openai
 import pytest
 from conftest import upstream_config
 
-from gateway import Filter, hookimpl
+from gateway import Backend, Filter, Finish, TextDelta, hookimpl
 from gateway.backends.openai import content_only
+from gateway.protocol import SSEResponse
 from gateway.protocols.openai import OpenAIProtocol
 from gateway.streaming import SSEDecoder, SSEFrame
 
@@ -35,6 +36,12 @@ FRAMES = [
     SSEFrame(None, "after blank lines", "7"),
     SSEFrame(None, "[DONE]", "7"),
 ]
+
+
+def streamed(frames: list[SSEFrame]) -> str:
+    """The text of a Chat Completions stream's frames."""
+    chunks = [json.loads(f.data) for f in frames if f.data != "[DONE]"]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
 def decode(chunks: list[bytes]) -> list[SSEFrame]:
@@ -78,9 +85,7 @@ async def test_idle_streams_get_keep_alive_comments(make_gateway, monkeypatch):
     assert ": ping\n\n" in text
     frames = decode([text.encode()])
     assert frames[-1].data == "[DONE]"
-    chunks = [json.loads(f.data) for f in frames[:-1]]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    assert text == "a b c"
+    assert streamed(frames) == "a b c"
 
 
 # --- the relay: parsed in full only when something observes the answer -----------------------
@@ -168,3 +173,37 @@ async def test_a_filter_that_does_not_read_relays_lets_them_skip_content(
     (answer,) = observer.answers
     assert answer.usage.output_tokens == 7 and answer.finish_reason == "stop"
     assert answer.message.text() == ""  # the content frames were relayed, not parsed
+
+
+async def test_events_of_one_read_leave_in_one_write(make_gateway, monkeypatch):
+    class Burst(Backend):
+        async def stream(self, request, exchange):
+            for word in ("a", "b", "c"):
+                yield TextDelta(word, more=True)  # the same upstream read brought them all
+            yield Finish("stop")
+
+    class P:
+        @hookimpl
+        def gateway_register_backends(self, register):
+            register("burst", Burst)
+
+    writes: list[bytes] = []
+    original = SSEResponse.write
+
+    async def counting(self, data):
+        writes.append(bytes(data))
+        await original(self, data)
+
+    monkeypatch.setattr(SSEResponse, "write", counting)
+    client = await make_gateway(
+        {"backends": {"b": {"kind": "burst"}}, "models": {"m": {"backend": "b"}}},
+        plugins=[("burst", P())],
+    )
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
+    frames = decode([await resp.read()])
+    assert streamed(frames) == "abc" and frames[-1].data == "[DONE]"
+    # one write: the role chunk, three deltas and the finish ([DONE] goes with the end)
+    assert len(writes) == 1 and writes[0].count(b"data: ") == 5

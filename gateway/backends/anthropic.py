@@ -135,13 +135,22 @@ class AnthropicBackend(Backend):
                     pending += chunk
                     cut = complete_frames(pending)
                     if cut:
-                        yield Raw(pending[:cut], PROTOCOL)
+                        last = cut == len(pending) and resp.content.at_eof()
+                        yield Raw(pending[:cut], PROTOCOL, last=last)
                         pending = pending[cut:]
+                batch: list[Event] = []  # the events of this read, handed on together
                 for frame in decoder.feed(chunk):
-                    for ev in self._events(frame.data, parser, relay):
-                        yield ev
-                        if type(ev) is Error:
-                            return
+                    batch += self._events(frame.data, parser, relay)
+                    if batch and type(batch[-1]) is Error:
+                        break
+                for ev in batch:
+                    ev.more = True
+                if batch:
+                    batch[-1].more = False
+                for ev in batch:
+                    yield ev
+                    if type(ev) is Error:
+                        return
             if relay and pending:
                 yield Raw(pending, PROTOCOL)
             for frame in decoder.end():

@@ -101,6 +101,8 @@ class OpenAIBackend(Backend):
                     break
                 if relay:
                     yield Raw(chunk, PROTOCOL, last=resp.content.at_eof())
+                batch: list[Event] = []  # the events of this read, handed on together
+                failure: Event | None = None
                 for frame in decoder.feed(chunk):
                     data = frame.data
                     if data.startswith("[DONE]"):
@@ -109,18 +111,27 @@ class OpenAIBackend(Backend):
                     try:
                         obj = orjson.loads(data)
                     except orjson.JSONDecodeError:
-                        yield Error(
+                        failure = Error(
                             UpstreamError(f"backend '{self.name}' sent a malformed stream frame")
                         )
-                        return
+                        break
                     if not isinstance(obj, dict):
                         continue
                     if obj.get("error"):
-                        yield Error(stream_error(obj), relayed=relay)
-                        return
+                        failure = Error(stream_error(obj), relayed=relay)
+                        break
                     for ev in parser.feed(obj):
                         ev.relayed = relay
-                        yield ev
+                        ev.more = True
+                        batch.append(ev)
+                if failure is not None:
+                    batch.append(failure)
+                if batch:
+                    batch[-1].more = False
+                for ev in batch:
+                    yield ev
+                if failure is not None:
+                    return
             if not parser.finished:
                 yield Error(
                     UpstreamError(
