@@ -43,8 +43,8 @@ class Gateway:
         self.pm = loaded.pm
         self.registry = loaded.registry
         self.app = app
-        #: Shared with the previous application on a reload, so counters carry on.
-        self.metrics = metrics if metrics is not None else Metrics()
+        #: On a reload, ``metrics`` are the previous application's: their counts carry on.
+        self.metrics = Metrics(previous=metrics)
         #: Shared state (memory or Redis) for plugins that keep any; see :mod:`gateway.state`.
         self.state = SharedState(self.config)
         #: Route -> what the middlewares need to know about it, filled by :meth:`add_route`.

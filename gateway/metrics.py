@@ -85,9 +85,25 @@ class Gauge:
 
 
 class Metrics:
-    """The gateway's metrics: ``record`` each request, ``exposition`` for ``/metrics``."""
+    """The gateway's metrics: ``record`` each request, ``exposition`` for ``/metrics``.
 
-    def __init__(self) -> None:
+    ``registry`` is also where plugins register metrics of their own. ``previous`` (the metrics
+    of the application a reload replaces) hands its counts on: the gateway's own counters carry
+    on across reloads, while the new application's plugins register theirs afresh.
+    """
+
+    def __init__(self, previous: Metrics | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        if previous is not None:
+            self.requests = previous.requests
+            self.duration = previous.duration
+            self.overhead = previous.overhead
+            self.first_byte = previous.first_byte
+            self.upstream_errors = previous.upstream_errors
+            self.tokens = previous.tokens
+            self.active_streams = previous.active_streams
+            return
         #: (route, model, status) -> requests answered
         self.requests: dict[tuple[str, str, str], int] = {}
         #: route -> time from arrival to the end of the response
@@ -101,8 +117,6 @@ class Metrics:
         #: (model, direction) -> tokens reported by upstreams
         self.tokens: dict[tuple[str, str], int] = {}
         self.active_streams = Gauge()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
 
     def record(self, ex: Exchange, status: int, elapsed: float) -> None:
         """Count one finished request."""

@@ -34,6 +34,8 @@ log = logging.getLogger("gateway.workers")
 
 #: A worker that dies sooner than this after starting counts as crashing; restarts back off.
 _MIN_UPTIME = 5.0
+#: Seconds a starting worker has to say it serves before it counts as hung.
+_STARTUP = 60.0
 #: Longest wait of the supervisor's loop (it wakes at once for signals and worker news).
 _TICK = 0.5
 
@@ -138,12 +140,14 @@ class Supervisor:
     def check_hung(self, timeout: float) -> None:
         now = time.monotonic()
         for slot, w in self.workers.items():
-            if w.proc.exitcode is None and now - w.last_beat > timeout:
+            # Starting (imports, building the app) may take longer than a beat's interval.
+            allowed = timeout if w.ready else max(timeout, _STARTUP)
+            if w.proc.exitcode is None and now - w.last_beat > allowed:
                 log.error(
                     "worker %d (pid %s) has not answered for %.0fs; killing it",
                     slot,
                     w.proc.pid,
-                    timeout,
+                    allowed,
                 )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.proc.pid, signal.SIGKILL)

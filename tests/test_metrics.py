@@ -33,3 +33,17 @@ def test_exposition_has_every_family_with_its_labels():
         "hookgate_active_streams 1.0",
     ):
         assert line in text, line
+
+
+def test_a_reloaded_gateway_carries_counts_on_and_lets_plugins_register_again():
+    from prometheus_client import Counter
+
+    first = Metrics()
+    Counter("plugin_things", "A plugin's own metric.", registry=first.registry).inc()
+    first.record(Exchange("r1", RouteInfo("chat"), model="m"), 200, 0.1)
+    second = Metrics(previous=first)
+    Counter("plugin_things", "Registered again by the new application.", registry=second.registry)
+    second.record(Exchange("r2", RouteInfo("chat"), model="m"), 200, 0.1)
+    text = second.exposition().decode()
+    assert 'hookgate_requests_total{model="m",route="chat",status="200"} 2.0' in text
+    assert "plugin_things_total 0.0" in text

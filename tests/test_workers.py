@@ -80,6 +80,7 @@ def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path):
         first = serving_workers(gw, 2)
         os.kill(first[1], signal.SIGSTOP)  # its event loop stops answering
         gw.wait_log("has not answered")
+        wait_until(lambda: first[1] not in children(gw.proc.pid), 30, "the hung worker gone", gw)
         second = serving_workers(gw, 2)
         assert first[1] not in second
         assert {chat(gw.url, "hi") for _ in range(10)} == {"hi"}
