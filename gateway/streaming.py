@@ -120,6 +120,37 @@ def complete_frames(buf: bytes) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
+class FrameRelay:
+    """What a same-protocol relay may forward of an upstream stream: whole SSE frames only.
+
+    An upstream read can end inside a frame. Forwarding that half would let whatever the gateway
+    writes next (a keep-alive on a stalled stream, the error frame of a cut connection) land in
+    the middle of the client's frame and corrupt it; so the tail of a frame still arriving is
+    held back until its blank line comes.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The whole frames ``chunk`` completes (``b""`` when none)."""
+        data = self.pending + chunk if self.pending else chunk
+        cut = complete_frames(data)
+        if cut == len(data):
+            self.pending = b""
+            return data
+        self.pending = data[cut:]
+        return data[:cut]
+
+    def end(self) -> bytes:
+        """At the end of a stream that finished well, a last frame the upstream did not close
+        with a blank line, closed (``b""`` when none)."""
+        tail, self.pending = self.pending.strip(b"\r\n"), b""
+        return tail + b"\n\n" if tail else b""
+
+
 class Assembler:
     """Folds a canonical event stream into a :class:`ChatResponse`."""
 

@@ -262,7 +262,7 @@ async def test_stop_sequence_is_kept(make_gateway, claude_upstream, claude_sdk):
 
 async def test_failure_mid_stream_is_an_error_event(make_gateway, claude_upstream, claude_sdk):
     client = await make_gateway(claude_config(claude_upstream))
-    for trigger in ("BREAK", "ERRFRAME", "NOFINISH"):
+    for trigger in ("BREAK", "HALFFRAME", "ERRFRAME", "NOFINISH"):
         body = {
             "model": "claude-test",
             "max_tokens": 64,

@@ -196,7 +196,7 @@ async def test_multi_turn_tool_history_is_passed_on(make_gateway, upstream, sdk)
 
 async def test_upstream_failure_mid_stream_is_an_error_not_a_stop(make_gateway, upstream, sdk):
     client = await make_gateway(upstream_config(upstream))
-    for trigger in ("BREAK", "ERRFRAME", "NOFINISH"):
+    for trigger in ("BREAK", "HALFFRAME", "ERRFRAME", "NOFINISH"):
         stream = await sdk(client).chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": trigger}], stream=True
         )

@@ -224,7 +224,7 @@ async def test_three_tool_rounds_survive_the_round_trip(
 async def test_a_failure_mid_stream_is_an_error_in_the_client(
     gateway, sdk, claude_sdk, client_kind, model
 ):
-    for trigger in ("BREAK", "ERRFRAME", "NOFINISH"):
+    for trigger in ("BREAK", "HALFFRAME", "ERRFRAME", "NOFINISH"):
         messages = [{"role": "user", "content": trigger}]
         seen = []
         if client_kind == "openai":

@@ -26,7 +26,7 @@ from gateway.formats.anthropic import PROTOCOL
 from gateway.formats.anthropic_response import decode_response, stream_error
 from gateway.formats.anthropic_stream import StreamParser
 from gateway.hookspecs import hookimpl
-from gateway.streaming import SSEDecoder, complete_frames
+from gateway.streaming import FrameRelay, SSEDecoder
 from gateway.upstream import HTTPBackendConfig, Upstream
 
 MESSAGES = "/v1/messages"
@@ -121,7 +121,7 @@ class AnthropicBackend(Backend):
         async with self.upstream.stream(MESSAGES, body, exchange, self._headers(request)) as resp:
             decoder = SSEDecoder()
             parser = StreamParser()
-            pending = b""  # bytes of a frame still arriving, held back from the relay
+            frames = FrameRelay() if relay else None
             read = self.upstream.read
             while True:
                 try:
@@ -131,13 +131,12 @@ class AnthropicBackend(Backend):
                     return
                 if not chunk:
                     break
-                if relay:
-                    pending += chunk
-                    cut = complete_frames(pending)
-                    if cut:
-                        last = cut == len(pending) and resp.content.at_eof()
-                        yield Raw(pending[:cut], PROTOCOL, last=last)
-                        pending = pending[cut:]
+                if frames is not None:
+                    whole = frames.feed(chunk)
+                    if whole:
+                        yield Raw(
+                            whole, PROTOCOL, last=not frames.pending and resp.content.at_eof()
+                        )
                 batch: list[Event] = []  # the events of this read, handed on together
                 for frame in decoder.feed(chunk):
                     batch += self._events(frame.data, parser, relay)
@@ -151,13 +150,15 @@ class AnthropicBackend(Backend):
                     yield ev
                     if type(ev) is Error:
                         return
-            if relay and pending:
-                yield Raw(pending, PROTOCOL)
-            for frame in decoder.end():
-                for ev in self._events(frame.data, parser, relay):
-                    yield ev
-                    if type(ev) is Error:
-                        return
+            tail = [ev for frame in decoder.end() for ev in self._events(frame.data, parser, relay)]
+            if frames is not None and not any(type(ev) is Error for ev in tail):
+                closed = frames.end()
+                if closed:
+                    yield Raw(closed, PROTOCOL)
+            for ev in tail:
+                yield ev
+                if type(ev) is Error:
+                    return
             if not parser.finished:
                 yield Error(
                     UpstreamError(

@@ -29,7 +29,7 @@ from gateway.exchange import Exchange
 from gateway.formats import openai_chat, openai_embeddings
 from gateway.formats.openai_chat import DONE, PROTOCOL, StreamParser, stream_error
 from gateway.hookspecs import hookimpl
-from gateway.streaming import SSEDecoder
+from gateway.streaming import FrameRelay, SSEDecoder, SSEFrame
 from gateway.upstream import HTTPBackendConfig, Upstream
 
 
@@ -88,8 +88,8 @@ class OpenAIBackend(Backend):
             # A relay nobody observes reads only the frames that end or fail the stream.
             skim = relay and not request.parse_relayed
             decoder = SSEDecoder(content_only if skim else None)
-            parser = StreamParser()
-            done = False
+            frames = FrameRelay() if relay else None
+            state = _StreamState(relay)
             read = self.upstream.read
             while True:
                 try:
@@ -99,47 +99,79 @@ class OpenAIBackend(Backend):
                     return
                 if not chunk:
                     break
-                if relay:
-                    yield Raw(chunk, PROTOCOL, last=resp.content.at_eof())
-                batch: list[Event] = []  # the events of this read, handed on together
-                failure: Event | None = None
-                for frame in decoder.feed(chunk):
-                    data = frame.data
-                    if data.startswith("[DONE]"):
-                        done = True
-                        continue
-                    try:
-                        obj = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        failure = Error(
-                            UpstreamError(f"backend '{self.name}' sent a malformed stream frame")
+                if frames is not None:
+                    whole = frames.feed(chunk)
+                    if whole:
+                        yield Raw(
+                            whole, PROTOCOL, last=not frames.pending and resp.content.at_eof()
                         )
-                        break
-                    if not isinstance(obj, dict):
-                        continue
-                    if obj.get("error"):
-                        failure = Error(stream_error(obj), relayed=relay)
-                        break
-                    for ev in parser.feed(obj):
-                        ev.relayed = relay
-                        ev.more = True
-                        batch.append(ev)
-                if failure is not None:
-                    batch.append(failure)
-                if batch:
-                    batch[-1].more = False
+                batch = self._events(decoder.feed(chunk), state)
                 for ev in batch:
                     yield ev
-                if failure is not None:
+                if state.failed:
                     return
-            if not parser.finished:
+            # A last frame the upstream did not close with a blank line.
+            tail = self._events(decoder.end(), state)
+            if frames is not None and not state.failed:
+                closed = frames.end()
+                if closed:
+                    yield Raw(closed, PROTOCOL)
+            for ev in tail:
+                yield ev
+            if state.failed:
+                return
+            if not state.parser.finished:
                 yield Error(
                     UpstreamError(
                         f"backend '{self.name}' closed the stream before finishing its answer"
                     )
                 )
-            elif relay and not done:
+            elif relay and not state.done:
                 yield Raw(DONE, PROTOCOL)
+
+    def _events(self, frames: list[SSEFrame], state: _StreamState) -> list[Event]:
+        """The canonical events of the frames one read completed, handed on together (all but
+        the last marked ``more``); an error ends the list and sets ``state.failed``."""
+        batch: list[Event] = []
+        relay = state.relay
+        for frame in frames:
+            data = frame.data
+            if data.startswith("[DONE]"):
+                state.done = True
+                continue
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                batch.append(
+                    Error(UpstreamError(f"backend '{self.name}' sent a malformed stream frame"))
+                )
+                state.failed = True
+                break
+            if not isinstance(obj, dict):
+                continue
+            if obj.get("error"):
+                batch.append(Error(stream_error(obj), relayed=relay))
+                state.failed = True
+                break
+            for ev in state.parser.feed(obj):
+                ev.relayed = relay
+                ev.more = True
+                batch.append(ev)
+        if batch:
+            batch[-1].more = False
+        return batch
+
+
+class _StreamState:
+    """Where one upstream stream stands, across reads."""
+
+    __slots__ = ("done", "failed", "parser", "relay")
+
+    def __init__(self, relay: bool) -> None:
+        self.relay = relay
+        self.parser = StreamParser()
+        self.done = False
+        self.failed = False
 
 
 def content_only(data: bytes) -> bool:

@@ -11,6 +11,7 @@ What it answers is chosen by the text of the last user message:
 
 - ``TOOLS``: a text block, then two tool_use blocks in one turn, arguments in fragments
 - ``BREAK``: two text deltas, then the connection is cut mid-body
+- ``HALFFRAME``: one text delta, then half of the next frame, then the connection is cut
 - ``ERRFRAME``: one text delta, then ``event: error`` (overloaded_error)
 - ``NOFINISH``: text and message_delta, then the stream ends without message_stop
 - ``STATUS:<code>``: that HTTP status with an Anthropic error body (429 adds retry-after)
@@ -224,7 +225,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     try:
         await resp.write(_frame({"type": "message_start", "message": message}))
         await resp.write(_frame({"type": "ping"}))
-        if text in ("BREAK", "ERRFRAME", "DRIP"):
+        if text in ("BREAK", "ERRFRAME", "DRIP", "HALFFRAME"):
             await _failing(request, resp, text)
             return resp
         for index, b in enumerate(blocks):
@@ -295,6 +296,13 @@ async def _failing(request: web.Request, resp: web.StreamResponse, text: str) ->
             await asyncio.sleep(0.1)
         return
     await resp.write(delta("upstream "))
+    if text == "HALFFRAME":
+        half = delta("cut")
+        await resp.write(half[: len(half) // 2])
+        await asyncio.sleep(0.05)  # the gateway reads the half on its own
+        assert request.transport is not None
+        request.transport.close()
+        return
     if text == "BREAK":
         await resp.write(delta("says: "))
         assert request.transport is not None

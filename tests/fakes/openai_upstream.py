@@ -5,6 +5,7 @@ What it does is chosen by the last user message:
 
 - ``TOOLS``: two tool calls in one turn (get_weather, get_time), arguments in fragments
 - ``BREAK``: two text chunks, then the connection is cut mid-body
+- ``HALFFRAME``: one text chunk, then half of the next frame, then the connection is cut
 - ``ERRFRAME``: one text chunk, then an ``{"error": ...}`` frame
 - ``NOFINISH``: text, then the stream ends with neither a finish reason nor ``[DONE]``
 - ``STATUS:<code>``: that HTTP error status with an OpenAI error body (429 adds retry-after)
@@ -198,6 +199,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
             words = ["upstream ", "says: ", text]
             for i, w in enumerate(words):
                 await resp.write(_chunk(model, {"content": w}))
+                if text == "HALFFRAME":
+                    half = _chunk(model, {"content": "cut"})
+                    await resp.write(half[: len(half) // 2])
+                    await asyncio.sleep(0.05)  # the gateway reads the half on its own
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
                 if text == "BREAK" and i == 1:
                     assert request.transport is not None
                     request.transport.close()
