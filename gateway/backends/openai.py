@@ -26,8 +26,9 @@ from gateway.canonical import (
 )
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Exchange
-from gateway.formats import openai_chat, openai_embeddings
-from gateway.formats.openai_chat import DONE, PROTOCOL, StreamParser, stream_error
+from gateway.formats import openai_chat, openai_chat_response, openai_embeddings
+from gateway.formats.openai_chat import PROTOCOL
+from gateway.formats.openai_chat_stream import DONE, StreamParser, stream_error
 from gateway.hookspecs import hookimpl
 from gateway.streaming import FrameRelay, SSEDecoder, SSEFrame
 from gateway.upstream import HTTPBackendConfig, Upstream
@@ -77,7 +78,7 @@ class OpenAIBackend(Backend):
 
     async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
         data = await self.upstream.post("/chat/completions", self._body(request), exchange)
-        resp = openai_chat.decode_response(self._json(data))
+        resp = openai_chat_response.decode_response(self._json(data))
         if request.protocol == PROTOCOL:
             resp.raw, resp.raw_protocol = data, PROTOCOL
         return resp

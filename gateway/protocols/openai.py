@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.exchange import EXCHANGE
-from gateway.formats import openai_chat, openai_embeddings
+from gateway.formats import openai_chat, openai_chat_response, openai_chat_stream, openai_embeddings
 from gateway.hookspecs import hookimpl
 from gateway.http import JSON_CONTENT_TYPE, json_response, read_json
 from gateway.protocol import ProtocolAdapter
@@ -43,10 +43,10 @@ class OpenAIProtocol(ProtocolAdapter):
             resp = await self.pipeline.complete(req, ex)
             if resp.raw is not None and resp.raw_protocol == self.name:
                 return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
-            return json_response(openai_chat.encode_response(resp, req.model))
+            return json_response(openai_chat_response.encode_response(resp, req.model))
         events = self.pipeline.stream(req, ex)
         return await self.stream_response(
-            request, ex, events, openai_chat.ChunkEncoder(req.model, req.include_usage)
+            request, ex, events, openai_chat_stream.ChunkEncoder(req.model, req.include_usage)
         )
 
     async def embeddings(self, request: web.Request) -> web.Response:
