@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,10 +26,12 @@ import orjson
 
 from gateway import __version__
 from gateway.backend import BackendConfig
+from gateway.canonical import Error, Event, Raw
 from gateway.config import Count, Duration, Url
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, from_upstream_status
 from gateway.exchange import Exchange
 from gateway.http1 import BadResponse, ConnectError, HTTP1Pool, encode_headers
+from gateway.streaming import FrameRelay, SSEDecoder, SSEFrame
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -243,6 +245,50 @@ class Upstream:
         finally:
             ex.upstream_seconds += time.perf_counter() - started
 
+    async def sse_batches(
+        self,
+        resp: Any,
+        ex: Exchange,
+        decoder: SSEDecoder,
+        frame_events: Callable[[list[SSEFrame]], list[Event]],
+        relay: str | None,
+    ) -> AsyncIterator[list[Event]]:
+        """The events of a streamed SSE answer, one list per upstream read.
+
+        ``frame_events`` turns the frames one read completed into canonical events, an
+        :class:`Error` (if any) last; a read's events are handed on together, all but the last
+        marked ``more``. With ``relay`` (the client's protocol, the upstream's too) each list
+        starts with the read's whole frames as a :class:`Raw` event. The lists end after an
+        error; at the end of the body, a last frame the upstream did not close with a blank
+        line is read too (and relayed, closed, unless it failed the stream).
+        """
+        frames = FrameRelay() if relay else None
+        while True:
+            try:
+                chunk = await self.read(resp, ex)
+            except GatewayError as err:
+                yield [Error(err)]
+                return
+            if not chunk:
+                break
+            batch = _together(frame_events(decoder.feed(chunk)))
+            if frames is not None:
+                whole = frames.feed(chunk)
+                if whole:
+                    last = not frames.pending and resp.content.at_eof()
+                    batch.insert(0, Raw(whole, relay, last=last))
+            if batch:
+                yield batch
+                if type(batch[-1]) is Error:
+                    return
+        tail = _together(frame_events(decoder.end()))
+        if frames is not None and not (tail and type(tail[-1]) is Error):
+            closed = frames.end()
+            if closed:
+                tail.insert(0, Raw(closed, relay))
+        if tail:
+            yield tail
+
     def failure(self, exc: BaseException) -> GatewayError:
         """The gateway error for a transport failure talking to this upstream."""
         name = self.backend
@@ -268,6 +314,15 @@ def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[s
     if extra:
         return {**extra, "x-request-id": ex.request_id}
     return {"x-request-id": ex.request_id}
+
+
+def _together(batch: list[Event]) -> list[Event]:
+    """Mark all but the last of one read's events ``more``: a writer sends them in one write."""
+    if batch:
+        for ev in batch:
+            ev.more = True
+        batch[-1].more = False
+    return batch
 
 
 def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> GatewayError:

@@ -17,16 +17,16 @@ import attrs
 import orjson
 
 from gateway.backend import Backend
-from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Raw
+from gateway.canonical import ChatRequest, ChatResponse, Error, Event
 from gateway.config import Count
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import UpstreamError
 from gateway.exchange import Exchange
 from gateway.formats import anthropic
 from gateway.formats.anthropic import PROTOCOL
 from gateway.formats.anthropic_response import decode_response, stream_error
 from gateway.formats.anthropic_stream import StreamParser
 from gateway.hookspecs import hookimpl
-from gateway.streaming import FrameRelay, SSEDecoder
+from gateway.streaming import SSEDecoder, SSEFrame
 from gateway.upstream import HTTPBackendConfig, Upstream
 
 MESSAGES = "/v1/messages"
@@ -119,45 +119,17 @@ class AnthropicBackend(Backend):
         relay = request.raw_relay and request.protocol == PROTOCOL
         body = self._body(request)
         async with self.upstream.stream(MESSAGES, body, exchange, self._headers(request)) as resp:
-            decoder = SSEDecoder()
             parser = StreamParser()
-            frames = FrameRelay() if relay else None
-            read = self.upstream.read
-            while True:
-                try:
-                    chunk = await read(resp, exchange)
-                except GatewayError as err:
-                    yield Error(err)
-                    return
-                if not chunk:
-                    break
-                if frames is not None:
-                    whole = frames.feed(chunk)
-                    if whole:
-                        yield Raw(
-                            whole, PROTOCOL, last=not frames.pending and resp.content.at_eof()
-                        )
-                batch: list[Event] = []  # the events of this read, handed on together
-                for frame in decoder.feed(chunk):
-                    batch += self._events(frame.data, parser, relay)
-                    if batch and type(batch[-1]) is Error:
-                        break
-                for ev in batch:
-                    ev.more = True
-                if batch:
-                    batch[-1].more = False
+            async for batch in self.upstream.sse_batches(
+                resp,
+                exchange,
+                SSEDecoder(),
+                lambda frames: self._batch(frames, parser, relay),
+                PROTOCOL if relay else None,
+            ):
                 for ev in batch:
                     yield ev
-                    if type(ev) is Error:
-                        return
-            tail = [ev for frame in decoder.end() for ev in self._events(frame.data, parser, relay)]
-            if frames is not None and not any(type(ev) is Error for ev in tail):
-                closed = frames.end()
-                if closed:
-                    yield Raw(closed, PROTOCOL)
-            for ev in tail:
-                yield ev
-                if type(ev) is Error:
+                if type(batch[-1]) is Error:
                     return
             if not parser.finished:
                 yield Error(
@@ -165,6 +137,15 @@ class AnthropicBackend(Backend):
                         f"backend '{self.name}' closed the stream before finishing its answer"
                     )
                 )
+
+    def _batch(self, frames: list[SSEFrame], parser: StreamParser, relay: bool) -> list[Event]:
+        """The canonical events of the frames one read completed; an error ends the list."""
+        batch: list[Event] = []
+        for frame in frames:
+            batch += self._events(frame.data, parser, relay)
+            if batch and type(batch[-1]) is Error:
+                break
+        return batch
 
     def _events(self, data: str, parser: StreamParser, relay: bool) -> list[Event]:
         """The canonical events of one upstream frame (``relayed`` when its bytes are)."""

@@ -24,13 +24,13 @@ from gateway.canonical import (
     Event,
     Raw,
 )
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import UpstreamError
 from gateway.exchange import Exchange
 from gateway.formats import openai_chat, openai_chat_response, openai_embeddings
 from gateway.formats.openai_chat import PROTOCOL
 from gateway.formats.openai_chat_stream import DONE, StreamParser, stream_error
 from gateway.hookspecs import hookimpl
-from gateway.streaming import FrameRelay, SSEDecoder, SSEFrame
+from gateway.streaming import SSEDecoder, SSEFrame
 from gateway.upstream import HTTPBackendConfig, Upstream
 
 
@@ -89,38 +89,18 @@ class OpenAIBackend(Backend):
             # A relay nobody observes reads only the frames that end or fail the stream.
             skim = relay and not request.parse_relayed
             decoder = SSEDecoder(content_only if skim else None)
-            frames = FrameRelay() if relay else None
             state = _StreamState(relay)
-            read = self.upstream.read
-            while True:
-                try:
-                    chunk = await read(resp, exchange)
-                except GatewayError as err:
-                    yield Error(err)
-                    return
-                if not chunk:
-                    break
-                if frames is not None:
-                    whole = frames.feed(chunk)
-                    if whole:
-                        yield Raw(
-                            whole, PROTOCOL, last=not frames.pending and resp.content.at_eof()
-                        )
-                batch = self._events(decoder.feed(chunk), state)
+            async for batch in self.upstream.sse_batches(
+                resp,
+                exchange,
+                decoder,
+                lambda frames: self._events(frames, state),
+                PROTOCOL if relay else None,
+            ):
                 for ev in batch:
                     yield ev
-                if state.failed:
+                if type(batch[-1]) is Error:
                     return
-            # A last frame the upstream did not close with a blank line.
-            tail = self._events(decoder.end(), state)
-            if frames is not None and not state.failed:
-                closed = frames.end()
-                if closed:
-                    yield Raw(closed, PROTOCOL)
-            for ev in tail:
-                yield ev
-            if state.failed:
-                return
             if not state.parser.finished:
                 yield Error(
                     UpstreamError(
@@ -131,8 +111,7 @@ class OpenAIBackend(Backend):
                 yield Raw(DONE, PROTOCOL)
 
     def _events(self, frames: list[SSEFrame], state: _StreamState) -> list[Event]:
-        """The canonical events of the frames one read completed, handed on together (all but
-        the last marked ``more``); an error ends the list and sets ``state.failed``."""
+        """The canonical events of the frames one read completed; an error ends the list."""
         batch: list[Event] = []
         relay = state.relay
         for frame in frames:
@@ -146,33 +125,27 @@ class OpenAIBackend(Backend):
                 batch.append(
                     Error(UpstreamError(f"backend '{self.name}' sent a malformed stream frame"))
                 )
-                state.failed = True
                 break
             if not isinstance(obj, dict):
                 continue
             if obj.get("error"):
                 batch.append(Error(stream_error(obj), relayed=relay))
-                state.failed = True
                 break
             for ev in state.parser.feed(obj):
                 ev.relayed = relay
-                ev.more = True
                 batch.append(ev)
-        if batch:
-            batch[-1].more = False
         return batch
 
 
 class _StreamState:
     """Where one upstream stream stands, across reads."""
 
-    __slots__ = ("done", "failed", "parser", "relay")
+    __slots__ = ("done", "parser", "relay")
 
     def __init__(self, relay: bool) -> None:
         self.relay = relay
         self.parser = StreamParser()
         self.done = False
-        self.failed = False
 
 
 def content_only(data: bytes) -> bool:
