@@ -148,7 +148,7 @@ def process(cmd: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Pop
 def hookgate_kinds() -> set[str]:
     """The backend kinds the installed hookgate has."""
     code = (
-        "from gateway.loader import load; "
+        "from gateway.config.loader import load; "
         "print(' '.join(load(data={}, env={}).registry.backends.names()))"
     )
     out = subprocess.run(

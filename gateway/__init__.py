@@ -7,9 +7,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from gateway.app import GATEWAY, Gateway, create_app, init_app
 from gateway.auth.base import Authenticator
-from gateway.backend import Backend, BackendConfig
+from gateway.backends.base import Backend, BackendConfig
 from gateway.canonical import (
     ChatRequest,
     ChatResponse,
@@ -40,13 +39,14 @@ from gateway.canonical import (
     Usage,
     UsageEvent,
 )
-from gateway.config import ByteSize, Count, Duration, Url
+from gateway.config.loader import Config, ConfigError, load
+from gateway.config.types import ByteSize, Count, Duration, Url
+from gateway.core.app import GATEWAY, Gateway, create_app, init_app
+from gateway.core.exchange import EXCHANGE, Exchange, Principal
+from gateway.core.filters import Filter
 from gateway.errors import GatewayError
-from gateway.exchange import EXCHANGE, Exchange, Principal
-from gateway.filters import Filter
 from gateway.hookspecs import hookimpl
-from gateway.loader import Config, ConfigError, load
-from gateway.protocol import ProtocolAdapter
+from gateway.protocols.base import ProtocolAdapter
 
 __all__ = [
     "EXCHANGE",

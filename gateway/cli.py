@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway import __version__
-from gateway.loader import ConfigError, Loaded, load
-from gateway.plugins import describe
+from gateway.config.loader import ConfigError, Loaded, load
+from gateway.core.plugins import describe
 
 EXIT_CONFIG = 2
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # stores). Several workers each build their own, so check once before forking them.
             _level(loaded)
             if command == "check" or loaded.config.server.workers > 1:
-                from gateway.app import init_app
+                from gateway.core.app import init_app
 
                 init_app(loaded)
     except ConfigError as exc:
@@ -106,10 +106,10 @@ def _serve(loaded: Loaded, reread: Callable[[], Loaded]) -> int:
     ``reread`` to load the configuration again."""
     workers = loaded.config.server.workers
     if workers > 1:
-        from gateway.workers import supervise
+        from gateway.server.workers import supervise
 
         return supervise(loaded, reread)
-    from gateway.server import run
+    from gateway.server.server import run
 
     try:
         return run(loaded, reread=reread)

@@ -20,8 +20,8 @@ import pluggy
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.app import Gateway
-    from gateway.registry import (
+    from gateway.core.app import Gateway
+    from gateway.core.registry import (
         RegisterAgent,
         RegisterAuth,
         RegisterBackend,
@@ -64,7 +64,7 @@ def gateway_register_protocols(register: RegisterProtocol) -> None:
 
     Called once per application, while it is built (``hookgate check`` too).
     ``register(adapter_class)``: the class has a unique ``name`` (``"openai"``, ``"anthropic"``,
-    ...), is instantiated once with the :class:`~gateway.app.Gateway`, and adds its routes in
+    ...), is instantiated once with the :class:`~gateway.core.app.Gateway`, and adds its routes in
     ``setup(app)``. Adapters decode requests into the canonical model, run them through the
     pipeline, and encode answers and errors in their protocol. Returns nothing.
     """
@@ -77,7 +77,7 @@ def gateway_register_backends(register: RegisterBackend) -> None:
     Called once per application, while it is built (``hookgate check`` too).
     ``register(kind, factory, config=BackendConfig)``: ``config`` is the frozen attrs class for a
     ``[backends.<name>]`` table of this kind (it must have a ``kind`` field); ``factory(name,
-    config, gateway)`` returns a :class:`~gateway.backend.Backend`, once per configured backend, at
+    config, gateway)`` returns a :class:`~gateway.backends.base.Backend`, once per configured backend, at
     startup. Two plugins registering one kind is a startup error. Returns nothing.
     """
 
@@ -99,7 +99,7 @@ def gateway_register_filters(register: RegisterFilter) -> None:
     """Register filters that see every chat request and answer.
 
     Called once per application, while it is built (``hookgate check`` too).
-    ``register(name, factory)``: ``factory(gateway)`` returns a :class:`~gateway.filters.Filter`
+    ``register(name, factory)``: ``factory(gateway)`` returns a :class:`~gateway.core.filters.Filter`
     or ``None`` (off by configuration). Filters run in ascending ``order``; only the methods a
     filter overrides are put on the request path. A filter that overrides ``on_event`` rewrites
     streams, which turns off the raw relay of same-protocol streams. Returns nothing.
@@ -122,8 +122,8 @@ def gateway_register_webhook_verifiers(register: RegisterVerifier) -> None:
 
     Called once per application, while it is built (``hookgate check`` too).
     ``register(name, factory)``: ``factory(config)`` gets one webhook's
-    :class:`~gateway.webhooks.config.WebhookConfig` and returns a
-    :class:`~gateway.webhooks.verifier.Verifier` (raising ``ValueError`` for options it cannot
+    :class:`~gateway.triggers.webhooks.config.WebhookConfig` and returns a
+    :class:`~gateway.triggers.webhooks.verifier.Verifier` (raising ``ValueError`` for options it cannot
     use), once per webhook, at startup. The verifier checks each delivery's signature on the raw
     body and reads its type and delivery id. Returns nothing.
     """

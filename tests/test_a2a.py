@@ -37,7 +37,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import ConfigError, __version__, create_app
-from gateway.a2a.cards import AGENTS_EXTENSION
+from gateway.protocols.a2a.cards import AGENTS_EXTENSION
 
 COMPLETED = "TASK_STATE_COMPLETED"
 WORKING = "TASK_STATE_WORKING"

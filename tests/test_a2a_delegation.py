@@ -19,8 +19,8 @@ from conftest import (
 from fakes.triggers import until
 
 from gateway import ConfigError, create_app
-from gateway.a2a import A2AClient, A2AError
 from gateway.agents import Agent, AgentsPlugin
+from gateway.protocols.a2a import A2AClient, A2AError
 
 KEY = "sk-remote"
 

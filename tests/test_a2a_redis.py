@@ -20,8 +20,8 @@ from fakes.triggers import until
 from google.protobuf import json_format
 
 from gateway import GATEWAY
-from gateway.a2a.tasks import TaskRecord
 from gateway.auth.keys import digest
+from gateway.protocols.a2a.tasks import TaskRecord
 
 WORDS = " ".join(f"w{i}" for i in range(30))
 

@@ -10,7 +10,7 @@ from openapi import validate
 
 from gateway import GATEWAY, Finish, TextDelta, ToolCallStart, hookimpl
 from gateway.agents import Agent, AgentsPlugin, tool
-from gateway.backend import Backend
+from gateway.backends.base import Backend
 
 SCRIPT = 'CALL get_weather {"city": "Paris"}'
 FINAL = 'Calling tools.\n\nresults: {"city":"Paris","temperature":21,"unit":"C"}'

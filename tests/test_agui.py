@@ -256,7 +256,7 @@ async def test_any_model_is_an_agui_agent_reasoning_and_client_tools(make_gatewa
         ToolCallStart,
         hookimpl,
     )
-    from gateway.backend import Backend
+    from gateway.backends.base import Backend
 
     class Thinker(Backend):
         async def stream(self, request, exchange):

@@ -18,7 +18,7 @@ import openai
 import pytest
 from conftest import gateway_process, hookgate_env
 
-from gateway.plugins import BUILTINS
+from gateway.core.plugins import BUILTINS
 
 SLOW_ECHO = '[backends.echo]\nkind = "echo"\ndelay = "{delay}"\n[models.echo]\nbackend = "echo"\n'
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, hookgate_env
 
-from gateway.config import ByteSize, Duration
-from gateway.loader import ConfigError, load
-from gateway.plugins import builtin_plugins
+from gateway.config.loader import ConfigError, load
+from gateway.config.types import ByteSize, Duration
+from gateway.core.plugins import builtin_plugins
 
 
 def _load(data=None, env=None, overrides=None, path=None):

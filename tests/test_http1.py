@@ -9,10 +9,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool
+from gateway.backends.upstream import HTTPBackendConfig, Upstream
+from gateway.core.exchange import UNKNOWN_ROUTE, Exchange
 from gateway.errors import RateLimited, UpstreamError, UpstreamTimeout
-from gateway.exchange import UNKNOWN_ROUTE, Exchange
-from gateway.http1 import BadResponse, ConnectError, HTTP1Pool
-from gateway.upstream import HTTPBackendConfig, Upstream
 
 Script = Callable[["Conn"], Awaitable[None]]
 

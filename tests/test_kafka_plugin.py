@@ -13,7 +13,7 @@ from aiokafka.structs import ConsumerRecord
 from conftest import ROOT
 from fakes.triggers import run_events, text_of, until
 
-from gateway.loader import ConfigError
+from gateway.config.loader import ConfigError
 from gateway.triggers.service import SERVICE
 
 sys.path.insert(0, str(ROOT / "plugins" / "hookgate-kafka"))

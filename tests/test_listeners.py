@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from fakes.triggers import metric, run_events, text_of, until, until_metric
 
 from gateway import create_app
-from gateway.loader import ConfigError
+from gateway.config.loader import ConfigError
 from gateway.triggers import Listener, ListenerManager
 from gateway.triggers.service import SERVICE
 

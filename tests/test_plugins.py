@@ -27,9 +27,9 @@ from gateway import (
     hookspecs,
 )
 from gateway.canonical import ToolCallPart
+from gateway.config.loader import ConfigError
+from gateway.core.plugins import BUILTINS, get_plugin_manager
 from gateway.errors import Forbidden
-from gateway.loader import ConfigError
-from gateway.plugins import BUILTINS, get_plugin_manager
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 SPECS = [

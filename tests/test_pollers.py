@@ -15,7 +15,7 @@ from conftest import TESTS, gateway_process
 from fakes.triggers import metric, run_events, text_of, until, until_metric
 
 from gateway import create_app
-from gateway.loader import ConfigError
+from gateway.config.loader import ConfigError
 from gateway.triggers import PollerManager
 
 

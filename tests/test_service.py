@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from procs import Hookgate, chat, echo_config, wait_until
 
-from gateway import systemd
-from gateway.config import ServerConfig
+from gateway.config.types import ServerConfig
+from gateway.server import systemd
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "config" / "hookgate.service"

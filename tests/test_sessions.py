@@ -28,9 +28,9 @@ from gateway.canonical import (
 )
 from gateway.errors import Unavailable
 from gateway.sessions import codec
+from gateway.sessions.base import Entry, SessionStore, trim
 from gateway.sessions.history import SESSION_STORE
 from gateway.sessions.memory import MemorySessionStore
-from gateway.sessions.store import Entry, SessionStore, trim
 
 KEYS = [{"name": "alice", "key": "sk-alice"}, {"name": "bob", "key": "sk-bob"}]
 

@@ -18,9 +18,9 @@ from conftest import RedisServer, hookgate_env, upstream_config
 from redis.crc import key_slot
 
 from gateway import GATEWAY, create_app, hookimpl
+from gateway.config.loader import ConfigError, load
+from gateway.core.plugins import builtin_plugins
 from gateway.errors import GatewayError, Unavailable
-from gateway.loader import ConfigError, load
-from gateway.plugins import builtin_plugins
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

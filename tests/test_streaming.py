@@ -12,9 +12,9 @@ from conftest import upstream_config
 
 from gateway import Backend, Filter, Finish, TextDelta, hookimpl
 from gateway.backends.openai import content_only
-from gateway.protocol import SSEResponse
-from gateway.protocols.openai import OpenAIProtocol
-from gateway.streaming import SSEDecoder, SSEFrame
+from gateway.protocols.base import SSEResponse
+from gateway.protocols.openai.adapter import OpenAIProtocol
+from gateway.streaming.sse import SSEDecoder, SSEFrame
 
 STREAM = (
     b": a comment first\n"

@@ -249,7 +249,7 @@ async def test_a_failure_mid_stream_is_an_error_in_the_client(
 
 async def test_openai_request_to_anthropic_upstream(gateway, claude_upstream, sdk, caplog):
     image = "data:image/png;base64,iVBORw0KGgo="
-    with caplog.at_level(logging.DEBUG, logger="gateway.formats.anthropic"):
+    with caplog.at_level(logging.DEBUG, logger="gateway.protocols.anthropic.messages"):
         out = await sdk(gateway).chat.completions.create(
             model="claude-test",
             messages=[
@@ -320,7 +320,7 @@ async def test_openai_request_to_anthropic_upstream(gateway, claude_upstream, sd
 
 
 async def test_anthropic_request_to_openai_upstream(gateway, upstream, claude_sdk, caplog):
-    with caplog.at_level(logging.DEBUG, logger="gateway.formats.openai_chat"):
+    with caplog.at_level(logging.DEBUG, logger="gateway.protocols.openai.chat"):
         out = await claude_sdk(gateway).messages.create(
             model="gpt-test",
             max_tokens=300,

@@ -21,10 +21,10 @@ from fakes.triggers import metric, run_events, text_of, until, until_metric
 from multidict import CIMultiDict
 from slack_sdk.signature import SignatureVerifier
 
-from gateway.loader import ConfigError
-from gateway.webhooks import WebhookRouter
-from gateway.webhooks.config import WebhookConfig
-from gateway.webhooks.github import GitHubVerifier
+from gateway.config.loader import ConfigError
+from gateway.triggers.webhooks import WebhookRouter
+from gateway.triggers.webhooks.config import WebhookConfig
+from gateway.triggers.webhooks.github import GitHubVerifier
 
 STRIPE_SECRET = "whsec_test_" + "s" * 24
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.a2a.remote import RemoteAgents
 from gateway.agents.agent import Agent, AgentConfig
 from gateway.agents.runtime import AgentBackend
 from gateway.agents.tools import Tool, as_tool, import_tool
+from gateway.config.loader import ConfigError
+from gateway.core.exchange import ANONYMOUS
 from gateway.errors import GatewayError
-from gateway.exchange import ANONYMOUS
 from gateway.hookspecs import hookimpl
-from gateway.loader import ConfigError
+from gateway.protocols.a2a.remote import RemoteAgents
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.core.app import Gateway
 
 log = logging.getLogger(__name__)
 

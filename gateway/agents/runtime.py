@@ -28,7 +28,7 @@ import attrs
 
 from gateway.agents.agent import Agent
 from gateway.agents.tools import Tool, ToolContext, ToolOutcome
-from gateway.backend import Backend
+from gateway.backends.base import Backend
 from gateway.canonical import (
     ChatRequest,
     Error,
@@ -54,12 +54,12 @@ from gateway.canonical import (
     UsageEvent,
 )
 from gateway.errors import GatewayError, UpstreamError
-from gateway.streaming import new_id
+from gateway.streaming.assembler import new_id
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
-    from gateway.exchange import Exchange
-    from gateway.router import Route
+    from gateway.core.app import Gateway
+    from gateway.core.exchange import Exchange
+    from gateway.core.router import Route
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from cattrs.preconf.json import make_converter
 
 from gateway.agents.schema import json_schema, parse_docstring
 from gateway.canonical import Tool as ToolDefinition
-from gateway.exchange import ANONYMOUS, Principal
-from gateway.imports import import_path
+from gateway.config.imports import import_path
+from gateway.core.exchange import ANONYMOUS, Principal
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from aiohttp import web
 
-from gateway.exchange import Principal
+from gateway.core.exchange import Principal
 
 
 class Authenticator:

@@ -16,18 +16,18 @@ from typing import Any
 import attrs
 import orjson
 
-from gateway.backend import Backend
+from gateway.backends.base import Backend
+from gateway.backends.upstream import HTTPBackendConfig, Upstream
 from gateway.canonical import ChatRequest, ChatResponse, Error, Event
-from gateway.config import Count
+from gateway.config.types import Count
+from gateway.core.exchange import Exchange
 from gateway.errors import UpstreamError
-from gateway.exchange import Exchange
-from gateway.formats import anthropic
-from gateway.formats.anthropic import PROTOCOL
-from gateway.formats.anthropic_response import decode_response, stream_error
-from gateway.formats.anthropic_stream import StreamParser
 from gateway.hookspecs import hookimpl
-from gateway.streaming import SSEDecoder, SSEFrame
-from gateway.upstream import HTTPBackendConfig, Upstream
+from gateway.protocols.anthropic import messages as anthropic
+from gateway.protocols.anthropic.messages import PROTOCOL
+from gateway.protocols.anthropic.response import decode_response, stream_error
+from gateway.protocols.anthropic.stream import StreamParser
+from gateway.streaming.sse import SSEDecoder, SSEFrame
 
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"

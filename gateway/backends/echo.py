@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from gateway.backend import Backend, BackendConfig
+from gateway.backends.base import Backend, BackendConfig
 from gateway.canonical import (
     ChatRequest,
     ChatResponse,
@@ -33,12 +33,12 @@ from gateway.canonical import (
     Usage,
     UsageEvent,
 )
-from gateway.config import Duration
-from gateway.exchange import Exchange
-from gateway.formats import openai_embeddings
+from gateway.config.types import Duration
+from gateway.core.exchange import Exchange
+from gateway.core.tokens import request_tokens, text_tokens
 from gateway.hookspecs import hookimpl
-from gateway.streaming import new_id
-from gateway.tokens import request_tokens, text_tokens
+from gateway.protocols.openai import embeddings as openai_embeddings
+from gateway.streaming.assembler import new_id
 
 log = logging.getLogger(__name__)
 _WORDS = re.compile(r"\S+\s*|\s+")

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import attrs
 import orjson
 
-from gateway.backend import Backend
+from gateway.backends.base import Backend
+from gateway.backends.upstream import HTTPBackendConfig, Upstream
 from gateway.canonical import (
     ChatRequest,
     ChatResponse,
@@ -24,14 +25,15 @@ from gateway.canonical import (
     Event,
     Raw,
 )
+from gateway.core.exchange import Exchange
 from gateway.errors import UpstreamError
-from gateway.exchange import Exchange
-from gateway.formats import openai_chat, openai_chat_response, openai_embeddings
-from gateway.formats.openai_chat import PROTOCOL
-from gateway.formats.openai_chat_stream import DONE, StreamParser, stream_error
 from gateway.hookspecs import hookimpl
-from gateway.streaming import SSEDecoder, SSEFrame
-from gateway.upstream import HTTPBackendConfig, Upstream
+from gateway.protocols.openai import chat as openai_chat
+from gateway.protocols.openai import chat_response as openai_chat_response
+from gateway.protocols.openai import embeddings as openai_embeddings
+from gateway.protocols.openai.chat import PROTOCOL
+from gateway.protocols.openai.chat_stream import DONE, StreamParser, stream_error
+from gateway.streaming.sse import SSEDecoder, SSEFrame
 
 
 @attrs.frozen

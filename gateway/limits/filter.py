@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from gateway.canonical import ChatRequest, ChatResponse
-from gateway.config import NonNegative
+from gateway.config.types import NonNegative
+from gateway.core.exchange import Exchange, Principal
+from gateway.core.filters import Filter
+from gateway.core.tokens import message_tokens
 from gateway.errors import GatewayError, RateLimited
-from gateway.exchange import Exchange, Principal
-from gateway.filters import Filter
 from gateway.hookspecs import hookimpl
 from gateway.limits.buckets import Buckets, MemoryBuckets, RedisBuckets
-from gateway.tokens import message_tokens
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.core.app import Gateway
 
 log = logging.getLogger(__name__)
 

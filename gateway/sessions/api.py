@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.core.exchange import EXCHANGE
+from gateway.core.jsonio import json_response
 from gateway.errors import BadRequest, NotFound
-from gateway.exchange import EXCHANGE
-from gateway.formats.openai_chat import encode_messages
-from gateway.http import json_response
-from gateway.sessions.store import SESSION_ID, SessionInfo, SessionStore
+from gateway.protocols.openai.chat import encode_messages
+from gateway.sessions.base import SESSION_ID, SessionInfo, SessionStore
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.core.app import Gateway
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -26,17 +26,17 @@ import orjson
 from aiohttp import web
 
 from gateway.canonical import ChatRequest, ChatResponse, Message, TextPart
+from gateway.config.loader import ConfigError
+from gateway.core.exchange import EXCHANGE, Exchange
+from gateway.core.filters import Filter
+from gateway.core.tokens import message_tokens
 from gateway.errors import BadRequest
-from gateway.exchange import EXCHANGE, Exchange
-from gateway.filters import Filter
 from gateway.hookspecs import hookimpl
-from gateway.loader import ConfigError
 from gateway.sessions import api, codec
-from gateway.sessions.store import SESSION_ID, Entry, SessionConfig, SessionStore
-from gateway.tokens import message_tokens
+from gateway.sessions.base import SESSION_ID, Entry, SessionConfig, SessionStore
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.core.app import Gateway
 
 log = logging.getLogger(__name__)
 

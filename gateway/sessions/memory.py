@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.hookspecs import hookimpl
 from gateway.sessions import codec
-from gateway.sessions.store import (
+from gateway.sessions.base import (
     Entry,
     Session,
     SessionConfig,

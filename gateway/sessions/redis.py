@@ -9,7 +9,7 @@ Per session (``O`` the owner's principal id, ``S`` the session id), all under th
     <prefix>sessions:{O}:i:S        hash: created, updated, messages, tokens, system
 
 An append is one Lua script: push the entry, add up the counts, trim whole entries from the old
-end by the same rule as :func:`gateway.sessions.store.trim`, refresh every TTL and the index.
+end by the same rule as :func:`gateway.sessions.base.trim`, refresh every TTL and the index.
 Redis runs a script alone, so two requests appending to one session both land. Times come from
 Redis's own clock (``TIME``), the same for every gateway host.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.hookspecs import hookimpl
 from gateway.sessions import codec
-from gateway.sessions.store import Entry, Session, SessionConfig, SessionInfo, SessionStore
+from gateway.sessions.base import Entry, Session, SessionConfig, SessionInfo, SessionStore
 
 if TYPE_CHECKING:
     from gateway.state.redis import RedisState

@@ -7,7 +7,7 @@ package is where a plugin finds out which one to use and gets the shared client:
 - ``gateway.state.choose(path, store)`` resolves a section's ``store = "auto" | "memory" |
   "redis"`` (auto: Redis when ``[redis] url`` is set) and applies the rules below;
 - ``gateway.state.memory(path)`` declares state kept in this process; with ``--workers`` above 1
-  that is refused at startup (a :class:`~gateway.loader.ConfigError` naming ``path``), since each
+  that is refused at startup (a :class:`~gateway.config.loader.ConfigError` naming ``path``), since each
   worker would keep its own copy;
 - ``gateway.state.redis(path)`` returns the application's one pooled client
   (:class:`~gateway.state.redis.RedisState`), opened when the app starts and closed when it
@@ -28,7 +28,7 @@ from gateway.state.config import RedisConfig, RedisUrl
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.loader import Config
+    from gateway.config.loader import Config
     from gateway.state.redis import RedisState
 
 __all__ = ["RedisConfig", "RedisUrl", "SharedState"]
@@ -62,14 +62,14 @@ class SharedState:
         if store == "memory":
             self.memory(path)
             return "memory"
-        from gateway.loader import ConfigError
+        from gateway.config.loader import ConfigError
 
         raise ConfigError([f"{path}: expected 'auto', 'memory' or 'redis', not {store!r}"])
 
     def memory(self, path: str) -> None:
         """Declare state that other instances would need, kept in this process."""
         if self.workers > 1:
-            from gateway.loader import ConfigError
+            from gateway.config.loader import ConfigError
 
             raise ConfigError(
                 [
@@ -84,7 +84,7 @@ class SharedState:
     def redis(self, path: str) -> RedisState:
         """The application's Redis client, for the option at ``path``."""
         if not self.redis_configured:
-            from gateway.loader import ConfigError
+            from gateway.config.loader import ConfigError
 
             raise ConfigError(
                 [f"{path}: the redis store needs [redis] url (or HOOKGATE_REDIS_URL) to be set"]

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
-from gateway.config import Count, Duration
+from gateway.config.types import Count, Duration
 
 
 class RedisUrl(str):

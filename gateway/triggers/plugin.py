@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.config import format_errors, make_converter
+from gateway.config.loader import ConfigError
+from gateway.config.types import format_errors, make_converter
 from gateway.hookspecs import hookimpl
-from gateway.loader import ConfigError
 from gateway.triggers.service import SERVICE, TriggersConfig, service_for
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.core.app import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 from prometheus_client import Counter
 
-from gateway.config import Duration, format_errors, make_converter
+from gateway.config.loader import ConfigError
+from gateway.config.types import Duration, format_errors, make_converter
 from gateway.errors import GatewayError
 from gateway.hookspecs import hookimpl
-from gateway.loader import ConfigError
 from gateway.triggers.handlers import Handler, TriggerEvent
 from gateway.triggers.runner import stop_task
 from gateway.triggers.service import SERVICE, TriggerService, service_for
@@ -35,8 +35,8 @@ from gateway.triggers.service import SERVICE, TriggerService, service_for
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.app import Gateway
-    from gateway.exchange import Principal
+    from gateway.core.app import Gateway
+    from gateway.core.exchange import Principal
 
 log = logging.getLogger(__name__)
 

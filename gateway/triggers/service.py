@@ -21,18 +21,18 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from gateway.canonical import ChatRequest, Message, TextPart
-from gateway.config import Count, Duration
+from gateway.config.loader import ConfigError
+from gateway.config.types import Count, Duration
+from gateway.core.exchange import ANONYMOUS, Exchange, Principal, RouteInfo
 from gateway.errors import GatewayError
-from gateway.exchange import ANONYMOUS, Exchange, Principal, RouteInfo
-from gateway.formats.agui import RunInput
-from gateway.loader import ConfigError
-from gateway.streaming import new_id
+from gateway.protocols.agui.events import RunInput
+from gateway.streaming.assembler import new_id
 from gateway.triggers.handlers import Handler, HandlerError, TriggerEvent, slug
 from gateway.triggers.runner import Job, JobRunner
 from gateway.triggers.state import MemoryTriggerState, TriggerState
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.core.app import Gateway
     from gateway.runs import Run
 
 log = logging.getLogger(__name__)

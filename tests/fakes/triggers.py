@@ -14,7 +14,7 @@ import orjson
 import redis as sync_redis
 from aiohttp.test_utils import TestClient
 
-from gateway.streaming import SSEDecoder
+from gateway.streaming.sse import SSEDecoder
 
 #: What ``record`` received, for tests that name it in TOML.
 CALLS: list[tuple[Any, dict[str, str]]] = []

@@ -1,0 +1,354 @@
+"""One pooled HTTP client per upstream, with failures mapped to gateway errors.
+
+Every HTTP backend kind uses :class:`Upstream`: one pooled keep-alive client for the life of the
+app, connect / read / total timeouts, the time spent waiting on the upstream added to the
+exchange, and every failure turned into the :class:`~gateway.errors.GatewayError` the client
+should see (refused: 502, too slow: 504, error status: mapped with its message kept).
+
+Plain ``http://`` upstreams (a model server on the same host or network) go through the lean
+client of :mod:`gateway.backends.lean_client`, which costs a fraction of ``aiohttp.ClientSession`` per request;
+``https://`` upstreams go through a ``ClientSession``, which earns its cost there (TLS).
+Both hand back a response with ``status``, ``headers`` and ``content.readany()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import attrs
+import orjson
+
+from gateway import __version__
+from gateway.backends.base import BackendConfig
+from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool, encode_headers
+from gateway.canonical import Error, Event, Raw
+from gateway.config.types import Count, Duration, Url
+from gateway.core.exchange import Exchange
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, from_upstream_status
+from gateway.streaming.sse import FrameRelay, SSEDecoder, SSEFrame
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@attrs.frozen
+class HTTPBackendConfig(BackendConfig):
+    """Fields every HTTP upstream kind has."""
+
+    base_url: Url
+    api_key: str | None = None
+    #: Extra headers sent with every upstream request.
+    headers: dict[str, str] = attrs.Factory(dict)
+    #: Longest wait to open a connection.
+    connect_timeout: Duration = Duration(10.0)
+    #: Longest silence between two reads of an answer (a stream that stalls fails after it).
+    read_timeout: Duration = Duration(300.0)
+    #: Longest time for a whole non-streamed answer.
+    timeout: Duration = Duration(600.0)
+    #: Pooled connections kept to this upstream at most.
+    max_connections: Count = Count(256)
+    #: A pooled connection idle longer than this is closed rather than reused (keep it below
+    #: the upstream's own keep-alive timeout; uvicorn's is 5s). Plain http:// upstreams only.
+    idle_timeout: Duration = Duration(4.0)
+
+
+class Upstream:
+    """A pooled client for one upstream base URL."""
+
+    def __init__(self, backend: str, config: HTTPBackendConfig, headers: Mapping[str, str]) -> None:
+        self.backend = backend
+        self.base_url = str(config.base_url)
+        self.config = config
+        self.headers = {
+            "content-type": "application/json",
+            "user-agent": f"hookgate/{__version__}",
+            **headers,
+            **config.headers,
+        }
+        self.session: aiohttp.ClientSession | None = None
+        self.pool: HTTP1Pool | None = None
+        url = urlsplit(self.base_url)
+        self._lean = url.scheme == "http"
+        self._path = url.path
+        if self._lean:
+            # Checked now so that a bad header is a startup error, not a failure per request.
+            self._lean_headers = [
+                (name, value) for name, value in self.headers.items() if name.lower() != "host"
+            ]
+            encode_headers([*self._lean_headers, ("accept-encoding", "identity")])
+        self._whole = aiohttp.ClientTimeout(
+            total=config.timeout, connect=config.connect_timeout, sock_read=config.read_timeout
+        )
+        self._streamed = aiohttp.ClientTimeout(
+            total=None, connect=config.connect_timeout, sock_read=config.read_timeout
+        )
+
+    async def start(self) -> None:
+        cfg = self.config
+        if self._lean:
+            url = urlsplit(self.base_url)
+            self.pool = HTTP1Pool(
+                url.hostname or "localhost",
+                url.port or 80,
+                headers=[*self._lean_headers, ("accept-encoding", "identity")],
+                limit=cfg.max_connections,
+                connect_timeout=cfg.connect_timeout,
+                idle_timeout=cfg.idle_timeout,
+            )
+            return
+        connector = aiohttp.TCPConnector(limit=cfg.max_connections, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector, headers=self.headers, skip_auto_headers=("Accept-Encoding",)
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise UpstreamError(f"backend '{self.backend}' is not started")
+        return self.session
+
+    def _pool(self) -> HTTP1Pool:
+        if self.pool is None:
+            raise UpstreamError(f"backend '{self.backend}' is not started")
+        return self.pool
+
+    async def post(
+        self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None = None
+    ) -> bytes:
+        """POST ``body`` and return the answer's bytes; a failure raises :class:`GatewayError`.
+        ``headers`` are added to this request only."""
+        started = time.perf_counter()
+        if self._lean:
+            try:
+                return await self._lean_post(path, body, ex, headers)
+            finally:
+                ex.upstream_seconds += time.perf_counter() - started
+        try:
+            async with self._session().post(
+                self.base_url + path,
+                data=body,
+                headers=_request_headers(ex, headers),
+                timeout=self._whole,
+            ) as resp:
+                data = await resp.read()
+                if resp.status >= 400:
+                    raise status_error(resp.status, data, resp.headers)
+                return data
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.failure(exc) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+
+    @staticmethod
+    def _own_headers(ex: Exchange, extra: Mapping[str, str] | None) -> bytes:
+        """This request's own header lines: the request id, and ``extra``."""
+        line = b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
+        if not extra:
+            return line
+        return (
+            encode_headers((k, v) for k, v in extra.items() if k.lower() != "x-request-id") + line
+        )
+
+    async def _lean_post(
+        self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None
+    ) -> bytes:
+        pool = self._pool()
+        deadline = pool.loop.time() + self.config.timeout
+        try:
+            resp = await pool.request(
+                "POST",
+                self._path + path,
+                body,
+                headers=self._own_headers(ex, headers),
+                read_timeout=self.config.read_timeout,
+                deadline=deadline,
+            )
+            try:
+                data = await resp.read()
+            finally:
+                resp.close()
+        except Exception as exc:
+            raise self.failure(exc) from None
+        if resp.status >= 300:
+            raise status_error(resp.status, data[:_MAX_ERROR_BODY], resp.headers)
+        return data
+
+    @asynccontextmanager
+    async def stream(
+        self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``body`` and yield the open response once its status is known to be good.
+
+        Failures before that raise :class:`GatewayError`; reading the body is the caller's,
+        who maps read failures with :meth:`failure`. Leaving the block closes the response
+        (releasing or, mid-body, dropping the connection), which is how a client that went
+        away cancels the upstream request.
+        """
+        started = time.perf_counter()
+        resp: Any
+        try:
+            if self._lean:
+                resp = await self._pool().request(
+                    "POST",
+                    self._path + path,
+                    body,
+                    headers=self._own_headers(ex, headers),
+                    read_timeout=self.config.read_timeout,
+                )
+            else:
+                resp = await self._session().post(
+                    self.base_url + path,
+                    data=body,
+                    headers=_request_headers(ex, headers),
+                    timeout=self._streamed,
+                )
+        except Exception as exc:
+            raise self.failure(exc) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+        try:
+            if resp.status >= 300:
+                try:
+                    data = await resp.content.read(_MAX_ERROR_BODY)
+                except Exception as exc:
+                    raise self.failure(exc) from None
+                raise status_error(resp.status, data, resp.headers)
+            yield resp
+        finally:
+            resp.close()
+
+    async def read(self, resp: aiohttp.ClientResponse, ex: Exchange) -> bytes:
+        """The next bytes of a streamed answer, whatever one read returns (``b""`` at its end),
+        the wait added to the exchange's upstream time; a failure raises :class:`GatewayError`."""
+        started = time.perf_counter()
+        try:
+            return await resp.content.readany()
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            err = self.failure(exc)
+            if isinstance(err, UpstreamTimeout):
+                err = UpstreamTimeout(f"backend '{self.backend}' stopped sending mid-stream")
+            raise err from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+
+    async def sse_batches(
+        self,
+        resp: Any,
+        ex: Exchange,
+        decoder: SSEDecoder,
+        frame_events: Callable[[list[SSEFrame]], list[Event]],
+        relay: str | None,
+    ) -> AsyncIterator[list[Event]]:
+        """The events of a streamed SSE answer, one list per upstream read.
+
+        ``frame_events`` turns the frames one read completed into canonical events, an
+        :class:`Error` (if any) last; a read's events are handed on together, all but the last
+        marked ``more``. With ``relay`` (the client's protocol, the upstream's too) each list
+        starts with the read's whole frames as a :class:`Raw` event. The lists end after an
+        error; at the end of the body, a last frame the upstream did not close with a blank
+        line is read too (and relayed, closed, unless it failed the stream).
+        """
+        frames = FrameRelay() if relay else None
+        while True:
+            try:
+                chunk = await self.read(resp, ex)
+            except GatewayError as err:
+                yield [Error(err)]
+                return
+            if not chunk:
+                break
+            batch = _together(frame_events(decoder.feed(chunk)))
+            if frames is not None:
+                whole = frames.feed(chunk)
+                if whole:
+                    last = not frames.pending and resp.content.at_eof()
+                    batch.insert(0, Raw(whole, relay, last=last))
+            if batch:
+                yield batch
+                if type(batch[-1]) is Error:
+                    return
+        tail = _together(frame_events(decoder.end()))
+        if frames is not None and not (tail and type(tail[-1]) is Error):
+            closed = frames.end()
+            if closed:
+                tail.insert(0, Raw(closed, relay))
+        if tail:
+            yield tail
+
+    def failure(self, exc: BaseException) -> GatewayError:
+        """The gateway error for a transport failure talking to this upstream."""
+        name = self.backend
+        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+            return UpstreamTimeout(f"backend '{name}' did not answer in time")
+        if isinstance(exc, aiohttp.ClientConnectorError | ConnectError):
+            reason = exc.strerror or "connection failed"
+            return UpstreamError(f"backend '{name}' is unreachable ({reason.lower()})")
+        if isinstance(exc, BadResponse):
+            return UpstreamError(f"backend '{name}' sent an answer that is not valid HTTP")
+        if isinstance(
+            exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | ConnectionError
+        ):
+            return UpstreamError(
+                f"backend '{name}' closed the connection before the answer was complete"
+            )
+        if isinstance(exc, aiohttp.ClientError):
+            return UpstreamError(f"backend '{name}' failed: {type(exc).__name__}")
+        return UpstreamError(f"backend '{name}' failed unexpectedly")
+
+
+def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:
+    if extra:
+        return {**extra, "x-request-id": ex.request_id}
+    return {"x-request-id": ex.request_id}
+
+
+def _together(batch: list[Event]) -> list[Event]:
+    """Mark all but the last of one read's events ``more``: a writer sends them in one write."""
+    if batch:
+        for ev in batch:
+            ev.more = True
+        batch[-1].more = False
+    return batch
+
+
+def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> GatewayError:
+    """The gateway error for an upstream's error status, its message kept."""
+    retry = headers.get("retry-after")
+    try:
+        retry_after = float(retry) if retry else None
+    except ValueError:
+        retry_after = None
+    return from_upstream_status(status, error_message(data), retry_after=retry_after)
+
+
+def error_message(data: bytes) -> str:
+    """The human message in an upstream's error body, whatever shape it has."""
+    try:
+        obj: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        text = data[:500].decode("utf-8", "replace").strip()
+        return text or "no details given"
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+        for key in ("message", "detail"):
+            if isinstance(obj.get(key), str):
+                return obj[key]
+    return orjson.dumps(obj)[:500].decode("utf-8", "replace")

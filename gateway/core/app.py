@@ -1,0 +1,184 @@
+"""The application factory and the compiled state of one gateway.
+
+:func:`init_app` turns a loaded configuration into an ``aiohttp`` application: it calls the
+plugins' registration hooks once, builds backends, router, authenticators, filters and protocol
+adapters, and compiles them into plain objects the request path reads. Nothing on the request
+path calls pluggy or looks configuration up by string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth.base import Authenticator
+from gateway.backends.base import Backend
+from gateway.config.loader import Config, ConfigError, Loaded, load
+from gateway.core.exchange import RouteInfo
+from gateway.core.filters import Filter
+from gateway.core.metrics import Metrics
+from gateway.core.middlewares import make_middlewares, stamp_headers
+from gateway.core.pipeline import Pipeline
+from gateway.core.plugins import builtin_plugins
+from gateway.core.router import Router
+from gateway.protocols.base import ProtocolAdapter
+from gateway.state import SharedState
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Everything one application compiled at startup. Plugins receive it in their factories
+    and in ``gateway_configure_app``; handlers reach it as ``request.app[GATEWAY]``."""
+
+    def __init__(
+        self, loaded: Loaded, app: web.Application, metrics: Metrics | None = None
+    ) -> None:
+        self.config: Config = loaded.config
+        self.pm = loaded.pm
+        self.registry = loaded.registry
+        self.app = app
+        #: On a reload, ``metrics`` are the previous application's: their counts carry on.
+        self.metrics = Metrics(previous=metrics)
+        #: Shared state (memory or Redis) for plugins that keep any; see :mod:`gateway.state`.
+        self.state = SharedState(self.config)
+        #: Route -> what the middlewares need to know about it, filled by :meth:`add_route`.
+        self.routes: dict[Any, RouteInfo] = {}
+        self.backends: dict[str, Backend] = self._build_backends()
+        self.router = Router(self.config.models, self.backends)
+        self.authenticators: list[Authenticator] = self._build("auth", self.registry.auth.values())
+        self.filters: list[Filter] = self._build("filters", self.registry.filters.values())
+        self.pipeline = Pipeline(self.router, self.filters, self.metrics)
+        self.protocols: dict[str, ProtocolAdapter] = {
+            reg.name: reg.value(self) for reg in self.registry.protocols.values()
+        }
+        #: Tasks sending a stream now; ended with an error frame when a drain runs out of time.
+        self.streams: set[asyncio.Task[Any]] = set()
+        #: Tasks handling a request now (streams included); a drain waits for them.
+        self.inflight: set[asyncio.Task[Any]] = set()
+        self.draining_expired = False
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.authenticators)
+
+    def _build_backends(self) -> dict[str, Backend]:
+        backends: dict[str, Backend] = {}
+        errors = []
+        for name, cfg in self.config.backends.items():
+            factory = self.registry.backends[cfg.kind].value
+            try:
+                backends[name] = factory(name, cfg, self)
+            except (ValueError, TypeError, ImportError) as exc:
+                errors.append(f"backends.{name}: {exc}")
+        if errors:
+            raise ConfigError(errors)
+        return backends
+
+    def _build(self, section: str, registrations: Iterable[Any]) -> list[Any]:
+        built = []
+        for reg in registrations:
+            try:
+                obj = reg.value(self)
+            except (ValueError, TypeError, ImportError) as exc:
+                raise ConfigError([f"{section}.{reg.name} (plugin {reg.plugin!r}): {exc}"]) from exc
+            if obj is not None:
+                built.append(obj)
+        return built
+
+    def add_route(
+        self,
+        method: str,
+        path: str,
+        handler: Callable[[web.Request], Any],
+        *,
+        name: str,
+        protocol: ProtocolAdapter | None = None,
+        auth: bool = True,
+        query_token: bool = False,
+    ) -> web.AbstractRoute:
+        """Add a route that the gateway's middlewares know: its errors are shaped by
+        ``protocol``, it needs a key when ``auth`` (and keys are configured), and its requests
+        are counted under ``name``."""
+        route = self.app.router.add_route(method, path, handler)
+        self.routes[route] = RouteInfo(name, protocol, auth and self.auth_enabled, query_token)
+        return route
+
+    def end_streams(self) -> None:
+        """The drain deadline passed: end every open stream with the protocol's error frame."""
+        self.draining_expired = True
+        for task in list(self.streams):
+            task.cancel()
+
+    def cancel_requests(self) -> None:
+        """Past the drain deadline: cancel every request still running."""
+        for task in list(self.inflight):
+            task.cancel()
+
+    async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        """Start every backend with the app and close them when it stops (``cleanup_ctx``)."""
+        started: list[Backend] = []
+        try:
+            for backend in self.backends.values():
+                await backend.start()
+                started.append(backend)
+            yield
+        finally:
+            for backend in reversed(started):
+                try:
+                    await backend.close()
+                except Exception:
+                    log.exception("closing backend %r failed", backend.name)
+
+
+GATEWAY: web.AppKey[Gateway] = web.AppKey("hookgate.gateway", Gateway)
+
+
+def init_app(loaded: Loaded, *, metrics: Metrics | None = None) -> web.Application:
+    """Build the application for a loaded configuration (see :func:`gateway.config.loader.load`).
+
+    ``metrics`` carries the metrics of a previous application on (a configuration reload).
+    """
+    cfg = loaded.config
+    app = web.Application(client_max_size=cfg.server.max_body_size)
+    gateway = Gateway(loaded, app, metrics)
+    app[GATEWAY] = gateway
+    app.middlewares.extend(make_middlewares(gateway))
+    app.on_response_prepare.append(stamp_headers)
+    app.cleanup_ctx.append(gateway.state.lifespan)  # first in, so closed after all its users
+    app.cleanup_ctx.append(gateway.lifespan)
+    for adapter in gateway.protocols.values():
+        adapter.setup(app)
+    loaded.pm.hook.gateway_configure_app(app=app, gateway=gateway)
+    if not gateway.auth_enabled:
+        log.warning(
+            "no API keys configured: the gateway is OPEN to anyone who can reach it "
+            "(set [auth] keys or HOOKGATE_API_KEY)"
+        )
+    return app
+
+
+def create_app(
+    data: Mapping[str, Any] | None = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    plugins: Iterable[Any] = (),
+    builtins: bool = True,
+    autoload: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> web.Application:
+    """An application from a configuration tree or file, for embedders and tests.
+
+    Autoload is off by default here: the gateway runs the built-in plugins (unless
+    ``builtins=False``) plus ``plugins``, whatever else is installed.
+    """
+    extra = [*builtin_plugins(), *plugins] if builtins else list(plugins)
+    if data is None and path is None:
+        data = {}
+    loaded = load(path, data=data, env=env, plugins=extra, autoload=autoload)
+    return init_app(loaded)

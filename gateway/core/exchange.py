@@ -1,0 +1,96 @@
+"""Per-request state: who is calling, which route and model, and where the time went.
+
+The first middleware creates one :class:`Exchange` per request and stores it under
+:data:`EXCHANGE`; every later step (auth, the pipeline, backends, metrics) reads and fills it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.canonical import Usage
+    from gateway.protocols.base import ProtocolAdapter
+
+
+@attrs.frozen
+class Principal:
+    """An authenticated caller. ``id`` scopes its data (sessions, limits); it is never the key.
+
+    ``rpm`` and ``tpm`` are the caller's own request and token limits per minute (``None``: the
+    ``[limits]`` defaults apply; ``0``: no limit).
+    """
+
+    id: str
+    name: str
+    models: frozenset[str] | None = None
+    attributes: dict[str, Any] = attrs.Factory(dict)
+    rpm: int | None = None
+    tpm: int | None = None
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+#: The caller when no authenticator is enabled (an open gateway).
+ANONYMOUS = Principal(id="anonymous", name="anonymous")
+
+
+@attrs.frozen
+class RouteInfo:
+    """What the gateway knows about a route, compiled at startup.
+
+    ``protocol`` shapes its errors; ``auth`` says whether a key is needed; ``query_token`` lets
+    browsers pass the key as ``?token=`` (EventSource cannot set headers).
+    """
+
+    name: str
+    protocol: ProtocolAdapter | None = None
+    auth: bool = True
+    query_token: bool = False
+
+
+#: Routes the gateway did not add (unknown paths, 405s) are reported under this name.
+UNKNOWN_ROUTE = RouteInfo("unmatched", auth=False)
+
+
+@attrs.define(slots=True)
+class Exchange:
+    """One request's passage through the gateway."""
+
+    request_id: str
+    route: RouteInfo
+    started: float = attrs.Factory(time.perf_counter)
+    principal: Principal = ANONYMOUS
+    #: The public model name, once routed.
+    model: str = ""
+    #: ``"<kind>:<name>"`` of the backend that answers, once routed.
+    backend: str = ""
+    #: Seconds spent waiting on upstreams (a backend adds to it).
+    upstream_seconds: float = 0.0
+    #: Seconds from arrival to the first byte of a streamed body.
+    first_byte: float | None = None
+    stream: bool = False
+    usage: Usage | None = None
+    upstream_failed: bool = False
+    #: What plugins keep for the rest of this request (a filter's ``on_request`` leaving what its
+    #: ``on_success`` needs), keyed by an object the plugin owns; ``None`` until one is kept.
+    notes: dict[Any, Any] | None = None
+
+    def note(self, key: Any, value: Any) -> None:
+        """Keep ``value`` under ``key`` in :attr:`notes` for the rest of the request."""
+        if self.notes is None:
+            self.notes = {key: value}
+        else:
+            self.notes[key] = value
+
+    def gateway_seconds(self) -> float:
+        """Time spent inside the gateway so far, upstream waits excluded."""
+        return max(0.0, time.perf_counter() - self.started - self.upstream_seconds)
+
+
+EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("hookgate.exchange", Exchange)

@@ -1,0 +1,218 @@
+"""Prometheus metrics, one set per gateway (carried over a configuration reload).
+
+Recording sits on every request's path, so it is plain arithmetic on dicts and lists owned by the
+event loop's thread: no locks and no label lookups through prometheus_client's metric objects
+(which cost more than the rest of the bookkeeping together). prometheus_client still writes the
+exposition: a collector turns the counts into metric families when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+if TYPE_CHECKING:
+    from gateway.core.exchange import Exchange
+    from gateway.errors import GatewayError
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class Histogram:
+    """Observations counted per bucket (not cumulative until exposition)."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound == float("inf") else str(float(bound)), total))
+        return out
+
+
+class Gauge:
+    """A number that goes up and down (streams open now)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+
+class Metrics:
+    """The gateway's metrics: ``record`` each request, ``exposition`` for ``/metrics``.
+
+    ``registry`` is also where plugins register metrics of their own. ``previous`` (the metrics
+    of the application a reload replaces) hands its counts on: the gateway's own counters carry
+    on across reloads, while the new application's plugins register theirs afresh.
+    """
+
+    def __init__(self, previous: Metrics | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        if previous is not None:
+            self.requests = previous.requests
+            self.duration = previous.duration
+            self.overhead = previous.overhead
+            self.first_byte = previous.first_byte
+            self.upstream_errors = previous.upstream_errors
+            self.tokens = previous.tokens
+            self.active_streams = previous.active_streams
+            return
+        #: (route, model, status) -> requests answered
+        self.requests: dict[tuple[str, str, str], int] = {}
+        #: route -> time from arrival to the end of the response
+        self.duration: dict[str, Histogram] = {}
+        #: route -> time inside the gateway, upstream waits excluded
+        self.overhead: dict[str, Histogram] = {}
+        #: (route, model) -> time to the first byte of a stream
+        self.first_byte: dict[tuple[str, str], Histogram] = {}
+        #: (backend, kind) -> upstream failures
+        self.upstream_errors: dict[tuple[str, str], int] = {}
+        #: (model, direction) -> tokens reported by upstreams
+        self.tokens: dict[tuple[str, str], int] = {}
+        self.active_streams = Gauge()
+
+    def record(self, ex: Exchange, status: int, elapsed: float) -> None:
+        """Count one finished request."""
+        route = ex.route.name
+        key = (route, ex.model, str(status))
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        hist = self.duration.get(route)
+        if hist is None:
+            hist = self.duration[route] = Histogram(_LATENCY_BUCKETS)
+            self.overhead[route] = Histogram(_OVERHEAD_BUCKETS)
+        hist.observe(elapsed)
+        self.overhead[route].observe(max(0.0, elapsed - ex.upstream_seconds))
+        if ex.first_byte is not None:
+            fb_key = (route, ex.model)
+            fb = self.first_byte.get(fb_key)
+            if fb is None:
+                fb = self.first_byte[fb_key] = Histogram(_LATENCY_BUCKETS)
+            fb.observe(ex.first_byte)
+        usage = ex.usage
+        if usage is not None:
+            tokens = self.tokens
+            k_in, k_out = (ex.model, "input"), (ex.model, "output")
+            tokens[k_in] = tokens.get(k_in, 0) + usage.input_tokens
+            tokens[k_out] = tokens.get(k_out, 0) + usage.output_tokens
+
+    def upstream_error(self, backend: str, err: GatewayError) -> None:
+        key = (backend, err.kind)
+        self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Collector:
+    """Turns :class:`Metrics` into Prometheus metric families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        yield _counter(
+            "hookgate_requests",
+            "Requests answered, by route, model and status.",
+            ["route", "model", "status"],
+            m.requests,
+        )
+        yield _histogram(
+            "hookgate_request_duration_seconds",
+            "Time from arrival to the end of the response (streams: the last byte).",
+            ["route"],
+            {(k,): v for k, v in m.duration.items()},
+        )
+        yield _histogram(
+            "hookgate_gateway_overhead_seconds",
+            "Time spent inside the gateway, upstream waits excluded.",
+            ["route"],
+            {(k,): v for k, v in m.overhead.items()},
+        )
+        yield _histogram(
+            "hookgate_stream_first_byte_seconds",
+            "Time from arrival to the first byte of a streamed answer.",
+            ["route", "model"],
+            m.first_byte,
+        )
+        yield _counter(
+            "hookgate_upstream_errors",
+            "Upstream failures, by backend and kind.",
+            ["backend", "kind"],
+            m.upstream_errors,
+        )
+        yield GaugeMetricFamily(
+            "hookgate_active_streams", "Streams being sent now.", value=m.active_streams.value
+        )
+        yield _counter(
+            "hookgate_tokens",
+            "Tokens reported by upstreams, by model and direction.",
+            ["model", "direction"],
+            m.tokens,
+        )
+
+
+def _counter(
+    name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in list(values.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
+def _histogram(
+    name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for key, hist in list(values.items()):
+        family.add_metric(list(key), hist.buckets(), sum_value=hist.sum)
+    return family

@@ -1,0 +1,129 @@
+"""The gateway's middlewares, compiled once per application.
+
+In order: the exchange (request id, error mapping into the route's protocol, metrics), then
+authentication (only installed when an authenticator is enabled). Plugins that need to act on
+every request add their own in ``gateway_configure_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from gateway.auth.base import credential
+from gateway.core.exchange import EXCHANGE, UNKNOWN_ROUTE, Exchange
+from gateway.core.jsonio import json_response
+from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, default_error_body
+
+if TYPE_CHECKING:
+    from gateway.core.app import Gateway
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    routes = gateway.routes
+    metrics = gateway.metrics
+    inflight = gateway.inflight
+    current_task = asyncio.current_task
+    trust_request_id = gateway.config.server.trust_request_id
+    clock = time.perf_counter
+
+    def error_response(ex: Exchange, err: GatewayError) -> web.Response:
+        if ex.route.protocol is not None:
+            return ex.route.protocol.error_response(err)
+        headers = None
+        if err.retry_after is not None:  # as ProtocolAdapter.error_response does
+            headers = {"retry-after": str(max(1, round(err.retry_after)))}
+        return json_response(default_error_body(err), status=err.status, headers=headers)
+
+    @web.middleware
+    async def exchange(request: web.Request, handler: Handler) -> web.StreamResponse:
+        info = routes.get(request.match_info.route, UNKNOWN_ROUTE)
+        rid = request.headers.get("x-request-id")
+        if not (trust_request_id and rid and _REQUEST_ID.fullmatch(rid)):
+            rid = os.urandom(12).hex()
+        ex = Exchange(rid, info)
+        request[EXCHANGE] = ex
+        task = current_task()
+        inflight.add(task)  # type: ignore[arg-type]
+        try:
+            try:
+                resp = await handler(request)
+            except GatewayError as err:
+                resp = error_response(ex, err)
+            except web.HTTPException as exc:
+                if exc.status == 404:
+                    err: GatewayError = NotFound(f"No route for {request.method} {request.path}.")
+                elif exc.status == 405:
+                    err = BadRequest(
+                        f"{request.method} is not allowed on {request.path}.", status=405
+                    )
+                else:
+                    err = GatewayError(exc.reason, status=exc.status)
+                resp = error_response(ex, err)
+                for name in ("allow",):
+                    if name in exc.headers:
+                        resp.headers[name] = exc.headers[name]
+            except asyncio.CancelledError:
+                metrics.record(ex, 499, clock() - ex.started)
+                raise
+            except Exception:
+                log.exception("request %s failed", rid)
+                resp = error_response(ex, GatewayError("The gateway failed to handle the request."))
+            metrics.record(ex, resp.status, clock() - ex.started)
+            return resp
+        finally:
+            inflight.discard(task)  # type: ignore[arg-type]
+
+    if not gateway.auth_enabled:
+        return [exchange]
+    authenticators = list(gateway.authenticators)
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        ex = request[EXCHANGE]
+        if ex.route.auth:
+            key = credential(request, ex.route.query_token)
+            if key is None:
+                raise Unauthorized(
+                    "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+                    code="missing_api_key",
+                )
+            for auth in authenticators:
+                principal = await auth.authenticate(request, key)
+                if principal is not None:
+                    ex.principal = principal
+                    break
+            else:
+                raise Unauthorized("Invalid API key.", code="invalid_api_key")
+        return await handler(request)
+
+    return [exchange, authenticate]
+
+
+async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Before headers go out: the request id, the backend, and where the time went.
+
+    ``server-timing`` says ``gateway`` (time inside the gateway so far, upstream waits excluded)
+    and ``upstream`` (time waiting on the upstream so far); for streams, up to the first byte.
+    """
+    ex = request.get(EXCHANGE)
+    if ex is None:
+        return
+    headers = response.headers
+    headers["x-request-id"] = ex.request_id
+    if ex.backend:
+        headers["x-hookgate-backend"] = ex.backend
+    headers["server-timing"] = (
+        f"gateway;dur={ex.gateway_seconds() * 1000:.3f}, upstream;dur={ex.upstream_seconds * 1000:.3f}"
+    )

@@ -1,0 +1,477 @@
+"""The A2A protocol: the gateway's agents, discoverable and callable by any Agent2Agent client.
+
+Routes (cards are public; the JSON-RPC endpoints need a key when keys are configured):
+
+- ``GET /.well-known/agent-card.json`` and ``GET /a2a/{agent}/.well-known/agent-card.json``: the
+  gateway's card (its agents as skills) and each agent's card; 1.0 for clients that send
+  ``A2A-Version: 1.0``, a card 0.3 clients read too otherwise. ``.../agent.json``: the 0.3 card.
+- ``POST /a2a/{agent}``: JSON-RPC 2.0 for that agent; ``POST /a2a``: the same for any agent of
+  the gateway (``metadata.agent`` names it when there are several).
+
+Methods: SendMessage, SendStreamingMessage (SSE), GetTask, ListTasks, CancelTask,
+SubscribeToTask (protocol 1.0), and message/send, message/stream, tasks/get, tasks/cancel,
+tasks/resubscribe (0.3). The ``A2A-Version`` header picks the version (none: 0.3); a request
+without the header may also use 1.0 method names, which no 0.3 client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import orjson
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from gateway import __version__
+from gateway.agents.plugin import AGENTS
+from gateway.config.types import Count, Duration, NonNegative
+from gateway.core.exchange import EXCHANGE
+from gateway.errors import GatewayError, NotFound
+from gateway.hookspecs import hookimpl
+from gateway.protocols.a2a import jsonrpc
+from gateway.protocols.a2a.cards import AgentInfo, agent_card, gateway_card
+from gateway.protocols.a2a.jsonrpc import (
+    ExtendedCardNotConfigured,
+    InvalidParams,
+    MethodNotFound,
+    PushNotificationNotSupported,
+    UnsupportedOperation,
+    VersionNotSupported,
+)
+from gateway.protocols.a2a.service import TaskService
+from gateway.protocols.a2a.task_events import trimmed
+from gateway.protocols.a2a.tasks import TaskRecord
+from gateway.protocols.a2a.wire import (
+    TERMINAL,
+    V03,
+    V1,
+    check_output_modes,
+    decode_message,
+    result_to_03,
+    task_to_03,
+    version_of,
+)
+from gateway.protocols.base import ProtocolAdapter
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class A2AConfig:
+    """``[a2a]``: agents served over Agent2Agent."""
+
+    #: Where tasks live: "memory", "redis" (needs [redis] url), or "auto" (Redis when
+    #: [redis] url is set). Redis lets any instance answer GetTask, cancel or resume a task.
+    store: str = "auto"
+    #: How long a task stays readable (GetTask, ListTasks, the next message of its context)
+    #: after its last change.
+    task_ttl: Duration = Duration(86400.0)
+    #: Tasks the memory store keeps at most (the least recently changed go first).
+    max_kept_tasks: Count = Count(10_000)
+    #: Stream results one task may produce at most; past that it fails (too_many_events).
+    max_task_events: Count = Count(100_000)
+    #: Messages of earlier completed tasks of the same contextId the agent sees; 0: none.
+    context_messages: NonNegative = NonNegative(50)
+    #: How long CancelTask waits for the run to stop before answering with the task as it is.
+    cancel_timeout: Duration = Duration(10.0)
+    #: A client that accepts no data for this long is disconnected (the task goes on).
+    send_timeout: Duration = Duration(30.0)
+    #: Seconds between keep-alive comments on quiet streams.
+    ping_interval: Duration = Duration(15.0)
+    #: The gateway's public base URL, for the urls in cards ("https://gw.example"); empty: the
+    #: scheme and Host of each card request.
+    public_url: str = ""
+    #: The gateway card's name and description.
+    name: str = "hookgate"
+    description: str = "Agents served by hookgate."
+
+
+Handler = Callable[[jsonrpc.Call], Awaitable[web.StreamResponse]]
+
+
+class A2AProtocol(ProtocolAdapter):
+    name = "a2a"
+
+    def __init__(self, gateway: Any) -> None:
+        super().__init__(gateway)
+        cfg: A2AConfig = gateway.config.section("a2a")
+        self.config = cfg
+        self.public_url = cfg.public_url.rstrip("/")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            from gateway.config.loader import ConfigError
+
+            raise ConfigError([f"a2a.public_url: not a URL: {cfg.public_url!r}"])
+        self.service = TaskService(
+            gateway,
+            store=cfg.store,
+            task_ttl=cfg.task_ttl,
+            max_kept=cfg.max_kept_tasks,
+            max_events=cfg.max_task_events,
+            context_messages=cfg.context_messages,
+        )
+        self.methods: dict[str, tuple[str, Handler]] = {
+            "SendMessage": (V1, self.send),
+            "SendStreamingMessage": (V1, self.send_streaming),
+            "GetTask": (V1, self.get_task),
+            "ListTasks": (V1, self.list_tasks),
+            "CancelTask": (V1, self.cancel_task),
+            "SubscribeToTask": (V1, self.subscribe),
+            "message/send": (V03, self.send),
+            "message/stream": (V03, self.send_streaming),
+            "tasks/get": (V03, self.get_task),
+            "tasks/cancel": (V03, self.cancel_task),
+            "tasks/resubscribe": (V03, self.subscribe),
+        }
+        for method in (
+            "CreateTaskPushNotificationConfig",
+            "GetTaskPushNotificationConfig",
+            "ListTaskPushNotificationConfigs",
+            "DeleteTaskPushNotificationConfig",
+        ):
+            self.methods[method] = (V1, self.no_push)
+        for method in ("set", "get", "list", "delete"):
+            self.methods[f"tasks/pushNotificationConfig/{method}"] = (V03, self.no_push)
+        self.methods["GetExtendedAgentCard"] = (V1, self.no_extended_card)
+        self.methods["agent/getAuthenticatedExtendedCard"] = (V03, self.no_extended_card)
+
+    def setup(self, app: web.Application) -> None:
+        self.service.setup(self.gateway.streams)
+        add = self.gateway.add_route
+        for prefix in ("", "/a2a/{agent}"):
+            for path, legacy in (
+                ("/.well-known/agent-card.json", False),
+                ("/.well-known/agent.json", True),
+            ):
+                add(
+                    "GET",
+                    prefix + path,
+                    self._card_handler(legacy),
+                    name="a2a_card",
+                    protocol=self,
+                    auth=False,
+                )
+        add("POST", "/a2a", self.rpc, name="a2a", protocol=self)
+        add("POST", "/a2a/{agent}", self.rpc, name="a2a", protocol=self)
+        app.cleanup_ctx.append(self._lifespan)
+
+    async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
+        await self.service.start()
+        try:
+            yield
+        finally:
+            await self.service.close()
+
+    def error_body(self, err: GatewayError) -> Any:
+        return orjson.loads(jsonrpc.error_response(None, err))
+
+    def error_response(self, err: GatewayError) -> web.Response:
+        resp = super().error_response(err)
+        if err.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="hookgate"'
+        return resp
+
+    # -- cards
+
+    def _agents(self, request: web.Request) -> dict[str, Any]:
+        return request.app.get(AGENTS) or {}
+
+    def _agent(self, request: web.Request) -> str | None:
+        """The agent an agent route names (404 when it is no agent), ``None`` on gateway routes."""
+        name = request.match_info.get("agent")
+        if name is not None and name not in self._agents(request):
+            raise NotFound(f"No agent '{name}' is served here.", code="agent_not_found")
+        return name
+
+    def _base(self, request: web.Request) -> str:
+        return self.public_url or f"{request.scheme}://{request.host}"
+
+    def _card_handler(self, legacy: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            agent = self._agent(request)
+            if legacy:
+                form = V03
+            else:
+                header = request.headers.get("A2A-Version")
+                form = V1 if header and version_of(header) == V1 else "hybrid"
+            base = self._base(request)
+            secured = self.gateway.auth_enabled
+            agents = self._agents(request)
+            if agent is not None:
+                body = agent_card(
+                    _info(agents[agent]), _url(base, agent), __version__, secured, form
+                )
+            else:
+                body = gateway_card(
+                    [_info(b) for b in agents.values()],
+                    base,
+                    name=self.config.name,
+                    description=self.config.description,
+                    version=__version__,
+                    secured=secured,
+                    form=form,
+                    agent_url=lambda name: _url(base, name),
+                )
+            return web.Response(
+                body=orjson.dumps(body),
+                content_type="application/json",
+                headers={"Vary": "A2A-Version", "Cache-Control": "no-cache"},
+            )
+
+        return handler
+
+    # -- JSON-RPC
+
+    async def rpc(self, request: web.Request) -> web.StreamResponse:
+        ex = request[EXCHANGE]
+        agent = self._agent(request)
+        header = request.headers.get("A2A-Version")
+        version = version_of(header) or V1
+        rid: Any = None
+        try:
+            body = await jsonrpc.read_request(request)
+            if isinstance(body, dict) and jsonrpc.valid_id(body.get("id")):
+                rid = body.get("id")
+            method, params = jsonrpc.envelope(body)
+            version, handler = self._method(method, header)
+            return await handler(jsonrpc.Call(request, ex, agent, rid, version, params))
+        except GatewayError as err:
+            if err.status >= 500:
+                log.warning("A2A call failed (request %s): %s", ex.request_id, err.message)
+            return jsonrpc.json_reply(jsonrpc.error_response(rid, err, version))
+
+    def _method(self, method: str, header: str | None) -> tuple[str, Handler]:
+        found = self.methods.get(method)
+        if found is None:
+            raise MethodNotFound(f"No method '{method}'.", param="method")
+        version, handler = found
+        asked = version_of(header)
+        if asked is None:
+            raise VersionNotSupported(
+                f"A2A-Version {header!r} is not supported; this agent speaks 1.0 and 0.3.",
+                code="version_not_supported",
+            )
+        if header and asked != version:
+            raise VersionNotSupported(
+                f"'{method}' is a method of A2A {version}, but the request says A2A-Version "
+                f"{header}.",
+                code="version_not_supported",
+            )
+        return version, handler
+
+    def _target(self, call: jsonrpc.Call, *metas: Any) -> str:
+        """The agent a message is for: the route's, or on the gateway route ``metadata.agent``
+        (or the only agent)."""
+        if call.agent is not None:
+            return call.agent
+        agents = self._agents(call.request)
+        for meta in metas:
+            named = meta.get("agent") if isinstance(meta, dict) else None
+            if named is not None:
+                if named not in agents:
+                    raise InvalidParams(
+                        f"No agent '{named}' is served here.", param="metadata.agent"
+                    )
+                return str(named)
+        if len(agents) == 1:
+            return next(iter(agents))
+        names = ", ".join(sorted(agents)) or "none"
+        raise InvalidParams(
+            f"Name the agent: POST /a2a/<agent>, or metadata.agent (agents: {names}).",
+            param="metadata.agent",
+        )
+
+    async def _begin(self, call: jsonrpc.Call) -> tuple[TaskRecord, dict[str, Any]]:
+        params = call.params
+        configuration = jsonrpc.object_param(params.get("configuration"), "configuration")
+        if configuration.get("taskPushNotificationConfig") or configuration.get(
+            "pushNotificationConfig"
+        ):
+            raise PushNotificationNotSupported(
+                "This agent sends no push notifications; stream or poll the task instead.",
+                param="configuration.taskPushNotificationConfig",
+            )
+        check_output_modes(configuration.get("acceptedOutputModes"))
+        jsonrpc.history_length(configuration.get("historyLength"), "configuration.historyLength")
+        message = decode_message(params.get("message"), call.version)
+        if message["role"] != "ROLE_USER":
+            raise InvalidParams("A message to an agent comes from the user.", param="message.role")
+        metadata = params.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidParams("'metadata' must be an object.", param="metadata")
+        target = self._target(call, metadata, message.get("metadata"))
+        record = await self.service.create(target, message, call.ex, metadata)
+        return record, configuration
+
+    async def send(self, call: jsonrpc.Call) -> web.StreamResponse:
+        record, configuration = await self._begin(call)
+        if configuration.get("returnImmediately") or configuration.get("blocking") is False:
+            task = record.task
+        else:
+            task = await self.service.wait(call.owner, record)
+        task = trimmed(task, configuration.get("historyLength"))
+        return call.reply({"task": task} if call.version == V1 else task_to_03(task))
+
+    async def send_streaming(self, call: jsonrpc.Call) -> web.StreamResponse:
+        record, _ = await self._begin(call)
+        return await self._stream(call, record, self.service.events(call.owner, record))
+
+    async def get_task(self, call: jsonrpc.Call) -> web.StreamResponse:
+        length = jsonrpc.history_length(call.params.get("historyLength"), "historyLength")
+        record = await self.service.find(call.owner, call.params.get("id"), call.agent)
+        return call.task(trimmed(await self.service.current(call.owner, record), length))
+
+    async def list_tasks(self, call: jsonrpc.Call) -> web.StreamResponse:
+        params = call.params
+        length = jsonrpc.history_length(params.get("historyLength"), "historyLength")
+        size = params.get("pageSize", 50)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100:
+            raise InvalidParams(
+                "'pageSize' must be a whole number from 1 to 100.", param="pageSize"
+            )
+        state = params.get("status")
+        if state is not None and (
+            not isinstance(state, str) or not state.startswith("TASK_STATE_")
+        ):
+            raise InvalidParams("'status' must be a TaskState (TASK_STATE_...).", param="status")
+        strings = {}
+        for key in ("contextId", "pageToken", "statusTimestampAfter"):
+            value = params.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InvalidParams(f"'{key}' must be a string.", param=key)
+            strings[key] = value or None
+        after = strings["statusTimestampAfter"]
+        page, token, total = await self.service.list(
+            call.owner,
+            call.agent,
+            context_id=strings["contextId"],
+            state=None if state in (None, "TASK_STATE_UNSPECIFIED") else state,
+            after=None if after is None else _instant(after, "statusTimestampAfter"),
+            page_size=size,
+            page_token=strings["pageToken"],
+        )
+        artifacts = bool(params.get("includeArtifacts"))
+        return call.reply(
+            {
+                "tasks": [trimmed(r.task, length, artifacts) for r in page],
+                "nextPageToken": token,
+                "pageSize": size,
+                "totalSize": total,
+            }
+        )
+
+    async def cancel_task(self, call: jsonrpc.Call) -> web.StreamResponse:
+        record = await self.service.find(call.owner, call.params.get("id"), call.agent)
+        return call.task(await self.service.cancel(call.owner, record, self.config.cancel_timeout))
+
+    async def subscribe(self, call: jsonrpc.Call) -> web.StreamResponse:
+        record = await self.service.find(call.owner, call.params.get("id"), call.agent)
+        state = (await self.service.current(call.owner, record))["status"]["state"]
+        if state in TERMINAL:
+            raise UnsupportedOperation(
+                f"The task '{record.id}' has ended ({state}); read it with GetTask.",
+                code="task_ended",
+            )
+        return await self._stream(
+            call, record, self.service.events(call.owner, record, snapshot=True)
+        )
+
+    async def no_push(self, call: jsonrpc.Call) -> web.StreamResponse:
+        raise PushNotificationNotSupported(
+            "This agent sends no push notifications; stream or poll the task instead."
+        )
+
+    async def no_extended_card(self, call: jsonrpc.Call) -> web.StreamResponse:
+        raise ExtendedCardNotConfigured("This agent has no extended card; its card says it all.")
+
+    # -- streams
+
+    async def _stream(
+        self, call: jsonrpc.Call, record: TaskRecord, results: AsyncIterator[bytes]
+    ) -> web.StreamResponse:
+        """Send stream results as SSE frames of JSON-RPC responses until the task's stream
+        ends. A client that goes away stops only its own stream: the task goes on."""
+        request, version = call.request, call.version
+        head = b'data: {"jsonrpc":"2.0","id":' + orjson.dumps(call.id) + b',"result":'
+        resp = EventSourceResponse(
+            sep="\n",
+            allow_all_methods=True,
+            ping_interval=self.config.ping_interval,
+            headers={"x-hookgate-task-id": record.id},
+        )
+        metrics = self.gateway.metrics
+        metrics.active_streams.inc()
+        try:
+            await resp.prepare(request)
+            call.ex.first_byte = time.perf_counter() - call.ex.started
+            async with resp:
+                async for data in results:
+                    if version != V1:
+                        data = orjson.dumps(result_to_03(orjson.loads(data)))
+                    async with asyncio.timeout(self.config.send_timeout):
+                        await resp.write(head + data + b"}\n\n")
+        except TimeoutError:
+            log.warning(
+                "task %s: dropped a client that read nothing for %gs",
+                record.id,
+                self.config.send_timeout,
+            )
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        except ConnectionResetError:
+            return resp
+        except GatewayError as err:
+            log.warning("task %s: following it failed: %s", record.id, err.message)
+            with contextlib.suppress(ConnectionResetError):
+                error = jsonrpc.error_response(call.id, err, version)
+                await resp.write(b"data: " + error + b"\n\n")
+        finally:
+            metrics.active_streams.dec()
+            await results.aclose()  # type: ignore[attr-defined]
+        with contextlib.suppress(ConnectionResetError):
+            await resp.write_eof()
+        return resp
+
+
+def _instant(text: str, where: str) -> float:
+    """An RFC 3339 timestamp as seconds since the epoch."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidParams(
+            f"'{where}' must be an RFC 3339 timestamp (2026-01-31T12:00:00Z).", param=where
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _info(backend: Any) -> AgentInfo:
+    agent = backend.agent
+    tools = tuple((t.name, t.description or "") for t in backend.tools.values())
+    description = agent.description or f"The agent {agent.name}." + (
+        f" It can use: {', '.join(name for name, _ in tools)}." if tools else ""
+    )
+    return AgentInfo(agent.name, description, tools)
+
+
+def _url(base: str, agent: str) -> str:
+    return f"{base}/a2a/{quote(agent, safe='')}"
+
+
+@hookimpl
+def gateway_config_sections(register: Any) -> None:
+    register("a2a", A2AConfig)
+
+
+@hookimpl
+def gateway_register_protocols(register: Any) -> None:
+    register(A2AProtocol)

@@ -1,0 +1,495 @@
+"""Anthropic Messages requests on the wire, both ways.
+
+The ``anthropic`` protocol adapter decodes client requests with this module and the
+``anthropic`` backend encodes requests for its upstream (answers, usage and errors are in
+:mod:`gateway.protocols.anthropic.response`, streams in :mod:`gateway.protocols.anthropic.stream`). Fields with no canonical counterpart are kept in
+``extra`` and written back only to an Anthropic-speaking peer; ``cache_control`` marks are the
+one exception, carried from any client's text parts, tool results and tools, because the mark
+means the same thing wherever it came from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from gateway.canonical import (
+    JSON,
+    ChatRequest,
+    ImagePart,
+    Message,
+    OpaquePart,
+    Part,
+    ReasoningPart,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+)
+from gateway.errors import BadRequest
+
+PROTOCOL = "anthropic"
+log = logging.getLogger(__name__)
+
+#: Request fields the canonical model holds; every other field is kept in ``extra``.
+_KNOWN = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "stream",
+        "tools",
+        "tool_choice",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "top_k",
+        "metadata",
+    }
+)
+# --- requests: wire -> canonical ----------------------------------------------------------------
+
+
+def decode_request(
+    body: Any, headers: Mapping[str, str] | None = None, *, counting: bool = False
+) -> ChatRequest:
+    """Validate and decode a Messages request body. Raises :class:`BadRequest` naming the
+    offending field. ``headers`` are the client's; ``anthropic-beta`` is kept for an
+    Anthropic upstream. ``counting`` decodes a count_tokens body (no ``max_tokens``)."""
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: Field required (a non-empty string).", param="model")
+    max_tokens = body.get("max_tokens")
+    if not counting and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
+        raise BadRequest("max_tokens: Field required (a positive integer).", param="max_tokens")
+    messages = decode_messages(body.get("messages"), body.get("system"))
+    stop = body.get("stop_sequences")
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise BadRequest("stop_sequences: must be an array of strings.", param="stop_sequences")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadRequest("metadata: must be an object.", param="metadata")
+    user = metadata.get("user_id") if metadata else None
+    choice, parallel = decode_tool_choice(body.get("tool_choice"))
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("stream: must be a boolean.", param="stream")
+    beta = headers.get("anthropic-beta") if headers is not None else None
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        protocol=PROTOCOL,
+        stream=bool(stream),
+        include_usage=True,  # Anthropic streams always report usage
+        tools=decode_tools(body.get("tools")),
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature"),
+        top_p=_number(body, "top_p"),
+        top_k=_integer(body, "top_k"),
+        stop=stop or None,
+        user=user if isinstance(user, str) else None,
+        metadata=metadata,
+        extra={k: v for k, v in body.items() if k not in _KNOWN} or None,
+        wire=body,
+        headers={"anthropic-beta": beta} if beta else None,
+    )
+
+
+def _number(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise BadRequest(f"{key}: must be a number.", param=key)
+    return value
+
+
+def _integer(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(f"{key}: must be an integer.", param=key)
+    return value
+
+
+def decode_messages(raw: Any, system: Any) -> list[Message]:
+    """``system`` and ``messages`` as canonical messages: the system prompt first, each
+    ``tool_result`` block as its own ``tool`` message (in order, before the rest of its turn)."""
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest("messages: Field required (a non-empty array).", param="messages")
+    out: list[Message] = []
+    if system is not None:
+        if isinstance(system, str):
+            if system:
+                out.append(Message("system", [TextPart(system)]))
+        elif isinstance(system, list):
+            parts = [_text_block(b, f"system.{i}") for i, b in enumerate(system)]
+            if parts:
+                out.append(Message("system", list(parts)))
+        else:
+            raise BadRequest("system: must be a string or an array of text blocks.", param="system")
+    for i, m in enumerate(raw):
+        where = f"messages.{i}"
+        if not isinstance(m, dict):
+            raise BadRequest(f"{where}: must be an object.", param=where)
+        role = m.get("role")
+        if role not in ("user", "assistant"):
+            raise BadRequest(f"{where}.role: must be 'user' or 'assistant'.", param=f"{where}.role")
+        content = m.get("content")
+        if isinstance(content, str):
+            out.append(Message(role, [TextPart(content)]))
+            continue
+        if not isinstance(content, list):
+            raise BadRequest(
+                f"{where}.content: must be a string or an array of content blocks.",
+                param=f"{where}.content",
+            )
+        parts: list[Part] = []
+        for j, block in enumerate(content):
+            part = _decode_block(block, f"{where}.content.{j}", role)
+            if type(part) is ToolResultPart:
+                out.append(Message("tool", [part]))
+            else:
+                parts.append(part)
+        if parts or not content:
+            out.append(Message(role, parts))
+    return out
+
+
+def _text_block(b: Any, at: str) -> TextPart:
+    if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
+        raise BadRequest(f"{at}: must be a text block {{type: 'text', text}}.", param=at)
+    return TextPart(b["text"], rest(b, ("type", "text")))
+
+
+def rest(b: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, JSON] | None:
+    return {k: v for k, v in b.items() if k not in known} or None
+
+
+def _decode_block(b: Any, at: str, role: str) -> Part:
+    if not isinstance(b, dict) or not isinstance(b.get("type"), str):
+        raise BadRequest(f"{at}: must be an object with a 'type'.", param=at)
+    kind = b["type"]
+    if kind == "text":
+        return _text_block(b, at)
+    if kind == "image":
+        return _decode_image(b, at)
+    if kind == "tool_use" and role == "assistant":
+        if not isinstance(b.get("id"), str) or not isinstance(b.get("name"), str):
+            raise BadRequest(f"{at}: a tool_use block needs an 'id' and a 'name'.", param=at)
+        args = b.get("input", {})
+        if not isinstance(args, dict):
+            raise BadRequest(f"{at}.input: must be an object.", param=f"{at}.input")
+        return ToolCallPart(
+            b["id"],
+            b["name"],
+            orjson.dumps(args).decode(),
+            rest(b, ("type", "id", "name", "input")),
+        )
+    if kind == "tool_result" and role == "user":
+        call_id = b.get("tool_use_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise BadRequest(f"{at}.tool_use_id: Field required.", param=f"{at}.tool_use_id")
+        content = b.get("content", "")
+        result: str | list[Part]
+        if isinstance(content, str):
+            result = content
+        elif isinstance(content, list):
+            result = [_decode_block(c, f"{at}.content.{k}", "tool") for k, c in enumerate(content)]
+        else:
+            raise BadRequest(f"{at}.content: must be a string or an array.", param=f"{at}.content")
+        return ToolResultPart(
+            call_id,
+            result,
+            bool(b.get("is_error")),
+            rest(b, ("type", "tool_use_id", "content", "is_error")),
+        )
+    if kind == "thinking" and role == "assistant" and isinstance(b.get("thinking"), str):
+        signature = b.get("signature")
+        return ReasoningPart(b["thinking"], signature if isinstance(signature, str) else None)
+    # documents, redacted thinking, server tool blocks, search results ...: Anthropic only
+    return OpaquePart(PROTOCOL, b)
+
+
+def _decode_image(b: Mapping[str, Any], at: str) -> ImagePart:
+    source = b.get("source")
+    extra = rest(b, ("type", "source"))
+    if isinstance(source, dict):
+        kind = source.get("type")
+        if kind == "base64" and isinstance(source.get("data"), str):
+            return ImagePart(data=source["data"], media_type=source.get("media_type"), extra=extra)
+        if kind == "url" and isinstance(source.get("url"), str):
+            return ImagePart(url=source["url"], extra=extra)
+    raise BadRequest(
+        f"{at}.source: must be {{type: 'base64', media_type, data}} or {{type: 'url', url}}.",
+        param=f"{at}.source",
+    )
+
+
+def decode_tools(tools: Any) -> list[Tool] | None:
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise BadRequest("tools: must be an array.", param="tools")
+    out = []
+    for i, t in enumerate(tools):
+        at = f"tools.{i}"
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
+            raise BadRequest(f"{at}.name: Field required.", param=f"{at}.name")
+        if t.get("type") not in (None, "custom"):
+            # Server tools (web search, code execution, ...) only Anthropic runs: keep them whole.
+            out.append(Tool(t["name"], extra={"tool": t}))
+            continue
+        schema = t.get("input_schema")
+        if not isinstance(schema, dict):
+            raise BadRequest(f"{at}.input_schema: Field required (an object).", param=at)
+        description = t.get("description")
+        out.append(
+            Tool(
+                t["name"],
+                description if isinstance(description, str) else None,
+                schema,
+                t.get("strict") if isinstance(t.get("strict"), bool) else None,
+                rest(t, ("type", "name", "description", "input_schema", "strict")),
+            )
+        )
+    return out
+
+
+def decode_tool_choice(choice: Any) -> tuple[ToolChoice | None, bool | None]:
+    """``tool_choice`` as a canonical choice and ``parallel_tool_calls``."""
+    if choice is None:
+        return None, None
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    mode = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}.get(kind)  # type: ignore[arg-type]
+    if mode is None or (mode == "tool" and not isinstance(choice.get("name"), str)):
+        raise BadRequest(
+            "tool_choice: must be {type: 'auto' | 'any' | 'none'} or {type: 'tool', name}.",
+            param="tool_choice",
+        )
+    disable = choice.get("disable_parallel_tool_use")
+    parallel = None if disable is None else not disable
+    return ToolChoice(mode, choice.get("name") if mode == "tool" else None), parallel  # type: ignore[arg-type]
+
+
+# --- requests: canonical -> wire ----------------------------------------------------------------
+
+
+def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dict[str, JSON]:
+    """The request body for an Anthropic upstream.
+
+    A request that arrived in this protocol and was not changed on the way is sent as it came,
+    with only the model replaced; otherwise it is encoded from the canonical fields, and what
+    Anthropic cannot take is dropped (logged at debug).
+    """
+    if req.wire is not None and req.protocol == PROTOCOL:
+        body = dict(req.wire)
+        body["model"] = model
+        return body
+    same = req.protocol == PROTOCOL
+    system, messages = encode_messages(req.messages, same)
+    body: dict[str, JSON] = {
+        "model": model,
+        "max_tokens": req.max_tokens or default_max_tokens,
+        "messages": messages,
+    }
+    if system:
+        body["system"] = system
+    if req.stream:
+        body["stream"] = True
+    tools = [t for t in req.tools or () if same or not (t.extra and "tool" in t.extra)]
+    if tools:
+        body["tools"] = [_encode_tool(t, same) for t in tools]
+    choice = encode_tool_choice(req.tool_choice, req.parallel_tool_calls)
+    if choice is not None and tools:
+        body["tool_choice"] = choice
+    if req.stop:
+        body["stop_sequences"] = req.stop
+    for key, value, limit in (("temperature", req.temperature, 1.0), ("top_p", req.top_p, 1.0)):
+        if value is not None:
+            if value > limit:
+                log.debug("clamping %s=%s to Anthropic's maximum %s", key, value, limit)
+                value = limit
+            body[key] = value
+    if req.top_k is not None:
+        body["top_k"] = req.top_k
+    if same and req.metadata is not None:
+        body["metadata"] = req.metadata
+    elif req.user:
+        body["metadata"] = {"user_id": req.user}
+    if same:
+        if req.extra:
+            body.update(req.extra)
+    else:
+        dropped = sorted(
+            [*(req.extra or ())]
+            + [k for k in ("seed", "response_format") if getattr(req, k) is not None]
+        )
+        if dropped:
+            log.debug("dropping %s fields the Anthropic format lacks: %s", req.protocol, dropped)
+    return body
+
+
+def encode_tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, JSON] | None:
+    if choice is None and parallel is not False:
+        return None
+    mode = choice.mode if choice is not None else "auto"
+    out: dict[str, JSON] = {"type": {"required": "any"}.get(mode, mode)}
+    if mode == "tool":
+        out["name"] = choice.name  # type: ignore[union-attr]
+    if parallel is False and mode != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _encode_tool(t: Tool, same: bool) -> dict[str, JSON]:
+    if t.extra and "tool" in t.extra:
+        return t.extra["tool"]
+    out: dict[str, JSON] = {
+        "name": t.name,
+        "input_schema": t.parameters or {"type": "object", "properties": {}},
+    }
+    if t.description:
+        out["description"] = t.description
+    if same:
+        if t.strict is not None:
+            out["strict"] = t.strict
+        if t.extra:
+            out.update(t.extra)
+    else:
+        _carry_cache_control(out, t.extra)
+    return out
+
+
+def _carry_cache_control(out: dict[str, JSON], extra: dict[str, JSON] | None) -> None:
+    """Carry a foreign part's ``cache_control`` mark; its other fields are dropped."""
+    if not extra:
+        return
+    if "cache_control" in extra:
+        out["cache_control"] = extra["cache_control"]
+    rest = sorted(k for k in extra if k != "cache_control")
+    if rest:
+        log.debug("dropping fields the Anthropic format lacks: %s", rest)
+
+
+def encode_messages(
+    messages: list[Message], same: bool
+) -> tuple[list[dict[str, JSON]], list[dict[str, JSON]]]:
+    """The ``system`` blocks and the ``messages`` of a request.
+
+    System and developer messages become the top-level system prompt. Tool results become
+    ``tool_result`` blocks of one user turn, right after the assistant turn that called them,
+    followed by the rest of that user turn; consecutive turns of one role are merged, so the
+    history stays valid for Anthropic whatever the client's protocol allowed.
+    """
+    system: list[dict[str, JSON]] = []
+    out: list[dict[str, JSON]] = []
+    for msg in messages:
+        role = msg.role
+        if role in ("system", "developer"):
+            system.extend(_encode_parts(msg.parts, same))
+            continue
+        blocks = list(_encode_parts(msg.parts, same))
+        wire_role = "assistant" if role == "assistant" else "user"
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == wire_role:
+            previous = out[-1]["content"]
+            if role == "tool":
+                # tool results go before any other content of the user turn
+                at = sum(1 for b in previous if b.get("type") == "tool_result")
+                previous[at:at] = blocks
+            else:
+                previous.extend(blocks)
+        else:
+            out.append({"role": wire_role, "content": blocks})
+    return system, out
+
+
+def _encode_parts(parts: list[Part], same: bool) -> Iterator[dict[str, JSON]]:
+    for p in parts:
+        t = type(p)
+        if t is TextPart:
+            if not p.text and not same:  # type: ignore[union-attr]
+                continue  # Anthropic rejects empty text blocks
+            block: dict[str, JSON] = {"type": "text", "text": p.text}  # type: ignore[union-attr]
+            if same and p.extra:  # type: ignore[union-attr]
+                block.update(p.extra)  # type: ignore[union-attr]
+            else:
+                _carry_cache_control(block, p.extra)  # type: ignore[union-attr]
+            yield block
+        elif t is ImagePart:
+            yield _encode_image(p, same)  # type: ignore[arg-type]
+        elif t is ToolCallPart:
+            yield tool_use_block(p, same)  # type: ignore[arg-type]
+        elif t is ToolResultPart:
+            yield _encode_tool_result(p, same)  # type: ignore[arg-type]
+        elif t is ReasoningPart:
+            if p.signature:  # type: ignore[union-attr]
+                yield {"type": "thinking", "thinking": p.text, "signature": p.signature}  # type: ignore[union-attr]
+            else:
+                log.debug("dropping reasoning without a signature (Anthropic requires one)")
+        elif t is OpaquePart and p.protocol == PROTOCOL:  # type: ignore[union-attr]
+            yield p.data  # type: ignore[union-attr]
+        else:
+            log.debug("dropping a %s part the Anthropic format cannot carry", t.__name__)
+
+
+def _encode_image(p: ImagePart, same: bool) -> dict[str, JSON]:
+    if p.data is not None:
+        source: dict[str, JSON] = {
+            "type": "base64",
+            "media_type": p.media_type or "image/png",
+            "data": p.data,
+        }
+    elif p.url is not None and p.url.startswith("data:") and ";base64," in p.url:
+        head, _, data = p.url.partition(";base64,")
+        source = {"type": "base64", "media_type": head[5:] or "image/png", "data": data}
+    else:
+        source = {"type": "url", "url": p.url}
+    block: dict[str, JSON] = {"type": "image", "source": source}
+    if same and p.extra:
+        block.update(p.extra)
+    else:
+        _carry_cache_control(block, p.extra)
+    return block
+
+
+def tool_use_block(p: ToolCallPart, same: bool) -> dict[str, JSON]:
+    try:
+        args = orjson.loads(p.arguments) if p.arguments else {}
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict):
+        log.debug("tool call %s has arguments that are not a JSON object; sending {}", p.id)
+        args = {}
+    block: dict[str, JSON] = {"type": "tool_use", "id": p.id, "name": p.name, "input": args}
+    if same and p.extra:
+        block.update(p.extra)
+    return block
+
+
+def _encode_tool_result(p: ToolResultPart, same: bool) -> dict[str, JSON]:
+    content: JSON = p.content
+    if not isinstance(p.content, str):
+        content = list(_encode_parts(p.content, same))
+    block: dict[str, JSON] = {"type": "tool_result", "tool_use_id": p.call_id, "content": content}
+    if p.is_error:
+        block["is_error"] = True
+    if same and p.extra:
+        block.update(p.extra)
+    else:
+        _carry_cache_control(block, p.extra)
+    return block

@@ -1,0 +1,208 @@
+"""Anthropic Messages answers: whole responses, usage, stop reasons and errors, both ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.canonical import (
+    JSON,
+    ChatResponse,
+    Message,
+    OpaquePart,
+    Part,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    Usage,
+)
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    Overloaded,
+    RateLimited,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from gateway.protocols.anthropic.messages import PROTOCOL, rest, tool_use_block
+from gateway.streaming.assembler import new_id
+
+FINISH_IN = {
+    "end_turn": "stop",
+    "stop_sequence": "stop_sequence",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
+FINISH_OUT = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+#: Usage keys with a canonical field; the others are kept in ``Usage.details``.
+_USAGE_COUNTS = frozenset(
+    {"input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"}
+)
+#: ``Usage.details`` keys that belong to other protocols.
+_FOREIGN_DETAILS = frozenset({"prompt_tokens_details", "completion_tokens_details"})
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+def decode_usage(u: Any) -> Usage | None:
+    """Anthropic usage as canonical usage (``input_tokens`` counting cached tokens too)."""
+    if not isinstance(u, dict):
+        return None
+    read = u.get("cache_read_input_tokens") or 0
+    write = u.get("cache_creation_input_tokens") or 0
+    details = {k: v for k, v in u.items() if k not in _USAGE_COUNTS and v is not None} or None
+    return Usage(
+        (u.get("input_tokens") or 0) + read + write,
+        u.get("output_tokens") or 0,
+        details,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+    )
+
+
+def encode_usage(u: Usage | None) -> dict[str, JSON]:
+    """Canonical usage in Anthropic's shape (``input_tokens`` without the cached ones)."""
+    if u is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    out: dict[str, JSON] = {
+        "input_tokens": max(0, u.input_tokens - u.cache_read_tokens - u.cache_write_tokens),
+        "output_tokens": u.output_tokens,
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_read_input_tokens": u.cache_read_tokens,
+    }
+    if u.details:
+        out.update({k: v for k, v in u.details.items() if k not in _FOREIGN_DETAILS})
+    return out
+
+
+def decode_content(blocks: Any) -> list[Part]:
+    """Response content blocks as canonical parts."""
+    parts: list[Part] = []
+    for b in blocks or ():
+        kind = b.get("type") if isinstance(b, dict) else None
+        if kind == "text":
+            parts.append(TextPart(b.get("text") or "", rest(b, ("type", "text"))))
+        elif kind == "tool_use":
+            parts.append(
+                ToolCallPart(
+                    b.get("id") or new_id("toolu_"),
+                    b.get("name") or "",
+                    orjson.dumps(b.get("input") or {}).decode(),
+                )
+            )
+        elif kind == "thinking":
+            parts.append(ReasoningPart(b.get("thinking") or "", b.get("signature")))
+        elif kind is not None:
+            parts.append(OpaquePart(PROTOCOL, b))
+    return parts
+
+
+def decode_response(obj: Any) -> ChatResponse:
+    """A non-streamed upstream answer as a canonical response."""
+    if not isinstance(obj, dict) or obj.get("type") != "message":
+        raise UpstreamError("the upstream's answer is not a message")
+    return ChatResponse(
+        id=obj.get("id") or new_id("msg_"),
+        model=obj.get("model") or "",
+        message=Message("assistant", decode_content(obj.get("content"))),
+        finish_reason=FINISH_IN.get(obj.get("stop_reason") or "end_turn", "stop"),
+        stop_sequence=obj.get("stop_sequence"),
+        usage=decode_usage(obj.get("usage")),
+    )
+
+
+def encode_content(parts: list[Part]) -> list[dict[str, JSON]]:
+    """Assistant parts as response content blocks (thinking first, as Anthropic orders them)."""
+    out: list[dict[str, JSON]] = []
+    for p in parts:
+        t = type(p)
+        if t is ReasoningPart:
+            out.append({"type": "thinking", "thinking": p.text, "signature": p.signature or ""})  # type: ignore[union-attr]
+        elif t is TextPart:
+            out.append({"type": "text", "text": p.text})  # type: ignore[union-attr]
+        elif t is ToolCallPart:
+            out.append(tool_use_block(p, False))  # type: ignore[arg-type]
+        elif t is OpaquePart and p.protocol == PROTOCOL:  # type: ignore[union-attr]
+            out.append(p.data)  # type: ignore[union-attr]
+    return out
+
+
+def stop_reason(reason: str, sequence: str | None) -> tuple[str, str | None]:
+    """Anthropic's ``stop_reason`` and ``stop_sequence`` for a canonical finish. A stop at a
+    sequence nobody named (OpenAI upstreams do not say which) is reported as ``end_turn``."""
+    if reason == "stop_sequence":
+        return ("stop_sequence", sequence) if sequence is not None else ("end_turn", None)
+    return FINISH_OUT.get(reason, "end_turn"), None
+
+
+def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
+    """A canonical response as a Messages ``message`` object."""
+    reason, sequence = stop_reason(resp.finish_reason, resp.stop_sequence)
+    return {
+        "id": resp.id if resp.id.startswith("msg_") else "msg_" + resp.id,
+        "type": "message",
+        "role": "assistant",
+        "model": resp.model or model,
+        "content": encode_content(resp.message.parts),
+        "stop_reason": reason,
+        "stop_sequence": sequence,
+        "usage": encode_usage(resp.usage),
+    }
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+_ERROR_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "too_large": "invalid_request_error",
+    "rate_limit": "rate_limit_error",
+    "upstream": "api_error",
+    "overloaded": "overloaded_error",
+    "unavailable": "api_error",
+    "timeout": "timeout_error",
+    "internal": "api_error",
+}
+_ERRORS_IN: dict[str, type[GatewayError]] = {
+    "invalid_request_error": BadRequest,
+    "authentication_error": Unauthorized,
+    "permission_error": Forbidden,
+    "not_found_error": NotFound,
+    "rate_limit_error": RateLimited,
+    "overloaded_error": Overloaded,
+    "timeout_error": UpstreamTimeout,
+}
+
+
+def error_body(err: GatewayError) -> dict[str, JSON]:
+    """The Anthropic error object for ``err``."""
+    return {
+        "type": "error",
+        "error": {"type": _ERROR_TYPES.get(err.kind, "api_error"), "message": err.message},
+    }
+
+
+def stream_error(obj: Any) -> GatewayError:
+    """The error an Anthropic upstream reported inside its stream (``event: error``)."""
+    err = obj.get("error") if isinstance(obj, dict) else None
+    kind = err.get("type") if isinstance(err, dict) else None
+    message = err.get("message") if isinstance(err, dict) else None
+    cls = _ERRORS_IN.get(kind, UpstreamError)  # type: ignore[arg-type]
+    if cls in (Unauthorized, Forbidden):
+        cls = UpstreamError  # the gateway's upstream credentials: not the client's fault
+    return cls(f"upstream error: {message or kind or 'unknown error'}")

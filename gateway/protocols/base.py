@@ -1,0 +1,142 @@
+"""What a protocol adapter is, and the stream loop every adapter shares.
+
+An adapter decodes its wire format into the canonical model, runs the request through the
+:class:`~gateway.core.pipeline.Pipeline`, and encodes the answer and any error in its own format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from aiohttp import web
+
+from gateway.canonical import Error, Event, Raw
+from gateway.core.jsonio import json_response
+from gateway.errors import GatewayError, Unavailable, UpstreamError, default_error_body
+from gateway.streaming.sse import SSEResponse
+
+if TYPE_CHECKING:
+    from gateway.core.app import Gateway
+    from gateway.core.exchange import Exchange
+
+log = logging.getLogger(__name__)
+
+
+class StreamEncoder(Protocol):
+    """Turns canonical events into a protocol's stream frames.
+
+    An encoder may also have a ``keepalive`` attribute: the frame sent on an idle stream
+    instead of an SSE comment (Anthropic clients expect ``event: ping``).
+    """
+
+    def encode(self, event: Event) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+class ProtocolAdapter:
+    """Base class of protocol adapters (registered with ``gateway_register_protocols``)."""
+
+    #: The protocol's name; a backend whose ``protocol`` equals it gets the fast path.
+    name: ClassVar[str] = ""
+    #: Seconds between keep-alive comments on idle streams.
+    ping_interval: ClassVar[float] = 15.0
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.pipeline = gateway.pipeline
+
+    def setup(self, app: web.Application) -> None:
+        """Add the protocol's routes with ``self.gateway.add_route(..., protocol=self)``."""
+        raise NotImplementedError
+
+    def error_body(self, err: GatewayError) -> Any:
+        """The protocol's JSON error body for ``err``."""
+        return default_error_body(err)
+
+    def error_response(self, err: GatewayError) -> web.Response:
+        headers = None
+        if err.retry_after is not None:
+            headers = {"retry-after": str(max(1, round(err.retry_after)))}
+        return json_response(self.error_body(err), status=err.status, headers=headers)
+
+    async def stream_response(
+        self,
+        request: web.Request,
+        ex: Exchange,
+        events: AsyncIterator[Event],
+        encoder: StreamEncoder,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.StreamResponse:
+        """Send ``events`` as Server-Sent Events, encoded by ``encoder``.
+
+        The first event is awaited before any byte is sent, so a failure known at that point is
+        an ordinary error response with the right status. After that, failures are the
+        protocol's error frame. A client that goes away cancels the upstream (the event
+        iterator is closed); a gateway that shuts down mid-stream says so in an error frame.
+        """
+        try:
+            first = await anext(events)  # type: ignore[call-overload]
+        except StopAsyncIteration:
+            raise UpstreamError("the backend sent an empty stream") from None
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        if type(first) is Error:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise first.error  # type: ignore[attr-defined]
+        keepalive: bytes | None = getattr(encoder, "keepalive", None)
+        resp = SSEResponse(self.ping_interval, headers, keepalive or b": ping\n\n")
+        held = tail = b""
+        gateway = self.gateway
+        task = asyncio.current_task()
+        assert task is not None
+        gateway.streams.add(task)
+        gateway.metrics.active_streams.inc()
+        try:
+            await resp.prepare(request)
+            ex.first_byte = time.perf_counter() - ex.started
+            encode = encoder.encode
+            write = resp.write
+            # Frames are written one upstream read at a time: the bytes of an event that has
+            # ``more`` after it wait for the next one, and the bytes that end an upstream's
+            # answer wait for the end of the response (one write, one wake-up of the client).
+            ev = first
+            while True:
+                data = encode(ev)
+                if data:
+                    if ev.more or (type(ev) is Raw and ev.last):  # type: ignore[attr-defined]
+                        held += data
+                    else:
+                        if held:
+                            data, held = held + data, b""
+                        await write(data)
+                try:
+                    ev = await anext(events)  # type: ignore[call-overload]
+                except StopAsyncIteration:
+                    break
+            tail = held + encoder.end()
+        except ConnectionResetError:
+            log.debug("client went away mid-stream (request %s)", ex.request_id)
+            return resp
+        except asyncio.CancelledError:
+            if not (gateway.draining_expired and task.cancelling() == 1):
+                raise  # the client went away (or the server is being killed): nothing to tell
+            task.uncancel()
+            log.warning("request %s: stream cut at the drain deadline", ex.request_id)
+            tail = held + encoder.encode(
+                Error(Unavailable("the gateway is shutting down; retry the request"))
+            )
+        finally:
+            resp.stop_pinging()
+            gateway.streams.discard(task)
+            gateway.metrics.active_streams.dec()
+            await events.aclose()  # type: ignore[attr-defined]
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await resp.write_eof(tail)
+        return resp

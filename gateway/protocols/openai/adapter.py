@@ -1,0 +1,80 @@
+"""The OpenAI protocol: ``POST /v1/chat/completions`` and ``GET /v1/models``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.core.exchange import EXCHANGE
+from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
+from gateway.errors import GatewayError
+from gateway.hookspecs import hookimpl
+from gateway.protocols.base import ProtocolAdapter
+from gateway.protocols.openai import chat as openai_chat
+from gateway.protocols.openai import chat_response as openai_chat_response
+from gateway.protocols.openai import chat_stream as openai_chat_stream
+from gateway.protocols.openai import embeddings as openai_embeddings
+
+#: Models listed by /v1/models carry this creation time (the gateway does not know the real one).
+_CREATED = 1_700_000_000
+
+
+class OpenAIProtocol(ProtocolAdapter):
+    name = "openai"
+
+    def setup(self, app: web.Application) -> None:
+        add = self.gateway.add_route
+        add(
+            "POST",
+            "/v1/chat/completions",
+            self.chat_completions,
+            name="chat_completions",
+            protocol=self,
+        )
+        add("POST", "/v1/embeddings", self.embeddings, name="embeddings", protocol=self)
+        add("GET", "/v1/models", self.list_models, name="models", protocol=self)
+        add("GET", "/v1/models/{model}", self.get_model, name="model", protocol=self)
+
+    def error_body(self, err: GatewayError) -> Any:
+        return openai_chat.error_body(err)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        ex = request[EXCHANGE]
+        req = openai_chat.decode_request(await read_json(request))
+        if not req.stream:
+            resp = await self.pipeline.complete(req, ex)
+            if resp.raw is not None and resp.raw_protocol == self.name:
+                return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
+            return json_response(openai_chat_response.encode_response(resp, req.model))
+        events = self.pipeline.stream(req, ex)
+        return await self.stream_response(
+            request, ex, events, openai_chat_stream.ChunkEncoder(req.model, req.include_usage)
+        )
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        ex = request[EXCHANGE]
+        req = openai_embeddings.decode_request(await read_json(request))
+        resp = await self.pipeline.embed(req, ex)
+        if resp.raw is not None and resp.raw_protocol == self.name:
+            return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
+        return json_response(openai_embeddings.encode_response(resp, req))
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        principal = request[EXCHANGE].principal
+        data = [self._model(name) for name in self.gateway.router.listed(principal)]
+        return json_response({"object": "list", "data": data})
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        self.gateway.router.resolve(name, request[EXCHANGE].principal)
+        return json_response(self._model(name))
+
+    @staticmethod
+    def _model(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": _CREATED, "owned_by": "hookgate"}
+
+
+@hookimpl
+def gateway_register_protocols(register: Any) -> None:
+    register(OpenAIProtocol)

@@ -1,0 +1,121 @@
+"""OpenAI Chat Completions answers (``chat.completion``) and usage, both ways."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.canonical import (
+    JSON,
+    ChatResponse,
+    Message,
+    Part,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    Usage,
+)
+from gateway.errors import UpstreamError
+from gateway.protocols.openai.chat import FINISH_IN, FINISH_OUT
+from gateway.streaming.assembler import new_id
+
+
+def decode_response(obj: Any) -> ChatResponse:
+    """A non-streamed upstream answer, as a canonical response (first choice)."""
+    try:
+        choice = obj["choices"][0]
+        msg = choice["message"]
+    except (KeyError, IndexError, TypeError):
+        raise UpstreamError("the upstream's answer has no choices") from None
+    parts: list[Part] = []
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        parts.append(ReasoningPart(reasoning))
+    content = msg.get("content")
+    if isinstance(content, str):
+        parts.append(TextPart(content))
+    for call in msg.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        parts.append(
+            ToolCallPart(
+                call.get("id") or new_id("call_"), fn.get("name", ""), fn.get("arguments") or "{}"
+            )
+        )
+    extra = {
+        k: v for k, v in msg.items() if k in ("refusal", "annotations", "audio") and v is not None
+    } or None
+    return ChatResponse(
+        id=obj.get("id") or new_id("chatcmpl-"),
+        model=obj.get("model") or "",
+        message=Message("assistant", parts, extra=extra),
+        finish_reason=FINISH_IN.get(choice.get("finish_reason") or "stop", "stop"),
+        usage=decode_usage(obj.get("usage")),
+        created=obj.get("created") or int(time.time()),
+    )
+
+
+_USAGE_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
+
+
+def decode_usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    details = {k: v for k, v in u.items() if k in _USAGE_DETAILS and v} or None
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(
+        u.get("prompt_tokens") or 0,
+        u.get("completion_tokens") or 0,
+        details,
+        cache_read_tokens=cached,
+    )
+
+
+def encode_usage(u: Usage) -> dict[str, JSON]:
+    out: dict[str, JSON] = {
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+    }
+    if u.details:
+        out.update({k: v for k, v in u.details.items() if k in _USAGE_DETAILS})
+    if u.cache_read_tokens and "prompt_tokens_details" not in out:
+        out["prompt_tokens_details"] = {"cached_tokens": u.cache_read_tokens}
+    return out
+
+
+def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
+    """A canonical response as a ``chat.completion`` object."""
+    msg = resp.message
+    text = [p.text for p in msg.parts if type(p) is TextPart]
+    calls = [p for p in msg.parts if type(p) is ToolCallPart]
+    message: dict[str, JSON] = {
+        "role": "assistant",
+        "content": "".join(text) if text else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    if msg.extra:
+        message.update(
+            {k: v for k, v in msg.extra.items() if k in ("refusal", "annotations", "audio")}
+        )
+    out: dict[str, JSON] = {
+        "id": resp.id,
+        "object": "chat.completion",
+        "created": resp.created or int(time.time()),
+        "model": resp.model or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": FINISH_OUT.get(resp.finish_reason, "stop"),
+            }
+        ],
+    }
+    if resp.usage is not None:
+        out["usage"] = encode_usage(resp.usage)
+    return out

@@ -1,0 +1,236 @@
+"""OpenAI Chat Completions streams (``chat.completion.chunk`` SSE frames), both ways."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.canonical import (
+    JSON,
+    Error,
+    Event,
+    Finish,
+    Raw,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+    UsageEvent,
+)
+from gateway.errors import GatewayError, UpstreamError
+from gateway.protocols.openai.chat import FINISH_IN, FINISH_OUT, PROTOCOL, error_body
+from gateway.protocols.openai.chat_response import decode_usage, encode_usage
+from gateway.streaming.assembler import new_id
+
+# --- wire -> events --------------------------------------------------------------------
+
+
+class StreamParser:
+    """Turns ``chat.completion.chunk`` objects into canonical events (choice 0)."""
+
+    __slots__ = ("_open", "finished", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.finished = False
+        self._open: dict[int, bool] = {}
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        if not self.started:
+            self.started = True
+            out.append(Start(chunk.get("id"), chunk.get("model"), chunk.get("created")))
+        choices = chunk.get("choices")
+        if choices:
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                out.append(ReasoningDelta(reasoning))
+            text = delta.get("content")
+            if text:
+                out.append(TextDelta(text))
+            for call in delta.get("tool_calls") or ():
+                index = call.get("index", 0)
+                fn = call.get("function") or {}
+                if index not in self._open:
+                    self._open[index] = True
+                    out.append(
+                        ToolCallStart(
+                            index, call.get("id") or new_id("call_"), fn.get("name") or ""
+                        )
+                    )
+                if fn.get("arguments"):
+                    out.append(ToolCallDelta(index, fn["arguments"]))
+            reason = choice.get("finish_reason")
+            if reason:
+                out.extend(ToolCallEnd(i) for i in self._open)
+                self._open.clear()
+                self.finished = True
+                out.append(Finish(FINISH_IN.get(reason, "stop")))
+        usage = chunk.get("usage")
+        if usage:
+            decoded = decode_usage(usage)
+            if decoded is not None:
+                out.append(UsageEvent(decoded))
+        return out
+
+
+def stream_error(obj: dict[str, Any]) -> GatewayError:
+    """The error an upstream reported inside its stream (``{"error": {...}}``)."""
+    err = obj.get("error")
+    message = err.get("message") if isinstance(err, dict) else err
+    return UpstreamError(f"upstream error: {message or 'unknown error'}")
+
+
+# --- events -> wire --------------------------------------------------------------------
+
+DONE = b"data: [DONE]\n\n"
+
+
+class ChunkEncoder:
+    """Encodes canonical events as ``chat.completion.chunk`` SSE frames.
+
+    Every chunk shares one id, created time and model; the first carries the role; a tool call
+    opens with its id and name and continues with argument fragments at its index; the finish
+    chunk has an empty delta; with ``include_usage`` every chunk has ``"usage": null`` and one
+    usage chunk with no choices comes last, before ``[DONE]``. A failure is an error frame and
+    no ``[DONE]``: never a normal finish. :class:`Raw` events (same-protocol upstream bytes) are
+    written as they are; events they already carry are skipped.
+    """
+
+    __slots__ = (
+        "_failed",
+        "_handlers",
+        "_head",
+        "_include_usage",
+        "_model",
+        "_relayed",
+        "_role_sent",
+        "_usage",
+    )
+
+    def __init__(self, model: str, include_usage: bool = False, id: str | None = None) -> None:
+        self._model = model
+        self._include_usage = include_usage
+        self._head: bytes | None = None
+        self._role_sent = False
+        self._usage: Usage | None = None
+        self._relayed = False
+        self._failed = False
+        self._handlers: dict[type, Callable[[Any], bytes]] = {
+            TextDelta: self._text,
+            ToolCallStart: self._call_start,
+            ToolCallDelta: self._call_delta,
+            Finish: self._finish,
+            UsageEvent: self._usage_event,
+            Error: self._error,
+            Raw: self._raw,
+            Start: self._start,
+            ReasoningDelta: self._reasoning,
+        }
+        if id is not None:
+            self._set_head(id, int(time.time()), model)
+
+    def encode(self, ev: Event) -> bytes:
+        """The bytes to send for ``ev`` (possibly none)."""
+        if ev.relayed:
+            return b""
+        handler = self._handlers.get(type(ev))
+        return handler(ev) if handler is not None else b""
+
+    def end(self) -> bytes:
+        """The trailer after the last event: the usage chunk and ``[DONE]`` (nothing after a
+        failure, nor after a relayed stream, which carried its own)."""
+        if self._failed or self._relayed:
+            return b""
+        tail = b""
+        if self._include_usage and self._usage is not None:
+            tail = self._frame(
+                b'[],"usage":' + orjson.dumps(encode_usage(self._usage)), usage=False
+            )
+        return tail + DONE
+
+    # -- handlers
+
+    def _set_head(self, id: str, created: int, model: str) -> None:
+        self._head = (
+            b'data: {"id":'
+            + orjson.dumps(id)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(created).encode()
+            + b',"model":'
+            + orjson.dumps(model)
+            + b',"choices":'
+        )
+
+    def _frame(self, choices: bytes, usage: bool = True) -> bytes:
+        if self._head is None:
+            self._set_head(new_id("chatcmpl-"), int(time.time()), self._model)
+        tail = b',"usage":null}\n\n' if usage and self._include_usage else b"}\n\n"
+        return self._head + choices + tail  # type: ignore[operator]
+
+    def _delta(self, delta: dict[str, JSON], finish: str | None = None) -> bytes:
+        prefix = b""
+        if not self._role_sent:
+            self._role_sent = True
+            prefix = self._delta({"role": "assistant", "content": "", "refusal": None})
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return prefix + self._frame(b"[" + orjson.dumps(choice) + b"]")
+
+    def _start(self, ev: Start) -> bytes:
+        if self._head is None:
+            self._set_head(
+                ev.id or new_id("chatcmpl-"),
+                ev.created or int(time.time()),
+                ev.model or self._model,
+            )
+        return b""
+
+    def _text(self, ev: TextDelta) -> bytes:
+        return self._delta({"content": ev.text})
+
+    def _reasoning(self, ev: ReasoningDelta) -> bytes:
+        return self._delta({"reasoning_content": ev.text}) if ev.text else b""
+
+    def _call_start(self, ev: ToolCallStart) -> bytes:
+        return self._delta(
+            {
+                "tool_calls": [
+                    {
+                        "index": ev.index,
+                        "id": ev.id,
+                        "type": "function",
+                        "function": {"name": ev.name, "arguments": ""},
+                    }
+                ]
+            }
+        )
+
+    def _call_delta(self, ev: ToolCallDelta) -> bytes:
+        return self._delta(
+            {"tool_calls": [{"index": ev.index, "function": {"arguments": ev.arguments}}]}
+        )
+
+    def _finish(self, ev: Finish) -> bytes:
+        return self._delta({}, FINISH_OUT.get(ev.reason, "stop"))
+
+    def _usage_event(self, ev: UsageEvent) -> bytes:
+        self._usage = ev.usage
+        return b""
+
+    def _error(self, ev: Error) -> bytes:
+        self._failed = True
+        return b"data: " + orjson.dumps(error_body(ev.error)) + b"\n\n"
+
+    def _raw(self, ev: Raw) -> bytes:
+        if ev.protocol != PROTOCOL:
+            return b""
+        self._relayed = True
+        return ev.data

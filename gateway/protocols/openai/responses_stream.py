@@ -1,0 +1,240 @@
+"""Responses API streams: canonical events as typed ``response.*`` events.
+
+Each event has an ``event:`` line equal to its ``type`` and the next ``sequence_number``; output
+items (reasoning, message, function call) are added, filled and done one at a time, in order, as
+the openai SDK's stream helper requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.canonical import (
+    JSON,
+    Error,
+    Event,
+    Finish,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    Usage,
+    UsageEvent,
+)
+from gateway.protocols.openai.responses import (
+    Shell,
+    call_item,
+    error_object,
+    message_item,
+    reasoning_item,
+)
+
+
+class ResponseEncoder:
+    """Encodes canonical events as Responses stream events (``event:`` lines, one increasing
+    ``sequence_number``): created, in_progress, then per output item added / deltas / done, then
+    completed (or incomplete). A failure is an ``error`` event then ``response.failed``."""
+
+    __slots__ = (
+        "_buf",
+        "_done",
+        "_failed",
+        "_item",
+        "_kind",
+        "_model",
+        "_reason",
+        "_seq",
+        "_shell",
+        "_started",
+        "_tool",
+        "_usage",
+    )
+
+    def __init__(self, shell: Shell) -> None:
+        self._shell = shell
+        self._model: str | None = None
+        self._seq = 0
+        self._started = False
+        self._done: list[dict[str, JSON]] = []  # finished output items, in order
+        self._item: dict[str, JSON] | None = None  # the open item
+        self._kind: str | None = None
+        self._buf: list[str] = []
+        self._tool: ToolCallPart | None = None
+        self._usage: Usage | None = None
+        self._reason = "stop"
+        self._failed = False
+
+    def encode(self, ev: Event) -> bytes:
+        handler = _HANDLERS.get(type(ev))
+        return handler(self, ev) if handler is not None else b""
+
+    def end(self) -> bytes:
+        if self._failed:
+            return b""
+        out = self._begin() + self._close()
+        response = self._shell.response(
+            "completed", self._done, self._usage, self._reason, model=self._model
+        )
+        kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
+        return out + self._event(kind, {"response": response})
+
+    def _event(self, kind: str, fields: dict[str, JSON]) -> bytes:
+        fields["type"] = kind
+        fields["sequence_number"] = self._seq
+        self._seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(fields) + b"\n\n"
+
+    def _begin(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        response = self._shell.response("in_progress", [], model=self._model)
+        return self._event("response.created", {"response": response}) + self._event(
+            "response.in_progress", {"response": response}
+        )
+
+    def _open(self, kind: str, item: dict[str, JSON]) -> bytes:
+        out = self._begin() + self._close()
+        self._kind, self._item, self._buf = kind, item, []
+        out += self._event(
+            "response.output_item.added", {"output_index": len(self._done), "item": item}
+        )
+        if kind == "message":
+            out += self._event(
+                "response.content_part.added",
+                {
+                    "item_id": item["id"],
+                    "output_index": len(self._done),
+                    "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                },
+            )
+        return out
+
+    def _close(self) -> bytes:
+        item, kind = self._item, self._kind
+        if item is None:
+            return b""
+        self._item = self._kind = None
+        index, item_id, text = len(self._done), item["id"], "".join(self._buf)
+        where = {"item_id": item_id, "output_index": index}
+        if kind == "message":
+            done = message_item(text, id=item_id)  # type: ignore[arg-type]
+            part = done["content"][0]  # type: ignore[index]
+            out = self._event(
+                "response.output_text.done",
+                {**where, "content_index": 0, "text": text, "logprobs": []},
+            ) + self._event(
+                "response.content_part.done", {**where, "content_index": 0, "part": part}
+            )
+        elif kind == "reasoning":
+            done = reasoning_item(text, id=item_id)  # type: ignore[arg-type]
+            out = self._event(
+                "response.reasoning_text.done", {**where, "content_index": 0, "text": text}
+            )
+        else:
+            call = self._tool
+            call.arguments = text  # type: ignore[union-attr]
+            done = call_item(call, id=item_id)  # type: ignore[arg-type]
+            out = self._event(
+                "response.function_call_arguments.done",
+                {**where, "name": call.name, "arguments": text},  # type: ignore[union-attr]
+            )
+        self._done.append(done)
+        return out + self._event("response.output_item.done", {"output_index": index, "item": done})
+
+    def _start(self, ev: Start) -> bytes:
+        if not self._started and ev.model:
+            self._model = ev.model
+        return self._begin()
+
+    def _text(self, ev: TextDelta) -> bytes:
+        out = (
+            b""
+            if self._kind == "message"
+            else self._open("message", message_item("", "in_progress"))
+        )
+        self._buf.append(ev.text)
+        return out + self._event(
+            "response.output_text.delta",
+            {
+                "item_id": self._item["id"],  # type: ignore[index]
+                "output_index": len(self._done),
+                "content_index": 0,
+                "delta": ev.text,
+                "logprobs": [],
+            },
+        )
+
+    def _reasoning(self, ev: ReasoningDelta) -> bytes:
+        if not ev.text:
+            return b""
+        out = b""
+        if self._kind != "reasoning":
+            item = reasoning_item("", "in_progress")
+            out = self._open("reasoning", item)
+        self._buf.append(ev.text)
+        return out + self._event(
+            "response.reasoning_text.delta",
+            {
+                "item_id": self._item["id"],  # type: ignore[index]
+                "output_index": len(self._done),
+                "content_index": 0,
+                "delta": ev.text,
+            },
+        )
+
+    def _call_start(self, ev: ToolCallStart) -> bytes:
+        out = self._begin() + self._close()
+        self._tool = ToolCallPart(ev.id, ev.name, "")
+        return out + self._open("function_call", call_item(self._tool, "in_progress"))
+
+    def _call_delta(self, ev: ToolCallDelta) -> bytes:
+        if self._kind != "function_call" or not ev.arguments:
+            return b""
+        self._buf.append(ev.arguments)
+        return self._event(
+            "response.function_call_arguments.delta",
+            {"item_id": self._item["id"], "output_index": len(self._done), "delta": ev.arguments},  # type: ignore[index]
+        )
+
+    def _usage_event(self, ev: UsageEvent) -> bytes:
+        self._usage = ev.usage
+        return b""
+
+    def _finish(self, ev: Finish) -> bytes:
+        self._reason = ev.reason
+        return self._begin() + self._close()
+
+    def _error(self, ev: Error) -> bytes:
+        self._failed = True
+        err = ev.error
+        failed = self._shell.response(
+            "failed", self._done, self._usage, error=err, model=self._model
+        )
+        return (
+            self._begin()
+            + self._event(
+                "error",
+                {"code": error_object(err)["code"], "message": err.message, "param": err.param},
+            )
+            + self._event("response.failed", {"response": failed})
+        )
+
+
+#: Event type -> handler, built once.
+_HANDLERS: dict[type, Callable[[Any, Any], bytes]] = {
+    TextDelta: ResponseEncoder._text,
+    ReasoningDelta: ResponseEncoder._reasoning,
+    ToolCallStart: ResponseEncoder._call_start,
+    ToolCallDelta: ResponseEncoder._call_delta,
+    UsageEvent: ResponseEncoder._usage_event,
+    Finish: ResponseEncoder._finish,
+    Error: ResponseEncoder._error,
+    Start: ResponseEncoder._start,
+}

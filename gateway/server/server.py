@@ -1,0 +1,326 @@
+"""Running the application: sockets, signals, readiness, reloads and the drain.
+
+The server owns its listening sockets and serves them with a *generation*: one application
+built from one configuration, with its own runner. On SIGHUP it re-reads the configuration and,
+when it is valid, starts a new generation on the same sockets before the old one stops
+accepting; the old generation then finishes the requests and streams it has (however long they
+take) and closes. A configuration that does not load or start is refused, logged, and the old
+generation keeps serving.
+
+On SIGTERM or SIGINT every generation stops accepting, lets in-flight requests and streams
+finish for up to ``[server] drain_timeout``, ends what is left (streams get an error frame), closes
+its upstream clients, and the process exits with status 0.
+
+Under systemd (``Type=notify``) the server says ``READY=1`` once it listens, ``RELOADING=1`` and
+``READY=1`` around a reload, ``STOPPING=1`` when it drains, and ``WATCHDOG=1`` from its event loop
+while the manager asks for it. As a worker of :mod:`gateway.server.workers` it writes the same news as
+single bytes to its supervisor's pipe instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.config.loader import ConfigError, Loaded
+from gateway.core.app import GATEWAY, Gateway, init_app
+from gateway.server import systemd
+
+log = logging.getLogger("gateway.server.server")
+
+#: Hung peers: the kernel aborts a connection whose sent data stays unacknowledged this long.
+_USER_TIMEOUT_MS = 120_000
+#: Seconds between a worker's heartbeats to its supervisor.
+HEARTBEAT = 1.0
+#: What a worker writes to its supervisor's pipe.
+BEAT_READY, BEAT_ALIVE = b"R", b"."
+
+Reread = Callable[[], Loaded]
+
+
+def new_event_loop_policy() -> None:
+    """Use uvloop when it is installed (it is a dependency on CPython/Linux)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platform without uvloop
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run(
+    loaded: Loaded,
+    *,
+    reread: Reread | None = None,
+    reuse_port: bool = False,
+    heartbeat: int | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT, then drain; returns the exit status.
+
+    ``reread`` loads the configuration again for SIGHUP (without it, SIGHUP is ignored);
+    ``heartbeat`` is the supervisor's pipe when running as a worker.
+    """
+    new_event_loop_policy()
+    server = Server(loaded, reread=reread, reuse_port=reuse_port, heartbeat=heartbeat)
+    return asyncio.run(server.serve())
+
+
+def bind(host: str, port: int, *, reuse_port: bool, backlog: int = 1024) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to (one port for all)."""
+    infos = socket.getaddrinfo(
+        host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address[0]) in seen:
+                continue
+            seen.add((family, address[0]))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # inherited by accepted connections
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _USER_TIMEOUT_MS)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class Generation:
+    """One application built from one configuration, and the runner that serves it."""
+
+    def __init__(self, loaded: Loaded, previous: Generation | None = None) -> None:
+        self.loaded = loaded
+        self.app = init_app(loaded, metrics=previous.gateway.metrics if previous else None)
+        self.gateway: Gateway = self.app[GATEWAY]
+        cfg = loaded.config.server
+        self.runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            handler_cancellation=True,
+            access_log=logging.getLogger("gateway.access") if cfg.access_log else None,
+            keepalive_timeout=cfg.keepalive_timeout,
+            # In-flight requests may take as long as they need; the drain deadline is ours
+            # (see set_deadline), so a reload never cuts an open stream.
+            shutdown_timeout=0,
+        )
+        self.sites: list[web.SockSite] = []
+        self._timers: list[asyncio.TimerHandle] = []
+
+    async def start(self, sockets: list[socket.socket]) -> None:
+        """Start the app (its backends) and accept on ``sockets`` (alongside any generation
+        already accepting on them)."""
+        await self.runner.setup()
+        for sock in sockets:
+            # A duplicate of the socket: when this generation stops it closes its own
+            # descriptor, and the listening socket lives on for the next generation.
+            site = web.SockSite(self.runner, sock.dup(), backlog=1024)
+            await site.start()
+            self.sites.append(site)
+
+    def set_deadline(self, when: float) -> None:
+        """At ``when`` (loop time) end open streams with an error frame; a second later,
+        cancel whatever is still running."""
+        loop = asyncio.get_running_loop()
+        self._timers += [
+            loop.call_at(when, self.gateway.end_streams),
+            loop.call_at(when + 1.0, self.gateway.cancel_requests),
+        ]
+
+    async def retire(self) -> None:
+        """Stop accepting, let in-flight requests finish, close idle connections and the app."""
+        try:
+            await self.runner.cleanup()
+        finally:
+            for timer in self._timers:
+                timer.cancel()
+
+
+class Server:
+    """One process serving the gateway: see the module's description."""
+
+    def __init__(
+        self,
+        loaded: Loaded,
+        *,
+        reread: Reread | None = None,
+        reuse_port: bool = False,
+        heartbeat: int | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.reread = reread
+        self.reuse_port = reuse_port
+        self.heartbeat = heartbeat
+        self.sockets: list[socket.socket] = []
+        self.current: Generation | None = None
+        self.retiring: dict[Generation, asyncio.Task[None]] = {}
+        self.reload_task: asyncio.Task[bool] | None = None
+        self.stopping = False
+        self._tick: asyncio.TimerHandle | None = None
+
+    async def serve(self) -> int:
+        cfg = self.loaded.config.server
+        try:
+            self.sockets = bind(cfg.host, cfg.port, reuse_port=self.reuse_port)
+        except OSError as exc:
+            log.error("cannot listen on %s:%s: %s", cfg.host, cfg.port, exc.strerror or exc)
+            return 1
+        try:
+            return await self._serve()
+        finally:
+            for sock in self.sockets:
+                sock.close()
+
+    async def _serve(self) -> int:
+        gen = Generation(self.loaded)
+        await gen.start(self.sockets)
+        self.current = gen
+        cfg = self.loaded.config.server
+        port = self.sockets[0].getsockname()[1]
+        log.info(
+            "hookgate listening on http://%s:%d (backends: %s)",
+            cfg.host,
+            port,
+            ", ".join(b.label for b in gen.gateway.backends.values()) or "none",
+        )
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        self._ready(f"serving on port {port}")
+        self._start_beating(loop)
+        await stop.wait()
+        self.stopping = True
+
+        drain = self.current.loaded.config.server.drain_timeout
+        log.info("shutting down: draining in-flight requests for up to %gs", drain)
+        systemd.notify("STOPPING=1", "STATUS=draining")
+        if self._tick is not None:
+            self._tick.cancel()
+        if self.reload_task is not None:
+            self.reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reload_task
+        deadline = loop.time() + drain
+        generations = [self.current, *self.retiring]
+        for gen in generations:
+            gen.set_deadline(deadline)
+        await asyncio.gather(self.current.retire(), *self.retiring.values())
+        log.info("stopped")
+        return 0
+
+    # -- readiness and liveness
+
+    def _ready(self, status: str) -> None:
+        systemd.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+        self._beat(BEAT_READY)
+
+    def _beat(self, what: bytes) -> None:
+        if self.heartbeat is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self.heartbeat, what)
+
+    def _start_beating(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Prove the event loop runs: ``WATCHDOG=1`` to systemd, a byte to the supervisor."""
+        watchdog = systemd.watchdog_interval()
+        if watchdog is None and self.heartbeat is None:
+            return
+        every = min(watchdog or HEARTBEAT, HEARTBEAT if self.heartbeat is not None else watchdog)
+
+        def tick() -> None:
+            if watchdog is not None:
+                systemd.notify("WATCHDOG=1")
+            self._beat(BEAT_ALIVE)
+            self._tick = loop.call_later(every, tick)
+
+        tick()
+
+    # -- reloads
+
+    def _on_hup(self) -> None:
+        if self.stopping:
+            log.warning("SIGHUP while shutting down; ignored")
+            return
+        if self.reread is None:
+            log.warning("SIGHUP: no configuration to re-read; ignored")
+            return
+        if self.reload_task is not None and not self.reload_task.done():
+            log.warning("SIGHUP: a reload is already running; ignored")
+            return
+        self.reload_task = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Re-read the configuration and serve it; on any failure keep the current one."""
+        assert self.reread is not None and self.current is not None
+        systemd.reloading()
+        log.info("reloading the configuration")
+        try:
+            gen = await self._next_generation(self.reread)
+        finally:
+            status = "serving" if self.current is not None else "failed"
+            systemd.notify("READY=1", f"STATUS={status}")
+        if gen is None:
+            return False
+        old, self.current = self.current, gen
+        self.loaded = gen.loaded
+        self.retiring[old] = task = asyncio.get_running_loop().create_task(old.retire())
+        task.add_done_callback(lambda _: self.retiring.pop(old, None))
+        log.info(
+            "configuration reloaded (backends: %s); the previous one finishes %d open request(s)",
+            ", ".join(b.label for b in gen.gateway.backends.values()) or "none",
+            len(old.gateway.inflight),
+        )
+        return True
+
+    async def _next_generation(self, reread: Reread) -> Generation | None:
+        loop = asyncio.get_running_loop()
+        try:
+            loaded = await loop.run_in_executor(None, reread)
+            keep = self.loaded.config.server
+            new = loaded.config.server
+            for name in ("host", "port", "workers"):
+                if getattr(new, name) != getattr(keep, name):
+                    log.warning(
+                        "reload: [server] %s changed (%r -> %r); it takes effect on restart",
+                        name,
+                        getattr(keep, name),
+                        getattr(new, name),
+                    )
+            logging.getLogger().setLevel(new.log_level.upper())
+            gen = Generation(loaded, self.current)
+        except ConfigError as exc:
+            log.error(
+                "reload refused, the running configuration stays: invalid configuration:\n  %s",
+                "\n  ".join(exc.errors),
+            )
+            return None
+        except Exception:
+            log.exception("reload refused, the running configuration stays")
+            return None
+        try:
+            await gen.start(self.sockets)
+        except Exception as exc:
+            log.error("reload refused, the new configuration failed to start: %s", exc)
+            await gen.retire()
+            return None
+        return gen

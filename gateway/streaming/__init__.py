@@ -1,0 +1,2 @@
+"""Streams: Server-Sent Events read and written (:mod:`.sse`), and canonical events folded back
+into one answer (:mod:`.assembler`)."""

@@ -1,0 +1,35 @@
+"""The ``stripe`` verifier: ``Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]`` over ``"{t}.{body}"``,
+keyed with the whole ``whsec_...`` secret; the event's ``type`` routes it, its ``id`` dedupes it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.hookspecs import hookimpl
+from gateway.triggers.webhooks.verifier import Rejected, Verifier, any_equal, bad_signature
+
+
+class StripeVerifier(Verifier):
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
+        stamp, signatures = None, []
+        for item in self.header(headers, "Stripe-Signature").split(","):
+            key, _, value = item.strip().partition("=")
+            if key == "t" and stamp is None:
+                stamp = value
+            elif key == "v1":
+                signatures.append(value.encode())
+        if not stamp or not signatures:
+            raise Rejected("malformed_signature", "The Stripe-Signature header has no t= or v1=.")
+        if not any_equal(self.hex_digests(stamp.encode() + b"." + body), signatures):
+            raise bad_signature()
+        self.check_time(stamp, now)
+
+    def delivery_id(self, payload: Any, headers: Mapping[str, str]) -> str | None:
+        found = payload.get("id") if isinstance(payload, dict) else None
+        return found if isinstance(found, str) and found else None
+
+
+@hookimpl
+def gateway_register_webhook_verifiers(register: Any) -> None:
+    register("stripe", StripeVerifier)
