@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 JSON: TypeAlias = Any
 Role: TypeAlias = Literal["system", "developer", "user", "assistant", "tool"]
+ToolChoiceMode: TypeAlias = Literal["auto", "none", "required", "tool"]
 
 #: Canonical finish reasons. ``stop_sequence`` is ``stop`` with the matched sequence known.
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "stop_sequence"})
@@ -145,7 +146,7 @@ class Tool:
 class ToolChoice:
     """``auto``, ``none``, ``required`` (any tool), or ``tool`` with the tool's ``name``."""
 
-    mode: Literal["auto", "none", "required", "tool"]
+    mode: ToolChoiceMode
     name: str | None = None
 
 
