@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 JSON: TypeAlias = Any
 Role: TypeAlias = Literal["system", "developer", "user", "assistant", "tool"]
 ToolChoiceMode: TypeAlias = Literal["auto", "none", "required", "tool"]
+#: What an embedding request embeds: a text, texts, a token array or token arrays.
+EmbeddingInput: TypeAlias = str | list[str] | list[int] | list[list[int]]
 
 #: Canonical finish reasons. ``stop_sequence`` is ``stop`` with the matched sequence known.
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "stop_sequence"})
@@ -249,7 +251,7 @@ class EmbeddingRequest:
     ``float`` lists, or ``base64`` (little-endian float32 bytes, base64-encoded)."""
 
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: EmbeddingInput
     protocol: str
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
