@@ -114,7 +114,7 @@ def test_the_reference_shows_types_defaults_and_comments(reference: str) -> None
     assert '| `drain_timeout` | duration | `"30s"` | On SIGTERM/SIGINT, how long' in server
     assert '| `max_body_size` | size | `"16MiB"` |' in server
     webhooks = reference.split("### `[webhooks.<name>]`", 1)[1]
-    assert "| `verifier` | string | \\*required\\* | stripe \\| slack" in webhooks
+    assert "| `verifier` | string | *required* | stripe \\| slack" in webhooks
     assert "#### `[[webhooks.<name>.on]]`" in webhooks
     openai = reference.split('`[backends.<name>] kind = "openai"`', 1)[1].split("\n#", 1)[0]
     assert '| `max_tokens_field` | `"max_tokens"` \\| `"max_completion_tokens"` |' in openai
