@@ -389,9 +389,7 @@ def render(tables: list[Table] | None = None) -> str:
             "| --- | --- | --- | --- |",
         ]
         for key in table.keys:
-            out.append(
-                f"| `{key.name}` | {cell(key.type)} | {key.default} | {cell(key.doc)} |"
-            )
+            out.append(f"| `{key.name}` | {cell(key.type)} | {key.default} | {cell(key.doc)} |")
         out.append("")
     return "\n".join(out)
 
