@@ -43,7 +43,7 @@ from gateway.config.loader import Config, ConfigError, load
 from gateway.config.types import ByteSize, Count, Duration, Url
 from gateway.core.app import GATEWAY, Gateway, create_app, init_app
 from gateway.core.exchange import EXCHANGE, Exchange, Principal
-from gateway.core.filters import Filter
+from gateway.core.filters import Filter, Outcome
 from gateway.errors import GatewayError
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter
@@ -72,6 +72,7 @@ __all__ = [
     "GatewayError",
     "ImagePart",
     "Message",
+    "Outcome",
     "Principal",
     "ProtocolAdapter",
     "Raw",

@@ -178,7 +178,7 @@ class Recorder(Filter):
         request.messages[0].parts.append(TextPart(" (filtered)"))
         return request
 
-    def on_event(self, event, exchange):
+    async def on_event(self, event, exchange):
         self.seen.append(type(event).__name__)
         return event
 
