@@ -79,5 +79,5 @@ class NatsListener(Listener):
 
 
 @hookimpl
-def gateway_register_triggers(register: Any) -> None:
+def gateway_register_listeners(register: Any) -> None:
     register("nats", NatsListener, NatsConfig)
