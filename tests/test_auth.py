@@ -288,16 +288,20 @@ async def test_client_certificate_authentication_over_real_tls(aiohttp_server, p
     base = str(server.make_url("/v1"))
     assert base.startswith("https://127.0.0.1:")
 
-    with_cert = ssl.create_default_context(cafile=pki["ca"])
-    with_cert.load_cert_chain(pki["client"])
+    def sdk(api_key: str, certificate: bool) -> openai.AsyncOpenAI:
+        tls = ssl.create_default_context(cafile=pki["ca"])
+        if certificate:
+            tls.load_cert_chain(pki["client"])
+        return openai.AsyncOpenAI(
+            base_url=base,
+            api_key=api_key,
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(verify=tls),
+        )
+
     # The SDK sends no API key at all: the certificate is the credential.
     no_key = {"extra_headers": {"Authorization": openai.omit}}
-    async with openai.AsyncOpenAI(
-        base_url=base,
-        api_key="unused",
-        max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(verify=with_cert),
-    ) as ada:
+    async with sdk("unused", certificate=True) as ada:
         out = await ada.chat.completions.create(model="other", messages=MESSAGES, **no_key)
         assert out.choices[0].message.content == "other: hi"
         assert [m.id async for m in ada.models.list(**no_key)] == ["other"]  # ada's principal
@@ -307,20 +311,9 @@ async def test_client_certificate_authentication_over_real_tls(aiohttp_server, p
         assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "other: hi"
     assert set(mtls.asked) == {(None, "ada")}  # no credential was presented, the certificate was
 
-    without = ssl.create_default_context(cafile=pki["ca"])
-    async with openai.AsyncOpenAI(
-        base_url=base,
-        api_key="unused",
-        max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(verify=without),
-    ) as anonymous:
+    async with sdk("unused", certificate=False) as anonymous:
         with pytest.raises(openai.AuthenticationError) as info:
             await anonymous.chat.completions.create(model="other", messages=MESSAGES, **no_key)
         assert info.value.code == "missing_api_key"
-    async with openai.AsyncOpenAI(
-        base_url=base,
-        api_key="sk-plain",  # over TLS without a certificate, a key still works
-        max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(verify=without),
-    ) as keyed:
+    async with sdk("sk-plain", certificate=False) as keyed:  # a key works over TLS too
         assert sorted([m.id async for m in keyed.models.list()]) == ["echo", "other"]

@@ -133,11 +133,8 @@ class Pipeline:
             if self.end_hooks:
                 output = sum(map(part_tokens, resp.message.parts))
             return resp
-        except GatewayError as err:
-            status, error = "error", err
-            raise
-        except Exception:
-            status, error = "error", GatewayError("The gateway failed to handle the request.")
+        except Exception as exc:
+            status, error = "error", _as_error(exc)
             raise
         finally:
             if self.end_hooks:
@@ -221,12 +218,9 @@ class Pipeline:
                     yield Error(err)
                     return
             status = "success"
-        except GatewayError as err:
+        except Exception as exc:
             # Refused or failed before the first event (a filter, routing, the backend).
-            status, error = "error", err
-            raise
-        except Exception:
-            status, error = "error", GatewayError("The gateway failed to handle the request.")
+            status, error = "error", _as_error(exc)
             raise
         finally:
             # ``client_gone`` here: the consumer closed the stream (GeneratorExit) or the task
@@ -261,6 +255,14 @@ async def _run_end_hooks(
             log.exception(
                 "filter %s failed at the end of request %s", _filter_name(hook), ex.request_id
             )
+
+
+def _as_error(exc: Exception) -> GatewayError:
+    """What a failure is to the end hooks: itself, or the gateway's own failure when it is not a
+    :class:`GatewayError` (the client is answered the same)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    return GatewayError("The gateway failed to handle the request.")
 
 
 def _filter_name(hook: Callable[..., object]) -> str:
