@@ -226,6 +226,30 @@ async def test_on_end_is_shielded_from_a_second_cancellation(make_gateway):
     assert len(ends.seen) == 1
 
 
+async def test_a_cancellation_during_one_end_hook_still_lets_the_next_ones_run(make_gateway):
+    class Stuck(Filter):
+        def __init__(self):
+            self.started = asyncio.Event()
+
+        async def on_end(self, request, exchange, outcome):
+            self.started.set()
+            await asyncio.Event().wait()  # until cancelled
+
+    stuck, ends = Stuck(), Ends()
+    client = await make_gateway(ECHO, plugins=[filters_plugin(stuck=stuck, ends=ends)])
+    pipeline = client.server.app[GATEWAY].pipeline
+    request = _request()
+    request.stream = False
+    task = asyncio.create_task(pipeline.complete(request, _exchange()))
+    async with asyncio.timeout(10):
+        await stuck.started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # the cancellation goes on
+    done = await ends.next()  # after the next hook ran
+    assert (done.status, done.output_tokens) == ("success", 2)
+
+
 async def test_only_filters_that_override_on_end_are_on_the_path(make_gateway):
     class RequestOnly(Filter):
         async def on_request(self, request, exchange):

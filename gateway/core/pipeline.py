@@ -58,6 +58,8 @@ class Pipeline:
         self.response_filters = [f.on_response for f in ordered if overrides(f, "on_response")]
         self.success_hooks = [f.on_success for f in ordered if overrides(f, "on_success")]
         self.end_hooks: list[EndHook] = [f.on_end for f in ordered if overrides(f, "on_end")]
+        #: End hooks running shielded after their request was cancelled.
+        self._ending: set[asyncio.Future[None]] = set()
         #: Same-protocol raw frames may be relayed only while no filter rewrites events.
         self.raw_relay = not self.event_filters
         #: Relayed frames need parsing into events only when a success or end hook reads them.
@@ -234,27 +236,36 @@ class Pipeline:
         the hooks then run shielded, so a second cancellation (a drain's deadline) cannot cut
         them short; it still reaches the caller."""
         if outcome.status == "client_gone":
-            await asyncio.shield(_run_end_hooks(self.end_hooks, req, ex, outcome))
+            await self._shielded(self.end_hooks, req, ex, outcome)
         else:
-            await _run_end_hooks(self.end_hooks, req, ex, outcome)
+            await self._run_end_hooks(self.end_hooks, req, ex, outcome)
 
+    async def _run_end_hooks(
+        self, hooks: Sequence[EndHook], req: ChatRequest, ex: Exchange, outcome: Outcome
+    ) -> None:
+        """Each hook once, in order; one that fails is logged and the others still run."""
+        for i, hook in enumerate(hooks):
+            try:
+                await hook(req, ex, outcome)
+            except asyncio.CancelledError:
+                # Cancelled meanwhile: the remaining hooks still run, then the cancellation
+                # goes on.
+                if i + 1 < len(hooks):
+                    await self._shielded(hooks[i + 1 :], req, ex, outcome)
+                raise
+            except Exception:
+                log.exception(
+                    "filter %s failed at the end of request %s", _filter_name(hook), ex.request_id
+                )
 
-async def _run_end_hooks(
-    hooks: Sequence[EndHook], req: ChatRequest, ex: Exchange, outcome: Outcome
-) -> None:
-    """Each hook once, in order; one that fails is logged and the others still run."""
-    for i, hook in enumerate(hooks):
-        try:
-            await hook(req, ex, outcome)
-        except asyncio.CancelledError:
-            # Cancelled meanwhile: the remaining hooks still run, then the cancellation goes on.
-            if i + 1 < len(hooks):
-                await asyncio.shield(_run_end_hooks(hooks[i + 1 :], req, ex, outcome))
-            raise
-        except Exception:
-            log.exception(
-                "filter %s failed at the end of request %s", _filter_name(hook), ex.request_id
-            )
+    async def _shielded(
+        self, hooks: Sequence[EndHook], req: ChatRequest, ex: Exchange, outcome: Outcome
+    ) -> None:
+        task = asyncio.ensure_future(self._run_end_hooks(hooks, req, ex, outcome))
+        # Held until done: a task only the shield refers to could be collected mid-way.
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+        await asyncio.shield(task)
 
 
 def _as_error(exc: Exception) -> GatewayError:
