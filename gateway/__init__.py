@@ -5,7 +5,7 @@ The names here are the stable API for plugins and embedders.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from gateway.auth.base import Authenticator
 from gateway.backends.base import Backend, BackendConfig
@@ -43,7 +43,8 @@ from gateway.config.loader import Config, ConfigError, load
 from gateway.config.types import ByteSize, Count, Duration, Url
 from gateway.core.app import GATEWAY, Gateway, create_app, init_app
 from gateway.core.exchange import EXCHANGE, Exchange, Principal
-from gateway.core.filters import Filter
+from gateway.core.filters import Filter, Outcome
+from gateway.core.registry import Register
 from gateway.errors import GatewayError
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter
@@ -72,11 +73,13 @@ __all__ = [
     "GatewayError",
     "ImagePart",
     "Message",
+    "Outcome",
     "Principal",
     "ProtocolAdapter",
     "Raw",
     "ReasoningDelta",
     "ReasoningPart",
+    "Register",
     "Start",
     "TextDelta",
     "TextPart",

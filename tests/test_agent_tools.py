@@ -252,7 +252,7 @@ def test_registered_tools_and_agents_clash_by_name():
     class One:
         @hookimpl
         def gateway_register_tools(self, register):
-            register(ping)
+            register("ping", ping)
 
     errors = _errors({}, plugins=[("one", One()), AgentsPlugin(tools=[ping])])
     assert "tool 'ping' is registered by both plugin" in errors[0]
@@ -260,7 +260,7 @@ def test_registered_tools_and_agents_clash_by_name():
     class Two:
         @hookimpl
         def gateway_register_agents(self, register):
-            register(Agent("a", model="echo"))
+            register("a", Agent("a", model="echo"))
 
     errors = _errors({"agents": {"a": {"model": "echo"}}}, plugins=[("two", Two())])
     assert errors == ["agent 'a' (plugin 'two'): [agents.a] declares the same name"]

@@ -249,7 +249,7 @@ async def test_stop_sequence_is_kept(make_gateway, claude_upstream, claude_sdk):
     from gateway import Filter, hookimpl
 
     class Observe(Filter):
-        def on_event(self, event, exchange):
+        async def on_event(self, event, exchange):
             return event
 
     class Plugin:

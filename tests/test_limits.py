@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import openai
 import pytest
 from conftest import upstream_config
+from fakes.held_upstream import HeldUpstream
+from fakes.outcomes import Ends, filters_plugin
 from fakes.plain_protocol import PLUGIN as PLAIN
 
 from gateway import GATEWAY
@@ -85,6 +89,56 @@ async def test_streams_without_usage_are_estimated(make_gateway, upstream, limit
     stream = await api.chat.completions.create(model="gpt-test", messages=long, stream=True)
     chunks = [c async for c in stream]
     assert all(c.usage is None for c in chunks)  # the client did not ask for usage
+    assert isinstance(await _status(api), openai.RateLimitError)
+
+
+async def test_a_client_that_leaves_mid_stream_is_charged(
+    make_gateway, aiohttp_server, limits_store, sdk
+):
+    # Two chunks of about 125 tokens each, then the upstream holds the rest back.
+    held = HeldUpstream(first=["word " * 100, "more " * 100], rest=["never sent"])
+    server = await aiohttp_server(held.app())
+    ends = Ends()
+    client = await make_gateway(
+        {**upstream_config(server), **limits_store(tpm=100)},
+        plugins=[filters_plugin(ends=ends)],
+    )
+    api = sdk(client)
+    stream = await api.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+    text = ""
+    async for chunk in stream:
+        text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        if len(text) == 1000:
+            break
+    await stream.close()
+    outcome = await ends.next()  # the filters' end ran (the limits filter's first)
+    assert outcome.status == "client_gone" and outcome.usage is None
+    assert outcome.output_tokens == 250
+    async with asyncio.timeout(10):
+        await held.gone.wait()  # and the upstream request was dropped
+    held.release.set()  # a request let through would be answered at once
+    refused = await _status(api)
+    assert isinstance(refused, openai.RateLimitError)
+    assert "100 tokens per minute" in refused.body["message"]
+    # About 255 tokens of debt at 100 a minute: the key waits well over a minute.
+    assert int(refused.response.headers["retry-after"]) > 90
+
+
+async def test_failures_before_any_output_are_not_charged(
+    make_gateway, upstream, limits_store, sdk
+):
+    client = await make_gateway({**upstream_config(upstream), **limits_store(tpm=5)})
+    api = sdk(client)
+    long = [  # ~50 tokens, refused by the upstream
+        {"role": "system", "content": "word " * 40},
+        {"role": "user", "content": "STATUS:500"},
+    ]
+    for _ in range(3):
+        with pytest.raises(openai.InternalServerError):
+            await api.chat.completions.create(model="gpt-test", messages=long)
+        with pytest.raises(openai.InternalServerError):
+            await api.chat.completions.create(model="gpt-test", messages=long, stream=True)
+    assert await _status(api) == 200  # nothing was charged; this one is (18 tokens)
     assert isinstance(await _status(api), openai.RateLimitError)
 
 

@@ -143,7 +143,7 @@ async def test_tool_calls_through_a_rewriting_filter_are_reencoded(make_gateway,
     class Upper(Filter):
         name = "upper"
 
-        def on_event(self, event, exchange):
+        async def on_event(self, event, exchange):
             if type(event).__name__ == "TextDelta":
                 event.text = event.text.upper()
             return event
@@ -214,7 +214,7 @@ async def test_mid_stream_failure_while_re_encoding(make_gateway, upstream):
     from gateway import Filter, hookimpl
 
     class Observe(Filter):
-        def on_event(self, event, exchange):
+        async def on_event(self, event, exchange):
             return event
 
     class Plugin:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import inspect
+import re
 
 import attrs
 import pluggy
@@ -51,6 +52,7 @@ def test_builtins_are_declared_as_entry_points():
 def test_every_hook_is_typed_documented_in_code_and_docs_and_tested():
     guide = (ROOT / "docs" / "plugins.md").read_text()
     tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    specs = get_plugin_manager(autoload=False).hook
     for name in SPECS:
         fn = getattr(hookspecs, name)
         doc = inspect.getdoc(fn) or ""
@@ -63,6 +65,13 @@ def test_every_hook_is_typed_documented_in_code_and_docs_and_tested():
         )
         assert name in guide, f"{name} is not in docs/plugins.md"
         assert tests.count(name) >= 1, f"{name} has no test"
+        # Versioned: every spec says when it was added; a deprecated one says so too.
+        assert re.search(r"^\.\. versionadded:: \d+\.\d+$", doc, re.M), (
+            f"{name}: docstring has no '.. versionadded::' line"
+        )
+        deprecated = getattr(specs, name).spec.warn_on_impl is not None
+        assert deprecated == (".. deprecated::" in doc), name
+    assert "semantic versioning" in (hookspecs.__doc__ or "")
 
 
 def test_each_app_has_its_own_plugin_manager():
@@ -123,7 +132,7 @@ def test_registries_collect_every_kind_of_registration():
             register("always", factory)
 
         @hookimpl
-        def gateway_register_triggers(self, register):
+        def gateway_register_listeners(self, register):
             register("cron", factory, BackendConfig)
 
         @hookimpl
@@ -133,7 +142,7 @@ def test_registries_collect_every_kind_of_registration():
     gw = create_app(env={}, plugins=[("p", P())])[GATEWAY]
     assert gw.registry.session_stores["dict"].plugin == "p"
     assert gw.registry.verifiers["always"].value is factory
-    assert gw.registry.triggers["cron"].config is BackendConfig
+    assert gw.registry.listeners["cron"].config is BackendConfig
     assert (
         gw.registry.auth["nobody"].plugin == "p" and not gw.auth_enabled
     )  # its factory returned None
@@ -178,7 +187,7 @@ class Recorder(Filter):
         request.messages[0].parts.append(TextPart(" (filtered)"))
         return request
 
-    def on_event(self, event, exchange):
+    async def on_event(self, event, exchange):
         self.seen.append(type(event).__name__)
         return event
 

@@ -40,7 +40,7 @@ async def gateway(make_gateway, upstream, claude_upstream):
 class Observe(Filter):
     """An event filter: with one installed, same-protocol streams are re-encoded, not relayed."""
 
-    def on_event(self, event, exchange):
+    async def on_event(self, event, exchange):
         return event
 
 

@@ -51,9 +51,9 @@ class AgentsPlugin:
     @hookimpl
     def gateway_register_tools(self, register: Any) -> None:
         for item in self.tools:
-            register(item)
+            register(item.name if isinstance(item, Tool) else getattr(item, "__name__", ""), item)
 
     @hookimpl
     def gateway_register_agents(self, register: Any) -> None:
         for agent in self.agents:
-            register(agent)
+            register(agent.name, agent)

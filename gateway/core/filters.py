@@ -7,11 +7,36 @@ A filter overrides only the methods it needs; the pipeline puts just those on th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import attrs
 
 if TYPE_CHECKING:
-    from gateway.canonical import ChatRequest, ChatResponse, Event
+    from gateway.canonical import ChatRequest, ChatResponse, Event, Usage
     from gateway.core.exchange import Exchange
+    from gateway.errors import GatewayError
+
+
+@attrs.frozen
+class Outcome:
+    """How a chat request ended, as :meth:`Filter.on_end` sees it.
+
+    ``status`` is ``"success"`` (the whole answer went out), ``"error"`` (a
+    :class:`~gateway.errors.GatewayError` ended it, before or during a stream: ``error``) or
+    ``"client_gone"`` (the client disconnected, or whatever consumed the stream stopped early).
+    ``usage`` is what the upstream reported, when it did (a stream cut short rarely has any).
+    ``output_tokens`` estimates what was sent to the client, for accounting a partial answer
+    when ``usage`` is unknown: about four characters a token of the text, reasoning and tool
+    call arguments sent, or, for a stream relayed raw without parsing its content, one token a
+    relayed frame.
+    """
+
+    status: Literal["success", "error", "client_gone"]
+    error: GatewayError | None = None
+    usage: Usage | None = None
+    output_tokens: int = 0
+    #: Whether the answer was streamed.
+    stream: bool = False
 
 
 class Filter:
@@ -20,18 +45,21 @@ class Filter:
     name: ClassVar[str] = ""
     order: ClassVar[int] = 0
     #: Whether ``on_success`` reads the content (text, tool calls) of answers relayed raw from a
-    #: same-protocol upstream. ``False`` lets such relays skip parsing content frames: right for a
-    #: filter that needs only usage, or whose ``on_success`` acts only on requests it took off
-    #: the relay (by clearing ``request.raw_relay`` in ``on_request``).
+    #: same-protocol upstream, or ``on_end`` wants :attr:`Outcome.output_tokens` counted from
+    #: it. ``False`` lets such relays skip parsing content frames: right for a filter that needs
+    #: only usage, or whose ``on_success`` acts only on requests it took off the relay (by
+    #: clearing ``request.raw_relay`` in ``on_request``).
     reads_relayed: ClassVar[bool] = True
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         """Before routing. Return the request if you changed it (or a new one); ``None`` if not."""
         return None
 
-    def on_event(self, event: Event, exchange: Exchange) -> Event | None:
+    async def on_event(self, event: Event, exchange: Exchange) -> Event | None:
         """Each event of a streamed answer, in order; return it, a replacement, or ``None`` to
-        drop it. Overriding this turns off the raw relay of same-protocol streams."""
+        drop it. It may await (a moderation call, say); raising a
+        :class:`~gateway.errors.GatewayError` ends the stream with that error. Overriding this
+        turns off the raw relay of same-protocol streams."""
         return event
 
     async def on_response(
@@ -45,6 +73,14 @@ class Filter:
     ) -> None:
         """After a successful answer, streamed (assembled from its events) or not. Failed and
         cancelled requests never reach it. For bookkeeping: history, accounting."""
+
+    async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
+        """At the end of every chat request that reached the pipeline, exactly once, whatever
+        its :class:`Outcome`: success (after ``on_success``), error, or client gone; also when
+        an earlier filter refused the request before this one's ``on_request`` ran. ``request``
+        is the request as the filters left it. For accounting that must include failures and
+        partial answers. It cannot change the answer: what it raises is logged and dropped.
+        When the client went away it runs shielded from further cancellation."""
 
 
 def overrides(flt: Filter, method: str) -> bool:

@@ -1,8 +1,8 @@
 """The gateway's middlewares, compiled once per application.
 
 In order: the exchange (request id, error mapping into the route's protocol, metrics), then
-authentication (only installed when an authenticator is enabled). Plugins that need to act on
-every request add their own in ``gateway_configure_app``.
+authentication (only installed when an authenticator is enabled: the ``[auth] keys`` one or any
+plugin's). Plugins that need to act on every request add their own in ``gateway_configure_app``.
 """
 
 from __future__ import annotations
@@ -63,14 +63,16 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
                 resp = error_response(ex, err)
             except web.HTTPException as exc:
                 if exc.status == 404:
-                    err: GatewayError = NotFound(f"No route for {request.method} {request.path}.")
+                    mapped: GatewayError = NotFound(
+                        f"No route for {request.method} {request.path}."
+                    )
                 elif exc.status == 405:
-                    err = BadRequest(
+                    mapped = BadRequest(
                         f"{request.method} is not allowed on {request.path}.", status=405
                     )
                 else:
-                    err = GatewayError(exc.reason, status=exc.status)
-                resp = error_response(ex, err)
+                    mapped = GatewayError(exc.reason, status=exc.status)
+                resp = error_response(ex, mapped)
                 for name in ("allow",):
                     if name in exc.headers:
                         resp.headers[name] = exc.headers[name]
@@ -83,7 +85,7 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
             metrics.record(ex, resp.status, clock() - ex.started)
             return resp
         finally:
-            inflight.discard(task)  # type: ignore[arg-type]
+            inflight.discard(task)
 
     if not gateway.auth_enabled:
         return [exchange]
@@ -93,18 +95,21 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         ex = request[EXCHANGE]
         if ex.route.auth:
+            # Every authenticator is asked, with or without a credential (a client certificate
+            # or a cookie is no API key); one that raises ends the request with its error.
             key = credential(request, ex.route.query_token)
-            if key is None:
-                raise Unauthorized(
-                    "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
-                    code="missing_api_key",
-                )
             for auth in authenticators:
                 principal = await auth.authenticate(request, key)
                 if principal is not None:
                     ex.principal = principal
                     break
             else:
+                if key is None:
+                    raise Unauthorized(
+                        "Missing API key: send it as 'Authorization: Bearer <key>' or "
+                        "'x-api-key: <key>'.",
+                        code="missing_api_key",
+                    )
                 raise Unauthorized("Invalid API key.", code="invalid_api_key")
         return await handler(request)
 

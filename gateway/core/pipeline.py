@@ -6,10 +6,13 @@ and the events or response they encode happens here, the same for every protocol
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import AsyncIterator, Sequence
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from gateway.canonical import (
     ChatRequest,
@@ -19,10 +22,15 @@ from gateway.canonical import (
     Error,
     Event,
     Finish,
+    Raw,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolRunDelta,
     UsageEvent,
 )
-from gateway.core.filters import Filter, overrides
-from gateway.core.tokens import request_tokens
+from gateway.core.filters import Filter, Outcome, overrides
+from gateway.core.tokens import part_tokens, request_tokens
 from gateway.errors import GatewayError, UpstreamError
 from gateway.streaming.assembler import Assembler
 
@@ -35,19 +43,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+EndHook = Callable[["ChatRequest", "Exchange", Outcome], Awaitable[None]]
+EventHook = Callable[["Event", "Exchange"], Awaitable["Event | None"]]
+Status = Literal["success", "error", "client_gone"]
+
+
 class Pipeline:
     def __init__(self, router: Router, filters: Sequence[Filter], metrics: Metrics) -> None:
         ordered = sorted(filters, key=lambda f: f.order)
         self.router = router
         self.metrics = metrics
         self.request_filters = [f.on_request for f in ordered if overrides(f, "on_request")]
-        self.event_filters = [f.on_event for f in ordered if overrides(f, "on_event")]
+        self.event_filters = [_event_hook(f) for f in ordered if overrides(f, "on_event")]
         self.response_filters = [f.on_response for f in ordered if overrides(f, "on_response")]
         self.success_hooks = [f.on_success for f in ordered if overrides(f, "on_success")]
+        self.end_hooks: list[EndHook] = [f.on_end for f in ordered if overrides(f, "on_end")]
+        #: End hooks running shielded after their request was cancelled.
+        self._ending: set[asyncio.Future[None]] = set()
         #: Same-protocol raw frames may be relayed only while no filter rewrites events.
         self.raw_relay = not self.event_filters
-        #: Relayed frames need parsing into events only when a success hook reads them.
-        self.parse_relayed = any(f.reads_relayed for f in ordered if overrides(f, "on_success"))
+        #: Relayed frames need parsing into events only when a success or end hook reads them.
+        self.parse_relayed = any(
+            f.reads_relayed for f in ordered if overrides(f, "on_success") or overrides(f, "on_end")
+        )
 
     async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Backend]:
         """Run request filters and route; returns the request as the filters left it (they may
@@ -95,72 +113,188 @@ class Pipeline:
 
     async def complete(self, req: ChatRequest, ex: Exchange) -> ChatResponse:
         """A whole answer. Raises :class:`GatewayError` on failure."""
-        req, backend = await self.prepare(req, ex)
+        status: Status = "client_gone"
+        error: GatewayError | None = None
+        output = 0
         try:
-            resp = await backend.complete(req, ex)
-        except GatewayError as err:
-            self.metrics.upstream_error(ex.backend, err)
+            req, backend = await self.prepare(req, ex)
+            try:
+                resp = await backend.complete(req, ex)
+            except GatewayError as err:
+                self.metrics.upstream_error(ex.backend, err)
+                raise
+            for flt in self.response_filters:
+                changed = await flt(req, resp, ex)
+                if changed is not None:
+                    resp = changed
+                    resp.raw = None
+            ex.usage = resp.usage
+            for hook in self.success_hooks:
+                await hook(req, resp, ex)
+            status = "success"
+            if self.end_hooks:
+                output = sum(map(part_tokens, resp.message.parts))
+            return resp
+        except Exception as exc:
+            status, error = "error", _as_error(exc)
             raise
-        for flt in self.response_filters:
-            changed = await flt(req, resp, ex)
-            if changed is not None:
-                resp = changed
-                resp.raw = None
-        ex.usage = resp.usage
-        for hook in self.success_hooks:
-            await hook(req, resp, ex)
-        return resp
+        finally:
+            if self.end_hooks:
+                await self._end(req, ex, Outcome(status, error, ex.usage, output, False))
 
     async def stream(self, req: ChatRequest, ex: Exchange) -> AsyncIterator[Event]:
         """A streamed answer as events, filters applied.
 
         Failures before the first event raise :class:`GatewayError` (the adapter can still send
         a plain error response); later ones arrive as an :class:`Error` event, and the stream
-        always ends with a :class:`Finish` or an :class:`Error`, never silently.
+        always ends with a :class:`Finish` or an :class:`Error`, never silently. Closing the
+        iterator early (the client went away) cancels the backend's stream.
         """
-        req, backend = await self.prepare(req, ex)
-        assembler = Assembler(req.model) if self.success_hooks else None
-        filters = self.event_filters
-        finished = sent = False
+        status: Status = "client_gone"
+        error: GatewayError | None = None
+        # What was sent, for the end hooks' estimate: characters of text, and relayed frames.
+        metered = bool(self.end_hooks)
+        chars = frames = 0
         try:
-            async with aclosing(backend.stream(req, ex)) as events:
-                async for ev in events:
-                    for flt in filters:
-                        ev = flt(ev, ex)
-                        if ev is None:
-                            break
-                    if ev is None:
-                        continue
-                    t = type(ev)
-                    if t is Finish:
-                        finished = True
-                    elif t is UsageEvent:
-                        ex.usage = ev.usage  # type: ignore[attr-defined]
-                    elif t is Error:
-                        self.metrics.upstream_error(ex.backend, ev.error)  # type: ignore[attr-defined]
-                        yield ev
-                        return
-                    if assembler is not None:
-                        assembler.add(ev)
-                    sent = True
-                    yield ev
-        except GatewayError as err:
-            self.metrics.upstream_error(ex.backend, err)
-            if not sent:
-                raise
-            yield Error(err)
-            return
-        if not finished:
-            err = UpstreamError("the backend ended the stream without finishing its answer")
-            self.metrics.upstream_error(ex.backend, err)
-            yield Error(err)
-            return
-        if assembler is not None:
-            resp = assembler.response()
+            req, backend = await self.prepare(req, ex)
+            assembler = Assembler(req.model) if self.success_hooks else None
+            filters = self.event_filters
+            count_raw = req.raw_relay and not req.parse_relayed
+            finished = sent = False
             try:
-                for hook in self.success_hooks:
-                    await hook(req, resp, ex)
+                async with aclosing(backend.stream(req, ex)) as events:
+                    async for ev in events:
+                        if filters:
+                            kept: Event | None = ev
+                            for flt in filters:
+                                kept = await flt(ev, ex)
+                                if kept is None:
+                                    break
+                                ev = kept
+                            if kept is None:
+                                continue
+                        t = type(ev)
+                        if t is Finish:
+                            finished = True
+                        elif t is UsageEvent:
+                            ex.usage = ev.usage  # type: ignore[attr-defined]
+                        elif t is Error:
+                            failed: GatewayError = ev.error  # type: ignore[attr-defined]
+                            self.metrics.upstream_error(ex.backend, failed)
+                            status, error = "error", failed
+                            yield ev
+                            return
+                        elif metered:
+                            if t is TextDelta or t is ReasoningDelta:
+                                chars += len(ev.text)  # type: ignore[attr-defined]
+                            elif t is ToolCallDelta or t is ToolRunDelta:
+                                chars += len(ev.arguments)  # type: ignore[attr-defined]
+                            elif t is Raw and count_raw:
+                                frames += ev.data.count(b"\n\n")  # type: ignore[attr-defined]
+                        if assembler is not None:
+                            assembler.add(ev)
+                        sent = True
+                        yield ev
             except GatewayError as err:
-                # E.g. the session store could not keep the turn: the client must know, and
-                # the answer's bytes are out already, so it is the protocol's error frame.
+                self.metrics.upstream_error(ex.backend, err)
+                status, error = "error", err
+                if not sent:
+                    raise
                 yield Error(err)
+                return
+            if not finished:
+                cut = UpstreamError("the backend ended the stream without finishing its answer")
+                self.metrics.upstream_error(ex.backend, cut)
+                status, error = "error", cut
+                yield Error(cut)
+                return
+            if assembler is not None:
+                resp = assembler.response()
+                try:
+                    for hook in self.success_hooks:
+                        await hook(req, resp, ex)
+                except GatewayError as err:
+                    # E.g. the session store could not keep the turn: the client must know, and
+                    # the answer's bytes are out already, so it is the protocol's error frame.
+                    status, error = "error", err
+                    yield Error(err)
+                    return
+            status = "success"
+        except Exception as exc:
+            # Refused or failed before the first event (a filter, routing, the backend).
+            status, error = "error", _as_error(exc)
+            raise
+        finally:
+            # ``client_gone`` here: the consumer closed the stream (GeneratorExit) or the task
+            # was cancelled; either way that goes on once the end hooks have run.
+            if metered:
+                outcome = Outcome(status, error, ex.usage, (chars + 3) // 4 + frames, True)
+                await self._end(req, ex, outcome)
+
+    async def _end(self, req: ChatRequest, ex: Exchange, outcome: Outcome) -> None:
+        """Run the end hooks. When the client is gone the request is being cancelled or closed:
+        the hooks then run shielded, so a second cancellation (a drain's deadline) cannot cut
+        them short; it still reaches the caller."""
+        if outcome.status == "client_gone":
+            await self._shielded(self.end_hooks, req, ex, outcome)
+        else:
+            await self._run_end_hooks(self.end_hooks, req, ex, outcome)
+
+    async def _run_end_hooks(
+        self, hooks: Sequence[EndHook], req: ChatRequest, ex: Exchange, outcome: Outcome
+    ) -> None:
+        """Each hook once, in order; one that fails is logged and the others still run."""
+        for i, hook in enumerate(hooks):
+            try:
+                await hook(req, ex, outcome)
+            except asyncio.CancelledError:
+                # Cancelled meanwhile: the remaining hooks still run, then the cancellation
+                # goes on.
+                if i + 1 < len(hooks):
+                    await self._shielded(hooks[i + 1 :], req, ex, outcome)
+                raise
+            except Exception:
+                log.exception(
+                    "filter %s failed at the end of request %s", _filter_name(hook), ex.request_id
+                )
+
+    async def _shielded(
+        self, hooks: Sequence[EndHook], req: ChatRequest, ex: Exchange, outcome: Outcome
+    ) -> None:
+        task = asyncio.ensure_future(self._run_end_hooks(hooks, req, ex, outcome))
+        # Held until done: a task only the shield refers to could be collected mid-way.
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+        await asyncio.shield(task)
+
+
+def _as_error(exc: Exception) -> GatewayError:
+    """What a failure is to the end hooks: itself, or the gateway's own failure when it is not a
+    :class:`GatewayError` (the client is answered the same)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    return GatewayError("The gateway failed to handle the request.")
+
+
+def _filter_name(hook: Callable[..., object]) -> str:
+    flt = getattr(hook, "__self__", hook)
+    return getattr(flt, "name", "") or type(flt).__name__
+
+
+def _event_hook(flt: Filter) -> EventHook:
+    """The filter's ``on_event``, awaitable; a synchronous one (the 0.1 form) is wrapped."""
+    on_event = flt.on_event
+    if inspect.iscoroutinefunction(on_event):
+        return on_event
+    warnings.warn(
+        f"filter {_filter_name(on_event)!r}: a synchronous on_event is deprecated since "
+        "hookgate 0.2 and will be removed; define it with 'async def'",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    call: Callable[[Event, Exchange], Event | None] = on_event  # type: ignore[assignment]
+
+    async def awaitable(event: Event, exchange: Exchange) -> Event | None:
+        return call(event, exchange)
+
+    return awaitable

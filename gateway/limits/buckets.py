@@ -61,7 +61,8 @@ class MemoryBuckets(Buckets):
 
     async def acquire(self, owner: str, rpm: int, tpm: int) -> tuple[float, Limit | None]:
         now = self.clock()
-        wait, limit = 0.0, None
+        wait = 0.0
+        limit: Limit | None = None
         requests = self._level((owner, "r"), rpm, now) if rpm else 0.0
         if rpm and requests < 1:
             wait, limit = (1 - requests) * 60.0 / rpm, "requests"

@@ -2,11 +2,14 @@
 
 ``[limits] rpm`` and ``tpm`` are the defaults for every key; a key's own ``rpm`` / ``tpm`` in
 ``[auth] keys`` overrides them (0: no limit). A request over its allowance is refused before it
-reaches a backend with 429 and ``retry-after`` in the client's protocol. Tokens are the usage the
-upstream reported for the answer (streams included); when it reported none, an estimate of about
-four characters a token. The buckets (see :mod:`gateway.limits.buckets`) live in memory for one
-process or in Redis for several (``[limits] store``). With no limit configured anywhere the
-filter is not installed and costs nothing.
+reaches a backend with 429 and ``retry-after`` in the client's protocol. Tokens are charged at the
+end of every request (:meth:`Filter.on_end`): the usage the upstream reported (streams included);
+when it reported none, an estimate of about four characters a token of the request and of what
+was sent, so a client that leaves mid-stream is charged too. A request that failed before any
+output is charged only what the upstream reported. The buckets (see
+:mod:`gateway.limits.buckets`) live in memory for one process or in Redis for several
+(``[limits] store``). With no limit configured anywhere the filter is not installed and costs
+nothing.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gateway.canonical import ChatRequest, ChatResponse
+from gateway.canonical import ChatRequest
 from gateway.config.types import NonNegative
 from gateway.core.exchange import Exchange, Principal
-from gateway.core.filters import Filter
-from gateway.core.tokens import message_tokens
+from gateway.core.filters import Filter, Outcome
+from gateway.core.tokens import request_tokens
 from gateway.errors import GatewayError, RateLimited
 from gateway.hookspecs import hookimpl
 from gateway.limits.buckets import Buckets, MemoryBuckets, RedisBuckets
@@ -75,22 +78,26 @@ class LimitsFilter(Filter):
             )
         return None
 
-    async def on_success(
-        self, request: ChatRequest, response: ChatResponse, exchange: Exchange
-    ) -> None:
+    async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
+        """Charge the request's tokens, whatever its outcome: a client that leaves mid-stream
+        pays for what it was sent; a request that failed before any output pays only what the
+        upstream reported, if anything."""
         principal = exchange.principal
         tpm = self.limits(principal)[1]
         if not tpm:
             return
-        usage = response.usage or exchange.usage
+        usage = outcome.usage
         if usage is not None:
             tokens = usage.total_tokens
+        elif outcome.status == "error" and not outcome.output_tokens:
+            return
         else:
-            tokens = message_tokens(request.messages) + message_tokens([response.message])
+            tokens = request_tokens(request) + outcome.output_tokens
         try:
             await self.buckets.spend(principal.id, tpm, tokens)
         except GatewayError as err:
-            # The answer is out; losing its count is better than failing it.
+            # The answer is out (or the request is over); losing its count is better than
+            # failing it.
             log.warning("tokens of request %s not counted: %s", exchange.request_id, err.message)
 
 

@@ -1,6 +1,6 @@
 """The built-in ``triggers`` plugin: ``[triggers]`` (what every trigger shares) and
 ``[listeners.<name>]`` tables, each structured by the config class of its ``kind`` (registered
-with ``gateway_register_triggers``) and built by that kind's factory."""
+with ``gateway_register_listeners``) and built by that kind's factory."""
 
 from __future__ import annotations
 

@@ -108,5 +108,5 @@ class KafkaListener(Listener):
 
 
 @hookimpl
-def gateway_register_triggers(register: Any) -> None:
+def gateway_register_listeners(register: Any) -> None:
     register("kafka", KafkaListener, KafkaConfig)

@@ -41,7 +41,7 @@ class PlainProtocol(ProtocolAdapter):
 class Plugin:
     @hookimpl
     def gateway_register_protocols(self, register: Any) -> None:
-        register(PlainProtocol)
+        register("plain", PlainProtocol)
 
 
 PLUGIN = ("plain", Plugin())

@@ -474,4 +474,4 @@ def gateway_config_sections(register: Any) -> None:
 
 @hookimpl
 def gateway_register_protocols(register: Any) -> None:
-    register(A2AProtocol)
+    register("a2a", A2AProtocol)

@@ -429,4 +429,4 @@ def gateway_config_sections(register: Any) -> None:
 
 @hookimpl
 def gateway_register_protocols(register: Any) -> None:
-    register(AguiProtocol)
+    register("agui", AguiProtocol)

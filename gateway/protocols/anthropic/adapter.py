@@ -63,4 +63,4 @@ class AnthropicProtocol(ProtocolAdapter):
 
 @hookimpl
 def gateway_register_protocols(register: Any) -> None:
-    register(AnthropicProtocol)
+    register("anthropic", AnthropicProtocol)

@@ -77,4 +77,4 @@ class OpenAIProtocol(ProtocolAdapter):
 
 @hookimpl
 def gateway_register_protocols(register: Any) -> None:
-    register(OpenAIProtocol)
+    register("openai", OpenAIProtocol)

@@ -41,4 +41,4 @@ class ResponsesProtocol(ProtocolAdapter):
 
 @hookimpl
 def gateway_register_protocols(register: Any) -> None:
-    register(ResponsesProtocol)
+    register(openai_responses.PROTOCOL, ResponsesProtocol)

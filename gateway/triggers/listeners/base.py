@@ -1,7 +1,7 @@
 """Listeners: subscriptions to outside streams whose messages start agent runs or calls.
 
 A listener kind (``redis-pubsub``, ``redis-stream``, ``sse``, ``nats``, or a plugin's) is a
-:class:`Listener` subclass registered with ``gateway_register_triggers(register)`` as
+:class:`Listener` subclass registered with ``gateway_register_listeners(register)`` as
 ``register(kind, ListenerSubclass, ConfigSubclass)``. It implements :meth:`Listener.consume`:
 connect, then turn each message into a :class:`TriggerEvent` and hand it to :meth:`submit`
 (queued; the listener reads on) or :meth:`handle` (waits for the handlers' outcome, for sources

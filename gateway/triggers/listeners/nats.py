@@ -80,5 +80,5 @@ class NatsListener(Listener):
 
 
 @hookimpl
-def gateway_register_triggers(register: Any) -> None:
+def gateway_register_listeners(register: Any) -> None:
     register("nats", NatsListener, NatsConfig)

@@ -68,5 +68,5 @@ class RedisPubSubListener(Listener):
 
 
 @hookimpl
-def gateway_register_triggers(register: Any) -> None:
+def gateway_register_listeners(register: Any) -> None:
     register("redis-pubsub", RedisPubSubListener, RedisPubSubConfig)

@@ -218,5 +218,5 @@ class RedisStreamListener(Listener):
 
 
 @hookimpl
-def gateway_register_triggers(register: Any) -> None:
+def gateway_register_listeners(register: Any) -> None:
     register("redis-stream", RedisStreamListener, RedisStreamConfig)

@@ -84,5 +84,5 @@ class SseListener(Listener):
 
 
 @hookimpl
-def gateway_register_triggers(register: Any) -> None:
+def gateway_register_listeners(register: Any) -> None:
     register("sse", SseListener, SseConfig)
