@@ -25,26 +25,51 @@ class SSEFrame:
     id: str | None = None
 
 
-class SSEDecoder:
-    """Incremental SSE parser: ``feed(chunk)`` returns the frames that chunk completed.
+#: The UTF-8 byte order mark, which a stream may start with and the SSE specification ignores.
+_BOM = b"\xef\xbb\xbf"
 
-    Accepts ``\\n``, ``\\r\\n`` and ``\\r`` line ends, comment lines, multi-line data, and frames
-    split anywhere across chunks, as the SSE specification says. Whole frames are cut out of the
-    buffer at blank lines; a frame that is one ``data: ...`` line (what model servers send) takes
-    a short path that does not look at it line by line. ``skip``, when given, is asked about each
-    such frame's raw bytes first: frames it accepts are dropped unparsed (a relay uses it for
-    frames nobody needs to read).
+
+class SSEDecoder:
+    """Incremental SSE parser: ``feed(chunk)`` returns the events that chunk completed.
+
+    It follows the SSE specification (the HTML standard's event stream interpretation):
+    ``\\n``, ``\\r\\n`` and ``\\r`` line ends, comment lines, multi-line data, a field without a
+    colon (the whole line is its name, its value empty), a leading byte order mark ignored, and
+    events split anywhere across chunks. A blank line dispatches an event only when a ``data``
+    field came before it (``event: x`` alone dispatches nothing). The last ``id`` persists and
+    is stamped on every later event; an id containing NUL is ignored. ``retry`` (digits only) is
+    kept in :attr:`retry`.
+
+    Whole events are cut out of the buffer at blank lines; an event that is one ``data: ...``
+    line (what model servers send) takes a short path that does not look at it line by line.
+    ``skip``, when given, is asked about each such event's raw bytes first: events it accepts
+    are dropped unparsed (a relay uses it for frames nobody needs to read).
     """
 
-    __slots__ = ("_buf", "_id", "_skip")
+    __slots__ = ("_buf", "_id", "_skip", "_start", "retry")
 
     def __init__(self, skip: Callable[[bytes], bool] | None = None) -> None:
         self._buf = b""
         self._id: str | None = None
         self._skip = skip
+        self._start = True  # nothing read yet: the stream may begin with a byte order mark
+        #: The reconnection time in milliseconds the stream last asked for, if any.
+        self.retry: int | None = None
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The last event id the stream set (also by events that dispatched nothing)."""
+        return self._id
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
         buf = self._buf + chunk if self._buf else chunk
+        if self._start:
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._buf = buf  # perhaps the first bytes of a byte order mark: wait for more
+                return []
+            self._start = False
+            if buf[:3] == _BOM:
+                buf = buf[3:]
         if b"\r" in buf:
             # A lone trailing \r may be the first half of \r\n: keep it for the next chunk.
             keep_cr = buf.endswith(b"\r")
@@ -67,13 +92,13 @@ class SSEDecoder:
         return frames
 
     def _parse(self, block: bytes, frames: list[SSEFrame]) -> None:
-        """The general case: a block of lines, blank lines within it ending frames too."""
+        """The general case: a block of lines, blank lines within it ending events too."""
         event: str | None = None
         data: list[str] = []
         for raw in [*block.split(b"\n"), b""]:
             if not raw:
-                if data or event is not None:
-                    frames.append(SSEFrame(event, "\n".join(data), self._id))
+                if data:
+                    frames.append(SSEFrame(event or None, "\n".join(data), self._id))
                 event, data = None, []
                 continue
             line = raw.decode("utf-8", "replace")
@@ -86,11 +111,17 @@ class SSEDecoder:
                 data.append(value)
             elif name == "event":
                 event = value
-            elif name == "id":
+            elif name == "id" and "\0" not in value:
                 self._id = value
+            elif name == "retry" and value.isascii() and value.isdigit():
+                self.retry = int(value)
 
     def end(self) -> list[SSEFrame]:
-        """Frames left when the stream closes (a last frame without its blank line)."""
+        """Events left when the stream closes: a last event without its blank line.
+
+        The specification drops such an event; model servers sometimes end their stream that
+        way, so a caller that wants it asks for it here.
+        """
         return self.feed(b"\n\n") if self._buf.strip() else []
 
 
