@@ -2,13 +2,15 @@
 
 :class:`SSEDecoder` parses events incrementally from whatever byte chunks an upstream sends;
 :class:`FrameRelay` cuts a relayed stream at whole frames; :class:`SSEResponse` is the
-``text/event-stream`` response every protocol writes its frames into, with keep-alive pings.
+``text/event-stream`` response every protocol writes its frames into, with keep-alive pings and
+a send timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -164,63 +166,129 @@ class FrameRelay:
         return tail + b"\n\n" if tail else b""
 
 
-class SSEResponse(web.StreamResponse):
-    """A ``text/event-stream`` response that sends a keep-alive comment on idle streams.
+class SendTimeout(ConnectionResetError):
+    """A client accepted no data for the response's send timeout: the gateway cut it."""
 
-    The ping is a timer that looks at the time of the last write, not a task per stream: a
-    busy stream costs nothing extra, an idle one gets ``ping`` (an SSE comment, or the
-    protocol's own keep-alive frame) every ``ping_interval``. Whole frames only are ever
-    written, so a ping never lands inside another frame.
-    (Hung peers are detected by the kernel: the server sets ``TCP_USER_TIMEOUT`` on its
-    listening sockets.)
+
+#: The keep-alive frame of a stream that names none: an SSE comment.
+PING = b": ping\n\n"
+
+
+class SSEResponse(web.StreamResponse):
+    """The ``text/event-stream`` response every protocol writes its frames into.
+
+    One timer per stream (not a task) looks at the time of the last write: an idle stream gets
+    ``ping`` (an SSE comment, or the protocol's own keep-alive frame) every ``ping_interval``,
+    and a write that has waited on the client for ``send_timeout`` (a client that reads
+    nothing) aborts the connection, that write raising :class:`SendTimeout`. A busy stream
+    costs nothing extra. Callers write whole frames only, so a ping never lands inside another
+    frame. (Hung peers that acknowledge nothing are cut by the kernel: the server sets
+    ``TCP_USER_TIMEOUT`` on its listening sockets.)
     """
 
-    __slots__ = ("_frame", "_interval", "_last_write", "_ping", "_pinging")
+    __slots__ = (
+        "_clock",
+        "_frame",
+        "_interval",
+        "_last_write",
+        "_pinging",
+        "_send_timeout",
+        "_timer",
+        "_transport",
+        "_writing",
+        "timed_out",
+    )
 
     def __init__(
         self,
         ping_interval: float,
         headers: Mapping[str, str] | None = None,
-        ping: bytes = b": ping\n\n",
+        ping: bytes = PING,
+        send_timeout: float | None = None,
     ) -> None:
         super().__init__(status=200, headers=headers)
         h = self.headers
         h["Content-Type"] = "text/event-stream"
         h["Cache-Control"] = "no-cache"
         h["X-Accel-Buffering"] = "no"
-        self.enable_chunked_encoding()
         self._interval = ping_interval
         self._frame = ping
+        self._send_timeout = send_timeout
+        self._clock: Callable[[], float] = time.monotonic
         self._last_write = 0.0
-        self._ping: asyncio.TimerHandle | None = None
+        self._writing = 0
+        self._timer: asyncio.TimerHandle | None = None
         self._pinging: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        #: Whether the client was cut for reading nothing within the send timeout.
+        self.timed_out = False
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         writer = await super().prepare(request)
         loop = asyncio.get_running_loop()
+        self._clock = loop.time
+        self._transport = request.transport
         self._last_write = loop.time()
-        self._ping = loop.call_later(self._interval, self._check, loop)
+        self._timer = loop.call_later(self._next_check(0.0), self._check)
         return writer
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._last_write = asyncio.get_running_loop().time()
-        await super().write(data)
+        self._last_write = self._clock()
+        self._writing += 1
+        try:
+            await super().write(data)
+        except ConnectionResetError:
+            if self.timed_out:
+                raise SendTimeout("the client read nothing within the send timeout") from None
+            raise
+        finally:
+            self._writing -= 1
+        if self.timed_out:  # the cut woke the write up as if it had gone through
+            raise SendTimeout("the client read nothing within the send timeout")
 
-    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _next_check(self, idle: float) -> float:
+        """Seconds to the next look, ``idle`` seconds after the last write began: when a ping
+        falls due, and never longer than the send timeout (so a write that stalls meanwhile is
+        seen in time)."""
+        wait = self._interval - idle
+        timeout = self._send_timeout
+        return wait if timeout is None or wait < timeout else timeout
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
         idle = loop.time() - self._last_write
-        if idle >= self._interval and (self._pinging is None or self._pinging.done()):
+        timeout = self._send_timeout
+        if self._writing:
+            if timeout is None:
+                wait = self._interval
+            elif idle >= timeout:
+                self._cut()
+                return
+            else:
+                wait = timeout - idle
+        elif idle >= self._interval:
             self._pinging = loop.create_task(self._send_ping())
-            idle = 0.0
-        self._ping = loop.call_later(self._interval - idle, self._check, loop)
+            wait = self._next_check(0.0)
+        else:
+            wait = self._next_check(idle)
+        self._timer = loop.call_later(wait, self._check)
+
+    def _cut(self) -> None:
+        """Drop a client that has read nothing for the send timeout."""
+        self.timed_out = True
+        self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
 
     async def _send_ping(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.write(self._frame)
 
     def stop_pinging(self) -> None:
-        if self._ping is not None:
-            self._ping.cancel()
-            self._ping = None
+        """Stop the timer (pings and the send timeout): the stream is over."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._pinging is not None:
             self._pinging.cancel()
 
