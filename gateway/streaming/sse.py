@@ -180,8 +180,9 @@ class SSEResponse(web.StreamResponse):
     One timer per stream (not a task) looks at the time of the last write: an idle stream gets
     ``ping`` (an SSE comment, or the protocol's own keep-alive frame) every ``ping_interval``,
     and a write that has waited on the client for ``send_timeout`` (a client that reads
-    nothing) aborts the connection, that write raising :class:`SendTimeout`. A busy stream
-    costs nothing extra. Callers write whole frames only, so a ping never lands inside another
+    nothing) aborts the connection: that write raises :class:`SendTimeout` (or, with aiohttp's
+    handler cancellation, the handler is cancelled) and :attr:`timed_out` says why. A busy
+    stream costs nothing extra. Callers write whole frames only, so a ping never lands inside another
     frame. (Hung peers that acknowledge nothing are cut by the kernel: the server sets
     ``TCP_USER_TIMEOUT`` on its listening sockets.)
     """
