@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.backends.http import HTTPBackendConfig
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool
-from gateway.backends.upstream import HTTPBackendConfig, Upstream
+from gateway.backends.upstream import Upstream
 from gateway.core.exchange import UNKNOWN_ROUTE, Exchange
 from gateway.errors import RateLimited, UpstreamError, UpstreamTimeout
 

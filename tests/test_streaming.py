@@ -32,7 +32,7 @@ FRAMES = [
     SSEFrame("message_start", '{"n": 2}'),
     SSEFrame(None, "first line\nsecond line"),
     SSEFrame(None, "no space", "7"),
-    SSEFrame("ping", "", "7"),
+    # "event: ping" with no data dispatches nothing (the SSE specification)
     SSEFrame(None, "after blank lines", "7"),
     SSEFrame(None, "[DONE]", "7"),
 ]

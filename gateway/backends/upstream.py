@@ -1,60 +1,40 @@
 """One pooled HTTP client per upstream, with failures mapped to gateway errors.
 
-Every HTTP backend kind uses :class:`Upstream`: one pooled keep-alive client for the life of the
-app, connect / read / total timeouts, the time spent waiting on the upstream added to the
-exchange, and every failure turned into the :class:`~gateway.errors.GatewayError` the client
-should see (refused: 502, too slow: 504, error status: mapped with its message kept).
+Every HTTP backend (see :mod:`gateway.backends.http`) uses :class:`Upstream`: one pooled
+keep-alive client for the life of the app, connect / read / total timeouts, the time spent
+waiting on the upstream added to the exchange, and every failure turned into the
+:class:`~gateway.errors.GatewayError` the client should see (refused: 502, too slow: 504, error
+status: mapped with its message kept).
 
 Plain ``http://`` upstreams (a model server on the same host or network) go through the lean
-client of :mod:`gateway.backends.lean_client`, which costs a fraction of ``aiohttp.ClientSession`` per request;
+client of :mod:`gateway.backends.lean_client`, which costs a fraction of
+``aiohttp.ClientSession`` per request;
 ``https://`` upstreams go through a ``ClientSession``, which earns its cost there (TLS).
-Both hand back a response with ``status``, ``headers`` and ``content.readany()``.
+Both hand back a response with ``status``, ``headers`` and ``content.readany()``. The client
+only does HTTP (post, stream, read); what the bytes mean is the backend's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import attrs
 import orjson
 
 from gateway import __version__
-from gateway.backends.base import BackendConfig
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool, encode_headers
-from gateway.canonical import Error, Event, Raw
-from gateway.config.types import Count, Duration, Url
 from gateway.core.exchange import Exchange
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, from_upstream_status
-from gateway.streaming.sse import FrameRelay, SSEDecoder, SSEFrame
+
+if TYPE_CHECKING:
+    from gateway.backends.http import HTTPBackendConfig
 
 _MAX_ERROR_BODY = 64 * 1024
-
-
-@attrs.frozen
-class HTTPBackendConfig(BackendConfig):
-    """Fields every HTTP upstream kind has."""
-
-    base_url: Url
-    api_key: str | None = None
-    #: Extra headers sent with every upstream request.
-    headers: dict[str, str] = attrs.Factory(dict)
-    #: Longest wait to open a connection.
-    connect_timeout: Duration = Duration(10.0)
-    #: Longest silence between two reads of an answer (a stream that stalls fails after it).
-    read_timeout: Duration = Duration(300.0)
-    #: Longest time for a whole non-streamed answer.
-    timeout: Duration = Duration(600.0)
-    #: Pooled connections kept to this upstream at most.
-    max_connections: Count = Count(256)
-    #: A pooled connection idle longer than this is closed rather than reused (keep it below
-    #: the upstream's own keep-alive timeout; uvicorn's is 5s). Plain http:// upstreams only.
-    idle_timeout: Duration = Duration(4.0)
 
 
 class Upstream:
@@ -245,50 +225,6 @@ class Upstream:
         finally:
             ex.upstream_seconds += time.perf_counter() - started
 
-    async def sse_batches(
-        self,
-        resp: Any,
-        ex: Exchange,
-        decoder: SSEDecoder,
-        frame_events: Callable[[list[SSEFrame]], list[Event]],
-        relay: str | None,
-    ) -> AsyncIterator[list[Event]]:
-        """The events of a streamed SSE answer, one list per upstream read.
-
-        ``frame_events`` turns the frames one read completed into canonical events, an
-        :class:`Error` (if any) last; a read's events are handed on together, all but the last
-        marked ``more``. With ``relay`` (the client's protocol, the upstream's too) each list
-        starts with the read's whole frames as a :class:`Raw` event. The lists end after an
-        error; at the end of the body, a last frame the upstream did not close with a blank
-        line is read too (and relayed, closed, unless it failed the stream).
-        """
-        frames = FrameRelay() if relay else None
-        while True:
-            try:
-                chunk = await self.read(resp, ex)
-            except GatewayError as err:
-                yield [Error(err)]
-                return
-            if not chunk:
-                break
-            batch = _together(frame_events(decoder.feed(chunk)))
-            if frames is not None:
-                whole = frames.feed(chunk)
-                if whole:
-                    last = not frames.pending and resp.content.at_eof()
-                    batch.insert(0, Raw(whole, relay, last=last))
-            if batch:
-                yield batch
-                if type(batch[-1]) is Error:
-                    return
-        tail = _together(frame_events(decoder.end()))
-        if frames is not None and not (tail and type(tail[-1]) is Error):
-            closed = frames.end()
-            if closed:
-                tail.insert(0, Raw(closed, relay))
-        if tail:
-            yield tail
-
     def failure(self, exc: BaseException) -> GatewayError:
         """The gateway error for a transport failure talking to this upstream."""
         name = self.backend
@@ -314,15 +250,6 @@ def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[s
     if extra:
         return {**extra, "x-request-id": ex.request_id}
     return {"x-request-id": ex.request_id}
-
-
-def _together(batch: list[Event]) -> list[Event]:
-    """Mark all but the last of one read's events ``more``: a writer sends them in one write."""
-    if batch:
-        for ev in batch:
-            ev.more = True
-        batch[-1].more = False
-    return batch
 
 
 def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> GatewayError:

@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway.canonical import Error, Event, Raw
 from gateway.core.jsonio import json_response
 from gateway.errors import GatewayError, Unavailable, UpstreamError, default_error_body
-from gateway.streaming.sse import SSEResponse
+from gateway.streaming.sse import PING, SSEResponse
 
 if TYPE_CHECKING:
     from gateway.core.app import Gateway
@@ -46,6 +46,8 @@ class ProtocolAdapter:
     name: ClassVar[str] = ""
     #: Seconds between keep-alive comments on idle streams.
     ping_interval: ClassVar[float] = 15.0
+    #: Seconds a stream's client may accept no data before it is cut (None: no limit).
+    send_timeout: ClassVar[float | None] = 30.0
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -77,8 +79,9 @@ class ProtocolAdapter:
 
         The first event is awaited before any byte is sent, so a failure known at that point is
         an ordinary error response with the right status. After that, failures are the
-        protocol's error frame. A client that goes away cancels the upstream (the event
-        iterator is closed); a gateway that shuts down mid-stream says so in an error frame.
+        protocol's error frame. A client that goes away, or reads nothing for
+        :attr:`send_timeout`, cancels the upstream (the event iterator is closed); a gateway that
+        shuts down mid-stream says so in an error frame.
         """
         try:
             first = await anext(events)  # type: ignore[call-overload]
@@ -91,7 +94,7 @@ class ProtocolAdapter:
             await events.aclose()  # type: ignore[attr-defined]
             raise first.error  # type: ignore[attr-defined]
         keepalive: bytes | None = getattr(encoder, "keepalive", None)
-        resp = SSEResponse(self.ping_interval, headers, keepalive or b": ping\n\n")
+        resp = SSEResponse(self.ping_interval, headers, keepalive or PING, self.send_timeout)
         held = tail = b""
         gateway = self.gateway
         task = asyncio.current_task()
@@ -134,6 +137,12 @@ class ProtocolAdapter:
             )
         finally:
             resp.stop_pinging()
+            if resp.timed_out:
+                log.warning(
+                    "request %s: dropped a client that read nothing for %gs",
+                    ex.request_id,
+                    self.send_timeout,
+                )
             gateway.streams.discard(task)
             gateway.metrics.active_streams.dec()
             await events.aclose()  # type: ignore[attr-defined]

@@ -2,13 +2,15 @@
 
 :class:`SSEDecoder` parses events incrementally from whatever byte chunks an upstream sends;
 :class:`FrameRelay` cuts a relayed stream at whole frames; :class:`SSEResponse` is the
-``text/event-stream`` response every protocol writes its frames into, with keep-alive pings.
+``text/event-stream`` response every protocol writes its frames into, with keep-alive pings and
+a send timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,26 +27,51 @@ class SSEFrame:
     id: str | None = None
 
 
-class SSEDecoder:
-    """Incremental SSE parser: ``feed(chunk)`` returns the frames that chunk completed.
+#: The UTF-8 byte order mark, which a stream may start with and the SSE specification ignores.
+_BOM = b"\xef\xbb\xbf"
 
-    Accepts ``\\n``, ``\\r\\n`` and ``\\r`` line ends, comment lines, multi-line data, and frames
-    split anywhere across chunks, as the SSE specification says. Whole frames are cut out of the
-    buffer at blank lines; a frame that is one ``data: ...`` line (what model servers send) takes
-    a short path that does not look at it line by line. ``skip``, when given, is asked about each
-    such frame's raw bytes first: frames it accepts are dropped unparsed (a relay uses it for
-    frames nobody needs to read).
+
+class SSEDecoder:
+    """Incremental SSE parser: ``feed(chunk)`` returns the events that chunk completed.
+
+    It follows the SSE specification (the HTML standard's event stream interpretation):
+    ``\\n``, ``\\r\\n`` and ``\\r`` line ends, comment lines, multi-line data, a field without a
+    colon (the whole line is its name, its value empty), a leading byte order mark ignored, and
+    events split anywhere across chunks. A blank line dispatches an event only when a ``data``
+    field came before it (``event: x`` alone dispatches nothing). The last ``id`` persists and
+    is stamped on every later event; an id containing NUL is ignored. ``retry`` (digits only) is
+    kept in :attr:`retry`.
+
+    Whole events are cut out of the buffer at blank lines; an event that is one ``data: ...``
+    line (what model servers send) takes a short path that does not look at it line by line.
+    ``skip``, when given, is asked about each such event's raw bytes first: events it accepts
+    are dropped unparsed (a relay uses it for frames nobody needs to read).
     """
 
-    __slots__ = ("_buf", "_id", "_skip")
+    __slots__ = ("_buf", "_id", "_skip", "_start", "retry")
 
     def __init__(self, skip: Callable[[bytes], bool] | None = None) -> None:
         self._buf = b""
         self._id: str | None = None
         self._skip = skip
+        self._start = True  # nothing read yet: the stream may begin with a byte order mark
+        #: The reconnection time in milliseconds the stream last asked for, if any.
+        self.retry: int | None = None
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The last event id the stream set (also by events that dispatched nothing)."""
+        return self._id
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
         buf = self._buf + chunk if self._buf else chunk
+        if self._start:
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._buf = buf  # perhaps the first bytes of a byte order mark: wait for more
+                return []
+            self._start = False
+            if buf[:3] == _BOM:
+                buf = buf[3:]
         if b"\r" in buf:
             # A lone trailing \r may be the first half of \r\n: keep it for the next chunk.
             keep_cr = buf.endswith(b"\r")
@@ -67,13 +94,13 @@ class SSEDecoder:
         return frames
 
     def _parse(self, block: bytes, frames: list[SSEFrame]) -> None:
-        """The general case: a block of lines, blank lines within it ending frames too."""
+        """The general case: a block of lines, blank lines within it ending events too."""
         event: str | None = None
         data: list[str] = []
         for raw in [*block.split(b"\n"), b""]:
             if not raw:
-                if data or event is not None:
-                    frames.append(SSEFrame(event, "\n".join(data), self._id))
+                if data:
+                    frames.append(SSEFrame(event or None, "\n".join(data), self._id))
                 event, data = None, []
                 continue
             line = raw.decode("utf-8", "replace")
@@ -86,11 +113,17 @@ class SSEDecoder:
                 data.append(value)
             elif name == "event":
                 event = value
-            elif name == "id":
+            elif name == "id" and "\0" not in value:
                 self._id = value
+            elif name == "retry" and value.isascii() and value.isdigit():
+                self.retry = int(value)
 
     def end(self) -> list[SSEFrame]:
-        """Frames left when the stream closes (a last frame without its blank line)."""
+        """Events left when the stream closes: a last event without its blank line.
+
+        The specification drops such an event; model servers sometimes end their stream that
+        way, so a caller that wants it asks for it here.
+        """
         return self.feed(b"\n\n") if self._buf.strip() else []
 
 
@@ -133,63 +166,130 @@ class FrameRelay:
         return tail + b"\n\n" if tail else b""
 
 
-class SSEResponse(web.StreamResponse):
-    """A ``text/event-stream`` response that sends a keep-alive comment on idle streams.
+class SendTimeout(ConnectionResetError):
+    """A client accepted no data for the response's send timeout: the gateway cut it."""
 
-    The ping is a timer that looks at the time of the last write, not a task per stream: a
-    busy stream costs nothing extra, an idle one gets ``ping`` (an SSE comment, or the
-    protocol's own keep-alive frame) every ``ping_interval``. Whole frames only are ever
-    written, so a ping never lands inside another frame.
-    (Hung peers are detected by the kernel: the server sets ``TCP_USER_TIMEOUT`` on its
-    listening sockets.)
+
+#: The keep-alive frame of a stream that names none: an SSE comment.
+PING = b": ping\n\n"
+
+
+class SSEResponse(web.StreamResponse):
+    """The ``text/event-stream`` response every protocol writes its frames into.
+
+    One timer per stream (not a task) looks at the time of the last write: an idle stream gets
+    ``ping`` (an SSE comment, or the protocol's own keep-alive frame) every ``ping_interval``,
+    and a write that has waited on the client for ``send_timeout`` (a client that reads
+    nothing) aborts the connection: that write raises :class:`SendTimeout` (or, with aiohttp's
+    handler cancellation, the handler is cancelled) and :attr:`timed_out` says why. A busy
+    stream costs nothing extra. Callers write whole frames only, so a ping never lands inside another
+    frame. (Hung peers that acknowledge nothing are cut by the kernel: the server sets
+    ``TCP_USER_TIMEOUT`` on its listening sockets.)
     """
 
-    __slots__ = ("_frame", "_interval", "_last_write", "_ping", "_pinging")
+    __slots__ = (
+        "_clock",
+        "_frame",
+        "_interval",
+        "_last_write",
+        "_pinging",
+        "_send_timeout",
+        "_timer",
+        "_transport",
+        "_writing",
+        "timed_out",
+    )
 
     def __init__(
         self,
         ping_interval: float,
         headers: Mapping[str, str] | None = None,
-        ping: bytes = b": ping\n\n",
+        ping: bytes = PING,
+        send_timeout: float | None = None,
     ) -> None:
         super().__init__(status=200, headers=headers)
         h = self.headers
         h["Content-Type"] = "text/event-stream"
         h["Cache-Control"] = "no-cache"
         h["X-Accel-Buffering"] = "no"
-        self.enable_chunked_encoding()
         self._interval = ping_interval
         self._frame = ping
+        self._send_timeout = send_timeout
+        self._clock: Callable[[], float] = time.monotonic
         self._last_write = 0.0
-        self._ping: asyncio.TimerHandle | None = None
+        self._writing = 0
+        self._timer: asyncio.TimerHandle | None = None
         self._pinging: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        #: Whether the client was cut for reading nothing within the send timeout.
+        self.timed_out = False
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         writer = await super().prepare(request)
         loop = asyncio.get_running_loop()
+        self._clock = loop.time
+        self._transport = request.transport
         self._last_write = loop.time()
-        self._ping = loop.call_later(self._interval, self._check, loop)
+        self._timer = loop.call_later(self._next_check(0.0), self._check)
         return writer
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._last_write = asyncio.get_running_loop().time()
-        await super().write(data)
+        self._last_write = self._clock()
+        self._writing += 1
+        try:
+            await super().write(data)
+        except ConnectionResetError:
+            if self.timed_out:
+                raise SendTimeout("the client read nothing within the send timeout") from None
+            raise
+        finally:
+            self._writing -= 1
+        if self.timed_out:  # the cut woke the write up as if it had gone through
+            raise SendTimeout("the client read nothing within the send timeout")
 
-    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _next_check(self, idle: float) -> float:
+        """Seconds to the next look, ``idle`` seconds after the last write began: when a ping
+        falls due, and never longer than the send timeout (so a write that stalls meanwhile is
+        seen in time)."""
+        wait = self._interval - idle
+        timeout = self._send_timeout
+        return wait if timeout is None or wait < timeout else timeout
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
         idle = loop.time() - self._last_write
-        if idle >= self._interval and (self._pinging is None or self._pinging.done()):
+        timeout = self._send_timeout
+        if self._writing:
+            if timeout is None:
+                wait = self._interval
+            elif idle >= timeout:
+                self._cut()
+                return
+            else:
+                wait = timeout - idle
+        elif idle >= self._interval:
             self._pinging = loop.create_task(self._send_ping())
-            idle = 0.0
-        self._ping = loop.call_later(self._interval - idle, self._check, loop)
+            wait = self._next_check(0.0)
+        else:
+            wait = self._next_check(idle)
+        self._timer = loop.call_later(wait, self._check)
+
+    def _cut(self) -> None:
+        """Drop a client that has read nothing for the send timeout."""
+        self.timed_out = True
+        self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
 
     async def _send_ping(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.write(self._frame)
 
     def stop_pinging(self) -> None:
-        if self._ping is not None:
-            self._ping.cancel()
-            self._ping = None
+        """Stop the timer (pings and the send timeout): the stream is over."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._pinging is not None:
             self._pinging.cancel()
 

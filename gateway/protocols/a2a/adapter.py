@@ -16,7 +16,6 @@ without the header may also use 1.0 method names, which no 0.3 client sends.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -28,7 +27,6 @@ from urllib.parse import quote
 import attrs
 import orjson
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 
 from gateway import __version__
 from gateway.agents.plugin import AGENTS
@@ -60,6 +58,7 @@ from gateway.protocols.a2a.wire import (
     version_of,
 )
 from gateway.protocols.base import ProtocolAdapter
+from gateway.streaming.sse import SSEResponse
 
 log = logging.getLogger(__name__)
 
@@ -400,33 +399,21 @@ class A2AProtocol(ProtocolAdapter):
         ends. A client that goes away stops only its own stream: the task goes on."""
         request, version = call.request, call.version
         head = b'data: {"jsonrpc":"2.0","id":' + orjson.dumps(call.id) + b',"result":'
-        resp = EventSourceResponse(
-            sep="\n",
-            allow_all_methods=True,
-            ping_interval=self.config.ping_interval,
-            headers={"x-hookgate-task-id": record.id},
+        resp = SSEResponse(
+            self.config.ping_interval,
+            {"x-hookgate-task-id": record.id},
+            send_timeout=self.config.send_timeout,
         )
         metrics = self.gateway.metrics
         metrics.active_streams.inc()
         try:
             await resp.prepare(request)
             call.ex.first_byte = time.perf_counter() - call.ex.started
-            async with resp:
-                async for data in results:
-                    if version != V1:
-                        data = orjson.dumps(result_to_03(orjson.loads(data)))
-                    async with asyncio.timeout(self.config.send_timeout):
-                        await resp.write(head + data + b"}\n\n")
-        except TimeoutError:
-            log.warning(
-                "task %s: dropped a client that read nothing for %gs",
-                record.id,
-                self.config.send_timeout,
-            )
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
-        except ConnectionResetError:
+            async for data in results:
+                if version != V1:
+                    data = orjson.dumps(result_to_03(orjson.loads(data)))
+                await resp.write(head + data + b"}\n\n")
+        except ConnectionResetError:  # gone, or cut by the send timeout
             return resp
         except GatewayError as err:
             log.warning("task %s: following it failed: %s", record.id, err.message)
@@ -434,9 +421,16 @@ class A2AProtocol(ProtocolAdapter):
                 error = jsonrpc.error_response(call.id, err, version)
                 await resp.write(b"data: " + error + b"\n\n")
         finally:
+            resp.stop_pinging()
+            if resp.timed_out:
+                log.warning(
+                    "task %s: dropped a client that read nothing for %gs",
+                    record.id,
+                    self.config.send_timeout,
+                )
             metrics.active_streams.dec()
             await results.aclose()  # type: ignore[attr-defined]
-        with contextlib.suppress(ConnectionResetError):
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
             await resp.write_eof()
         return resp
 

@@ -25,7 +25,6 @@ from typing import Any, Literal
 import attrs
 import orjson
 from aiohttp import WSMsgType, web
-from aiohttp_sse import EventSourceResponse
 
 from gateway.canonical import Error
 from gateway.config.types import Count, Duration
@@ -37,6 +36,7 @@ from gateway.protocols.agui.compact import CompactTranslator, compact_frame
 from gateway.protocols.agui.events import EventTranslator, RunInput, decode_run_input, sse_frame
 from gateway.protocols.base import ProtocolAdapter
 from gateway.runs import MemoryRunStore, Run, RunInfo, Runs, RunStore
+from gateway.streaming.sse import SSEResponse
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +187,10 @@ class AguiProtocol(ProtocolAdapter):
         """Stream a run's events after number ``after`` as SSE, until its terminal event."""
         # The compact form summarises tool calls, so it reads the log from the start.
         source = self.runs.follow(ex.principal.id, run_id, 0 if compact else after)
-        resp = EventSourceResponse(
-            sep="\n",
-            allow_all_methods=True,
-            ping_interval=self.config.ping_interval,
+        resp = SSEResponse(
+            self.config.ping_interval,
+            {"x-hookgate-run-id": run_id},
             send_timeout=self.config.send_timeout,
-            headers={"x-hookgate-run-id": run_id},
         )
         encode = _CompactEncoder(after).encode if compact else _full
         metrics = self.gateway.metrics
@@ -201,24 +199,12 @@ class AguiProtocol(ProtocolAdapter):
         try:
             await resp.prepare(request)
             ex.first_byte = time.perf_counter() - ex.started
-            async with resp:
-                async for first, batch in source:
-                    data = encode(first, batch)
-                    if data:
-                        async with asyncio.timeout(self.config.send_timeout):
-                            await resp.write(data)
-                    seq = first + len(batch) - 1
-        except TimeoutError:
-            log.warning(
-                "run %s: dropped a client that read nothing for %gs (it had events up to %d)",
-                run_id,
-                self.config.send_timeout,
-                seq,
-            )
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
-        except ConnectionResetError:
+            async for first, batch in source:
+                data = encode(first, batch)
+                if data:
+                    await resp.write(data)
+                seq = first + len(batch) - 1
+        except ConnectionResetError:  # gone, or cut by the send timeout (it may resume)
             return resp
         except GatewayError as err:
             # The run's log became unreadable (its store is down): cut the stream rather than
@@ -228,9 +214,17 @@ class AguiProtocol(ProtocolAdapter):
                 request.transport.abort()
             return resp
         finally:
+            resp.stop_pinging()
+            if resp.timed_out:
+                log.warning(
+                    "run %s: dropped a client that read nothing for %gs (it had events up to %d)",
+                    run_id,
+                    self.config.send_timeout,
+                    seq,
+                )
             metrics.active_streams.dec()
             await source.aclose()  # type: ignore[attr-defined]
-        with contextlib.suppress(ConnectionResetError):
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
             await resp.write_eof()
         return resp
 

@@ -1,0 +1,260 @@
+"""The base class of backends whose upstream is an HTTP API answering JSON and streaming SSE.
+
+:class:`HTTPBackend` owns what every such backend does alike: the pooled
+:class:`~gateway.backends.upstream.Upstream` client (built from the config and the backend's
+auth headers, started and closed with the app), JSON answers (with the protocol's errors
+raised), and the SSE read loop (whole frames, the raw relay of the fast path, one read's events
+handed on together, the checks at the end of a stream). A subclass keeps only what is its own:
+the path, headers, request encoding, stream parser and error shape. The smallest one::
+
+    class WordsBackend(HTTPBackend):
+        chat_path = "/words"
+
+        def encode_request(self, request):
+            return orjson.dumps({"text": request.last_user_text()})
+
+        def stream_parser(self, request):
+            return WordsParser()  # feed(obj) -> events; finished
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, ClassVar, Protocol
+
+import attrs
+import orjson
+
+from gateway.backends.base import Backend, BackendConfig
+from gateway.backends.upstream import Upstream
+from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Raw
+from gateway.config.types import Count, Duration, Url
+from gateway.core.exchange import Exchange
+from gateway.errors import GatewayError, UpstreamError
+from gateway.streaming.sse import FrameRelay, SSEDecoder, SSEFrame
+
+
+@attrs.frozen
+class HTTPBackendConfig(BackendConfig):
+    """Fields every HTTP upstream kind has."""
+
+    base_url: Url
+    api_key: str | None = None
+    #: Extra headers sent with every upstream request.
+    headers: dict[str, str] = attrs.Factory(dict)
+    #: Longest wait to open a connection.
+    connect_timeout: Duration = Duration(10.0)
+    #: Longest silence between two reads of an answer (a stream that stalls fails after it).
+    read_timeout: Duration = Duration(300.0)
+    #: Longest time for a whole non-streamed answer.
+    timeout: Duration = Duration(600.0)
+    #: Pooled connections kept to this upstream at most.
+    max_connections: Count = Count(256)
+    #: A pooled connection idle longer than this is closed rather than reused (keep it below
+    #: the upstream's own keep-alive timeout; uvicorn's is 5s). Plain http:// upstreams only.
+    idle_timeout: Duration = Duration(4.0)
+
+
+class StreamParser(Protocol):
+    """Turns the JSON objects of one upstream stream's frames into canonical events."""
+
+    #: Whether the answer reached its end (a stream that closes before is a failure).
+    finished: bool
+
+    def feed(self, obj: dict[str, Any]) -> list[Event]: ...
+
+
+class HTTPBackend(Backend):
+    """Base class of backends that talk to an HTTP upstream (JSON requests, SSE streams).
+
+    Subclasses set :attr:`chat_path` and implement :meth:`encode_request` and
+    :meth:`stream_parser`; they override :meth:`decode_response` when the upstream answers
+    non-streamed requests too (otherwise :meth:`complete` folds a stream), :meth:`error` to
+    recognise the protocol's error objects, and :meth:`auth_headers` /
+    :meth:`request_headers` for what their upstream expects. A stream frame whose data is a
+    JSON object goes to the parser; a frame that is not JSON is a failure unless
+    :meth:`sentinel` knows it.
+    """
+
+    config: HTTPBackendConfig
+    #: Where chat requests are POSTed, under the configured ``base_url``.
+    chat_path: ClassVar[str] = "/chat/completions"
+
+    def __init__(self, name: str, config: HTTPBackendConfig, gateway: Any) -> None:
+        super().__init__(name, config, gateway)
+        self.upstream = Upstream(name, config, self.auth_headers())
+
+    async def start(self) -> None:
+        await self.upstream.start()
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    # -- what subclasses say
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers sent with every request (besides the config's ``headers``): by default
+        ``authorization: Bearer <api_key>`` when a key is configured."""
+        key = self.config.api_key
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def request_headers(self, request: ChatRequest) -> Mapping[str, str] | None:
+        """Headers added to this request only (None: none)."""
+        return None
+
+    def encode_request(self, request: ChatRequest) -> bytes:
+        """The body of the upstream request for ``request`` (streamed when it asks to be)."""
+        raise NotImplementedError
+
+    def decode_response(self, obj: Any) -> ChatResponse:
+        """A non-streamed answer's JSON as a response. Left as is, the upstream is only asked
+        for streams and :meth:`complete` folds one."""
+        raise NotImplementedError
+
+    def stream_parser(self, request: ChatRequest) -> StreamParser:
+        """A new parser for one streamed answer's frames."""
+        raise NotImplementedError
+
+    def error(self, obj: dict[str, Any]) -> GatewayError | None:
+        """The error an answer or stream frame reports in the protocol's shape, if it is one."""
+        return None
+
+    def sentinel(self, data: str, parser: Any) -> bool:
+        """Whether a stream frame that is not JSON is a known one to pass over (an OpenAI
+        stream's ``[DONE]``); by default, only an empty one is."""
+        return not data
+
+    def unobserved(self) -> Callable[[bytes], bool] | None:
+        """For a relay that nobody observes (the fast path): a test of a frame's raw bytes that
+        says it needs no parsing at all (by default none: every frame is parsed)."""
+        return None
+
+    def stream_end(self, parser: Any, relay: bool) -> list[Event]:
+        """Events after a streamed answer that finished (by default none)."""
+        return []
+
+    # -- what the base does
+
+    def json(self, data: bytes) -> Any:
+        """An upstream answer's JSON; invalid JSON or the protocol's error raises."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"backend '{self.name}' answered with invalid JSON") from None
+        if isinstance(obj, dict):
+            err = self.error(obj)
+            if err is not None:
+                raise err
+        return obj
+
+    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
+        if type(self).decode_response is HTTPBackend.decode_response:
+            return await super().complete(request, exchange)
+        body = self.encode_request(request)
+        data = await self.upstream.post(
+            self.chat_path, body, exchange, self.request_headers(request)
+        )
+        resp = self.decode_response(self.json(data))
+        if self.protocol is not None and request.protocol == self.protocol:
+            resp.raw, resp.raw_protocol = data, self.protocol
+        return resp
+
+    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
+        """The upstream's SSE answer as canonical events, read by whole frames.
+
+        A read's events are handed on together, all but the last marked ``more``. When the
+        client speaks the upstream's protocol (``request.raw_relay``) each read's whole frames
+        go first as a :class:`Raw` event and the parsed events are marked ``relayed``. The
+        events end after an error; a stream that closes before the parser saw its end is one.
+        """
+        protocol = self.protocol
+        relay = request.raw_relay and protocol is not None and request.protocol == protocol
+        # A relay nobody observes reads only the frames that end or fail the stream.
+        skip = self.unobserved() if relay and not request.parse_relayed else None
+        decoder = SSEDecoder(skip)
+        frames = FrameRelay() if relay else None
+        parser = self.stream_parser(request)
+        body = self.encode_request(request)
+        upstream = self.upstream
+        async with upstream.stream(
+            self.chat_path, body, exchange, self.request_headers(request)
+        ) as resp:
+            while True:
+                try:
+                    chunk = await upstream.read(resp, exchange)
+                except GatewayError as err:
+                    yield Error(err)
+                    return
+                if not chunk:
+                    break
+                batch = _together(self.frame_events(decoder.feed(chunk), parser, relay))
+                if frames is not None:
+                    whole = frames.feed(chunk)
+                    if whole:
+                        last = not frames.pending and resp.content.at_eof()
+                        batch.insert(0, Raw(whole, protocol, last=last))  # type: ignore[arg-type]
+                for ev in batch:
+                    yield ev
+                if batch and type(batch[-1]) is Error:
+                    return
+            tail = _together(self.frame_events(decoder.end(), parser, relay))
+            failed = bool(tail) and type(tail[-1]) is Error
+            if frames is not None and not failed:
+                closed = frames.end()
+                if closed:
+                    tail.insert(0, Raw(closed, protocol))  # type: ignore[arg-type]
+            for ev in tail:
+                yield ev
+            if failed:
+                return
+            if not parser.finished:
+                yield Error(
+                    UpstreamError(
+                        f"backend '{self.name}' closed the stream before finishing its answer"
+                    )
+                )
+                return
+            for ev in self.stream_end(parser, relay):
+                yield ev
+
+    def frame_events(
+        self, frames: list[SSEFrame], parser: StreamParser, relay: bool
+    ) -> list[Event]:
+        """The canonical events of the frames one read completed; an error ends the list.
+
+        Override it for an upstream whose frames are not JSON objects.
+        """
+        batch: list[Event] = []
+        error = self.error
+        for frame in frames:
+            data = frame.data
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                if self.sentinel(data, parser):
+                    continue
+                batch.append(
+                    Error(UpstreamError(f"backend '{self.name}' sent a malformed stream frame"))
+                )
+                break
+            if not isinstance(obj, dict):
+                continue
+            err = error(obj)
+            if err is not None:
+                batch.append(Error(err, relayed=relay))
+                break
+            events = parser.feed(obj)
+            if relay:
+                for ev in events:
+                    ev.relayed = True
+            batch += events
+        return batch
+
+
+def _together(batch: list[Event]) -> list[Event]:
+    """Mark all but the last of one read's events ``more``: a writer sends them in one write."""
+    if batch:
+        for ev in batch:
+            ev.more = True
+        batch[-1].more = False
+    return batch
