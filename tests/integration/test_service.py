@@ -17,7 +17,7 @@ from procs import Hookgate, chat, echo_config, wait_until
 from gateway.config.types import ServerConfig
 from gateway.server import systemd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "config" / "hookgate.service"
 
 
