@@ -134,8 +134,9 @@ class Supervisor:
             return
         if data:
             w.last_beat = time.monotonic()
-            if BEAT_READY in data:
+            if BEAT_READY in data and not w.ready:
                 w.ready = True
+                log.info("worker %d (pid %d) is serving", slot, w.proc.pid)
 
     def check_hung(self, timeout: float) -> None:
         now = time.monotonic()
