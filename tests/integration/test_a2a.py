@@ -19,22 +19,12 @@ from a2a.utils.errors import (
     TaskNotFoundError,
     UnsupportedOperationError,
 )
-from a2a_check import (
-    KEYS,
-    agent_config,
-    answer,
-    ask,
-    collect,
-    fold,
-    head_of,
-    rpc,
-    states,
-)
-from conftest import recorded
 from fakes.openai_upstream import CANCELLED
 from fakes.triggers import until
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+from support.a2a_check import KEYS, agent_config, answer, ask, collect, fold, head_of, rpc, states
+from support.configs import recorded
 
 from gateway import ConfigError, __version__, create_app
 from gateway.protocols.a2a.cards import AGENTS_EXTENSION

@@ -7,19 +7,11 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from agui_check import checked
-from conftest import (
-    agent_toml,
-    fake_upstream_process,
-    free_port,
-    gateway_process,
-    recorded,
-    upstream_config,
-)
 from fakes.triggers import until
+from support.agui_check import checked
+from support.configs import agent_toml, recorded, upstream_config
+from support.processes import fake_upstream_process, free_port, gateway_process
 
-from gateway import ConfigError, create_app
-from gateway.agents import Agent, AgentsPlugin
 from gateway.protocols.a2a import A2AClient, A2AError
 
 KEY = "sk-remote"
@@ -168,46 +160,3 @@ async def test_calls_of_one_conversation_share_a_remote_context(make_gateway, up
         ("assistant", "upstream says: alpha"),
         ("user", "beta"),
     ]
-
-
-def test_remote_agents_are_checked_at_startup():
-    with pytest.raises(ConfigError) as info:
-        create_app(
-            {
-                "agents": {
-                    "boss": {
-                        "model": "echo",
-                        "remote_agents": [
-                            "localhost:9000",
-                            {"url": "http://a.example/a2a/x", "colour": "red"},
-                            "http://a.example/a2a/twin",
-                            "http://b.example/a2a/twin",
-                        ],
-                    }
-                }
-            },
-            env={},
-        )
-    errors = info.value.errors
-    assert errors[0].startswith("agents.boss.remote_agents.0: not a URL: 'localhost:9000'")
-    assert errors[1] == "agents.boss.remote_agents.1: unknown keys 'colour'"
-    assert len(errors) == 2  # the clash is found once the entries themselves are valid
-    with pytest.raises(ConfigError) as info:
-        create_app(
-            {
-                "agents": {
-                    "boss": {
-                        "model": "echo",
-                        "remote_agents": ["http://a.example/a2a/twin", "http://b.example/a2a/twin"],
-                    }
-                }
-            },
-            env={},
-        )
-    assert info.value.errors == [
-        "agents.boss.remote_agents[1]: a second tool named 'twin' (set 'name')"
-    ]
-    # in Python, remote agents are URLs or tables too
-    agent = Agent("boss", model="echo", remote_agents=[{"url": "https://p.example", "name": "p"}])
-    app = create_app({}, plugins=[AgentsPlugin(agents=[agent])])
-    assert app is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from a2a_check import agent_config, rpc
+from support.a2a_check import agent_config, rpc
 
 
 async def test_json_rpc_errors_carry_a2a_codes(make_gateway, upstream):

@@ -13,11 +13,12 @@ from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     SubscribeToTaskRequest,
 )
-from a2a_check import answer, ask, collect, fold, head_of, rpc
-from conftest import agent_toml, gateway_process, recorded, upstream_config
 from fakes.openai_upstream import CANCELLED
 from fakes.triggers import until
 from google.protobuf import json_format
+from support.a2a_check import answer, ask, collect, fold, head_of, rpc
+from support.configs import agent_toml, recorded, upstream_config
+from support.processes import gateway_process
 
 from gateway import GATEWAY
 from gateway.auth.keys import digest
@@ -151,7 +152,7 @@ async def test_a_task_cut_by_a_drain_is_failed_for_every_instance(
                 return answer(body["result"]).startswith("drip")
 
             await until(dripping)  # read live through Redis by the other instance
-            gateway.send(signal.SIGTERM)
+            gateway.signal(signal.SIGTERM)
             await asyncio.to_thread(gateway.proc.wait, 30)
     assert gateway.returncode == 0, gateway.output
     task = (await rpc(reader, "/a2a/helper", "GetTask", {"id": task_id}, headers=a))["result"]

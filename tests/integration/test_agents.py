@@ -5,8 +5,8 @@ from __future__ import annotations
 import openai
 import orjson
 import pytest
-from conftest import claude_config, recorded, upstream_config
-from openapi import validate
+from support.configs import claude_config, recorded, upstream_config
+from support.openapi import validate
 
 from gateway import GATEWAY, Finish, TextDelta, ToolCallStart, hookimpl
 from gateway.agents import Agent, AgentsPlugin, tool

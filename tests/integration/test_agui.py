@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import orjson
-from agui_check import checked, sse_frames, text_of, types_of
-from conftest import recorded, upstream_config
+from support.agui_check import checked, sse_frames, text_of, types_of
+from support.configs import recorded, upstream_config
 
 TOOLS = [
     "fakes.tools:get_weather",

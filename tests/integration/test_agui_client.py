@@ -7,7 +7,9 @@ import shutil
 import subprocess
 
 import orjson
-from conftest import ROOT, agent_toml, gateway_process
+from support import ROOT
+from support.configs import agent_toml
+from support.processes import gateway_process
 
 
 def test_httpagent_runs_server_and_client_tools(agui_client, upstream_process, tmp_path):

@@ -11,8 +11,9 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from agui_check import check_order, checked, events_of, text_of
-from conftest import agent_toml, gateway_process
+from support.agui_check import check_order, checked, events_of, text_of
+from support.configs import agent_toml
+from support.processes import gateway_process
 
 from gateway import GATEWAY, ConfigError, create_app
 from gateway.auth.keys import digest

@@ -10,13 +10,13 @@ import time
 import aiohttp
 import orjson
 import pytest
-from agui_check import check_order, checked, events_of, text_of, types_of, validate_event
 from aiohttp import web
-from conftest import agent_toml, gateway_process, upstream_config
 from fakes.openai_upstream import CANCELLED
+from support.agui_check import check_order, checked, events_of, text_of, types_of, validate_event
+from support.configs import agent_toml, upstream_config
+from support.processes import gateway_process
 
 from gateway import GATEWAY, hookimpl
-from gateway.runs import MemoryRunStore, Run, RunInfo
 
 KEYS = {"auth": {"keys": ["sk-a", "sk-b"]}}
 A = {"Authorization": "Bearer sk-a"}
@@ -284,23 +284,6 @@ async def test_cors_lets_configured_pages_call_the_agui_routes(make_gateway):
     assert "Access-Control-Allow-Origin" not in other.headers
     openai_route = await client.post("/v1/chat/completions", json={}, headers={**page, **A})
     assert "Access-Control-Allow-Origin" not in openai_route.headers
-
-
-async def test_memory_store_forgets_the_oldest_finished_runs():
-    store = MemoryRunStore(ttl=60, max_kept=2)
-    runs = [Run(f"r{i}", "t", "owner") for i in range(3)]
-    for run in runs:
-        assert await store.reserve(run)
-        run.close()
-        await store.finish(run)
-    assert await store.lookup("owner", "r0") is None
-    assert (await store.lookup("owner", "r2")) == RunInfo("r2", "owner", True)
-    assert not await store.reserve(Run("r1", "t", "owner"))  # ids stay taken while kept
-    assert await store.reserve(Run("r1", "t", "another key"))  # ids are per key
-    expired = MemoryRunStore(ttl=0)
-    assert await expired.reserve(runs[0])
-    await expired.finish(runs[0])
-    assert await expired.lookup("owner", "r0") is None
 
 
 async def test_sigterm_ends_runs_with_run_error_at_the_drain_deadline(upstream_process, tmp_path):

@@ -11,8 +11,8 @@ import pydantic
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from anthropic.types.shared import ErrorResponse
-from conftest import claude_config, recorded
 from fakes.anthropic_upstream import CANCELLED, COUNT, HEADERS
+from support.configs import claude_config, recorded
 
 from gateway import GATEWAY
 

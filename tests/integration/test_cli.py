@@ -9,14 +9,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import openai
 import pytest
-from conftest import gateway_process, hookgate_env
+from support.processes import gateway_process, hookgate_env
 
 from gateway.core.plugins import BUILTINS
 
@@ -48,6 +47,7 @@ def test_signal_drains_in_flight_stream_then_exits_zero(tmp_path: Path, sig):
     words = [f"w{i}" for i in range(30)]
     received: list[str] = []
     errors: list[BaseException] = []
+    streaming = threading.Event()
     config = _config(tmp_path, SLOW_ECHO.format(delay="50ms"))
     with gateway_process("serve", "--config", config) as gw:
 
@@ -61,13 +61,16 @@ def test_signal_drains_in_flight_stream_then_exits_zero(tmp_path: Path, sig):
                     )
                     for chunk in stream:
                         received.append(chunk.choices[0].delta.content or "")
+                        if len(received) >= 3:
+                            streaming.set()
             except BaseException as exc:
                 errors.append(exc)
+            finally:
+                streaming.set()
 
         thread = threading.Thread(target=consume)
         thread.start()
-        while len(received) < 3 and thread.is_alive():
-            time.sleep(0.01)
+        assert streaming.wait(30)
         gw.stop(sig)
         thread.join(30)
     assert not errors, errors
@@ -95,11 +98,11 @@ def test_drain_deadline_cuts_long_streams_with_an_error_frame(tmp_path: Path):
         )
         with urllib.request.urlopen(request, timeout=30) as resp:
             assert resp.readline().startswith(b"data: ")
-            gw.send(signal.SIGTERM)
+            gw.signal(signal.SIGTERM)
             rest = [line.decode().strip() for line in resp]
-        # let it exit on its own: a second SIGTERM from the helper could land after the loop
-        # closed (and its handlers with it), killing the process as it exits
-        gw.proc.wait(30)
+        # let it exit on its own: a second SIGTERM could land after the loop closed (and its
+        # handlers with it), killing the process as it exits; the helper sends none after this
+        assert gw.stop() == 0, gw.output
     data = [json.loads(x[6:]) for x in rest if x.startswith("data: {")]
     assert "error" in data[-1] and "shutting down" in data[-1]["error"]["message"]
     assert "data: [DONE]" not in rest

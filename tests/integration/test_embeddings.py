@@ -10,9 +10,9 @@ import struct
 import openai
 import orjson
 import pytest
-from conftest import both_config, recorded
 from fakes.openai_upstream import vector
-from openapi import validate
+from support.configs import both_config, recorded
+from support.openapi import validate
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import openai
 import orjson
 import pytest
-from conftest import free_port, upstream_config
-from openapi import validate
+from support.configs import upstream_config
+from support.openapi import validate
+from support.processes import free_port
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

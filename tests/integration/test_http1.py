@@ -344,11 +344,6 @@ async def test_refused_connection_and_malformed_answer():
         await pool.close()
 
 
-async def test_headers_with_line_breaks_are_refused():
-    with pytest.raises(ValueError, match="invalid HTTP header"):
-        HTTP1Pool("127.0.0.1", 1, headers=[("x-bad", "a\r\nhost: evil")])
-
-
 # --- through Upstream: errors mapped for the client -----------------------------------------
 
 

@@ -10,10 +10,9 @@ import uuid
 
 import pytest
 from aiokafka.structs import ConsumerRecord
-from conftest import ROOT
 from fakes.triggers import run_events, text_of, until
+from support import ROOT
 
-from gateway.config.loader import ConfigError
 from gateway.triggers.service import SERVICE
 
 sys.path.insert(0, str(ROOT / "plugins" / "hookgate-kafka"))
@@ -65,13 +64,6 @@ async def test_a_message_becomes_an_event_and_an_agent_run(make_gateway):
     assert text_of(await run_events(client, "orders-orders-2-41")) == "Ship order 7"
     with pytest.raises(Exception, match="no field 'order_id'"):
         await listener.handle(listener.message_event(record(b"{}", offset=42)))
-
-
-def test_kafka_configuration_errors():
-    from gateway import create_app
-
-    with pytest.raises(ConfigError, match="'topics' is required"):
-        create_app(kafka_config(topics=[], call="fakes.triggers:record"), plugins=[hookgate_kafka])
 
 
 def _broker() -> bool:

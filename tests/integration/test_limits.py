@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import openai
 import pytest
-from conftest import upstream_config
 from fakes.plain_protocol import PLUGIN as PLAIN
+from support.configs import upstream_config
 
 from gateway import GATEWAY
-from gateway.limits.buckets import MemoryBuckets
 from gateway.limits.filter import LimitsFilter
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -95,20 +94,6 @@ async def test_no_limits_no_filter(make_gateway):
     # only the (default) session filter is on the request path
     assert [f.__self__.name for f in gateway.pipeline.request_filters] == ["sessions"]
     assert [f.__self__.name for f in gateway.pipeline.success_hooks] == ["sessions"]
-
-
-async def test_memory_buckets_refill_at_the_limit_pace():
-    now = [1000.0]
-    buckets = MemoryBuckets(clock=lambda: now[0])
-    assert [await buckets.acquire("k", 2, 0) for _ in range(3)][:2] == [(0.0, None)] * 2
-    wait, limit = await buckets.acquire("k", 2, 0)
-    assert limit == "requests" and wait == pytest.approx(30.0)
-    now[0] += 30.0
-    assert await buckets.acquire("k", 2, 0) == (0.0, None)
-    await buckets.spend("k", 60, 120)  # 60 tokens of debt
-    wait, limit = await buckets.acquire("k", 0, 60)
-    assert limit == "tokens" and wait == pytest.approx(61.0)
-    assert await buckets.acquire("other", 2, 60) == (0.0, None)
 
 
 async def test_429_in_the_protocol_of_the_route(make_gateway, upstream, limits_store):

@@ -17,7 +17,6 @@ from aiohttp.test_utils import TestClient
 from fakes.triggers import metric, run_events, text_of, until, until_metric
 
 from gateway import create_app
-from gateway.config.loader import ConfigError
 from gateway.triggers import Listener, ListenerManager
 from gateway.triggers.service import SERVICE
 
@@ -315,29 +314,3 @@ async def test_nats_queue_group_gives_each_message_to_one_instance(make_gateway,
 
 
 # --- configuration ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("table", "message"),
-    [
-        ({"kind": "kafka"}, "listeners.x.kind: unknown listener kind 'kafka'"),
-        ({"kind": "redis-stream", "call": "fakes.triggers:record"}, "'stream' is required"),
-        ({"kind": "redis-pubsub", "channel": "c", "call": "fakes.triggers:record"}, "set 'url'"),
-        ({"kind": "nats", "subject": "s"}, "listeners.x: nothing to do"),
-        (
-            {"kind": "sse", "url": "ftp://x", "call": "fakes.triggers:record"},
-            "listeners.x.url: not a URL",
-        ),
-        ({"kind": "nats", "subject": "s", "agent": "ghost"}, "listeners.x.agent: no agent"),
-        ({"kind": "nats", "subject": "s", "call": "x:y", "nope": 1}, "unknown key 'nope'"),
-    ],
-)
-def test_listener_configuration_errors(table, message):
-    cfg = {
-        "listeners": {"x": table},
-        "backends": {"e": {"kind": "echo"}},
-        "models": {"echo": {"backend": "e"}},
-    }
-    with pytest.raises(ConfigError) as info:
-        create_app(cfg)
-    assert any(message in line for line in info.value.errors), info.value.errors

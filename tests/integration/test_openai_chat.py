@@ -7,9 +7,9 @@ import asyncio
 import openai
 import orjson
 import pytest
-from conftest import recorded, upstream_config
 from fakes.openai_upstream import CANCELLED, HEADERS
-from openapi import validate
+from support.configs import recorded, upstream_config
+from support.openapi import validate
 
 MESSAGES = [{"role": "user", "content": "hello gateway"}]
 

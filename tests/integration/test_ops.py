@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import upstream_config
+from support.configs import upstream_config
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
-from conftest import TESTS, gateway_process
 from fakes.triggers import metric, run_events, text_of, until, until_metric
+from support import TESTS
+from support.processes import gateway_process
 
-from gateway import create_app
-from gateway.config.loader import ConfigError
 from gateway.triggers import PollerManager
 
 
@@ -173,47 +172,3 @@ call = "fakes.triggers:record_tick"
     assert len(ticks) == len(set(ticks)), f"a tick fired twice: {entries}"
     pids = {e[0] for e in entries}
     assert pids <= {str(one.proc.pid), str(two.proc.pid)}
-
-
-def test_poller_configuration_errors():
-    with pytest.raises(ConfigError) as info:
-        create_app(
-            {
-                "pollers": {
-                    "a": {"every": "0s", "call": "fakes.triggers:record"},
-                    "c": {"every": "1m", "jitter": "2m", "call": "fakes.triggers:record"},
-                }
-            }
-        )
-    assert info.value.errors == [
-        "pollers.a: every: must be more than 0",
-        "pollers.c: jitter: must be less than 'every'",
-    ]
-    with pytest.raises(ConfigError) as info:
-        create_app(
-            {
-                "backends": {"e": {"kind": "echo"}},
-                "models": {"echo": {"backend": "e"}},
-                "pollers": {
-                    "b": {"every": "1m"},
-                    "d": {"every": "1m", "agent": "ghost"},
-                    "e": {"every": "1m", "call": "fakes.triggers:nothing"},
-                },
-            }
-        )
-    assert info.value.errors == [
-        "pollers.b: a handler needs 'agent' (with 'prompt') or 'call'",
-        "pollers.d.agent: no agent or model named 'ghost' that the key 'anonymous' may use",
-        "pollers.e: module 'fakes.triggers' has no attribute 'nothing'",
-    ]
-
-
-def test_memory_pollers_refuse_several_workers():
-    with pytest.raises(ConfigError, match=r"triggers\.store"):
-        create_app(
-            {
-                "server": {"workers": 2},
-                "pollers": {"a": {"every": "1m", "call": "fakes.triggers:record"}},
-                "triggers": {"store": "memory"},
-            }
-        )

@@ -7,8 +7,8 @@ from __future__ import annotations
 import openai
 import orjson
 import pytest
-from conftest import both_config, recorded
-from openapi import validate
+from support.configs import both_config, recorded
+from support.openapi import validate
 
 FUNCTIONS = [
     {

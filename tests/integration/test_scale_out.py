@@ -10,7 +10,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import openai
-from conftest import gateway_process
+from support.processes import gateway_process
 
 CONFIG = """
 [server]

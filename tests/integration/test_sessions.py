@@ -12,23 +12,17 @@ import time
 
 import openai
 import pytest
-from conftest import recorded, upstream_config
 from fakes.openai_upstream import CANCELLED
 from fakes.plain_protocol import PLUGIN as PLAIN
+from support.configs import recorded, upstream_config
 
 from gateway import hookimpl
 from gateway.canonical import (
-    ImagePart,
     Message,
-    OpaquePart,
-    ReasoningPart,
     TextPart,
-    ToolCallPart,
-    ToolResultPart,
 )
 from gateway.errors import Unavailable
-from gateway.sessions import codec
-from gateway.sessions.base import Entry, SessionStore, trim
+from gateway.sessions.base import Entry, SessionStore
 from gateway.sessions.history import SESSION_STORE
 from gateway.sessions.memory import MemorySessionStore
 
@@ -328,17 +322,6 @@ async def test_trimming_never_orphans_a_tool_result(gateway):
     assert found.info.messages == 2
 
 
-def test_trim_rule():
-    class Bounds:
-        max_messages, max_tokens = 4, 1000
-
-    heads = [(2, 10, True), (2, 10, False), (2, 10, True), (2, 10, True)]
-    assert trim(heads, 8, 40, Bounds()) == (2, 4, 20)
-    assert trim(heads[:2], 4, 20, Bounds()) == (0, 0, 0)
-    assert trim([(2, 10, True), (3, 10, False)], 5, 20, Bounds()) == (0, 0, 0)
-    assert trim([(9, 10, True)], 9, 10, Bounds()) == (0, 0, 0)  # the newest entry stays
-
-
 async def test_memory_store_is_bounded_lru(make_gateway):
     client = await make_gateway({"sessions": {"store": "memory", "max_sessions": 2}})
     store = client.server.app[SESSION_STORE]
@@ -348,33 +331,6 @@ async def test_memory_store_is_bounded_lru(make_gateway):
     await store.append("o", "c", _entry("user", "assistant"))
     assert await store.load("o", "b") is None
     assert await store.load("o", "a") is not None and await store.load("o", "c") is not None
-
-
-def test_codec_keeps_every_part():
-    messages = [
-        Message("system", [TextPart("rules", {"cache_control": {"type": "ephemeral"}})]),
-        Message(
-            "user",
-            [
-                TextPart("look"),
-                ImagePart(url="https://x/y.png", detail="high"),
-                ImagePart(data="aGk=", media_type="image/png"),
-                OpaquePart("openai", {"type": "input_audio", "input_audio": {"data": "..."}}),
-            ],
-            name="ada",
-        ),
-        Message(
-            "assistant",
-            [ReasoningPart("thinking", signature="sig"), ToolCallPart("c1", "f", '{"a": 1}')],
-            extra={"refusal": None},
-        ),
-        Message(
-            "tool",
-            [ToolResultPart("c1", [TextPart("r"), ImagePart(url="https://x/z.png")], True)],
-        ),
-        Message("tool", [ToolResultPart("c2", "plain")]),
-    ]
-    assert codec.loads(codec.dumps(messages)) == messages
 
 
 async def test_memory_sessions_by_default_and_a_clear_refusal_when_none_can_serve(

@@ -1,41 +1,19 @@
-"""Server-Sent Events both ways: the incremental decoder, and the writer's keep-alive pings."""
+"""Streams through a running gateway: the writer's keep-alive pings, relayed frames observed
+by hooks and filters, and the events of one read leaving in one write."""
 
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 import openai
 import pytest
-from conftest import upstream_config
+from support.configs import upstream_config
 
 from gateway import Backend, Filter, Finish, TextDelta, hookimpl
-from gateway.backends.openai import content_only
 from gateway.protocols.base import SSEResponse
 from gateway.protocols.openai.adapter import OpenAIProtocol
 from gateway.streaming.sse import SSEDecoder, SSEFrame
-
-STREAM = (
-    b": a comment first\n"
-    b'data: {"n": 1}\n\n'
-    b'event: message_start\ndata: {"n": 2}\n\n'
-    b"data: first line\ndata: second line\n\n"
-    b"id: 7\ndata:no space\n\n"
-    b"event: ping\n\n"
-    b"\n\n"
-    b"data: after blank lines\n\n"
-    b"data: [DONE]\n\n"
-)
-FRAMES = [
-    SSEFrame(None, '{"n": 1}'),
-    SSEFrame("message_start", '{"n": 2}'),
-    SSEFrame(None, "first line\nsecond line"),
-    SSEFrame(None, "no space", "7"),
-    SSEFrame("ping", "", "7"),
-    SSEFrame(None, "after blank lines", "7"),
-    SSEFrame(None, "[DONE]", "7"),
-]
 
 
 def streamed(frames: list[SSEFrame]) -> str:
@@ -48,23 +26,6 @@ def decode(chunks: list[bytes]) -> list[SSEFrame]:
     decoder = SSEDecoder()
     frames = [f for chunk in chunks for f in decoder.feed(chunk)]
     return frames + decoder.end()
-
-
-@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
-def test_decoder_reads_every_frame_whatever_the_split_and_line_ends(newline: bytes):
-    data = STREAM.replace(b"\n", newline)
-    assert decode([data]) == FRAMES
-    rng = random.Random(7)
-    for _ in range(200):
-        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 12)))
-        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-        assert decode(chunks) == FRAMES, chunks
-    assert decode([data[i : i + 1] for i in range(len(data))]) == FRAMES
-
-
-def test_decoder_end_flushes_a_last_frame_without_its_blank_line():
-    assert decode([b"data: one\n\ndata: tail"]) == [SSEFrame(None, "one"), SSEFrame(None, "tail")]
-    assert decode([b"data: one\n\n\n"]) == [SSEFrame(None, "one")]
 
 
 async def test_idle_streams_get_keep_alive_comments(make_gateway, monkeypatch):
@@ -143,22 +104,6 @@ async def test_unobserved_relay_still_counts_usage_and_catches_failures(
     for trouble in ("ERRFRAME", "NOFINISH", "BREAK"):
         with pytest.raises(openai.APIError):
             await _stream_text(api, trouble)
-
-
-def test_content_only_frames_are_recognised_conservatively():
-    assert content_only(b'data: {"choices":[{"delta":{"content":"x"},"finish_reason":null}]}')
-    assert content_only(
-        b'data: {"choices":[{"delta":{"content":"say \\"error\\""},"finish_reason":null}],'
-        b'"usage":null}'
-    )
-    for frame in (
-        b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}',
-        b'data: {"choices":[],"usage":{"prompt_tokens":1}}',
-        b'data: {"choices":[{"delta":{},"finish_reason":null}],"usage":{"total_tokens":3}}',
-        b'data: {"error":{"message":"boom"},"finish_reason":null}',
-        b'data: {"choices": [{"delta": {"content": "x"}, "finish_reason": null}]}',
-    ):
-        assert not content_only(frame), frame
 
 
 async def test_a_filter_that_does_not_read_relays_lets_them_skip_content(

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import openai
-from conftest import ROOT, gateway_process, hookgate_env
+from support import ROOT
+from support.processes import gateway_process, hookgate_env
 
 CONFIG = """
 [backends.rev]

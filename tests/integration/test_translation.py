@@ -16,9 +16,9 @@ import openai
 import orjson
 import pytest
 from anthropic.types import Message
-from conftest import both_config, recorded
 from fakes import anthropic_upstream, openai_upstream
-from openapi import validate
+from support.configs import both_config, recorded
+from support.openapi import validate
 
 from gateway import Filter, hookimpl
 

@@ -7,8 +7,18 @@ import os
 import signal
 from pathlib import Path
 
-from procs import Hookgate, chat, children, echo_config, streamed_text, wait_until
-from test_reload import WORDS, open_stream
+from support.configs import echo_config
+from support.processes import (
+    GatewayProcess,
+    chat,
+    children,
+    gateway_process,
+    open_stream,
+    streamed_text,
+)
+from support.waiting import wait_until
+
+WORDS = " ".join(f"w{i}" for i in range(20))
 
 
 def listening_on(pid: int, port: int) -> bool:
@@ -30,23 +40,24 @@ def listening_on(pid: int, port: int) -> bool:
     return False
 
 
-def serving_workers(gw: Hookgate, count: int) -> list[int]:
-    """Wait until ``count`` workers listen on the port; their pids."""
+def serving_workers(gw: GatewayProcess, count: int) -> list[int]:
+    """Wait until ``count`` workers run and each has told the supervisor that it serves; their
+    pids."""
 
     def ready() -> list[int] | None:
-        kids = children(gw.proc.pid)
-        if len(kids) == count and all(listening_on(k, gw.port) for k in kids):
+        kids = children(gw.pid)
+        if len(kids) == count and all(f"(pid {k}) is serving" in gw.output for k in kids):
             return kids
         return None
 
-    return wait_until(ready, 30, f"{count} workers listening", gw)
+    return wait_until(ready, 30, f"{count} workers serving", gw.describe)
 
 
 def test_workers_share_the_port_are_replaced_reload_and_drain_together(tmp_path: Path):
-    gw = Hookgate(tmp_path, echo_config("old: ", delay="50ms"), "--workers", "2")
-    try:
+    config = echo_config("old: ", delay="50ms")
+    with gateway_process("serve", "--workers", "2", config=config, directory=tmp_path) as gw:
         first = serving_workers(gw, 2)
-        assert not listening_on(gw.proc.pid, gw.port)  # only the workers accept
+        assert not listening_on(gw.pid, gw.port)  # only the workers accept
         assert {chat(gw.url, "hi") for _ in range(10)} == {"old: hi"}
 
         os.kill(first[0], signal.SIGKILL)
@@ -55,7 +66,7 @@ def test_workers_share_the_port_are_replaced_reload_and_drain_together(tmp_path:
         assert first[0] not in second and first[1] in second
         assert chat(gw.url, "hi") == "old: hi"
 
-        gw.config.write_text(echo_config("new: ", delay="50ms"))
+        gw.config_file.write_text(echo_config("new: ", delay="50ms"))
         gw.signal(signal.SIGHUP)
         gw.wait_log("configuration reloaded", count=2)  # every worker, once each
         # Fresh connections are spread over both workers: all see the new configuration.
@@ -68,36 +79,32 @@ def test_workers_share_the_port_are_replaced_reload_and_drain_together(tmp_path:
         thread.join(30)
         assert "error" not in stream, stream
         assert streamed_text(stream["payloads"]) == "new: " + WORDS  # drained, not cut
-        assert gw.stop(signal_it=False) == 0
-        assert "all workers stopped" in gw.output()
-    finally:
-        gw.kill()
+        assert gw.stop() == 0
+        assert "all workers stopped" in gw.output
 
 
 def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path):
-    gw = Hookgate(tmp_path, echo_config("", worker_timeout="1s"), "--workers", "2")
-    try:
+    config = echo_config("", worker_timeout="3s")
+    with gateway_process("serve", "--workers", "2", config=config, directory=tmp_path) as gw:
         first = serving_workers(gw, 2)
         os.kill(first[1], signal.SIGSTOP)  # its event loop stops answering
         gw.wait_log("has not answered")
-        wait_until(lambda: first[1] not in children(gw.proc.pid), 30, "the hung worker gone", gw)
+        wait_until(
+            lambda: first[1] not in children(gw.pid), 30, "the hung worker gone", gw.describe
+        )
         second = serving_workers(gw, 2)
         assert first[1] not in second
         assert {chat(gw.url, "hi") for _ in range(10)} == {"hi"}
         assert gw.stop() == 0
-    finally:
-        gw.kill()
 
 
 def test_a_bad_reload_leaves_workers_serving(tmp_path: Path):
-    gw = Hookgate(tmp_path, echo_config("old: "), "--workers", "2")
-    try:
+    config = echo_config("old: ")
+    with gateway_process("serve", "--workers", "2", config=config, directory=tmp_path) as gw:
         serving_workers(gw, 2)
-        gw.config.write_text(echo_config("new: ", drain_timeout="forever"))
+        gw.config_file.write_text(echo_config("new: ", drain_timeout="forever"))
         gw.signal(signal.SIGHUP)
         gw.wait_log("reload refused")
         assert {chat(gw.url, "hi") for _ in range(10)} == {"old: hi"}
-        assert "configuration reloaded" not in gw.output()
+        assert "configuration reloaded" not in gw.output
         assert gw.stop() == 0
-    finally:
-        gw.kill()

@@ -10,8 +10,9 @@ import httpx
 from a2a.client import ClientConfig, create_client
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types.a2a_pb2 import Role, SendMessageRequest, StreamResponse
-from conftest import upstream_config
 from google.protobuf import json_format
+
+from support.configs import upstream_config
 
 TOOLS = ["fakes.tools:get_weather", "fakes.tools:get_time", "fakes.tools:explode"]
 #: Keys of the A2A tests: two ordinary ones, and one that may use only the model gpt-test.

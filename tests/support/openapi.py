@@ -1,6 +1,6 @@
 """Validation of what the gateway sends against OpenAI's published OpenAPI document.
 
-The document (``tests/specs/openai-openapi.json``, MIT, see its LICENSE beside it) still uses OpenAPI 3.0's
+The document (``tests/support/specs/openai-openapi.json``, MIT, see its LICENSE beside it) still uses OpenAPI 3.0's
 ``nullable: true`` in places; JSON Schema validators need it as an explicit null, so the schemas
 are rewritten once when loaded.
 """
