@@ -30,6 +30,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.config.loader import ConfigError, Loaded
+from gateway.config.types import HEARTBEAT
 from gateway.core.app import GATEWAY, Gateway, init_app
 from gateway.server import systemd
 
@@ -37,8 +38,6 @@ log = logging.getLogger("gateway.server.server")
 
 #: Hung peers: the kernel aborts a connection whose sent data stays unacknowledged this long.
 _USER_TIMEOUT_MS = 120_000
-#: Seconds between a worker's heartbeats to its supervisor.
-HEARTBEAT = 1.0
 #: What a worker writes to its supervisor's pipe.
 BEAT_READY, BEAT_ALIVE = b"R", b"."
 

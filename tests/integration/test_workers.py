@@ -108,3 +108,14 @@ def test_a_bad_reload_leaves_workers_serving(tmp_path: Path):
         assert {chat(gw.url, "hi") for _ in range(10)} == {"old: hi"}
         assert "configuration reloaded" not in gw.output
         assert gw.stop() == 0
+
+
+def test_a_worker_timeout_not_above_the_heartbeat_is_refused_at_startup(tmp_path: Path):
+    # Workers beat once a second: a timeout of one second would kill healthy ones.
+    config = echo_config("", worker_timeout="1s")
+    with gateway_process(
+        "serve", "--workers", "2", config=config, directory=tmp_path, ready=False
+    ) as gw:
+        assert gw.wait() == 2
+    assert "server.worker_timeout: must be more than the workers' heartbeat interval" in gw.output
+    assert "worker 0 started" not in gw.output

@@ -126,6 +126,11 @@ class Process:
         exit, and return its exit status."""
         if self.proc.poll() is None and not self.stopping:
             self.signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit (sending nothing) and return its exit status; past
+        ``timeout`` kill it and fail with its output."""
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -159,6 +159,16 @@ def test_bad_values_are_reported_with_their_path():
         assert any(e.startswith(line) for e in errors), (line, errors)
 
 
+def test_worker_timeout_must_be_above_the_heartbeat_interval():
+    # Workers beat once a second: a timeout of one second or less kills healthy workers.
+    for value, seconds in (("1s", "1"), ("500ms", "0.5"), (1, "1")):
+        assert _errors({"server": {"worker_timeout": value}}) == [
+            "server.worker_timeout: must be more than the workers' heartbeat interval (1s), "
+            f"got {seconds}s"
+        ]
+    assert _load({"server": {"worker_timeout": "1.5s"}}).server.worker_timeout == 1.5
+
+
 def test_key_tables_are_checked():
     errors = _errors({"auth": {"keys": ["ok", {"key": "k", "modles": ["x"]}, 5]}})
     assert any(e.startswith("auth.keys.1: unknown keys 'modles'") for e in errors), errors
