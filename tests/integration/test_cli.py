@@ -16,6 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 from support.processes import gateway_process, hookgate_env
+from support.waiting import wait_until
 
 from gateway.core.plugins import BUILTINS
 
@@ -79,6 +80,28 @@ def test_signal_drains_in_flight_stream_then_exits_zero(tmp_path: Path, sig):
     assert "draining" in gw.output
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(gw.url + "/health", timeout=2)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_the_moment_the_port_accepts_drains_and_exits_zero(workers):
+    # Signal handlers are installed before the sockets listen: a SIGTERM that arrives as soon
+    # as a connection is accepted (before the application is up) drains, it never kills.
+    with gateway_process("serve", "--workers", workers, ready=False) as gw:
+        wait_until(
+            lambda: _accepts(gw.port) or gw.returncode is not None,
+            30,
+            "the port accepting",
+            gw.describe,
+            pause=0.001,
+        )
+        gw.signal(signal.SIGTERM)
+        assert gw.stop() == 0, gw.output
+    assert "draining" in gw.output
 
 
 def test_drain_deadline_cuts_long_streams_with_an_error_frame(tmp_path: Path):

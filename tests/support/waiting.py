@@ -20,9 +20,11 @@ def wait_until(
     within: float = 30.0,
     what: str = "",
     context: Callable[[], str] | None = None,
+    pause: float = PAUSE,
 ) -> Any:
     """Call ``check`` until it returns something true (returned); fail at the deadline, with
-    ``what`` and ``context()`` (for example a process's output) in the message."""
+    ``what`` and ``context()`` (for example a process's output) in the message. ``pause``:
+    seconds between looks."""
     deadline = time.monotonic() + within
     while True:
         value = check()
@@ -31,7 +33,7 @@ def wait_until(
         if time.monotonic() > deadline:
             more = f"\n{context()}" if context is not None else ""
             raise AssertionError(f"not true within {within}s: {what or check}{more}")
-        time.sleep(PAUSE)
+        time.sleep(pause)
 
 
 async def until(check: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
