@@ -203,6 +203,8 @@ class RedisRunStore(RunStore):
 
     async def _listen(self) -> None:
         """Receive cancellation requests from every instance (one subscription per app)."""
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             pubsub: Any = None
             try:
@@ -210,6 +212,8 @@ class RedisRunStore(RunStore):
                 await pubsub.subscribe(self.channel)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if task.cancelling():  # redis-py may turn a cancel into a read timeout
+                        raise asyncio.CancelledError
                     if message and message.get("type") == "message" and self.on_cancel:
                         owner, _, run_id = message["data"].decode().partition("\n")
                         self.on_cancel(owner, run_id)

@@ -104,6 +104,17 @@ def test_sigterm_the_moment_the_port_accepts_drains_and_exits_zero(workers):
     assert "draining" in gw.output
 
 
+def test_stopped_as_soon_as_it_serves_with_redis_it_exits_at_once(
+    tmp_path, redis_url, redis_prefix
+):
+    # Background Redis readers (run cancellations) end when cancelled, however early: the drain
+    # has nothing to wait for, so it takes far less than its 30s. A few times, as it was a race.
+    config = f'[redis]\nurl = "{redis_url}"\nprefix = "{redis_prefix}"\n'
+    for _ in range(3):
+        with gateway_process(config=config, directory=tmp_path) as gw:
+            assert gw.stop(timeout=10) == 0, gw.output
+
+
 def test_drain_deadline_cuts_long_streams_with_an_error_frame(tmp_path: Path):
     config = _config(
         tmp_path, '[server]\ndrain_timeout = "300ms"\n' + SLOW_ECHO.format(delay="100ms")
