@@ -95,7 +95,7 @@ async def test_redis_pubsub_runs_an_agent_on_one_instance_of_two(
         )
 
     await until(lambda: _equals(total(), 5))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # a quiet period, in which a second listener's runs would show
     assert await total() == 5  # one listener heard them: each order ran once
 
 
@@ -236,7 +236,7 @@ async def test_redis_stream_group_shares_messages_between_instances(
     await connected(one, two)
     ids = [(await redis_client.xadd(stream, {"n": str(i)})).decode() for i in range(20)]
     await until(lambda: len(seen) >= 20)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # a quiet period, in which a redelivered message would show
     assert sorted(seen) == sorted(ids)
     await redis_client.delete(stream)
 
@@ -305,7 +305,7 @@ async def test_nats_queue_group_gives_each_message_to_one_instance(make_gateway,
             await publisher.publish(subject, orjson.dumps({"n": i}))
         await publisher.flush()
         await until(lambda: len(got) >= 10)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # a quiet period, in which a message given twice would show
     finally:
         await publisher.close()
     assert sorted(g[0]["n"] for g in got) == list(range(10))

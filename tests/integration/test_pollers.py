@@ -14,6 +14,7 @@ import redis as sync_redis
 from fakes.triggers import metric, run_events, text_of, until, until_metric
 from support import TESTS
 from support.processes import gateway_process
+from support.waiting import wait_until
 
 from gateway.triggers import PollerManager
 
@@ -160,9 +161,12 @@ call = "fakes.triggers:record_tick"
             gateway_process("serve", "--config", str(config), env=env) as one,
             gateway_process("serve", "--config", str(config), env=env) as two,
         ):
-            deadline = time.monotonic() + 30
-            while client.llen(key) < 8 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(
+                lambda: client.llen(key) >= 8,
+                30,
+                "8 ticks recorded",
+                lambda: one.describe() + "\n" + two.describe(),
+            )
         entries = [e.decode().split() for e in client.lrange(key, 0, -1)]
     finally:
         client.close()

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from prometheus_client import CollectorRegistry
+from support.waiting import until
 
 from gateway.triggers.handlers import Handler, TriggerEvent, matches
 from gateway.triggers.runner import Job, JobRunner, RunnerClosed
@@ -98,7 +99,7 @@ async def test_runner_bounds_counts_and_times_out():
         running -= 1
 
     jobs = [asyncio.ensure_future(made.run(Job("t", f"job {i}", work))) for i in range(4)]
-    await asyncio.sleep(0.05)
+    await until(lambda: running == 2 and made.queue.full())  # two run, one queued, one waits
     gate.set()
     await asyncio.gather(*jobs)
     assert peak == 2 and count(made, "ok") == 4
@@ -118,9 +119,15 @@ async def test_runner_drains_then_logs_what_did_not_run(caplog):
     caplog.set_level(logging.INFO, "gateway.triggers.runner")
     made = runner(concurrency=1, max_queued=2)
     forever = asyncio.Event()
+    stuck = asyncio.Event()
+
+    async def get_stuck() -> None:
+        stuck.set()
+        await forever.wait()
+
     assert made.offer(Job("t", "first", lambda: asyncio.sleep(0.01)))
-    assert made.offer(Job("t", "stuck", forever.wait))
-    await asyncio.sleep(0.1)  # the first is done, the second runs
+    assert made.offer(Job("t", "stuck", get_stuck))
+    await asyncio.wait_for(stuck.wait(), 10)  # the first is done (one at a time), the second runs
     assert made.offer(Job("t", "never", forever.wait))
     assert made.offer(Job("t", "full", forever.wait))
     assert not made.offer(Job("t", "refused", forever.wait))
