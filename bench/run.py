@@ -3,10 +3,12 @@
     python bench/run.py                      # defaults: 10 s per measurement, 1 and 32 connections
     python bench/run.py --duration 5 --target litellm=http://127.0.0.1:4000 --target-model bench
 
-It starts the mock upstream (``bench/mock_upstream.py``, its own process), starts hookgate
-pointed at it (``python -m gateway serve``, its own process), checks that every scenario answers
-correctly through both, and drives each with wrk at every connection count, for the direct
-upstream, for hookgate and for any ``--target`` gateway. Then it sends ``--rss-requests``
+It starts the mock upstream (``bench/mock_upstream.py``, its own process), an nginx reverse proxy
+in front of it (the cost of a plain proxy hop, Debian's ``nginx``), and hookgate pointed at it
+(``python -m gateway serve``, its own process), checks that every scenario answers correctly
+through each, and drives each with wrk at every connection count: the direct upstream, the nginx
+hop, hookgate, any ``--target`` gateway, and with ``--baseline REV`` hookgate as it was at a git
+revision (built into a virtualenv of its own), so a change is measured against its past in one run. Then it sends ``--rss-requests``
 requests more and reports how much hookgate's resident memory grew. It prints a table and writes
 everything to ``bench/results/<time>.json``.
 
@@ -17,8 +19,8 @@ Scenarios (each a POST; a scenario whose backend kind hookgate lacks is skipped 
 - ``translated``: an OpenAI client's stream answered by an Anthropic upstream (needs the
   ``anthropic`` backend kind); its direct baseline is the Anthropic stream itself.
 
-wrk (Debian package ``wrk``) is the load generator; the script installs it with apt-get when it
-is missing and it may (root), and otherwise says how.
+wrk (Debian package ``wrk``) is the load generator; it and nginx are installed with apt-get when
+missing and the script may (root); otherwise it says how (``--no-nginx`` runs without the hop).
 """
 
 from __future__ import annotations
@@ -131,8 +133,9 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) ->
 
 @contextlib.contextmanager
 def process(cmd: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    kwargs.setdefault("cwd", ROOT)
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, **kwargs)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, **kwargs)
         try:
             yield proc
         finally:
@@ -221,20 +224,97 @@ def memory(pid: int) -> dict[str, float]:
     }
 
 
+# --- the nginx hop and the baseline revision -----------------------------------------------------
+
+
+def nginx_config(prefix: Path, port: int, upstream_port: int, workers: int) -> Path:
+    """A minimal reverse proxy to the mock upstream: keep-alive upstream connections, no
+    buffering (streams pass as they come), no access log; everything it writes under ``prefix``."""
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""daemon off;
+worker_processes {workers};
+pid {prefix}/nginx.pid;
+error_log {prefix}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream mock {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 128;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def baseline_python(rev: str) -> tuple[str, str]:
+    """A Python with hookgate as it was at git revision ``rev`` installed (not editable), in a
+    virtualenv cached per commit under ``~/.cache/hookgate-bench``; returns it and the commit."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hookgate-bench"
+    venv = cache / sha[:12]
+    python = venv / "bin" / "python"
+    if python.exists():
+        return str(python), sha
+    print(f"building hookgate at {rev} ({sha[:12]}) into {venv}", flush=True)
+    src = Path(tempfile.mkdtemp(prefix="hookgate-rev-"))
+    try:
+        archive = subprocess.run(["git", "archive", sha], capture_output=True, check=True, cwd=ROOT)
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src)],
+            check=True,
+        )
+    except BaseException:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+    return str(python), sha
+
+
 # --- wrk ---------------------------------------------------------------------------------------
 
 
-def ensure_wrk() -> str:
-    exe = shutil.which("wrk")
+def ensure(command: str, package: str) -> str:
+    """The path of ``command``, installed from the Debian ``package`` first when missing (as root)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    exe = shutil.which(command, path=path)
     if exe:
         return exe
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk is missing: installing it with apt-get (Debian package 'wrk')", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False)
-        exe = shutil.which("wrk")
+        print(f"{command} is missing: installing it with apt-get ({package!r})", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=False, env=env)
+        exe = shutil.which(command, path=path)
         if exe:
             return exe
-    raise SystemExit("wrk is needed: install it (Debian/Ubuntu: sudo apt-get install wrk)")
+    raise SystemExit(
+        f"{command} is needed: install it (Debian/Ubuntu: sudo apt-get install {package})"
+    )
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -366,9 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-model", default=MODEL, help="model name to ask --target for")
     parser.add_argument("--target-key", default="", help="API key to send to --target")
     parser.add_argument("--out", type=Path, help="result file (default bench/results/<time>.json)")
+    parser.add_argument(
+        "--no-nginx", action="store_true", help="skip the nginx hop (a plain reverse proxy)"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure hookgate as it was at this git revision (e.g. main, HEAD~3)",
+    )
     args = parser.parse_args(argv)
 
-    ensure_wrk()
+    ensure("wrk", "wrk")
+    nginx = None if args.no_nginx else ensure("nginx", "nginx")
+    baseline = baseline_python(args.baseline) if args.baseline else None
     conns = [int(c) for c in args.connections.split(",") if c]
     wanted = [s for s in args.scenarios.split(",") if s]
     for name in wanted:
@@ -388,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     gw_port = free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     gateway = f"http://127.0.0.1:{gw_port}"
+    hop_port = free_port()
+    hop = f"http://127.0.0.1:{hop_port}"
+    base_port = free_port()
+    based = f"http://127.0.0.1:{base_port}"
     config = logs / "hookgate.toml"
     config.write_text(hookgate_config(upstream, kinds))
     print(f"mock upstream {upstream}/v1, hookgate {gateway} (logs in {logs})", flush=True)
@@ -398,12 +492,30 @@ def main(argv: list[str] | None = None) -> int:
     gw_cmd += ["--port", str(gw_port), "--workers", str(args.workers)]
     results: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    with (
-        process(mock_cmd, logs / "mock.log") as mock,
-        process(gw_cmd, logs / "hookgate.log", env=_env()) as gw,
-    ):
+    with contextlib.ExitStack() as stack:
+        mock = stack.enter_context(process(mock_cmd, logs / "mock.log"))
+        gw = stack.enter_context(process(gw_cmd, logs / "hookgate.log", env=_env()))
         wait_http(upstream + "/v1/models", mock)
         wait_http(gateway + "/health", gw)
+        if nginx is not None:
+            conf = nginx_config(logs, hop_port, up_port, args.workers)
+            hop_proc = stack.enter_context(
+                process([nginx, "-p", str(logs), "-c", str(conf)], logs / "nginx.log")
+            )
+            wait_http(hop + "/v1/models", hop_proc)
+            print(f"nginx hop {hop}/v1", flush=True)
+        base_name = ""
+        if baseline is not None:
+            python, sha = baseline
+            base_name = f"hookgate@{args.baseline}"
+            base_cmd = [python, "-m", "gateway", "serve", "--config", str(config)]
+            base_cmd += ["--port", str(base_port), "--workers", str(args.workers)]
+            # Run from outside the checkout, so the revision's installed copy is imported.
+            base_proc = stack.enter_context(
+                process(base_cmd, logs / "baseline.log", env=_env(), cwd=logs)
+            )
+            wait_http(based + "/health", base_proc)
+            print(f"{base_name} ({sha[:12]}) {based}", flush=True)
         for name in wanted:
             sc = SCENARIOS[name]
             if sc["kind"] not in kinds:
@@ -418,8 +530,14 @@ def main(argv: list[str] | None = None) -> int:
                     sc["direct_expect"],
                     "",
                 ),
-                ("hookgate", gateway + sc["path"], sc["body"], sc["expect"], ""),
             ]
+            if nginx is not None:
+                runs.append(
+                    ("nginx", hop + sc["direct_path"], sc["direct_body"], sc["direct_expect"], "")
+                )
+            runs.append(("hookgate", gateway + sc["path"], sc["body"], sc["expect"], ""))
+            if base_name:
+                runs.append((base_name, based + sc["path"], sc["body"], sc["expect"], ""))
             if sc["kind"] == "openai":
                 body = sc["body"].replace(f'"model":"{MODEL}"', f'"model":"{args.target_model}"')
                 runs += [
@@ -454,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": conns,
             "workers": args.workers,
             "chunks": args.chunks,
+            "baseline": args.baseline,
         },
         "results": results,
         "added": added(results),
@@ -521,23 +640,42 @@ def added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _line(r: dict[str, Any]) -> str:
     return (
-        f"{r['scenario']:<11} {r['target']:<10} c={r['connections']:<3} "
+        f"{r['scenario']:<11} {r['target']:<16} c={r['connections']:<3} "
         f"{r['rps']:>10.0f}/s  p50 {r['p50_ms']:>8.3f} ms  p99 {r['p99_ms']:>8.3f} ms  "
         f"errors {r['errors']}"
     )
 
 
 def table(report: dict[str, Any]) -> str:
-    rows = [("scenario", "target", "conns", "req/s", "p50 ms", "p99 ms", "added p50", "errors")]
+    rows = [
+        (
+            "scenario",
+            "target",
+            "conns",
+            "req/s",
+            "x nginx",
+            "p50 ms",
+            "p99 ms",
+            "added p50",
+            "errors",
+        )
+    ]
     add = {(a["scenario"], a["target"], a["connections"]): a for a in report["added"]}
+    hop = {
+        (r["scenario"], r["connections"]): r["rps"]
+        for r in report["results"]
+        if r["target"] == "nginx"
+    }
     for r in report["results"]:
         a = add.get((r["scenario"], r["target"], r["connections"]))
+        n = hop.get((r["scenario"], r["connections"]))
         rows.append(
             (
                 r["scenario"],
                 r["target"],
                 str(r["connections"]),
                 f"{r['rps']:.0f}",
+                f"{r['rps'] / n:.2f}" if n else "",
                 f"{r['p50_ms']:.3f}",
                 f"{r['p99_ms']:.3f}",
                 f"{a['added_p50_ms']:+.3f}" if a else "",

@@ -14,7 +14,7 @@ itself (:class:`ToolRunStart` ... :class:`ToolResult`) reaches the protocols tha
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
 
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 JSON: TypeAlias = Any
 Role: TypeAlias = Literal["system", "developer", "user", "assistant", "tool"]
+ToolChoiceMode: TypeAlias = Literal["auto", "none", "required", "tool"]
+#: What an embedding request embeds: a text, texts, a token array or token arrays.
+EmbeddingInput: TypeAlias = str | list[str] | list[int] | list[list[int]]
 
 #: Canonical finish reasons. ``stop_sequence`` is ``stop`` with the matched sequence known.
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "stop_sequence"})
@@ -31,6 +34,7 @@ FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "s
 # --- message parts ---------------------------------------------------------------------------
 
 
+@final
 @attrs.define(slots=True)
 class TextPart:
     """Plain text. ``extra`` keeps protocol fields such as Anthropic's ``cache_control``."""
@@ -39,6 +43,7 @@ class TextPart:
     extra: dict[str, JSON] | None = None
 
 
+@final
 @attrs.define(slots=True)
 class ImagePart:
     """An image given either by ``url`` (http(s) or ``data:`` URL) or by base64 ``data``."""
@@ -56,6 +61,7 @@ class ImagePart:
         return f"data:{self.media_type or 'image/png'};base64,{self.data or ''}"
 
 
+@final
 @attrs.define(slots=True)
 class ToolCallPart:
     """A tool call the assistant made. ``arguments`` is JSON text, exactly as streamed."""
@@ -66,6 +72,7 @@ class ToolCallPart:
     extra: dict[str, JSON] | None = None
 
 
+@final
 @attrs.define(slots=True)
 class ToolResultPart:
     """The result of one tool call: text, or a list of parts (text and images)."""
@@ -82,6 +89,7 @@ class ToolResultPart:
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
 
 
+@final
 @attrs.define(slots=True)
 class ReasoningPart:
     """Model reasoning (Anthropic ``thinking``, OpenAI-compatible ``reasoning_content``)."""
@@ -91,6 +99,7 @@ class ReasoningPart:
     extra: dict[str, JSON] | None = None
 
 
+@final
 @attrs.define(slots=True)
 class OpaquePart:
     """A part with no canonical equivalent (audio, files, ...), kept for same-protocol upstreams."""
@@ -139,7 +148,7 @@ class Tool:
 class ToolChoice:
     """``auto``, ``none``, ``required`` (any tool), or ``tool`` with the tool's ``name``."""
 
-    mode: Literal["auto", "none", "required", "tool"]
+    mode: ToolChoiceMode
     name: str | None = None
 
 
@@ -242,7 +251,7 @@ class EmbeddingRequest:
     ``float`` lists, or ``base64`` (little-endian float32 bytes, base64-encoded)."""
 
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: EmbeddingInput
     protocol: str
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
@@ -286,6 +295,7 @@ class Event:
     more: bool = attrs.field(default=False, kw_only=True)
 
 
+@final
 @attrs.define(slots=True)
 class Start(Event):
     """An assistant message begins: its id, model and creation time, when known (first event).
@@ -300,17 +310,20 @@ class Start(Event):
     created: int | None = None
 
 
+@final
 @attrs.define(slots=True)
 class TextDelta(Event):
     text: str
 
 
+@final
 @attrs.define(slots=True)
 class ReasoningDelta(Event):
     text: str = ""
     signature: str | None = None
 
 
+@final
 @attrs.define(slots=True)
 class ToolCallStart(Event):
     """A tool call opens. ``index`` is its position among this turn's tool calls (0, 1, ...)."""
@@ -320,6 +333,7 @@ class ToolCallStart(Event):
     name: str
 
 
+@final
 @attrs.define(slots=True)
 class ToolCallDelta(Event):
     """A fragment of a tool call's JSON arguments."""
@@ -328,11 +342,13 @@ class ToolCallDelta(Event):
     arguments: str
 
 
+@final
 @attrs.define(slots=True)
 class ToolCallEnd(Event):
     index: int
 
 
+@final
 @attrs.define(slots=True)
 class ToolRunStart(Event):
     """The model called a tool the gateway runs itself (an agent's tool), identified by ``id``.
@@ -346,6 +362,7 @@ class ToolRunStart(Event):
     name: str
 
 
+@final
 @attrs.define(slots=True)
 class ToolRunDelta(Event):
     """A fragment of the JSON arguments of a :class:`ToolRunStart` call."""
@@ -354,11 +371,13 @@ class ToolRunDelta(Event):
     arguments: str
 
 
+@final
 @attrs.define(slots=True)
 class ToolRunEnd(Event):
     id: str
 
 
+@final
 @attrs.define(slots=True)
 class ToolResult(Event):
     """The result of a tool the gateway ran itself (agents); ``is_error`` when it failed."""
@@ -369,11 +388,13 @@ class ToolResult(Event):
     name: str | None = None
 
 
+@final
 @attrs.define(slots=True)
 class UsageEvent(Event):
     usage: Usage
 
 
+@final
 @attrs.define(slots=True)
 class Finish(Event):
     """The turn ended normally, for ``reason`` (one of :data:`FINISH_REASONS`)."""
@@ -382,6 +403,7 @@ class Finish(Event):
     stop_sequence: str | None = None
 
 
+@final
 @attrs.define(slots=True)
 class Error(Event):
     """The stream failed. Encoders turn it into the protocol's error frame; never a normal end."""
@@ -389,6 +411,7 @@ class Error(Event):
     error: GatewayError
 
 
+@final
 @attrs.define(slots=True)
 class Raw(Event):
     """Upstream bytes to send unchanged to a client of the same ``protocol`` (the fast path).

@@ -13,7 +13,8 @@ from typing import ClassVar
 class GatewayError(Exception):
     """An error with a status, a kind and a client-facing message."""
 
-    status: ClassVar[int] = 500
+    #: The class's HTTP status; one error may carry another (an upstream's 422, say).
+    status: int = 500
     kind: ClassVar[str] = "internal"
 
     def __init__(
@@ -31,7 +32,7 @@ class GatewayError(Exception):
         self.code = code
         self.retry_after = retry_after
         if status is not None:
-            self.status = status  # type: ignore[misc]
+            self.status = status
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.message!r})"
@@ -127,7 +128,7 @@ def from_upstream_status(
     else:
         err = cls(message, retry_after=retry_after)
         if cls is BadRequest and status != 400:
-            err.status = status  # type: ignore[misc]
+            err.status = status
     return err
 
 

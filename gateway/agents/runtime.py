@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -110,7 +110,7 @@ class AgentBackend(Backend):
         """Describe the tools to the model anew (a remote agent's tool learnt its card)."""
         self.definitions = [t.definition() for t in self.tools.values()]
 
-    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
+    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
         agent = self.agent
         client_tools = [t for t in request.tools or () if t.name not in self.tools]
         client_names = {t.name for t in client_tools}
@@ -138,52 +138,50 @@ class AgentBackend(Backend):
             async with aclosing(backend.stream(step_request, exchange)) as events:
                 async for ev in events:
                     t = type(ev)
-                    if t is UsageEvent:
-                        usage = _add(usage, ev.usage)  # type: ignore[attr-defined]
-                        continue
-                    if t is Finish:
-                        finish = ev  # type: ignore[assignment]
-                        continue
-                    if t is Error:
+                    if t in _FORWARDED:
+                        if not opened:
+                            opened = True
+                            if t is TextDelta and wrote_text:
+                                yield TextDelta(STEP_SEPARATOR)
+                            yield Start(message_id, request.model, int(time.time()))
+                        if type(ev) is TextDelta:
+                            text.append(ev.text)
+                            wrote_text = True
+                            yield ev
+                        elif type(ev) is ReasoningDelta:
+                            reasoning.append(ev.text)
+                            yield ev
+                        elif type(ev) is ToolCallStart:
+                            server = ev.name not in client_names
+                            call = _Call(ev.id, ev.name, server, -1 if server else clients)
+                            calls[ev.index] = call
+                            if server:
+                                yield ToolRunStart(call.id, call.name)
+                            else:
+                                clients += 1
+                                yield ToolCallStart(call.index, call.id, call.name)
+                        elif type(ev) is ToolCallDelta:
+                            found = calls.get(ev.index)
+                            if found is not None and ev.arguments:
+                                found.arguments.append(ev.arguments)
+                                yield (
+                                    ToolRunDelta(found.id, ev.arguments)
+                                    if found.server
+                                    else ToolCallDelta(found.index, ev.arguments)
+                                )
+                        elif type(ev) is ToolCallEnd:
+                            found = calls.get(ev.index)
+                            if found is not None and not found.ended:
+                                found.ended = True
+                                yield found.end_event()
+                    elif type(ev) is UsageEvent:
+                        usage = _add(usage, ev.usage)
+                    elif type(ev) is Finish:
+                        finish = ev
+                    elif type(ev) is Error:
                         yield ev
                         return
-                    if t not in _FORWARDED:
-                        continue  # the step's own Start, raw frames
-                    if not opened:
-                        opened = True
-                        if t is TextDelta and wrote_text:
-                            yield TextDelta(STEP_SEPARATOR)
-                        yield Start(message_id, request.model, int(time.time()))
-                    if t is TextDelta:
-                        text.append(ev.text)  # type: ignore[attr-defined]
-                        wrote_text = True
-                        yield ev
-                    elif t is ReasoningDelta:
-                        reasoning.append(ev.text)  # type: ignore[attr-defined]
-                        yield ev
-                    elif t is ToolCallStart:
-                        server = ev.name not in client_names  # type: ignore[attr-defined]
-                        call = _Call(ev.id, ev.name, server, -1 if server else clients)  # type: ignore[attr-defined]
-                        calls[ev.index] = call  # type: ignore[attr-defined]
-                        if server:
-                            yield ToolRunStart(call.id, call.name)
-                        else:
-                            clients += 1
-                            yield ToolCallStart(call.index, call.id, call.name)
-                    elif t is ToolCallDelta:
-                        call = calls.get(ev.index)  # type: ignore[attr-defined,assignment]
-                        if call is not None and ev.arguments:  # type: ignore[attr-defined]
-                            call.arguments.append(ev.arguments)  # type: ignore[attr-defined]
-                            yield (
-                                ToolRunDelta(call.id, ev.arguments)  # type: ignore[attr-defined]
-                                if call.server
-                                else ToolCallDelta(call.index, ev.arguments)  # type: ignore[attr-defined]
-                            )
-                    elif t is ToolCallEnd:
-                        call = calls.get(ev.index)  # type: ignore[attr-defined,assignment]
-                        if call is not None and not call.ended:
-                            call.ended = True
-                            yield call.end_event()
+                    # anything else (the step's own Start, raw frames) is not forwarded
             if finish is None:
                 yield Error(
                     UpstreamError(f"the model of agent '{agent.name}' ended a step unfinished")
@@ -264,7 +262,7 @@ class AgentBackend(Backend):
 
     async def _run_tools(
         self, calls: Sequence[_Call], context: ToolContext
-    ) -> AsyncIterator[tuple[_Call, ToolOutcome]]:
+    ) -> AsyncGenerator[tuple[_Call, ToolOutcome], None]:
         """Run the calls concurrently; yield each outcome as soon as it is ready."""
         timeout = self.agent.tool_timeout
         tasks = {

@@ -69,10 +69,10 @@ def json_schema(tp: Any) -> JSONSchema:
     if tp in _ARRAYS or origin in _ARRAYS:
         return _array(origin or tp, args)
     if tp in (dict, Mapping) or origin in (dict, Mapping, typing.Mapping):
-        schema: JSONSchema = {"type": "object"}
+        mapping: JSONSchema = {"type": "object"}
         if len(args) == 2 and args[1] is not Any:
-            schema["additionalProperties"] = json_schema(args[1])
-        return schema
+            mapping["additionalProperties"] = json_schema(args[1])
+        return mapping
     if typing.is_typeddict(tp):
         hints = typing.get_type_hints(tp, include_extras=True)
         return _object(hints, {k: k in tp.__required_keys__ for k in hints}, {})

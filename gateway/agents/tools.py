@@ -77,7 +77,8 @@ class Tool:
         if not callable(fn):
             raise TypeError(f"a tool must be callable, not {fn!r}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "")
+        fn_name = getattr(fn, "__name__", "")
+        self.name = name or (fn_name if isinstance(fn_name, str) else "")
         if not _NAME.match(self.name):
             raise ValueError(
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-' (set name=...)"
@@ -124,7 +125,7 @@ class Tool:
         if required:
             self.parameters["required"] = required
         self.parameters["additionalProperties"] = False
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)

@@ -278,9 +278,9 @@ def apply_environment(raw: dict[str, Any], env: Mapping[str, str], errors: list[
                 errors.append(f"{var}: not an integer: {value!r}")
         else:
             _set(raw, key, value)
-    key = env.get("HOOKGATE_API_KEY")
-    if key:
-        raw.setdefault("auth", {})["keys"] = [key]
+    gateway_key = env.get("HOOKGATE_API_KEY")
+    if gateway_key:
+        raw.setdefault("auth", {})["keys"] = [gateway_key]
     model = env.get("HOOKGATE_CHAT_MODEL")
     base_url = env.get("HOOKGATE_CHAT_BASE_URL")
     api_key = env.get("HOOKGATE_CHAT_API_KEY")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 from urllib.parse import urlsplit
 
 import attrs
@@ -208,7 +208,7 @@ class PluginsConfig:
 # --- the converter ------------------------------------------------------------------------------
 
 
-def _strict(kind: type, accept: tuple[type, ...], what: str) -> Any:
+def _strict(kind: type, accept: tuple[type[Any], ...], what: str) -> Any:
     def structure(value: Any, _: type) -> Any:
         if isinstance(value, bool) and kind is not bool:
             raise ValueError(f"expected {what}, got a boolean")
@@ -219,14 +219,14 @@ def _strict(kind: type, accept: tuple[type, ...], what: str) -> Any:
     return structure
 
 
-def _primitive(kind: type, accept: tuple[type, ...], what: str) -> Any:
+def _primitive(kind: type, accept: tuple[type[Any], ...], what: str) -> Any:
     """The hook for a primitive type and its subclasses: value types (``Duration`` is a float)
     parse themselves, the primitive itself is checked strictly (no ``"8000"`` for a port)."""
     strict = _strict(kind, accept, what)
 
     def structure(value: Any, type_: type) -> Any:
         if type_ is not kind and _parses(type_):
-            return type_.parse(value)  # type: ignore[attr-defined]
+            return type_.parse(value)
         return strict(value, type_)
 
     return structure
@@ -258,7 +258,13 @@ def make_converter() -> cattrs.Converter:
     return conv
 
 
-def _parses(type_: Any) -> bool:
+class _ValueType(Protocol):
+    """A class that builds its instances from config values (``Duration.parse("5s")``)."""
+
+    def parse(self, value: Any) -> Any: ...
+
+
+def _parses(type_: Any) -> TypeGuard[_ValueType]:
     """Whether ``type_`` is a class with a ``parse`` classmethod (a value type)."""
     return isinstance(type_, type) and any(
         isinstance(c.__dict__.get("parse"), classmethod) for c in type_.__mro__

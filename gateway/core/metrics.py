@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -61,7 +61,7 @@ class Histogram:
         self.sum += value
 
     def buckets(self) -> list[tuple[str, float]]:
-        out = []
+        out: list[tuple[str, float]] = []
         total = 0
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             total += count
@@ -92,6 +92,20 @@ class Metrics:
     on across reloads, while the new application's plugins register theirs afresh.
     """
 
+    #: (route, model, status) -> requests answered
+    requests: dict[tuple[str, str, str], int]
+    #: route -> time from arrival to the end of the response
+    duration: dict[str, Histogram]
+    #: route -> time inside the gateway, upstream waits excluded
+    overhead: dict[str, Histogram]
+    #: (route, model) -> time to the first byte of a stream
+    first_byte: dict[tuple[str, str], Histogram]
+    #: (backend, kind) -> upstream failures
+    upstream_errors: dict[tuple[str, str], int]
+    #: (model, direction) -> tokens reported by upstreams
+    tokens: dict[tuple[str, str], int]
+    active_streams: Gauge
+
     def __init__(self, previous: Metrics | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -104,18 +118,12 @@ class Metrics:
             self.tokens = previous.tokens
             self.active_streams = previous.active_streams
             return
-        #: (route, model, status) -> requests answered
-        self.requests: dict[tuple[str, str, str], int] = {}
-        #: route -> time from arrival to the end of the response
-        self.duration: dict[str, Histogram] = {}
-        #: route -> time inside the gateway, upstream waits excluded
-        self.overhead: dict[str, Histogram] = {}
-        #: (route, model) -> time to the first byte of a stream
-        self.first_byte: dict[tuple[str, str], Histogram] = {}
-        #: (backend, kind) -> upstream failures
-        self.upstream_errors: dict[tuple[str, str], int] = {}
-        #: (model, direction) -> tokens reported by upstreams
-        self.tokens: dict[tuple[str, str], int] = {}
+        self.requests = {}
+        self.duration = {}
+        self.overhead = {}
+        self.first_byte = {}
+        self.upstream_errors = {}
+        self.tokens = {}
         self.active_streams = Gauge()
 
     def record(self, ex: Exchange, status: int, elapsed: float) -> None:
@@ -200,8 +208,12 @@ class _Collector:
         )
 
 
+#: A metric's label values, one per label.
+_Labels = TypeVar("_Labels", bound=tuple[str, ...])
+
+
 def _counter(
-    name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], int]
+    name: str, doc: str, labels: list[str], values: dict[_Labels, int]
 ) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labels)
     for key, value in list(values.items()):
@@ -210,7 +222,7 @@ def _counter(
 
 
 def _histogram(
-    name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], Histogram]
+    name: str, doc: str, labels: list[str], values: dict[_Labels, Histogram]
 ) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=labels)
     for key, hist in list(values.items()):

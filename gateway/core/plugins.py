@@ -130,12 +130,12 @@ def describe(pm: pluggy.PluginManager) -> list[PluginInfo]:
         )
     for ep in entry_points(group=GROUP):
         if pm.is_blocked(ep.name):
-            dist = ep.dist
+            ep_dist = ep.dist
             rows.append(
                 PluginInfo(
                     ep.name,
-                    dist.version if dist else None,
-                    dist.metadata["name"] if dist else None,
+                    ep_dist.version if ep_dist else None,
+                    ep_dist.metadata["name"] if ep_dist else None,
                     (),
                     False,
                 )

@@ -38,17 +38,16 @@ def text_tokens(text: str) -> int:
 
 
 def part_tokens(part: Part) -> int:
-    t = type(part)
-    if t is TextPart or t is ReasoningPart:
-        return text_tokens(part.text)  # type: ignore[union-attr]
-    if t is ToolCallPart:
-        return text_tokens(part.name) + text_tokens(part.arguments)  # type: ignore[union-attr]
-    if t is ToolResultPart:
-        content = part.content  # type: ignore[union-attr]
+    if type(part) is TextPart or type(part) is ReasoningPart:
+        return text_tokens(part.text)
+    if type(part) is ToolCallPart:
+        return text_tokens(part.name) + text_tokens(part.arguments)
+    if type(part) is ToolResultPart:
+        content = part.content
         if isinstance(content, str):
             return text_tokens(content)
         return sum(part_tokens(p) for p in content)
-    if t is ImagePart:
+    if type(part) is ImagePart:
         return IMAGE_TOKENS
     return IMAGE_TOKENS  # audio, files and other opaque parts
 

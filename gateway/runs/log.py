@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import attrs
 
@@ -66,7 +66,7 @@ class Run:
             async with asyncio.timeout(within):
                 await self._changed.wait()
 
-    async def batches(self, after: int = 0) -> AsyncIterator[Batch]:
+    async def batches(self, after: int = 0) -> AsyncGenerator[Batch, None]:
         """The events numbered above ``after``, in batches as they come, until the last one."""
         pos = max(0, after)
         while True:
@@ -121,7 +121,7 @@ class RunStore:
     async def lookup(self, owner: str, run_id: str) -> RunInfo | None:
         raise NotImplementedError
 
-    def follow(self, owner: str, run_id: str, after: int) -> AsyncIterator[Batch]:
+    def follow(self, owner: str, run_id: str, after: int) -> AsyncGenerator[Batch, None]:
         """Replay the run's events after number ``after``, then follow it to its end."""
         raise NotImplementedError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -61,7 +61,7 @@ class Runs:
         run: Run,
         translator: Translator,
         first: Event | None,
-        events: AsyncIterator[Event],
+        events: AsyncGenerator[Event, None],
     ) -> None:
         """Produce the run in the background, starting with the already-received ``first``
         (``None``: the run starts before its first event, which ``events`` then yields)."""
@@ -71,13 +71,17 @@ class Runs:
         self.streams.add(run.task)
 
     async def _produce(
-        self, run: Run, translator: Translator, first: Event | None, events: AsyncIterator[Event]
+        self,
+        run: Run,
+        translator: Translator,
+        first: Event | None,
+        events: AsyncGenerator[Event, None],
     ) -> None:
         dumps = orjson.dumps
         try:
             for out in translator.start():
                 run.append(dumps(out))
-            ev = first if first is not None else await anext(events, None)  # type: ignore[call-overload]
+            ev = first if first is not None else await anext(events, None)
             while ev is not None:
                 for out in translator.add(ev):
                     run.append(dumps(out))
@@ -91,7 +95,7 @@ class Runs:
                     for out in translator.failed(err):
                         run.append(dumps(out))
                     break
-                ev = await anext(events, None)  # type: ignore[call-overload]
+                ev = await anext(events, None)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
@@ -110,7 +114,7 @@ class Runs:
                 run.append(dumps(out))
         finally:
             try:
-                await events.aclose()  # type: ignore[attr-defined]
+                await events.aclose()
             except Exception:
                 log.exception("closing the events of run %s failed", run.run_id)
             if not translator.done:
@@ -130,7 +134,7 @@ class Runs:
             except Exception:
                 log.exception("storing the end of run %s failed", run.run_id)
 
-    def follow(self, owner: str, run_id: str, after: int) -> AsyncIterator[Batch]:
+    def follow(self, owner: str, run_id: str, after: int) -> AsyncGenerator[Batch, None]:
         """A run's events after number ``after``: from this instance when it produces the run,
         from the store otherwise."""
         run = self.active.get((owner, run_id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from gateway.errors import NotFound
 from gateway.runs.log import Batch, Run, RunInfo, RunKey, RunStore
@@ -49,7 +49,7 @@ class MemoryRunStore(RunStore):
         run = self.runs.get((owner, run_id))
         return None if run is None else RunInfo(run_id, owner, run.done)
 
-    def follow(self, owner: str, run_id: str, after: int) -> AsyncIterator[Batch]:
+    def follow(self, owner: str, run_id: str, after: int) -> AsyncGenerator[Batch, None]:
         run = self.runs.get((owner, run_id))
         if run is None:
             raise NotFound(f"No run '{run_id}' (finished runs are kept for {self.ttl:g}s).")

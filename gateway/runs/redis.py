@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -31,7 +31,7 @@ from gateway.errors import GatewayError
 from gateway.runs.log import Batch, Run, RunInfo, RunKey, RunStore, is_terminal
 
 if TYPE_CHECKING:
-    from gateway.state.redis import RedisState
+    from gateway.state.redis import RedisState, StreamEntry, StreamRead
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +116,18 @@ class RedisRunStore(RunStore):
             found = await self.redis.client.get(state)
         return None if found is None else RunInfo(run_id, owner, found == DONE)
 
-    async def follow(self, owner: str, run_id: str, after: int) -> AsyncIterator[Batch]:
+    async def follow(self, owner: str, run_id: str, after: int) -> AsyncGenerator[Batch, None]:
         state, events = self._keys(owner, run_id)
         client = self.redis.client
         number = max(0, after)  # the last event read
         while True:
             async with self.redis.guard(self.what):
-                found = await client.xread({events: f"{number}-0"}, count=1000, block=self.block_ms)
+                found = cast(
+                    "StreamRead",
+                    await client.xread({events: f"{number}-0"}, count=1000, block=self.block_ms),
+                )
             if found:
-                batch = []
+                batch: list[bytes] = []
                 for entry_id, fields in found[0][1]:
                     events_in = fields[b"e"].split(b"\n")
                     last = int(entry_id.split(b"-")[0])
@@ -196,7 +199,9 @@ class RedisRunStore(RunStore):
         """How many events the stream holds (after a failed write that may have landed)."""
         try:
             async with self.redis.guard(self.what):
-                newest = await self.redis.client.xrevrange(events, count=1)
+                newest = cast(
+                    "list[StreamEntry]", await self.redis.client.xrevrange(events, count=1)
+                )
         except GatewayError:
             return guess
         return int(newest[0][0].split(b"-")[0]) if newest else 0

@@ -23,7 +23,7 @@ from gateway.canonical import (
     ToolResultPart,
 )
 
-_TYPES: dict[type, str] = {
+_TYPES: dict[type[Part], str] = {
     TextPart: "text",
     ImagePart: "image",
     ToolCallPart: "tool_call",

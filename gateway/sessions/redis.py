@@ -189,6 +189,7 @@ class RedisSessionStore(SessionStore):
         ):
             pipe.delete(entries, heads, info)
             pipe.zrem(index, session)
+            deleted: int
             deleted, _ = await pipe.execute()
         return deleted > 0
 

@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 
 #: Seconds a client is told to wait before retrying after a 503 for an unreachable Redis.
 RETRY_AFTER = 1.0
+
+# Reply shapes as the gateway's clients receive them: RESP2, bytes left undecoded. redis-py
+# types each reply for every client configuration (RESP2 or RESP3, bytes or decoded str), so
+# readers of stream commands state the shape they get with these.
+
+#: A stream entry: its id and fields.
+StreamEntry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
+#: XREAD and XREADGROUP: per stream read, its name and entries.
+StreamRead: TypeAlias = list[tuple[bytes, list[StreamEntry]]]
 
 
 class RedisState:

@@ -141,9 +141,10 @@ class Handler:
 def import_callable(path: str) -> Callable[..., Any]:
     """``"package.module:function"`` (or ``"package.module.function"``), imported."""
     try:
-        return import_path(path)  # type: ignore[no-any-return]
+        found: Callable[..., Any] = import_path(path)  # Handler checks that it is callable
     except ImportError as exc:
         raise ValueError(str(exc)) from None
+    return found
 
 
 def _calling(fn: Callable[..., Any]) -> tuple[int, bool]:

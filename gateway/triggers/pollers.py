@@ -239,10 +239,10 @@ def build_pollers(gateway: Gateway, service: TriggerService) -> None:
         (name, f"pollers.{name}", cfg, None)
         for name, cfg in gateway.config.section("pollers").items()
     ]
-    for name, table, handler in service.python_pollers:
+    for name, table, declared in service.python_pollers:
         where = f"poller {name!r} (Python)"
         try:
-            tables.append((name, where, conv.structure(table, PollerConfig), handler))
+            tables.append((name, where, conv.structure(table, PollerConfig), declared))
         except Exception as exc:
             errors.extend(format_errors(exc, where))
     seen: set[str] = set()

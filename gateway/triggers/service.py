@@ -209,6 +209,8 @@ class TriggerService:
                 work = self._call(handler, event, owner, stem)
                 jobs.append(Job(event.source, self._describe(event, handler), work))
                 continue
+            agent = handler.agent
+            assert agent is not None  # a handler without a function names an agent
             try:
                 prompts = handler.prompts(event.payload)
             except HandlerError as exc:
@@ -223,7 +225,7 @@ class TriggerService:
                     Job(
                         event.source,
                         f"{self._describe(event, handler)} (run {run_id})",
-                        self._agent(handler.agent, prompt, run_id, owner),  # type: ignore[arg-type]
+                        self._agent(agent, prompt, run_id, owner),
                     )
                 )
         return plan

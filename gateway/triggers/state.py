@@ -32,7 +32,8 @@ WHAT = "triggers"
 def resume_after(tick: int, failures: int, max_skip: int) -> int:
     """The first tick to run after ``failures`` consecutive failures ending at ``tick``: the
     gap doubles with each failure (none after the first), up to ``max_skip`` ticks."""
-    return tick + min(2 ** (failures - 1), max_skip + 1)
+    gap: int = 2 ** (failures - 1)  # an int: failures >= 1
+    return tick + min(gap, max_skip + 1)
 
 
 class TriggerState:
@@ -192,6 +193,9 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return failures
 """
 
+#: The claim script's replies.
+_CLAIMS: dict[str, Claim] = {"ok": "ok", "done": "done", "busy": "busy", "backoff": "backoff"}
+
 #: How long a poller's tick record outlives its last use.
 _STATE_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -235,7 +239,7 @@ class RedisTriggerState(TriggerState):
         keys = [self._lease(poller), self.redis.key("triggers", poller, "ticks")]
         async with self.redis.guard(WHAT):
             found = await self._claim(keys, [token, tick, _ms(lease), _STATE_TTL_MS])
-        return found.decode() if isinstance(found, bytes) else found  # type: ignore[no-any-return]
+        return _CLAIMS[found.decode() if isinstance(found, bytes) else found]
 
     async def end_tick(self, poller: str, tick: int, token: str, ok: bool, max_skip: int) -> int:
         keys = [self._lease(poller), self.redis.key("triggers", poller, "ticks")]
@@ -246,7 +250,7 @@ class RedisTriggerState(TriggerState):
     async def get(self, name: str) -> str | None:
         async with self.redis.guard(WHAT):
             found = await self.redis.client.get(self.redis.key("triggers", name, "value"))
-        return found.decode() if found is not None else None
+        return found.decode() if isinstance(found, bytes) else found
 
     async def put(self, name: str, value: str, ttl: float) -> None:
         key = self.redis.key("triggers", name, "value")

@@ -73,8 +73,8 @@ def lookup(payload: Any, path: Sequence[str]) -> Any:
     for depth, key in enumerate(path):
         if isinstance(value, Mapping) and key in value:
             value = value[key]
-        elif isinstance(value, list) and _index(key, len(value)) is not None:
-            value = value[_index(key, len(value))]  # type: ignore[index]
+        elif isinstance(value, list) and (index := _index(key, len(value))) is not None:
+            value = value[index]
         else:
             where = ".".join(path[:depth]) or "the payload"
             raise TemplateError(

@@ -120,6 +120,16 @@ async def test_errors_in_anthropic_shape(make_gateway, claude_upstream, claude_s
             400,
             "invalid_request_error",
         ),
+        (
+            {
+                "model": "claude-test",
+                "max_tokens": 5,
+                "messages": MESSAGES,
+                "tool_choice": {"type": ["any"]},
+            },
+            400,
+            "invalid_request_error",
+        ),
         ({"model": "nope", "max_tokens": 5, "messages": MESSAGES}, 404, "not_found_error"),
     ):
         resp = await client.post("/v1/messages", json=body)

@@ -228,7 +228,9 @@ class RemoteCard:
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             raise CardError("not an agent card (no name)")
         url, protocol = _interface(obj)
-        capabilities = obj.get("capabilities") if isinstance(obj.get("capabilities"), dict) else {}
+        capabilities = obj.get("capabilities")
+        if not isinstance(capabilities, dict):
+            capabilities = {}
         skills = tuple(s for s in obj.get("skills") or () if isinstance(s, dict))
         agents: list[tuple[str, str]] = []
         for ext in capabilities.get("extensions") or ():

@@ -289,7 +289,9 @@ class A2AClient:
             raise A2AError(f"cannot reach the agent at {card.url}: {_describe(exc)}") from None
         return raise_for(_decode(data, status, card.url))
 
-    async def _send(self, card: RemoteCard, message: dict[str, Any], *, wait: bool) -> dict:
+    async def _send(
+        self, card: RemoteCard, message: dict[str, Any], *, wait: bool
+    ) -> dict[str, Any]:
         if card.protocol == V1:
             params = {"message": message, "configuration": {"returnImmediately": not wait}}
             result = await self._call(card, "SendMessage", params)

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -245,7 +245,7 @@ class TaskService:
         try:
             async with asyncio.timeout(LIVE_WAIT):
                 source = self.runs.follow(owner, record.id, 0)
-                async with aclosing(source):  # type: ignore[type-var]
+                async with aclosing(source):
                     async for _, batch in source:
                         for data in batch:
                             lost = lost or data == LOST
@@ -263,11 +263,11 @@ class TaskService:
 
     async def events(
         self, owner: str, record: TaskRecord, *, snapshot: bool = False
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The task's stream results (1.0 JSON) until it ends. With ``snapshot``, what happened
         so far comes first as one ``task`` result (a subscription)."""
         source = self.runs.follow(owner, record.id, 0)
-        async with aclosing(source):  # type: ignore[type-var]
+        async with aclosing(source):
             async for _, batch in source:
                 if snapshot:
                     snapshot = False
@@ -345,7 +345,9 @@ class TaskService:
         return page, token, len(matching)
 
 
-async def _failures_as_events(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def _failures_as_events(
+    events: AsyncGenerator[Event, None],
+) -> AsyncGenerator[Event, None]:
     """The pipeline's events, a failure it raises (before its first event) as an Error event:
     the task has started, so the failure is its outcome."""
     try:
@@ -354,7 +356,7 @@ async def _failures_as_events(events: AsyncIterator[Event]) -> AsyncIterator[Eve
     except GatewayError as err:
         yield Error(err)
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 def _listed_state(record: TaskRecord) -> str:

@@ -125,7 +125,9 @@ def apply(task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     return task
 
 
-def trimmed(task: dict[str, Any], history_length: int | None, artifacts: bool = True) -> dict:
+def trimmed(
+    task: dict[str, Any], history_length: int | None, artifacts: bool = True
+) -> dict[str, Any]:
     """``task`` with at most ``history_length`` of its latest messages (``None``: all; 0: none)
     and, unless ``artifacts``, without its artifacts."""
     out = dict(task)
@@ -199,24 +201,23 @@ class TaskTranslator:
     def add(self, ev: Event) -> list[dict[str, JSON]]:
         if self.done:
             return []
-        t = type(ev)
-        if t is TextDelta:
-            if not ev.text:  # type: ignore[attr-defined]
+        if type(ev) is TextDelta:
+            if not ev.text:
                 return []
-            self._text.append(ev.text)  # type: ignore[attr-defined]
+            self._text.append(ev.text)
             out = self._flush(last=False)
-            self._held = ev.text  # type: ignore[attr-defined]
+            self._held = ev.text
             return self._out(*out)
-        if t is ToolRunStart:
-            self._calls[ev.id] = (ev.name, [])  # type: ignore[attr-defined]
+        if type(ev) is ToolRunStart:
+            self._calls[ev.id] = (ev.name, [])
             return self._out(*self._flush(last=False))
-        if t is ToolRunDelta:
-            call = self._calls.get(ev.id)  # type: ignore[attr-defined]
+        if type(ev) is ToolRunDelta:
+            call = self._calls.get(ev.id)
             if call is not None:
-                call[1].append(ev.arguments)  # type: ignore[attr-defined]
+                call[1].append(ev.arguments)
             return []
-        if t is ToolRunEnd:
-            call = self._calls.get(ev.id)  # type: ignore[attr-defined]
+        if type(ev) is ToolRunEnd:
+            call = self._calls.get(ev.id)
             if call is None:
                 return []
             name, fragments = call
@@ -225,21 +226,21 @@ class TaskTranslator:
                 "id": ev.id,
                 "name": name,
                 "arguments": _json("".join(fragments)),
-            }  # type: ignore[attr-defined]
-            return self._out(self._status(WORKING, self._agent([{"data": data}])))
-        if t is ToolResult:
-            data = {
-                "type": "tool_result",
-                "id": ev.call_id,  # type: ignore[attr-defined]
-                "name": ev.name or self._calls.get(ev.call_id, ("", []))[0],  # type: ignore[attr-defined]
-                "content": ev.content,  # type: ignore[attr-defined]
-                "isError": ev.is_error,  # type: ignore[attr-defined]
             }
             return self._out(self._status(WORKING, self._agent([{"data": data}])))
-        if t is UsageEvent:
-            self.usage = ev.usage  # type: ignore[attr-defined]
+        if type(ev) is ToolResult:
+            data = {
+                "type": "tool_result",
+                "id": ev.call_id,
+                "name": ev.name or self._calls.get(ev.call_id, ("", []))[0],
+                "content": ev.content,
+                "isError": ev.is_error,
+            }
+            return self._out(self._status(WORKING, self._agent([{"data": data}])))
+        if type(ev) is UsageEvent:
+            self.usage = ev.usage
             return []
-        if t is Finish:
+        if type(ev) is Finish:
             reply = self._agent([{"text": "".join(self._text)}])
             metadata: dict[str, JSON] = {}
             if self.usage is not None:
@@ -247,13 +248,13 @@ class TaskTranslator:
                     "inputTokens": self.usage.input_tokens,
                     "outputTokens": self.usage.output_tokens,
                 }
-            if ev.reason not in ("stop", "tool_calls"):  # type: ignore[attr-defined]
-                metadata["finishReason"] = ev.reason  # type: ignore[attr-defined]
+            if ev.reason not in ("stop", "tool_calls"):
+                metadata["finishReason"] = ev.reason
             self.done = True
             extra = {"metadata": metadata} if metadata else {}
             return self._out(*self._flush(last=True), self._status(COMPLETED, reply, **extra))
-        if t is Error:
-            return self.failed(ev.error)  # type: ignore[attr-defined]
+        if type(ev) is Error:
+            return self.failed(ev.error)
         return []
 
     def failed(self, err: GatewayError) -> list[dict[str, JSON]]:

@@ -16,9 +16,10 @@ owner (``O``, the caller's principal id) under the hash tag ``{O}``::
 
 from __future__ import annotations
 
+import builtins
 import collections
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import orjson
@@ -57,7 +58,7 @@ class TaskRecord:
         )
 
     @classmethod
-    def loads(cls, data: bytes) -> TaskRecord:
+    def loads(cls, data: bytes | str) -> TaskRecord:
         obj = orjson.loads(data)
         return cls(obj["task"], obj["agent"], obj["created"], obj["updated"])
 
@@ -78,7 +79,7 @@ class TaskStore:
         """The owner's tasks, the most recently changed first."""
         raise NotImplementedError
 
-    async def context(self, owner: str, context_id: str) -> list[TaskRecord]:
+    async def context(self, owner: str, context_id: str) -> builtins.list[TaskRecord]:
         """The owner's tasks of one context, the oldest first."""
         raise NotImplementedError
 
@@ -120,7 +121,7 @@ class MemoryTaskStore(TaskStore):
         self._purge()
         return [r for (o, _), r in reversed(self.records.items()) if o == owner]
 
-    async def context(self, owner: str, context_id: str) -> list[TaskRecord]:
+    async def context(self, owner: str, context_id: str) -> builtins.list[TaskRecord]:
         self._purge()
         found = [
             r for (o, _), r in self.records.items() if o == owner and r.context_id == context_id
@@ -164,8 +165,8 @@ class RedisTaskStore(TaskStore):
         async with self.redis.guard(WHAT):
             await self.redis.client.delete(self._task(owner, task_id))
 
-    async def _records(self, owner: str, ids: list[bytes]) -> list[TaskRecord]:
-        records = []
+    async def _records(self, owner: str, ids: builtins.list[bytes]) -> builtins.list[TaskRecord]:
+        records: builtins.list[TaskRecord] = []
         for start in range(0, len(ids), 500):
             keys = [self._task(owner, i.decode()) for i in ids[start : start + 500]]
             async with self.redis.guard(WHAT):
@@ -175,10 +176,13 @@ class RedisTaskStore(TaskStore):
 
     async def list(self, owner: str) -> list[TaskRecord]:
         async with self.redis.guard(WHAT):
-            ids = await self.redis.client.zrevrange(self._index(owner), 0, -1)
+            ids = cast("list[bytes]", await self.redis.client.zrevrange(self._index(owner), 0, -1))
         return await self._records(owner, ids)
 
-    async def context(self, owner: str, context_id: str) -> list[TaskRecord]:
+    async def context(self, owner: str, context_id: str) -> builtins.list[TaskRecord]:
         async with self.redis.guard(WHAT):
-            ids = await self.redis.client.zrange(self._context(owner, context_id), 0, -1)
+            ids = cast(
+                "list[bytes]",
+                await self.redis.client.zrange(self._context(owner, context_id), 0, -1),
+            )
         return await self._records(owner, ids)

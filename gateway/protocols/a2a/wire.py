@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import JSON, ImagePart, Message, Part, TextPart
+from gateway.canonical import JSON, ImagePart, Message, Part, Role, TextPart
 from gateway.errors import BadRequest, GatewayError
 
 PROTOCOL = "a2a"
@@ -142,15 +142,14 @@ def decode_message(obj: Any, version: str, where: str = "message") -> dict[str, 
 def _part_in(p: Any, version: str, where: str) -> dict[str, JSON]:
     if not isinstance(p, dict):
         raise BadRequest(f"'{where}' must be an object.", param=where)
-    if version == V03 or "kind" in p:
-        p = part_from_03(p, where)
-    kinds = [k for k in ("text", "raw", "url", "data") if k in p]
+    part: dict[str, JSON] = part_from_03(p, where) if version == V03 or "kind" in p else p
+    kinds = [k for k in ("text", "raw", "url", "data") if k in part]
     if len(kinds) != 1:
         raise BadRequest(f"'{where}' must hold exactly one of text, raw, url or data.", param=where)
     kind = kinds[0]
-    if kind in ("text", "raw", "url") and not isinstance(p[kind], str):
+    if kind in ("text", "raw", "url") and not isinstance(part[kind], str):
         raise BadRequest(f"'{where}.{kind}' must be a string.", param=f"{where}.{kind}")
-    return p
+    return part
 
 
 def part_from_03(p: dict[str, Any], where: str = "part") -> dict[str, JSON]:
@@ -234,7 +233,7 @@ def to_canonical(message: dict[str, Any], where: str = "message") -> Message:
             parts.append(ImagePart(url=p["url"], media_type=media or None))
         else:
             raise _unsupported(media or "a file", f"{where}.parts[{i}]")
-    role = "user" if message["role"] == "ROLE_USER" else "assistant"
+    role: Role = "user" if message["role"] == "ROLE_USER" else "assistant"
     return Message(role, parts)
 
 

@@ -287,45 +287,44 @@ class EventTranslator:
     def add(self, ev: Event) -> list[dict[str, JSON]]:
         if self.done:
             return []
-        t = type(ev)
         out: list[dict[str, JSON]] = []
-        if t is TextDelta:
-            if ev.text:  # type: ignore[attr-defined]
+        if type(ev) is TextDelta:
+            if ev.text:
                 self._close_reasoning(out)
                 if self._text is None:
                     self._open_text(out)
-                out.append(self._ev("TEXT_MESSAGE_CONTENT", messageId=self._text, delta=ev.text))  # type: ignore[attr-defined]
-        elif t is ToolCallStart or t is ToolRunStart:
+                out.append(self._ev("TEXT_MESSAGE_CONTENT", messageId=self._text, delta=ev.text))
+        elif type(ev) is ToolCallStart or type(ev) is ToolRunStart:
             self._close_reasoning(out)
-            if t is ToolCallStart:
-                self._clients[ev.index] = ev.id  # type: ignore[attr-defined]
-                self.pending.append(ev.id)  # type: ignore[attr-defined]
-            self._calls[ev.id] = True  # type: ignore[attr-defined]
-            start = self._ev("TOOL_CALL_START", toolCallId=ev.id, toolCallName=ev.name)  # type: ignore[attr-defined]
+            if type(ev) is ToolCallStart:
+                self._clients[ev.index] = ev.id
+                self.pending.append(ev.id)
+            self._calls[ev.id] = True
+            start = self._ev("TOOL_CALL_START", toolCallId=ev.id, toolCallName=ev.name)
             if self._message is not None:
                 start["parentMessageId"] = self._message
             out.append(start)
-        elif t is ToolCallDelta or t is ToolRunDelta:
-            call = self._clients.get(ev.index) if t is ToolCallDelta else ev.id  # type: ignore[attr-defined]
-            if call in self._calls and ev.arguments:  # type: ignore[attr-defined]
-                out.append(self._ev("TOOL_CALL_ARGS", toolCallId=call, delta=ev.arguments))  # type: ignore[attr-defined]
-        elif t is ToolCallEnd or t is ToolRunEnd:
-            call = self._clients.get(ev.index) if t is ToolCallEnd else ev.id  # type: ignore[attr-defined]
-            if self._calls.pop(call, None):  # type: ignore[arg-type]
+        elif type(ev) is ToolCallDelta or type(ev) is ToolRunDelta:
+            call = self._clients.get(ev.index) if type(ev) is ToolCallDelta else ev.id
+            if call in self._calls and ev.arguments:
+                out.append(self._ev("TOOL_CALL_ARGS", toolCallId=call, delta=ev.arguments))
+        elif type(ev) is ToolCallEnd or type(ev) is ToolRunEnd:
+            call = self._clients.get(ev.index) if type(ev) is ToolCallEnd else ev.id
+            if call is not None and self._calls.pop(call, False):
                 out.append(self._ev("TOOL_CALL_END", toolCallId=call))
-        elif t is ToolResult:
+        elif type(ev) is ToolResult:
             result = self._ev(
                 "TOOL_CALL_RESULT",
                 messageId=new_id("msg_"),
-                toolCallId=ev.call_id,  # type: ignore[attr-defined]
-                content=ev.content,  # type: ignore[attr-defined]
+                toolCallId=ev.call_id,
+                content=ev.content,
                 role="tool",
             )
-            if ev.is_error:  # type: ignore[attr-defined]
+            if ev.is_error:
                 result["metadata"] = {"isError": True}
             out.append(result)
-        elif t is ReasoningDelta:
-            if ev.text:  # type: ignore[attr-defined]
+        elif type(ev) is ReasoningDelta:
+            if ev.text:
                 if self._reasoning is None:
                     self._close_text(out)
                     self._reasoning = new_id("rsn_")
@@ -336,22 +335,22 @@ class EventTranslator:
                         )
                     )
                 out.append(
-                    self._ev("REASONING_MESSAGE_CONTENT", messageId=self._reasoning, delta=ev.text)  # type: ignore[attr-defined]
+                    self._ev("REASONING_MESSAGE_CONTENT", messageId=self._reasoning, delta=ev.text)
                 )
-        elif t is Start:
+        elif type(ev) is Start:
             self._close_open(out, calls=False)
-            self._message = ev.id or new_id("msg_")  # type: ignore[attr-defined]
+            self._message = ev.id or new_id("msg_")
             self._clients = {}
-        elif t is UsageEvent:
-            self.usage = ev.usage  # type: ignore[attr-defined]
-        elif t is Finish:
+        elif type(ev) is UsageEvent:
+            self.usage = ev.usage
+        elif type(ev) is Finish:
             self._close_open(out)
             finished = self._terminal("RUN_FINISHED", threadId=self.thread_id, runId=self.run_id)
             if self.pending:
                 finished["outcome"] = {"type": "success", "pendingToolCallIds": self.pending}
             out.append(finished)
-        elif t is Error:
-            out.extend(self.failed(ev.error))  # type: ignore[attr-defined]
+        elif type(ev) is Error:
+            out.extend(self.failed(ev.error))
         return out
 
     def cancelled(self) -> list[dict[str, JSON]]:

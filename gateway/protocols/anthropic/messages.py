@@ -28,6 +28,7 @@ from gateway.canonical import (
     Tool,
     ToolCallPart,
     ToolChoice,
+    ToolChoiceMode,
     ToolResultPart,
 )
 from gateway.errors import BadRequest
@@ -52,6 +53,13 @@ _KNOWN = frozenset(
         "metadata",
     }
 )
+#: Anthropic's ``tool_choice`` types as canonical modes.
+_TOOL_CHOICE_MODES: dict[str, ToolChoiceMode] = {
+    "auto": "auto",
+    "any": "required",
+    "none": "none",
+    "tool": "tool",
+}
 # --- requests: wire -> canonical ----------------------------------------------------------------
 
 
@@ -135,9 +143,9 @@ def decode_messages(raw: Any, system: Any) -> list[Message]:
             if system:
                 out.append(Message("system", [TextPart(system)]))
         elif isinstance(system, list):
-            parts = [_text_block(b, f"system.{i}") for i, b in enumerate(system)]
-            if parts:
-                out.append(Message("system", list(parts)))
+            blocks: list[Part] = [_text_block(b, f"system.{i}") for i, b in enumerate(system)]
+            if blocks:
+                out.append(Message("system", blocks))
         else:
             raise BadRequest("system: must be a string or an array of text blocks.", param="system")
     for i, m in enumerate(raw):
@@ -273,7 +281,7 @@ def decode_tool_choice(choice: Any) -> tuple[ToolChoice | None, bool | None]:
     if choice is None:
         return None, None
     kind = choice.get("type") if isinstance(choice, dict) else None
-    mode = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}.get(kind)  # type: ignore[arg-type]
+    mode = _TOOL_CHOICE_MODES.get(kind) if isinstance(kind, str) else None
     if mode is None or (mode == "tool" and not isinstance(choice.get("name"), str)):
         raise BadRequest(
             "tool_choice: must be {type: 'auto' | 'any' | 'none'} or {type: 'tool', name}.",
@@ -281,7 +289,7 @@ def decode_tool_choice(choice: Any) -> tuple[ToolChoice | None, bool | None]:
         )
     disable = choice.get("disable_parallel_tool_use")
     parallel = None if disable is None else not disable
-    return ToolChoice(mode, choice.get("name") if mode == "tool" else None), parallel  # type: ignore[arg-type]
+    return ToolChoice(mode, choice.get("name") if mode == "tool" else None), parallel
 
 
 # --- requests: canonical -> wire ----------------------------------------------------------------
@@ -295,9 +303,7 @@ def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dic
     Anthropic cannot take is dropped (logged at debug).
     """
     if req.wire is not None and req.protocol == PROTOCOL:
-        body = dict(req.wire)
-        body["model"] = model
-        return body
+        return {**req.wire, "model": model}
     same = req.protocol == PROTOCOL
     system, messages = encode_messages(req.messages, same)
     body: dict[str, JSON] = {
@@ -347,8 +353,8 @@ def encode_tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict
         return None
     mode = choice.mode if choice is not None else "auto"
     out: dict[str, JSON] = {"type": {"required": "any"}.get(mode, mode)}
-    if mode == "tool":
-        out["name"] = choice.name  # type: ignore[union-attr]
+    if choice is not None and mode == "tool":
+        out["name"] = choice.name
     if parallel is False and mode != "none":
         out["disable_parallel_tool_use"] = True
     return out
@@ -356,7 +362,8 @@ def encode_tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict
 
 def _encode_tool(t: Tool, same: bool) -> dict[str, JSON]:
     if t.extra and "tool" in t.extra:
-        return t.extra["tool"]
+        tool: dict[str, JSON] = t.extra["tool"]
+        return tool
     out: dict[str, JSON] = {
         "name": t.name,
         "input_schema": t.parameters or {"type": "object", "properties": {}},
@@ -420,31 +427,30 @@ def encode_messages(
 
 def _encode_parts(parts: list[Part], same: bool) -> Iterator[dict[str, JSON]]:
     for p in parts:
-        t = type(p)
-        if t is TextPart:
-            if not p.text and not same:  # type: ignore[union-attr]
+        if type(p) is TextPart:
+            if not p.text and not same:
                 continue  # Anthropic rejects empty text blocks
-            block: dict[str, JSON] = {"type": "text", "text": p.text}  # type: ignore[union-attr]
-            if same and p.extra:  # type: ignore[union-attr]
-                block.update(p.extra)  # type: ignore[union-attr]
+            block: dict[str, JSON] = {"type": "text", "text": p.text}
+            if same and p.extra:
+                block.update(p.extra)
             else:
-                _carry_cache_control(block, p.extra)  # type: ignore[union-attr]
+                _carry_cache_control(block, p.extra)
             yield block
-        elif t is ImagePart:
-            yield _encode_image(p, same)  # type: ignore[arg-type]
-        elif t is ToolCallPart:
-            yield tool_use_block(p, same)  # type: ignore[arg-type]
-        elif t is ToolResultPart:
-            yield _encode_tool_result(p, same)  # type: ignore[arg-type]
-        elif t is ReasoningPart:
-            if p.signature:  # type: ignore[union-attr]
-                yield {"type": "thinking", "thinking": p.text, "signature": p.signature}  # type: ignore[union-attr]
+        elif type(p) is ImagePart:
+            yield _encode_image(p, same)
+        elif type(p) is ToolCallPart:
+            yield tool_use_block(p, same)
+        elif type(p) is ToolResultPart:
+            yield _encode_tool_result(p, same)
+        elif type(p) is ReasoningPart:
+            if p.signature:
+                yield {"type": "thinking", "thinking": p.text, "signature": p.signature}
             else:
                 log.debug("dropping reasoning without a signature (Anthropic requires one)")
-        elif t is OpaquePart and p.protocol == PROTOCOL:  # type: ignore[union-attr]
-            yield p.data  # type: ignore[union-attr]
+        elif type(p) is OpaquePart and p.protocol == PROTOCOL:
+            yield p.data
         else:
-            log.debug("dropping a %s part the Anthropic format cannot carry", t.__name__)
+            log.debug("dropping a %s part the Anthropic format cannot carry", type(p).__name__)
 
 
 def _encode_image(p: ImagePart, same: bool) -> dict[str, JSON]:

@@ -128,15 +128,14 @@ def encode_content(parts: list[Part]) -> list[dict[str, JSON]]:
     """Assistant parts as response content blocks (thinking first, as Anthropic orders them)."""
     out: list[dict[str, JSON]] = []
     for p in parts:
-        t = type(p)
-        if t is ReasoningPart:
-            out.append({"type": "thinking", "thinking": p.text, "signature": p.signature or ""})  # type: ignore[union-attr]
-        elif t is TextPart:
-            out.append({"type": "text", "text": p.text})  # type: ignore[union-attr]
-        elif t is ToolCallPart:
-            out.append(tool_use_block(p, False))  # type: ignore[arg-type]
-        elif t is OpaquePart and p.protocol == PROTOCOL:  # type: ignore[union-attr]
-            out.append(p.data)  # type: ignore[union-attr]
+        if type(p) is ReasoningPart:
+            out.append({"type": "thinking", "thinking": p.text, "signature": p.signature or ""})
+        elif type(p) is TextPart:
+            out.append({"type": "text", "text": p.text})
+        elif type(p) is ToolCallPart:
+            out.append(tool_use_block(p, False))
+        elif type(p) is OpaquePart and p.protocol == PROTOCOL:
+            out.append(p.data)
     return out
 
 
@@ -202,7 +201,7 @@ def stream_error(obj: Any) -> GatewayError:
     err = obj.get("error") if isinstance(obj, dict) else None
     kind = err.get("type") if isinstance(err, dict) else None
     message = err.get("message") if isinstance(err, dict) else None
-    cls = _ERRORS_IN.get(kind, UpstreamError)  # type: ignore[arg-type]
+    cls = _ERRORS_IN.get(kind, UpstreamError) if isinstance(kind, str) else UpstreamError
     if cls in (Unauthorized, Forbidden):
         cls = UpstreamError  # the gateway's upstream credentials: not the client's fault
     return cls(f"upstream error: {message or kind or 'unknown error'}")

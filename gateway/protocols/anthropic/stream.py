@@ -52,7 +52,7 @@ class StreamParser:
     __slots__ = ("_blocks", "_reason", "_stop_sequence", "_tools", "_usage", "finished")
 
     def __init__(self) -> None:
-        self._blocks: dict[int, int] = {}  # content block index -> tool position
+        self._blocks: dict[JSON, int] = {}  # content block index (as sent) -> tool position
         self._tools = 0
         self._usage: dict[str, Any] = {}
         self._reason: str | None = None
@@ -68,7 +68,7 @@ class StreamParser:
                 text = delta.get("text")
                 return [TextDelta(text)] if text else []
             if dt == "input_json_delta":
-                pos = self._blocks.get(obj.get("index"))  # type: ignore[arg-type]
+                pos = self._blocks.get(obj.get("index"))
                 fragment = delta.get("partial_json")
                 return [ToolCallDelta(pos, fragment)] if pos is not None and fragment else []
             if dt == "thinking_delta":
@@ -82,7 +82,7 @@ class StreamParser:
             if bt == "tool_use":
                 pos = self._tools
                 self._tools += 1
-                self._blocks[obj.get("index")] = pos  # type: ignore[index]
+                self._blocks[obj.get("index")] = pos
                 out: list[Event] = [
                     ToolCallStart(pos, block.get("id") or new_id("toolu_"), block.get("name") or "")
                 ]
@@ -95,7 +95,7 @@ class StreamParser:
                 return [ReasoningDelta(block["thinking"])]
             return []
         if kind == "content_block_stop":
-            pos = self._blocks.get(obj.get("index"))  # type: ignore[arg-type]
+            pos = self._blocks.get(obj.get("index"))
             return [ToolCallEnd(pos)] if pos is not None else []
         if kind == "message_start":
             message = obj.get("message") or {}
@@ -211,7 +211,7 @@ class MessageEncoder:
         if self._started:
             return b""
         self._started = True
-        message = {
+        message: dict[str, JSON] = {
             "id": self._id or new_id("msg_"),
             "type": "message",
             "role": "assistant",
@@ -229,13 +229,15 @@ class MessageEncoder:
         index, self._open, self._open_kind = self._open, None, None
         return frame("content_block_stop", {"type": "content_block_stop", "index": index})
 
-    def _open_block(self, kind: str, block: dict[str, JSON]) -> bytes:
+    def _open_block(self, kind: str, block: dict[str, JSON]) -> tuple[int, bytes]:
+        """Close the open block and open a new one: its index, and the frames so far."""
         out = self._begin() + self._close()
-        self._open, self._open_kind = self._next, kind
+        index = self._open = self._next
+        self._open_kind = kind
         self._next += 1
-        return out + frame(
+        return index, out + frame(
             "content_block_start",
-            {"type": "content_block_start", "index": self._open, "content_block": block},
+            {"type": "content_block_start", "index": index, "content_block": block},
         )
 
     def _delta(self, index: int, delta: dict[str, JSON]) -> bytes:
@@ -254,17 +256,18 @@ class MessageEncoder:
 
     def _text(self, ev: TextDelta) -> bytes:
         out = b""
-        if self._open_kind != "text":
-            out = self._open_block("text", {"type": "text", "text": ""})
-        return out + self._delta(self._open, {"type": "text_delta", "text": ev.text})  # type: ignore[arg-type]
+        index = self._open
+        if index is None or self._open_kind != "text":
+            index, out = self._open_block("text", {"type": "text", "text": ""})
+        return out + self._delta(index, {"type": "text_delta", "text": ev.text})
 
     def _reasoning(self, ev: ReasoningDelta) -> bytes:
         out = b""
-        if self._open_kind != "thinking":
-            out = self._open_block(
+        index = self._open
+        if index is None or self._open_kind != "thinking":
+            index, out = self._open_block(
                 "thinking", {"type": "thinking", "thinking": "", "signature": ""}
             )
-        index: int = self._open  # type: ignore[assignment]
         if ev.text:
             out += self._delta(index, {"type": "thinking_delta", "thinking": ev.text})
         if ev.signature:
@@ -272,10 +275,9 @@ class MessageEncoder:
         return out
 
     def _call_start(self, ev: ToolCallStart) -> bytes:
-        out = self._open_block(
+        self._tools[ev.index], out = self._open_block(
             "tool_use", {"type": "tool_use", "id": ev.id, "name": ev.name, "input": {}}
         )
-        self._tools[ev.index] = self._open  # type: ignore[assignment]
         return out
 
     def _call_delta(self, ev: ToolCallDelta) -> bytes:

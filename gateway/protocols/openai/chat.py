@@ -162,7 +162,7 @@ def _decode_message(m: Any, i: int) -> Message:
             param=f"{where}.role",
         )
     content = m.get("content")
-    extra = {
+    extra: dict[str, JSON] | None = {
         k: v
         for k, v in m.items()
         if k not in ("role", "content", "name", "tool_calls", "tool_call_id")
@@ -234,12 +234,11 @@ def _decode_parts(content: Any, where: str, role: str) -> list[Part]:
             parts.append(TextPart(p["text"], rest))
         elif kind == "image_url" and role == "user":
             image = p.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else None
-            if not isinstance(url, str):
+            if not isinstance(image, dict) or not isinstance(image.get("url"), str):
                 raise BadRequest(
                     f"'{at}.image_url.url' must be a string.", param=f"{at}.image_url.url"
                 )
-            parts.append(image_from_url(url, image.get("detail")))
+            parts.append(image_from_url(image["url"], image.get("detail")))
         elif (kind == "refusal" and role == "assistant") or (
             role == "user" and kind in ("input_audio", "file")
         ):
@@ -336,9 +335,7 @@ def encode_request(
     with only the model replaced; otherwise it is encoded from the canonical fields.
     """
     if req.wire is not None and req.protocol == PROTOCOL:
-        body = dict(req.wire)
-        body["model"] = model
-        return body
+        return {**req.wire, "model": model}
     same = req.protocol == PROTOCOL
     body: dict[str, JSON] = {
         "model": model,
@@ -396,7 +393,8 @@ def _put(body: dict[str, JSON], key: str, value: Any) -> None:
 
 def _encode_tool(t: Tool, same: bool) -> dict[str, JSON]:
     if t.extra and "tool" in t.extra:
-        return t.extra["tool"]
+        tool: dict[str, JSON] = t.extra["tool"]
+        return tool
     fn: dict[str, JSON] = {"name": t.name}
     _put(fn, "description", t.description)
     _put(fn, "parameters", t.parameters)
@@ -437,14 +435,14 @@ def _encode_message(msg: Message, same: bool) -> Iterator[dict[str, JSON]]:
         for p in msg.parts:
             if type(p) is ToolResultPart:
                 yield from _encode_message(Message("tool", [p]), same)
-        rest = [p for p in msg.parts if type(p) is not ToolResultPart]
+        rest: list[Part] = [p for p in msg.parts if type(p) is not ToolResultPart]
         if not rest:
             return
         msg = Message("user", rest, msg.name, msg.extra)
     out = {"role": role}
     if role == "assistant":
         calls = [p for p in msg.parts if type(p) is ToolCallPart]
-        body = [
+        body: list[Part] = [
             p for p in msg.parts if type(p) is not ToolCallPart and type(p) is not ReasoningPart
         ]
         out["content"] = _encode_content(body, same) if body else None
@@ -480,8 +478,7 @@ def _encode_content(parts: list[Part], same: bool) -> str | list[dict[str, JSON]
         return parts[0].text
     out: list[dict[str, JSON]] = []
     for p in parts:
-        t = type(p)
-        if t is TextPart:
+        if type(p) is TextPart:
             item: dict[str, JSON] = {"type": "text", "text": p.text}
             if p.extra:
                 if same:
@@ -489,14 +486,14 @@ def _encode_content(parts: list[Part], same: bool) -> str | list[dict[str, JSON]
                 else:
                     _dropped_part_fields(p.extra)
             out.append(item)
-        elif t is ImagePart:
+        elif type(p) is ImagePart:
             image: dict[str, JSON] = {"url": p.as_url()}
             _put(image, "detail", p.detail)
             out.append({"type": "image_url", "image_url": image})
-        elif t is OpaquePart and p.protocol == PROTOCOL:
+        elif type(p) is OpaquePart and p.protocol == PROTOCOL:
             out.append(p.data)
         else:
-            log.debug("dropping a %s part the OpenAI format cannot carry", t.__name__)
+            log.debug("dropping a %s part the OpenAI format cannot carry", type(p).__name__)
     return out
 
 

@@ -159,8 +159,9 @@ class ChunkEncoder:
 
     # -- handlers
 
-    def _set_head(self, id: str, created: int, model: str) -> None:
-        self._head = (
+    def _set_head(self, id: str, created: int, model: str) -> bytes:
+        """Fix the fields every chunk repeats; the start of each chunk, which it returns."""
+        head = self._head = (
             b'data: {"id":'
             + orjson.dumps(id)
             + b',"object":"chat.completion.chunk","created":'
@@ -169,12 +170,14 @@ class ChunkEncoder:
             + orjson.dumps(model)
             + b',"choices":'
         )
+        return head
 
     def _frame(self, choices: bytes, usage: bool = True) -> bytes:
-        if self._head is None:
-            self._set_head(new_id("chatcmpl-"), int(time.time()), self._model)
+        head = self._head
+        if head is None:
+            head = self._set_head(new_id("chatcmpl-"), int(time.time()), self._model)
         tail = b',"usage":null}\n\n' if usage and self._include_usage else b"}\n\n"
-        return self._head + choices + tail  # type: ignore[operator]
+        return head + choices + tail
 
     def _delta(self, delta: dict[str, JSON], finish: str | None = None) -> bytes:
         prefix = b""

@@ -10,10 +10,14 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from gateway.canonical import JSON, EmbeddingRequest, EmbeddingResponse, Usage
+from gateway.canonical import JSON, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, Usage
 from gateway.errors import BadRequest, UpstreamError
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 PROTOCOL = "openai"
 _KNOWN = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
@@ -53,7 +57,7 @@ def decode_request(body: Any) -> EmbeddingRequest:
     )
 
 
-def _valid_input(value: Any) -> bool:
+def _valid_input(value: Any) -> TypeGuard[EmbeddingInput]:
     if isinstance(value, str):
         return bool(value)
     if not isinstance(value, list) or not value:
@@ -66,12 +70,17 @@ def _valid_input(value: Any) -> bool:
     return all(isinstance(v, list) and v and all(isinstance(t, int) for t in v) for v in value)
 
 
-def texts(req: EmbeddingRequest) -> list[str | list[int]]:
+def texts(req: EmbeddingRequest) -> Sequence[str | list[int]]:
     """The inputs one by one (a string, or one token array)."""
     inputs = req.input
-    if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
-        return [inputs]  # type: ignore[list-item]
-    return list(inputs)  # type: ignore[arg-type]
+    if isinstance(inputs, str) or _token_ids(inputs):
+        return [inputs]
+    return list(inputs)
+
+
+def _token_ids(inputs: EmbeddingInput) -> TypeIs[list[int]]:
+    """Whether ``inputs`` is one token array (rather than texts or token arrays)."""
+    return bool(inputs) and isinstance(inputs[0], int)
 
 
 def encode_request(req: EmbeddingRequest, model: str) -> dict[str, JSON]:

@@ -124,8 +124,8 @@ class ResponseEncoder:
         index, item_id, text = len(self._done), item["id"], "".join(self._buf)
         where = {"item_id": item_id, "output_index": index}
         if kind == "message":
-            done = message_item(text, id=item_id)  # type: ignore[arg-type]
-            part = done["content"][0]  # type: ignore[index]
+            done = message_item(text, id=item_id)
+            part = done["content"][0]
             out = self._event(
                 "response.output_text.done",
                 {**where, "content_index": 0, "text": text, "logprobs": []},
@@ -133,17 +133,18 @@ class ResponseEncoder:
                 "response.content_part.done", {**where, "content_index": 0, "part": part}
             )
         elif kind == "reasoning":
-            done = reasoning_item(text, id=item_id)  # type: ignore[arg-type]
+            done = reasoning_item(text, id=item_id)
             out = self._event(
                 "response.reasoning_text.done", {**where, "content_index": 0, "text": text}
             )
         else:
             call = self._tool
-            call.arguments = text  # type: ignore[union-attr]
-            done = call_item(call, id=item_id)  # type: ignore[arg-type]
+            assert call is not None  # a function_call item is opened with its call
+            call.arguments = text
+            done = call_item(call, id=item_id)
             out = self._event(
                 "response.function_call_arguments.done",
-                {**where, "name": call.name, "arguments": text},  # type: ignore[union-attr]
+                {**where, "name": call.name, "arguments": text},
             )
         self._done.append(done)
         return out + self._event("response.output_item.done", {"output_index": index, "item": done})
@@ -154,16 +155,16 @@ class ResponseEncoder:
         return self._begin()
 
     def _text(self, ev: TextDelta) -> bytes:
-        out = (
-            b""
-            if self._kind == "message"
-            else self._open("message", message_item("", "in_progress"))
-        )
+        out = b""
+        item = self._item
+        if item is None or self._kind != "message":
+            item = message_item("", "in_progress")
+            out = self._open("message", item)
         self._buf.append(ev.text)
         return out + self._event(
             "response.output_text.delta",
             {
-                "item_id": self._item["id"],  # type: ignore[index]
+                "item_id": item["id"],
                 "output_index": len(self._done),
                 "content_index": 0,
                 "delta": ev.text,
@@ -175,14 +176,15 @@ class ResponseEncoder:
         if not ev.text:
             return b""
         out = b""
-        if self._kind != "reasoning":
+        item = self._item
+        if item is None or self._kind != "reasoning":
             item = reasoning_item("", "in_progress")
             out = self._open("reasoning", item)
         self._buf.append(ev.text)
         return out + self._event(
             "response.reasoning_text.delta",
             {
-                "item_id": self._item["id"],  # type: ignore[index]
+                "item_id": item["id"],
                 "output_index": len(self._done),
                 "content_index": 0,
                 "delta": ev.text,
@@ -195,12 +197,13 @@ class ResponseEncoder:
         return out + self._open("function_call", call_item(self._tool, "in_progress"))
 
     def _call_delta(self, ev: ToolCallDelta) -> bytes:
-        if self._kind != "function_call" or not ev.arguments:
+        item = self._item
+        if item is None or self._kind != "function_call" or not ev.arguments:
             return b""
         self._buf.append(ev.arguments)
         return self._event(
             "response.function_call_arguments.delta",
-            {"item_id": self._item["id"], "output_index": len(self._done), "delta": ev.arguments},  # type: ignore[index]
+            {"item_id": item["id"], "output_index": len(self._done), "delta": ev.arguments},
         )
 
     def _usage_event(self, ev: UsageEvent) -> bytes:

@@ -39,6 +39,7 @@ class NatsListener(Listener):
         super().__init__(name, config, gateway)
         if not config.subject:
             raise ValueError("'subject' is required")
+        self.subject = config.subject
         try:
             import nats  # noqa: F401
         except ImportError:
@@ -62,7 +63,7 @@ class NatsListener(Listener):
             closed_cb=on_closed,
         )
         try:
-            sub = await client.subscribe(self.config.subject, queue=self.config.queue)
+            sub = await client.subscribe(self.subject, queue=self.config.queue)
             await client.flush()
             self.connected.set()
             messages = sub.messages.__aiter__()

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
 
 import attrs
 import redis.asyncio as aioredis
@@ -31,9 +31,25 @@ from gateway.triggers.listeners.redis_pubsub import redis_url
 from gateway.triggers.runner import stop_task
 
 if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT, StreamIdT
+
     from gateway.core.app import Gateway
+    from gateway.state.redis import StreamRead
 
 log = logging.getLogger(__name__)
+
+
+class _Pending(TypedDict):
+    """One message of XPENDING's extended form (RESP2, bytes)."""
+
+    message_id: bytes
+    consumer: bytes
+    time_since_delivered: int
+    times_delivered: int
+
+
+#: An entry XCLAIM returns: its id and fields (``None`` when trimmed from the stream meanwhile).
+_Claimed: TypeAlias = tuple[bytes, dict[bytes, bytes] | None]
 
 
 @attrs.frozen
@@ -91,8 +107,11 @@ class RedisStreamListener(Listener):
                     await self._reclaim(client)
                     next_claim = loop.time() + max(0.05, cfg.claim_idle / 2)
                 block = int(min(cfg.block, max(0.05, next_claim - loop.time())) * 1000)
-                found = await client.xreadgroup(
-                    cfg.group, self.consumer, {self.stream: ">"}, count=cfg.batch, block=block
+                found = cast(
+                    "StreamRead",
+                    await client.xreadgroup(
+                        cfg.group, self.consumer, {self.stream: ">"}, count=cfg.batch, block=block
+                    ),
                 )
                 entries = [(i, f, 1) for i, f in found[0][1]] if found else []
                 await self._process(client, entries)
@@ -102,16 +121,20 @@ class RedisStreamListener(Listener):
     async def _reclaim(self, client: aioredis.Redis) -> None:
         """Claim messages left pending too long, by any consumer; give up on exhausted ones."""
         cfg = self.config
-        pending = await client.xpending_range(
-            self.stream, cfg.group, min="-", max="+", count=cfg.batch, idle=self.claim_ms
+        pending = cast(
+            "list[_Pending]",
+            await client.xpending_range(
+                self.stream, cfg.group, min="-", max="+", count=cfg.batch, idle=self.claim_ms
+            ),
         )
         if not pending:
             return
         counts = {p["message_id"]: p["times_delivered"] for p in pending}
-        claimed = await client.xclaim(
-            self.stream, cfg.group, self.consumer, self.claim_ms, list(counts)
+        claimed = cast(
+            "list[_Claimed]",
+            await client.xclaim(self.stream, cfg.group, self.consumer, self.claim_ms, list(counts)),
         )
-        entries = []
+        entries: list[tuple[bytes, dict[bytes, bytes], int]] = []
         for entry_id, fields in claimed:
             delivered = counts.get(entry_id, 0)
             if fields is None:  # trimmed from the stream meanwhile
@@ -123,7 +146,9 @@ class RedisStreamListener(Listener):
                 entries.append((entry_id, fields, delivered + 1))
         await self._process(client, entries)
 
-    async def _process(self, client: aioredis.Redis, entries: list[tuple[Any, Any, int]]) -> None:
+    async def _process(
+        self, client: aioredis.Redis, entries: list[tuple[bytes, dict[bytes, bytes], int]]
+    ) -> None:
         if not entries:
             return
         keeper = asyncio.create_task(self._keep_claimed(client, [e[0] for e in entries]))
@@ -155,7 +180,7 @@ class RedisStreamListener(Listener):
             return False
         return True
 
-    async def _keep_claimed(self, client: aioredis.Redis, ids: list[bytes]) -> None:
+    async def _keep_claimed(self, client: aioredis.Redis, ids: list[StreamIdT]) -> None:
         """While handlers run, reset their messages' idle time so no one else claims them."""
         while True:
             await asyncio.sleep(max(0.05, self.config.claim_idle / 3))
@@ -169,8 +194,10 @@ class RedisStreamListener(Listener):
     ) -> None:
         cfg = self.config
         if cfg.dead_letter:
-            extra = {b"source_stream": self.stream, b"source_id": entry_id}
-            await client.xadd(cfg.dead_letter, {**fields, **extra})
+            moved: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
+            moved[b"source_stream"] = self.stream
+            moved[b"source_id"] = entry_id
+            await client.xadd(cfg.dead_letter, moved)
         await client.xack(self.stream, cfg.group, entry_id)
         self.service.messages.labels(self.name, "dead").inc()
         log.error(

@@ -54,7 +54,11 @@ class HmacVerifier(Verifier):
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
         given = self.header(headers, self.signature_header)
         stamp = self.header(headers, self.timestamp_header) if self.timestamp_header else ""
-        msg_id = self.header(headers, self.id_header) if "{id}" in self.head + self.tail else ""
+        msg_id = (
+            self.header(headers, self.id_header)
+            if self.id_header and "{id}" in self.head + self.tail
+            else ""
+        )
         if not given.startswith(self.prefix):
             raise bad_signature()
         given = given[len(self.prefix) :].strip()
