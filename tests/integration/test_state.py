@@ -14,6 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 import redis
+import redis.asyncio as aioredis
 from redis.crc import key_slot
 from support.configs import upstream_config
 from support.processes import hookgate_env
@@ -22,6 +23,7 @@ from support.services import RedisServer
 from gateway import GATEWAY, create_app, hookimpl
 from gateway.config.loader import ConfigError
 from gateway.errors import GatewayError, Unavailable
+from gateway.state.redis import messages
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -253,3 +255,31 @@ async def test_guard_maps_errors(redis_url):
         await state.close()
     with pytest.raises(RuntimeError):
         state.client  # noqa: B018 - closed with the app
+
+
+async def test_pubsub_readers_end_when_cancelled(redis_url, redis_prefix):
+    # redis-py can swallow a cancellation that lands inside a read (PubSub.listen() then reads
+    # on); readers of gateway.state.redis.messages (the runs' cancellation listener, the
+    # redis-pubsub listener) end all the same. Many times, cancelled after 0 to 49 ms of
+    # reading, as it is a race.
+    subscribed = asyncio.Event()
+
+    async def read() -> None:
+        client = aioredis.Redis.from_url(redis_url, health_check_interval=30)
+        try:
+            async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(f"{redis_prefix}channel")
+                subscribed.set()
+                async for _ in messages(pubsub):
+                    pass
+        finally:
+            await client.aclose()
+
+    for i in range(50):
+        subscribed.clear()
+        task = asyncio.create_task(read())
+        await asyncio.wait_for(subscribed.wait(), 10)
+        await asyncio.sleep(0.001 * i)  # the time spent reading is what varies
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done and task.cancelled(), f"reader {i} did not end when cancelled"
