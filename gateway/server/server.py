@@ -125,6 +125,8 @@ class Generation:
             shutdown_timeout=0,
         )
         self.sites: list[web.SockSite] = []
+        #: Set once this generation accepts no more connections (see :meth:`retire`).
+        self.closed_to_new = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
 
     async def start(self, sockets: list[socket.socket]) -> None:
@@ -150,8 +152,12 @@ class Generation:
     async def retire(self) -> None:
         """Stop accepting, let in-flight requests finish, close idle connections and the app."""
         try:
+            for site in self.sites:
+                await site.stop()
+            self.closed_to_new.set()
             await self.runner.cleanup()
         finally:
+            self.closed_to_new.set()
             for timer in self._timers:
                 timer.cancel()
 
@@ -302,6 +308,8 @@ class Server:
         self.loaded = gen.loaded
         self.retiring[old] = task = asyncio.get_running_loop().create_task(old.retire())
         task.add_done_callback(lambda _: self.retiring.pop(old, None))
+        # Once this is logged, every new connection gets the new configuration.
+        await old.closed_to_new.wait()
         log.info(
             "configuration reloaded (backends: %s); the previous one finishes %d open request(s)",
             ", ".join(b.label for b in gen.gateway.backends.values()) or "none",
