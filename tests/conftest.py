@@ -1,16 +1,24 @@
-"""Shared fixtures: a gateway app under test, fake upstreams, and official SDK clients."""
+"""Fixtures every test may ask for, and the rules that keep unit tests apart (see README.md).
+
+- ``make_gateway``: a gateway app under test behind ``aiohttp_client``; ``upstream`` and
+  ``claude_upstream``: the scripted fake upstreams in-process; ``upstream_process``: the fake
+  upstream as a real process.
+- ``sdk`` and ``claude_sdk``: the official OpenAI and Anthropic clients pointed at a gateway;
+  ``official``: the official a2a-sdk client; ``agui_client``: the official ``@ag-ui/client``.
+- ``redis_url`` and ``redis_prefix``: the shared Redis and a key prefix of the test's own;
+  ``own_redis``: a private Redis the test may stop; ``store_config``: memory and Redis in turn;
+  ``nats_url``: a NATS server.
+
+Helpers that are not fixtures live in ``support/`` (gateway processes, configurations, waiting)
+and ``fakes/`` (upstreams, tools and handlers that configurations name).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,13 +30,50 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 from fakes import anthropic_upstream, openai_upstream
+from support import TESTS
+from support.processes import fake_upstream_process
+from support.services import (
+    SHARED_NATS_PORT,
+    SHARED_REDIS_PORT,
+    RedisServer,
+    nats_answers,
+    nats_server,
+    redis_answers,
+)
 
 from gateway import create_app
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+UNIT = TESTS / "unit"
 
 MakeGateway = Callable[..., Awaitable[TestClient]]
+
+
+# --- unit tests apart ----------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test ``unit`` or ``integration`` by its folder; a unit test may open no network
+    socket (pytest-socket's ``disable_socket``; the event loop's own Unix sockets are allowed)."""
+    for item in items:
+        if item.path.is_relative_to(UNIT):
+            item.add_marker(pytest.mark.unit)
+            item.add_marker(pytest.mark.disable_socket)
+        else:
+            item.add_marker(pytest.mark.integration)
+
+
+class _NoProcess(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a unit test starts no process: move it to tests/integration")
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: Any) -> None:
+    if request.node.get_closest_marker("unit"):
+        monkeypatch.setattr(subprocess, "Popen", _NoProcess)
+
+
+# --- the gateway under test, fake upstreams, official clients -----------------------------------
 
 
 @pytest.fixture
@@ -53,49 +98,10 @@ async def upstream(aiohttp_server: Any) -> TestServer:
     return await aiohttp_server(openai_upstream.make_app())
 
 
-def upstream_config(server: TestServer | str, **backend: Any) -> dict[str, Any]:
-    """A configuration with one ``openai`` backend ``up`` at ``server`` and model ``gpt-test``
-    routed to upstream model ``up-model``."""
-    base = server if isinstance(server, str) else str(server.make_url("/v1"))
-    return {
-        "backends": {
-            "up": {"kind": "openai", "base_url": base, "api_key": "upstream-secret", **backend}
-        },
-        "models": {"gpt-test": {"backend": "up", "upstream_model": "up-model"}},
-    }
-
-
 @pytest.fixture
 async def claude_upstream(aiohttp_server: Any) -> TestServer:
     """A scripted Anthropic upstream (see ``fakes/anthropic_upstream.py``)."""
     return await aiohttp_server(anthropic_upstream.make_app())
-
-
-def claude_config(server: TestServer | str, **backend: Any) -> dict[str, Any]:
-    """A configuration with one ``anthropic`` backend ``claude`` at ``server`` and model
-    ``claude-test`` routed to upstream model ``up-claude``."""
-    base = server if isinstance(server, str) else str(server.make_url("")).rstrip("/")
-    return {
-        "backends": {
-            "claude": {"kind": "anthropic", "base_url": base, "api_key": "claude-secret", **backend}
-        },
-        "models": {"claude-test": {"backend": "claude", "upstream_model": "up-claude"}},
-    }
-
-
-def both_config(openai_server: TestServer, claude_server: TestServer) -> dict[str, Any]:
-    """Both fake upstreams: ``gpt-test`` (OpenAI kind) and ``claude-test`` (Anthropic kind)."""
-    cfg = upstream_config(openai_server)
-    other = claude_config(claude_server)
-    cfg["backends"].update(other["backends"])
-    cfg["models"].update(other["models"])
-    return cfg
-
-
-def recorded(server: TestServer) -> list[dict[str, Any]]:
-    """The request bodies a fake upstream (either kind) received."""
-    key = openai_upstream.REQUESTS if openai_upstream.REQUESTS in server.app else None
-    return server.app[key or anthropic_upstream.REQUESTS]
 
 
 @pytest.fixture
@@ -136,100 +142,6 @@ async def claude_sdk() -> AsyncIterator[Callable[..., anthropic.AsyncAnthropic]]
         await api.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(
-    port: int, proc: subprocess.Popen[Any] | None = None, timeout: float = 20.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"process exited with {proc.returncode} before listening:\n{out}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port} after {timeout}s")
-
-
-def hookgate_env(**extra: str) -> dict[str, str]:
-    """The environment for a gateway subprocess: no HOOKGATE_* from the caller's shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
-    env.update(extra)
-    return env
-
-
-class GatewayProcess:
-    """A ``python -m gateway`` subprocess (see :func:`gateway_process`)."""
-
-    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.output = ""
-        self.signalled = False
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode
-
-    def send(self, sig: int = signal.SIGTERM) -> None:
-        """Send ``sig`` now (once stopping, :meth:`stop` sends nothing more)."""
-        self.signalled = True
-        self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        """Send ``sig`` (unless already signalled or gone), wait, keep the output; returns the
-        exit status."""
-        if self.proc.poll() is None and not self.signalled:
-            self.send(sig)
-        try:
-            out, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.output += out or ""
-        return self.proc.returncode
-
-
-@contextlib.contextmanager
-def gateway_process(
-    *args: str,
-    cmd: list[str] | None = None,
-    port: int | None = None,
-    env: dict[str, str] | None = None,
-) -> Iterator[GatewayProcess]:
-    """Run ``python -m gateway <args>`` (or ``cmd``) on a free port until the block ends, then
-    SIGTERM it.
-
-    The port goes in ``HOOKGATE_PORT`` (and ``--port`` for ``serve``); the process gets no other
-    HOOKGATE_* variable from the caller's shell, only ``env``. After the block, ``returncode`` and
-    ``output`` tell how it ended.
-    """
-    port = port or free_port()
-    command = list(cmd or [sys.executable, "-m", "gateway", *args])
-    if "serve" in command and "--port" not in command:
-        command += ["--port", str(port)]
-    proc = subprocess.Popen(
-        command,
-        env=hookgate_env(HOOKGATE_PORT=str(port), **(env or {})),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    running = GatewayProcess(proc, port)
-    try:
-        wait_for_port(port, proc)
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
 def upstream_process() -> Iterator[str]:
     """The fake upstream as a separate real process; yields its ``/v1`` base URL."""
@@ -237,78 +149,7 @@ def upstream_process() -> Iterator[str]:
         yield url
 
 
-@contextlib.contextmanager
-def fake_upstream_process() -> Iterator[str]:
-    """Run the fake upstream as a process of its own until the block ends; yields its ``/v1``
-    base URL (for fixtures of a wider scope than ``upstream_process``)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(TESTS / "fakes" / "openai_upstream.py"), str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
-
-
 # --- Redis: a real server for shared state ------------------------------------------------------
-
-SHARED_REDIS_PORT = 6379
-
-
-def redis_answers(port: int) -> bool:
-    """Whether a Redis server on 127.0.0.1:``port`` answers PING."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-class RedisServer:
-    """A ``redis-server`` process of a test's own on a free port (no persistence), which the
-    test may stop and start again on the same port."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise AssertionError("redis-server is not installed (scripts/test installs it)")
-        self.binary = binary
-        self.port = free_port()
-        self.proc: subprocess.Popen[Any] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
-                *("--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while not redis_answers(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
 
 
 @pytest.fixture(scope="session")
@@ -370,29 +211,6 @@ def store_config(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]
     return make
 
 
-def agent_toml(path: Path, upstream: str, head: str = "", **agent: str) -> str:
-    """Write a configuration file with the fake upstream at ``upstream`` as model ``gpt-test``
-    and an agent ``helper`` thinking with it (``agent``: its TOML values, as TOML text), after
-    the tables in ``head``; returns the path, for ``--config``."""
-    lines = [f"{key} = {value}" for key, value in agent.items()]
-    path.write_text(
-        f"""{head}
-[backends.up]
-kind = "openai"
-base_url = "{upstream}"
-
-[models.gpt-test]
-backend = "up"
-
-[agents.helper]
-model = "gpt-test"
-"""
-        + "\n".join(lines)
-        + "\n"
-    )
-    return str(path)
-
-
 @pytest.fixture(scope="session")
 def agui_client() -> Path:
     """A directory with the official ``@ag-ui/client`` (pinned by ``agui_client/package-lock.json``)
@@ -428,17 +246,6 @@ def agui_client() -> Path:
 
 # --- NATS: a real server for the nats listener ---------------------------------------------------
 
-SHARED_NATS_PORT = 4222
-
-
-def nats_answers(port: int) -> bool:
-    """Whether a NATS server on 127.0.0.1:``port`` greets with INFO."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
-            return s.recv(5).startswith(b"INFO ")
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
@@ -447,32 +254,15 @@ def nats_url() -> Iterator[str]:
     if nats_answers(SHARED_NATS_PORT):
         yield f"nats://127.0.0.1:{SHARED_NATS_PORT}"
         return
-    binary = shutil.which("nats-server")
-    if binary is None:
-        raise AssertionError("nats-server is not installed (scripts/test installs it)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not nats_answers(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"nats-server did not start on port {port}")
-            time.sleep(0.02)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with nats_server() as url:
+        yield url
 
 
 @pytest.fixture
 async def official() -> AsyncIterator[Callable[..., Any]]:
     """``await official(url, key=..., streaming=..., legacy=..., polling=...)``: the official
-    a2a-sdk client for the agent card at ``url`` (see ``a2a_check.official_maker``)."""
-    from a2a_check import official_maker
+    a2a-sdk client for the agent card at ``url`` (see ``support.a2a_check.official_maker``)."""
+    from support.a2a_check import official_maker
 
     made: list[Any] = []
     yield official_maker(made)

@@ -126,6 +126,25 @@ class NonNegative(int):
         return cls(value)
 
 
+#: Seconds between the heartbeats a worker sends its supervisor (see gateway.server.workers).
+HEARTBEAT = 1.0
+
+
+class WorkerTimeout(Duration):
+    """How long a worker may stay silent: more than the heartbeat interval, or healthy workers
+    whose next beat is merely a little late would be killed."""
+
+    @classmethod
+    def parse(cls, value: Any) -> WorkerTimeout:
+        seconds = Duration.parse(value)
+        if seconds <= HEARTBEAT:
+            raise ValueError(
+                f"must be more than the workers' heartbeat interval ({HEARTBEAT:g}s), "
+                f"got {seconds:g}s"
+            )
+        return cls(seconds)
+
+
 class LogLevel(str):
     LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -152,8 +171,8 @@ class ServerConfig:
     #: On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
     drain_timeout: Duration = Duration(30.0)
     #: With several workers: one whose event loop has not answered for this long is killed
-    #: and replaced.
-    worker_timeout: Duration = Duration(30.0)
+    #: and replaced. More than the heartbeat interval (1s).
+    worker_timeout: WorkerTimeout = WorkerTimeout(30.0)
     #: How long an idle client connection is kept open.
     keepalive_timeout: Duration = Duration(75.0)
     #: Log one line per request (costs throughput; metrics count requests anyway).

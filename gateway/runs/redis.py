@@ -29,6 +29,7 @@ import orjson
 
 from gateway.errors import GatewayError
 from gateway.runs.log import Batch, Run, RunInfo, RunKey, RunStore, is_terminal
+from gateway.state.redis import messages
 
 if TYPE_CHECKING:
     from gateway.state.redis import RedisState, StreamEntry, StreamRead
@@ -213,9 +214,8 @@ class RedisRunStore(RunStore):
             try:
                 pubsub = self.redis.client.pubsub()
                 await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message and message.get("type") == "message" and self.on_cancel:
+                async for message in messages(pubsub):
+                    if message.get("type") == "message" and self.on_cancel:
                         owner, _, run_id = message["data"].decode().partition("\n")
                         self.on_cancel(owner, run_id)
             except asyncio.CancelledError:

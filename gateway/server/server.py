@@ -9,7 +9,8 @@ generation keeps serving.
 
 On SIGTERM or SIGINT every generation stops accepting, lets in-flight requests and streams
 finish for up to ``[server] drain_timeout``, ends what is left (streams get an error frame), closes
-its upstream clients, and the process exits with status 0.
+its upstream clients, and the process exits with status 0. The signal handlers are in place
+before the sockets listen, so a signal that comes while the server starts is no exception.
 
 Under systemd (``Type=notify``) the server says ``READY=1`` once it listens, ``RELOADING=1`` and
 ``READY=1`` around a reload, ``STOPPING=1`` when it drains, and ``WATCHDOG=1`` from its event loop
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.config.loader import ConfigError, Loaded
+from gateway.config.types import HEARTBEAT
 from gateway.core.app import GATEWAY, Gateway, init_app
 from gateway.server import systemd
 
@@ -37,10 +39,10 @@ log = logging.getLogger("gateway.server.server")
 
 #: Hung peers: the kernel aborts a connection whose sent data stays unacknowledged this long.
 _USER_TIMEOUT_MS = 120_000
-#: Seconds between a worker's heartbeats to its supervisor.
-HEARTBEAT = 1.0
 #: What a worker writes to its supervisor's pipe.
 BEAT_READY, BEAT_ALIVE = b"R", b"."
+#: The signals a server (and the supervisor of workers) handles: stop, stop, reload.
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 Reread = Callable[[], Loaded]
 
@@ -123,6 +125,8 @@ class Generation:
             shutdown_timeout=0,
         )
         self.sites: list[web.SockSite] = []
+        #: Set once this generation accepts no more connections (see :meth:`retire`).
+        self.closed_to_new = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
 
     async def start(self, sockets: list[socket.socket]) -> None:
@@ -148,8 +152,12 @@ class Generation:
     async def retire(self) -> None:
         """Stop accepting, let in-flight requests finish, close idle connections and the app."""
         try:
+            for site in self.sites:
+                await site.stop()
+            self.closed_to_new.set()
             await self.runner.cleanup()
         finally:
+            self.closed_to_new.set()
             for timer in self._timers:
                 timer.cancel()
 
@@ -174,22 +182,33 @@ class Server:
         self.retiring: dict[Generation, asyncio.Task[None]] = {}
         self.reload_task: asyncio.Task[bool] | None = None
         self.stopping = False
+        self._reread_pending = False
         self._tick: asyncio.TimerHandle | None = None
 
     async def serve(self) -> int:
         cfg = self.loaded.config.server
+        loop = asyncio.get_running_loop()
+        # The handlers come first: once a socket listens, a client or a supervisor may act on
+        # it, and a SIGTERM must then drain the process, not kill it.
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        # A worker starts with these signals blocked (see Supervisor.spawn); one that came
+        # meanwhile is delivered now, to the handlers above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         try:
             self.sockets = bind(cfg.host, cfg.port, reuse_port=self.reuse_port)
         except OSError as exc:
             log.error("cannot listen on %s:%s: %s", cfg.host, cfg.port, exc.strerror or exc)
             return 1
         try:
-            return await self._serve()
+            return await self._serve(stop)
         finally:
             for sock in self.sockets:
                 sock.close()
 
-    async def _serve(self) -> int:
+    async def _serve(self, stop: asyncio.Event) -> int:
         gen = Generation(self.loaded)
         await gen.start(self.sockets)
         self.current = gen
@@ -202,13 +221,12 @@ class Server:
             ", ".join(b.label for b in gen.gateway.backends.values()) or "none",
         )
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
-        self._ready(f"serving on port {port}")
-        self._start_beating(loop)
-        await stop.wait()
+        if not stop.is_set():  # else told to stop while starting: straight to the drain
+            self._ready(f"serving on port {port}")
+            self._start_beating(loop)
+            if self._reread_pending:
+                self._on_hup()
+            await stop.wait()
         self.stopping = True
 
         drain = self.current.loaded.config.server.drain_timeout
@@ -264,6 +282,11 @@ class Server:
         if self.reread is None:
             log.warning("SIGHUP: no configuration to re-read; ignored")
             return
+        if self.current is None:
+            log.info("SIGHUP while starting: the configuration is re-read once serving")
+            self._reread_pending = True
+            return
+        self._reread_pending = False
         if self.reload_task is not None and not self.reload_task.done():
             log.warning("SIGHUP: a reload is already running; ignored")
             return
@@ -285,6 +308,8 @@ class Server:
         self.loaded = gen.loaded
         self.retiring[old] = task = asyncio.get_running_loop().create_task(old.retire())
         task.add_done_callback(lambda _: self.retiring.pop(old, None))
+        # Once this is logged, every new connection gets the new configuration.
+        await old.closed_to_new.wait()
         log.info(
             "configuration reloaded (backends: %s); the previous one finishes %d open request(s)",
             ", ".join(b.label for b in gen.gateway.backends.values()) or "none",

@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.config.loader import ConfigError, Loaded
 from gateway.server import systemd
-from gateway.server.server import BEAT_READY, Reread
+from gateway.server.server import BEAT_READY, HANDLED_SIGNALS, Reread
 
 log = logging.getLogger("gateway.server.workers")
 
@@ -44,7 +44,7 @@ def _worker(loaded: Loaded, reread: Reread, beat: int, inherited: list[int]) -> 
     from gateway.server.server import run
 
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in HANDLED_SIGNALS:  # blocked until the server's own handlers are installed
         signal.signal(sig, signal.SIG_DFL)
     systemd.forget()  # the supervisor speaks to systemd, not the workers
     for fd in inherited:
@@ -92,7 +92,13 @@ class Supervisor:
             args=(self.loaded, self.reread, beat_w, inherited),
             name=f"hookgate-worker-{slot}",
         )
-        proc.start()
+        # The worker starts with the signals it handles blocked, and unblocks them once its
+        # handlers are installed: a SIGTERM sent while it starts is held for it, never fatal.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(beat_w)
         self.workers[slot] = _Worker(proc, beat_r)
         log.info("worker %d started (pid %d)", slot, proc.pid)
@@ -134,8 +140,9 @@ class Supervisor:
             return
         if data:
             w.last_beat = time.monotonic()
-            if BEAT_READY in data:
+            if BEAT_READY in data and not w.ready:
                 w.ready = True
+                log.info("worker %d (pid %d) is serving", slot, w.proc.pid)
 
     def check_hung(self, timeout: float) -> None:
         now = time.monotonic()
@@ -203,7 +210,7 @@ class Supervisor:
     # -- the loop
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in HANDLED_SIGNALS:
             signal.signal(sig, self.on_signal)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         try:

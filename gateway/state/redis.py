@@ -162,5 +162,22 @@ class Script:
         return await self._script(keys=list(keys), args=list(args))
 
 
+async def messages(pubsub: Any, poll: float = 1.0) -> AsyncIterator[dict[str, Any]]:
+    """The messages (not the subscription replies) a subscribed redis-py ``PubSub`` receives,
+    until the task reading them is cancelled.
+
+    redis-py can swallow a cancellation that lands inside one of its reads (it then reads on,
+    or reports a read timeout), and a task blocked in ``PubSub.listen()`` would never end; so
+    reads wait at most ``poll`` seconds and the task's cancellation is checked after each.
+    """
+    task = asyncio.current_task()
+    while True:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll)
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        if message is not None:
+            yield message
+
+
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__

@@ -1,5 +1,5 @@
-"""Helpers for the trigger tests: waiting with a deadline, reading metrics, following runs,
-and handlers a configuration can name (``call = "fakes.triggers:record"``)."""
+"""Helpers for the trigger tests: reading metrics, following runs, and handlers a configuration
+can name (``call = "fakes.triggers:record"``). ``until`` is :func:`support.waiting.until`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 import redis as sync_redis
 from aiohttp.test_utils import TestClient
+from support.waiting import until
 
 from gateway.streaming.sse import SSEDecoder
 
@@ -41,20 +41,6 @@ def record_tick(event: Any) -> None:
         )
     finally:
         client.close()
-
-
-async def until(check: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
-    """Poll ``check`` (sync or async) until it returns something true; fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within}s: {what or check}")
-        await asyncio.sleep(0.02)
 
 
 async def metric(client: TestClient, name: str, **labels: str) -> float:

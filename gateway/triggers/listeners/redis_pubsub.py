@@ -14,6 +14,7 @@ import attrs
 import redis.asyncio as aioredis
 
 from gateway.hookspecs import hookimpl
+from gateway.state.redis import messages
 from gateway.triggers.listeners.base import Listener, ListenerConfig
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class RedisPubSubListener(Listener):
                 else:
                     await pubsub.subscribe(self.config.channel)
                 self.connected.set()
-                async for message in pubsub.listen():
+                async for message in messages(pubsub):
                     if message["type"] not in ("message", "pmessage"):
                         continue
                     channel = message["channel"].decode(errors="replace")

@@ -1,0 +1,162 @@
+"""Delegation out: A2AClient and remote_agents, against a second hookgate process."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+from fakes.triggers import until
+from support.agui_check import checked
+from support.configs import agent_toml, recorded, upstream_config
+from support.processes import fake_upstream_process, free_port, gateway_process
+
+from gateway.protocols.a2a import A2AClient, A2AError
+
+KEY = "sk-remote"
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    """A second gateway, in a process of its own, serving the agent ``helper`` (described as
+    researching things) over its own fake upstream, for the key ``sk-remote``."""
+    with fake_upstream_process() as upstream:
+        toml = agent_toml(
+            tmp_path_factory.mktemp("remote") / "hookgate.toml",
+            upstream,
+            f'[auth]\nkeys = ["{KEY}"]\n',
+            description='"Researches things."',
+        )
+        with gateway_process("serve", "--config", toml) as process:
+            yield SimpleNamespace(url=process.url, process=process, upstream=upstream)
+
+
+def run_input(text, run_id="run-1", thread_id="thread-1"):
+    return {
+        "threadId": thread_id,
+        "runId": run_id,
+        "messages": [{"id": "m1", "role": "user", "content": text}],
+    }
+
+
+async def test_a2a_client_discovers_and_delegates(remote):
+    async with A2AClient(remote.url, api_key=KEY) as client:
+        (card,) = await client.discover()
+        assert (card.name, card.description) == ("helper", "Researches things.")
+        assert card.url == f"{remote.url}/a2a/helper"
+        assert (card.protocol, card.streaming, card.auth) == ("1.0", True, "bearer")
+        result = await client.delegate("helper", "hello")
+        assert result.ok and result.text == "upstream says: hello"
+        assert result.state == "TASK_STATE_COMPLETED" and result.context_id
+        updates = [u async for u in client.stream("helper", "streamed")]
+        assert "task" in updates[0] and any("artifactUpdate" in u for u in updates)
+        assert updates[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
+        polled = await client.delegate("helper", "polled", stream=False)
+        assert polled.ok and polled.text == "upstream says: polled"
+        failed = await client.delegate("helper", "ERRFRAME")
+        assert not failed.ok and failed.state == "TASK_STATE_FAILED"
+        assert "exploded" in failed.status_text
+        task = await client.get_task("helper", result.id, history_length=1)
+        assert task["status"]["state"] == "TASK_STATE_COMPLETED" and len(task["history"]) == 1
+        with pytest.raises(A2AError, match="no agent named 'nobody'"):
+            await client.delegate("nobody", "hi")
+        with pytest.raises(A2AError) as info:
+            await client.get_task("helper", "no-such-task")
+        assert info.value.code == -32001
+
+    # the agent's 0.3 card: the same calls in 0.3's method names and shapes
+    async with A2AClient(f"{remote.url}/a2a/helper/.well-known/agent.json", api_key=KEY) as old:
+        card = await old.card()
+        assert card.protocol == "0.3"
+        for stream in (True, False):
+            result = await old.delegate(card, f"legacy {stream}", stream=stream)
+            assert result.ok and result.text == f"upstream says: legacy {stream}"
+        assert (await old.get_task(card, result.id))["status"]["state"] == "TASK_STATE_COMPLETED"
+
+    async with A2AClient(remote.url, api_key="wrong") as bad:
+        with pytest.raises(A2AError) as info:
+            await bad.delegate("helper", "hi")
+        assert info.value.code == -32000 and "Invalid API key" in info.value.message
+    async with A2AClient(f"http://127.0.0.1:{free_port()}") as gone:
+        with pytest.raises(A2AError, match="cannot reach"):
+            await gone.discover()
+
+
+async def test_an_agent_delegates_to_remote_agents_as_tools(make_gateway, upstream, remote):
+    ghost = f"http://127.0.0.1:{free_port()}/a2a/ghost"
+    cfg = upstream_config(upstream)
+    cfg["agents"] = {
+        "boss": {
+            "model": "gpt-test",
+            "remote_agents": [
+                {"url": f"{remote.url}/a2a/helper", "api_key": KEY, "name": "researcher"},
+                {"url": remote.url, "agent": "helper", "api_key": KEY, "timeout": "1s"},
+                ghost,
+            ],
+        }
+    }
+    started = time.monotonic()
+    client = await make_gateway(cfg)
+    assert time.monotonic() - started < 5  # a remote agent that is down does not hold the start
+    script = 'CALL researcher {"task": "Find the capital"}; ghost {"task": "boo"}'
+    resp = await client.post("/agui/agents/boss/runs", json=run_input(script))
+    events = checked(await resp.read())
+    names = {e["toolCallId"]: e["toolCallName"] for e in events if e["type"] == "TOOL_CALL_START"}
+    results = {names[e["toolCallId"]]: e for e in events if e["type"] == "TOOL_CALL_RESULT"}
+    assert results["researcher"]["content"] == "upstream says: Find the capital"
+    assert "metadata" not in results["researcher"]
+    assert results["ghost"]["metadata"] == {"isError": True}
+    assert "cannot reach" in results["ghost"]["content"]
+    assert events[-1]["type"] == "RUN_FINISHED"
+    # the model saw each remote agent as a tool described by its card
+    tools = {t["function"]["name"]: t["function"] for t in recorded(upstream)[0]["tools"]}
+    assert set(tools) == {"researcher", "helper", "ghost"}
+    assert tools["researcher"]["description"].startswith("Researches things.")
+    assert tools["researcher"]["parameters"]["required"] == ["task"]
+    assert tools["ghost"]["description"] == f"Delegate a task to the remote agent at {ghost}."
+
+    # a remote call past its tool's timeout is a tool error, and its remote task is canceled
+    resp = await client.post(
+        "/agui/agents/boss/runs", json=run_input('CALL helper {"task": "SLOW:3"}', "run-2")
+    )
+    events = checked(await resp.read())
+    (result,) = [e for e in events if e["type"] == "TOOL_CALL_RESULT"]
+    assert result["metadata"] == {"isError": True}
+    assert "did not finish within 1 seconds" in result["content"]
+    headers = {"Authorization": f"Bearer {KEY}", "A2A-Version": "1.0"}
+    listing = {"status": "TASK_STATE_CANCELED"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def canceled():
+            call = {"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": listing}
+            async with session.post(f"{remote.url}/a2a/helper", json=call) as resp:
+                return (await resp.json())["result"]["tasks"]
+
+        (task,) = await until(canceled)
+    assert task["history"][0]["parts"] == [{"text": "SLOW:3"}]
+
+
+async def test_calls_of_one_conversation_share_a_remote_context(make_gateway, upstream, remote):
+    cfg = upstream_config(upstream)
+    cfg["agents"] = {
+        "boss": {
+            "model": "gpt-test",
+            "remote_agents": [{"url": remote.url, "agent": "helper", "api_key": KEY}],
+        }
+    }
+    client = await make_gateway(cfg)
+    for run, word in (("r1", "alpha"), ("r2", "beta")):  # two runs of one AG-UI thread
+        body = run_input(f'CALL helper {{"task": "{word}"}}', run, "thread-shared")
+        checked(await (await client.post("/agui/agents/boss/runs", json=body)).read())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(remote.upstream.removesuffix("/v1") + "/_requests") as resp,
+    ):
+        seen = await resp.json()
+    (last,) = [r for r in seen if r["messages"][-1]["content"] == "beta"]
+    assert [(m["role"], m["content"]) for m in last["messages"]] == [
+        ("user", "alpha"),
+        ("assistant", "upstream says: alpha"),
+        ("user", "beta"),
+    ]

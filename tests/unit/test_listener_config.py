@@ -1,0 +1,34 @@
+"""Listener configuration: errors with their TOML path."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import create_app
+from gateway.config.loader import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"kind": "kafka"}, "listeners.x.kind: unknown listener kind 'kafka'"),
+        ({"kind": "redis-stream", "call": "fakes.triggers:record"}, "'stream' is required"),
+        ({"kind": "redis-pubsub", "channel": "c", "call": "fakes.triggers:record"}, "set 'url'"),
+        ({"kind": "nats", "subject": "s"}, "listeners.x: nothing to do"),
+        (
+            {"kind": "sse", "url": "ftp://x", "call": "fakes.triggers:record"},
+            "listeners.x.url: not a URL",
+        ),
+        ({"kind": "nats", "subject": "s", "agent": "ghost"}, "listeners.x.agent: no agent"),
+        ({"kind": "nats", "subject": "s", "call": "x:y", "nope": 1}, "unknown key 'nope'"),
+    ],
+)
+def test_listener_configuration_errors(table, message):
+    cfg = {
+        "listeners": {"x": table},
+        "backends": {"e": {"kind": "echo"}},
+        "models": {"echo": {"backend": "e"}},
+    }
+    with pytest.raises(ConfigError) as info:
+        create_app(cfg)
+    assert any(message in line for line in info.value.errors), info.value.errors
