@@ -10,9 +10,9 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
-from support.configs import upstream_config
 from fakes.held_upstream import HeldUpstream
 from fakes.outcomes import Ends, filters_plugin
+from support.configs import upstream_config
 
 from gateway import (
     GATEWAY,
