@@ -151,7 +151,7 @@ def process(cmd: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Pop
 def hookgate_kinds() -> set[str]:
     """The backend kinds the installed hookgate has."""
     code = (
-        "from gateway.config.loader import load; "
+        "from gateway.core.loading import load; "
         "print(' '.join(load(data={}, env={}).registry.backends.names()))"
     )
     out = subprocess.run(

@@ -8,7 +8,7 @@ from __future__ import annotations
 __version__ = "0.2.0"
 
 from gateway.auth.base import Authenticator
-from gateway.backends.base import Backend, BackendConfig
+from gateway.backends.base import Backend
 from gateway.canonical import (
     ChatRequest,
     ChatResponse,
@@ -39,13 +39,14 @@ from gateway.canonical import (
     Usage,
     UsageEvent,
 )
-from gateway.config.loader import Config, ConfigError, load
+from gateway.config.sections import BackendConfig, Config
 from gateway.config.types import ByteSize, Count, Duration, Url
 from gateway.core.app import GATEWAY, Gateway, create_app, init_app
-from gateway.core.exchange import EXCHANGE, Exchange, Principal
 from gateway.core.filters import Filter, Outcome
+from gateway.core.loading import load
 from gateway.core.registry import Register
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
+from gateway.exchange import EXCHANGE, Exchange, Principal
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter
 

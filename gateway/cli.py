@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway import __version__
-from gateway.config.loader import ConfigError, Loaded, load
+from gateway.core.loading import Loaded, load
 from gateway.core.plugins import describe
+from gateway.errors import ConfigError
 
 EXIT_CONFIG = 2
 

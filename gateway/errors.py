@@ -1,4 +1,4 @@
-"""Errors the gateway reports to clients.
+"""Errors the gateway reports to clients, and the error of an invalid configuration.
 
 Each error has an HTTP status and a protocol-neutral ``kind``; every protocol adapter turns it
 into its own error shape (see ``error_body`` in each adapter). Messages are written for the
@@ -7,6 +7,7 @@ client: no stack traces, no upstream URLs, no secrets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 
@@ -158,3 +159,14 @@ def default_error_body(err: GatewayError) -> dict[str, object]:
             "code": err.code,
         }
     }
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` holds one ``"path: message"`` line per fault.
+
+    Raised at startup (and by ``hookgate check``), never on the request path.
+    """
+
+    def __init__(self, errors: Iterable[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("invalid configuration:\n  " + "\n  ".join(self.errors))

@@ -67,7 +67,7 @@ class Table:
 
 def collect() -> list[Table]:
     """Every table of the configuration: the core's sections, then the plugins' by name."""
-    from gateway.config.loader import CORE_SECTIONS
+    from gateway.config.sections import CORE_SECTIONS
     from gateway.core.plugins import BUILTINS, get_plugin_manager
     from gateway.core.registry import Registry
 

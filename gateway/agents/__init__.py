@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.agents.agent import Agent, AgentConfig
-from gateway.agents.tools import Tool, ToolContext, ToolOutcome, tool
 from gateway.hookspecs import hookimpl
+from gateway.tools.python import Tool, ToolContext, ToolOutcome, tool
 
 __all__ = ["Agent", "AgentConfig", "AgentsPlugin", "Tool", "ToolContext", "ToolOutcome", "tool"]
 

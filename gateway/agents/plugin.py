@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.agents.agent import Agent, AgentConfig
+from gateway.agents.remote import RemoteAgents
 from gateway.agents.runtime import AgentBackend
-from gateway.agents.tools import Tool, as_tool, import_tool
-from gateway.config.loader import ConfigError
-from gateway.core.exchange import ANONYMOUS
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
+from gateway.exchange import ANONYMOUS
 from gateway.hookspecs import hookimpl
-from gateway.protocols.a2a.remote import RemoteAgents
+from gateway.tools.python import Tool, as_tool, import_tool
 
 if TYPE_CHECKING:
     from gateway.core.app import Gateway
@@ -121,9 +120,6 @@ def _tools(
     return tools
 
 
-AGENTS: web.AppKey[dict[str, AgentBackend]] = web.AppKey("hookgate.agents", dict)
-
-
 @hookimpl
 def gateway_config_sections(register: Any) -> None:
     register("agents", dict[str, AgentConfig])
@@ -132,6 +128,6 @@ def gateway_config_sections(register: Any) -> None:
 @hookimpl
 def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     remotes = RemoteAgents()
-    app[AGENTS] = build_agents(gateway, remotes)
+    gateway.agents.update(build_agents(gateway, remotes))
     if remotes.agents:
         app.cleanup_ctx.append(remotes.lifespan)

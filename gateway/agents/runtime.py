@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from gateway.agents.agent import Agent
-from gateway.agents.tools import Tool, ToolContext, ToolOutcome
 from gateway.backends.base import Backend
 from gateway.canonical import (
     ChatRequest,
@@ -55,11 +54,12 @@ from gateway.canonical import (
 )
 from gateway.errors import GatewayError, UpstreamError
 from gateway.streaming.assembler import new_id
+from gateway.tools.python import Tool, ToolContext, ToolOutcome
 
 if TYPE_CHECKING:
     from gateway.core.app import Gateway
-    from gateway.core.exchange import Exchange
     from gateway.core.router import Route
+    from gateway.exchange import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,11 @@ class AgentBackend(Backend):
         self.route = route
         self.upstream_model = route.upstream_for(agent.model)
         self.instructions = [Message("system", [TextPart(agent.system)])] if agent.system else []
+
+    @property
+    def description(self) -> str | None:
+        """What the agent says of itself (A2A cards show it)."""
+        return self.agent.description
 
     def refresh_tools(self) -> None:
         """Describe the tools to the model anew (a remote agent's tool learnt its card)."""

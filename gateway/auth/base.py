@@ -1,4 +1,4 @@
-"""What an authenticator is, and how a request's credential is found."""
+"""What an authenticator is."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from aiohttp import web
 
-from gateway.core.exchange import Principal
+from gateway.exchange import Principal
 
 
 class Authenticator:
@@ -34,20 +34,3 @@ class Authenticator:
         gateway starts by itself on a caller's behalf (runs started by triggers); ``None`` when
         this authenticator knows no such caller."""
         return None
-
-
-def credential(request: web.Request, query_token: bool) -> str | None:
-    """The key a request presents: ``Authorization: Bearer``, then ``x-api-key``, then (where the
-    route allows it, for browsers' EventSource) the ``token`` query parameter."""
-    headers = request.headers
-    value = headers.get("authorization")
-    if value:
-        scheme, _, token = value.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    value = headers.get("x-api-key")
-    if value:
-        return value.strip()
-    if query_token:
-        return request.query.get("token") or None
-    return None

@@ -17,7 +17,7 @@ import attrs
 from aiohttp import web
 
 from gateway.auth.base import Authenticator
-from gateway.core.exchange import Principal
+from gateway.exchange import Principal
 from gateway.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)

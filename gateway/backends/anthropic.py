@@ -19,8 +19,8 @@ import orjson
 from gateway.backends.http import HTTPBackend, HTTPBackendConfig
 from gateway.canonical import ChatRequest, ChatResponse
 from gateway.config.types import Count
-from gateway.core.exchange import Exchange
 from gateway.errors import GatewayError, UpstreamError
+from gateway.exchange import Exchange
 from gateway.hookspecs import hookimpl
 from gateway.protocols.anthropic import messages as anthropic
 from gateway.protocols.anthropic.messages import PROTOCOL

@@ -11,22 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import attrs
-
 from gateway.canonical import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Event
 from gateway.errors import BadRequest, UpstreamError
 from gateway.streaming.assembler import Assembler
 
 if TYPE_CHECKING:
     from gateway.core.app import Gateway
-    from gateway.core.exchange import Exchange
-
-
-@attrs.frozen
-class BackendConfig:
-    """The fields every ``[backends.<name>]`` table has. Kinds subclass it to add their own."""
-
-    kind: str
+    from gateway.exchange import Exchange
 
 
 class Backend:

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from gateway.backends.base import Backend, BackendConfig
+from gateway.backends.base import Backend
 from gateway.canonical import (
     ChatRequest,
     ChatResponse,
@@ -33,9 +33,10 @@ from gateway.canonical import (
     Usage,
     UsageEvent,
 )
+from gateway.config.sections import BackendConfig
 from gateway.config.types import Duration
-from gateway.core.exchange import Exchange
 from gateway.core.tokens import request_tokens, text_tokens
+from gateway.exchange import Exchange
 from gateway.hookspecs import hookimpl
 from gateway.protocols.openai import embeddings as openai_embeddings
 from gateway.streaming.assembler import new_id

@@ -25,12 +25,13 @@ from typing import Any, ClassVar, Protocol
 import attrs
 import orjson
 
-from gateway.backends.base import Backend, BackendConfig
+from gateway.backends.base import Backend
 from gateway.backends.upstream import Upstream
 from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Raw
+from gateway.config.sections import BackendConfig
 from gateway.config.types import Count, Duration, Url
-from gateway.core.exchange import Exchange
 from gateway.errors import GatewayError, UpstreamError
+from gateway.exchange import Exchange
 from gateway.streaming.sse import FrameRelay, SSEDecoder, SSEFrame
 
 

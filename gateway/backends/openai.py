@@ -23,8 +23,8 @@ from gateway.canonical import (
     Event,
     Raw,
 )
-from gateway.core.exchange import Exchange
 from gateway.errors import GatewayError
+from gateway.exchange import Exchange
 from gateway.hookspecs import hookimpl
 from gateway.protocols.openai import chat as openai_chat
 from gateway.protocols.openai import chat_response as openai_chat_response

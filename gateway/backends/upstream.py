@@ -28,8 +28,8 @@ import orjson
 
 from gateway import __version__
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool, encode_headers
-from gateway.core.exchange import Exchange
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, from_upstream_status
+from gateway.exchange import Exchange
 
 if TYPE_CHECKING:
     from gateway.backends.http import HTTPBackendConfig

@@ -1,9 +1,10 @@
 """Reading the configuration: TOML, ``${VAR}`` expansion, ``HOOKGATE_*`` variables and flags.
 
-Precedence is flag > environment > file > default. Loading happens in two phases because the
-file decides which plugins run (``[plugins]``) and the plugins decide which sections exist:
-first the raw tree and ``[plugins]``, then the plugin manager, then every section structured
-through its owner's class. All errors are collected and reported together, each with its path.
+Precedence is flag > environment > file > default. :func:`read` gives the raw tree,
+:func:`plugins_section` its ``[plugins]`` (which decides the plugins, and so the sections), and
+:func:`structure` every section through its owner's class; :func:`gateway.core.loading.load`
+runs the three around the plugin manager. All errors are collected and reported together, each
+with its path.
 """
 
 from __future__ import annotations
@@ -11,93 +12,41 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import cattrs
-import pluggy
 
-from gateway.backends.base import BackendConfig
-from gateway.config.types import (
+from gateway.config.sections import (
+    CORE_SECTIONS,
+    DEFAULT_BACKENDS,
+    DEFAULT_MODELS,
+    BackendConfig,
+    Config,
     ModelConfig,
     PluginsConfig,
+    RedisConfig,
     ServerConfig,
-    format_errors,
-    make_converter,
 )
-from gateway.core.plugins import get_plugin_manager
-from gateway.core.registry import Registry, RegistryError
-from gateway.state.config import RedisConfig
+from gateway.config.types import format_errors
+from gateway.errors import ConfigError
 
 
-class ConfigError(Exception):
-    """The configuration is invalid; ``errors`` holds one ``"path: message"`` line per fault."""
-
-    def __init__(self, errors: Iterable[str]) -> None:
-        self.errors = list(errors)
-        super().__init__("invalid configuration:\n  " + "\n  ".join(self.errors))
-
-
-#: Sections the core itself owns (plugins own the rest).
-CORE_SECTIONS: dict[str, Any] = {
-    "server": ServerConfig,
-    "plugins": PluginsConfig,
-    "models": dict[str, ModelConfig],
-    "backends": dict[str, BackendConfig],
-    # Shared state is core: every plugin that keeps state reaches Redis through gateway.state.
-    "redis": RedisConfig,
-}
-
-#: The embedded default when no backend is configured at all: the echo backend, any model name.
-DEFAULT_BACKENDS = {"echo": {"kind": "echo"}}
-DEFAULT_MODELS = {"echo": {"backend": "echo"}, "*": {"backend": "echo"}}
-
-
-@attrs.frozen
-class Config:
-    """The whole structured configuration.
-
-    The core's sections are attributes; plugin sections are reached with :meth:`section`.
-    """
-
-    server: ServerConfig
-    plugins: PluginsConfig
-    models: Mapping[str, ModelConfig]
-    backends: Mapping[str, BackendConfig]
-    sections: Mapping[str, Any]
-    source: str | None = None
-
-    def section(self, name: str) -> Any:
-        """The structured value of a plugin's section (its defaults when the file omits it)."""
-        return self.sections[name]
-
-
-@attrs.frozen
-class Loaded:
-    """A configuration together with the plugin manager and registry it was checked against."""
-
-    config: Config
-    pm: pluggy.PluginManager
-    registry: Registry
-
-
-def load(
+def read(
     path: str | os.PathLike[str] | None = None,
     *,
     data: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
-    plugins: Iterable[Any] = (),
-    autoload: bool | None = None,
-) -> Loaded:
-    """Read, expand, override and structure a configuration; build its plugin manager.
+) -> tuple[dict[str, Any], str | None]:
+    """The raw configuration tree, read, expanded and overridden, and the file it came from.
 
     ``path`` is a TOML file (``HOOKGATE_CONFIG`` when ``None``; no file at all is valid). ``data``
     is an already-parsed tree used instead of a file. ``overrides`` are dotted keys from
-    command-line flags (``{"server.port": 9000}``). ``plugins`` are registered explicitly, besides
-    (or, with ``autoload=False``, instead of) the installed ones. Raises :class:`ConfigError`.
+    command-line flags (``{"server.port": 9000}``). With no backend and no model at all, the
+    embedded default (the echo backend for every model name) is filled in. Raises
+    :class:`~gateway.errors.ConfigError` with every fault found.
     """
     env = os.environ if env is None else env
     source: str | None = None
@@ -120,35 +69,36 @@ def load(
         raw["models"] = _copy(DEFAULT_MODELS)
     if errors:
         raise ConfigError(errors)
+    return raw, source
 
-    conv = make_converter()
-    plugins_cfg = _structure(conv, raw.get("plugins", {}), PluginsConfig, "plugins", errors)
+
+def plugins_section(raw: Mapping[str, Any], conv: cattrs.Converter) -> PluginsConfig:
+    """``[plugins]`` alone: it decides which plugins run, so it is read before the others."""
+    errors: list[str] = []
+    value = _structure(conv, raw.get("plugins", {}), PluginsConfig, "plugins", errors)
     if errors:
         raise ConfigError(errors)
-    if autoload is None:
-        autoload = plugins_cfg.autoload
-    try:
-        pm = get_plugin_manager(autoload=autoload, disable=plugins_cfg.disable, plugins=plugins)
-        registry = Registry.collect_sections(pm)
-        registry.collect(pm)
-    except (RegistryError, ValueError, ImportError) as exc:
-        raise ConfigError([f"plugins: {exc}"]) from exc
-    config = structure(raw, registry, conv, source)
-    return Loaded(config, pm, registry)
+    return value
 
 
 def structure(
-    raw: Mapping[str, Any], registry: Registry, conv: cattrs.Converter, source: str | None
+    raw: Mapping[str, Any],
+    conv: cattrs.Converter,
+    source: str | None,
+    sections: Mapping[str, tuple[Any, str]],
+    backend_kinds: Mapping[str, type],
 ) -> Config:
-    """Structure every section of ``raw`` with the class of the plugin that owns it."""
+    """Structure every section of ``raw`` with the class of the plugin that owns it.
+
+    ``sections`` maps each plugin section's name to its class and the plugin that registered it;
+    ``backend_kinds`` maps each backend kind to the config class of its tables.
+    """
     errors: list[str] = []
-    for name in registry.sections.names():
+    for name, (_, plugin) in sections.items():
         if name in CORE_SECTIONS:
-            errors.append(
-                f"{name}: section is reserved by the core (plugin {registry.sections[name].plugin!r})"
-            )
+            errors.append(f"{name}: section is reserved by the core (plugin {plugin!r})")
     for name in raw:
-        if name not in CORE_SECTIONS and name not in registry.sections:
+        if name not in CORE_SECTIONS and name not in sections:
             errors.append(f"{name}: unknown section (no enabled plugin provides [{name}])")
 
     server = _structure(conv, raw.get("server", {}), ServerConfig, "server", errors)
@@ -161,28 +111,29 @@ def structure(
     backends: dict[str, BackendConfig] = {}
     for name, table in _tables(raw, "backends", errors):
         kind = table.get("kind")
-        reg = registry.backends.get(kind) if isinstance(kind, str) else None
-        if reg is None:
-            known = ", ".join(sorted(registry.backends.names())) or "none"
+        cls = backend_kinds.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            known = ", ".join(sorted(backend_kinds)) or "none"
             errors.append(f"backends.{name}.kind: unknown backend kind {kind!r} (known: {known})")
             continue
-        value = _structure(conv, table, reg.config, f"backends.{name}", errors)
+        value = _structure(conv, table, cls, f"backends.{name}", errors)
         if value is not None:
             backends[name] = value
     for name, model in models.items():
         if model.backend not in raw.get("backends", {}):
             errors.append(f"models.{name}.backend: no backend named {model.backend!r}")
 
-    sections: dict[str, Any] = {
+    plugin_sections = sections
+    structured: dict[str, Any] = {
         "redis": _structure(conv, raw.get("redis", {}), RedisConfig, "redis", errors)
     }
-    for reg in registry.sections.values():
-        if reg.name in CORE_SECTIONS:
+    for name, (cls, _) in plugin_sections.items():
+        if name in CORE_SECTIONS:
             continue
-        sections[reg.name] = _structure(conv, raw.get(reg.name, {}), reg.value, reg.name, errors)
+        structured[name] = _structure(conv, raw.get(name, {}), cls, name, errors)
     if errors:
         raise ConfigError(errors)
-    return Config(server, plugins, models, backends, sections, source)
+    return Config(server, plugins, models, backends, structured, source)
 
 
 def _tables(

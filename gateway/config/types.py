@@ -1,5 +1,5 @@
-"""Configuration classes for the core's own sections, the value types every plugin may use, and
-the private cattrs converter that turns TOML into frozen attrs objects.
+"""The value types every configuration section may use, and the private cattrs converter that
+turns TOML into frozen attrs objects.
 
 Plugins declare their own sections through ``gateway_config_sections``; they use the same value
 types (:class:`Duration`, :class:`ByteSize`, :class:`Url`) so every file reads alike.
@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any, Protocol, TypeGuard
 from urllib.parse import urlsplit
 
-import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 
@@ -153,59 +152,6 @@ class LogLevel(str):
         if not isinstance(value, str) or value.lower() not in cls.LEVELS:
             raise ValueError(f"expected one of {', '.join(cls.LEVELS)}")
         return cls(value.lower())
-
-
-# --- core sections ------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class ServerConfig:
-    """``[server]``: where and how the gateway listens."""
-
-    host: str = "127.0.0.1"
-    port: Port = Port(8000)
-    workers: Count = Count(1)
-    log_level: LogLevel = LogLevel("info")
-    #: Largest request body accepted; larger ones get 413 in the client's protocol.
-    max_body_size: ByteSize = ByteSize(16 * 1024**2)
-    #: On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
-    drain_timeout: Duration = Duration(30.0)
-    #: With several workers: one whose event loop has not answered for this long is killed
-    #: and replaced. More than the heartbeat interval (1s).
-    worker_timeout: WorkerTimeout = WorkerTimeout(30.0)
-    #: How long an idle client connection is kept open.
-    keepalive_timeout: Duration = Duration(75.0)
-    #: Log one line per request (costs throughput; metrics count requests anyway).
-    access_log: bool = False
-    #: Keep a client's own ``x-request-id`` (up to 128 printable characters) instead of a new one.
-    trust_request_id: bool = True
-
-
-@attrs.frozen
-class ModelConfig:
-    """``[models.<name>]``: a public model name routed to a backend.
-
-    The name may be a glob (``"gpt-*"``, ``"*"``); exact names win, then globs in file order.
-    ``upstream_model`` defaults to the name the client asked for.
-    """
-
-    backend: str
-    upstream_model: str | None = None
-    description: str | None = None
-
-
-@attrs.frozen
-class PluginsConfig:
-    """``[plugins]``: which installed plugins run."""
-
-    #: Plugin names (as ``hookgate plugins`` lists them) to leave out.
-    disable: tuple[str, ...] = ()
-    #: Load plugins from the ``hookgate`` entry-point group. Tests and embedders turn it off and
-    #: pass an explicit plugin list.
-    autoload: bool = True
-
-
-# --- the converter ------------------------------------------------------------------------------
 
 
 def _strict(kind: type, accept: tuple[type[Any], ...], what: str) -> Any:

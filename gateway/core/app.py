@@ -11,25 +11,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from gateway.auth.base import Authenticator
-from gateway.backends.base import Backend
-from gateway.config.loader import Config, ConfigError, Loaded, load
-from gateway.core.exchange import RouteInfo
+from gateway.config.sections import Config
 from gateway.core.filters import Filter
+from gateway.core.loading import Loaded, load
 from gateway.core.metrics import Metrics
 from gateway.core.middlewares import make_middlewares, stamp_headers
 from gateway.core.pipeline import Pipeline
 from gateway.core.plugins import builtin_plugins
 from gateway.core.router import Router
-from gateway.protocols.base import ProtocolAdapter
+from gateway.errors import ConfigError
+from gateway.exchange import RouteInfo
 from gateway.state import SharedState
 
+if TYPE_CHECKING:
+    from gateway.auth.base import Authenticator
+    from gateway.backends.base import Backend
+    from gateway.canonical import Tool
+    from gateway.protocols.base import ProtocolAdapter
+
 log = logging.getLogger(__name__)
+
+
+class ServedAgent(Protocol):
+    """An agent this gateway serves under a model name, as protocols that list agents (A2A cards,
+    for one) see it: its name, what it says of itself, and the tools its model is offered."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str | None: ...
+
+    @property
+    def definitions(self) -> Sequence[Tool]: ...
 
 
 class Gateway:
@@ -62,6 +81,8 @@ class Gateway:
         #: Tasks handling a request now (streams included); a drain waits for them.
         self.inflight: set[asyncio.Task[Any]] = set()
         self.draining_expired = False
+        #: The agents served here, by name; the agents plugin fills it while the app is built.
+        self.agents: dict[str, ServedAgent] = {}
 
     @property
     def auth_enabled(self) -> bool:

@@ -13,8 +13,8 @@ import attrs
 
 if TYPE_CHECKING:
     from gateway.canonical import ChatRequest, ChatResponse, Event, Usage
-    from gateway.core.exchange import Exchange
     from gateway.errors import GatewayError
+    from gateway.exchange import Exchange
 
 
 @attrs.frozen

@@ -21,8 +21,8 @@ from prometheus_client.core import (
 )
 
 if TYPE_CHECKING:
-    from gateway.core.exchange import Exchange
     from gateway.errors import GatewayError
+    from gateway.exchange import Exchange
 
 _LATENCY_BUCKETS = (
     0.0005,

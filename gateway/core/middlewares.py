@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.auth.base import credential
-from gateway.core.exchange import EXCHANGE, UNKNOWN_ROUTE, Exchange
 from gateway.core.jsonio import json_response
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, default_error_body
+from gateway.exchange import EXCHANGE, UNKNOWN_ROUTE, Exchange
 
 if TYPE_CHECKING:
     from gateway.core.app import Gateway
@@ -132,3 +131,20 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     headers["server-timing"] = (
         f"gateway;dur={ex.gateway_seconds() * 1000:.3f}, upstream;dur={ex.upstream_seconds * 1000:.3f}"
     )
+
+
+def credential(request: web.Request, query_token: bool) -> str | None:
+    """The key a request presents: ``Authorization: Bearer``, then ``x-api-key``, then (where the
+    route allows it, for browsers' EventSource) the ``token`` query parameter."""
+    headers = request.headers
+    value = headers.get("authorization")
+    if value:
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    value = headers.get("x-api-key")
+    if value:
+        return value.strip()
+    if query_token:
+        return request.query.get("token") or None
+    return None

@@ -36,9 +36,9 @@ from gateway.streaming.assembler import Assembler
 
 if TYPE_CHECKING:
     from gateway.backends.base import Backend
-    from gateway.core.exchange import Exchange
     from gateway.core.metrics import Metrics
     from gateway.core.router import Router
+    from gateway.exchange import Exchange
 
 log = logging.getLogger(__name__)
 

@@ -254,7 +254,7 @@ def _protocol(name: str, adapter: Any, config: Any, plugin: str) -> tuple[Any, A
 
 
 def _backend(name: str, factory: Any, config: Any, plugin: str) -> tuple[Any, Any]:
-    from gateway.backends.base import BackendConfig
+    from gateway.config.sections import BackendConfig
 
     cfg = config or BackendConfig
     if not attrs.has(cfg) or "kind" not in attrs.fields_dict(cfg):
@@ -266,14 +266,14 @@ def _backend(name: str, factory: Any, config: Any, plugin: str) -> tuple[Any, An
 
 
 def _tool_name(value: Any) -> Any:
-    from gateway.agents.tools import Tool
+    from gateway.tools.python import Tool
 
     return value.name if isinstance(value, Tool) else getattr(value, "__name__", None)
 
 
 def _tool(name: str, value: Any, config: Any, plugin: str) -> tuple[Any, Any]:
     """A tool under the registered name (it wins over the function's or the tool's own)."""
-    from gateway.agents.tools import Tool
+    from gateway.tools.python import Tool
 
     try:
         if isinstance(value, Tool):
@@ -286,7 +286,7 @@ def _tool(name: str, value: Any, config: Any, plugin: str) -> tuple[Any, Any]:
 
 
 def _renamed(tool: Any, name: str) -> Any:
-    from gateway.agents.tools import Tool
+    from gateway.tools.python import Tool
 
     return Tool(tool.fn, name=name, description=tool.description, timeout=tool.timeout)
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 import attrs
 
 from gateway.backends.base import Backend
-from gateway.config.types import ModelConfig
-from gateway.core.exchange import Principal
+from gateway.config.sections import ModelConfig
 from gateway.errors import Forbidden, NotFound
+from gateway.exchange import Principal
 
 _CACHE_LIMIT = 4096
 

@@ -22,10 +22,10 @@ import attrs
 
 from gateway.canonical import ChatRequest
 from gateway.config.types import NonNegative
-from gateway.core.exchange import Exchange, Principal
 from gateway.core.filters import Filter, Outcome
 from gateway.core.tokens import request_tokens
 from gateway.errors import GatewayError, RateLimited
+from gateway.exchange import Exchange, Principal
 from gateway.hookspecs import hookimpl
 from gateway.limits.buckets import Buckets, MemoryBuckets, RedisBuckets
 

@@ -22,7 +22,7 @@ from gateway.streaming.sse import PING, SSEResponse
 
 if TYPE_CHECKING:
     from gateway.core.app import Gateway
-    from gateway.core.exchange import Exchange
+    from gateway.exchange import Exchange
 
 log = logging.getLogger(__name__)
 

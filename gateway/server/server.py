@@ -30,9 +30,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.config.loader import ConfigError, Loaded
 from gateway.config.types import HEARTBEAT
 from gateway.core.app import GATEWAY, Gateway, init_app
+from gateway.core.loading import Loaded
+from gateway.errors import ConfigError
 from gateway.server import systemd
 
 log = logging.getLogger("gateway.server.server")

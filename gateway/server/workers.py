@@ -26,7 +26,8 @@ import sys
 import time
 from typing import Any
 
-from gateway.config.loader import ConfigError, Loaded
+from gateway.core.loading import Loaded
+from gateway.errors import ConfigError
 from gateway.server import systemd
 from gateway.server.server import BEAT_READY, HANDLED_SIGNALS, Reread
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.core.exchange import EXCHANGE
 from gateway.core.jsonio import json_response
 from gateway.errors import BadRequest, NotFound
+from gateway.exchange import EXCHANGE
 from gateway.protocols.openai.chat import encode_messages
 from gateway.sessions.base import SESSION_ID, SessionInfo, SessionStore
 

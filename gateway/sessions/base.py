@@ -9,7 +9,7 @@ apart from the entries and never trimmed.
 
 Stores are registered with ``gateway_register_session_stores``; ``factory(gateway)`` returns a
 :class:`SessionStore`. Every method is scoped by ``owner``, the caller's
-:attr:`~gateway.core.exchange.Principal.id`, so one API key can never see or extend another's sessions.
+:attr:`~gateway.exchange.Principal.id`, so one API key can never see or extend another's sessions.
 """
 
 from __future__ import annotations

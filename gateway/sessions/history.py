@@ -26,11 +26,10 @@ import orjson
 from aiohttp import web
 
 from gateway.canonical import ChatRequest, ChatResponse, Message, TextPart
-from gateway.config.loader import ConfigError
-from gateway.core.exchange import EXCHANGE, Exchange
 from gateway.core.filters import Filter
 from gateway.core.tokens import message_tokens
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, ConfigError
+from gateway.exchange import EXCHANGE, Exchange
 from gateway.hookspecs import hookimpl
 from gateway.sessions import api, codec
 from gateway.sessions.base import SESSION_ID, Entry, SessionConfig, SessionStore

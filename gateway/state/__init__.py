@@ -23,12 +23,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Literal
 
-from gateway.state.config import RedisConfig, RedisUrl
+from gateway.config.sections import RedisConfig, RedisUrl
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.config.loader import Config
+    from gateway.config.sections import Config
     from gateway.state.redis import RedisState
 
 __all__ = ["RedisConfig", "RedisUrl", "SharedState"]
@@ -62,14 +62,14 @@ class SharedState:
         if store == "memory":
             self.memory(path)
             return "memory"
-        from gateway.config.loader import ConfigError
+        from gateway.errors import ConfigError
 
         raise ConfigError([f"{path}: expected 'auto', 'memory' or 'redis', not {store!r}"])
 
     def memory(self, path: str) -> None:
         """Declare state that other instances would need, kept in this process."""
         if self.workers > 1:
-            from gateway.config.loader import ConfigError
+            from gateway.errors import ConfigError
 
             raise ConfigError(
                 [
@@ -84,7 +84,7 @@ class SharedState:
     def redis(self, path: str) -> RedisState:
         """The application's Redis client, for the option at ``path``."""
         if not self.redis_configured:
-            from gateway.config.loader import ConfigError
+            from gateway.errors import ConfigError
 
             raise ConfigError(
                 [f"{path}: the redis store needs [redis] url (or HOOKGATE_REDIS_URL) to be set"]

@@ -29,8 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.config.sections import RedisConfig
 from gateway.errors import GatewayError, Unavailable
-from gateway.state.config import RedisConfig
 
 log = logging.getLogger(__name__)
 

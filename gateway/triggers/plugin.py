@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.config.loader import ConfigError
 from gateway.config.types import format_errors, make_converter
+from gateway.errors import ConfigError
 from gateway.hookspecs import hookimpl
 from gateway.triggers.service import SERVICE, TriggersConfig, service_for
 

@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 from prometheus_client import Counter
 
-from gateway.config.loader import ConfigError
 from gateway.config.types import Duration, format_errors, make_converter
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.hookspecs import hookimpl
 from gateway.triggers.handlers import Handler, TriggerEvent
 from gateway.triggers.runner import stop_task
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from gateway.core.app import Gateway
-    from gateway.core.exchange import Principal
+    from gateway.exchange import Principal
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,9 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from gateway.canonical import ChatRequest, Message, TextPart
-from gateway.config.loader import ConfigError
 from gateway.config.types import Count, Duration
-from gateway.core.exchange import ANONYMOUS, Exchange, Principal, RouteInfo
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
+from gateway.exchange import ANONYMOUS, Exchange, Principal, RouteInfo
 from gateway.protocols.agui.events import RunInput
 from gateway.streaming.assembler import new_id
 from gateway.triggers.handlers import Handler, HandlerError, TriggerEvent, slug

@@ -17,9 +17,9 @@ from support.processes import gateway_process
 
 from gateway import GATEWAY, ConfigError, create_app
 from gateway.auth.keys import digest
+from gateway.config.sections import RedisConfig, RedisUrl
 from gateway.runs import Run, RunInfo
 from gateway.runs.redis import RedisRunStore
-from gateway.state.config import RedisConfig, RedisUrl
 from gateway.state.redis import RedisState
 
 KEYS = {"auth": {"keys": ["sk-a", "sk-b"]}}

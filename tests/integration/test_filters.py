@@ -24,8 +24,8 @@ from gateway import (
     TextDelta,
     TextPart,
 )
-from gateway.core.exchange import RouteInfo
 from gateway.errors import Forbidden, NotFound, UpstreamError
+from gateway.exchange import RouteInfo
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 ECHO = {"backends": {"echo": {"kind": "echo"}}, "models": {"echo": {"backend": "echo"}}}

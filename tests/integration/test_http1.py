@@ -12,8 +12,8 @@ import pytest
 from gateway.backends.http import HTTPBackendConfig
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool
 from gateway.backends.upstream import Upstream
-from gateway.core.exchange import UNKNOWN_ROUTE, Exchange
 from gateway.errors import RateLimited, UpstreamError, UpstreamTimeout
+from gateway.exchange import UNKNOWN_ROUTE, Exchange
 
 Script = Callable[["Conn"], Awaitable[None]]
 

@@ -21,8 +21,7 @@ from support.processes import hookgate_env
 from support.services import RedisServer
 
 from gateway import GATEWAY, create_app, hookimpl
-from gateway.config.loader import ConfigError
-from gateway.errors import GatewayError, Unavailable
+from gateway.errors import ConfigError, GatewayError, Unavailable
 from gateway.state.redis import messages
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -234,7 +233,7 @@ async def test_a_redis_that_never_answers_is_unavailable_in_bounded_time(
 
 
 async def test_guard_maps_errors(redis_url):
-    from gateway.state.config import RedisConfig, RedisUrl
+    from gateway.config.sections import RedisConfig, RedisUrl
     from gateway.state.redis import RedisState
 
     state = RedisState(RedisConfig(url=RedisUrl(redis_url)))

@@ -13,7 +13,7 @@ import pytest
 
 from gateway import ConfigError, create_app, hookimpl
 from gateway.agents import Agent, AgentsPlugin, Tool, ToolContext, tool
-from gateway.agents.schema import json_schema, parse_docstring
+from gateway.tools.schema import json_schema, parse_docstring
 
 
 class Color(enum.Enum):

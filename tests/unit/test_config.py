@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from support import ROOT
 
-from gateway.config.loader import ConfigError, load
 from gateway.config.types import ByteSize, Duration
+from gateway.core.loading import load
 from gateway.core.plugins import builtin_plugins
+from gateway.errors import ConfigError
 
 
 def _load(data=None, env=None, overrides=None, path=None):

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
-from gateway.config.loader import CORE_SECTIONS
+from gateway.config.sections import CORE_SECTIONS
 from gateway.core.plugins import BUILTINS, get_plugin_manager
 from gateway.core.registry import Registry
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 from support import ROOT
 
-from gateway.config.loader import ConfigError
+from gateway.errors import ConfigError
 
 sys.path.insert(0, str(ROOT / "plugins" / "hookgate-kafka"))
 import hookgate_kafka

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gateway.canonical import Usage
-from gateway.core.exchange import Exchange, RouteInfo
 from gateway.core.metrics import Histogram, Metrics
+from gateway.exchange import Exchange, RouteInfo
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive():

@@ -18,9 +18,8 @@ from gateway import (
     hookimpl,
     hookspecs,
 )
-from gateway.config.loader import ConfigError
 from gateway.core.plugins import BUILTINS, get_plugin_manager
-from gateway.errors import Forbidden
+from gateway.errors import ConfigError, Forbidden
 
 SPECS = [
     name

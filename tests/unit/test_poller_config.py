@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import create_app
-from gateway.config.loader import ConfigError
+from gateway.errors import ConfigError
 
 
 def test_poller_configuration_errors():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway import create_app
-from gateway.config.loader import ConfigError, load
+from gateway.core.loading import load
 from gateway.core.plugins import builtin_plugins
+from gateway.errors import ConfigError
 
 
 def _errors(data, env=None) -> list[str]:

@@ -7,7 +7,7 @@ import socket
 
 from support import ROOT
 
-from gateway.config.types import ServerConfig
+from gateway.config.sections import ServerConfig
 from gateway.server import systemd
 
 UNIT = ROOT / "config" / "hookgate.service"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from gateway.config.loader import ConfigError
+from gateway.errors import ConfigError
 from gateway.triggers.webhooks import WebhookRouter
 from gateway.triggers.webhooks.config import WebhookConfig
 from gateway.triggers.webhooks.github import GitHubVerifier

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import attrs
@@ -29,10 +29,9 @@ import orjson
 from aiohttp import web
 
 from gateway import __version__
-from gateway.agents.plugin import AGENTS
 from gateway.config.types import Count, Duration, NonNegative
-from gateway.core.exchange import EXCHANGE
 from gateway.errors import GatewayError, NotFound
+from gateway.exchange import EXCHANGE
 from gateway.hookspecs import hookimpl
 from gateway.protocols.a2a import jsonrpc
 from gateway.protocols.a2a.cards import AgentInfo, agent_card, gateway_card
@@ -59,6 +58,9 @@ from gateway.protocols.a2a.wire import (
 )
 from gateway.protocols.base import ProtocolAdapter
 from gateway.streaming.sse import SSEResponse
+
+if TYPE_CHECKING:
+    from gateway.core.app import ServedAgent
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ class A2AProtocol(ProtocolAdapter):
         self.config = cfg
         self.public_url = cfg.public_url.rstrip("/")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
-            from gateway.config.loader import ConfigError
+            from gateway.errors import ConfigError
 
             raise ConfigError([f"a2a.public_url: not a URL: {cfg.public_url!r}"])
         self.service = TaskService(
@@ -179,8 +181,8 @@ class A2AProtocol(ProtocolAdapter):
 
     # -- cards
 
-    def _agents(self, request: web.Request) -> dict[str, Any]:
-        return request.app.get(AGENTS) or {}
+    def _agents(self, request: web.Request) -> dict[str, ServedAgent]:
+        return self.gateway.agents
 
     def _agent(self, request: web.Request) -> str | None:
         """The agent an agent route names (404 when it is no agent), ``None`` on gateway routes."""
@@ -448,9 +450,8 @@ def _instant(text: str, where: str) -> float:
     return moment.timestamp()
 
 
-def _info(backend: Any) -> AgentInfo:
-    agent = backend.agent
-    tools = tuple((t.name, t.description or "") for t in backend.tools.values())
+def _info(agent: ServedAgent) -> AgentInfo:
+    tools = tuple((t.name, t.description or "") for t in agent.definitions)
     description = agent.description or f"The agent {agent.name}." + (
         f" It can use: {', '.join(name for name, _ in tools)}." if tools else ""
     )

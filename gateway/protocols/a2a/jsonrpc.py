@@ -20,7 +20,7 @@ from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.protocols.a2a.wire import V1, ContentTypeNotSupported, task_to_03
 
 if TYPE_CHECKING:
-    from gateway.core.exchange import Exchange
+    from gateway.exchange import Exchange
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 A2A_DOMAIN = "a2a-protocol.org"

@@ -53,7 +53,7 @@ from gateway.runs.log import RunKey
 
 if TYPE_CHECKING:
     from gateway.core.app import Gateway
-    from gateway.core.exchange import Exchange
+    from gateway.exchange import Exchange
 
 log = logging.getLogger(__name__)
 

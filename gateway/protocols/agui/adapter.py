@@ -28,9 +28,9 @@ from aiohttp import WSMsgType, web
 
 from gateway.canonical import Error
 from gateway.config.types import Count, Duration
-from gateway.core.exchange import EXCHANGE, Exchange
 from gateway.core.jsonio import json_response, read_json
 from gateway.errors import BadRequest, GatewayError, NotFound, UpstreamError
+from gateway.exchange import EXCHANGE, Exchange
 from gateway.hookspecs import hookimpl
 from gateway.protocols.agui.compact import CompactTranslator, compact_frame
 from gateway.protocols.agui.events import EventTranslator, RunInput, decode_run_input, sse_frame

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.core.exchange import EXCHANGE
 from gateway.core.jsonio import json_response, read_json
 from gateway.errors import GatewayError
+from gateway.exchange import EXCHANGE
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter
 from gateway.protocols.openai import chat as openai_chat

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import attrs
 import orjson
 
-from gateway.config.loader import ConfigError
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.hookspecs import hookimpl
 from gateway.triggers.handlers import Handler, HandlerConfig, TriggerEvent
 from gateway.triggers.runner import stop_task
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from gateway.core.app import Gateway
-    from gateway.core.exchange import Principal
+    from gateway.exchange import Principal
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,17 @@ import attrs
 from aiohttp import web
 from prometheus_client import Counter
 
-from gateway.config.loader import ConfigError
 from gateway.config.types import format_errors, make_converter
-from gateway.core.exchange import Principal
 from gateway.core.jsonio import json_response
-from gateway.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, Unavailable
+from gateway.errors import (
+    BadRequest,
+    ConfigError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from gateway.exchange import Principal
 from gateway.hookspecs import hookimpl
 from gateway.triggers.handlers import Handler, TriggerEvent
 from gateway.triggers.service import TriggerService, service_for

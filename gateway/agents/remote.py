@@ -23,11 +23,11 @@ from typing import Any
 
 import aiohttp
 
-from gateway.agents.tools import Tool, ToolContext
+from gateway.agents.remote_config import RemoteAgentConfig
 from gateway.protocols.a2a.cards import RemoteCard
 from gateway.protocols.a2a.client import A2AClient
 from gateway.protocols.a2a.jsonrpc import A2AError
-from gateway.protocols.a2a.remote_config import RemoteAgentConfig
+from gateway.tools.python import Tool, ToolContext
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Tools: Python functions an agent's model may call, described and run by the gateway.
 
 ``@tool`` turns a function (sync or async) into a :class:`Tool`: its name, description and JSON
-schema come from the function itself (see :mod:`gateway.agents.schema`), and the decorated
+schema come from the function itself (see :mod:`gateway.tools.schema`), and the decorated
 function stays callable as before. When the model calls it, the JSON arguments are checked and
 converted to the parameters' types, sync functions run in a worker thread, and every failure
 (bad arguments, an exception, a timeout) becomes a result marked as an error, which goes back to
@@ -24,10 +24,10 @@ import cattrs
 import orjson
 from cattrs.preconf.json import make_converter
 
-from gateway.agents.schema import json_schema, parse_docstring
 from gateway.canonical import Tool as ToolDefinition
 from gateway.config.imports import import_path
-from gateway.core.exchange import ANONYMOUS, Principal
+from gateway.exchange import ANONYMOUS, Principal
+from gateway.tools.schema import json_schema, parse_docstring
 
 log = logging.getLogger(__name__)
 

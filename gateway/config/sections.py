@@ -1,0 +1,165 @@
+"""The core's own sections of the configuration (``[server]``, ``[plugins]``, ``[models]``,
+``[backends]``, ``[redis]``), and :class:`Config`, the whole structured configuration.
+
+Plugins declare their own sections through ``gateway_config_sections``; they are reached with
+:meth:`Config.section`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+
+from gateway.config.types import (
+    ByteSize,
+    Count,
+    Duration,
+    LogLevel,
+    Port,
+    WorkerTimeout,
+)
+
+
+@attrs.frozen
+class ServerConfig:
+    """``[server]``: where and how the gateway listens."""
+
+    host: str = "127.0.0.1"
+    port: Port = Port(8000)
+    workers: Count = Count(1)
+    log_level: LogLevel = LogLevel("info")
+    #: Largest request body accepted; larger ones get 413 in the client's protocol.
+    max_body_size: ByteSize = ByteSize(16 * 1024**2)
+    #: On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
+    drain_timeout: Duration = Duration(30.0)
+    #: With several workers: one whose event loop has not answered for this long is killed
+    #: and replaced. More than the heartbeat interval (1s).
+    worker_timeout: WorkerTimeout = WorkerTimeout(30.0)
+    #: How long an idle client connection is kept open.
+    keepalive_timeout: Duration = Duration(75.0)
+    #: Log one line per request (costs throughput; metrics count requests anyway).
+    access_log: bool = False
+    #: Keep a client's own ``x-request-id`` (up to 128 printable characters) instead of a new one.
+    trust_request_id: bool = True
+
+
+@attrs.frozen
+class ModelConfig:
+    """``[models.<name>]``: a public model name routed to a backend.
+
+    The name may be a glob (``"gpt-*"``, ``"*"``); exact names win, then globs in file order.
+    ``upstream_model`` defaults to the name the client asked for.
+    """
+
+    backend: str
+    upstream_model: str | None = None
+    description: str | None = None
+
+
+@attrs.frozen
+class PluginsConfig:
+    """``[plugins]``: which installed plugins run."""
+
+    #: Plugin names (as ``hookgate plugins`` lists them) to leave out.
+    disable: tuple[str, ...] = ()
+    #: Load plugins from the ``hookgate`` entry-point group. Tests and embedders turn it off and
+    #: pass an explicit plugin list.
+    autoload: bool = True
+
+
+# --- the converter ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BackendConfig:
+    """The fields every ``[backends.<name>]`` table has. Kinds subclass it to add their own."""
+
+    kind: str
+
+
+class RedisUrl(str):
+    """``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or ``unix:///path``.
+    The empty string means no Redis: state is kept in the process."""
+
+    schemes = ("redis", "rediss", "unix")
+
+    @classmethod
+    def parse(cls, value: Any) -> RedisUrl:
+        if not isinstance(value, str):
+            raise ValueError("not a Redis URL")
+        if value == "":
+            return cls("")
+        parts = urlsplit(value)
+        if parts.scheme not in cls.schemes or not (parts.netloc or parts.path):
+            raise ValueError(
+                f"not a Redis URL: {_masked(value)!r} (expected redis://host:6379/0, "
+                "rediss://... or unix:///path/to/socket)"
+            )
+        return cls(value)
+
+    def masked(self) -> str:
+        """The URL with its password hidden, for logs and error messages."""
+        return _masked(self)
+
+
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@attrs.frozen
+class RedisConfig:
+    """``[redis]``. With no ``url`` nothing connects to Redis and state that must be shared
+    across processes stays in memory, so ``--workers`` above 1 is refused for it."""
+
+    #: ``HOOKGATE_REDIS_URL``. Empty: no Redis.
+    url: RedisUrl = RedisUrl("")
+    #: Put before every key, so several gateways (or tests) can share one server.
+    prefix: str = "hookgate:"
+    #: Connections each process keeps at most; a request waits for a free one up to ``timeout``.
+    max_connections: Count = Count(50)
+    #: Longest wait to open a connection.
+    connect_timeout: Duration = Duration(1.0)
+    #: Longest wait for one command (or script) to answer, and for a free pooled connection.
+    timeout: Duration = Duration(1.0)
+
+
+#: Sections the core itself owns (plugins own the rest).
+CORE_SECTIONS: dict[str, Any] = {
+    "server": ServerConfig,
+    "plugins": PluginsConfig,
+    "models": dict[str, ModelConfig],
+    "backends": dict[str, BackendConfig],
+    # Shared state is core: every plugin that keeps state reaches Redis through gateway.state.
+    "redis": RedisConfig,
+}
+
+#: The embedded default when no backend is configured at all: the echo backend, any model name.
+DEFAULT_BACKENDS = {"echo": {"kind": "echo"}}
+DEFAULT_MODELS = {"echo": {"backend": "echo"}, "*": {"backend": "echo"}}
+
+
+@attrs.frozen
+class Config:
+    """The whole structured configuration.
+
+    The core's sections are attributes; plugin sections are reached with :meth:`section`.
+    """
+
+    server: ServerConfig
+    plugins: PluginsConfig
+    models: Mapping[str, ModelConfig]
+    backends: Mapping[str, BackendConfig]
+    sections: Mapping[str, Any]
+    source: str | None = None
+
+    def section(self, name: str) -> Any:
+        """The structured value of a plugin's section (its defaults when the file omits it)."""
+        return self.sections[name]
