@@ -1,17 +1,28 @@
 """hookgate: a plugin-based gateway between LLM and agent clients and model backends.
 
-The names here are the stable API for plugins and embedders.
+The names exported here (``__all__``) are the stable API for plugins and embedders, versioned
+as the hook specifications are (see :mod:`gateway.hookspecs`): a plugin of any kind needs no other
+module of the core. Beside them, these packages are public APIs of their own: ``gateway.agents``
+(agents), ``gateway.tools`` (Python tools), ``gateway.triggers`` (listeners, pollers, webhook
+verifiers), ``gateway.runs`` (runs that outlive their connection), and each protocol's package
+under ``gateway.protocols`` (its wire formats, for backends that speak it). Every other module is
+internal and may change in any release.
 """
 
 from __future__ import annotations
 
 __version__ = "0.2.0"
 
+from gateway import hookspecs
 from gateway.auth.base import Authenticator
 from gateway.backends.base import Backend
+from gateway.backends.http import HTTPBackend, HTTPBackendConfig, StreamParser
+from gateway.backends.upstream import Upstream, error_message, status_error
 from gateway.canonical import (
+    JSON,
     ChatRequest,
     ChatResponse,
+    EmbeddingInput,
     EmbeddingRequest,
     EmbeddingResponse,
     Error,
@@ -19,9 +30,12 @@ from gateway.canonical import (
     Finish,
     ImagePart,
     Message,
+    OpaquePart,
+    Part,
     Raw,
     ReasoningDelta,
     ReasoningPart,
+    Role,
     Start,
     TextDelta,
     TextPart,
@@ -31,6 +45,7 @@ from gateway.canonical import (
     ToolCallPart,
     ToolCallStart,
     ToolChoice,
+    ToolChoiceMode,
     ToolResult,
     ToolResultPart,
     ToolRunDelta,
@@ -39,23 +54,94 @@ from gateway.canonical import (
     Usage,
     UsageEvent,
 )
+from gateway.config.imports import import_path
 from gateway.config.sections import BackendConfig, Config
-from gateway.config.types import ByteSize, Count, Duration, Url
-from gateway.core.app import GATEWAY, Gateway, create_app, init_app
+from gateway.config.types import (
+    ByteSize,
+    Count,
+    Duration,
+    NonNegative,
+    Port,
+    Url,
+    format_errors,
+    make_converter,
+)
+from gateway.core.app import GATEWAY, Gateway, ServedAgent, create_app, init_app
 from gateway.core.filters import Filter, Outcome
-from gateway.core.loading import load
-from gateway.core.registry import Register
-from gateway.errors import ConfigError, GatewayError
-from gateway.exchange import EXCHANGE, Exchange, Principal
+from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
+from gateway.core.loading import Loaded, load
+from gateway.core.registry import (
+    Register,
+    RegisterAgent,
+    RegisterAuth,
+    RegisterBackend,
+    RegisterFilter,
+    RegisterListener,
+    RegisterProtocol,
+    RegisterSection,
+    RegisterSessionStore,
+    RegisterTool,
+    RegisterVerifier,
+    RegistryError,
+)
+from gateway.core.router import Route
+from gateway.core.tokens import message_tokens, request_tokens, text_tokens
+from gateway.errors import (
+    BadRequest,
+    ConfigError,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    UpstreamError,
+    UpstreamTimeout,
+    default_error_body,
+    from_upstream_status,
+)
+from gateway.exchange import ANONYMOUS, EXCHANGE, Exchange, Principal, RouteInfo
 from gateway.hookspecs import hookimpl
-from gateway.protocols.base import ProtocolAdapter
+from gateway.protocols.base import ProtocolAdapter, StreamEncoder
+from gateway.sessions.base import (
+    SESSION_ID,
+    Entry,
+    Session,
+    SessionConfig,
+    SessionInfo,
+    SessionStore,
+    trim,
+)
+from gateway.state import SharedState
+from gateway.state.redis import RedisState, Script, StreamEntry, StreamRead, pubsub_messages
+from gateway.streaming.assembler import Assembler, new_id
+from gateway.streaming.sse import (
+    PING,
+    FrameRelay,
+    SendTimeout,
+    SSEDecoder,
+    SSEFrame,
+    SSEResponse,
+    complete_frames,
+)
+from gateway.tools import ToolContext, ToolOutcome, tool
 
 __all__ = [
+    "ANONYMOUS",
     "EXCHANGE",
     "GATEWAY",
+    "JSON",
+    "JSON_CONTENT_TYPE",
+    "PING",
+    "SESSION_ID",
+    "Assembler",
     "Authenticator",
     "Backend",
     "BackendConfig",
+    "BadRequest",
     "ByteSize",
     "ChatRequest",
     "ChatResponse",
@@ -63,25 +149,70 @@ __all__ = [
     "ConfigError",
     "Count",
     "Duration",
+    "EmbeddingInput",
     "EmbeddingRequest",
     "EmbeddingResponse",
+    "Entry",
     "Error",
     "Event",
     "Exchange",
     "Filter",
     "Finish",
+    "Forbidden",
+    "FrameRelay",
     "Gateway",
     "GatewayError",
+    "HTTPBackend",
+    "HTTPBackendConfig",
     "ImagePart",
+    "Loaded",
     "Message",
+    "NonNegative",
+    "NotFound",
+    "OpaquePart",
     "Outcome",
+    "Overloaded",
+    "Part",
+    "PayloadTooLarge",
+    "Port",
     "Principal",
     "ProtocolAdapter",
+    "RateLimited",
     "Raw",
     "ReasoningDelta",
     "ReasoningPart",
+    "RedisState",
     "Register",
+    "RegisterAgent",
+    "RegisterAuth",
+    "RegisterBackend",
+    "RegisterFilter",
+    "RegisterListener",
+    "RegisterProtocol",
+    "RegisterSection",
+    "RegisterSessionStore",
+    "RegisterTool",
+    "RegisterVerifier",
+    "RegistryError",
+    "Role",
+    "Route",
+    "RouteInfo",
+    "SSEDecoder",
+    "SSEFrame",
+    "SSEResponse",
+    "Script",
+    "SendTimeout",
+    "ServedAgent",
+    "Session",
+    "SessionConfig",
+    "SessionInfo",
+    "SessionStore",
+    "SharedState",
     "Start",
+    "StreamEncoder",
+    "StreamEntry",
+    "StreamParser",
+    "StreamRead",
     "TextDelta",
     "TextPart",
     "Tool",
@@ -90,16 +221,43 @@ __all__ = [
     "ToolCallPart",
     "ToolCallStart",
     "ToolChoice",
+    "ToolChoiceMode",
+    "ToolContext",
+    "ToolOutcome",
     "ToolResult",
     "ToolResultPart",
     "ToolRunDelta",
     "ToolRunEnd",
     "ToolRunStart",
+    "Unauthorized",
+    "Unavailable",
+    "Unprocessable",
+    "Upstream",
+    "UpstreamError",
+    "UpstreamTimeout",
     "Url",
     "Usage",
     "UsageEvent",
+    "complete_frames",
     "create_app",
+    "default_error_body",
+    "error_message",
+    "format_errors",
+    "from_upstream_status",
     "hookimpl",
+    "hookspecs",
+    "import_path",
     "init_app",
+    "json_response",
     "load",
+    "make_converter",
+    "message_tokens",
+    "new_id",
+    "pubsub_messages",
+    "read_json",
+    "request_tokens",
+    "status_error",
+    "text_tokens",
+    "tool",
+    "trim",
 ]

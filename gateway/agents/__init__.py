@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from gateway import ToolContext, ToolOutcome, hookimpl, tool
 from gateway.agents.agent import Agent, AgentConfig
-from gateway.hookspecs import hookimpl
-from gateway.tools.python import Tool, ToolContext, ToolOutcome, tool
+from gateway.tools import Tool
 
 __all__ = ["Agent", "AgentConfig", "AgentsPlugin", "Tool", "ToolContext", "ToolOutcome", "tool"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import attrs
 
+from gateway import Count, Duration
 from gateway.agents.remote_config import RemoteAgentConfig
-from gateway.config.types import Count, Duration
-from gateway.tools.python import Tool
+from gateway.tools import Tool
 
 DEFAULT_MAX_STEPS = 8
 DEFAULT_TOOL_TIMEOUT = 30.0

@@ -14,16 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import ANONYMOUS, ConfigError, GatewayError, hookimpl
 from gateway.agents.agent import Agent, AgentConfig
 from gateway.agents.remote import RemoteAgents
 from gateway.agents.runtime import AgentBackend
-from gateway.errors import ConfigError, GatewayError
-from gateway.exchange import ANONYMOUS
-from gateway.hookspecs import hookimpl
-from gateway.tools.python import Tool, as_tool, import_tool
+from gateway.tools import Tool, as_tool, import_tool
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 log = logging.getLogger(__name__)
 

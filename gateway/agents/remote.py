@@ -23,11 +23,10 @@ from typing import Any
 
 import aiohttp
 
+from gateway import ToolContext
 from gateway.agents.remote_config import RemoteAgentConfig
-from gateway.protocols.a2a.cards import RemoteCard
-from gateway.protocols.a2a.client import A2AClient
-from gateway.protocols.a2a.jsonrpc import A2AError
-from gateway.tools.python import Tool, ToolContext
+from gateway.protocols.a2a import A2AClient, A2AError, RemoteCard
+from gateway.tools import Tool
 
 log = logging.getLogger(__name__)
 

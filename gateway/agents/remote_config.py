@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from gateway.config.types import Duration, Url
+from gateway import Duration, Url
 
 _FIELDS = {
     "url",

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gateway.agents.agent import Agent
-from gateway.backends.base import Backend
-from gateway.canonical import (
+from gateway import (
+    Backend,
     ChatRequest,
     Error,
     Event,
     Finish,
+    GatewayError,
     Message,
     Part,
     ReasoningDelta,
@@ -44,22 +44,23 @@ from gateway.canonical import (
     ToolCallEnd,
     ToolCallPart,
     ToolCallStart,
+    ToolContext,
+    ToolOutcome,
     ToolResult,
     ToolResultPart,
     ToolRunDelta,
     ToolRunEnd,
     ToolRunStart,
+    UpstreamError,
     Usage,
     UsageEvent,
+    new_id,
 )
-from gateway.errors import GatewayError, UpstreamError
-from gateway.streaming.assembler import new_id
-from gateway.tools.python import Tool, ToolContext, ToolOutcome
+from gateway.agents.agent import Agent
+from gateway.tools import Tool
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
-    from gateway.core.router import Route
-    from gateway.exchange import Exchange
+    from gateway import Exchange, Gateway, Route
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from gateway.auth.base import Authenticator
-from gateway.exchange import Principal
-from gateway.hookspecs import hookimpl
+from gateway import Authenticator, Principal, hookimpl
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,24 @@ from typing import Any
 import attrs
 import orjson
 
-from gateway.backends.http import HTTPBackend, HTTPBackendConfig
-from gateway.canonical import ChatRequest, ChatResponse
-from gateway.config.types import Count
-from gateway.errors import GatewayError, UpstreamError
-from gateway.exchange import Exchange
-from gateway.hookspecs import hookimpl
-from gateway.protocols.anthropic import messages as anthropic
-from gateway.protocols.anthropic.messages import PROTOCOL
-from gateway.protocols.anthropic.response import decode_response, stream_error
-from gateway.protocols.anthropic.stream import StreamParser
+from gateway import (
+    ChatRequest,
+    ChatResponse,
+    Count,
+    Exchange,
+    GatewayError,
+    HTTPBackend,
+    HTTPBackendConfig,
+    UpstreamError,
+    hookimpl,
+)
+from gateway.protocols.anthropic import (
+    PROTOCOL,
+    StreamParser,
+    decode_response,
+    encode_request,
+    stream_error,
+)
 
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
@@ -76,7 +84,7 @@ class AnthropicBackend(HTTPBackend):
 
     def encode_request(self, request: ChatRequest) -> bytes:
         model = request.upstream_model or request.model
-        return orjson.dumps(anthropic.encode_request(request, model, self.config.max_tokens))
+        return orjson.dumps(encode_request(request, model, self.config.max_tokens))
 
     def decode_response(self, obj: Any) -> ChatResponse:
         return decode_response(obj)
@@ -89,7 +97,7 @@ class AnthropicBackend(HTTPBackend):
 
     async def count_tokens(self, request: ChatRequest, exchange: Exchange) -> int | None:
         """The upstream's own count (exact for its model)."""
-        body = anthropic.encode_request(
+        body = encode_request(
             request, request.upstream_model or request.model, self.config.max_tokens
         )
         for key in _NOT_COUNTED:

@@ -18,13 +18,16 @@ from typing import Any
 
 import attrs
 
-from gateway.backends.base import Backend
-from gateway.canonical import (
+from gateway import (
+    Backend,
+    BackendConfig,
     ChatRequest,
     ChatResponse,
+    Duration,
     EmbeddingRequest,
     EmbeddingResponse,
     Event,
+    Exchange,
     Finish,
     Message,
     Start,
@@ -32,14 +35,12 @@ from gateway.canonical import (
     TextPart,
     Usage,
     UsageEvent,
+    hookimpl,
+    new_id,
+    request_tokens,
+    text_tokens,
 )
-from gateway.config.sections import BackendConfig
-from gateway.config.types import Duration
-from gateway.core.tokens import request_tokens, text_tokens
-from gateway.exchange import Exchange
-from gateway.hookspecs import hookimpl
-from gateway.protocols.openai import embeddings as openai_embeddings
-from gateway.streaming.assembler import new_id
+from gateway.protocols.openai import embedding_inputs
 
 log = logging.getLogger(__name__)
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -84,7 +85,7 @@ class EchoBackend(Backend):
         vector), ``dimensions`` long (16 by default): for trying clients, not for meaning."""
         size = request.dimensions or 16
         vectors, tokens = [], 0
-        for item in openai_embeddings.texts(request):
+        for item in embedding_inputs(request):
             text = item if isinstance(item, str) else " ".join(map(str, item))
             tokens += text_tokens(text) if isinstance(item, str) else len(item)
             seed = hashlib.sha256(text.encode()).digest()

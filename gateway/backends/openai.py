@@ -14,23 +14,29 @@ from typing import Any, Literal
 import attrs
 import orjson
 
-from gateway.backends.http import HTTPBackend, HTTPBackendConfig
-from gateway.canonical import (
+from gateway import (
     ChatRequest,
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
     Event,
+    Exchange,
+    GatewayError,
+    HTTPBackend,
+    HTTPBackendConfig,
     Raw,
+    hookimpl,
 )
-from gateway.errors import GatewayError
-from gateway.exchange import Exchange
-from gateway.hookspecs import hookimpl
-from gateway.protocols.openai import chat as openai_chat
-from gateway.protocols.openai import chat_response as openai_chat_response
-from gateway.protocols.openai import embeddings as openai_embeddings
-from gateway.protocols.openai.chat import PROTOCOL
-from gateway.protocols.openai.chat_stream import DONE, StreamParser, stream_error
+from gateway.protocols.openai import (
+    DONE,
+    PROTOCOL,
+    ChatStreamParser,
+    chat_stream_error,
+    decode_chat_response,
+    decode_embedding_response,
+    encode_chat_request,
+    encode_embedding_request,
+)
 
 
 @attrs.frozen
@@ -62,7 +68,7 @@ class OpenAIBackend(HTTPBackend):
     config: OpenAIBackendConfig
 
     def encode_request(self, request: ChatRequest) -> bytes:
-        body = openai_chat.encode_request(
+        body = encode_chat_request(
             request,
             request.upstream_model or request.model,
             max_tokens_field=self.config.max_tokens_field,
@@ -70,10 +76,10 @@ class OpenAIBackend(HTTPBackend):
         return orjson.dumps(body)
 
     def decode_response(self, obj: Any) -> ChatResponse:
-        return openai_chat_response.decode_response(obj)
+        return decode_chat_response(obj)
 
     def error(self, obj: dict[str, Any]) -> GatewayError | None:
-        return stream_error(obj) if obj.get("error") else None
+        return chat_stream_error(obj) if obj.get("error") else None
 
     def stream_parser(self, request: ChatRequest) -> _Stream:
         return _Stream()
@@ -93,12 +99,12 @@ class OpenAIBackend(HTTPBackend):
         return [Raw(DONE, PROTOCOL)] if relay and not parser.done else []
 
     async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResponse:
-        body = openai_embeddings.encode_request(request, request.upstream_model or request.model)
+        body = encode_embedding_request(request, request.upstream_model or request.model)
         data = await self.upstream.post("/embeddings", orjson.dumps(body), exchange)
-        return openai_embeddings.decode_response(self.json(data), data, request)
+        return decode_embedding_response(self.json(data), data, request)
 
 
-class _Stream(StreamParser):
+class _Stream(ChatStreamParser):
     """A ``chat.completion.chunk`` parser that also notes the ``[DONE]`` frame."""
 
     __slots__ = ("done",)

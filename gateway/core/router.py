@@ -9,13 +9,16 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
-from gateway.backends.base import Backend
 from gateway.config.sections import ModelConfig
 from gateway.errors import Forbidden, NotFound
 from gateway.exchange import Principal
+
+if TYPE_CHECKING:
+    from gateway.backends.base import Backend
 
 _CACHE_LIMIT = 4096
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from gateway.state.redis import RedisState
+    from gateway import RedisState
 
 Limit = Literal["requests", "tokens"]
 

@@ -20,17 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gateway.canonical import ChatRequest
-from gateway.config.types import NonNegative
-from gateway.core.filters import Filter, Outcome
-from gateway.core.tokens import request_tokens
-from gateway.errors import GatewayError, RateLimited
-from gateway.exchange import Exchange, Principal
-from gateway.hookspecs import hookimpl
+from gateway import (
+    ChatRequest,
+    Exchange,
+    Filter,
+    GatewayError,
+    NonNegative,
+    Outcome,
+    Principal,
+    RateLimited,
+    hookimpl,
+    request_tokens,
+)
 from gateway.limits.buckets import Buckets, MemoryBuckets, RedisBuckets
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 log = logging.getLogger(__name__)
 

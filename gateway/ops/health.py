@@ -6,8 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import __version__
-from gateway.hookspecs import hookimpl
+from gateway import __version__, hookimpl
 
 _BODY = b'{"status":"ok","version":"' + __version__.encode() + b'"}'
 

@@ -12,7 +12,7 @@ import attrs
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.hookspecs import hookimpl
+from gateway import hookimpl
 
 
 @attrs.frozen

@@ -14,8 +14,19 @@ that started it) and the client's run id.
 
 from __future__ import annotations
 
-from gateway.runs.log import Batch, Run, RunInfo, RunStore, is_terminal
+from gateway.runs.log import Batch, Run, RunInfo, RunKey, RunStore, is_terminal
 from gateway.runs.manager import Runs
 from gateway.runs.memory import MemoryRunStore
+from gateway.runs.redis import RedisRunStore
 
-__all__ = ["Batch", "MemoryRunStore", "Run", "RunInfo", "RunStore", "Runs", "is_terminal"]
+__all__ = [
+    "Batch",
+    "MemoryRunStore",
+    "RedisRunStore",
+    "Run",
+    "RunInfo",
+    "RunKey",
+    "RunStore",
+    "Runs",
+    "is_terminal",
+]

@@ -29,7 +29,7 @@ import orjson
 
 from gateway.errors import GatewayError
 from gateway.runs.log import Batch, Run, RunInfo, RunKey, RunStore, is_terminal
-from gateway.state.redis import messages
+from gateway.state.redis import pubsub_messages
 
 if TYPE_CHECKING:
     from gateway.state.redis import RedisState, StreamEntry, StreamRead
@@ -214,7 +214,7 @@ class RedisRunStore(RunStore):
             try:
                 pubsub = self.redis.client.pubsub()
                 await pubsub.subscribe(self.channel)
-                async for message in messages(pubsub):
+                async for message in pubsub_messages(pubsub):
                     if message.get("type") == "message" and self.on_cancel:
                         owner, _, run_id = message["data"].decode().partition("\n")
                         self.on_cancel(owner, run_id)

@@ -12,14 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.core.jsonio import json_response
-from gateway.errors import BadRequest, NotFound
-from gateway.exchange import EXCHANGE
-from gateway.protocols.openai.chat import encode_messages
-from gateway.sessions.base import SESSION_ID, SessionInfo, SessionStore
+from gateway import (
+    EXCHANGE,
+    SESSION_ID,
+    BadRequest,
+    NotFound,
+    SessionInfo,
+    SessionStore,
+    json_response,
+)
+from gateway.protocols.openai import encode_messages
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import orjson
 
-from gateway.canonical import (
+from gateway import (
     ImagePart,
     Message,
     OpaquePart,

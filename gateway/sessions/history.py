@@ -25,17 +25,27 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from gateway.canonical import ChatRequest, ChatResponse, Message, TextPart
-from gateway.core.filters import Filter
-from gateway.core.tokens import message_tokens
-from gateway.errors import BadRequest, ConfigError
-from gateway.exchange import EXCHANGE, Exchange
-from gateway.hookspecs import hookimpl
+from gateway import (
+    EXCHANGE,
+    SESSION_ID,
+    BadRequest,
+    ChatRequest,
+    ChatResponse,
+    ConfigError,
+    Entry,
+    Exchange,
+    Filter,
+    Message,
+    SessionConfig,
+    SessionStore,
+    TextPart,
+    hookimpl,
+    message_tokens,
+)
 from gateway.sessions import api, codec
-from gateway.sessions.base import SESSION_ID, Entry, SessionConfig, SessionStore
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -13,16 +13,8 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from gateway.hookspecs import hookimpl
+from gateway import Entry, Session, SessionConfig, SessionInfo, SessionStore, hookimpl, trim
 from gateway.sessions import codec
-from gateway.sessions.base import (
-    Entry,
-    Session,
-    SessionConfig,
-    SessionInfo,
-    SessionStore,
-    trim,
-)
 
 
 class _Stored:

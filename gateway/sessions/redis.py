@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.hookspecs import hookimpl
+from gateway import Entry, Session, SessionConfig, SessionInfo, SessionStore, hookimpl
 from gateway.sessions import codec
-from gateway.sessions.base import Entry, Session, SessionConfig, SessionInfo, SessionStore
 
 if TYPE_CHECKING:
-    from gateway.state.redis import RedisState
+    from gateway import RedisState
 
 _NOW = """
 local t = redis.call('TIME')

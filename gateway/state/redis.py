@@ -162,7 +162,7 @@ class Script:
         return await self._script(keys=list(keys), args=list(args))
 
 
-async def messages(pubsub: Any, poll: float = 1.0) -> AsyncIterator[dict[str, Any]]:
+async def pubsub_messages(pubsub: Any, poll: float = 1.0) -> AsyncIterator[dict[str, Any]]:
     """The messages (not the subscription replies) a subscribed redis-py ``PubSub`` receives,
     until the task reading them is cancelled.
 

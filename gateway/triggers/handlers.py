@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from gateway.config.imports import import_path
+from gateway import import_path
 from gateway.triggers.template import Template, TemplateError
 
 

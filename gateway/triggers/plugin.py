@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.config.types import format_errors, make_converter
-from gateway.errors import ConfigError
-from gateway.hookspecs import hookimpl
+from gateway import ConfigError, format_errors, hookimpl, make_converter
 from gateway.triggers.service import SERVICE, TriggersConfig, service_for
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 log = logging.getLogger(__name__)
 

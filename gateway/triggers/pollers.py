@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 from prometheus_client import Counter
 
-from gateway.config.types import Duration, format_errors, make_converter
-from gateway.errors import ConfigError, GatewayError
-from gateway.hookspecs import hookimpl
+from gateway import ConfigError, Duration, GatewayError, format_errors, hookimpl, make_converter
 from gateway.triggers.handlers import Handler, TriggerEvent
 from gateway.triggers.runner import stop_task
 from gateway.triggers.service import SERVICE, TriggerService, service_for
@@ -34,8 +32,7 @@ from gateway.triggers.service import SERVICE, TriggerService, service_for
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.core.app import Gateway
-    from gateway.exchange import Principal
+    from gateway import Gateway, Principal
 
 log = logging.getLogger(__name__)
 

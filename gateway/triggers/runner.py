@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.errors import Unavailable
+from gateway import Unavailable
 
 log = logging.getLogger(__name__)
 

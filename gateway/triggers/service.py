@@ -20,18 +20,27 @@ import attrs
 from aiohttp import web
 from prometheus_client import Counter
 
-from gateway.canonical import ChatRequest, Message, TextPart
-from gateway.config.types import Count, Duration
-from gateway.errors import ConfigError, GatewayError
-from gateway.exchange import ANONYMOUS, Exchange, Principal, RouteInfo
-from gateway.protocols.agui.events import RunInput
-from gateway.streaming.assembler import new_id
+from gateway import (
+    ANONYMOUS,
+    ChatRequest,
+    ConfigError,
+    Count,
+    Duration,
+    Exchange,
+    GatewayError,
+    Message,
+    Principal,
+    RouteInfo,
+    TextPart,
+    new_id,
+)
+from gateway.protocols.agui import RunInput
 from gateway.triggers.handlers import Handler, HandlerError, TriggerEvent, slug
 from gateway.triggers.runner import Job, JobRunner
 from gateway.triggers.state import MemoryTriggerState, TriggerState
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
     from gateway.runs import Run
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from gateway.state.redis import RedisState
+    from gateway import RedisState
 
 Claim = Literal["ok", "done", "busy", "backoff"]
 """``ok``: this instance runs the tick; ``done``: another instance claimed it; ``busy``: the

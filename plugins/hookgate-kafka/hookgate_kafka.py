@@ -18,8 +18,7 @@ from typing import Any
 
 import attrs
 
-from gateway.config.types import Count, Duration
-from gateway.hookspecs import hookimpl
+from gateway import Count, Duration, hookimpl
 from gateway.triggers import Listener, ListenerConfig, TriggerEvent
 
 

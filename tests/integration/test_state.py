@@ -22,7 +22,7 @@ from support.services import RedisServer
 
 from gateway import GATEWAY, create_app, hookimpl
 from gateway.errors import ConfigError, GatewayError, Unavailable
-from gateway.state.redis import messages
+from gateway.state.redis import pubsub_messages
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -269,7 +269,7 @@ async def test_pubsub_readers_end_when_cancelled(redis_url, redis_prefix):
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(f"{redis_prefix}channel")
                 subscribed.set()
-                async for _ in messages(pubsub):
+                async for _ in pubsub_messages(pubsub):
                     pass
         finally:
             await client.aclose()

@@ -28,11 +28,18 @@ import attrs
 import orjson
 from aiohttp import web
 
-from gateway import __version__
-from gateway.config.types import Count, Duration, NonNegative
-from gateway.errors import GatewayError, NotFound
-from gateway.exchange import EXCHANGE
-from gateway.hookspecs import hookimpl
+from gateway import (
+    EXCHANGE,
+    Count,
+    Duration,
+    GatewayError,
+    NonNegative,
+    NotFound,
+    ProtocolAdapter,
+    SSEResponse,
+    __version__,
+    hookimpl,
+)
 from gateway.protocols.a2a import jsonrpc
 from gateway.protocols.a2a.cards import AgentInfo, agent_card, gateway_card
 from gateway.protocols.a2a.jsonrpc import (
@@ -56,11 +63,9 @@ from gateway.protocols.a2a.wire import (
     task_to_03,
     version_of,
 )
-from gateway.protocols.base import ProtocolAdapter
-from gateway.streaming.sse import SSEResponse
 
 if TYPE_CHECKING:
-    from gateway.core.app import ServedAgent
+    from gateway import ServedAgent
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +112,7 @@ class A2AProtocol(ProtocolAdapter):
         self.config = cfg
         self.public_url = cfg.public_url.rstrip("/")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
-            from gateway.errors import ConfigError
+            from gateway import ConfigError
 
             raise ConfigError([f"a2a.public_url: not a URL: {cfg.public_url!r}"])
         self.service = TaskService(

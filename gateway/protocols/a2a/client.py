@@ -19,6 +19,7 @@ import aiohttp
 import attrs
 import orjson
 
+from gateway import SSEDecoder
 from gateway.protocols.a2a.cards import CARD_PATH, CardError, RemoteCard
 from gateway.protocols.a2a.jsonrpc import A2AError, raise_for
 from gateway.protocols.a2a.task_events import apply, state_of
@@ -32,7 +33,6 @@ from gateway.protocols.a2a.wire import (
     task_from_03,
     text_of,
 )
-from gateway.streaming.sse import SSEDecoder
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,11 @@ import attrs
 import orjson
 from aiohttp import web
 
-from gateway.core.jsonio import read_json
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway import BadRequest, GatewayError, PayloadTooLarge, read_json
 from gateway.protocols.a2a.wire import V1, ContentTypeNotSupported, task_to_03
 
 if TYPE_CHECKING:
-    from gateway.exchange import Exchange
+    from gateway import Exchange
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 A2A_DOMAIN = "a2a-protocol.org"

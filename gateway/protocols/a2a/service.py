@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.canonical import ChatRequest, Error, Event, Message, TextPart
-from gateway.errors import GatewayError, NotFound
+from gateway import ChatRequest, Error, Event, GatewayError, Message, NotFound, TextPart
 from gateway.protocols.a2a.jsonrpc import (
     InvalidParams,
     TaskNotCancelable,
@@ -48,12 +47,10 @@ from gateway.protocols.a2a.wire import (
     text_of,
     to_canonical,
 )
-from gateway.runs import MemoryRunStore, Run, Runs, RunStore
-from gateway.runs.log import RunKey
+from gateway.runs import MemoryRunStore, Run, RunKey, Runs, RunStore
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
-    from gateway.exchange import Exchange
+    from gateway import Exchange, Gateway
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +90,7 @@ class TaskService:
         self.logs: RunStore
         self.tasks: TaskStore
         if kind == "redis":
-            from gateway.runs.redis import RedisRunStore
+            from gateway.runs import RedisRunStore
 
             redis = state.redis("a2a.store")
             self.logs = RedisRunStore(

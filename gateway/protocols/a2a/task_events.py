@@ -14,11 +14,12 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import (
+from gateway import (
     JSON,
     Error,
     Event,
     Finish,
+    GatewayError,
     TextDelta,
     ToolResult,
     ToolRunDelta,
@@ -26,8 +27,8 @@ from gateway.canonical import (
     ToolRunStart,
     Usage,
     UsageEvent,
+    new_id,
 )
-from gateway.errors import GatewayError
 from gateway.protocols.a2a.wire import (
     CANCELED,
     COMPLETED,
@@ -39,7 +40,6 @@ from gateway.protocols.a2a.wire import (
     text_message,
     timestamp,
 )
-from gateway.streaming.assembler import new_id
 
 #: The name of the artifact that holds an agent's answer.
 ANSWER = "answer"

@@ -25,7 +25,7 @@ import attrs
 import orjson
 
 if TYPE_CHECKING:
-    from gateway.state.redis import RedisState
+    from gateway import RedisState
 
 WHAT = "A2A tasks"
 

@@ -21,8 +21,7 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import JSON, ImagePart, Message, Part, Role, TextPart
-from gateway.errors import BadRequest, GatewayError
+from gateway import JSON, BadRequest, GatewayError, ImagePart, Message, Part, Role, TextPart
 
 PROTOCOL = "a2a"
 V1 = "1.0"

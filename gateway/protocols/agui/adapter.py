@@ -26,17 +26,25 @@ import attrs
 import orjson
 from aiohttp import WSMsgType, web
 
-from gateway.canonical import Error
-from gateway.config.types import Count, Duration
-from gateway.core.jsonio import json_response, read_json
-from gateway.errors import BadRequest, GatewayError, NotFound, UpstreamError
-from gateway.exchange import EXCHANGE, Exchange
-from gateway.hookspecs import hookimpl
+from gateway import (
+    EXCHANGE,
+    BadRequest,
+    Count,
+    Duration,
+    Error,
+    Exchange,
+    GatewayError,
+    NotFound,
+    ProtocolAdapter,
+    SSEResponse,
+    UpstreamError,
+    hookimpl,
+    json_response,
+    read_json,
+)
 from gateway.protocols.agui.compact import CompactTranslator, compact_frame
 from gateway.protocols.agui.events import EventTranslator, RunInput, decode_run_input, sse_frame
-from gateway.protocols.base import ProtocolAdapter
 from gateway.runs import MemoryRunStore, Run, RunInfo, Runs, RunStore
-from gateway.streaming.sse import SSEResponse
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +100,7 @@ class AguiProtocol(ProtocolAdapter):
         else:
             kind = state.choose("agui.store", cfg.store)
         if kind == "redis":
-            from gateway.runs.redis import RedisRunStore
+            from gateway.runs import RedisRunStore
 
             return RedisRunStore(state.redis("agui.store"), cfg.run_ttl)
         return MemoryRunStore(cfg.run_ttl, cfg.max_kept_runs)

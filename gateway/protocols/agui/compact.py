@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import JSON
+from gateway import JSON
 
 
 class CompactTranslator:

@@ -16,12 +16,14 @@ from typing import Any
 
 import attrs
 
-from gateway.canonical import (
+from gateway import (
     JSON,
+    BadRequest,
     ChatRequest,
     Error,
     Event,
     Finish,
+    GatewayError,
     ImagePart,
     Message,
     OpaquePart,
@@ -42,9 +44,8 @@ from gateway.canonical import (
     ToolRunStart,
     Usage,
     UsageEvent,
+    new_id,
 )
-from gateway.errors import BadRequest, GatewayError
-from gateway.streaming.assembler import new_id
 
 PROTOCOL = "agui"
 TERMINAL = frozenset({"RUN_FINISHED", "RUN_ERROR"})

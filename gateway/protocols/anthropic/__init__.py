@@ -1,2 +1,28 @@
 """The Anthropic Messages protocol: the adapter (:mod:`.adapter`) and its wire formats
-(:mod:`.messages`, :mod:`.response`, :mod:`.stream`)."""
+(:mod:`.messages`, :mod:`.response`, :mod:`.stream`).
+
+Its wire formats are public: a backend for an Anthropic upstream uses the names below.
+"""
+
+from __future__ import annotations
+
+from gateway.protocols.anthropic.messages import PROTOCOL, decode_request, encode_request
+from gateway.protocols.anthropic.response import (
+    decode_response,
+    encode_response,
+    error_body,
+    stream_error,
+)
+from gateway.protocols.anthropic.stream import MessageEncoder, StreamParser
+
+__all__ = [
+    "PROTOCOL",
+    "MessageEncoder",
+    "StreamParser",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "error_body",
+    "stream_error",
+]

@@ -11,14 +11,18 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
-from gateway.errors import GatewayError
-from gateway.exchange import EXCHANGE
-from gateway.hookspecs import hookimpl
+from gateway import (
+    EXCHANGE,
+    JSON_CONTENT_TYPE,
+    GatewayError,
+    ProtocolAdapter,
+    hookimpl,
+    json_response,
+    read_json,
+)
 from gateway.protocols.anthropic import messages as anthropic
 from gateway.protocols.anthropic import response as anthropic_response
 from gateway.protocols.anthropic.stream import MessageEncoder
-from gateway.protocols.base import ProtocolAdapter
 
 
 class AnthropicProtocol(ProtocolAdapter):

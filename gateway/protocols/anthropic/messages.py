@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import (
+from gateway import (
     JSON,
+    BadRequest,
     ChatRequest,
     ImagePart,
     Message,
@@ -31,7 +32,6 @@ from gateway.canonical import (
     ToolChoiceMode,
     ToolResultPart,
 )
-from gateway.errors import BadRequest
 
 PROTOCOL = "anthropic"
 log = logging.getLogger(__name__)

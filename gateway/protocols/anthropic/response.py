@@ -6,30 +6,28 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import (
+from gateway import (
     JSON,
+    BadRequest,
     ChatResponse,
+    Forbidden,
+    GatewayError,
     Message,
+    NotFound,
     OpaquePart,
+    Overloaded,
     Part,
+    RateLimited,
     ReasoningPart,
     TextPart,
     ToolCallPart,
-    Usage,
-)
-from gateway.errors import (
-    BadRequest,
-    Forbidden,
-    GatewayError,
-    NotFound,
-    Overloaded,
-    RateLimited,
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
+    Usage,
+    new_id,
 )
 from gateway.protocols.anthropic.messages import PROTOCOL, rest, tool_use_block
-from gateway.streaming.assembler import new_id
 
 FINISH_IN = {
     "end_turn": "stop",

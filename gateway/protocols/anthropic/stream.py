@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import (
+from gateway import (
     JSON,
     Error,
     Event,
@@ -27,6 +27,7 @@ from gateway.canonical import (
     ToolCallStart,
     Usage,
     UsageEvent,
+    new_id,
 )
 from gateway.protocols.anthropic.messages import PROTOCOL
 from gateway.protocols.anthropic.response import (
@@ -36,7 +37,6 @@ from gateway.protocols.anthropic.response import (
     error_body,
     stop_reason,
 )
-from gateway.streaming.assembler import new_id
 
 # --- upstream events -> canonical ---------------------------------------------------------------
 

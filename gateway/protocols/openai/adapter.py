@@ -6,11 +6,15 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
-from gateway.errors import GatewayError
-from gateway.exchange import EXCHANGE
-from gateway.hookspecs import hookimpl
-from gateway.protocols.base import ProtocolAdapter
+from gateway import (
+    EXCHANGE,
+    JSON_CONTENT_TYPE,
+    GatewayError,
+    ProtocolAdapter,
+    hookimpl,
+    json_response,
+    read_json,
+)
 from gateway.protocols.openai import chat as openai_chat
 from gateway.protocols.openai import chat_response as openai_chat_response
 from gateway.protocols.openai import chat_stream as openai_chat_stream

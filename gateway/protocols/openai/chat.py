@@ -11,9 +11,11 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from gateway.canonical import (
+from gateway import (
     JSON,
+    BadRequest,
     ChatRequest,
+    GatewayError,
     ImagePart,
     Message,
     OpaquePart,
@@ -24,8 +26,8 @@ from gateway.canonical import (
     ToolCallPart,
     ToolChoice,
     ToolResultPart,
+    default_error_body,
 )
-from gateway.errors import BadRequest, GatewayError, default_error_body
 
 PROTOCOL = "openai"
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.canonical import (
+from gateway import (
     JSON,
     ChatResponse,
     Message,
@@ -13,11 +13,11 @@ from gateway.canonical import (
     ReasoningPart,
     TextPart,
     ToolCallPart,
+    UpstreamError,
     Usage,
+    new_id,
 )
-from gateway.errors import UpstreamError
 from gateway.protocols.openai.chat import FINISH_IN, FINISH_OUT
-from gateway.streaming.assembler import new_id
 
 
 def decode_response(obj: Any) -> ChatResponse:

@@ -8,11 +8,12 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import (
+from gateway import (
     JSON,
     Error,
     Event,
     Finish,
+    GatewayError,
     Raw,
     ReasoningDelta,
     Start,
@@ -20,13 +21,13 @@ from gateway.canonical import (
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
+    UpstreamError,
     Usage,
     UsageEvent,
+    new_id,
 )
-from gateway.errors import GatewayError, UpstreamError
 from gateway.protocols.openai.chat import FINISH_IN, FINISH_OUT, PROTOCOL, error_body
 from gateway.protocols.openai.chat_response import decode_usage, encode_usage
-from gateway.streaming.assembler import new_id
 
 # --- wire -> events --------------------------------------------------------------------
 

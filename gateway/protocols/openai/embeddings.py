@@ -13,8 +13,15 @@ from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from gateway.canonical import JSON, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, Usage
-from gateway.errors import BadRequest, UpstreamError
+from gateway import (
+    JSON,
+    BadRequest,
+    EmbeddingInput,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    UpstreamError,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs

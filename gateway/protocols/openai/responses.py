@@ -14,10 +14,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.canonical import (
+from gateway import (
     JSON,
+    BadRequest,
     ChatRequest,
     ChatResponse,
+    GatewayError,
     Message,
     OpaquePart,
     Part,
@@ -28,10 +30,9 @@ from gateway.canonical import (
     ToolChoice,
     ToolResultPart,
     Usage,
+    new_id,
 )
-from gateway.errors import BadRequest, GatewayError
 from gateway.protocols.openai.chat import image_from_url
-from gateway.streaming.assembler import new_id
 
 PROTOCOL = "openai_responses"
 log = logging.getLogger(__name__)

@@ -6,11 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.core.jsonio import json_response, read_json
-from gateway.errors import GatewayError
-from gateway.exchange import EXCHANGE
-from gateway.hookspecs import hookimpl
-from gateway.protocols.base import ProtocolAdapter
+from gateway import EXCHANGE, GatewayError, ProtocolAdapter, hookimpl, json_response, read_json
 from gateway.protocols.openai import chat as openai_chat
 from gateway.protocols.openai import responses as openai_responses
 from gateway.protocols.openai.responses_stream import ResponseEncoder

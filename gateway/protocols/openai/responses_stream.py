@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.canonical import (
+from gateway import (
     JSON,
     Error,
     Event,

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import attrs
 import orjson
 
-from gateway.errors import ConfigError, GatewayError
-from gateway.hookspecs import hookimpl
+from gateway import ConfigError, GatewayError, hookimpl
 from gateway.triggers.handlers import Handler, HandlerConfig, TriggerEvent
 from gateway.triggers.runner import stop_task
 from gateway.triggers.service import service_for
@@ -34,8 +33,7 @@ from gateway.triggers.template import TemplateError, lookup
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.core.app import Gateway
-    from gateway.exchange import Principal
+    from gateway import Gateway, Principal
 
 log = logging.getLogger(__name__)
 

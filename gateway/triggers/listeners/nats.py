@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from gateway.hookspecs import hookimpl
+from gateway import hookimpl
 from gateway.triggers.listeners.base import Listener, ListenerConfig
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 
 @attrs.frozen

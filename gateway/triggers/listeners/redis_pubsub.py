@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import redis.asyncio as aioredis
 
-from gateway.hookspecs import hookimpl
-from gateway.state.redis import messages
+from gateway import hookimpl, pubsub_messages
 from gateway.triggers.listeners.base import Listener, ListenerConfig
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 
 @attrs.frozen
@@ -59,7 +58,7 @@ class RedisPubSubListener(Listener):
                 else:
                     await pubsub.subscribe(self.config.channel)
                 self.connected.set()
-                async for message in messages(pubsub):
+                async for message in pubsub_messages(pubsub):
                     if message["type"] not in ("message", "pmessage"):
                         continue
                     channel = message["channel"].decode(errors="replace")

@@ -24,8 +24,7 @@ import attrs
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from gateway.config.types import Count, Duration
-from gateway.hookspecs import hookimpl
+from gateway import Count, Duration, hookimpl
 from gateway.triggers.listeners.base import Listener, ListenerConfig
 from gateway.triggers.listeners.redis_pubsub import redis_url
 from gateway.triggers.runner import stop_task
@@ -33,8 +32,7 @@ from gateway.triggers.runner import stop_task
 if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT, StreamIdT
 
-    from gateway.core.app import Gateway
-    from gateway.state.redis import StreamRead
+    from gateway import Gateway, StreamRead
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import attrs
 
-from gateway.config.types import Duration, Url
-from gateway.errors import GatewayError
-from gateway.hookspecs import hookimpl
-from gateway.streaming.sse import SSEDecoder
+from gateway import Duration, GatewayError, SSEDecoder, Url, hookimpl
 from gateway.triggers.listeners.base import Listener, ListenerConfig
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 #: How long the last event id is remembered for a stream that stays quiet.
 CURSOR_TTL = 7 * 24 * 3600.0

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from gateway.config.types import ByteSize, Duration
+from gateway import ByteSize, Duration
 from gateway.triggers.handlers import HandlerConfig
 
 

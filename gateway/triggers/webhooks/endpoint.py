@@ -18,25 +18,26 @@ import attrs
 from aiohttp import web
 from prometheus_client import Counter
 
-from gateway.config.types import format_errors, make_converter
-from gateway.core.jsonio import json_response
-from gateway.errors import (
+from gateway import (
     BadRequest,
     ConfigError,
     NotFound,
     PayloadTooLarge,
+    Principal,
     Unauthorized,
     Unavailable,
+    format_errors,
+    hookimpl,
+    json_response,
+    make_converter,
 )
-from gateway.exchange import Principal
-from gateway.hookspecs import hookimpl
 from gateway.triggers.handlers import Handler, TriggerEvent
 from gateway.triggers.service import TriggerService, service_for
 from gateway.triggers.webhooks.config import WebhookConfig
 from gateway.triggers.webhooks.verifier import Rejected, Verifier
 
 if TYPE_CHECKING:
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.hookspecs import hookimpl
+from gateway import hookimpl
 from gateway.triggers.template import TemplateError, lookup
 from gateway.triggers.webhooks.config import SCHEME_OPTIONS, WebhookConfig
 from gateway.triggers.webhooks.verifier import Verifier, any_equal, bad_signature

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from gateway.hookspecs import hookimpl
+from gateway import hookimpl
 from gateway.triggers.handlers import Handler
 from gateway.triggers.service import service_for
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.core.app import Gateway
+    from gateway import Gateway
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.hookspecs import hookimpl
+from gateway import hookimpl
 from gateway.triggers.webhooks.verifier import Rejected, Verifier, any_equal, bad_signature
 
 

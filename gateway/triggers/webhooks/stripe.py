@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.hookspecs import hookimpl
+from gateway import hookimpl
 from gateway.triggers.webhooks.verifier import Rejected, Verifier, any_equal, bad_signature
 
 
