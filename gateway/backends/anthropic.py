@@ -105,10 +105,11 @@ class AnthropicBackend(HTTPBackend):
         data = await self.upstream.post(
             COUNT_TOKENS, orjson.dumps(body), exchange, self.request_headers(request)
         )
-        count = self.json(data)
-        if not isinstance(count, dict) or not isinstance(count.get("input_tokens"), int):
+        answer = self.json(data)
+        count = answer.get("input_tokens") if isinstance(answer, dict) else None
+        if not isinstance(count, int):
             raise UpstreamError(f"backend '{self.name}' answered count_tokens without a count")
-        return count["input_tokens"]
+        return count
 
 
 @hookimpl

@@ -7,7 +7,7 @@ per ``[backends.<name>]`` table at startup and calls :meth:`Backend.start` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -49,7 +49,7 @@ class Backend:
     async def close(self) -> None:
         """Release what :meth:`start` opened. Called once at application shutdown."""
 
-    def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
+    def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
         """Answer ``request`` as an async iterator of canonical events, ending in a
         :class:`~gateway.canonical.Finish` or an :class:`~gateway.canonical.Error`."""
         raise NotImplementedError

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import attrs
@@ -102,7 +102,7 @@ class EchoBackend(Backend):
             usage=Usage(tokens, 0),
         )
 
-    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
+    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
         text, usage = self._answer(request)
         yield Start(new_id("chatcmpl-"), request.upstream_model or request.model, int(time.time()))
         delay = self.config.delay

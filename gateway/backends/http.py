@@ -19,7 +19,7 @@ the path, headers, request encoding, stream parser and error shape. The smallest
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 import attrs
@@ -160,7 +160,7 @@ class HTTPBackend(Backend):
             resp.raw, resp.raw_protocol = data, self.protocol
         return resp
 
-    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncIterator[Event]:
+    async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
         """The upstream's SSE answer as canonical events, read by whole frames.
 
         A read's events are handed on together, all but the last marked ``more``. When the
@@ -168,8 +168,8 @@ class HTTPBackend(Backend):
         go first as a :class:`Raw` event and the parsed events are marked ``relayed``. The
         events end after an error; a stream that closes before the parser saw its end is one.
         """
-        protocol = self.protocol
-        relay = request.raw_relay and protocol is not None and request.protocol == protocol
+        protocol = self.protocol or ""
+        relay = request.raw_relay and bool(protocol) and request.protocol == protocol
         # A relay nobody observes reads only the frames that end or fail the stream.
         skip = self.unobserved() if relay and not request.parse_relayed else None
         decoder = SSEDecoder(skip)
@@ -193,7 +193,7 @@ class HTTPBackend(Backend):
                     whole = frames.feed(chunk)
                     if whole:
                         last = not frames.pending and resp.content.at_eof()
-                        batch.insert(0, Raw(whole, protocol, last=last))  # type: ignore[arg-type]
+                        batch.insert(0, Raw(whole, protocol, last=last))
                 for ev in batch:
                     yield ev
                 if batch and type(batch[-1]) is Error:
@@ -203,7 +203,7 @@ class HTTPBackend(Backend):
             if frames is not None and not failed:
                 closed = frames.end()
                 if closed:
-                    tail.insert(0, Raw(closed, protocol))  # type: ignore[arg-type]
+                    tail.insert(0, Raw(closed, protocol))
             for ev in tail:
                 yield ev
             if failed:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Iterable
+from typing import cast
 
 import aiohttp
 import httptools
@@ -247,7 +248,8 @@ class _Connection(asyncio.Protocol):
     # -- transport callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A TCP connection's transport (uvloop's does not subclass asyncio.Transport).
+        self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
         resp = self.resp

@@ -271,11 +271,13 @@ def error_message(data: bytes) -> str:
         return text or "no details given"
     if isinstance(obj, dict):
         err = obj.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
+        message = err.get("message") if isinstance(err, dict) else None
+        if isinstance(message, str):
+            return message
         if isinstance(err, str):
             return err
         for key in ("message", "detail"):
-            if isinstance(obj.get(key), str):
-                return obj[key]
+            value = obj.get(key)
+            if isinstance(value, str):
+                return value
     return orjson.dumps(obj)[:500].decode("utf-8", "replace")

@@ -76,7 +76,7 @@ def plugins_section(raw: Mapping[str, Any], conv: cattrs.Converter) -> PluginsCo
     """``[plugins]`` alone: it decides which plugins run, so it is read before the others."""
     errors: list[str] = []
     value = _structure(conv, raw.get("plugins", {}), PluginsConfig, "plugins", errors)
-    if errors:
+    if errors or not isinstance(value, PluginsConfig):
         raise ConfigError(errors)
     return value
 

@@ -54,7 +54,8 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
         ex = Exchange(rid, info)
         request[EXCHANGE] = ex
         task = current_task()
-        inflight.add(task)  # type: ignore[arg-type]
+        assert task is not None  # aiohttp runs every handler in a task
+        inflight.add(task)
         try:
             try:
                 resp = await handler(request)

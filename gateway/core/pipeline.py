@@ -10,9 +10,9 @@ import asyncio
 import inspect
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from gateway.canonical import (
     ChatRequest,
@@ -142,7 +142,7 @@ class Pipeline:
             if self.end_hooks:
                 await self._end(req, ex, Outcome(status, error, ex.usage, output, False))
 
-    async def stream(self, req: ChatRequest, ex: Exchange) -> AsyncIterator[Event]:
+    async def stream(self, req: ChatRequest, ex: Exchange) -> AsyncGenerator[Event, None]:
         """A streamed answer as events, filters applied.
 
         Failures before the first event raise :class:`GatewayError` (the adapter can still send
@@ -173,24 +173,23 @@ class Pipeline:
                                 ev = kept
                             if kept is None:
                                 continue
-                        t = type(ev)
-                        if t is Finish:
+                        if type(ev) is Finish:
                             finished = True
-                        elif t is UsageEvent:
-                            ex.usage = ev.usage  # type: ignore[attr-defined]
-                        elif t is Error:
-                            failed: GatewayError = ev.error  # type: ignore[attr-defined]
+                        elif type(ev) is UsageEvent:
+                            ex.usage = ev.usage
+                        elif type(ev) is Error:
+                            failed = ev.error
                             self.metrics.upstream_error(ex.backend, failed)
                             status, error = "error", failed
                             yield ev
                             return
                         elif metered:
-                            if t is TextDelta or t is ReasoningDelta:
-                                chars += len(ev.text)  # type: ignore[attr-defined]
-                            elif t is ToolCallDelta or t is ToolRunDelta:
-                                chars += len(ev.arguments)  # type: ignore[attr-defined]
-                            elif t is Raw and count_raw:
-                                frames += ev.data.count(b"\n\n")  # type: ignore[attr-defined]
+                            if type(ev) is TextDelta or type(ev) is ReasoningDelta:
+                                chars += len(ev.text)
+                            elif type(ev) is ToolCallDelta or type(ev) is ToolRunDelta:
+                                chars += len(ev.arguments)
+                            elif type(ev) is Raw and count_raw:
+                                frames += ev.data.count(b"\n\n")
                         if assembler is not None:
                             assembler.add(ev)
                         sent = True
@@ -292,7 +291,7 @@ def _event_hook(flt: Filter) -> EventHook:
         DeprecationWarning,
         stacklevel=2,
     )
-    call: Callable[[Event, Exchange], Event | None] = on_event  # type: ignore[assignment]
+    call = cast("Callable[[Event, Exchange], Event | None]", on_event)
 
     async def awaitable(event: Event, exchange: Exchange) -> Event | None:
         return call(event, exchange)

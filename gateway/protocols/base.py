@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiohttp import web
@@ -71,7 +71,7 @@ class ProtocolAdapter:
         self,
         request: web.Request,
         ex: Exchange,
-        events: AsyncIterator[Event],
+        events: AsyncGenerator[Event, None],
         encoder: StreamEncoder,
         headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
@@ -84,15 +84,15 @@ class ProtocolAdapter:
         shuts down mid-stream says so in an error frame.
         """
         try:
-            first = await anext(events)  # type: ignore[call-overload]
+            first = await anext(events)
         except StopAsyncIteration:
             raise UpstreamError("the backend sent an empty stream") from None
         except BaseException:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
             raise
         if type(first) is Error:
-            await events.aclose()  # type: ignore[attr-defined]
-            raise first.error  # type: ignore[attr-defined]
+            await events.aclose()
+            raise first.error
         keepalive: bytes | None = getattr(encoder, "keepalive", None)
         resp = SSEResponse(self.ping_interval, headers, keepalive or PING, self.send_timeout)
         held = tail = b""
@@ -113,14 +113,14 @@ class ProtocolAdapter:
             while True:
                 data = encode(ev)
                 if data:
-                    if ev.more or (type(ev) is Raw and ev.last):  # type: ignore[attr-defined]
+                    if ev.more or (type(ev) is Raw and ev.last):
                         held += data
                     else:
                         if held:
                             data, held = held + data, b""
                         await write(data)
                 try:
-                    ev = await anext(events)  # type: ignore[call-overload]
+                    ev = await anext(events)
                 except StopAsyncIteration:
                     break
             tail = held + encoder.end()
@@ -145,7 +145,7 @@ class ProtocolAdapter:
                 )
             gateway.streams.discard(task)
             gateway.metrics.active_streams.dec()
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await resp.write_eof(tail)
         return resp

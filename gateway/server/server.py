@@ -264,7 +264,9 @@ class Server:
         watchdog = systemd.watchdog_interval()
         if watchdog is None and self.heartbeat is None:
             return
-        every = min(watchdog or HEARTBEAT, HEARTBEAT if self.heartbeat is not None else watchdog)
+        every = watchdog or HEARTBEAT
+        if self.heartbeat is not None:
+            every = min(every, HEARTBEAT)
 
         def tick() -> None:
             if watchdog is not None:

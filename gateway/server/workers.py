@@ -241,7 +241,7 @@ class Supervisor:
                 handles[w.proc.sentinel] = ("exit", slot)
                 handles[w.beat] = ("beat", slot)
             for ready in multiprocessing.connection.wait(list(handles), timeout=wait):
-                what, slot = handles[ready]  # type: ignore[index]
+                what, slot = handles[ready]
                 if what == "beat" and slot in self.workers:
                     self.read_beats(slot)
             # Exits are looked at after beats, so a worker's last bytes are read first.

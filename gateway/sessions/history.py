@@ -166,7 +166,8 @@ async def session_header(request: web.Request, handler: Any) -> web.StreamRespon
     session = request.headers.get(SESSION_HEADER)
     if session is not None:
         request[EXCHANGE].note(_HEADER, session)
-    return await handler(request)
+    response: web.StreamResponse = await handler(request)
+    return response
 
 
 def build_store(gateway: Gateway) -> tuple[SessionStore | None, str]:

@@ -63,31 +63,30 @@ class Assembler:
         self.error: GatewayError | None = None
 
     def add(self, ev: Event) -> None:
-        t = type(ev)
-        if t is TextDelta:
-            self._text.append(ev.text)  # type: ignore[attr-defined]
-        elif t is ToolCallStart:
-            self._calls[ev.index] = [ev.id, ev.name]  # type: ignore[attr-defined]
-        elif t is ToolCallDelta:
-            call = self._calls.get(ev.index)  # type: ignore[attr-defined]
+        if type(ev) is TextDelta:
+            self._text.append(ev.text)
+        elif type(ev) is ToolCallStart:
+            self._calls[ev.index] = [ev.id, ev.name]
+        elif type(ev) is ToolCallDelta:
+            call = self._calls.get(ev.index)
             if call is not None:
-                call.append(ev.arguments)  # type: ignore[attr-defined]
-        elif t is UsageEvent:
-            self.usage = ev.usage  # type: ignore[attr-defined]
-        elif t is Finish:
+                call.append(ev.arguments)
+        elif type(ev) is UsageEvent:
+            self.usage = ev.usage
+        elif type(ev) is Finish:
             self.finished = True
-            self.reason = ev.reason  # type: ignore[attr-defined]
-            self.stop_sequence = ev.stop_sequence  # type: ignore[attr-defined]
-        elif t is Start:
+            self.reason = ev.reason
+            self.stop_sequence = ev.stop_sequence
+        elif type(ev) is Start:
             # The first message's id wins: an agent sends one Start per model step.
-            self.id = self.id or ev.id  # type: ignore[attr-defined]
-            self.model = ev.model or self.model  # type: ignore[attr-defined]
-            self.created = self.created or ev.created or 0  # type: ignore[attr-defined]
-        elif t is ReasoningDelta:
-            self._reasoning.append(ev.text)  # type: ignore[attr-defined]
-            self._signature = ev.signature or self._signature  # type: ignore[attr-defined]
-        elif t is Error:
-            self.error = ev.error  # type: ignore[attr-defined]
+            self.id = self.id or ev.id
+            self.model = ev.model or self.model
+            self.created = self.created or ev.created or 0
+        elif type(ev) is ReasoningDelta:
+            self._reasoning.append(ev.text)
+            self._signature = ev.signature or self._signature
+        elif type(ev) is Error:
+            self.error = ev.error
 
     @property
     def ok(self) -> bool:

@@ -6,6 +6,9 @@
 - :mod:`gateway.triggers.listeners.base`: the listener base class and :class:`ListenerManager`,
   with the kinds ``redis-pubsub``, ``redis-stream``, ``sse`` and ``nats`` beside it;
 - webhooks are in :mod:`gateway.triggers.webhooks` (:class:`~gateway.triggers.webhooks.WebhookRouter`).
+
+The names exported here are the public API for listener kinds, webhook signature verifiers,
+pollers and handlers; the modules themselves are internal.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 from gateway.triggers.handlers import Handler, HandlerConfig, HandlerError, TriggerEvent
 from gateway.triggers.listeners.base import Listener, ListenerConfig, ListenerManager
 from gateway.triggers.pollers import PollerConfig, PollerManager
+from gateway.triggers.webhooks.config import WebhookConfig
 from gateway.triggers.webhooks.router import WebhookRouter
+from gateway.triggers.webhooks.verifier import Rejected, Verifier, any_equal, bad_signature
 
 __all__ = [
     "Handler",
@@ -24,6 +29,11 @@ __all__ = [
     "ListenerManager",
     "PollerConfig",
     "PollerManager",
+    "Rejected",
     "TriggerEvent",
+    "Verifier",
+    "WebhookConfig",
     "WebhookRouter",
+    "any_equal",
+    "bad_signature",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -400,7 +400,7 @@ class A2AProtocol(ProtocolAdapter):
     # -- streams
 
     async def _stream(
-        self, call: jsonrpc.Call, record: TaskRecord, results: AsyncIterator[bytes]
+        self, call: jsonrpc.Call, record: TaskRecord, results: AsyncGenerator[bytes, None]
     ) -> web.StreamResponse:
         """Send stream results as SSE frames of JSON-RPC responses until the task's stream
         ends. A client that goes away stops only its own stream: the task goes on."""
@@ -436,7 +436,7 @@ class A2AProtocol(ProtocolAdapter):
                     self.config.send_timeout,
                 )
             metrics.active_streams.dec()
-            await results.aclose()  # type: ignore[attr-defined]
+            await results.aclose()
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await resp.write_eof()
         return resp

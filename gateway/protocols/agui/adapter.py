@@ -150,13 +150,13 @@ class AguiProtocol(ProtocolAdapter):
             )
         events = self.pipeline.stream(run_input.request, ex)
         try:
-            first = await anext(events, None)  # type: ignore[call-overload]
+            first = await anext(events, None)
             if first is None:
                 raise UpstreamError("the backend sent an empty stream")
             if type(first) is Error:
-                raise first.error  # type: ignore[attr-defined]
+                raise first.error
         except BaseException:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
             await self.store.release(run)
             raise
         translator = EventTranslator(run.thread_id, run.run_id, run_input.request.model)
@@ -231,7 +231,7 @@ class AguiProtocol(ProtocolAdapter):
                     seq,
                 )
             metrics.active_streams.dec()
-            await source.aclose()  # type: ignore[attr-defined]
+            await source.aclose()
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await resp.write_eof()
         return resp
