@@ -215,6 +215,17 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its children (workers) so far, in seconds."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            # Fields 14 and 15 of /proc/<pid>/stat (after the command in parentheses).
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def memory(pid: int) -> dict[str, float]:
     """Resident memory of a gateway (its workers added, when it has some), in MB."""
     pids = [pid, *_children(pid)]
@@ -504,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             wait_http(hop + "/v1/models", hop_proc)
             print(f"nginx hop {hop}/v1", flush=True)
+        pids = {"hookgate": gw.pid}
         base_name = ""
         if baseline is not None:
             python, sha = baseline
@@ -515,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                 process(base_cmd, logs / "baseline.log", env=_env(), cwd=logs)
             )
             wait_http(based + "/health", base_proc)
+            pids[base_name] = base_proc.pid
             print(f"{base_name} ({sha[:12]}) {based}", flush=True)
         for name in wanted:
             sc = SCENARIOS[name]
@@ -548,7 +561,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.warmup:
                     run_wrk(url, body, expect, max(conns), args.warmup, key)
                 for c in conns:
+                    pid = pids.get(target)
+                    cpu = cpu_seconds(pid) if pid else 0.0
                     r = run_wrk(url, body, expect, c, args.duration, key)
+                    if pid and r["requests"]:
+                        # CPU time the gateway spent per request: steadier than throughput on
+                        # a machine whose load generator shares the cores.
+                        r["cpu_us"] = round((cpu_seconds(pid) - cpu) / r["requests"] * 1e6, 1)
                     r.update(scenario=name, target=target, connections=c)
                     results.append(r)
                     print(_line(r), flush=True)
@@ -642,7 +661,7 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['scenario']:<11} {r['target']:<16} c={r['connections']:<3} "
         f"{r['rps']:>10.0f}/s  p50 {r['p50_ms']:>8.3f} ms  p99 {r['p99_ms']:>8.3f} ms  "
-        f"errors {r['errors']}"
+        f"errors {r['errors']}" + (f"  cpu {r['cpu_us']:.0f} us/req" if "cpu_us" in r else "")
     )
 
 
@@ -679,6 +698,7 @@ def table(report: dict[str, Any]) -> str:
                 f"{r['p50_ms']:.3f}",
                 f"{r['p99_ms']:.3f}",
                 f"{a['added_p50_ms']:+.3f}" if a else "",
+                f"{r['cpu_us']:.0f}" if "cpu_us" in r else "",
                 str(r["errors"]),
             )
         )
