@@ -676,6 +676,7 @@ def table(report: dict[str, Any]) -> str:
             "p50 ms",
             "p99 ms",
             "added p50",
+            "cpu us/req",
             "errors",
         )
     ]

@@ -113,6 +113,7 @@ from gateway.sessions.base import (
     SessionConfig,
     SessionInfo,
     SessionStore,
+    decode_messages,
     trim,
 )
 from gateway.state import SharedState
@@ -240,6 +241,7 @@ __all__ = [
     "UsageEvent",
     "complete_frames",
     "create_app",
+    "decode_messages",
     "default_error_body",
     "error_message",
     "format_errors",

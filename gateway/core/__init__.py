@@ -1,2 +1,2 @@
-"""The core: the application factory, the plugin manager and registry, and the request path
-(middlewares, pipeline, router, exchange, metrics) that every protocol and backend shares."""
+"""The core: the application factory, loading, the plugin manager and registry, and the request
+path (middlewares, pipeline, router, metrics) that every protocol and backend shares."""

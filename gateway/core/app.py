@@ -161,7 +161,7 @@ GATEWAY: web.AppKey[Gateway] = web.AppKey("hookgate.gateway", Gateway)
 
 
 def init_app(loaded: Loaded, *, metrics: Metrics | None = None) -> web.Application:
-    """Build the application for a loaded configuration (see :func:`gateway.config.loader.load`).
+    """Build the application for a loaded configuration (see :func:`gateway.load`).
 
     ``metrics`` carries the metrics of a previous application on (a configuration reload).
     """

@@ -127,6 +127,12 @@ class SessionStore:
         """Release resources (called when the app stops)."""
 
 
+def decode_messages(data: bytes) -> list[Message]:
+    """Messages a store keeps encoded, decoded: an :class:`Entry`'s ``data``, or the system
+    prompt :meth:`SessionStore.append` receives."""
+    return codec.loads(data)
+
+
 def trim(
     headers: Sequence[tuple[int, int, bool]], messages: int, tokens: int, limits: SessionStore
 ) -> tuple[int, int, int]:

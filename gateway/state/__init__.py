@@ -7,7 +7,7 @@ package is where a plugin finds out which one to use and gets the shared client:
 - ``gateway.state.choose(path, store)`` resolves a section's ``store = "auto" | "memory" |
   "redis"`` (auto: Redis when ``[redis] url`` is set) and applies the rules below;
 - ``gateway.state.memory(path)`` declares state kept in this process; with ``--workers`` above 1
-  that is refused at startup (a :class:`~gateway.config.loader.ConfigError` naming ``path``), since each
+  that is refused at startup (a :class:`~gateway.errors.ConfigError` naming ``path``), since each
   worker would keep its own copy;
 - ``gateway.state.redis(path)`` returns the application's one pooled client
   (:class:`~gateway.state.redis.RedisState`), opened when the app starts and closed when it

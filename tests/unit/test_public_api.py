@@ -1,8 +1,9 @@
 """The public API: every exported name resolves, and plugins/ is held to it.
 
 Built-in plugins are held to the same API by import-linter's contracts in pyproject.toml (run by
-scripts/test); the distributions in plugins/ by ruff's banned-api list in plugins/ruff.toml,
-which this file checks covers every internal module.
+scripts/test); the distributions in plugins/ and the documentation's example plugins
+(docs/examples, whose ruff.toml extends it) by ruff's banned-api list in plugins/ruff.toml, which
+this file checks covers every internal module.
 """
 
 from __future__ import annotations
@@ -69,7 +70,14 @@ def test_the_plugin_api_is_complete_for_each_kind():
         "stream": ["SSEDecoder", "SSEFrame", "FrameRelay", "Assembler", "new_id"],
         "auth": ["Authenticator", "Principal", "Unauthorized", "Forbidden"],
         "filter": ["Filter", "Outcome", "ChatRequest", "ChatResponse", "Event", "Exchange"],
-        "session store": ["SessionStore", "Session", "SessionInfo", "Entry", "trim"],
+        "session store": [
+            "SessionStore",
+            "Session",
+            "SessionInfo",
+            "Entry",
+            "decode_messages",
+            "trim",
+        ],
         "shared state": ["SharedState", "RedisState"],
         "registration": ["hookimpl", "Register", "RegisterBackend", "RegisterListener"],
         "errors": ["GatewayError", "BadRequest", "UpstreamError", "UpstreamTimeout"],
@@ -99,3 +107,10 @@ def test_plugins_ruff_bans_every_internal_module_and_no_public_one():
     # Every ban names a module that exists, so the list does not rot.
     modules = set(every_module())
     assert bans <= modules, sorted(bans - modules)
+
+
+def test_the_documentations_example_plugins_are_held_to_the_same_list():
+    examples = ROOT / "docs" / "examples"
+    config = tomllib.loads((examples / "ruff.toml").read_text())
+    assert (examples / config["extend"]).resolve() == ROOT / "plugins" / "ruff.toml"
+    assert list((examples / "plugins").glob("*.py")), "no example plugins to hold"
