@@ -84,6 +84,12 @@ class HTTPBackend(Backend):
     def __init__(self, name: str, config: HTTPBackendConfig, gateway: Any) -> None:
         super().__init__(name, config, gateway)
         self.upstream = Upstream(name, config, self.auth_headers())
+        cls = type(self)
+        # Decided once, not per request: what the subclass overrides.
+        self._folds_stream = cls.decode_response is HTTPBackend.decode_response
+        self._headers = (
+            None if cls.request_headers is HTTPBackend.request_headers else self.request_headers
+        )
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -149,11 +155,14 @@ class HTTPBackend(Backend):
         return obj
 
     async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
-        if type(self).decode_response is HTTPBackend.decode_response:
+        if self._folds_stream:
             return await super().complete(request, exchange)
-        body = self.encode_request(request)
+        headers = self._headers
         data = await self.upstream.post(
-            self.chat_path, body, exchange, self.request_headers(request)
+            self.chat_path,
+            self.encode_request(request),
+            exchange,
+            headers(request) if headers is not None else None,
         )
         resp = self.decode_response(self.json(data))
         if self.protocol is not None and request.protocol == self.protocol:
