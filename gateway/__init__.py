@@ -86,6 +86,7 @@ from gateway.core.registry import (
 )
 from gateway.core.router import Route
 from gateway.core.tokens import message_tokens, request_tokens, text_tokens
+from gateway.db import Database, Row, connect_database
 from gateway.errors import (
     BadRequest,
     ConfigError,
@@ -149,6 +150,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Count",
+    "Database",
     "Duration",
     "EmbeddingInput",
     "EmbeddingRequest",
@@ -198,6 +200,7 @@ __all__ = [
     "Role",
     "Route",
     "RouteInfo",
+    "Row",
     "SSEDecoder",
     "SSEFrame",
     "SSEResponse",
@@ -240,6 +243,7 @@ __all__ = [
     "Usage",
     "UsageEvent",
     "complete_frames",
+    "connect_database",
     "create_app",
     "decode_messages",
     "default_error_body",

@@ -31,6 +31,8 @@ BUILTINS: dict[str, str] = {
     "backends.openai": "gateway.backends.openai",
     "backends.anthropic": "gateway.backends.anthropic",
     "auth.keys": "gateway.auth.keys",
+    "admin": "gateway.admin",
+    "keys": "gateway.keys.plugin",
     "ops.health": "gateway.ops.health",
     "ops.metrics": "gateway.ops.metrics",
     "sessions": "gateway.sessions.history",
