@@ -76,6 +76,8 @@ class Exchange:
     first_byte: float | None = None
     stream: bool = False
     usage: Usage | None = None
+    #: What the request cost in USD, once known (the ``spend`` plugin prices it).
+    cost: float | None = None
     upstream_failed: bool = False
     #: What plugins keep for the rest of this request (a filter's ``on_request`` leaving what its
     #: ``on_success`` needs), keyed by an object the plugin owns; ``None`` until one is kept.

@@ -48,6 +48,31 @@ class ServerConfig:
     trust_request_id: bool = True
 
 
+def _price(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("a price is a number of USD of at least 0")
+    return float(value)
+
+
+@attrs.frozen
+class ModelPrice:
+    """``[models.<name>] price = {input = 0.15, output = 0.6}``: USD per million tokens (and per
+    request), for models the price library does not know (self-hosted ones) or prices of your
+    own. Unset kinds fall back: ``cached_input`` and ``cache_write`` to ``input``, ``reasoning``
+    to ``output``."""
+
+    input: float = attrs.field(default=0.0, converter=_price)
+    output: float = attrs.field(default=0.0, converter=_price)
+    #: Input tokens read from a prompt cache.
+    cached_input: float | None = None
+    #: Input tokens written to a prompt cache.
+    cache_write: float | None = None
+    #: Reasoning tokens (counted among the output tokens by the upstream).
+    reasoning: float | None = None
+    #: USD per request, whatever its tokens.
+    request: float = attrs.field(default=0.0, converter=_price)
+
+
 @attrs.frozen
 class ModelConfig:
     """``[models.<name>]``: a public model name routed to a backend.
@@ -59,6 +84,8 @@ class ModelConfig:
     backend: str
     upstream_model: str | None = None
     description: str | None = None
+    #: What the model costs, when the price library does not say (or says otherwise).
+    price: ModelPrice | None = None
 
 
 @attrs.frozen

@@ -39,6 +39,7 @@ BUILTINS: dict[str, str] = {
     "sessions.memory": "gateway.sessions.memory",
     "sessions.redis": "gateway.sessions.redis",
     "limits": "gateway.limits.filter",
+    "spend": "gateway.spend.plugin",
     "agents": "gateway.agents.plugin",
     "triggers": "gateway.triggers.plugin",
     "triggers.pollers": "gateway.triggers.pollers",

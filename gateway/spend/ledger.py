@@ -1,0 +1,150 @@
+"""The spend ledger: one row per request in the database, written in batches off the request
+path.
+
+A request's end puts its row on a bounded queue and returns; one task per process writes what
+the queue holds in batches (``[spend] batch`` rows at most, one transaction each). When the
+database is slow or down the queue fills, and rows that find it full are dropped and counted
+(``hookgate_spend_rows_dropped``), never held in memory without bound. On shutdown what is
+queued is written before the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from gateway import Database
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "ts",
+    "day",
+    "request_id",
+    "key_id",
+    "team_id",
+    "model",
+    "target",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost",
+    "status",
+    "latency_ms",
+)
+INSERT = (
+    f"INSERT INTO hookgate_spend ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))})"
+)
+
+
+@attrs.define
+class LedgerStats:
+    written: int = 0
+    dropped: int = 0
+    failed: int = 0
+
+
+class Ledger:
+    def __init__(self, db: Database, size: int, batch: int) -> None:
+        self.db = db
+        self.queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=size)
+        self.batch = batch
+        self.stats = LedgerStats()
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        """Queue one row (``COLUMNS`` in order); dropped and counted when the queue is full."""
+        try:
+            self.queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        """``cleanup_ctx``: the writer, for the app's lifetime; what is queued at shutdown is
+        written then."""
+        task = asyncio.create_task(self._write_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            while not self.queue.empty():
+                await self._write(self._take(self.queue.get_nowait()))
+
+    def _take(self, first: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        rows = [first]
+        while len(rows) < self.batch and not self.queue.empty():
+            rows.append(self.queue.get_nowait())
+        return rows
+
+    async def _write_forever(self) -> None:
+        while True:
+            rows = self._take(await self.queue.get())
+            await self._write(rows)
+
+    async def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        try:
+            async with self.db.guard("the spend ledger"):
+                await self.db.executemany(INSERT, rows)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.failed += len(rows)
+            log.error("spend ledger: %d rows not written: %s", len(rows), exc)
+        else:
+            self.stats.written += len(rows)
+
+
+#: ``GET /admin/spend?group_by=``: what rows are grouped by.
+GROUPS = {"key": "key_id", "team": "team_id", "model": "model", "day": "day"}
+
+
+async def summary(
+    db: Database, group_by: str, filters: dict[str, str], since: str | None, until: str | None
+) -> list[dict[str, Any]]:
+    """Requests, tokens and cost per ``group_by`` value, within ``[since, until]`` (days,
+    ``YYYY-MM-DD``) and ``filters`` (``{"key_id": ..., "team_id": ..., "model": ...}``)."""
+    column = GROUPS[group_by]
+    where, args = [], []
+    for name, value in filters.items():
+        args.append(value)
+        where.append(f"{name} = ${len(args)}")
+    if since:
+        args.append(since)
+        where.append(f"day >= ${len(args)}")
+    if until:
+        args.append(until)
+        where.append(f"day <= ${len(args)}")
+    sql = (
+        f"SELECT {column} AS grp, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, "
+        "SUM(output_tokens) AS output_tokens, SUM(cached_tokens) AS cached_tokens, "
+        "SUM(reasoning_tokens) AS reasoning_tokens, SUM(cost) AS cost, "
+        "SUM(CASE WHEN status = 'success' THEN 0 ELSE 1 END) AS failed "
+        "FROM hookgate_spend"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" GROUP BY {column} ORDER BY {column}"
+    )
+    async with db.guard("the spend ledger"):
+        rows = await db.fetch(sql, *args)
+    return [
+        {
+            group_by: r["grp"],
+            "requests": int(r["requests"]),
+            "failed": int(r["failed"] or 0),
+            "input_tokens": int(r["input_tokens"] or 0),
+            "output_tokens": int(r["output_tokens"] or 0),
+            "cached_tokens": int(r["cached_tokens"] or 0),
+            "reasoning_tokens": int(r["reasoning_tokens"] or 0),
+            "cost": float(r["cost"] or 0.0),
+        }
+        for r in rows
+    ]
