@@ -67,6 +67,7 @@ from gateway.config.types import (
     make_converter,
 )
 from gateway.core.app import GATEWAY, Gateway, ServedAgent, create_app, init_app
+from gateway.core.attempts import Attempts
 from gateway.core.filters import Filter, Outcome
 from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
 from gateway.core.loading import Loaded, load
@@ -140,6 +141,7 @@ __all__ = [
     "PING",
     "SESSION_ID",
     "Assembler",
+    "Attempts",
     "Authenticator",
     "Backend",
     "BackendConfig",

@@ -40,6 +40,7 @@ BUILTINS: dict[str, str] = {
     "sessions.redis": "gateway.sessions.redis",
     "limits": "gateway.limits.filter",
     "spend": "gateway.spend.plugin",
+    "telemetry": "gateway.telemetry.plugin",
     "agents": "gateway.agents.plugin",
     "triggers": "gateway.triggers.plugin",
     "triggers.pollers": "gateway.triggers.pollers",
