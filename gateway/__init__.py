@@ -68,6 +68,7 @@ from gateway.config.types import (
 )
 from gateway.core.app import GATEWAY, Gateway, ServedAgent, create_app, init_app
 from gateway.core.attempts import Attempts
+from gateway.core.batches import BatchStats, BatchWriter
 from gateway.core.filters import Filter, Outcome
 from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
 from gateway.core.loading import Loaded, load
@@ -146,6 +147,8 @@ __all__ = [
     "Backend",
     "BackendConfig",
     "BadRequest",
+    "BatchStats",
+    "BatchWriter",
     "ByteSize",
     "ChatRequest",
     "ChatResponse",

@@ -41,6 +41,7 @@ BUILTINS: dict[str, str] = {
     "limits": "gateway.limits.filter",
     "spend": "gateway.spend.plugin",
     "telemetry": "gateway.telemetry.plugin",
+    "request_logs": "gateway.requestlog.plugin",
     "agents": "gateway.agents.plugin",
     "triggers": "gateway.triggers.plugin",
     "triggers.pollers": "gateway.triggers.pollers",

@@ -34,8 +34,7 @@ from gateway.spend.budgets import MICRO, BudgetStore, Counter, counters
 from gateway.spend.prices import Price, PriceBook, reasoning_tokens
 
 if TYPE_CHECKING:
-    from gateway import Gateway
-    from gateway.spend.ledger import Ledger
+    from gateway import BatchWriter, Database, Gateway
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +70,16 @@ class SpendFilter(Filter):
         gateway: Gateway,
         prices: PriceBook,
         budgets: BudgetStore | None,
-        ledger: Ledger | None,
+        ledger: BatchWriter[tuple[Any, ...]] | None,
+        db: Database | None,
         default_max_tokens: int,
     ) -> None:
         self.router = gateway.router
         self.prices = prices
         self.budgets = budgets
         self.ledger = ledger
+        #: Where the ledger writes (for ``/admin/spend``).
+        self.db = db
         self.default_max_tokens = default_max_tokens
         self.stats = SpendStats()
         self._by_model: dict[str, Price | None] = {}

@@ -2,24 +2,20 @@
 path.
 
 A request's end puts its row on a bounded queue and returns; one task per process writes what
-the queue holds in batches (``[spend] batch`` rows at most, one transaction each). When the
-database is slow or down the queue fills, and rows that find it full are dropped and counted
-(``hookgate_spend_rows_dropped``), never held in memory without bound. On shutdown what is
-queued is written before the database closes.
+the queue holds in batches (``[spend] batch`` rows at most, one transaction each), through a
+:class:`~gateway.core.batches.BatchWriter`. When the database is slow or down the queue fills,
+and rows that find it full are dropped and counted (``hookgate_spend_rows_total{outcome=
+"dropped"}``), never held in memory without bound.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
+from gateway import BatchWriter
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from gateway import Database
 
 log = logging.getLogger(__name__)
@@ -47,61 +43,14 @@ INSERT = (
 )
 
 
-@attrs.define
-class LedgerStats:
-    written: int = 0
-    dropped: int = 0
-    failed: int = 0
+def ledger(db: Database, size: int, batch: int) -> BatchWriter[tuple[Any, ...]]:
+    """The ledger's writer: rows (``COLUMNS`` in order) inserted in batches."""
 
+    async def write(rows: list[tuple[Any, ...]]) -> None:
+        async with db.guard("the spend ledger"):
+            await db.executemany(INSERT, rows)
 
-class Ledger:
-    def __init__(self, db: Database, size: int, batch: int) -> None:
-        self.db = db
-        self.queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=size)
-        self.batch = batch
-        self.stats = LedgerStats()
-
-    def add(self, row: tuple[Any, ...]) -> None:
-        """Queue one row (``COLUMNS`` in order); dropped and counted when the queue is full."""
-        try:
-            self.queue.put_nowait(row)
-        except asyncio.QueueFull:
-            self.stats.dropped += 1
-
-    async def run(self, app: web.Application) -> AsyncIterator[None]:
-        """``cleanup_ctx``: the writer, for the app's lifetime; what is queued at shutdown is
-        written then."""
-        task = asyncio.create_task(self._write_forever())
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            while not self.queue.empty():
-                await self._write(self._take(self.queue.get_nowait()))
-
-    def _take(self, first: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        rows = [first]
-        while len(rows) < self.batch and not self.queue.empty():
-            rows.append(self.queue.get_nowait())
-        return rows
-
-    async def _write_forever(self) -> None:
-        while True:
-            rows = self._take(await self.queue.get())
-            await self._write(rows)
-
-    async def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        try:
-            async with self.db.guard("the spend ledger"):
-                await self.db.executemany(INSERT, rows)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.stats.failed += len(rows)
-            log.error("spend ledger: %d rows not written: %s", len(rows), exc)
-        else:
-            self.stats.written += len(rows)
+    return BatchWriter("spend ledger", write, size, batch)
 
 
 #: ``GET /admin/spend?group_by=``: what rows are grouped by.

@@ -14,7 +14,7 @@ from gateway import BadRequest, Count, NonNegative, hookimpl, json_response
 from gateway.admin import add_admin_route
 from gateway.spend.budgets import BudgetStore, MemoryBudgets, RedisBudgets
 from gateway.spend.filter import SpendFilter
-from gateway.spend.ledger import GROUPS, Ledger, summary
+from gateway.spend.ledger import GROUPS, ledger, summary
 from gateway.spend.prices import PriceBook, from_config
 
 if TYPE_CHECKING:
@@ -26,8 +26,9 @@ class SpendConfig:
     """``[spend]``: costs, budgets and the ledger."""
 
     #: Price every request (``x-hookgate-cost``, ``hookgate_cost_usd``) from ``[models.<name>]
-    #: price`` and, when installed, genai-prices.
-    costs: bool = True
+    #: price`` and, when installed, genai-prices: "auto" (when a model has a price, or database
+    #: keys are on), "true" or "false". Off, nothing of this plugin is on the request path.
+    costs: str = "auto"
     #: Look prices up in genai-prices (``pip install 'hookgate[prices]'``).
     price_library: bool = True
     #: Where budget counters live: "auto" (redis when [redis] url is set), "memory" or "redis".
@@ -103,7 +104,12 @@ def gateway_register_filters(register: Any) -> None:
         }
         budgets_on = _virtual_keys(gateway)
         ledger_on = _ledger_on(gateway)
-        if not (cfg.costs or budgets_on or ledger_on):
+        if cfg.costs not in ("auto", "true", "false"):
+            raise ValueError(f"costs: expected 'auto', 'true' or 'false', not {cfg.costs!r}")
+        costs = cfg.costs == "true" or (
+            cfg.costs == "auto" and bool(configured or budgets_on or ledger_on)
+        )
+        if not (costs or budgets_on or ledger_on):
             return None
         budgets: BudgetStore | None = None
         if budgets_on:
@@ -113,11 +119,13 @@ def gateway_register_filters(register: Any) -> None:
                 if store == "redis"
                 else MemoryBudgets()
             )
-        ledger = None
+        writer = None
+        db = None
         if ledger_on:
-            ledger = Ledger(gateway.state.database("spend.ledger"), int(cfg.queue), int(cfg.batch))
-        prices = PriceBook(configured if cfg.costs else {}, cfg.costs and cfg.price_library)
-        return SpendFilter(gateway, prices, budgets, ledger, int(cfg.default_max_tokens))
+            db = gateway.state.database("spend.ledger")
+            writer = ledger(db, int(cfg.queue), int(cfg.batch))
+        prices = PriceBook(configured if costs else {}, costs and cfg.price_library)
+        return SpendFilter(gateway, prices, budgets, writer, db, int(cfg.default_max_tokens))
 
     register("spend", factory)
 
@@ -128,11 +136,10 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     if flt is None:
         return
     gateway.metrics.registry.register(_Collector(flt))
-    ledger = flt.ledger
-    if ledger is None:
+    writer, db = flt.ledger, flt.db
+    if writer is None or db is None:
         return
-    app.cleanup_ctx.append(ledger.run)
-    db = ledger.db
+    app.cleanup_ctx.append(writer.run)
 
     async def spend(request: web.Request) -> web.Response:
         query = request.query
