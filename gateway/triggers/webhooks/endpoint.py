@@ -114,11 +114,12 @@ class Webhooks:
             {k.lower(): v for k, v in request.headers.items()},
             hook.verifier.delivery_id(payload, request.headers),
         )
-        signed = hashlib.sha256(hook.verifier.signed(body, request.headers)).hexdigest()
+        content = hook.verifier.signed(body, request.headers)
+        signed = hashlib.sha256(content).hexdigest() if content is not None else None
         return await self._accept(hook, event, signed, request.remote)
 
     async def _accept(
-        self, hook: Webhook, event: TriggerEvent, signed: str, peer: str | None
+        self, hook: Webhook, event: TriggerEvent, signed: str | None, peer: str | None
     ) -> web.Response:
         service, name = self.service, hook.name
         ids, contents = f"webhook/{name}", f"webhook/{name}/signed"
@@ -131,7 +132,9 @@ class Webhooks:
                 return self._reply(200, "duplicate", event, plan.run_ids)
         # The delivery id is not always signed (GitHub's is not; a Slack slash command has
         # none): the same signed content under another id, or none, is a replay.
-        if not await service.state.first_seen(contents, signed, hook.verifier.replay_window()):
+        if signed is not None and not await service.state.first_seen(
+            contents, signed, hook.verifier.replay_window()
+        ):
             if event.id is not None:
                 await service.state.forget(ids, event.id)
             self.requests.labels(name, "replay").inc()
@@ -153,7 +156,8 @@ class Webhooks:
             # let the retry run
             if event.id is not None:
                 await service.state.forget(ids, event.id)
-            await service.state.forget(contents, signed)
+            if signed is not None:
+                await service.state.forget(contents, signed)
             self.requests.labels(name, "busy").inc()
             raise Unavailable(
                 "Too many webhook deliveries are waiting to be handled; retry later.",

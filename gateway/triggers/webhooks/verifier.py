@@ -64,11 +64,12 @@ class Verifier:
         """Raise :class:`Rejected` unless ``body`` carries a valid, fresh signature."""
         raise NotImplementedError
 
-    def signed(self, body: bytes, headers: Mapping[str, str]) -> bytes:
+    def signed(self, body: bytes, headers: Mapping[str, str]) -> bytes | None:
         """What the signature covers (called after :meth:`verify` accepted it): the body, with
         the signed timestamp and id where the scheme signs them. The same signed content is run
-        once, whatever delivery id comes with it."""
-        return body
+        once, whatever delivery id comes with it. ``None`` (this default, for verifiers written
+        before it existed): de-duplication by delivery id only."""
+        return None
 
     def replay_window(self) -> float:
         """Seconds the signed content of an accepted delivery is remembered: while a replay of
