@@ -111,7 +111,9 @@ class Console:
         headers = {**_SECURITY_HEADERS, "etag": asset.etag, "cache-control": "no-cache"}
         if request.headers.get("if-none-match") == asset.etag:
             return web.Response(status=304, headers=headers)
-        return web.Response(body=asset.body, headers={**headers, "content-type": asset.content_type})
+        return web.Response(
+            body=asset.body, headers={**headers, "content-type": asset.content_type}
+        )
 
     async def to_console(self, request: web.Request) -> web.StreamResponse:
         # Returned, not raised: the error mapping would turn a raised redirect into an error.
@@ -131,7 +133,9 @@ class Console:
             {
                 "name": agent.name,
                 "description": agent.description,
-                "tools": [{"name": t.name, "description": t.description} for t in agent.definitions],
+                "tools": [
+                    {"name": t.name, "description": t.description} for t in agent.definitions
+                ],
             }
             for agent in self.gateway.agents.values()
             if principal.may_use(agent.name)

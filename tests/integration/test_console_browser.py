@@ -4,7 +4,10 @@ gateway in this test's event loop. Each test leaves screenshots of what it saw i
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import sys
 from typing import Any
 
 import pytest
@@ -184,9 +187,7 @@ async def test_stop_cancels_the_upstream_request_of_a_chat(make_gateway, upstrea
     await expect(page.get_by_role("button", name="Send")).to_be_enabled()
 
 
-async def test_stop_cancels_an_agent_run_and_its_upstream_request(
-    make_gateway, upstream, open_tab
-):
+async def test_stop_cancels_an_agent_run_and_its_upstream_request(make_gateway, upstream, open_tab):
     client = await make_gateway(console_config(upstream))
     tab = await open_tab(client)
     page = tab.page
@@ -281,3 +282,47 @@ async def test_keyboard_only_and_a_narrow_screen(make_gateway, upstream, open_ta
     await expect(page.locator("#agent-log .ev.tool .result")).to_contain_text("12:00 CET")
     assert await page.evaluate("document.documentElement.scrollWidth") <= 360
     await tab.screenshot("agents-360")
+
+
+async def run_snippet(command: list[str], key: str) -> str:
+    """Run a copied snippet as a user would, with the key in ``HOOKGATE_API_KEY``."""
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        env={**os.environ, "HOOKGATE_API_KEY": key},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (out + err).decode()
+    return out.decode()
+
+
+async def copied(page: Page, panel: str, lang: str) -> str:
+    await page.locator(f"#{panel}-tab-{lang}").click()
+    return await page.locator(f"#{panel}-text").inner_text()
+
+
+async def test_the_requests_to_copy_run_as_shown(make_gateway, upstream, open_tab):
+    client = await make_gateway(console_config(upstream))
+    tab = await open_tab(client)
+    page = tab.page
+    await sign_in(page)
+    await page.get_by_label("Model").select_option("echo")
+    await page.get_by_label("System prompt").fill("Be brief.")
+    await page.get_by_label("Message").fill("it's copied")
+    python = await copied(page, "chat-code", "python")
+    assert "HOOKGATE_API_KEY" in python and USER_KEY not in python
+    assert await run_snippet([sys.executable, "-c", python], USER_KEY) == "it's copied\n"
+    curl = await copied(page, "chat-code", "curl")
+    out = await run_snippet(["bash", "-c", curl], USER_KEY)
+    assert '"content":"copied"' in out and out.rstrip().endswith("data: [DONE]")
+    typescript = await copied(page, "chat-code", "typescript")
+    assert '"model": "echo"' in typescript and "process.env.HOOKGATE_API_KEY" in typescript
+    await tab.screenshot("chat-python")
+
+    await page.get_by_role("link", name="Agents").click()
+    await page.get_by_label("Task for the agent").fill('CALL get_weather {"city": "Oslo"}')
+    python = await copied(page, "agent-code", "python")
+    out = await run_snippet([sys.executable, "-c", python], USER_KEY)
+    assert "TOOL_CALL_START get_weather" in out and "RUN_FINISHED" in out, out
+    assert 'TOOL_CALL_RESULT {"city":"Oslo"' in out, out
