@@ -149,6 +149,9 @@ async def test_an_open_gateway_shows_routes_and_plugins(make_gateway, upstream):
     }
 
 
+PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+
+
 def test_the_wheel_ships_the_page(tmp_path):
     """The package data is declared: a wheel built from the sources holds every file of the
     page (built from a copy, so the checkout gets no build/ folder)."""
@@ -158,8 +161,7 @@ def test_the_wheel_ships_the_page(tmp_path):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "gateway", src / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(tmp_path / "dist"), str(src)],
+        [*PIP_WHEEL, "-w", str(tmp_path / "dist"), str(src)],
         capture_output=True,
         text=True,
         timeout=300,
