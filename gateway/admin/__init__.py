@@ -1,8 +1,10 @@
 """The admin API's gate: ``/admin/...`` routes answer only to the keys of ``[admin] keys``.
 
-Admin keys are a set of their own: they never call models, and the keys that call models (from
-``[auth] keys`` or the database) never reach ``/admin``. With no admin key configured, no admin
-route is added at all. Rooms that serve admin routes (virtual keys, the spend ledger) add them
+Admin keys are a set of their own: they call no model, and the keys that call models (from
+``[auth] keys`` or the database) never reach ``/admin``. An admin key is still recognised on the
+gateway's other routes (the ``admin`` authenticator), as a caller marked ``admin`` that may use
+no model, so the console's admin views open to it. With no admin key configured, no admin route
+is added at all. Rooms that serve admin routes (virtual keys, the spend ledger) add them
 with :func:`add_admin_route`; every answer is JSON, errors in the ``{"error": {...}}`` shape.
 """
 
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from aiohttp import web
 
-from gateway import Duration, Forbidden, Unauthorized, hookimpl
+from gateway import Authenticator, Duration, Forbidden, Principal, Unauthorized, hookimpl
 
 if TYPE_CHECKING:
     from gateway import Gateway
@@ -46,6 +48,30 @@ def admin_enabled(gateway: Gateway) -> bool:
     return bool(gateway.config.section("admin").keys)
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class AdminAuthenticator(Authenticator):
+    """Admin keys on the other routes: a caller with ``attributes["admin"]`` and no models."""
+
+    name = "admin"
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.digests = [_digest(k) for k in keys]
+        self.admin = Principal(
+            id="admin", name="admin", models=frozenset(), attributes={"admin": True}
+        )
+
+    async def authenticate(self, request: web.Request, credential: str | None) -> Principal | None:
+        if not credential:
+            return None
+        d = _digest(credential)
+        if any(hmac.compare_digest(d, a) for a in self.digests):
+            return self.admin
+        return None
+
+
 def _presented(request: web.Request) -> str | None:
     value = request.headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
@@ -62,7 +88,7 @@ def add_admin_route(
     cfg: AdminConfig = gateway.config.section("admin")
     if not cfg.keys:
         return
-    digests = [hashlib.sha256(k.encode()).digest() for k in cfg.keys]
+    digests = [_digest(k) for k in cfg.keys]
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         key = _presented(request)
@@ -71,7 +97,7 @@ def add_admin_route(
                 "Missing admin key: send it as 'Authorization: Bearer <key>'.",
                 code="missing_api_key",
             )
-        d = hashlib.sha256(key.encode()).digest()
+        d = _digest(key)
         if not any(hmac.compare_digest(d, a) for a in digests):
             raise Forbidden("This key may not use the admin API.", code="admin_key_required")
         return await handler(request)
@@ -83,3 +109,12 @@ def add_admin_route(
 @hookimpl
 def gateway_config_sections(register: Any) -> None:
     register("admin", AdminConfig)
+
+
+@hookimpl
+def gateway_register_auth(register: Any) -> None:
+    def factory(gateway: Gateway) -> AdminAuthenticator | None:
+        keys = gateway.config.section("admin").keys
+        return AdminAuthenticator(keys) if keys else None
+
+    register("admin", factory)

@@ -110,7 +110,7 @@ async def test_admin_api_is_for_admin_keys_only(make_gateway, sdk, tmp_path):
         assert resp.status == status
         assert (await resp.json())["error"]["code"] == code
     # ... and an admin key calls no model.
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.PermissionDeniedError):
         await sdk(client, api_key="adm-secret").chat.completions.create(
             model="echo", messages=MESSAGES
         )
@@ -205,3 +205,36 @@ backend = "echo"
         # The CLI sees the revocation too.
         shown = _hookgate(one.config_file, "keys", "show", made["key"]["id"])
         assert shown["revoked_at"] is not None
+
+
+async def test_key_and_team_limits_apply_without_limits_section(make_gateway, sdk, tmp_path):
+    client = await make_gateway(config(tmp_path))
+    await admin(client, "POST", "/admin/teams", {"id": "small", "name": "Small", "rpm": 2})
+    _, alone = await admin(client, "POST", "/admin/keys", {"name": "alone", "rpm": 1})
+    api = sdk(client, api_key=alone["secret"])
+    await api.chat.completions.create(model="echo", messages=MESSAGES)
+    with pytest.raises(openai.RateLimitError) as refused:
+        await api.chat.completions.create(model="echo", messages=MESSAGES)
+    assert refused.value.code == "rate_limit_exceeded"
+    # Two keys of one team share its two requests a minute.
+    keys = [
+        (await admin(client, "POST", "/admin/keys", {"name": f"m{i}", "team": "small"}))[1]
+        for i in range(3)
+    ]
+    for made in keys[:2]:
+        await sdk(client, api_key=made["secret"]).chat.completions.create(
+            model="echo", messages=MESSAGES
+        )
+    with pytest.raises(openai.RateLimitError) as refused:
+        await sdk(client, api_key=keys[2]["secret"]).chat.completions.create(
+            model="echo", messages=MESSAGES
+        )
+    assert "team small" in refused.value.message
+
+
+async def test_admin_key_signs_in_to_the_console_but_calls_no_model(make_gateway, tmp_path):
+    client = await make_gateway(config(tmp_path))
+    resp = await client.get("/ui/api/whoami", headers=ADMIN)
+    assert resp.status == 200 and (await resp.json())["admin"] is True
+    resp = await client.get("/ui/api/whoami", headers={"authorization": "Bearer sk-toml"})
+    assert resp.status == 200 and (await resp.json())["admin"] is False
