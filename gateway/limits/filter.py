@@ -3,7 +3,9 @@
 ``[limits] rpm`` and ``tpm`` are the defaults for every key; a key's own ``rpm`` / ``tpm`` in
 ``[auth] keys`` (or the database) overrides them (0: no limit). A database key's team may have
 limits of its own, which all its keys share. A request over its allowance is refused before it
-reaches a backend with 429 and ``retry-after`` in the client's protocol. Tokens are charged at the
+reaches a backend with 429 and ``retry-after`` in the client's protocol. Every answer to a
+limited key says where it stands, as OpenAI does: ``x-ratelimit-limit-requests``,
+``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` (and ``-tokens``). Tokens are charged at the
 end of every request (:meth:`Filter.on_end`): the usage the upstream reported (streams included);
 when it reported none, an estimate of about four characters a token of the request and of what
 was sent, so a client that leaves mid-stream is charged too. A request that failed before any
@@ -72,14 +74,18 @@ class LimitsFilter(Filter):
         principal = exchange.principal
         rpm, tpm = self.limits(principal)
         if rpm or tpm:
-            await self._acquire(principal.id, principal.name, rpm, tpm)
+            await self._acquire(principal.id, principal.name, rpm, tpm, exchange)
         team, team_rpm, team_tpm = _team(principal)
         if team is not None and (team_rpm or team_tpm):
-            await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm)
+            await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm, None)
         return None
 
-    async def _acquire(self, owner: str, name: str, rpm: int, tpm: int) -> None:
-        wait, limit = await self.buckets.acquire(owner, rpm, tpm)
+    async def _acquire(
+        self, owner: str, name: str, rpm: int, tpm: int, exchange: Exchange | None
+    ) -> None:
+        wait, limit, requests, tokens = await self.buckets.acquire(owner, rpm, tpm)
+        if exchange is not None:
+            exchange.response_headers = _headers(rpm, tpm, requests, tokens)
         if limit is not None:
             per_minute = rpm if limit == "requests" else tpm
             raise RateLimited(
@@ -114,6 +120,32 @@ class LimitsFilter(Filter):
             # The answer is out (or the request is over); losing its count is better than
             # failing it.
             log.warning("tokens of request %s not counted: %s", exchange.request_id, err.message)
+
+
+def _duration(seconds: float) -> str:
+    """``6m0s``, ``1.5s``, ``120ms``: how OpenAI writes ``x-ratelimit-reset-*``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def _headers(rpm: int, tpm: int, requests: float, tokens: float) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers for the key's buckets after this request: limit,
+    what is left, and how long until the bucket is full again."""
+    headers = {}
+    if rpm:
+        left = max(0.0, requests)
+        headers["x-ratelimit-limit-requests"] = str(rpm)
+        headers["x-ratelimit-remaining-requests"] = str(int(left))
+        headers["x-ratelimit-reset-requests"] = _duration((rpm - left) * 60.0 / rpm)
+    if tpm:
+        left = max(0.0, tokens)
+        headers["x-ratelimit-limit-tokens"] = str(tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(int(left))
+        headers["x-ratelimit-reset-tokens"] = _duration((tpm - left) * 60.0 / tpm)
+    return headers
 
 
 def _team(principal: Principal) -> tuple[str | None, int, int]:
