@@ -14,6 +14,7 @@ from gateway import (
     EXCHANGE,
     BadRequest,
     ChatRequest,
+    Error,
     Event,
     Exchange,
     GatewayError,
@@ -99,7 +100,10 @@ class ResponsesProtocol(ProtocolAdapter):
         async with aclosing(events):
             async for ev in events:
                 yield ev
-        await self.state.save(owner, resolved, encoder.result())
+        try:
+            await self.state.save(owner, resolved, encoder.result())
+        except GatewayError as err:  # the store failed: the response fails, it is not kept
+            yield Error(err)
 
     async def _background(
         self,

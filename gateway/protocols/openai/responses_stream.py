@@ -245,8 +245,10 @@ class ResponseEncoder:
         failed = self._final = self._shell.response(
             "failed", self._done, self._usage, error=err, model=self._model
         )
+        tail, self._tail = self._tail, b""  # an item closed by result() and not yet sent
         return (
             self._begin()
+            + tail
             + self._event(
                 "error",
                 {"code": error_object(err)["code"], "message": err.message, "param": err.param},
