@@ -2,8 +2,8 @@
 ``tests/codex_cli``) pointed at the gateway on loopback, with a tool loop: the scripted model
 asks for a shell command, Codex runs it and sends the output back, and the model's last answer
 reads it. Codex speaks the Responses API with its own tools (``exec_command`` and the others as
-functions, sub-agent tools as a ``namespace``, a hosted ``web_search``); the gateway translates
-for a Chat Completions upstream and for an Anthropic one.
+functions, sub-agent tools as a ``namespace``, a hosted ``web_search``); the gateway relays it to
+a Responses upstream and translates it for a Chat Completions upstream and for an Anthropic one.
 
 Codex needs no network to start: only its npm install does (once per machine, cached).
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from fakes import responses_upstream
 from support.configs import both_config, recorded
 from support.npm import installed
 
@@ -30,8 +31,19 @@ def codex() -> Path:
 
 
 @pytest.fixture
-async def gateway(make_gateway, upstream, claude_upstream):
+async def responder(aiohttp_server):
+    return await aiohttp_server(responses_upstream.make_app())
+
+
+@pytest.fixture
+async def gateway(make_gateway, upstream, claude_upstream, responder):
     cfg = both_config(upstream, claude_upstream)
+    cfg["backends"]["resp"] = {
+        "kind": "openai_responses",
+        "base_url": str(responder.make_url("/v1")),
+        "api_key": "responses-secret",
+    }
+    cfg["models"]["gpt-resp"] = {"backend": "resp"}
     cfg["auth"] = {"keys": [KEY]}
     return await make_gateway(cfg)
 
@@ -114,3 +126,21 @@ async def test_codex_runs_a_tool_through_an_anthropic_upstream(
     assert (use["name"], use["input"]) == ("exec_command", command)
     (result,) = [b for b in second["messages"][-1]["content"] if b["type"] == "tool_result"]
     assert result["tool_use_id"] == use["id"] and "via-claude" in str(result["content"])
+
+
+async def test_codex_is_relayed_to_a_responses_upstream(codex, gateway, responder, tmp_path):
+    command = {"cmd": "echo relayed > proof.txt && cat proof.txt"}
+    prompt = "CALL exec_command " + orjson.dumps(command).decode()
+    answer = await codex_exec(codex, str(gateway.make_url("/v1")), "gpt-resp", prompt, tmp_path)
+    assert (tmp_path / "work" / "proof.txt").read_text() == "relayed\n"
+    assert answer.startswith("results: ") and "relayed" in answer
+
+    first, second = responder.app[responses_upstream.REQUESTS][-2:]
+    # Codex's request as it sent it: its namespace and hosted tools, its own fields
+    assert {t["type"] for t in first["tools"]} >= {"function", "namespace", "web_search"}
+    assert first["include"] == ["reasoning.encrypted_content"] and "client_metadata" in first
+    call, output = second["input"][-2:]
+    assert (call["type"], call["name"]) == ("function_call", "exec_command")
+    assert orjson.loads(call["arguments"]) == command
+    assert output["type"] == "function_call_output" and output["call_id"] == call["call_id"]
+    assert "relayed" in str(output["output"])

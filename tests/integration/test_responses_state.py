@@ -300,7 +300,8 @@ async def test_input_file_is_refused_naming_the_part(make_gateway, upstream, sdk
                 }
             ],
         )
-    assert caught.value.body["param"] == "input[0].content[1]"
+    assert caught.value.body["param"] == "input"
+    assert caught.value.body["code"] == "input_file_not_supported"
     assert "input_file" in caught.value.body["message"]
 
 

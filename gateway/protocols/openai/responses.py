@@ -10,7 +10,9 @@ backend here runs them.
 Custom tools (free-form input) become function tools with one string argument, ``input``;
 Codex's ``namespace`` tools become function tools named ``<namespace>__<name>``; the answer's
 calls go back to the client as ``custom_tool_call`` items and namespaced ``function_call``
-items. ``input_file`` parts have no translation and are refused, naming the part.
+items. An ``openai_responses`` backend receives all of them as the client sent them.
+``input_file`` parts have no translation: :func:`file_part` finds them, for the adapter to
+refuse them when the model's backend does not speak the Responses API.
 """
 
 from __future__ import annotations
@@ -192,13 +194,6 @@ def _decode_content(content: Any, at: str) -> list[Part]:
             parts.append(TextPart(p["text"]))
         elif kind == "input_image" and isinstance(p.get("image_url"), str):
             parts.append(image_from_url(p["image_url"], p.get("detail")))
-        elif kind == "input_file":
-            raise BadRequest(
-                f"'{at}[{j}]': input_file parts are not supported: no backend of this gateway "
-                "speaks the Responses API, and files have no translation for the others; send "
-                "the file's text as input_text.",
-                param=f"{at}[{j}]",
-            )
         elif kind is not None:
             parts.append(OpaquePart(PROTOCOL, p))
         else:
@@ -294,6 +289,20 @@ def _response_format(text: Any) -> dict[str, JSON] | None:
         spec = {k: v for k, v in fmt.items() if k in ("name", "schema", "strict", "description")}
         return {"type": "json_schema", "json_schema": spec}
     return {"type": fmt["type"]}
+
+
+def file_part(messages: list[Message]) -> str | None:
+    """Where the first ``input_file`` part is (``input[i].content[j]`` counting messages), if
+    any."""
+    for i, msg in enumerate(messages):
+        for j, p in enumerate(msg.parts):
+            if (
+                type(p) is OpaquePart
+                and p.protocol == PROTOCOL
+                and p.data.get("type") == "input_file"
+            ):
+                return f"messages[{i}].content[{j}]"
+    return None
 
 
 # --- response objects ---------------------------------------------------------------------------

@@ -68,6 +68,7 @@ class ResponsesProtocol(ProtocolAdapter):
         resolved = await self.state.resolve(await read_json(request), owner)
         body = resolved.body
         req = openai_responses.decode_request(body)
+        self._refuse_files(req, ex)
         shell = openai_responses.Shell(
             body,
             req.model,
@@ -87,6 +88,21 @@ class ResponsesProtocol(ProtocolAdapter):
         if resolved.store and self.state.store is not None:
             events = self._saving(events, encoder, owner, resolved)
         return await self.stream_response(request, ex, events, encoder)
+
+    def _refuse_files(self, req: ChatRequest, ex: Exchange) -> None:
+        """``input_file`` parts reach only a backend that speaks the Responses API."""
+        where = openai_responses.file_part(req.messages)
+        if where is None:
+            return
+        backend = self.gateway.router.resolve(req.model, ex.principal).backend
+        if backend.protocol != openai_responses.PROTOCOL:
+            raise BadRequest(
+                f"input_file parts are not supported by the backend of model '{req.model}' "
+                "(it does not speak the Responses API, and files have no translation); send "
+                "the file's text as input_text, or use an openai_responses backend.",
+                param="input",
+                code="input_file_not_supported",
+            )
 
     async def _saving(
         self,
