@@ -17,13 +17,13 @@ from pathlib import Path
 from support import TESTS
 
 
-def installed(name: str, marker: str) -> Path:
+def installed(name: str, marker: str, cache_name: str | None = None) -> Path:
     """The directory where ``tests/<name>`` is installed; ``marker`` (a path under it) tells an
-    install that is complete."""
+    install that is complete; ``cache_name`` names the cached copy (default: ``name``)."""
     src = TESTS / name
     lock = (src / "package-lock.json").read_bytes()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hookgate-tests"
-    target = cache / f"{name}-{hashlib.sha256(lock).hexdigest()[:16]}"
+    target = cache / f"{cache_name or name}-{hashlib.sha256(lock).hexdigest()[:16]}"
     if not (target / marker).exists():
         building = cache / f"{target.name}.{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
