@@ -39,10 +39,12 @@ class ResponsesConfig:
     #: "memory", "redis", or "off" (nothing is kept: ``store`` is ignored, and
     #: ``previous_response_id``, item references and ``background`` are refused).
     store: str = "auto"
-    #: How long a stored response (and its items) stays readable after it is written.
-    ttl: Duration = Duration(30 * 86400.0)
+    #: How long a stored response (and its items) stays readable after it is written. OpenAI
+    #: keeps them 30 days; every response is stored unless its request says ``store: false``,
+    #: each with the whole conversation it continues, so the default is a day, like sessions.
+    ttl: Duration = Duration(86400.0)
     #: Responses the memory store keeps at most (the oldest written go first).
-    max_kept: Count = Count(10_000)
+    max_kept: Count = Count(1000)
     #: How often a background response checks whether another instance cancelled it.
     cancel_poll: Duration = Duration(1.0)
 
