@@ -148,6 +148,7 @@ async def test_background_response_is_polled_to_completion(gateway, sdk):
     body = orjson.loads(queued.content)
     validate(body, "Response")
     assert body["status"] == "queued" and body["background"] is True and body["output"] == []
+    queued_items = [i.id for i in (await api.responses.input_items.list(body["id"])).data]
     seen = set()
 
     async def done():
@@ -157,6 +158,8 @@ async def test_background_response_is_polled_to_completion(gateway, sdk):
 
     answer = await until(done, what="the background response completes")
     assert answer.output_text == "upstream says: SLOW:0.3"
+    done_items = [i.id for i in (await api.responses.input_items.list(body["id"])).data]
+    assert done_items == queued_items and len(done_items) == 1  # the input keeps its ids
     assert seen <= {"queued", "in_progress", "completed"}
     with pytest.raises(openai.BadRequestError):
         await api.responses.create(model="gpt-test", input="x", background=True, store=False)

@@ -152,7 +152,8 @@ class ResponsesState:
         else:
             decoded = {k: v for k, v in body.items() if k != "previous_response_id"}
             decoded["input"] = [*context, *items]
-        return Resolved(decoded, items, context, previous, store_flag, background)
+        # the stored input names its items once (the client's body stays as it was sent)
+        return Resolved(decoded, _with_ids(items), context, previous, store_flag, background)
 
     async def _dereference(self, items: list[dict[str, Any]], owner: str) -> list[dict[str, Any]]:
         assert self.store is not None
@@ -177,9 +178,7 @@ class ResponsesState:
     async def save(self, owner: str, resolved: Resolved, response: dict[str, Any]) -> None:
         """Keep ``response`` when its request asked to store it."""
         if self.store is not None and resolved.store:
-            await self.store.put(
-                owner, ResponseRecord(response, _with_ids(resolved.input), resolved.context)
-            )
+            await self.store.put(owner, ResponseRecord(response, resolved.input, resolved.context))
 
     # --- reads ---------------------------------------------------------------------------------
 
