@@ -146,10 +146,15 @@ class Tool:
 
 @attrs.define(slots=True)
 class ToolChoice:
-    """``auto``, ``none``, ``required`` (any tool), or ``tool`` with the tool's ``name``."""
+    """``auto``, ``none``, ``required`` (any tool), or ``tool`` with the tool's ``name``.
+
+    ``allowed`` names the only tools the model may call (OpenAI's ``allowed_tools``: the others
+    stay in the prompt, for its cache); an encoder whose protocol lacks that sends only those.
+    """
 
     mode: ToolChoiceMode
     name: str | None = None
+    allowed: list[str] | None = None
 
 
 @attrs.define(slots=True)

@@ -11,7 +11,7 @@ means the same thing wherever it came from.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -74,10 +74,8 @@ def decode_request(
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model: Field required (a non-empty string).", param="model")
-    max_tokens = body.get("max_tokens")
-    if not counting and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-    ):
+    max_tokens = whole_number(body.get("max_tokens"))
+    if not counting and (max_tokens is None or max_tokens < 1):
         raise BadRequest("max_tokens: Field required (a positive integer).", param="max_tokens")
     messages = decode_messages(body.get("messages"), body.get("system"))
     stop = body.get("stop_sequences")
@@ -114,6 +112,18 @@ def decode_request(
     )
 
 
+def whole_number(value: Any) -> int | None:
+    """``value`` as an int when it is one, or a float with no fractional part (``1000.0``, which
+    JSON encoders of some languages write for an integer); otherwise None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _number(body: Mapping[str, Any], key: str) -> float | None:
     value = body.get(key)
     if value is None:
@@ -134,7 +144,11 @@ def _integer(body: Mapping[str, Any], key: str) -> int | None:
 
 def decode_messages(raw: Any, system: Any) -> list[Message]:
     """``system`` and ``messages`` as canonical messages: the system prompt first, each
-    ``tool_result`` block as its own ``tool`` message (in order, before the rest of its turn)."""
+    ``tool_result`` block as its own ``tool`` message (in order, before the rest of its turn).
+
+    A ``system`` message inside ``messages`` (mid-conversation instructions, which newer models
+    take and Claude Code sends) stays where it is; encoders that cannot place it there fold it
+    into the system prompt."""
     if not isinstance(raw, list) or not raw:
         raise BadRequest("messages: Field required (a non-empty array).", param="messages")
     out: list[Message] = []
@@ -153,8 +167,14 @@ def decode_messages(raw: Any, system: Any) -> list[Message]:
         if not isinstance(m, dict):
             raise BadRequest(f"{where}: must be an object.", param=where)
         role = m.get("role")
-        if role not in ("user", "assistant"):
-            raise BadRequest(f"{where}.role: must be 'user' or 'assistant'.", param=f"{where}.role")
+        if role not in ("user", "assistant", "system"):
+            # Claude Code retries without its system messages when a 400 reads "... role ...
+            # system ... not supported", as Anthropic's own does.
+            raise BadRequest(
+                f"{where}.role: role {role!r} is not supported; must be 'user', 'assistant' or "
+                "'system'.",
+                param=f"{where}.role",
+            )
         content = m.get("content")
         if isinstance(content, str):
             out.append(Message(role, [TextPart(content)]))
@@ -231,19 +251,18 @@ def _decode_block(b: Any, at: str, role: str) -> Part:
     return OpaquePart(PROTOCOL, b)
 
 
-def _decode_image(b: Mapping[str, Any], at: str) -> ImagePart:
+def _decode_image(b: Mapping[str, Any], at: str) -> ImagePart | OpaquePart:
     source = b.get("source")
     extra = rest(b, ("type", "source"))
-    if isinstance(source, dict):
-        kind = source.get("type")
-        if kind == "base64" and isinstance(source.get("data"), str):
-            return ImagePart(data=source["data"], media_type=source.get("media_type"), extra=extra)
-        if kind == "url" and isinstance(source.get("url"), str):
-            return ImagePart(url=source["url"], extra=extra)
-    raise BadRequest(
-        f"{at}.source: must be {{type: 'base64', media_type, data}} or {{type: 'url', url}}.",
-        param=f"{at}.source",
-    )
+    if not isinstance(source, dict) or not isinstance(source.get("type"), str):
+        raise BadRequest(f"{at}.source: Field required (an object with a 'type').", param=at)
+    kind = source["type"]
+    if kind == "base64" and isinstance(source.get("data"), str):
+        return ImagePart(data=source["data"], media_type=source.get("media_type"), extra=extra)
+    if kind == "url" and isinstance(source.get("url"), str):
+        return ImagePart(url=source["url"], extra=extra)
+    # a ``file`` source (an id from Anthropic's Files API) or a kind yet to come: Anthropic only
+    return OpaquePart(PROTOCOL, dict(b))
 
 
 def decode_tools(tools: Any) -> list[Tool] | None:
@@ -254,12 +273,17 @@ def decode_tools(tools: Any) -> list[Tool] | None:
     out = []
     for i, t in enumerate(tools):
         at = f"tools.{i}"
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
-            raise BadRequest(f"{at}.name: Field required.", param=f"{at}.name")
-        if t.get("type") not in (None, "custom"):
-            # Server tools (web search, code execution, ...) only Anthropic runs: keep them whole.
-            out.append(Tool(t["name"], extra={"tool": t}))
+        if not isinstance(t, dict):
+            raise BadRequest(f"{at}: must be an object.", param=at)
+        kind = t.get("type")
+        if kind not in (None, "custom"):
+            # Server tools (web search, code execution, an MCP server's toolset ...) only
+            # Anthropic runs: kept whole. Some have no name (``mcp_toolset``).
+            name = t.get("name") or t.get("mcp_server_name") or kind
+            out.append(Tool(str(name), extra={"tool": t}))
             continue
+        if not isinstance(t.get("name"), str) or not t["name"]:
+            raise BadRequest(f"{at}.name: Field required.", param=f"{at}.name")
         schema = t.get("input_schema")
         if not isinstance(schema, dict):
             raise BadRequest(f"{at}.input_schema: Field required (an object).", param=at)
@@ -315,7 +339,14 @@ def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dic
         body["system"] = system
     if req.stream:
         body["stream"] = True
-    tools = [t for t in req.tools or () if same or not (t.extra and "tool" in t.extra)]
+    if not same:
+        refuse_untranslatable(req)
+    allowed = req.tool_choice.allowed if req.tool_choice is not None else None
+    tools = [
+        t
+        for t in req.tools or ()
+        if (same or not (t.extra and "tool" in t.extra)) and (allowed is None or t.name in allowed)
+    ]
     if tools:
         body["tools"] = [_encode_tool(t, same) for t in tools]
     choice = encode_tool_choice(req.tool_choice, req.parallel_tool_calls)
@@ -346,6 +377,30 @@ def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dic
         if dropped:
             log.debug("dropping %s fields the Anthropic format lacks: %s", req.protocol, dropped)
     return body
+
+
+#: Fields of other protocols that change what the answer is and that Anthropic cannot give:
+#: translating them would be a silent lie, so the request is refused, naming the field.
+_UNTRANSLATABLE: dict[str, Callable[[Any], bool]] = {
+    "n": lambda v: isinstance(v, int) and v > 1,
+    "logprobs": lambda v: bool(v),
+    "top_logprobs": lambda v: v is not None,
+    "functions": lambda v: bool(v),
+    "function_call": lambda v: v is not None,
+}
+
+
+def refuse_untranslatable(req: ChatRequest) -> None:
+    """Raise :class:`BadRequest` naming the first field of ``req`` Anthropic cannot honour."""
+    for key, matters in _UNTRANSLATABLE.items():
+        if req.extra and key in req.extra and matters(req.extra[key]):
+            why = (
+                "legacy function calling is relayed only to OpenAI-compatible upstreams: use "
+                "'tools'"
+                if key.startswith("function")
+                else "the Anthropic Messages API has no equivalent"
+            )
+            raise BadRequest(f"'{key}' cannot be used with model '{req.model}': {why}.", param=key)
 
 
 def encode_tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, JSON] | None:
