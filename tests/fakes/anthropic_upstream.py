@@ -17,6 +17,8 @@ What it answers is chosen by the text of the last user message:
 - ``STATUS:<code>``: that HTTP status with an Anthropic error body (429 adds retry-after)
 - ``STOPSEQ``: stops at the stop sequence ``###``
 - ``THINK``: a thinking block (with signature), then text
+- an ``output_config.format``: :data:`JSON_ANSWER` as the text; a forced tool: that tool
+  called with :data:`JSON_ANSWER` as its input
 - ``ROUNDS``: answers with a tool call until three tool results are in the history
 - ``DRIP``: a text delta every 0.1 s for a minute
 - anything else: ``upstream says: <text>`` in three deltas
@@ -49,6 +51,8 @@ USAGE = {
     "cache_creation_input_tokens": 2,
 }
 COUNT = 4242
+#: The answer to a request with a JSON output format (as text, or as a forced tool's input).
+JSON_ANSWER = '{"city": "Paris", "temperature": 21}'
 _FIELDS = {
     "model",
     "messages",
@@ -67,6 +71,7 @@ _FIELDS = {
     "container",
     "mcp_servers",
     "context_management",
+    "output_config",
 }
 
 
@@ -91,6 +96,15 @@ def _invalid(body: dict[str, Any], counting: bool = False) -> str | None:
         return "max_tokens: Field required"
     if (body.get("temperature") or 0) > 1:
         return "temperature: Input should be less than or equal to 1"
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens", 0)
+        if not 1024 <= budget < body.get("max_tokens", 0):
+            return "thinking.budget_tokens: must be at least 1024 and less than max_tokens"
+        if body.get("temperature", 1) != 1 or "top_k" in body:
+            return "temperature and top_k may not be set when thinking is enabled"
+        if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+            return "Thinking may not be enabled when tool_choice forces tool use."
     messages = body.get("messages") or []
     if not messages or messages[0].get("role") != "user":
         return "messages: the first message must use the user role"
@@ -157,6 +171,15 @@ def _script(text: str, results: int) -> tuple[list[dict[str, Any]], str, str | N
             for cid, name, frags in calls
         ]
         return blocks, "tool_use", None
+    if text.startswith("FORCED:"):
+        name = text.split(":", 1)[1]
+        return (
+            [{"type": "tool_use", "id": "toolu_json", "name": name, "input": [JSON_ANSWER]}],
+            "tool_use",
+            None,
+        )
+    if text == "JSON":
+        return [{"type": "text", "text": JSON_ANSWER}], "end_turn", None
     if text == "STOPSEQ":
         return [{"type": "text", "text": "upstream stops here"}], "stop_sequence", "###"
     if text == "THINK":
@@ -191,7 +214,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
         kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
         headers = {"retry-after": "7"} if status == 429 else None
         return _error(status, kind, f"fake upstream refuses with {status}", headers)
+    choice = body.get("tool_choice") or {}
+    if choice.get("type") == "tool":
+        text = "FORCED:" + choice["name"]
+    elif (body.get("output_config") or {}).get("format"):
+        text = "JSON"
     blocks, reason, sequence = _script(text, _tool_results(body))
+    if (body.get("thinking") or {}).get("type") == "enabled" and blocks[0]["type"] != "thinking":
+        blocks.insert(0, {"type": "thinking", "thinking": "Let me think.", "signature": "sig-fake"})
     if not body.get("stream"):
         content = [
             {**b, "input": orjson.loads("".join(b["input"]))} if b["type"] == "tool_use" else b

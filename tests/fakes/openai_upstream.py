@@ -4,6 +4,8 @@ process (``python tests/fakes/openai_upstream.py PORT``).
 What it does is chosen by the last user message:
 
 - ``TOOLS``: two tool calls in one turn (get_weather, get_time), arguments in fragments
+- ``STOPTOOLS``: the same, ending with ``finish_reason: "stop"`` (as some servers do)
+- a ``response_format`` of type ``json_schema``: :data:`JSON_ANSWER` as the text
 - ``BREAK``: two text chunks, then the connection is cut mid-body
 - ``HALFFRAME``: one text chunk, then half of the next frame, then the connection is cut
 - ``ERRFRAME``: one text chunk, then an ``{"error": ...}`` frame
@@ -89,6 +91,8 @@ def _chunk(
 
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+#: The answer to a request with a JSON schema output format.
+JSON_ANSWER = '{"city": "Paris", "temperature": 21}'
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -115,14 +119,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if text.startswith("SLOW:"):
         await asyncio.sleep(float(text.split(":", 1)[1]))
     tool_results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
-    wants_tools = text == "TOOLS" or (text == "ROUNDS" and tool_results < 3)
+    wants_tools = text in ("TOOLS", "STOPTOOLS") or (text == "ROUNDS" and tool_results < 3)
+    if (body.get("response_format") or {}).get("type") == "json_schema":
+        text = "JSON"
     if text.startswith(("CALL ", "LOOP ")):
         return await _scripted(request, body, text)
     if not body.get("stream"):
         if wants_tools:
             calls = (
                 TOOL_CALLS
-                if text == "TOOLS"
+                if text in ("TOOLS", "STOPTOOLS")
                 else [(f"call_round_{tool_results}", "step", ['{"n": ', str(tool_results), "}"])]
             )
             message = {
@@ -138,9 +144,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
                     for cid, name, args in calls
                 ],
             }
-            finish = "tool_calls"
+            finish = "stop" if text == "STOPTOOLS" else "tool_calls"
         else:
-            message = {"role": "assistant", "content": f"upstream says: {text}", "refusal": None}
+            say = JSON_ANSWER if text == "JSON" else f"upstream says: {text}"
+            message = {"role": "assistant", "content": say, "refusal": None}
             finish = "stop"
         return web.json_response(
             {
@@ -163,7 +170,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         if wants_tools:
             calls = (
                 TOOL_CALLS
-                if text == "TOOLS"
+                if text in ("TOOLS", "STOPTOOLS")
                 else [(f"call_round_{tool_results}", "step", ['{"n": ', str(tool_results), "}"])]
             )
             for index, (cid, name, args) in enumerate(calls):
@@ -189,14 +196,18 @@ async def chat(request: web.Request) -> web.StreamResponse:
                             {"tool_calls": [{"index": index, "function": {"arguments": frag}}]},
                         )
                     )
-            await resp.write(_chunk(model, {}, "tool_calls"))
+            await resp.write(_chunk(model, {}, "stop" if text == "STOPTOOLS" else "tool_calls"))
         elif text == "DRIP":
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 await resp.write(_chunk(model, {"content": "drip "}))
                 await asyncio.sleep(0.1)
         else:
-            words = ["upstream ", "says: ", text]
+            words = (
+                [JSON_ANSWER[:9], JSON_ANSWER[9:]]
+                if text == "JSON"
+                else ["upstream ", "says: ", text]
+            )
             for i, w in enumerate(words):
                 await resp.write(_chunk(model, {"content": w}))
                 if text == "HALFFRAME":

@@ -53,6 +53,12 @@ _KNOWN = frozenset(
         "metadata",
     }
 )
+#: Anthropic's ``output_config.effort`` levels as canonical reasoning efforts.
+EFFORTS_IN = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
+#: Thinking budgets for canonical reasoning efforts (Anthropic's smallest budget is 1024).
+EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
+#: The tool a backend configured with ``structured_output = "tool"`` forces for JSON output.
+OUTPUT_TOOL = "json_output"
 #: Anthropic's ``tool_choice`` types as canonical modes.
 _TOOL_CHOICE_MODES: dict[str, ToolChoiceMode] = {
     "auto": "auto",
@@ -90,6 +96,7 @@ def decode_request(
     if stream is not None and not isinstance(stream, bool):
         raise BadRequest("stream: must be a boolean.", param="stream")
     beta = headers.get("anthropic-beta") if headers is not None else None
+    effort, budget = _decode_thinking(body.get("thinking"), body.get("output_config"))
     return ChatRequest(
         model=model,
         messages=messages,
@@ -104,12 +111,43 @@ def decode_request(
         top_p=_number(body, "top_p"),
         top_k=_integer(body, "top_k"),
         stop=stop or None,
+        response_format=_decode_output_format(body),
+        reasoning_effort=effort,
+        reasoning_budget=budget,
         user=user if isinstance(user, str) else None,
         metadata=metadata,
         extra={k: v for k, v in body.items() if k not in _KNOWN} or None,
         wire=body,
         headers={"anthropic-beta": beta} if beta else None,
     )
+
+
+def _decode_output_format(body: Mapping[str, Any]) -> dict[str, JSON] | None:
+    """``output_config.format`` (or the beta's top-level ``output_format``) as the canonical,
+    Chat Completions-shaped ``response_format``."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else body.get("output_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise BadRequest("output_config.format.schema: Field required.", param="output_config")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
+def _decode_thinking(thinking: Any, config: Any) -> tuple[str | None, int | None]:
+    """The reasoning asked for, as a canonical effort or budget: ``enabled`` thinking has a
+    budget, ``adaptive`` thinking the ``output_config.effort`` (``medium`` without one); none
+    is asked when thinking is off."""
+    if not isinstance(thinking, dict):
+        return None, None
+    kind = thinking.get("type")
+    if kind == "enabled":
+        return None, whole_number(thinking.get("budget_tokens"))
+    if kind == "adaptive":
+        effort = config.get("effort") if isinstance(config, dict) else None
+        return (EFFORTS_IN.get(effort, "medium") if isinstance(effort, str) else "medium"), None
+    return None, None  # ``disabled``: nothing to ask of another protocol
 
 
 def whole_number(value: Any) -> int | None:
@@ -319,12 +357,17 @@ def decode_tool_choice(choice: Any) -> tuple[ToolChoice | None, bool | None]:
 # --- requests: canonical -> wire ----------------------------------------------------------------
 
 
-def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dict[str, JSON]:
+def encode_request(
+    req: ChatRequest, model: str, default_max_tokens: int, structured_output: str = "native"
+) -> dict[str, JSON]:
     """The request body for an Anthropic upstream.
 
     A request that arrived in this protocol and was not changed on the way is sent as it came,
     with only the model replaced; otherwise it is encoded from the canonical fields, and what
-    Anthropic cannot take is dropped (logged at debug).
+    Anthropic cannot take is dropped (logged at debug) or, where dropping would change the
+    answer, refused. A JSON output format becomes ``output_config.format``, or with
+    ``structured_output="tool"`` a forced tool whose input is the JSON (for upstreams without
+    structured outputs; the backend unwraps it).
     """
     if req.wire is not None and req.protocol == PROTOCOL:
         return {**req.wire, "model": model}
@@ -370,13 +413,70 @@ def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dic
         if req.extra:
             body.update(req.extra)
     else:
-        dropped = sorted(
-            [*(req.extra or ())]
-            + [k for k in ("seed", "response_format") if getattr(req, k) is not None]
-        )
+        _encode_output_format(body, req.response_format, structured_output)
+        _encode_thinking(body, req)
+        dropped = sorted([*(req.extra or ())] + ["seed"] * (req.seed is not None))
         if dropped:
             log.debug("dropping %s fields the Anthropic format lacks: %s", req.protocol, dropped)
     return body
+
+
+def output_schema(response_format: dict[str, JSON] | None) -> dict[str, JSON] | None:
+    """The JSON schema a canonical ``response_format`` asks for (``json_object``: any object)."""
+    kind = response_format.get("type") if response_format else None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema" or response_format is None:
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else {"type": "object"}
+
+
+def _encode_output_format(
+    body: dict[str, JSON], response_format: dict[str, JSON] | None, structured_output: str
+) -> None:
+    schema = output_schema(response_format)
+    if schema is None:
+        return
+    if structured_output == "tool":
+        tool = {
+            "name": OUTPUT_TOOL,
+            "description": "Give the answer as this tool's input, in the required format.",
+            "input_schema": schema,
+        }
+        body["tools"] = [*body.get("tools", ()), tool]
+        body["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
+    elif response_format is not None and response_format.get("type") == "json_object":
+        # Anthropic's structured outputs need a closed schema; "any object" is none
+        log.debug("dropping response_format json_object: Anthropic has no JSON mode")
+    else:
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+
+
+def _encode_thinking(body: dict[str, JSON], req: ChatRequest) -> None:
+    """Extended thinking for the reasoning ``req`` asks for, within Anthropic's rules: the budget
+    at least 1024 and below ``max_tokens`` (which grows by the budget when it would not be), no
+    ``temperature`` or ``top_k`` beside it, and none at all with a forced tool choice."""
+    budget = req.reasoning_budget
+    if budget is None and req.reasoning_effort is not None:
+        budget = EFFORT_BUDGETS.get(req.reasoning_effort)
+    if budget is None:
+        return
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        log.debug("not enabling thinking: Anthropic refuses it beside a forced tool choice")
+        return
+    budget = max(1024, budget)
+    if body["max_tokens"] <= budget:
+        body["max_tokens"] += budget
+    body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    dropped = [k for k in ("temperature", "top_k") if body.pop(k, None) is not None]
+    if body.get("top_p", 1) < 0.95:
+        dropped.append("top_p")
+        del body["top_p"]
+    if dropped:
+        log.debug("dropping %s: Anthropic refuses them beside thinking", dropped)
 
 
 #: Fields of other protocols that change what the answer is and that Anthropic cannot give:

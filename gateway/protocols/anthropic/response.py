@@ -27,7 +27,7 @@ from gateway import (
     Usage,
     new_id,
 )
-from gateway.protocols.anthropic.messages import PROTOCOL, rest, tool_use_block
+from gateway.protocols.anthropic.messages import OUTPUT_TOOL, PROTOCOL, rest, tool_use_block
 
 FINISH_IN = {
     "end_turn": "stop",
@@ -120,6 +120,18 @@ def decode_response(obj: Any) -> ChatResponse:
         stop_sequence=obj.get("stop_sequence"),
         usage=decode_usage(obj.get("usage")),
     )
+
+
+def unwrap_output_tool(resp: ChatResponse) -> ChatResponse:
+    """An answer to a JSON output format sent as a forced tool, as the JSON text it stands for
+    (see :class:`~gateway.protocols.anthropic.stream.OutputToolParser`)."""
+    parts = resp.message.parts
+    for i, p in enumerate(parts):
+        if type(p) is ToolCallPart and p.name == OUTPUT_TOOL:
+            parts[i] = TextPart(p.arguments)
+            if resp.finish_reason == "tool_calls":
+                resp.finish_reason = "stop"
+    return resp
 
 
 def encode_content(parts: list[Part]) -> list[dict[str, JSON]]:

@@ -29,7 +29,7 @@ from gateway import (
     UsageEvent,
     new_id,
 )
-from gateway.protocols.anthropic.messages import PROTOCOL
+from gateway.protocols.anthropic.messages import OUTPUT_TOOL, PROTOCOL
 from gateway.protocols.anthropic.response import (
     FINISH_IN,
     decode_usage,
@@ -119,6 +119,33 @@ class StreamParser:
             out.append(Finish(reason, self._stop_sequence))
             return out
         return []  # ping, and event types added later
+
+
+class OutputToolParser(StreamParser):
+    """A :class:`StreamParser` for a request whose JSON output format was sent as a forced tool
+    (``structured_output = "tool"``): that tool's input streams out as the answer's text, and
+    the turn ends with ``stop``, as if the upstream had structured outputs."""
+
+    __slots__ = ("_output",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._output: int | None = None
+
+    def feed(self, obj: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        for ev in super().feed(obj):
+            if isinstance(ev, ToolCallStart) and ev.name == OUTPUT_TOOL:
+                self._output = ev.index
+            elif isinstance(ev, ToolCallDelta) and ev.index == self._output:
+                out.append(TextDelta(ev.arguments))
+            elif isinstance(ev, ToolCallEnd) and ev.index == self._output:
+                continue
+            elif isinstance(ev, Finish) and self._output is not None and ev.reason == "tool_calls":
+                out.append(Finish("stop"))
+            else:
+                out.append(ev)
+        return out
 
 
 # --- canonical -> SSE frames ----------------------------------------------------------------------

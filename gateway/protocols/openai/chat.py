@@ -52,10 +52,15 @@ _KNOWN = frozenset(
         "stop",
         "seed",
         "response_format",
+        "reasoning_effort",
         "user",
         "metadata",
     }
 )
+#: Fields of other protocols kept in their ``extra`` and translated through canonical ones.
+_TRANSLATED = frozenset({"thinking", "output_config", "output_format"})
+#: Canonical reasoning efforts for Anthropic thinking budgets (up to each bound).
+_BUDGET_EFFORTS = ((2048, "low"), (8192, "medium"), (16384, "high"))
 FINISH_IN = {
     "stop": "stop",
     "length": "length",
@@ -126,6 +131,7 @@ def decode_request(body: Any) -> ChatRequest:
         stop=stop or None,
         seed=_opt(body, "seed", int),
         response_format=_opt(body, "response_format", dict),
+        reasoning_effort=_opt(body, "reasoning_effort", str),
         user=_opt(body, "user", str),
         metadata=metadata,
         session_id=session if isinstance(session, str) and session else None,
@@ -407,19 +413,27 @@ def encode_request(
     _put(body, "stop", req.stop)
     _put(body, "seed", req.seed)
     _put(body, "response_format", req.response_format)
+    _put(body, "reasoning_effort", reasoning_effort(req))
     _put(body, "user", req.user)
     if same:
         _put(body, "metadata", req.metadata)
         if req.extra:
             body.update(req.extra)
     else:
-        dropped = [*(req.extra or ())]
+        dropped = [k for k in req.extra or () if k not in _TRANSLATED]
         dropped += [k for k in ("top_k", "metadata") if getattr(req, k) is not None]
         if dropped:
             log.debug(
                 "dropping %s fields the OpenAI format lacks: %s", req.protocol, sorted(dropped)
             )
     return body
+
+
+def reasoning_effort(req: ChatRequest) -> str | None:
+    """The ``reasoning_effort`` for what ``req`` asks: its effort, or its thinking budget's."""
+    if req.reasoning_effort is not None or req.reasoning_budget is None:
+        return req.reasoning_effort
+    return next((e for bound, e in _BUDGET_EFFORTS if req.reasoning_budget <= bound), "xhigh")
 
 
 def encode_tool_choice(tc: ToolChoice) -> JSON:
