@@ -225,7 +225,12 @@ class MessageEncoder:
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                    "delta": {
+                        "stop_reason": reason,
+                        "stop_sequence": sequence,
+                        "stop_details": None,
+                        "container": None,
+                    },
                     "usage": usage,
                 },
             )
@@ -246,7 +251,10 @@ class MessageEncoder:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "stop_details": None,
+            "container": None,
+            "diagnostics": None,
+            "usage": encode_usage(None),
         }
         return frame("message_start", {"type": "message_start", "message": message}) + PING
 
@@ -285,7 +293,7 @@ class MessageEncoder:
         out = b""
         index = self._open
         if index is None or self._open_kind != "text":
-            index, out = self._open_block("text", {"type": "text", "text": ""})
+            index, out = self._open_block("text", {"type": "text", "text": "", "citations": None})
         return out + self._delta(index, {"type": "text_delta", "text": ev.text})
 
     def _reasoning(self, ev: ReasoningDelta) -> bytes:
