@@ -118,6 +118,12 @@ class AnthropicBackend(HTTPBackend):
     def stream_parser(self, request: ChatRequest) -> StreamParser:
         return OutputToolParser() if self._output_tool(request) else StreamParser()
 
+    async def list_models(self, exchange: Exchange) -> list[str] | None:
+        """The ids of the upstream's ``GET /v1/models`` (its first thousand)."""
+        answer = self.json(await self.upstream.get("/v1/models?limit=1000", exchange))
+        data = answer.get("data") if isinstance(answer, dict) else None
+        return [m["id"] for m in data or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
     async def count_tokens(self, request: ChatRequest, exchange: Exchange) -> int | None:
         """The upstream's own count (exact for its model)."""
         body = encode_request(

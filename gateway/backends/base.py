@@ -75,6 +75,11 @@ class Backend:
             code="model_not_supported",
         )
 
+    async def list_models(self, exchange: Exchange) -> list[str] | None:
+        """The model names the upstream serves, from its own model list, or ``None`` (the
+        default) when it has none. ``/v1/models`` lists those its glob routes match."""
+        return None
+
     async def count_tokens(self, request: ChatRequest, exchange: Exchange) -> int | None:
         """The exact input token count of ``request`` when the upstream can count it, or
         ``None`` (the default) to let the gateway estimate (see :mod:`gateway.core.tokens`)."""

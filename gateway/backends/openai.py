@@ -98,10 +98,20 @@ class OpenAIBackend(HTTPBackend):
         for it."""
         return [Raw(DONE, PROTOCOL)] if relay and not parser.done else []
 
+    async def list_models(self, exchange: Exchange) -> list[str] | None:
+        """The ids of the upstream's ``GET /models``."""
+        return model_ids(self.json(await self.upstream.get("/models", exchange)))
+
     async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResponse:
         body = encode_embedding_request(request, request.upstream_model or request.model)
         data = await self.upstream.post("/embeddings", orjson.dumps(body), exchange)
         return decode_embedding_response(self.json(data), data, request)
+
+
+def model_ids(answer: Any) -> list[str]:
+    """The ``id`` of each model of a model list (``{"data": [{"id": ...}, ...]}``)."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    return [m["id"] for m in data or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
 class _Stream(ChatStreamParser):

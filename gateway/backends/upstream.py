@@ -245,6 +245,39 @@ class Upstream:
             return UpstreamError(f"backend '{name}' failed: {type(exc).__name__}")
         return UpstreamError(f"backend '{name}' failed unexpectedly")
 
+    async def get(self, path: str, ex: Exchange) -> bytes:
+        """GET ``path`` (a model list, ...) and return the answer's bytes, within the backend's
+        ``timeout``; a failure raises :class:`GatewayError`."""
+        started = time.perf_counter()
+        try:
+            if self._lean:
+                pool = self._pool()
+                resp = await pool.request(
+                    "GET",
+                    self._path + path,
+                    headers=self._own_headers(ex, None),
+                    read_timeout=self.config.read_timeout,
+                    deadline=pool.loop.time() + self.config.timeout,
+                )
+                try:
+                    data, status, headers = await resp.read(), resp.status, resp.headers
+                finally:
+                    resp.close()
+            else:
+                async with self._session().get(
+                    self.base_url + path, headers=_request_headers(ex, None), timeout=self._whole
+                ) as answer:
+                    data, status, headers = await answer.read(), answer.status, answer.headers
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.failure(exc) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+        if status >= 300:
+            raise status_error(status, data[:_MAX_ERROR_BODY], headers)
+        return data
+
 
 def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:
     if extra:

@@ -39,6 +39,10 @@ from aiohttp import web
 REQUESTS: web.AppKey[list[dict[str, Any]]] = web.AppKey("requests", list)
 HEADERS: web.AppKey[list[Any]] = web.AppKey("headers", list)
 CANCELLED: web.AppKey[list[str]] = web.AppKey("cancelled", list)
+#: The times the upstream's model list was asked for.
+MODEL_LISTS: web.AppKey[list[str]] = web.AppKey("model_lists", list)
+#: The upstream's own model list.
+MODEL_IDS = ["claude-fake-1", "claude-fake-2"]
 
 TOOL_CALLS = [
     ("toolu_weather_1", "get_weather", ['{"ci', 'ty": "Pa', 'ris"}']),
@@ -354,13 +358,21 @@ async def count_tokens(request: web.Request) -> web.Response:
     return web.json_response({"input_tokens": COUNT})
 
 
+async def model_list(request: web.Request) -> web.Response:
+    request.app[MODEL_LISTS].append(request.path_qs)
+    models = [{"id": m, "type": "model", "object": "model"} for m in MODEL_IDS]
+    return web.json_response({"object": "list", "data": models, "has_more": False})
+
+
 def make_app() -> web.Application:
     app = web.Application()
+    app[MODEL_LISTS] = []
     app[REQUESTS] = []
     app[HEADERS] = []
     app[CANCELLED] = []
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app.router.add_get("/v1/models", model_list)
     return app
 
 

@@ -41,6 +41,10 @@ from aiohttp import web
 REQUESTS: web.AppKey[list[dict[str, Any]]] = web.AppKey("requests", list)
 HEADERS: web.AppKey[list[Any]] = web.AppKey("headers", list)
 CANCELLED: web.AppKey[list[str]] = web.AppKey("cancelled", list)
+#: The times the upstream's model list was asked for.
+MODEL_LISTS: web.AppKey[list[str]] = web.AppKey("model_lists", list)
+#: The upstream's own model list.
+MODEL_IDS = ["gpt-fake-1", "gpt-fake-2", "other-model"]
 
 TOOL_CALLS = [
     ("call_weather_1", "get_weather", ['{"ci', 'ty": "Pa', 'ris"}']),
@@ -332,13 +336,21 @@ async def cancelled(request: web.Request) -> web.Response:
     return web.json_response(request.app[CANCELLED])
 
 
+async def model_list(request: web.Request) -> web.Response:
+    request.app[MODEL_LISTS].append(request.path_qs)
+    models = [{"id": m, "type": "model", "object": "model"} for m in MODEL_IDS]
+    return web.json_response({"object": "list", "data": models, "has_more": False})
+
+
 def make_app() -> web.Application:
     app = web.Application()
+    app[MODEL_LISTS] = []
     app[REQUESTS] = []
     app[HEADERS] = []
     app[CANCELLED] = []
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", model_list)
     app.router.add_get("/_requests", recorded)
     app.router.add_get("/_cancelled", cancelled)
     return app

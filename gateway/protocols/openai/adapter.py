@@ -19,15 +19,14 @@ from gateway.protocols.openai import chat as openai_chat
 from gateway.protocols.openai import chat_response as openai_chat_response
 from gateway.protocols.openai import chat_stream as openai_chat_stream
 from gateway.protocols.openai import embeddings as openai_embeddings
-
-#: Models listed by /v1/models carry this creation time (the gateway does not know the real one).
-_CREATED = 1_700_000_000
+from gateway.protocols.openai import models
 
 
 class OpenAIProtocol(ProtocolAdapter):
     name = "openai"
 
     def setup(self, app: web.Application) -> None:
+        self._lister = models.ModelLister(self.gateway)
         add = self.gateway.add_route
         add(
             "POST",
@@ -65,18 +64,22 @@ class OpenAIProtocol(ProtocolAdapter):
         return json_response(openai_embeddings.encode_response(resp, req))
 
     async def list_models(self, request: web.Request) -> web.Response:
-        principal = request[EXCHANGE].principal
-        data = [self._model(name) for name in self.gateway.router.listed(principal)]
-        return json_response({"object": "list", "data": data})
+        """The names the caller may use; in Anthropic's shape (paged) when the request has an
+        ``anthropic-version`` header, as the Anthropic SDK's requests do."""
+        names = await self._lister.names(request[EXCHANGE])
+        if "anthropic-version" in request.headers:
+            descriptions = self.gateway.router.descriptions
+            data = [models.anthropic_model(n, descriptions.get(n)) for n in names]
+            return json_response(models.anthropic_page(data, request.query))
+        return json_response({"object": "list", "data": [models.openai_model(n) for n in names]})
 
     async def get_model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
         self.gateway.router.resolve(name, request[EXCHANGE].principal)
-        return json_response(self._model(name))
-
-    @staticmethod
-    def _model(name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": _CREATED, "owned_by": "hookgate"}
+        if "anthropic-version" in request.headers:
+            description = self.gateway.router.descriptions.get(name)
+            return json_response(models.anthropic_model(name, description))
+        return json_response(models.openai_model(name))
 
 
 @hookimpl
