@@ -28,13 +28,17 @@ from gateway import (
     hookimpl,
 )
 from gateway.protocols.openai import (
+    COMPLETIONS,
     DONE,
     PROTOCOL,
     ChatStreamParser,
+    CompletionStreamParser,
     chat_stream_error,
     decode_chat_response,
+    decode_completion_response,
     decode_embedding_response,
     encode_chat_request,
+    encode_completion_request,
     encode_embedding_request,
 )
 
@@ -67,7 +71,16 @@ class OpenAIBackend(HTTPBackend):
     chat_path = "/chat/completions"
     config: OpenAIBackendConfig
 
+    def path(self, request: ChatRequest) -> str:
+        return "/completions" if request.protocol == COMPLETIONS else self.chat_path
+
+    def relays(self, request: ChatRequest) -> bool:
+        return request.protocol == PROTOCOL or request.protocol == COMPLETIONS
+
     def encode_request(self, request: ChatRequest) -> bytes:
+        if request.protocol == COMPLETIONS:
+            model = request.upstream_model or request.model
+            return orjson.dumps(encode_completion_request(request, model))
         body = encode_chat_request(
             request,
             request.upstream_model or request.model,
@@ -76,15 +89,17 @@ class OpenAIBackend(HTTPBackend):
         return orjson.dumps(body)
 
     def decode_response(self, obj: Any) -> ChatResponse:
+        if isinstance(obj, dict) and obj.get("object") == "text_completion":
+            return decode_completion_response(obj)
         return decode_chat_response(obj)
 
     def error(self, obj: dict[str, Any]) -> GatewayError | None:
         return chat_stream_error(obj) if obj.get("error") else None
 
-    def stream_parser(self, request: ChatRequest) -> _Stream:
-        return _Stream()
+    def stream_parser(self, request: ChatRequest) -> _Stream | _CompletionStream:
+        return _CompletionStream() if request.protocol == COMPLETIONS else _Stream()
 
-    def sentinel(self, data: str, parser: _Stream) -> bool:
+    def sentinel(self, data: str, parser: _Stream | _CompletionStream) -> bool:
         if data.startswith("[DONE]"):
             parser.done = True
             return True
@@ -93,10 +108,10 @@ class OpenAIBackend(HTTPBackend):
     def unobserved(self) -> Callable[[bytes], bool]:
         return content_only
 
-    def stream_end(self, parser: _Stream, relay: bool) -> list[Event]:
+    def stream_end(self, parser: _Stream | _CompletionStream, relay: bool) -> list[Event]:
         """A relayed stream that finished without ``[DONE]`` gets one: OpenAI clients wait
         for it."""
-        return [Raw(DONE, PROTOCOL)] if relay and not parser.done else []
+        return [Raw(DONE, parser.protocol)] if relay and not parser.done else []
 
     async def list_models(self, exchange: Exchange) -> list[str] | None:
         """The ids of the upstream's ``GET /models``."""
@@ -118,10 +133,18 @@ class _Stream(ChatStreamParser):
     """A ``chat.completion.chunk`` parser that also notes the ``[DONE]`` frame."""
 
     __slots__ = ("done",)
+    protocol = PROTOCOL
 
     def __init__(self) -> None:
         super().__init__()
         self.done = False
+
+
+class _CompletionStream(CompletionStreamParser):
+    """A streamed ``text_completion`` parser (which notes ``[DONE]`` itself)."""
+
+    __slots__ = ()
+    protocol = COMPLETIONS
 
 
 @hookimpl

@@ -342,6 +342,38 @@ async def model_list(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": models, "has_more": False})
 
 
+async def completions(request: web.Request) -> web.StreamResponse:
+    """Legacy completions: the prompt continued with `` and so on.``, with logprobs (as only
+    this endpoint has them in this shape), streamed in two chunks or whole."""
+    body = await request.json()
+    request.app[REQUESTS].append(body)
+    model = body.get("model", "?")
+    logprobs = {"tokens": [" and"], "token_logprobs": [-0.5], "top_logprobs": None}
+
+    def obj(text: str, finish: str | None) -> dict[str, Any]:
+        choice = {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}
+        return {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": 1700000001,
+            "model": model,
+            "choices": [choice],
+        }
+
+    if not body.get("stream"):
+        return web.json_response({**obj(" and so on.", "stop"), "usage": USAGE})
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    for text, finish in ((" and", None), (" so on.", None), ("", "stop")):
+        await resp.write(b"data: " + orjson.dumps(obj(text, finish)) + b"\n\n")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {**obj("", None), "choices": [], "usage": USAGE}
+        await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
 def make_app() -> web.Application:
     app = web.Application()
     app[MODEL_LISTS] = []
@@ -350,6 +382,7 @@ def make_app() -> web.Application:
     app[CANCELLED] = []
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", model_list)
     app.router.add_get("/_requests", recorded)
     app.router.add_get("/_cancelled", cancelled)

@@ -487,6 +487,11 @@ _UNTRANSLATABLE: dict[str, Callable[[Any], bool]] = {
     "top_logprobs": lambda v: v is not None,
     "functions": lambda v: bool(v),
     "function_call": lambda v: v is not None,
+    # legacy Completions
+    "prompt": lambda v: True,  # several prompts, or token arrays
+    "echo": lambda v: bool(v),
+    "suffix": lambda v: v is not None,
+    "best_of": lambda v: isinstance(v, int) and v > 1,
 }
 
 

@@ -1,4 +1,5 @@
-"""The OpenAI protocol: ``POST /v1/chat/completions`` and ``GET /v1/models``."""
+"""The OpenAI protocol: ``POST /v1/chat/completions``, ``POST /v1/completions``,
+``POST /v1/embeddings`` and ``GET /v1/models``."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from gateway import (
 from gateway.protocols.openai import chat as openai_chat
 from gateway.protocols.openai import chat_response as openai_chat_response
 from gateway.protocols.openai import chat_stream as openai_chat_stream
+from gateway.protocols.openai import completions, models
 from gateway.protocols.openai import embeddings as openai_embeddings
-from gateway.protocols.openai import models
 
 
 class OpenAIProtocol(ProtocolAdapter):
@@ -35,6 +36,7 @@ class OpenAIProtocol(ProtocolAdapter):
             name="chat_completions",
             protocol=self,
         )
+        add("POST", "/v1/completions", self.completions, name="completions", protocol=self)
         add("POST", "/v1/embeddings", self.embeddings, name="embeddings", protocol=self)
         add("GET", "/v1/models", self.list_models, name="models", protocol=self)
         add("GET", "/v1/models/{model}", self.get_model, name="model", protocol=self)
@@ -54,6 +56,18 @@ class OpenAIProtocol(ProtocolAdapter):
         return await self.stream_response(
             request, ex, events, openai_chat_stream.ChunkEncoder(req.model, req.include_usage)
         )
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        ex = request[EXCHANGE]
+        req = completions.decode_request(await read_json(request))
+        if not req.stream:
+            resp = await self.pipeline.complete(req, ex)
+            if resp.raw is not None and resp.raw_protocol == completions.COMPLETIONS:
+                return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
+            return json_response(completions.encode_response(resp, req.model))
+        events = self.pipeline.stream(req, ex)
+        encoder = completions.ChunkEncoder(req.model, req.include_usage)
+        return await self.stream_response(request, ex, events, encoder)
 
     async def embeddings(self, request: web.Request) -> web.Response:
         ex = request[EXCHANGE]
