@@ -211,37 +211,51 @@ def store_config(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]
     return make
 
 
-@pytest.fixture(scope="session")
-def agui_client() -> Path:
-    """A directory with the official ``@ag-ui/client`` (pinned by ``agui_client/package-lock.json``)
-    installed by npm, and ``run.mjs`` beside it. The install is cached outside the repository,
-    keyed by the lockfile, so only the first run on a machine downloads it."""
-    src = TESTS / "agui_client"
+def npm_installed(name: str, probe: str) -> Path:
+    """``tests/<name>``'s npm packages (pinned by its ``package-lock.json``) installed by
+    ``npm ci``, cached outside the repository and keyed by the lockfile, so only the first run
+    on a machine downloads them; ``probe`` is a path under ``node_modules`` that an installed
+    directory has. The sources (``*.mjs``) are copied beside them on every run."""
+    src = TESTS / name
     lock = (src / "package-lock.json").read_bytes()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hookgate-tests"
-    target = cache / f"agui-client-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if not (target / "node_modules" / "@ag-ui" / "client" / "package.json").exists():
+    target = cache / f"{name.replace('_', '-')}-{hashlib.sha256(lock).hexdigest()[:16]}"
+    if not (target / "node_modules" / probe).exists():
         building = cache / f"{target.name}.{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(src / name, building / name)
+        for file in ("package.json", "package-lock.json"):
+            shutil.copy(src / file, building / file)
         npm = shutil.which("npm")
-        assert npm, "npm is needed to install @ag-ui/client for the AG-UI client test"
+        assert npm, f"npm is needed to install the packages of tests/{name}"
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=building,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=600,
         )
         assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
         try:
             building.rename(target)
         except OSError:  # another test run installed it meanwhile
             shutil.rmtree(building, ignore_errors=True)
-    shutil.copy(src / "run.mjs", target / "run.mjs")
+    for script in src.glob("*.mjs"):
+        shutil.copy(script, target / script.name)
     return target
+
+
+@pytest.fixture(scope="session")
+def agui_client() -> Path:
+    """A directory with the official ``@ag-ui/client`` installed and ``run.mjs`` beside it."""
+    return npm_installed("agui_client", "@ag-ui/client/package.json")
+
+
+@pytest.fixture(scope="session")
+def node_clients() -> Path:
+    """A directory with the real Node clients of ``tests/clients`` installed (Claude Code, the
+    Vercel AI SDK) and the scripts that drive them beside them."""
+    return npm_installed("clients", "ai/package.json")
 
 
 # --- NATS: a real server for the nats listener ---------------------------------------------------

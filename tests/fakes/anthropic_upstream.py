@@ -109,6 +109,9 @@ def _invalid(body: dict[str, Any], counting: bool = False) -> str | None:
             return "temperature and top_k may not be set when thinking is enabled"
         if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
             return "Thinking may not be enabled when tool_choice forces tool use."
+        problem = thinking_continuity(body)
+        if problem:
+            return problem
     messages = body.get("messages") or []
     if not messages or messages[0].get("role") != "user":
         return "messages: the first message must use the user role"
@@ -137,6 +140,26 @@ def _invalid(body: dict[str, Any], counting: bool = False) -> str | None:
             if any(r.get("tool_use_id") not in known for r in results):
                 return f"messages.{i}: unexpected `tool_use_id` in `tool_result` blocks"
     return None
+
+
+def thinking_continuity(body: dict[str, Any]) -> str | None:
+    """Anthropic's rule for thinking in a tool loop: with thinking on, the last assistant turn,
+    when it used tools, starts with its thinking."""
+    if (body.get("thinking") or {}).get("type") not in ("enabled", "adaptive"):
+        return None
+    last = next(
+        (m for m in reversed(body.get("messages") or []) if m.get("role") == "assistant"), None
+    )
+    content = last.get("content") if last else None
+    if not isinstance(content, list) or not any(b.get("type") == "tool_use" for b in content):
+        return None
+    if content[0].get("type") in ("thinking", "redacted_thinking"):
+        return None
+    return (
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        f"`{content[0].get('type')}`. When `thinking` is enabled, a final `assistant` message "
+        "must start with a thinking block."
+    )
 
 
 def _last_user(body: dict[str, Any]) -> str:

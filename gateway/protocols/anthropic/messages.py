@@ -454,10 +454,21 @@ def _encode_output_format(
         body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
 
 
+def _thinking_may_continue(messages: list[dict[str, JSON]]) -> bool:
+    """Whether thinking may be on for this history: Anthropic requires a tool loop's last
+    assistant turn to start with its (signed) thinking, which a client of another protocol may
+    not have kept; without it, the turn goes on without thinking rather than fail."""
+    last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+    if last is None or not any(b.get("type") == "tool_use" for b in last["content"]):
+        return True
+    return last["content"][0].get("type") in ("thinking", "redacted_thinking")
+
+
 def _encode_thinking(body: dict[str, JSON], req: ChatRequest) -> None:
     """Extended thinking for the reasoning ``req`` asks for, within Anthropic's rules: the budget
     at least 1024 and below ``max_tokens`` (which grows by the budget when it would not be), no
-    ``temperature`` or ``top_k`` beside it, and none at all with a forced tool choice."""
+    ``temperature`` or ``top_k`` beside it, and none at all with a forced tool choice or in a
+    tool loop whose last turn lost its thinking."""
     budget = req.reasoning_budget
     if budget is None and req.reasoning_effort is not None:
         budget = EFFORT_BUDGETS.get(req.reasoning_effort)
@@ -466,6 +477,9 @@ def _encode_thinking(body: dict[str, JSON], req: ChatRequest) -> None:
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
         log.debug("not enabling thinking: Anthropic refuses it beside a forced tool choice")
+        return
+    if not _thinking_may_continue(body["messages"]):
+        log.debug("not enabling thinking: the tool loop's last turn has no signed thinking")
         return
     budget = max(1024, budget)
     if body["max_tokens"] <= budget:
