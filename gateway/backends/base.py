@@ -7,8 +7,8 @@ per ``[backends.<name>]`` table at startup and calls :meth:`Backend.start` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway.canonical import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Event
@@ -16,6 +16,8 @@ from gateway.errors import BadRequest, UpstreamError
 from gateway.streaming.assembler import Assembler
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from gateway.core.app import Gateway
     from gateway.exchange import Exchange
 
@@ -71,6 +73,24 @@ class Backend:
         the model."""
         raise BadRequest(
             f"The model '{request.model}' does not support embeddings.",
+            param="model",
+            code="model_not_supported",
+        )
+
+    def relay(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes] | None,
+        exchange: Exchange,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """Send a request of an endpoint the gateway does not model (audio, images, files, ...)
+        to the upstream as it came, ``path`` under its ``/v1``; the answer is open inside the
+        block (an error status raises :class:`~gateway.errors.GatewayError` first). Backends
+        that cannot (the default) refuse with a 400 ``model_not_supported``."""
+        raise BadRequest(
+            f"The backend '{self.name}' does not serve {path}.",
             param="model",
             code="model_not_supported",
         )

@@ -8,9 +8,11 @@ frame for usage, text and failures.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
+import aiohttp
 import attrs
 import orjson
 
@@ -112,6 +114,17 @@ class OpenAIBackend(HTTPBackend):
         """A relayed stream that finished without ``[DONE]`` gets one: OpenAI clients wait
         for it."""
         return [Raw(DONE, parser.protocol)] if relay and not parser.done else []
+
+    def relay(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes] | None,
+        exchange: Exchange,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """The OpenAI endpoints the gateway does not model, relayed to the upstream's."""
+        return self.upstream.relay(method, path, headers, body, exchange)
 
     async def list_models(self, exchange: Exchange) -> list[str] | None:
         """The ids of the upstream's ``GET /models``."""

@@ -38,6 +38,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+try:
+    from fakes import media_upstream
+except ImportError:  # run as a script: its own folder is on the path
+    import media_upstream
+
 REQUESTS: web.AppKey[list[dict[str, Any]]] = web.AppKey("requests", list)
 HEADERS: web.AppKey[list[Any]] = web.AppKey("headers", list)
 CANCELLED: web.AppKey[list[str]] = web.AppKey("cancelled", list)
@@ -383,6 +388,7 @@ def make_app() -> web.Application:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/completions", completions)
+    media_upstream.add_routes(app)
     app.router.add_get("/v1/models", model_list)
     app.router.add_get("/_requests", recorded)
     app.router.add_get("/_cancelled", cancelled)

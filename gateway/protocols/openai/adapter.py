@@ -19,7 +19,7 @@ from gateway import (
 from gateway.protocols.openai import chat as openai_chat
 from gateway.protocols.openai import chat_response as openai_chat_response
 from gateway.protocols.openai import chat_stream as openai_chat_stream
-from gateway.protocols.openai import completions, models
+from gateway.protocols.openai import completions, models, passthrough
 from gateway.protocols.openai import embeddings as openai_embeddings
 
 
@@ -39,6 +39,9 @@ class OpenAIProtocol(ProtocolAdapter):
         add("POST", "/v1/completions", self.completions, name="completions", protocol=self)
         add("POST", "/v1/embeddings", self.embeddings, name="embeddings", protocol=self)
         add("GET", "/v1/models", self.list_models, name="models", protocol=self)
+        relay = passthrough.Passthrough(self.gateway)
+        for method, path in passthrough.ROUTES:
+            add(method, path, relay.handle, name=path.split("/")[2], protocol=self)
         add("GET", "/v1/models/{model}", self.get_model, name="model", protocol=self)
 
     def error_body(self, err: GatewayError) -> Any:
