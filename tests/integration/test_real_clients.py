@@ -126,6 +126,12 @@ async def test_claude_code_reads_a_file_through_the_gateway(
     assert any(SECRET in h for h in history)
     # Claude Code's own default model, through the "*" route
     assert any(str(r.get("model", "")).startswith("claude-") for r in requests)
+    # its first request has a system message inside "messages" (the first failure);
+    # relayed, it reaches the upstream as it came; translated, it stays a system message
+    first = requests[0]["messages"]
+    assert any(m["role"] == "system" for m in first[1:])
+    if kind == "openai":  # Claude Code asks for adaptive thinking: an effort upstream
+        assert requests[0]["reasoning_effort"]
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"], ids=["relayed", "translated"])
