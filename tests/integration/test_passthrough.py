@@ -93,7 +93,7 @@ async def test_an_unknown_role_is_refused_in_words_claude_code_recognises(gatewa
 async def test_system_messages_fold_into_the_system_prompt_when_translated(
     gateway, upstream, claude_upstream, claude_sdk, sdk
 ):
-    # Anthropic client, OpenAI upstream: the mid-conversation instruction stays in place
+    # Anthropic client, OpenAI upstream: the instructions join one leading system message
     body = {
         "model": "gpt-test",
         "max_tokens": 100,
@@ -108,8 +108,8 @@ async def test_system_messages_fold_into_the_system_prompt_when_translated(
     msg = await claude_sdk(gateway).messages.create(**body)
     assert msg.content[0].text == "upstream says: again"
     sent = recorded(upstream)[-1]["messages"]
-    assert [m["role"] for m in sent] == ["system", "user", "assistant", "system", "user"]
-    assert sent[3]["content"] == "now in French"
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[0]["content"] == "be brief\n\nnow in French"
     # OpenAI client, Anthropic upstream: every system message joins the system prompt
     await sdk(gateway).chat.completions.create(
         model="claude-test",

@@ -388,7 +388,11 @@ def encode_request(
     same = req.protocol == PROTOCOL
     body: dict[str, JSON] = {
         "model": model,
-        "messages": [m for msg in req.messages for m in _encode_message(msg, same)],
+        "messages": [
+            m
+            for msg in (req.messages if same else _fold_system(req.messages))
+            for m in _encode_message(msg, same)
+        ],
     }
     if req.stream:
         body["stream"] = True
@@ -434,6 +438,18 @@ def reasoning_effort(req: ChatRequest) -> str | None:
     if req.reasoning_effort is not None or req.reasoning_budget is None:
         return req.reasoning_effort
     return next((e for bound, e in _BUDGET_EFFORTS if req.reasoning_budget <= bound), "xhigh")
+
+
+def _fold_system(messages: list[Message]) -> list[Message]:
+    """Another protocol's instructions as one leading system message: the Anthropic system
+    prompt and the system messages inside its history (many chat templates of
+    OpenAI-compatible servers refuse a system message after the first turn)."""
+    system = [m for m in messages if m.role in ("system", "developer")]
+    if len(system) < 2 and (not system or messages[0] is system[0]):
+        return messages
+    text = "\n\n".join(m.text() for m in system)
+    rest = [m for m in messages if m.role not in ("system", "developer")]
+    return [Message("system", [TextPart(text)]), *rest]
 
 
 def encode_tool_choice(tc: ToolChoice) -> JSON:
