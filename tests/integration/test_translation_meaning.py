@@ -217,3 +217,50 @@ def test_the_fakes_agree_on_the_json_answer():
 
     assert anthropic_upstream.JSON_ANSWER == openai_upstream.JSON_ANSWER
     assert Weather.model_validate(orjson.loads(anthropic_upstream.JSON_ANSWER)) == EXPECTED
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_responses_reasoning_items_carry_the_signature_to_the_next_turn(
+    gateway, claude_upstream, sdk, stream
+):
+    """A Responses client over an Anthropic upstream: ``reasoning.effort`` turns thinking on,
+    the reasoning item carries the thinking's signature in ``encrypted_content``, and sent
+    back with the tool results it becomes the signed thinking block Anthropic requires."""
+    api = sdk(gateway)
+    tools = [
+        {"type": "function", "name": n, "parameters": {"type": "object"}}
+        for n in ("get_weather", "get_time")
+    ]
+    ask = [{"role": "user", "content": "TOOLS"}]
+    args = {
+        "model": "claude-test",
+        "input": ask,
+        "tools": tools,
+        "reasoning": {"effort": "low"},
+        "store": False,
+    }
+    if stream:
+        async with api.responses.stream(**args) as s:
+            first = await s.get_final_response()
+    else:
+        first = await api.responses.create(**args)
+    assert recorded(claude_upstream)[-1]["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning"
+    assert reasoning.encrypted_content == "anthropic-thinking-signature:sig-fake"
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert [c.name for c in calls] == ["get_weather", "get_time"]
+    history = [
+        *ask,
+        *[item.model_dump(exclude_none=True) for item in first.output],
+        *[{"type": "function_call_output", "call_id": c.call_id, "output": "done"} for c in calls],
+    ]
+    await api.responses.create(**{**args, "input": history})
+    turn = recorded(claude_upstream)[-1]["messages"][1]
+    assert turn["role"] == "assistant"
+    assert turn["content"][0] == {
+        "type": "thinking",
+        "thinking": "Let me think.",
+        "signature": "sig-fake",
+    }
+    assert [b["type"] for b in turn["content"][1:]] == ["text", "tool_use", "tool_use"]
