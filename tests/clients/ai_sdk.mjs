@@ -1,12 +1,15 @@
 // The Vercel AI SDK against hookgate: streamText with a tool after reasoning (two steps), then
-// generateObject. Usage: node ai_sdk.mjs BASE_URL API_KEY MODEL FILE; prints one JSON line.
+// generateObject. Usage: node ai_sdk.mjs BASE_URL API_KEY MODEL FILE [chat|responses]; prints
+// one JSON line. "responses" is the provider's default (the Responses API), "chat" its Chat
+// Completions model.
 import { readFileSync } from "node:fs";
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateObject, stepCountIs, streamText, tool } from "ai";
 import { z } from "zod";
 
-const [baseURL, apiKey, model, file] = process.argv.slice(2);
+const [baseURL, apiKey, modelName, file, api = "chat"] = process.argv.slice(2);
 const provider = createOpenAI({ baseURL, apiKey });
+const model = () => (api === "chat" ? provider.chat(modelName) : provider(modelName));
 
 const readFile = tool({
   description: "Read a text file",
@@ -15,7 +18,7 @@ const readFile = tool({
 });
 
 const stream = streamText({
-  model: provider.chat(model),
+  model: model(),
   prompt: `read ${file} and tell me what it says`,
   tools: { read_file: readFile },
   stopWhen: stepCountIs(3),
@@ -26,7 +29,7 @@ for await (const delta of stream.textStream) text += delta;
 const steps = await stream.steps;
 
 const { object } = await generateObject({
-  model: provider.chat(model),
+  model: model(),
   schema: z.object({ city: z.string(), temperature: z.number() }),
   prompt: "weather in Paris?",
 });

@@ -137,9 +137,18 @@ async def test_claude_code_reads_a_file_through_the_gateway(
         assert requests[0]["reasoning_effort"]  # Claude Code asks for adaptive thinking
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic"], ids=["relayed", "translated"])
+@pytest.mark.parametrize(
+    ("api", "kind"),
+    [
+        ("chat", "openai"),
+        ("chat", "anthropic"),
+        ("responses", "openai"),
+        ("responses", "anthropic"),
+    ],
+    ids=["chat-relayed", "chat-translated", "responses-to-chat", "responses-to-anthropic"],
+)
 async def test_vercel_ai_sdk_tools_after_reasoning_and_objects(
-    make_gateway, agent_server, node_clients, tmp_path, kind
+    make_gateway, agent_server, node_clients, tmp_path, api, kind
 ):
     gateway = await make_gateway(gateway_config(agent_server, kind))
     (tmp_path / "note.txt").write_text(SECRET)
@@ -153,6 +162,7 @@ async def test_vercel_ai_sdk_tools_after_reasoning_and_objects(
             KEY,
             "gpt-5-mini",
             str(tmp_path / "note.txt"),
+            api,
         ],
         tmp_path,
         loopback_env(tmp_path),
@@ -164,6 +174,10 @@ async def test_vercel_ai_sdk_tools_after_reasoning_and_objects(
     requests = agent_server.app[agent_upstream.REQUESTS]
     if kind == "anthropic":  # reasoning_effort became a thinking budget
         assert requests[0]["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+        if api == "responses":  # the signed thinking came back with the tool result
+            turn = requests[1]["messages"][1]
+            assert requests[1]["thinking"]["type"] == "enabled"
+            assert turn["content"][0]["signature"] == agent_upstream.SIGNATURE
     else:
         assert requests[0]["reasoning_effort"] == "low"
 
