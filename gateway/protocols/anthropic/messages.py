@@ -344,6 +344,8 @@ def decode_tool_choice(choice: Any) -> tuple[ToolChoice | None, bool | None]:
         return None, None
     kind = choice.get("type") if isinstance(choice, dict) else None
     mode = _TOOL_CHOICE_MODES.get(kind) if isinstance(kind, str) else None
+    if mode is None and isinstance(kind, str):
+        mode = "auto"  # a kind yet to come: relayed as it is, "auto" elsewhere
     if mode is None or (mode == "tool" and not isinstance(choice.get("name"), str)):
         raise BadRequest(
             "tool_choice: must be {type: 'auto' | 'any' | 'none'} or {type: 'tool', name}.",
