@@ -227,11 +227,28 @@ async def test_admin_views_on_an_open_gateway(make_gateway, upstream, open_tab):
     await expect(row).to_contain_text("configure_app")
     await tab.screenshot("plugins")
 
-    for view in ("Keys", "Spend", "Requests"):
+    for view in ("Keys", "Spend"):
         await nav.get_by_role("link", name=view).click()
         body = page.locator(f"#{view.lower()}-body")
         await expect(body).to_contain_text("not configured")
         await tab.screenshot(view.lower())
+
+    # A chat, then a failed one: the Requests view lists both, newest first.
+    await nav.get_by_role("link", name="Chat").click()
+    await page.get_by_label("Message").fill("count me")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#chat-status")).to_contain_text("Done in")
+    await page.get_by_label("Message").fill("STATUS:500")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#chat-status")).to_have_class(re.compile("error"))
+    tab.errors.remove(next(e for e in tab.errors if "502" in e))  # the failed chat
+    await nav.get_by_role("link", name="Requests").click()
+    rows = page.locator("#requests-body tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0)).to_contain_text("502")
+    await expect(rows.nth(1)).to_contain_text("ok")
+    await expect(rows.nth(1)).to_contain_text("gpt-test")
+    await tab.screenshot("requests")
 
 
 async def test_keyboard_only_and_a_narrow_screen(make_gateway, upstream, open_tab):
