@@ -251,6 +251,25 @@ async def test_admin_views_on_an_open_gateway(make_gateway, upstream, open_tab):
     await tab.screenshot("requests")
 
 
+async def test_routes_show_each_targets_circuit_from_health(make_gateway, upstream, open_tab):
+    """/health lists, per model with several targets, each target's circuit: the page puts
+    each beside its target (this gateway's /health is stood in for by the browser)."""
+    client = await make_gateway(console_config(upstream, keys=False))
+    tab = await open_tab(client)
+    page = tab.page
+    targets = [{"target": "up/up-model", "state": "open", "fails": 3, "inflight": 0}]
+    body = {"status": "ok", "version": "0.2.0", "models": {"gpt-test": targets}}
+    await page.route("**/health", lambda route: route.fulfill(json=body))
+    await page.get_by_role("navigation", name="Views").get_by_role("link", name="Routes").click()
+    row = page.locator("#routes-body tbody tr", has=page.locator("code", has_text="gpt-test"))
+    await expect(row).to_contain_text("cooling down")
+    await expect(row).to_contain_text("open")
+    await expect(row).to_contain_text("3 failed")
+    echo = page.locator("#routes-body tbody tr", has=page.locator("code", has_text="echo"))
+    await expect(echo.locator("td").nth(2)).to_have_text("–")
+    await tab.screenshot("routes-circuits")
+
+
 async def test_keyboard_only_and_a_narrow_screen(make_gateway, upstream, open_tab):
     client = await make_gateway(console_config(upstream))
     tab = await open_tab(client, width=360, height=780)

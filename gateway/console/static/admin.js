@@ -44,69 +44,69 @@ async function fetchHealth() {
   }
 }
 
-function stateBadge(state) {
-  if (!state) return h("span", { class: "muted" }, "–");
-  const s = String(state).toLowerCase();
-  const kind = ["ok", "closed", "healthy", "up"].includes(s) ? "ok"
-    : ["half_open", "half-open", "probing", "degraded"].includes(s) ? "warn" : "error";
-  return badge(s.replace("_", " "), kind);
-}
-
 function healthSummary(health) {
   const items = [
-    ["Gateway", stateBadge(health.status)],
+    ["Gateway", badge(health.status || "unknown", health.status === "ok" ? "ok" : "error")],
     ["Version", health.version || "–"],
   ];
   return h("dl", { class: "panel facts" }, items.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
 }
 
-// The targets /health reports for a route, in whichever of its shapes: a list of targets with
-// the model (or backend) each serves, or a mapping by model name.
-function targetsOf(health, route) {
-  const all = health.targets || health.routes || health.models;
-  if (!all) return [];
-  if (Array.isArray(all)) {
-    return all.filter((t) => t.model === route.model || (!t.model && t.backend === route.backend));
-  }
-  const entry = all[route.model] || all[route.backend];
-  if (!entry) return [];
-  if (Array.isArray(entry)) return entry;
-  if (Array.isArray(entry.targets)) return entry.targets;
-  return [entry];
+// What /health says of a route's targets, in the order the route lists them: a list per model
+// name under "models" (one entry a target: its circuit state, failures, requests in flight).
+function healthOf(health, route) {
+  const entries = health.models?.[route.model];
+  return Array.isArray(entries) ? entries : [];
 }
 
-function latency(target) {
-  const ms = target.latency_ms ?? target.ttfb_ms ?? target.latency;
+const CIRCUIT = {
+  closed: ["healthy", "ok"],
+  "half-open": ["probing", "warn"],
+  half_open: ["probing", "warn"],
+  open: ["cooling down", "error"],
+};
+
+function circuitBadge(state) {
+  if (!state) return h("span", { class: "muted" }, "–");
+  const [, kind] = CIRCUIT[state] || [state, "warn"];
+  return badge(String(state).replace("_", "-"), kind);
+}
+
+function healthBadge(state) {
+  if (!state) return h("span", { class: "muted" }, "–");
+  const [text, kind] = CIRCUIT[state] || [state, "warn"];
+  return badge(text, kind);
+}
+
+function latency(t) {
+  const ms = t?.latency_ms ?? t?.ttfb_ms;
   return ms === undefined || ms === null ? "–" : `${fmtNumber(ms, ms < 10 ? 1 : 0)} ms`;
 }
 
 function routesTable(routes, health) {
   const rows = [];
   for (const route of routes) {
-    const targets = targetsOf(health, route);
-    if (!targets.length) {
-      rows.push({ route, target: null, first: true });
-      continue;
-    }
-    targets.forEach((target, i) => rows.push({ route, target, first: i === 0 }));
+    const targets = route.targets?.length ? route.targets : [route];
+    const states = healthOf(health, route);
+    targets.forEach((target, i) => rows.push({ route, target, state: states[i], first: i === 0, count: targets.length }));
   }
-  const perTarget = rows.some((r) => r.target);
+  const reported = rows.some((r) => r.state);
   const columns = [
-    { label: "Model", cell: (r) => (r.first ? h("code", {}, r.route.model) : "") },
-    { label: "Target", cell: (r) => {
-      const backend = r.target?.backend || r.route.backend;
-      const upstream = r.target?.upstream_model || r.route.upstream_model;
-      return h("span", {}, h("code", {}, backend), r.route.kind && !r.target ? h("span", { class: "muted" }, ` ${r.route.kind}`) : null,
-        upstream ? h("span", { class: "muted" }, ` → ${upstream}`) : null);
-    } },
-    { label: "Health", cell: (r) => stateBadge(r.target?.health ?? r.target?.status ?? (r.target?.healthy === undefined ? null : r.target.healthy ? "healthy" : "unhealthy")) },
-    { label: "Circuit", cell: (r) => stateBadge(r.target?.circuit ?? r.target?.state) },
-    { label: "Latency", class: "num", cell: (r) => (r.target ? latency(r.target) : "–") },
+    { label: "Model", cell: (r) => (r.first ? h("span", {}, h("code", {}, r.route.model),
+      r.count > 1 && r.route.strategy ? h("span", { class: "muted small" }, ` ${r.route.strategy}`) : null) : "") },
+    { label: "Target", cell: (r) => h("span", {}, h("code", {}, r.target.backend),
+      r.target.kind ? h("span", { class: "muted small" }, ` ${r.target.kind}`) : null,
+      r.target.upstream_model ? h("span", { class: "muted" }, ` → ${r.target.upstream_model}`) : null) },
+    { label: "Health", cell: (r) => healthBadge(r.state?.state) },
+    { label: "Circuit", cell: (r) => (r.state ? h("span", {}, circuitBadge(r.state.state),
+      r.state.fails ? h("span", { class: "muted small" }, ` ${r.state.fails} failed`) : null) : circuitBadge(null)) },
+    { label: "In flight", class: "num", cell: (r) => (r.state ? fmtNumber(r.state.inflight) : "–") },
+    { label: "Latency", class: "num", cell: (r) => latency(r.state) },
   ];
   const out = [h("div", { class: "panel" }, table(columns, rows, "Routes"))];
-  if (!perTarget) {
+  if (!reported) {
     out.push(h("p", { class: "muted small" },
-      "This gateway's /health reports no per-target state: health, circuit and latency appear here when it does."));
+      "/health reports no per-target state for these routes (it does for models with several targets)."));
   }
   return out;
 }
