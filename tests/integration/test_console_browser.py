@@ -266,7 +266,7 @@ async def test_routes_show_each_targets_circuit_from_health(make_gateway, upstre
     await expect(row).to_contain_text("open")
     await expect(row).to_contain_text("3 failed")
     echo = page.locator("#routes-body tbody tr", has=page.locator("code", has_text="echo"))
-    await expect(echo.locator("td").nth(2)).to_have_text("–")
+    await expect(echo.locator("td").nth(2)).to_have_text("\N{EN DASH}")  # no state reported
     await tab.screenshot("routes-circuits")
 
 
