@@ -7,7 +7,8 @@
   ``official``: the official a2a-sdk client; ``agui_client``: the official ``@ag-ui/client``.
 - ``redis_url`` and ``redis_prefix``: the shared Redis and a key prefix of the test's own;
   ``own_redis``: a private Redis the test may stop; ``store_config``: memory and Redis in turn;
-  ``nats_url``: a NATS server.
+  ``nats_url``: a NATS server; ``postgres_url``: an empty PostgreSQL database of the test's
+  own.
 
 Helpers that are not fixtures live in ``support/`` (gateway processes, configurations, waiting)
 and ``fakes/`` (upstreams, tools and handlers that configurations name).
@@ -34,10 +35,14 @@ from support import TESTS
 from support.processes import fake_upstream_process
 from support.services import (
     SHARED_NATS_PORT,
+    SHARED_POSTGRES_PORT,
     SHARED_REDIS_PORT,
+    PostgresServer,
     RedisServer,
     nats_answers,
     nats_server,
+    postgres_answers,
+    psql,
     redis_answers,
 )
 
@@ -180,6 +185,35 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.unlink(*keys)
     finally:
         client.close()
+
+
+# --- PostgreSQL: a real server for the database ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The port of the PostgreSQL server tests share: 5432 when it answers (trust auth for the
+    ``postgres`` user), else a cluster started for this test run (and stopped after)."""
+    if postgres_answers(SHARED_POSTGRES_PORT):
+        yield SHARED_POSTGRES_PORT
+        return
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_port: int) -> Iterator[str]:
+    """A fresh, empty database of this test's own (dropped afterwards); its URL."""
+    name = f"hookgate_test_{uuid.uuid4().hex[:12]}"
+    psql(postgres_port, f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{postgres_port}/{name}"
+    finally:
+        psql(postgres_port, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
