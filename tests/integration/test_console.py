@@ -8,13 +8,11 @@ import subprocess
 import sys
 import zipfile
 
-import attrs
 import openai
 import pytest
 from support import ROOT
 from support.configs import upstream_config
 
-from gateway import hookimpl
 from gateway.console.plugin import CSP
 
 KEYS = {
@@ -190,25 +188,15 @@ async def test_no_recent_requests_when_told(make_gateway):
     assert (await (await client.get("/ui/api/requests")).json())["data"] == []
 
 
-class AdminSection:
-    """Stands in for the admin API's ``[admin] keys`` section (the console reads only that)."""
-
-    @attrs.frozen
-    class Config:
-        keys: tuple[str, ...] = ()
-
-    @hookimpl
-    def gateway_config_sections(self, register):
-        register("admin", self.Config)
-
-
-async def test_admin_keys_see_the_admin_views_and_no_playground(make_gateway, upstream):
-    cfg = agents_config(upstream, **KEYS, admin={"keys": ["sk-admin"]})
-    client = await make_gateway(cfg, plugins=[AdminSection()])
+async def test_admin_keys_see_the_admin_views_and_no_playground(make_gateway, upstream, tmp_path):
+    database = {"data_dir": str(tmp_path)}
+    cfg = agents_config(upstream, **KEYS, admin={"keys": ["sk-admin"]}, database=database)
+    client = await make_gateway(cfg)
     admin = {"Authorization": "Bearer sk-admin"}
     me = await (await client.get("/ui/api/whoami", headers=admin)).json()
     assert me["admin"] is True and me["playground"] is False and me["agents"] == []
-    assert me["name"] == "admin" and me["capabilities"]["requests"] is True
+    assert me["name"] == "admin"
+    assert me["capabilities"] == {"keys": True, "spend": True, "requests": True}
     for path in ("/ui/api/routes", "/ui/api/plugins", "/ui/api/requests"):
         assert (await client.get(path, headers=admin)).status == 200, path
         assert (await client.get(path, headers=ALL)).status == 403, path
@@ -221,7 +209,7 @@ async def test_admin_keys_see_the_admin_views_and_no_playground(make_gateway, up
     assert resp.status == 401
     assert (await (await client.get("/ui/api/whoami", headers=ALL)).json())["admin"] is False
     # An open gateway with admin keys: everyone may chat, only the admin key administers.
-    open_ = await make_gateway({"admin": {"keys": ["sk-admin"]}}, plugins=[AdminSection()])
+    open_ = await make_gateway({"admin": {"keys": ["sk-admin"], "virtual_keys": False}})
     assert (await (await open_.get("/ui/api/gateway")).json())["auth"] is True
     assert (await open_.get("/ui/api/routes")).status == 401
     anyone = await (await open_.get("/ui/api/whoami")).json()

@@ -338,7 +338,7 @@ export async function showSpend() {
     const range = h("select", { id: "spend-range", onchange: loadSpend },
       h("option", { value: "7" }, "Last 7 days"), h("option", { value: "30", selected: true }, "Last 30 days"),
       h("option", { value: "90" }, "Last 90 days"));
-    clear(root).append(h("div", { class: "toolbar" }, h("label", { for: "spend-range", class: "inline" }, "Period"), range),
+    clear(root).append(h("div", { class: "toolbar" }, h("div", { class: "inline-field" }, h("label", { for: "spend-range", class: "inline" }, "Period"), range)),
       h("div", { id: "spend-content", class: "stack" }));
     root.dataset.ready = "1";
   }
@@ -365,7 +365,7 @@ async function loadSpend() {
       h("dl", { class: "panel facts" },
         [["Cost", fmtCost(total.cost)], ["Requests", fmtNumber(total.requests)], ["Tokens", fmtNumber(total.tokens)],
           ["Failed", fmtNumber(total.failed)]].map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
-      h("div", { class: "panel chart-panel" }, h("h2", {}, "Cost by day"), chart(byDay, days)),
+      h("div", { class: "panel chart-panel" }, h("h2", {}, "Cost by day"), chart(byDay, days, content.clientWidth - 30)),
       h("div", { class: "grid-3" },
         breakdown("By key", byKey, "key", (id) => (id ? names.get(id) || id : "configuration keys")),
         breakdown("By team", byTeam, "team", (id) => id || "no team"),
@@ -388,7 +388,7 @@ function breakdown(title, rows, group, label) {
 }
 
 // A bar a day for the period, drawn in SVG (no library): height is cost, the title says it all.
-function chart(rows, days) {
+function chart(rows, days, available) {
   const byDay = new Map(rows.map((r) => [String(r.day).slice(0, 10), r]));
   const bars = [];
   for (let i = days - 1; i >= 0; i -= 1) {
@@ -396,8 +396,9 @@ function chart(rows, days) {
     bars.push({ day, row: byDay.get(day) });
   }
   const max = Math.max(...bars.map((b) => b.row?.cost || 0), 0);
-  const width = 720;
-  const height = 200;
+  // Drawn at the width it is shown at, so its text stays the page's size.
+  const width = Math.max(300, Math.min(available || 720, 1200));
+  const height = 220;
   const pad = { top: 12, right: 8, bottom: 26, left: 56 };
   const inner = { w: width - pad.left - pad.right, h: height - pad.top - pad.bottom };
   const step = inner.w / bars.length;
