@@ -16,8 +16,6 @@ and ``fakes/`` (upstreams, tools and handlers that configurations name).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import subprocess
 import uuid
@@ -32,6 +30,7 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from fakes import anthropic_upstream, openai_upstream
 from support import TESTS
+from support.npm import installed
 from support.processes import fake_upstream_process
 from support.services import (
     SHARED_NATS_PORT,
@@ -250,31 +249,8 @@ def agui_client() -> Path:
     """A directory with the official ``@ag-ui/client`` (pinned by ``agui_client/package-lock.json``)
     installed by npm, and ``run.mjs`` beside it. The install is cached outside the repository,
     keyed by the lockfile, so only the first run on a machine downloads it."""
-    src = TESTS / "agui_client"
-    lock = (src / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hookgate-tests"
-    target = cache / f"agui-client-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if not (target / "node_modules" / "@ag-ui" / "client" / "package.json").exists():
-        building = cache / f"{target.name}.{os.getpid()}"
-        shutil.rmtree(building, ignore_errors=True)
-        building.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(src / name, building / name)
-        npm = shutil.which("npm")
-        assert npm, "npm is needed to install @ag-ui/client for the AG-UI client test"
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=building,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
-        try:
-            building.rename(target)
-        except OSError:  # another test run installed it meanwhile
-            shutil.rmtree(building, ignore_errors=True)
-    shutil.copy(src / "run.mjs", target / "run.mjs")
+    target = installed("agui_client", "node_modules/@ag-ui/client/package.json", "agui-client")
+    shutil.copy(TESTS / "agui_client" / "run.mjs", target / "run.mjs")
     return target
 
 

@@ -30,6 +30,7 @@ BUILTINS: dict[str, str] = {
     "backends.echo": "gateway.backends.echo",
     "backends.openai": "gateway.backends.openai",
     "backends.anthropic": "gateway.backends.anthropic",
+    "backends.openai_responses": "gateway.backends.openai_responses",
     "auth.keys": "gateway.auth.keys",
     "admin": "gateway.admin",
     "keys": "gateway.keys.plugin",
