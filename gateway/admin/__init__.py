@@ -1,10 +1,8 @@
 """The admin API's gate: ``/admin/...`` routes answer only to the keys of ``[admin] keys``.
 
-Admin keys are a set of their own: they call no model, and the keys that call models (from
-``[auth] keys`` or the database) never reach ``/admin``. An admin key is still recognised on the
-gateway's other routes (the ``admin`` authenticator), as a caller marked ``admin`` that may use
-no model, so the console's admin views open to it. With no admin key configured, no admin route
-is added at all. Rooms that serve admin routes (virtual keys, the spend ledger) add them
+Admin keys are a set of their own: they call no model (the model routes' authenticators do
+not know them), and the keys that call models (from ``[auth] keys`` or the database) never
+reach ``/admin``. With no admin key configured, no admin route is added at all. Rooms that serve admin routes (virtual keys, the spend ledger) add them
 with :func:`add_admin_route`; every answer is JSON, errors in the ``{"error": {...}}`` shape.
 """
 
@@ -18,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from aiohttp import web
 
-from gateway import Authenticator, Duration, Forbidden, Principal, Unauthorized, hookimpl
+from gateway import Duration, Forbidden, Unauthorized, hookimpl
 
 if TYPE_CHECKING:
     from gateway import Gateway
@@ -50,26 +48,6 @@ def admin_enabled(gateway: Gateway) -> bool:
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
-
-
-class AdminAuthenticator(Authenticator):
-    """Admin keys on the other routes: a caller with ``attributes["admin"]`` and no models."""
-
-    name = "admin"
-
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self.digests = [_digest(k) for k in keys]
-        self.admin = Principal(
-            id="admin", name="admin", models=frozenset(), attributes={"admin": True}
-        )
-
-    async def authenticate(self, request: web.Request, credential: str | None) -> Principal | None:
-        if not credential:
-            return None
-        d = _digest(credential)
-        if any(hmac.compare_digest(d, a) for a in self.digests):
-            return self.admin
-        return None
 
 
 def _presented(request: web.Request) -> str | None:
@@ -109,12 +87,3 @@ def add_admin_route(
 @hookimpl
 def gateway_config_sections(register: Any) -> None:
     register("admin", AdminConfig)
-
-
-@hookimpl
-def gateway_register_auth(register: Any) -> None:
-    def factory(gateway: Gateway) -> AdminAuthenticator | None:
-        keys = gateway.config.section("admin").keys
-        return AdminAuthenticator(keys) if keys else None
-
-    register("admin", factory)

@@ -110,7 +110,7 @@ async def test_admin_api_is_for_admin_keys_only(make_gateway, sdk, tmp_path):
         assert resp.status == status
         assert (await resp.json())["error"]["code"] == code
     # ... and an admin key calls no model.
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.AuthenticationError):
         await sdk(client, api_key="adm-secret").chat.completions.create(
             model="echo", messages=MESSAGES
         )
@@ -230,11 +230,3 @@ async def test_key_and_team_limits_apply_without_limits_section(make_gateway, sd
             model="echo", messages=MESSAGES
         )
     assert "team small" in refused.value.message
-
-
-async def test_admin_key_signs_in_to_the_console_but_calls_no_model(make_gateway, tmp_path):
-    client = await make_gateway(config(tmp_path))
-    resp = await client.get("/ui/api/whoami", headers=ADMIN)
-    assert resp.status == 200 and (await resp.json())["admin"] is True
-    resp = await client.get("/ui/api/whoami", headers={"authorization": "Bearer sk-toml"})
-    assert resp.status == 200 and (await resp.json())["admin"] is False
