@@ -66,7 +66,7 @@ from gateway.config.types import (
     format_errors,
     make_converter,
 )
-from gateway.core.app import GATEWAY, Gateway, ServedAgent, create_app, init_app
+from gateway.core.app import GATEWAY, Gateway, ServedAgent, ToolSource, create_app, init_app
 from gateway.core.filters import Filter, Outcome
 from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
 from gateway.core.loading import Loaded, load
@@ -230,6 +230,7 @@ __all__ = [
     "ToolRunDelta",
     "ToolRunEnd",
     "ToolRunStart",
+    "ToolSource",
     "Unauthorized",
     "Unavailable",
     "Unprocessable",

@@ -38,6 +38,7 @@ BUILTINS: dict[str, str] = {
     "sessions.redis": "gateway.sessions.redis",
     "limits": "gateway.limits.filter",
     "agents": "gateway.agents.plugin",
+    "mcp": "gateway.mcp.plugin",
     "triggers": "gateway.triggers.plugin",
     "triggers.pollers": "gateway.triggers.pollers",
     "listeners.redis_pubsub": "gateway.triggers.listeners.redis_pubsub",
