@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway import ConfigError, hookimpl
 from gateway.mcp.config import MCPConfig
+from gateway.mcp.metrics import ToolCallMetrics
 
 if TYPE_CHECKING:
     from gateway import Gateway
@@ -49,12 +50,20 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     if errors:
         raise ConfigError(errors)
     upstreams: dict[str, MCPUpstream] = {}
+    serving = cfg.serve or (cfg.serve is None and installed)
+    if not cfg.servers and not serving:
+        return
+    metrics = ToolCallMetrics.of(gateway.metrics.registry)
     if cfg.servers:
         from gateway.mcp.upstream import MCPUpstream
 
-        upstreams = {name: MCPUpstream(name, s, cfg) for name, s in cfg.servers.items()}
+        upstreams = {name: MCPUpstream(name, s, cfg, metrics) for name, s in cfg.servers.items()}
         gateway.tool_sources.update(upstreams)
         app.cleanup_ctx.append(_lifespan(upstreams, float(cfg.startup_timeout)))
+    if serving:
+        from gateway.mcp.server import serve
+
+        serve(app, gateway, cfg, upstreams, metrics)
 
 
 def _lifespan(upstreams: dict[str, MCPUpstream], startup_timeout: float) -> Any:

@@ -31,6 +31,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway import ToolContext, ToolOutcome, __version__
 from gateway.mcp.config import MCPConfig, MCPServerConfig
+from gateway.mcp.metrics import ToolCallMetrics
 from gateway.tools import Tool
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,15 @@ class ToolCallFailed(Exception):
 class MCPUpstream:
     """One MCP server: its live session, its tools, and the task that keeps them."""
 
-    def __init__(self, name: str, config: MCPServerConfig, defaults: MCPConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: MCPServerConfig,
+        defaults: MCPConfig,
+        metrics: ToolCallMetrics | None = None,
+    ) -> None:
         self.name = name
+        self.metrics = metrics or ToolCallMetrics()
         self.config = config
         self.timeout = float(
             config.timeout if config.timeout is not None else defaults.call_timeout
@@ -101,6 +109,25 @@ class MCPUpstream:
         """Call one of the server's tools. A tool's own failure is a result with ``is_error``;
         no result at all (down, gone mid-call, too slow) raises :class:`ToolCallFailed`;
         protocol errors from the server (unknown tool, bad arguments) raise ``MCPError``."""
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            result = await self._call(tool, arguments, progress)
+        except MCPError:
+            outcome = "rejected"
+            raise
+        except ToolCallFailed as exc:
+            outcome = "timeout" if exc.timeout else "failed"
+            raise
+        else:
+            outcome = "error" if result.is_error else "ok"
+            return result
+        finally:
+            self.metrics.record(self.name, tool, outcome, time.perf_counter() - started)
+
+    async def _call(
+        self, tool: str, arguments: dict[str, Any], progress: ProgressFnT | None
+    ) -> mcp_types.CallToolResult:
         client = self._client
         if client is None:
             raise ToolCallFailed(f"the MCP server '{self.name}' is not connected now")
