@@ -326,9 +326,11 @@ class MCPEndpoint:
             raise RPCError(FORBIDDEN, str(exc), data={"tool": name}) from None
         if entry is None:
             pair = split_name(name)
-            if pair is not None and pair[0] in self.upstreams:
+            upstream = self.upstreams.get(pair[0]) if pair is not None else None
+            if upstream is not None and not upstream.connected.is_set():
                 message = (
-                    f"The MCP server '{pair[0]}' is not connected now; its tools return when it is."
+                    f"The MCP server '{upstream.name}' is not connected now; its tools return "
+                    "when it is."
                 )
                 return self._result(request_id, version, "tools/call", _error_result(message))
             raise RPCError(mcp_types.INVALID_PARAMS, f"Unknown tool: {name}")

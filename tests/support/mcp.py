@@ -6,8 +6,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+import httpx2
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from support import TESTS
 from support.processes import Process, free_port
@@ -46,3 +50,15 @@ def http_server(port: int | None = None) -> Iterator[str]:
     finally:
         proc.stop()
         proc.kill()
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(url: str, key: str | None = None) -> AsyncIterator[Client]:
+    """The official Python SDK's client on ``url`` (hookgate's ``/mcp``), with ``key`` as its
+    bearer token."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
