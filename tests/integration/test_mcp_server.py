@@ -132,9 +132,11 @@ async def test_keys_resource_metadata_and_the_challenge(gateway):
             "bearer_methods_supported": ["header"],
             "resource_name": "hookgate MCP gateway",
         }
-    with pytest.raises(Exception):  # noqa: B017, PT011: the SDK raises its own HTTP error
+    with pytest.raises(ExceptionGroup) as group:  # the SDK's task groups wrap its error
         async with mcp_client(url(gateway), "wrong-key") as mcp:
             await mcp.session.list_tools()
+    refused = group.value.exceptions[0].exceptions[0]
+    assert isinstance(refused, MCPError) and refused.message == "Invalid API key."
 
 
 async def test_tool_calls_are_counted_in_metrics(gateway):
