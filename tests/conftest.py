@@ -214,20 +214,33 @@ def store_config(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]
 @pytest.fixture(scope="session")
 def agui_client() -> Path:
     """A directory with the official ``@ag-ui/client`` (pinned by ``agui_client/package-lock.json``)
-    installed by npm, and ``run.mjs`` beside it. The install is cached outside the repository,
-    keyed by the lockfile, so only the first run on a machine downloads it."""
-    src = TESTS / "agui_client"
+    installed by npm, and ``run.mjs`` beside it (see :func:`npm_client`)."""
+    return npm_client("agui_client", "@ag-ui/client")
+
+
+@pytest.fixture(scope="session")
+def mcp_ts_client() -> Path:
+    """A directory with the official MCP TypeScript SDK (``@modelcontextprotocol/sdk``, pinned by
+    ``mcp_ts_client/package-lock.json``) installed by npm, and ``run.mjs`` beside it."""
+    return npm_client("mcp_ts_client", "@modelcontextprotocol/sdk")
+
+
+def npm_client(folder: str, package: str) -> Path:
+    """``tests/<folder>``'s npm packages installed with ``npm ci``, and its ``run.mjs``. The
+    install is cached outside the repository, keyed by the lockfile, so only the first run on
+    a machine downloads it."""
+    src = TESTS / folder
     lock = (src / "package-lock.json").read_bytes()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hookgate-tests"
-    target = cache / f"agui-client-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if not (target / "node_modules" / "@ag-ui" / "client" / "package.json").exists():
+    target = cache / f"{folder.replace('_', '-')}-{hashlib.sha256(lock).hexdigest()[:16]}"
+    if not (target / "node_modules" / package / "package.json").exists():
         building = cache / f"{target.name}.{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir(parents=True)
         for name in ("package.json", "package-lock.json"):
             shutil.copy(src / name, building / name)
         npm = shutil.which("npm")
-        assert npm, "npm is needed to install @ag-ui/client for the AG-UI client test"
+        assert npm, f"npm is needed to install {package} for the tests of tests/{folder}"
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=building,

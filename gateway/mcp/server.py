@@ -384,7 +384,8 @@ class MCPEndpoint:
                 return _error_result(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
             except MCPError as exc:
                 raise RPCError(exc.code, exc.message, data=exc.data) from None
-            return _dump(result)
+            # The upstream's own _meta (its identity, on the 2026 wire) is not the caller's.
+            return _dump(result.model_copy(update={"meta": None}))
         started = time.perf_counter()
         outcome = "failed"
         try:
