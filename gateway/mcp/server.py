@@ -120,13 +120,7 @@ class MCPEndpoint:
         self.max_call_size = int(config.max_call_size)
         self.call_timeout = float(config.call_timeout)
         self.metrics = metrics
-        store = gateway.state.choose("mcp.store", config.store)
-        ttl = float(config.session_ttl)
-        self.sessions: Sessions = (
-            RedisSessions(gateway.state.redis("mcp.store"), ttl)
-            if store == "redis"
-            else MemorySessions(ttl)
-        )
+        self.sessions = _sessions(gateway, config)
         self.capabilities = mcp_types.ServerCapabilities(
             tools=mcp_types.ToolsCapability(list_changed=False)
         )
@@ -136,6 +130,8 @@ class MCPEndpoint:
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         ex = request[EXCHANGE]
+        if self.sessions is None:
+            return rpc_error(None, _no_sessions())
         length = request.content_length
         if length is not None and length > self.max_call_size:
             return rpc_error(None, self._too_large(length))
@@ -158,6 +154,8 @@ class MCPEndpoint:
         return web.Response(status=405, headers={"Allow": "POST, DELETE"})
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
+        if self.sessions is None:
+            return rpc_error(None, _no_sessions())
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             return rpc_error(
@@ -256,7 +254,7 @@ class MCPEndpoint:
             methods.parse_client_request("initialize", version, parsed.params)
         except ValidationError as exc:
             raise RPCError(mcp_types.INVALID_PARAMS, f"Invalid params: {_first(exc)}") from None
-        session = await self.sessions.create(version, ex.principal.id)
+        session = await self._store().create(version, ex.principal.id)
         result = mcp_types.InitializeResult(
             protocol_version=version,
             capabilities=self.capabilities,
@@ -278,7 +276,7 @@ class MCPEndpoint:
                 "Missing Mcp-Session-Id: send initialize first, then its session id.",
                 status=400,
             )
-        session = await self.sessions.get(session_id)
+        session = await self._store().get(session_id)
         if session is None or session.owner != ex.principal.id:
             raise _no_session()
         asked = request.headers.get(VERSION_HEADER)
@@ -297,6 +295,11 @@ class MCPEndpoint:
         result = methods.serialize_server_result(method, version, data)
         body = {"jsonrpc": "2.0", "id": request_id, "result": result}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    def _store(self) -> Sessions:
+        if self.sessions is None:
+            raise _no_sessions()
+        return self.sessions
 
     def _too_large(self, size: int) -> RPCError:
         return RPCError(
@@ -465,6 +468,32 @@ def _dump(model: Any) -> dict[str, Any]:
 def _error_result(message: str) -> dict[str, Any]:
     return _dump(
         mcp_types.CallToolResult(content=[mcp_types.TextContent(text=message)], is_error=True)
+    )
+
+
+def _sessions(gateway: Gateway, config: MCPConfig) -> Sessions | None:
+    """Where sessions live. ``auto`` with several workers and no Redis: nowhere (each worker
+    would know only its own sessions), which a warning says at startup and a 503 to each
+    request, rather than refusing to start; an explicit ``memory`` is refused then."""
+    state = gateway.state
+    if config.store == "auto" and not state.redis_configured and state.workers > 1:
+        log.warning(
+            "mcp: /mcp is unavailable: with %d workers its sessions need [redis] url "
+            "(HOOKGATE_REDIS_URL)",
+            state.workers,
+        )
+        return None
+    ttl = float(config.session_ttl)
+    if state.choose("mcp.store", config.store) == "redis":
+        return RedisSessions(state.redis("mcp.store"), ttl)
+    return MemorySessions(ttl)
+
+
+def _no_sessions() -> RPCError:
+    return RPCError(
+        mcp_types.INTERNAL_ERROR,
+        "MCP sessions need shared state with several workers: set [redis] url.",
+        status=503,
     )
 
 

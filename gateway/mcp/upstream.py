@@ -32,7 +32,7 @@ from mcp.shared.exceptions import MCPError
 from gateway import ToolContext, ToolOutcome, __version__
 from gateway.mcp.config import MCPConfig, MCPServerConfig
 from gateway.mcp.metrics import ToolCallMetrics
-from gateway.tools import Tool
+from gateway.tools import Tool, json_arguments
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class MCPTool(Tool):
     ) -> ToolOutcome:
         """Call the tool for a model; every failure is an error outcome the model reads."""
         try:
-            parsed = parse_arguments(arguments)
+            parsed = json_arguments(arguments)
         except ValueError as exc:
             return ToolOutcome(f"Error: invalid arguments for {self.name}: {exc}", True)
         try:
@@ -313,17 +313,6 @@ class MCPTool(Tool):
         except MCPError as exc:
             return ToolOutcome(f"Error: {exc.message}", True)
         return ToolOutcome(result_text(result), result.is_error)
-
-
-def parse_arguments(arguments: str) -> dict[str, Any]:
-    """A model's JSON arguments as the object a ``tools/call`` sends; raises ValueError."""
-    try:
-        value = orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError("expected a JSON object of named arguments")
-    return value
 
 
 def result_text(result: mcp_types.CallToolResult) -> str:

@@ -210,3 +210,11 @@ async def test_sessions_by_hand(gateway):
     assert (await post(gateway, ping, session))[0] == 404
     resp = await gateway.get("/mcp", headers={"Authorization": "Bearer k-all"})
     assert resp.status == 405
+
+
+async def test_several_workers_without_redis_make_mcp_unavailable(make_gateway, caplog):
+    gateway = await make_gateway({"server": {"workers": 2}})
+    assert "/mcp is unavailable: with 2 workers its sessions need [redis] url" in caplog.text
+    status, body, _ = await post(gateway, INIT, key=None)
+    assert status == 503
+    assert body["error"]["message"].startswith("MCP sessions need shared state")

@@ -51,4 +51,7 @@ async def test_typescript_sdk_client(make_gateway, mcp_ts_client):
     assert seen["progress"] == [{"progress": 1, "message": "step 1"}]
     assert seen["failed"]["isError"] is True
     assert seen["failed"]["content"] == [{"type": "text", "text": "Error executing tool fail: ts"}]
-    assert seen["unknown"] == {"code": -32602, "message": "MCP error -32602: Unknown tool: calc__nope"}
+    assert seen["unknown"] == {
+        "code": -32602,
+        "message": "MCP error -32602: Unknown tool: calc__nope",
+    }
