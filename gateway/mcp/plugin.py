@@ -61,7 +61,7 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
         gateway.tool_sources.update(upstreams)
         app.cleanup_ctx.append(_lifespan(upstreams, float(cfg.startup_timeout)))
     if serving:
-        from gateway.mcp.server import serve
+        from gateway.mcp.routes import serve
 
         serve(app, gateway, cfg, upstreams, metrics)
 

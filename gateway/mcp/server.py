@@ -38,7 +38,6 @@ from gateway import (
     Finish,
     GatewayError,
     Message,
-    ProtocolAdapter,
     SSEResponse,
     Start,
     TextDelta,
@@ -50,7 +49,7 @@ from gateway import (
 from gateway.mcp.catalog import Catalog, Denied, Entry
 from gateway.mcp.config import MCPConfig, split_name
 from gateway.mcp.metrics import ToolCallMetrics
-from gateway.mcp.sessions import MCPSession, MemorySessions, RedisSessions, Sessions
+from gateway.mcp.sessions import MCPSession, Sessions
 from gateway.mcp.upstream import ToolCallFailed
 
 if TYPE_CHECKING:
@@ -59,15 +58,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "mcp"
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 #: A custom code in the server range for a tool the caller's key may not use.
 FORBIDDEN = -32003
 #: A custom code for a request larger than ``max_call_size``.
 TOO_LARGE = -32004
-_CODES = {400: mcp_types.INVALID_REQUEST, 401: -32001, 403: FORBIDDEN, 404: -32002, 413: TOO_LARGE}
-_WELL_KNOWN = "/.well-known/oauth-protected-resource"
 
 
 class RPCError(Exception):
@@ -89,22 +85,8 @@ def rpc_error(request_id: Any, err: RPCError) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=err.status, content_type="application/json")
 
 
-class MCPErrors(ProtocolAdapter):
-    """Errors the gateway raises before ``/mcp``'s handler (no key, a bad key, a body past the
-    server's limit) in JSON-RPC's shape."""
-
-    name = PROTOCOL
-
-    def setup(self, app: web.Application) -> None:
-        """Routes are added by :func:`serve`."""
-
-    def error_body(self, err: GatewayError) -> Any:
-        code = _CODES.get(err.status, mcp_types.INTERNAL_ERROR)
-        return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": err.message}}
-
-
 class MCPEndpoint:
-    """The handlers of ``/mcp`` and its protected-resource metadata."""
+    """The handlers of ``/mcp`` (built at its first request: see :mod:`gateway.mcp.routes`)."""
 
     def __init__(
         self,
@@ -112,6 +94,7 @@ class MCPEndpoint:
         config: MCPConfig,
         upstreams: Mapping[str, MCPUpstream],
         metrics: ToolCallMetrics,
+        sessions: Sessions | None,
     ) -> None:
         self.gateway = gateway
         self.config = config
@@ -120,7 +103,8 @@ class MCPEndpoint:
         self.max_call_size = int(config.max_call_size)
         self.call_timeout = float(config.call_timeout)
         self.metrics = metrics
-        self.sessions = _sessions(gateway, config)
+        #: None: several workers and no Redis (see :func:`gateway.mcp.routes.choose_sessions`).
+        self.sessions = sessions
         self.capabilities = mcp_types.ServerCapabilities(
             tools=mcp_types.ToolsCapability(list_changed=False)
         )
@@ -149,10 +133,6 @@ class MCPEndpoint:
         except RPCError as err:
             return rpc_error(_valid_id(request_id), err)
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
-        """No server-initiated stream: the specification's 405 for servers that send none."""
-        return web.Response(status=405, headers={"Allow": "POST, DELETE"})
-
     async def delete(self, request: web.Request) -> web.StreamResponse:
         if self.sessions is None:
             return rpc_error(None, _no_sessions())
@@ -166,32 +146,6 @@ class MCPEndpoint:
             return rpc_error(None, _no_session())
         await self.sessions.delete(session_id)
         return web.Response(status=204)
-
-    async def resource_metadata(self, request: web.Request) -> web.Response:
-        """OAuth 2.0 protected-resource metadata (RFC 9728) for ``/mcp``: how to get a token.
-        Without ``authorization_servers`` the token is a gateway key, given by its operator."""
-        body: dict[str, Any] = {
-            "resource": self.resource_url(request),
-            "bearer_methods_supported": ["header"],
-            "resource_name": "hookgate MCP gateway",
-        }
-        if self.config.authorization_servers:
-            body["authorization_servers"] = list(self.config.authorization_servers)
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
-
-    def resource_url(self, request: web.Request) -> str:
-        return str(request.url.origin()) + self.config.path
-
-    def metadata_url(self, request: web.Request) -> str:
-        return str(request.url.origin()) + _WELL_KNOWN + self.config.path
-
-    async def challenge(self, request: web.Request, response: web.StreamResponse) -> None:
-        """``on_response_prepare``: a 401 from ``/mcp`` says where the resource metadata is
-        (RFC 9728, section 5.1), so MCP clients find out how to authenticate."""
-        if response.status == 401 and request.path == self.config.path:
-            response.headers["WWW-Authenticate"] = (
-                f'Bearer resource_metadata="{self.metadata_url(request)}"'
-            )
 
     # --- JSON-RPC -------------------------------------------------------------------------------
 
@@ -418,7 +372,7 @@ class MCPEndpoint:
         chat = ChatRequest(
             model=entry.tool,
             messages=[Message("user", [TextPart(prompt)])],
-            protocol=PROTOCOL,
+            protocol="mcp",
             stream=True,
         )
         text: list[str] = []
@@ -471,24 +425,6 @@ def _error_result(message: str) -> dict[str, Any]:
     )
 
 
-def _sessions(gateway: Gateway, config: MCPConfig) -> Sessions | None:
-    """Where sessions live. ``auto`` with several workers and no Redis: nowhere (each worker
-    would know only its own sessions), which a warning says at startup and a 503 to each
-    request, rather than refusing to start; an explicit ``memory`` is refused then."""
-    state = gateway.state
-    if config.store == "auto" and not state.redis_configured and state.workers > 1:
-        log.warning(
-            "mcp: /mcp is unavailable: with %d workers its sessions need [redis] url "
-            "(HOOKGATE_REDIS_URL)",
-            state.workers,
-        )
-        return None
-    ttl = float(config.session_ttl)
-    if state.choose("mcp.store", config.store) == "redis":
-        return RedisSessions(state.redis("mcp.store"), ttl)
-    return MemorySessions(ttl)
-
-
 def _no_sessions() -> RPCError:
     return RPCError(
         mcp_types.INTERNAL_ERROR,
@@ -519,24 +455,3 @@ def _first(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("params",))
     return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
-
-
-def serve(
-    app: web.Application,
-    gateway: Gateway,
-    config: MCPConfig,
-    upstreams: Mapping[str, MCPUpstream],
-    metrics: ToolCallMetrics,
-) -> MCPEndpoint:
-    """Add ``/mcp`` and its metadata to the app."""
-    endpoint = MCPEndpoint(gateway, config, upstreams, metrics)
-    errors = MCPErrors(gateway)
-    path = config.path
-    gateway.add_route("POST", path, endpoint.post, name="mcp", protocol=errors)
-    gateway.add_route("GET", path, endpoint.get, name="mcp", protocol=errors)
-    gateway.add_route("DELETE", path, endpoint.delete, name="mcp", protocol=errors)
-    for where in (_WELL_KNOWN, _WELL_KNOWN + path):
-        gateway.add_route("GET", where, endpoint.resource_metadata, name="mcp-metadata", auth=False)
-    app.on_response_prepare.append(endpoint.challenge)
-    log.info("MCP endpoint at %s (%d servers)", path, len(upstreams))
-    return endpoint
