@@ -63,7 +63,7 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     if serving:
         from gateway.mcp.routes import serve
 
-        serve(app, gateway, cfg, upstreams, metrics)
+        serve(gateway, cfg, upstreams, metrics)
 
 
 def _lifespan(upstreams: dict[str, MCPUpstream], startup_timeout: float) -> Any:

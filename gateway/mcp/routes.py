@@ -1,4 +1,5 @@
-"""``/mcp``'s routes, its protected-resource metadata and the 401 challenge, without the SDK.
+"""``/mcp``'s routes, keys, its protected-resource metadata and the 401 challenge, without the
+SDK.
 
 Importing the SDK's types costs seconds of CPU, which every gateway start would pay whether or
 not anyone uses ``/mcp``; so the routes are added here, and the endpoint
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from gateway import GatewayError, ProtocolAdapter
+from gateway import EXCHANGE, GatewayError, ProtocolAdapter
 from gateway.mcp.config import MCPConfig
 from gateway.mcp.metrics import ToolCallMetrics
 from gateway.mcp.sessions import MemorySessions, RedisSessions, Sessions
@@ -78,6 +79,7 @@ class MCPRoutes:
         self.upstreams = upstreams
         self.metrics = metrics
         self.sessions = choose_sessions(gateway, config)
+        self.authenticators = list(gateway.authenticators)
         self._endpoint: MCPEndpoint | None = None
 
     def endpoint(self) -> MCPEndpoint:
@@ -90,14 +92,43 @@ class MCPRoutes:
         return self._endpoint
 
     async def post(self, request: web.Request) -> web.StreamResponse:
-        return await self.endpoint().post(request)
+        refused = await self.authenticate(request)
+        return refused or await self.endpoint().post(request)
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         """No server-initiated stream: the specification's 405 for servers that send none."""
-        return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+        refused = await self.authenticate(request)
+        return refused or web.Response(status=405, headers={"Allow": "POST, DELETE"})
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
-        return await self.endpoint().delete(request)
+        refused = await self.authenticate(request)
+        return refused or await self.endpoint().delete(request)
+
+    async def authenticate(self, request: web.Request) -> web.Response | None:
+        """Find the caller by its bearer token, as the gateway's auth middleware would; a 401
+        says where the resource metadata is (RFC 9728, section 5.1), so MCP clients find out
+        how to authenticate. (The routes are added without the middleware's check so that
+        only they, not every route, carry the challenge.)"""
+        if not self.authenticators:
+            return None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        for auth in self.authenticators:
+            principal = await auth.authenticate(request, key)
+            if principal is not None:
+                request[EXCHANGE].principal = principal
+                return None
+        message = (
+            "Invalid API key." if key else "Missing API key: send 'Authorization: Bearer <key>'."
+        )
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": message}}
+        where = str(request.url.origin()) + WELL_KNOWN + self.config.path
+        return web.Response(
+            body=orjson.dumps(body),
+            status=401,
+            content_type="application/json",
+            headers={"WWW-Authenticate": f'Bearer resource_metadata="{where}"'},
+        )
 
     async def resource_metadata(self, request: web.Request) -> web.Response:
         """OAuth 2.0 protected-resource metadata (RFC 9728) for ``/mcp``: how to get a token.
@@ -111,16 +142,8 @@ class MCPRoutes:
             body["authorization_servers"] = list(self.config.authorization_servers)
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
-    async def challenge(self, request: web.Request, response: web.StreamResponse) -> None:
-        """``on_response_prepare``: a 401 from ``/mcp`` says where the resource metadata is
-        (RFC 9728, section 5.1), so MCP clients find out how to authenticate."""
-        if response.status == 401 and request.path == self.config.path:
-            where = str(request.url.origin()) + WELL_KNOWN + self.config.path
-            response.headers["WWW-Authenticate"] = f'Bearer resource_metadata="{where}"'
-
 
 def serve(
-    app: web.Application,
     gateway: Gateway,
     config: MCPConfig,
     upstreams: Mapping[str, MCPUpstream],
@@ -130,11 +153,9 @@ def serve(
     routes = MCPRoutes(gateway, config, upstreams, metrics)
     errors = MCPErrors(gateway)
     path = config.path
-    gateway.add_route("POST", path, routes.post, name="mcp", protocol=errors)
-    gateway.add_route("GET", path, routes.get, name="mcp", protocol=errors)
-    gateway.add_route("DELETE", path, routes.delete, name="mcp", protocol=errors)
+    for method, handler in (("POST", routes.post), ("GET", routes.get), ("DELETE", routes.delete)):
+        gateway.add_route(method, path, handler, name="mcp", protocol=errors, auth=False)
     for where in (WELL_KNOWN, WELL_KNOWN + path):
         gateway.add_route("GET", where, routes.resource_metadata, name="mcp-metadata", auth=False)
-    app.on_response_prepare.append(routes.challenge)
     log.info("MCP endpoint at %s (%d servers)", path, len(upstreams))
     return routes
