@@ -82,7 +82,8 @@ class MCPConfig:
 
     #: MCP servers, by name: agents list them in their ``mcp``, ``/mcp`` serves their tools.
     servers: dict[str, MCPServerConfig] = attrs.Factory(dict)
-    #: How long startup waits for the servers to connect; slower ones join when they do.
+    #: How long startup waits for the servers to connect (slower ones join when they do), and
+    #: how long one attempt to connect may take.
     startup_timeout: Duration = Duration(10.0)
     #: How long one tool call may take (a server's ``timeout`` wins).
     call_timeout: Duration = Duration(60.0)

@@ -69,6 +69,7 @@ class MCPUpstream:
             config.timeout if config.timeout is not None else defaults.call_timeout
         )
         self.health_interval = float(defaults.health_interval)
+        self.connect_timeout = float(defaults.startup_timeout)
         self.max_backoff = float(defaults.max_backoff)
         #: The server's tools by its names (only the allowed ones), while connected.
         self.specs: dict[str, mcp_types.Tool] = {}
@@ -219,7 +220,14 @@ class MCPUpstream:
                 )
                 server = streamable_http_client(cfg.url, http_client=http)
             client = Client(server, client_info=info, message_handler=self._on_message, cache=None)
-            yield await stack.enter_async_context(client)
+            try:
+                async with asyncio.timeout(self.connect_timeout or None):
+                    entered = await stack.enter_async_context(client)
+            except TimeoutError:
+                raise ConnectionError(
+                    f"it did not complete the handshake within {self.connect_timeout:g}s"
+                ) from None
+            yield entered
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, mcp_types.ToolListChangedNotification):

@@ -151,6 +151,10 @@ async def test_startup_does_not_wait_for_a_slow_server(make_gateway, upstream, s
     await until(calc.connected.is_set, 20, "the calc server connected")
     answer = await ask(sdk, client, 'CALL add {"a": 1, "b": 2}')
     assert answer.endswith("results: 3")
+    # The stuck server's attempt is given up at the same bound, and tried again.
+    gave_up = "mcp stuck: cannot use the server at"
+    await until(lambda: gave_up in caplog.text, 20, "the stuck attempt given up")
+    assert "did not complete the handshake within 4s" in caplog.text
 
 
 async def test_unknown_server_names_fail_at_startup(make_gateway, upstream):
