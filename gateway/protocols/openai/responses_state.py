@@ -22,6 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from gateway import BadRequest, GatewayError, NotFound, new_id
 from gateway.protocols.openai.responses_store import (
     MemoryResponseStore,
@@ -47,27 +49,17 @@ _PREFIXES = {
 }
 
 
+@attrs.define(slots=True)
 class Resolved:
     """A request made self-contained: the body the decoder reads, and what a stored response
-    of it keeps."""
+    of it keeps (its input items with their ids, the conversation before them)."""
 
-    __slots__ = ("background", "body", "context", "input", "previous", "store")
-
-    def __init__(
-        self,
-        body: dict[str, Any],
-        input: list[dict[str, Any]],
-        context: list[dict[str, Any]],
-        previous: str | None,
-        store: bool,
-        background: bool,
-    ) -> None:
-        self.body = body
-        self.input = input
-        self.context = context
-        self.previous = previous
-        self.store = store
-        self.background = background
+    body: dict[str, Any]
+    input: list[dict[str, Any]]
+    context: list[dict[str, Any]]
+    previous: str | None
+    store: bool
+    background: bool
 
 
 class ResponsesState:
@@ -237,16 +229,21 @@ class ResponsesState:
                 return
             await self.save(owner, resolved, {**queued, "status": "in_progress"})
             work = asyncio.ensure_future(run())
-            watch = asyncio.ensure_future(self._watch(owner, response_id))
+            # another instance may cancel it: only a shared store can say so
+            watch = asyncio.ensure_future(
+                self._watch(owner, response_id)
+                if isinstance(self.store, RedisResponseStore)
+                else asyncio.Event().wait()
+            )
             try:
                 await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                watch.cancel()
-                if not work.done():
-                    work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watch
-            if work.cancelled() or not work.done():
+                stopped = not work.done()
+                for task in (watch, work):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            if stopped:
                 log.info(
                     "background response %s was cancelled elsewhere; its run stopped", response_id
                 )
