@@ -83,6 +83,8 @@ class ResponsesState:
                 self.store = MemoryResponseStore(cfg.ttl, cfg.max_kept)
         #: Background runs of this instance, by (owner, response id).
         self.runs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: Whether the gateway is stopping (its runs end failed, not cancelled).
+        self.closing = False
 
     def _store(self, what: str) -> ResponseStore:
         if self.store is None:
@@ -260,10 +262,16 @@ class ResponsesState:
                 return
             await self.save(owner, resolved, final)
         except asyncio.CancelledError:
-            # Cancelled here (DELETE, cancel, or the gateway stopping): say so unless deleted.
+            # Cancelled here (cancel, DELETE, or the gateway stopping): say so unless deleted.
+            if self.closing:
+                final = failed(
+                    GatewayError("The gateway stopped before the response finished."), "failed"
+                )
+            else:
+                final = failed(None, "cancelled")
             with contextlib.suppress(Exception):
                 if await self._exists(owner, response_id):
-                    await self.save(owner, resolved, failed(None, "cancelled"))
+                    await self.save(owner, resolved, final)
             raise
         except GatewayError as err:  # the store failed: nothing more can be kept
             log.warning("background response %s: %s", response_id, err.message)
@@ -302,7 +310,8 @@ class ResponsesState:
         return record.response
 
     async def close(self) -> None:
-        """Stop this instance's background runs (the gateway is stopping)."""
+        """Stop this instance's background runs (the gateway is stopping): they end failed."""
+        self.closing = True
         runs = list(self.runs.values())
         for task in runs:
             task.cancel()
