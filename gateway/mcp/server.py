@@ -47,7 +47,6 @@ from gateway import (
     ChatRequest,
     Error,
     Exchange,
-    Finish,
     GatewayError,
     Message,
     SSEResponse,
@@ -433,6 +432,8 @@ class MCPEndpoint:
         steps = 0
         try:
             async with asyncio.timeout(self.call_timeout or None):
+                # Read to the end, past the Finish: the pipeline's bookkeeping (sessions, request
+                # logs) runs before its stream ends.
                 async for ev in _events(self.gateway.pipeline.stream(chat, ex)):
                     kind = type(ev)
                     if kind is TextDelta:
@@ -447,8 +448,6 @@ class MCPEndpoint:
                         await progress(float(steps), None, f"{ev.name or 'tool'} answered")
                     elif kind is Error:
                         return _error_result(f"The agent '{entry.tool}' failed: {ev.error.message}")
-                    elif kind is Finish:
-                        break
         except TimeoutError:
             return _error_result(
                 f"The agent '{entry.tool}' did not finish within {self.call_timeout:g} seconds."

@@ -8,6 +8,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS as HANDSHAKE
 from support.mcp import mcp_client, stdio_server
+from support.waiting import until
 
 KEYS = [
     {"key": "k-all", "name": "all"},
@@ -263,3 +264,21 @@ async def test_the_stateless_revision_by_hand(gateway):
         gateway, call, **{**headers, "Mcp-Method": "tools/call", "Mcp-Name": "calc__add"}
     )
     assert status == 200 and body["result"]["content"] == [{"type": "text", "text": "7"}]
+
+
+async def test_agent_runs_through_mcp_are_in_the_request_logs(make_gateway, tmp_path):
+    log = tmp_path / "requests.jsonl"
+    cfg = gateway_config()
+    cfg["request_logs"] = {"sink": "file", "path": str(log)}
+    gateway = await make_gateway(cfg)
+    async with mcp_client(url(gateway), "k-all") as mcp:
+        result = await mcp.session.call_tool("agent__helper", {"prompt": "log me"})
+        assert text(result) == "log me"
+
+    def records():
+        return [orjson.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    await until(records, 10, "the agent run's record")
+    [record] = records()
+    assert (record["route"], record["protocol"], record["model"]) == ("mcp", "mcp", "helper")
+    assert (record["principal"], record["status"]) == ("all", "success")
