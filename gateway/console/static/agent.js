@@ -136,6 +136,7 @@ class Timeline {
         const t = this.texts.get(ev.messageId);
         if (!t) break;
         t.item.classList.remove("streaming");
+        t.body.textContent = t.text.trim();  // a model's closing blank lines make no box taller
         this.lastText = t;
         break;
       }
