@@ -228,6 +228,9 @@ async def test_admin_views_on_an_open_gateway(make_gateway, upstream, open_tab):
     await expect(row).to_contain_text("0.2.0")
     await expect(row).to_contain_text("configure_app")
     await tab.screenshot("plugins")
+    await page.emulate_media(color_scheme="dark")  # the page follows the system's theme
+    await tab.screenshot("plugins-dark")
+    await page.emulate_media(color_scheme="light")
 
     for view in ("Keys", "Spend"):
         await nav.get_by_role("link", name=view).click()
