@@ -39,9 +39,9 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
 
     def error_response(ex: Exchange, err: GatewayError) -> web.Response:
         if ex.route.protocol is not None:
-            return ex.route.protocol.error_response(err)
+            return ex.route.protocol.error_response(err, ex.request_id)
         headers = None
-        if err.retry_after is not None:  # as ProtocolAdapter.error_response does
+        if err.retry_after is not None:  # as ProtocolAdapter.error_headers does
             headers = {"retry-after": str(max(1, round(err.retry_after)))}
         return json_response(default_error_body(err), status=err.status, headers=headers)
 
@@ -136,6 +136,8 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
         f"gateway;dur={overhead}, upstream;dur={ex.upstream_seconds * 1000:.3f}"
     )
     headers["x-hookgate-overhead-ms"] = overhead
+    if ex.response_headers:
+        headers.update(ex.response_headers)
     if ex.cost is not None:
         headers["x-hookgate-cost"] = f"{ex.cost:.8f}".rstrip("0").rstrip(".") or "0"
 
