@@ -70,6 +70,10 @@ class Exchange:
     model: str = ""
     #: ``"<kind>:<name>"`` of the backend that answers, once routed.
     backend: str = ""
+    #: ``"<kind>:<name>/<upstream model>"`` of the target that answered (or answers).
+    served: str = ""
+    #: Upstream attempts made for this request (retries and fallbacks included).
+    attempts: int = 0
     #: Seconds spent waiting on upstreams (a backend adds to it).
     upstream_seconds: float = 0.0
     #: Seconds from arrival to the first byte of a streamed body.
@@ -77,6 +81,8 @@ class Exchange:
     stream: bool = False
     usage: Usage | None = None
     upstream_failed: bool = False
+    #: The HTTP request this exchange answers (``None`` for runs started by triggers).
+    http: web.Request | None = None
     #: What plugins keep for the rest of this request (a filter's ``on_request`` leaving what its
     #: ``on_success`` needs), keyed by an object the plugin owns; ``None`` until one is kept.
     notes: dict[Any, Any] | None = None

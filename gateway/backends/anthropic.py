@@ -47,6 +47,8 @@ class AnthropicBackendConfig(HTTPBackendConfig):
     version: str = "2023-06-01"
     #: ``max_tokens`` for requests whose protocol has none (Anthropic requires it).
     max_tokens: Count = Count(4096)
+    #: Anthropic continues an answer from a trailing assistant message.
+    accepts_prefill: bool = True
 
 
 class AnthropicBackend(HTTPBackend):

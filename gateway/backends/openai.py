@@ -19,16 +19,13 @@ from gateway import (
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    Event,
     Exchange,
     GatewayError,
     HTTPBackend,
     HTTPBackendConfig,
-    Raw,
     hookimpl,
 )
 from gateway.protocols.openai import (
-    DONE,
     PROTOCOL,
     ChatStreamParser,
     chat_stream_error,
@@ -93,10 +90,10 @@ class OpenAIBackend(HTTPBackend):
     def unobserved(self) -> Callable[[bytes], bool]:
         return content_only
 
-    def stream_end(self, parser: _Stream, relay: bool) -> list[Event]:
-        """A relayed stream that finished without ``[DONE]`` gets one: OpenAI clients wait
-        for it."""
-        return [Raw(DONE, PROTOCOL)] if relay and not parser.done else []
+    def stream_finished(self, parser: _Stream) -> bool:
+        """An OpenAI stream ends with ``[DONE]``: one that closes without it was cut, even
+        after its finish reason (the usage chunk may be what is missing)."""
+        return parser.done
 
     async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResponse:
         body = encode_embedding_request(request, request.upstream_model or request.model)

@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 from gateway.canonical import (
     ChatRequest,
@@ -37,10 +37,18 @@ from gateway.streaming.assembler import Assembler
 if TYPE_CHECKING:
     from gateway.backends.base import Backend
     from gateway.core.metrics import Metrics
-    from gateway.core.router import Router
+    from gateway.core.router import Route, Router
     from gateway.exchange import Exchange
 
 log = logging.getLogger(__name__)
+
+
+class Answerer(Protocol):
+    """What answers a routed request: a backend, or a route's policy."""
+
+    def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]: ...
+
+    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse: ...
 
 
 EndHook = Callable[["ChatRequest", "Exchange", Outcome], Awaitable[None]]
@@ -67,9 +75,10 @@ class Pipeline:
             f.reads_relayed for f in ordered if overrides(f, "on_success") or overrides(f, "on_end")
         )
 
-    async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Backend]:
+    async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Answerer]:
         """Run request filters and route; returns the request as the filters left it (they may
-        return a new one) and the backend that will answer. A filter may clear
+        return a new one) and what will answer: the backend, or the route's policy when it has
+        several targets or retries (:mod:`gateway.routing`). A filter may clear
         ``req.raw_relay`` to have its request's stream encoded by the gateway."""
         req.raw_relay = self.raw_relay
         req.parse_relayed = self.parse_relayed
@@ -78,16 +87,22 @@ class Pipeline:
             if changed is not None:
                 req = changed
                 req.wire = None
-        backend = self._route(req, ex)
+        route = self._resolve(req, ex)
         ex.stream = req.stream
-        return req, backend
+        return req, route.policy or route.backend
 
-    def _route(self, req: ChatRequest | EmbeddingRequest, ex: Exchange) -> Backend:
+    def _resolve(self, req: ChatRequest | EmbeddingRequest, ex: Exchange) -> Route:
         route = self.router.resolve(req.model, ex.principal)
         req.upstream_model = route.upstream_for(req.model)
         ex.model = route.name
         ex.backend = route.backend.label
-        return route.backend
+        ex.served = route.served or f"{ex.backend}/{req.upstream_model}"
+        ex.attempts = 1
+        return route
+
+    def _route(self, req: ChatRequest | EmbeddingRequest, ex: Exchange) -> Backend:
+        """The backend of the route's first target (embeddings and token counts)."""
+        return self._resolve(req, ex).backend
 
     async def embed(self, req: EmbeddingRequest, ex: Exchange) -> EmbeddingResponse:
         """Embeddings from the routed backend (chat filters do not apply to them)."""
