@@ -222,9 +222,13 @@ class HTTPBackend(Backend):
                 failed = bool(batch) and type(batch[-1]) is Error
                 if frames is not None:
                     whole = frames.feed(chunk)
-                    # Nothing of a read that failed is relayed: its frames may be malformed.
-                    if whole and not failed:
-                        last = not frames.pending and resp.content.at_eof()
+                    if failed:
+                        # Only the frames before the failing one are relayed; the failure is
+                        # the gateway's own error frame.
+                        whole = self._sound_frames(whole)
+                        batch[-1].relayed = False
+                    if whole:
+                        last = not failed and not frames.pending and resp.content.at_eof()
                         batch.insert(0, Raw(whole, protocol, last=last))
                 if until is not None and _has_content(batch):
                     until = None
@@ -251,6 +255,26 @@ class HTTPBackend(Backend):
                 return
             for ev in self.stream_end(parser, relay):
                 yield ev
+
+    def _sound_frames(self, whole: bytes) -> bytes:
+        """The leading frames of a relayed read that failed which are well-formed JSON and no
+        error (the ones before the failure), as bytes."""
+        if b"\r" in whole:
+            return b""  # rare line ends: relay nothing rather than risk half a frame
+        end = 0
+        for block in whole.split(b"\n\n")[:-1]:
+            data = b"\n".join(
+                line[5:].removeprefix(b" ") for line in block.split(b"\n") if line[:5] == b"data:"
+            )
+            if data:
+                try:
+                    obj = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    break
+                if isinstance(obj, dict) and self.error(obj) is not None:
+                    break
+            end += len(block) + 2
+        return whole[:end]
 
     def frame_events(
         self, frames: list[SSEFrame], parser: StreamParser, relay: bool

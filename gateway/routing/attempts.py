@@ -10,7 +10,8 @@ whether to retry the same target (exponential backoff with jitter, an upstream's
 Streams hold their events until the first content is ready, so a failure before it moves on
 unseen. A failure after content was sent continues the answer on the next target that accepts
 an assistant prefill, with the text already sent as that prefill; the client receives one
-answer. Tool calls are held until they are complete, so one cut mid-call is made again from
+answer. The finish is held until the upstream's stream properly ends. Tool calls are held
+until they are complete, so one cut mid-call is made again from
 scratch rather than continued. Where no target can continue, the stream ends with an error
 naming the original failure.
 """
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 #: Failures that say nothing about a target's health (the request's own faults).
 _REQUEST_FAULTS = frozenset({"context_length", "content_policy", "client"})
 #: Events after which a stream's content has begun.
-_CONTENT = (TextDelta, ReasoningDelta, Finish, ToolCallEnd)
+_CONTENT = (TextDelta, ReasoningDelta, ToolCallEnd)
 
 
 class Policy:
@@ -294,7 +295,9 @@ class Policy:
                     elif t is Finish:
                         finished = True
                     held.append(ev)
-                    if calls or not (content or t in _CONTENT):
+                    # The finish (and what follows it) waits for the stream's proper end: an
+                    # upstream that fails after it did not finish (no [DONE], say).
+                    if calls or finished or not (content or t in _CONTENT):
                         continue
                     if not content:
                         content = True
