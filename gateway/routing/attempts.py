@@ -88,6 +88,7 @@ class Policy:
 
     async def plan(self, req: ChatRequest, ex: Exchange) -> list[tuple[Target, Health]]:
         """The targets to try, in order; 503 when every circuit is open."""
+        ex.attempts = 0
         health = await self.circuits.health(self._keys, self.breaker)
         planned = order(self.strategy, self.targets, health)
         if self.affinity:
@@ -146,18 +147,23 @@ class Policy:
         target.observe_latency(seconds)
         self.metrics.route_first_byte(self.name, target.key, seconds)
 
-    async def _failed(self, target: Target, err: GatewayError, reason: str) -> None:
+    async def _failed(self, target: Target, err: GatewayError, reason: str) -> bool:
+        """Count a failed attempt; True when it opened the target's circuit (no retry there
+        then)."""
         self.metrics.route_failure(self.name, target.key, reason)
-        if reason not in _REQUEST_FAULTS and await self.circuits.failure(target.key, self.breaker):
+        if reason in _REQUEST_FAULTS:
+            return False
+        opened = await self.circuits.failure(target.key, self.breaker)
+        if opened:
             log.warning(
-                "model %r: target %s failed %s (%s): skipped for %gs",
+                "model %r: target %s failed (%s): skipped for %gs",
                 self.name,
                 target.key,
-                "again" if self.breaker.allowed_fails else "",
                 reason,
                 self.breaker.cooldown,
             )
             self.metrics.route_circuit_opened(self.name, target.key)
+        return opened
 
     # -- whole answers
 
@@ -172,9 +178,10 @@ class Policy:
                     resp = await self.attempt_complete(target, req, ex)
                 except GatewayError as err:
                     reason = classify(err)
-                    await self._failed(target, err, reason)
+                    opened = await self._failed(target, err, reason)
                     original = original or err
-                    wait = self._wait(tries, err) if reason in self.retry_on else None
+                    retry = reason in self.retry_on and not opened
+                    wait = self._wait(tries, err) if retry else None
                     if wait is not None and tries < target.retries:
                         tries += 1
                         self.metrics.route_retry(self.name, target.key)
@@ -198,8 +205,9 @@ class Policy:
         finally:
             target.inflight -= 1
         self._first_content(target, started)
-        if resp.raw is not None and req.upstream_model != req.model:
-            resp.raw = None  # the body names the model the client asked for: encode it anew
+        if req.upstream_model != req.model:
+            # The body names the model the client asked for, whichever target answered.
+            resp.model, resp.raw = req.model, None
         return resp
 
     def _none_left(self) -> GatewayError:
@@ -234,11 +242,12 @@ class Policy:
                     return
                 sent = attempt.sent
                 reason = "stream" if attempt.flushed else classify(err)
-                await self._failed(target, err, reason)
+                opened = await self._failed(target, err, reason)
                 original = original or err
                 if sent is not None and attempt.flushed and sent.original is None:
                     sent.original = err
-                wait = self._wait(tries, err) if reason in self.retry_on else None
+                retry = reason in self.retry_on and not opened
+                wait = self._wait(tries, err) if retry else None
                 if (
                     wait is not None
                     and tries < target.retries
