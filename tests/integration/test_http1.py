@@ -202,8 +202,7 @@ async def test_an_idle_connection_found_closed_is_passed_over_unwritten():
     async with Raw(script) as server:
         pool = pool_for(server)
         assert await (await pool.request("POST", "/", b"{}")).read() == b"first"
-        while pool.idle:  # until the close has been read (each turn lets the loop run)
-            await asyncio.sleep(0)
+        await until(lambda: pool.idle == 0)
         resp = await pool.request("POST", "/", b"{}")
         assert await resp.read() == b"first"
         assert len(server.requests) == 2 and server.connections == 2
