@@ -62,9 +62,9 @@ class Upstream:
                 (name, value) for name, value in self.headers.items() if name.lower() != "host"
             ]
             encode_headers([*self._lean_headers, ("accept-encoding", "identity")])
-        self._whole = aiohttp.ClientTimeout(
-            total=config.timeout, connect=config.connect_timeout, sock_read=config.read_timeout
-        )
+        # aiohttp's sock_read would bound the wait for the status line too: the phases are
+        # bounded here instead (first_byte_timeout, then read_timeout per read).
+        self._whole = aiohttp.ClientTimeout(total=config.timeout, connect=config.connect_timeout)
         self._streamed = self._whole
         self.max_size = int(config.max_response_size)
 
@@ -127,7 +127,8 @@ class Upstream:
                 if resp.status >= 400:
                     error = await resp.content.read(_MAX_ERROR_BODY)
                     raise status_error(resp.status, error, resp.headers)
-                data = await resp.content.read(self.max_size + 1)
+                async with asyncio.timeout(self.config.read_timeout):
+                    data = await resp.content.read(self.max_size + 1)
                 if len(data) > self.max_size:
                     raise self.too_large()
                 return data
@@ -250,7 +251,8 @@ class Upstream:
                 resp.first_byte = until
                 data = await resp.content.readany()
             elif until is None:
-                data = await resp.content.readany()
+                async with asyncio.timeout(self.config.read_timeout):
+                    data = await resp.content.readany()
             else:
                 async with asyncio.timeout_at(until):
                     data = await resp.content.readany()

@@ -143,9 +143,9 @@ def models(**table: Any) -> dict[str, Any]:
 
 
 def test_targets_or_backend_but_one_of_them():
-    with pytest.raises(ConfigError, match="models.m: give either backend"):
+    with pytest.raises(ConfigError, match=r"models\.m: give either backend"):
         load(data=models(backend="a", targets=[{"backend": "b"}]), env={})
-    with pytest.raises(ConfigError, match="models.m: give either backend"):
+    with pytest.raises(ConfigError, match=r"models\.m: give either backend"):
         load(data=models(), env={})
     with pytest.raises(ConfigError, match=r"models.m.targets\[1\].backend: no backend named 'c'"):
         load(data=models(targets=[{"backend": "a"}, {"backend": "c"}]), env={})
@@ -154,7 +154,7 @@ def test_targets_or_backend_but_one_of_them():
 def test_unknown_failure_reasons_and_strategies_are_startup_errors():
     with pytest.raises(ConfigError, match="unknown failure reason 'flaky'"):
         load(data=models(backend="a", retry_on=["flaky"]), env={})
-    with pytest.raises(ConfigError, match="models.m.strategy"):
+    with pytest.raises(ConfigError, match=r"models\.m\.strategy"):
         load(data=models(backend="a", strategy="random"), env={})
     loaded = load(
         data=models(targets=[{"backend": "a", "weight": 3, "retries": 2}, {"backend": "b"}]),
