@@ -20,7 +20,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from support.faults import ANSWER, FaultUpstream, usage_of
+from support.faults import ANSWER, TOOL_ARGUMENTS, FaultUpstream, usage_of
 from support.processes import GatewayProcess, gateway_process
 from support.waiting import wait_until
 
@@ -47,6 +47,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "mrej": ("openai", "openai+prefill", ""),
     "mclaude": ("anthropic", "openai", ""),
     "mflap": ("openai", "openai", 'allowed_fails = 2\ncooldown = "1s"'),
+    "mtool": ("openai", "openai", ""),
 }
 
 
@@ -491,3 +492,60 @@ cooldown = "60s"
         text, _, headers = chat(second, "shared", stream=True)
         assert text == ANSWER and served(headers) == ("openai:shared-f/shared", "1")
         assert len(up.seen("shared-p")) == 1
+
+
+def test_a_tool_call_cut_mid_call_is_made_again_not_continued(up, gw):
+    up.script("mtool-p", "cut")
+    stream = oai(gw).chat.completions.create(
+        model="mtool",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+        tools=[
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "parameters": {"type": "object"}},
+            }
+        ],
+    )
+    starts, arguments, finishes = [], "", []
+    for chunk in stream:
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or ():
+                if call.id:
+                    starts.append((call.id, call.function and call.function.name))
+                arguments += (call.function and call.function.arguments) or ""
+            if choice.finish_reason:
+                finishes.append(choice.finish_reason)
+    # One whole call, the fallback's: nothing of the call cut in the middle reached the client.
+    assert starts == [("call_mtool-f", "get_weather")]
+    assert arguments == "".join(TOOL_ARGUMENTS) and json.loads(arguments) == {"city": "Paris"}
+    assert finishes == ["tool_calls"]
+    (restart,) = up.seen("mtool-f")
+    assert restart["messages"][-1]["role"] == "user"  # made again, no prefill
+
+
+def test_an_answer_larger_than_max_response_size_fails(up, tmp_path: Path):
+    cfg = f"""
+[backends.small]
+kind = "openai"
+base_url = "{up.openai_url("small")}"
+max_response_size = 300
+[models.small]
+backend = "small"
+"""
+    with gateway_process(config=cfg, directory=tmp_path) as gateway:
+        up.script("small", "ok", "ok")
+        with pytest.raises(openai.APIStatusError) as info:
+            chat(gateway, "small", stream=False)
+        assert info.value.status_code == 502 and "max_response_size" in info.value.message
+        text = ""
+        with pytest.raises(openai.APIError) as streamed:
+            for chunk in oai(gateway).chat.completions.create(
+                model="small",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                stream=True,
+            ):
+                for choice in chunk.choices:
+                    text += choice.delta.content or ""
+        assert "max_response_size" in str(streamed.value.message)
+        assert text != ANSWER

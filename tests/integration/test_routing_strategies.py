@@ -91,3 +91,26 @@ async def test_affinity_keeps_a_session_on_one_target_and_moves_it_only_when_tha
     for other, home in homes.items():
         if home != homes[user]:
             assert (await ask(api, user=other))[0] == home
+
+
+async def test_a_session_keeps_only_the_answer_the_client_received(make_gateway, sdk, up):
+    """A stream cut mid-answer and continued on the fallback: the session holds the one whole
+    answer, once; the failed attempt leaves nothing behind."""
+    up.script("s-p", "cut")
+    up.script("s-f")
+    config = routed(up, ["s-p", "s-f"])
+    config["backends"]["s-f"] = {"kind": "anthropic", "base_url": up.anthropic_url("s-f")}
+    client = await make_gateway(config)
+    stream = await sdk(client).chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        extra_headers={"X-Session-Id": "routed"},
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == ANSWER
+    session = await (await client.get("/v1/sessions/routed")).json()
+    assert [(m["role"], m["content"]) for m in session["messages"]] == [
+        ("user", "hi"),
+        ("assistant", ANSWER),
+    ]

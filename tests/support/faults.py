@@ -18,7 +18,9 @@ test scripts what that name does with its next requests (:meth:`FaultUpstream.sc
 - ``ctx400``, ``policy400``: a context-length or content-policy 400 in the provider's words
 - ``reject-prefill``: 400 when the last message is the assistant's (a prefill), else ``ok``
 
-An answer to a request ending with an assistant message continues :data:`ANSWER` from that
+A request with ``tools`` is answered (OpenAI only) with one ``get_weather`` call, its arguments
+streamed in fragments (:data:`TOOL_ARGUMENTS`). An answer to a request ending with an
+assistant message continues :data:`ANSWER` from that
 prefill (as a provider does), so a gateway that continues a cut stream can be checked to give the
 client the whole answer exactly once. Every request's JSON body is kept per name.
 """
@@ -37,6 +39,10 @@ from aiohttp import web
 ANSWER = "The quick brown fox jumps over the lazy dog."
 #: The words of a stream, each with the space before it.
 WORDS = [w if i == 0 else " " + w for i, w in enumerate(ANSWER.split(" "))]
+
+
+#: A tool call's arguments, in the fragments a stream sends them (requests with ``tools``).
+TOOL_ARGUMENTS = ['{"ci', 'ty": "Pa', 'ris"', "}"]
 
 
 def usage_of(name: str) -> int:
@@ -194,8 +200,23 @@ class FaultUpstream:
             return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
         frames = [chunk({"role": "assistant", "content": ""})]
-        frames += [chunk({"content": w}) for w in words]
-        frames.append(chunk({}, "stop"))
+        finish = "stop"
+        if body.get("tools"):
+            # A tool call, its arguments in fragments: "cut" falls in the middle of the call.
+            call = {"index": 0, "id": f"call_{name}", "type": "function"}
+            frames.append(
+                chunk(
+                    {"tool_calls": [{**call, "function": {"name": "get_weather", "arguments": ""}}]}
+                )
+            )
+            frames += [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+                for part in TOOL_ARGUMENTS
+            ]
+            finish = "tool_calls"
+        else:
+            frames += [chunk({"content": w}) for w in words]
+        frames.append(chunk({}, finish))
         frames.append(
             b"data: "
             + json.dumps(
