@@ -324,8 +324,8 @@ def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> Gatewa
         retry_after = None
     err = from_upstream_status(status, error_message(data), retry_after=retry_after)
     err.upstream_status = status
-    if 400 <= status < 500 and err.code is None:
-        err.code = error_code(data)
+    if 400 <= status < 500:
+        err.upstream_code = error_code(data)
     return err
 
 

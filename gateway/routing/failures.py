@@ -56,7 +56,7 @@ def classify(err: GatewayError) -> str:
     if status in (401, 403):
         return "auth"
     if 400 <= status < 500:
-        text = (err.message + " " + (err.code or "")).lower()
+        text = f"{err.message} {err.upstream_code or ''} {err.code or ''}".lower()
         if any(p in text for p in CONTEXT_LENGTH):
             return "context_length"
         if any(p in text for p in CONTENT_POLICY):

@@ -16,7 +16,7 @@ from gateway.routing.targets import Target, order, prefer
 
 def upstream(err: GatewayError, status: int | None = None, code: str | None = None) -> Any:
     err.upstream_status = status
-    err.code = code
+    err.upstream_code = code
     return err
 
 
