@@ -1,4 +1,5 @@
-"""The ``hookgate`` command: ``serve`` (the default), ``check`` and ``plugins``."""
+"""The ``hookgate`` command: ``serve`` (the default), ``check``, ``plugins``, ``keys`` and
+``teams``."""
 
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_arg(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    from gateway.keys.cli import add_parsers
+
+    add_parsers(sub, config_arg)
     return parser
 
 
@@ -95,6 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "plugins":
         return _print_plugins(loaded, args.json)
+    if command in ("keys", "teams"):
+        from gateway.keys.cli import run
+
+        try:
+            return run(args, loaded)
+        except ConfigError as exc:
+            print("hookgate: invalid configuration:", file=sys.stderr)
+            for line in exc.errors:
+                print(f"  {line}", file=sys.stderr)
+            return EXIT_CONFIG
     return _serve(loaded, lambda: load(config_path, overrides=overrides))
 
 

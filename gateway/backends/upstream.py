@@ -143,6 +143,8 @@ class Upstream:
     def _own_headers(ex: Exchange, extra: Mapping[str, str] | None) -> bytes:
         """This request's own header lines: the request id, and ``extra``."""
         line = b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
+        if ex.upstream_headers:
+            extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
         if not extra:
             return line
         return (
@@ -310,6 +312,8 @@ def _failure_reason(exc: BaseException) -> str:
 
 
 def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:
+    if ex.upstream_headers:
+        extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
     if extra:
         return {**extra, "x-request-id": ex.request_id}
     return {"x-request-id": ex.request_id}

@@ -24,6 +24,7 @@ from gateway.config.sections import (
     DEFAULT_MODELS,
     BackendConfig,
     Config,
+    DatabaseConfig,
     ModelConfig,
     PluginsConfig,
     RedisConfig,
@@ -124,7 +125,8 @@ def structure(
 
     plugin_sections = sections
     structured: dict[str, Any] = {
-        "redis": _structure(conv, raw.get("redis", {}), RedisConfig, "redis", errors)
+        "redis": _structure(conv, raw.get("redis", {}), RedisConfig, "redis", errors),
+        "database": _structure(conv, raw.get("database", {}), DatabaseConfig, "database", errors),
     }
     for name, (cls, _) in plugin_sections.items():
         if name in CORE_SECTIONS:
@@ -232,6 +234,7 @@ def apply_environment(raw: dict[str, Any], env: Mapping[str, str], errors: list[
         "HOOKGATE_LOG_LEVEL": ("server.log_level", str),
         "HOOKGATE_SESSION_BACKEND": ("sessions.store", str),
         "HOOKGATE_REDIS_URL": ("redis.url", str),
+        "HOOKGATE_DATABASE_URL": ("database.url", str),
     }
     for var, (key, kind) in simple.items():
         value = env.get(var)

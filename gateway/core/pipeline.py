@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from gateway.canonical import (
     ChatRequest,
@@ -29,6 +29,7 @@ from gateway.canonical import (
     ToolRunDelta,
     UsageEvent,
 )
+from gateway.core.attempts import Attempts
 from gateway.core.filters import Filter, Outcome, overrides
 from gateway.core.tokens import part_tokens, request_tokens
 from gateway.errors import GatewayError, UpstreamError
@@ -43,14 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Answerer(Protocol):
-    """What answers a routed request: a backend, or a route's policy."""
-
-    def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]: ...
-
-    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse: ...
-
-
 EndHook = Callable[["ChatRequest", "Exchange", Outcome], Awaitable[None]]
 EventHook = Callable[["Event", "Exchange"], Awaitable["Event | None"]]
 Status = Literal["success", "error", "client_gone"]
@@ -61,6 +54,8 @@ class Pipeline:
         ordered = sorted(filters, key=lambda f: f.order)
         self.router = router
         self.metrics = metrics
+        #: How each upstream attempt is made (observability plugins wrap it).
+        self.attempts = Attempts()
         self.request_filters = [f.on_request for f in ordered if overrides(f, "on_request")]
         self.event_filters = [_event_hook(f) for f in ordered if overrides(f, "on_event")]
         self.response_filters = [f.on_response for f in ordered if overrides(f, "on_response")]
@@ -75,11 +70,11 @@ class Pipeline:
             f.reads_relayed for f in ordered if overrides(f, "on_success") or overrides(f, "on_end")
         )
 
-    async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Answerer]:
+    async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Route]:
         """Run request filters and route; returns the request as the filters left it (they may
-        return a new one) and what will answer: the backend, or the route's policy when it has
-        several targets or retries (:mod:`gateway.routing`). A filter may clear
-        ``req.raw_relay`` to have its request's stream encoded by the gateway."""
+        return a new one) and its route: its backend answers, or its policy when it has several
+        targets or retries (:mod:`gateway.routing`). A filter may clear ``req.raw_relay`` to
+        have its request's stream encoded by the gateway."""
         req.raw_relay = self.raw_relay
         req.parse_relayed = self.parse_relayed
         for flt in self.request_filters:
@@ -89,7 +84,7 @@ class Pipeline:
                 req.wire = None
         route = self._resolve(req, ex)
         ex.stream = req.stream
-        return req, route.policy or route.backend
+        return req, route
 
     def _resolve(self, req: ChatRequest | EmbeddingRequest, ex: Exchange) -> Route:
         route = self.router.resolve(req.model, ex.principal)
@@ -132,9 +127,13 @@ class Pipeline:
         error: GatewayError | None = None
         output = 0
         try:
-            req, backend = await self.prepare(req, ex)
+            req, route = await self.prepare(req, ex)
             try:
-                resp = await backend.complete(req, ex)
+                policy = route.policy
+                if policy is None:
+                    resp = await self.attempts.complete(route.backend, req, ex)
+                else:
+                    resp = await policy.complete(req, ex, self.attempts)
             except GatewayError as err:
                 self.metrics.upstream_error(ex.backend, err)
                 raise
@@ -171,13 +170,19 @@ class Pipeline:
         metered = bool(self.end_hooks)
         chars = frames = 0
         try:
-            req, backend = await self.prepare(req, ex)
+            req, route = await self.prepare(req, ex)
+            policy = route.policy
+            answer = (
+                self.attempts.stream(route.backend, req, ex)
+                if policy is None
+                else policy.stream(req, ex, self.attempts)
+            )
             assembler = Assembler(req.model) if self.success_hooks else None
             filters = self.event_filters
             count_raw = req.raw_relay and not req.parse_relayed
             finished = sent = False
             try:
-                async with aclosing(backend.stream(req, ex)) as events:
+                async with aclosing(answer) as events:
                     async for ev in events:
                         if filters:
                             kept: Event | None = ev

@@ -49,6 +49,7 @@ from gateway.routing.targets import Target, affinity_key, order, prefer
 
 if TYPE_CHECKING:
     from gateway.config.sections import ModelConfig
+    from gateway.core.attempts import Attempts
     from gateway.core.metrics import Metrics
     from gateway.exchange import Exchange
 
@@ -167,7 +168,9 @@ class Policy:
 
     # -- whole answers
 
-    async def complete(self, req: ChatRequest, ex: Exchange) -> ChatResponse:
+    async def complete(self, req: ChatRequest, ex: Exchange, attempts: Attempts) -> ChatResponse:
+        """A whole answer from the first target that gives one. ``attempts`` makes each
+        upstream attempt (the pipeline's, which observability plugins wrap)."""
         original: GatewayError | None = None
         for target, health in await self.plan(req, ex):
             if not await self._admit(target, health):
@@ -175,7 +178,7 @@ class Policy:
             tries = 0
             while True:
                 try:
-                    resp = await self.attempt_complete(target, req, ex)
+                    resp = await self.attempt_complete(target, req, ex, attempts)
                 except GatewayError as err:
                     reason = classify(err)
                     opened = await self._failed(target, err, reason)
@@ -196,12 +199,12 @@ class Policy:
         raise original or self._none_left()
 
     async def attempt_complete(
-        self, target: Target, req: ChatRequest, ex: Exchange
+        self, target: Target, req: ChatRequest, ex: Exchange, attempts: Attempts
     ) -> ChatResponse:
         """One upstream request for a whole answer."""
         started = self._begin(target, req, ex)
         try:
-            resp = await target.backend.complete(req, ex)
+            resp = await attempts.complete(target.backend, req, ex)
         finally:
             target.inflight -= 1
         self._first_content(target, started)
@@ -219,7 +222,11 @@ class Policy:
 
     # -- streams
 
-    async def stream(self, req: ChatRequest, ex: Exchange) -> AsyncGenerator[Event, None]:
+    async def stream(
+        self, req: ChatRequest, ex: Exchange, attempts: Attempts
+    ) -> AsyncGenerator[Event, None]:
+        """A streamed answer, continued on another target when one fails after content was
+        sent; ``attempts`` makes each upstream attempt."""
         # The gateway encodes a routed stream itself: a continuation from another target must
         # read as the same answer, which relayed upstream bytes could not.
         req.raw_relay = False
@@ -233,7 +240,8 @@ class Policy:
             tries = 0
             while True:
                 attempt = _Attempt(sent)
-                async with aclosing(self.attempt_stream(target, req, ex, attempt)) as events:
+                answer = self.attempt_stream(target, req, ex, attempt, attempts)
+                async with aclosing(answer) as events:
                     async for ev in events:
                         yield ev
                 err = attempt.error
@@ -269,7 +277,12 @@ class Policy:
         raise original or self._none_left()
 
     async def attempt_stream(
-        self, target: Target, req: ChatRequest, ex: Exchange, attempt: _Attempt
+        self,
+        target: Target,
+        req: ChatRequest,
+        ex: Exchange,
+        attempt: _Attempt,
+        attempts: Attempts,
     ) -> AsyncGenerator[Event, None]:
         """One upstream request for a stream: its events, held until content is ready (and
         tool calls until they are complete). A failure is left in ``attempt.error``."""
@@ -281,7 +294,7 @@ class Policy:
         content = finished = False
         trim = sent is not None and sent.trimmed
         try:
-            async with aclosing(target.backend.stream(sub, ex)) as events:
+            async with aclosing(attempts.stream(target.backend, sub, ex)) as events:
                 async for ev in events:
                     t = type(ev)
                     if isinstance(ev, Error):

@@ -151,7 +151,7 @@ def test_bad_values_are_reported_with_their_path():
         "backends.local.base_url: not a URL: 'localhost:11434'",
         "backends.local.timeout: not a duration: 'x'",
         "backends.local: unknown key 'extra'",
-        "backends.odd.kind: unknown backend kind 'teleport' (known: anthropic, echo, openai)",
+        "backends.odd.kind: unknown backend kind 'teleport' (known: anthropic, echo, openai, openai_responses)",
         "models.n: unknown key 'colour'",
         "models.m.backend: no backend named 'missing'",
         "sessionz: unknown section (no enabled plugin provides [sessionz])",
