@@ -254,6 +254,17 @@ def agui_client() -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def node_clients() -> Path:
+    """A directory with the real Node clients of ``tests/clients`` installed (Claude Code, the
+    Vercel AI SDK; pinned by its ``package-lock.json``) and the scripts that drive them beside
+    them."""
+    target = installed("clients", "node_modules/ai/package.json")
+    for script in (TESTS / "clients").glob("*.mjs"):
+        shutil.copy(script, target / script.name)
+    return target
+
+
 # --- NATS: a real server for the nats listener ---------------------------------------------------
 
 

@@ -18,6 +18,7 @@ only does HTTP (post, stream, read); what the bytes mean is the backend's.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 _MAX_ERROR_BODY = 64 * 1024
 
+log = logging.getLogger(__name__)
+
 
 class Upstream:
     """A pooled client for one upstream base URL."""
@@ -53,6 +56,7 @@ class Upstream:
         }
         self.session: aiohttp.ClientSession | None = None
         self.pool: HTTP1Pool | None = None
+        self._relay_session: aiohttp.ClientSession | None = None
         url = urlsplit(self.base_url)
         self._lean = url.scheme == "http"
         self._path = url.path
@@ -90,6 +94,9 @@ class Upstream:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self._relay_session is not None:
+            await self._relay_session.close()
+            self._relay_session = None
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -126,16 +133,18 @@ class Upstream:
             async with resp:
                 if resp.status >= 400:
                     error = await resp.content.read(_MAX_ERROR_BODY)
-                    raise status_error(resp.status, error, resp.headers)
+                    raise self.failed(
+                        ex, status_error(resp.status, error, resp.headers), resp.status
+                    )
                 async with asyncio.timeout(self.config.read_timeout):
                     data = await resp.content.read(self.max_size + 1)
                 if len(data) > self.max_size:
-                    raise self.too_large()
+                    raise self.failed(ex, self.too_large())
                 return data
         except GatewayError:
             raise
         except Exception as exc:
-            raise self.failure(exc) from None
+            raise self.failed(ex, self.failure(exc)) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
 
@@ -174,11 +183,11 @@ class Upstream:
             finally:
                 resp.close()
         except Exception as exc:
-            raise self.failure(exc) from None
+            raise self.failed(ex, self.failure(exc)) from None
         if resp.status >= 300:
-            raise status_error(resp.status, data, resp.headers)
+            raise self.failed(ex, status_error(resp.status, data, resp.headers), resp.status)
         if len(data) > self.max_size:
-            raise self.too_large()
+            raise self.failed(ex, self.too_large())
         return data
 
     def too_large(self) -> GatewayError:
@@ -225,7 +234,7 @@ class Upstream:
                         timeout=self._streamed,
                     )
         except Exception as exc:
-            raise self.failure(exc) from None
+            raise self.failed(ex, self.failure(exc)) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
         try:
@@ -233,8 +242,8 @@ class Upstream:
                 try:
                     data = await resp.content.read(_MAX_ERROR_BODY)
                 except Exception as exc:
-                    raise self.failure(exc) from None
-                raise status_error(resp.status, data, resp.headers)
+                    raise self.failed(ex, self.failure(exc)) from None
+                raise self.failed(ex, status_error(resp.status, data, resp.headers), resp.status)
             yield resp
         finally:
             resp.close()
@@ -264,13 +273,28 @@ class Upstream:
             if isinstance(err, UpstreamTimeout) and until is None:
                 err = UpstreamTimeout(f"backend '{self.backend}' stopped sending mid-stream")
                 err.failure = "stream"
-            raise err from None
+            raise self.failed(ex, err) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
 
     def first_content_deadline(self) -> float:
         """The event-loop time by which a stream started now must bring its first content."""
         return asyncio.get_running_loop().time() + self.config.first_byte_timeout
+
+    def failed(self, ex: Exchange, err: GatewayError, status: int | None = None) -> GatewayError:
+        """Log one warning for a failed upstream call and return ``err``. The line names the
+        request id, the backend and the reason: the upstream's status, or the gateway's own
+        words for a transport failure; never the upstream's text, which may echo a secret."""
+        if status is None:
+            reason = err.message
+        elif status in (401, 403):
+            reason = f"HTTP {status}: the upstream refused the gateway's credentials"
+        else:
+            reason = f"HTTP {status}"
+        log.warning(
+            "upstream call failed: request %s, backend %s: %s", ex.request_id, self.backend, reason
+        )
+        return err
 
     def failure(self, exc: BaseException) -> GatewayError:
         """The gateway error for a transport failure talking to this upstream."""
@@ -296,6 +320,78 @@ class Upstream:
         if isinstance(exc, aiohttp.ClientError):
             return UpstreamError(f"backend '{name}' failed: {type(exc).__name__}")
         return UpstreamError(f"backend '{name}' failed unexpectedly")
+
+    @asynccontextmanager
+    async def relay(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes] | None,
+        ex: Exchange,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request the gateway does not model (an upload, an audio file back) with the
+        client's body streamed as it arrives, and yield the open answer once its status is
+        known to be good. It goes through a client session of its own, made on first use: the
+        pooled client sends whole bodies only."""
+        if self._relay_session is None:
+            self._relay_session = aiohttp.ClientSession(
+                headers={k: v for k, v in self.headers.items() if k.lower() != "content-type"},
+                skip_auto_headers=("Accept-Encoding", "Content-Type"),
+            )
+        started = time.perf_counter()
+        try:
+            resp = await self._relay_session.request(
+                method,
+                self.base_url + path,
+                data=body,
+                headers=_request_headers(ex, headers),
+                timeout=self._streamed,
+            )
+        except Exception as exc:
+            raise self.failure(exc) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+        try:
+            if resp.status >= 300:
+                data = await resp.content.read(_MAX_ERROR_BODY)
+                raise status_error(resp.status, data, resp.headers)
+            yield resp
+        finally:
+            resp.close()
+
+    async def get(self, path: str, ex: Exchange) -> bytes:
+        """GET ``path`` (a model list, ...) and return the answer's bytes, within the backend's
+        ``timeout``; a failure raises :class:`GatewayError`."""
+        started = time.perf_counter()
+        try:
+            if self._lean:
+                pool = self._pool()
+                resp = await pool.request(
+                    "GET",
+                    self._path + path,
+                    headers=self._own_headers(ex, None),
+                    read_timeout=self.config.read_timeout,
+                    deadline=pool.loop.time() + self.config.timeout,
+                )
+                try:
+                    data, status, headers = await resp.read(), resp.status, resp.headers
+                finally:
+                    resp.close()
+            else:
+                async with self._session().get(
+                    self.base_url + path, headers=_request_headers(ex, None), timeout=self._whole
+                ) as answer:
+                    data, status, headers = await answer.read(), answer.status, answer.headers
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.failure(exc) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+        if status >= 300:
+            raise status_error(status, data[:_MAX_ERROR_BODY], headers)
+        return data
 
 
 def _failure_reason(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 
 from gateway.config.types import (
+    AccessLogFormat,
     ByteSize,
     Count,
     Duration,
@@ -43,8 +44,12 @@ class ServerConfig:
     worker_timeout: WorkerTimeout = WorkerTimeout(30.0)
     #: How long an idle client connection is kept open.
     keepalive_timeout: Duration = Duration(75.0)
-    #: Log one line per request (costs throughput; metrics count requests anyway).
+    #: Log one line per request (costs throughput; metrics count requests anyway): peer, method
+    #: and path (no query string), status, body bytes, duration, request id, key name (never
+    #: the key), model and backend.
     access_log: bool = False
+    #: The access log's lines: "text", or "json" (one JSON object a line, for log shippers).
+    access_log_format: AccessLogFormat = AccessLogFormat("text")
     #: Keep a client's own ``x-request-id`` (up to 128 printable characters) instead of a new one.
     trust_request_id: bool = True
 
@@ -129,6 +134,9 @@ class ModelConfig:
     backend: str | None = None
     upstream_model: str | None = None
     description: str | None = None
+    #: For a glob name: the concrete names it serves, listed by ``GET /v1/models`` (beside
+    #: those the upstream's own model list has that the glob matches).
+    names: tuple[str, ...] = ()
     #: What the model costs, when the price library does not say (or says otherwise).
     price: ModelPrice | None = None
     #: Backends that may answer, each ``{ backend, upstream_model, weight, retries }``.

@@ -43,6 +43,8 @@ from gateway.core.app import GATEWAY, Gateway, init_app
 from gateway.core.loading import Loaded
 from gateway.errors import ConfigError
 from gateway.server import systemd
+from gateway.server.logs import ACCESS, ACCESS_LOGGERS, http_logger
+from gateway.server.peers import Peers
 
 log = logging.getLogger("gateway.server.server")
 
@@ -73,14 +75,16 @@ def run(
     reread: Reread | None = None,
     reuse_port: bool = False,
     heartbeat: int | None = None,
+    peers: str | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then drain; returns the exit status.
 
     ``reread`` loads the configuration again for SIGHUP (without it, SIGHUP is ignored);
-    ``heartbeat`` is the supervisor's pipe when running as a worker.
+    ``heartbeat`` is the supervisor's pipe and ``peers`` the directory of the workers' metrics
+    sockets (see :mod:`gateway.server.peers`) when running as a worker.
     """
     new_event_loop_policy()
-    server = Server(loaded, reread=reread, reuse_port=reuse_port, heartbeat=heartbeat)
+    server = Server(loaded, reread=reread, reuse_port=reuse_port, heartbeat=heartbeat, peers=peers)
     return asyncio.run(server.serve())
 
 
@@ -129,7 +133,9 @@ class Generation:
             self.app,
             handle_signals=False,
             handler_cancellation=True,
-            access_log=logging.getLogger("gateway.access") if cfg.access_log else None,
+            access_log=logging.getLogger(ACCESS) if cfg.access_log else None,
+            access_log_class=ACCESS_LOGGERS[cfg.access_log_format],
+            logger=http_logger(),
             keepalive_timeout=cfg.keepalive_timeout,
             # In-flight requests may take as long as they need; the drain deadline is ours
             # (see set_deadline), so a reload never cuts an open stream.
@@ -206,11 +212,14 @@ class Server:
         reread: Reread | None = None,
         reuse_port: bool = False,
         heartbeat: int | None = None,
+        peers: str | None = None,
     ) -> None:
         self.loaded = loaded
         self.reread = reread
         self.reuse_port = reuse_port
         self.heartbeat = heartbeat
+        self.peers_dir = peers
+        self.peers: Peers | None = None
         self.sockets: list[socket.socket] = []
         self.current: Generation | None = None
         self.retiring: dict[Generation, asyncio.Task[None]] = {}
@@ -241,11 +250,17 @@ class Server:
         finally:
             for sock in self.sockets:
                 sock.close()
+            if self.peers is not None:
+                await self.peers.close()
 
     async def _serve(self, stop: asyncio.Event) -> int:
         gen = Generation(self.loaded)
         await gen.start(self.sockets)
         self.current = gen
+        if self.peers_dir is not None:
+            self.peers = Peers(self.peers_dir, self._exposition)
+            await self.peers.start()
+            gen.gateway.metrics.peers = self.peers.others  # reloads carry it on with the counts
         cfg = self.loaded.config.server
         port = self.sockets[0].getsockname()[1]
         log.info(
@@ -287,6 +302,10 @@ class Server:
         await asyncio.gather(current, *self.retiring.values())
         log.info("stopped")
         return 0
+
+    def _exposition(self) -> bytes:
+        assert self.current is not None
+        return self.current.gateway.metrics.exposition()
 
     # -- readiness and liveness
 

@@ -6,26 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 
 import openai
 import pytest
 import redis
-from support.services import RedisServer
 from support.waiting import until
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own: freezing the shared one would stall other tests."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()
 
 
 def _evalsha_runs(client: redis.Redis) -> int:

@@ -1,8 +1,9 @@
 """Agent cards held to each A2A version's normative definition, as the official a2a-sdk ships it.
 
 - **1.0**: the specification's source of truth is ``a2a.proto`` (package ``lf.a2a.v1``); its
-  published JSON schema (``a2a-protocol.org/v1.0.0/spec/a2a.json``) is generated from it, with
-  ``additionalProperties: false`` on every message and no required fields. :func:`check_card_1`
+  published JSON schema (``a2a-protocol.org/v1.0.0/spec/a2a.json``, which calls itself a
+  "non-normative JSON Schema bundle extracted from proto definitions") is generated from it,
+  with ``additionalProperties: false`` on every message and no required fields. :func:`check_card_1`
   parses the card with protobuf's JSON parser against the SDK's compiled ``lf.a2a.v1.AgentCard``
   without ignoring unknown fields (what the generated schema checks: every name known, every
   value of its type), then checks the fields the proto marks ``REQUIRED`` (which the generated

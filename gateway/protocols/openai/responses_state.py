@@ -145,17 +145,26 @@ class ResponsesState:
                 )
             context = record.conversation()
         items = _items(raw)
+        fetched: list[dict[str, Any]] = []
         if has_refs:
-            items = await self._dereference(items, owner)
+            items, fetched = await self._dereference(items, owner)
         if previous is None and not has_refs:
             decoded = body  # nothing to fill in: the client's body as it came
         else:
             decoded = {k: v for k, v in body.items() if k != "previous_response_id"}
-            decoded["input"] = [*context, *items]
+            # items the gateway kept go back to the model only if it can read them
+            kept = {id(i) for i in fetched}
+            decoded["input"] = [
+                *(i for i in context if _replayable(i)),
+                *(i for i in items if id(i) not in kept or _replayable(i)),
+            ]
         # the stored input names its items once (the client's body stays as it was sent)
         return Resolved(decoded, _with_ids(items), context, previous, store_flag, background)
 
-    async def _dereference(self, items: list[dict[str, Any]], owner: str) -> list[dict[str, Any]]:
+    async def _dereference(
+        self, items: list[dict[str, Any]], owner: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``items`` with each reference replaced by the item it names, and those items."""
         assert self.store is not None
         refs = [
             (i, item.get("id"))
@@ -173,7 +182,7 @@ class ResponsesState:
                     f"Item with id '{ref}' not found.", param=f"input[{i}]", code="item_not_found"
                 )
             out[i] = item
-        return out
+        return out, [item for item in found if item is not None]
 
     async def save(self, owner: str, resolved: Resolved, response: dict[str, Any]) -> None:
         """Keep ``response`` when its request asked to store it."""
@@ -302,6 +311,12 @@ class ResponsesState:
             task.cancel()
         if runs:
             await asyncio.gather(*runs, return_exceptions=True)
+
+
+def _replayable(item: dict[str, Any]) -> bool:
+    """Whether a stored item can go back to a model: a reasoning item carries its reasoning only
+    in ``encrypted_content`` (a model that keeps none cannot read one without it)."""
+    return item.get("type") != "reasoning" or bool(item.get("encrypted_content"))
 
 
 def _flag(body: Mapping[str, Any], key: str, default: bool) -> bool:
