@@ -70,11 +70,16 @@ class Pipeline:
             f.reads_relayed for f in ordered if overrides(f, "on_success") or overrides(f, "on_end")
         )
 
-    async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Route]:
+    async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Backend]:
         """Run request filters and route; returns the request as the filters left it (they may
-        return a new one) and its route: its backend answers, or its policy when it has several
-        targets or retries (:mod:`gateway.routing`). A filter may clear ``req.raw_relay`` to
-        have its request's stream encoded by the gateway."""
+        return a new one) and the backend of its (first) target. A filter may clear
+        ``req.raw_relay`` to have its request's stream encoded by the gateway."""
+        req, route = await self.prepare_route(req, ex)
+        return req, route.backend
+
+    async def prepare_route(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Route]:
+        """:meth:`prepare`, returning the route: its backend answers, or its policy when it
+        has several targets or retries (:mod:`gateway.routing`)."""
         req.raw_relay = self.raw_relay
         req.parse_relayed = self.parse_relayed
         for flt in self.request_filters:
@@ -127,7 +132,7 @@ class Pipeline:
         error: GatewayError | None = None
         output = 0
         try:
-            req, route = await self.prepare(req, ex)
+            req, route = await self.prepare_route(req, ex)
             try:
                 policy = route.policy
                 if policy is None:
@@ -170,7 +175,7 @@ class Pipeline:
         metered = bool(self.end_hooks)
         chars = frames = 0
         try:
-            req, route = await self.prepare(req, ex)
+            req, route = await self.prepare_route(req, ex)
             policy = route.policy
             answer = (
                 self.attempts.stream(route.backend, req, ex)
