@@ -85,6 +85,8 @@ class Exchange:
     upstream_failed: bool = False
     #: The HTTP request this exchange answers (``None`` for runs started by triggers).
     http: web.Request | None = None
+    #: Headers the response to this exchange carries (a plugin's: ``x-ratelimit-*``).
+    response_headers: dict[str, str] | None = None
     #: Headers every upstream request of this exchange carries (a tracer's ``traceparent``).
     upstream_headers: dict[str, str] | None = None
     #: What plugins keep for the rest of this request (a filter's ``on_request`` leaving what its

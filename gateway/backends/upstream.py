@@ -349,13 +349,13 @@ class Upstream:
                 timeout=self._streamed,
             )
         except Exception as exc:
-            raise self.failure(exc) from None
+            raise self.failed(ex, self.failure(exc)) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
         try:
             if resp.status >= 300:
                 data = await resp.content.read(_MAX_ERROR_BODY)
-                raise status_error(resp.status, data, resp.headers)
+                raise self.failed(ex, status_error(resp.status, data, resp.headers), resp.status)
             yield resp
         finally:
             resp.close()
@@ -386,11 +386,11 @@ class Upstream:
         except GatewayError:
             raise
         except Exception as exc:
-            raise self.failure(exc) from None
+            raise self.failed(ex, self.failure(exc)) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
         if status >= 300:
-            raise status_error(status, data[:_MAX_ERROR_BODY], headers)
+            raise self.failed(ex, status_error(status, data[:_MAX_ERROR_BODY], headers), status)
         return data
 
 
