@@ -12,6 +12,7 @@ from aiohttp import web
 from fakes import openai_upstream
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from support.configs import upstream_config
+from support.processes import free_port
 from support.waiting import until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -111,6 +112,33 @@ async def test_failed_attempts_and_refusals_are_errors(make_gateway, upstream, r
     assert server["attributes"]["http.response.status_code"] == 502 and server["status"] == 2
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_each_routed_attempt_is_a_span_of_its_own(
+    make_gateway, upstream, receiver, sdk, stream
+):
+    cfg = upstream_config(upstream)
+    cfg["backends"]["dead"] = {"kind": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1"}
+    cfg["models"]["gpt-test"] = {
+        "targets": [
+            {"backend": "dead", "upstream_model": "dead-model"},
+            {"backend": "up", "upstream_model": "up-model"},
+        ]
+    }
+    client = await make_gateway(cfg)
+    answer = await sdk(client).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=stream
+    )
+    if stream:
+        assert [c async for c in answer]
+    await until(lambda: len(receiver) >= 3, 10, "three spans")
+    (server,) = _named(receiver, "chat gpt-test")
+    (failed,) = _named(receiver, "chat dead-model")
+    (answered,) = _named(receiver, "chat up-model")
+    assert failed["parent"] == answered["parent"] == server["span_id"]
+    assert failed["status"] == 2 and answered["status"] != 2
+    assert failed["attributes"]["hookgate.backend"] == "openai:dead"
+
+
 async def test_content_when_opted_in_and_streams(make_gateway, upstream, receiver, sdk):
     cfg = upstream_config(upstream)
     cfg["telemetry"] = {"capture_content": True}
@@ -154,3 +182,25 @@ async def test_off_without_an_endpoint(make_gateway, upstream, receiver, monkeyp
         model="gpt-test", messages=[{"role": "user", "content": "x"}]
     )
     assert "traceparent" not in upstream.app[openai_upstream.HEADERS][-1]
+
+
+async def test_unsampled_requests_make_no_spans_but_pass_the_context(
+    make_gateway, upstream, receiver, monkeypatch, sdk
+):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    client = await make_gateway(upstream_config(upstream))
+    api = sdk(client, default_headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-00"})
+    await api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    # The caller's trace, unsampled, goes on to the upstream (from the gateway's own span).
+    version, trace_id, parent, flags = upstream.app[openai_upstream.HEADERS][-1][
+        "traceparent"
+    ].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "00") and parent != PARENT
+    # A sampled request afterwards is exported: nothing of the first one came before it.
+    await api.chat.completions.create(
+        model="gpt-test",
+        messages=[{"role": "user", "content": "y"}],
+        extra_headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01"},
+    )
+    await until(lambda: len(receiver) >= 2, 10, "the sampled request's spans")
+    assert len(receiver) == 2
