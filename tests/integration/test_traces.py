@@ -204,3 +204,34 @@ async def test_unsampled_requests_make_no_spans_but_pass_the_context(
     )
     await until(lambda: len(receiver) >= 2, 10, "the sampled request's spans")
     assert len(receiver) == 2
+
+
+async def test_a_fallback_is_one_attempt_span_more(
+    make_gateway, upstream, receiver, aiohttp_server, sdk
+):
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "down"}}, status=500)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", broken)
+    primary = await aiohttp_server(app)
+    cfg = upstream_config(upstream)
+    cfg["backends"]["down"] = {"kind": "openai", "base_url": str(primary.make_url("/v1"))}
+    cfg["models"]["fb"] = {
+        "targets": [
+            {"backend": "down", "upstream_model": "up-p"},
+            {"backend": "up", "upstream_model": "up-f"},
+        ],
+        "allowed_fails": 0,
+    }
+    client = await make_gateway(cfg)
+    done = await sdk(client).chat.completions.create(
+        model="fb", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert done.choices[0].message.content == "upstream says: hi"
+    await until(lambda: len(receiver) >= 3, 10, "three spans")
+    (server,) = _named(receiver, "chat fb")
+    (failed,) = _named(receiver, "chat up-p")
+    (served,) = _named(receiver, "chat up-f")
+    assert failed["parent"] == served["parent"] == server["span_id"]
+    assert failed["status"] == 2 and served["status"] != 2
