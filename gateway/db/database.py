@@ -189,13 +189,31 @@ class SQLiteDatabase(Database):
         self._conn = await aiosqlite.connect(path, isolation_level=None, timeout=self.timeout)
         self._conn.row_factory = _dict_row
         await self._conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        await self._conn.execute("PRAGMA journal_mode=WAL")
+        await self._wal()
         # WAL with NORMAL: a commit does not wait for fsync (the database cannot be corrupted;
         # a power cut may lose the last commits), which batched ledger writes need.
         await self._conn.execute("PRAGMA synchronous=NORMAL")
         await self._conn.execute("PRAGMA foreign_keys=ON")
         await migrate(self)
         log.info("database: SQLite file %s", path)
+
+    async def _wal(self) -> None:
+        """Switch the file to WAL. SQLite answers "locked" at once (no busy wait) while another
+        connection is opening the same file, so it is asked again for up to ``timeout``."""
+        import sqlite3
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        pause = 0.005
+        while True:
+            try:
+                await self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     async def close(self) -> None:
         if self._conn is not None:
