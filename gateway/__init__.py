@@ -102,10 +102,12 @@ from gateway.errors import (
     UpstreamTimeout,
     default_error_body,
     from_upstream_status,
+    upstream_error,
 )
 from gateway.exchange import ANONYMOUS, EXCHANGE, Exchange, Principal, RouteInfo
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter, StreamEncoder
+from gateway.redaction import redact
 from gateway.sessions.base import (
     SESSION_ID,
     Entry,
@@ -257,9 +259,11 @@ __all__ = [
     "new_id",
     "pubsub_messages",
     "read_json",
+    "redact",
     "request_tokens",
     "status_error",
     "text_tokens",
     "tool",
     "trim",
+    "upstream_error",
 ]

@@ -19,6 +19,7 @@ the path, headers, request encoding, stream parser and error shape. The smallest
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
@@ -200,6 +201,11 @@ class HTTPBackend(Backend):
                 batch = _together(self.frame_events(decoder.feed(chunk), parser, relay))
                 if frames is not None:
                     whole = frames.feed(chunk)
+                    if whole and batch and type(batch[-1]) is Error and batch[-1].relayed:
+                        # The upstream's error frame is not relayed: the client gets the
+                        # gateway's own (sanitised) error frame instead.
+                        whole = self._before_error(whole)
+                        batch[-1].relayed = False
                     if whole:
                         last = not frames.pending and resp.content.at_eof()
                         batch.insert(0, Raw(whole, protocol, last=last))
@@ -209,6 +215,8 @@ class HTTPBackend(Backend):
                     return
             tail = _together(self.frame_events(decoder.end(), parser, relay))
             failed = bool(tail) and type(tail[-1]) is Error
+            if failed:
+                tail[-1].relayed = False  # its frame is not relayed (frames.end() is dropped)
             if frames is not None and not failed:
                 closed = frames.end()
                 if closed:
@@ -226,6 +234,21 @@ class HTTPBackend(Backend):
                 return
             for ev in self.stream_end(parser, relay):
                 yield ev
+
+    def _before_error(self, whole: bytes) -> bytes:
+        """The frames of ``whole`` before the first that holds the upstream's error."""
+        kept = 0
+        for block in _BLOCKS.split(whole):
+            if block.strip():
+                for frame in SSEDecoder().feed(block + b"\n\n"):
+                    try:
+                        obj = orjson.loads(frame.data)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(obj, dict) and self.error(obj) is not None:
+                        return whole[:kept]
+            kept += len(block)
+        return whole
 
     def frame_events(
         self, frames: list[SSEFrame], parser: StreamParser, relay: bool
@@ -259,6 +282,10 @@ class HTTPBackend(Backend):
                     ev.relayed = True
             batch += events
         return batch
+
+
+#: Splits relayed bytes after each frame's blank line, the blank line kept with its frame.
+_BLOCKS = re.compile(rb"(?<=\r\n\r\n)|(?<=\n\n)(?<!\r\n\r\n)|(?<=\r\r)")
 
 
 def _together(batch: list[Event]) -> list[Event]:

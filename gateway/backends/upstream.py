@@ -28,7 +28,7 @@ import orjson
 
 from gateway import __version__
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool, encode_headers
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, from_upstream_status
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, upstream_error
 from gateway.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class Upstream:
             ) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
-                    raise status_error(resp.status, data, resp.headers)
+                    raise status_error(resp.status, data, resp.headers, self.backend)
                 return data
         except GatewayError:
             raise
@@ -164,7 +164,7 @@ class Upstream:
         except Exception as exc:
             raise self.failure(exc) from None
         if resp.status >= 300:
-            raise status_error(resp.status, data[:_MAX_ERROR_BODY], resp.headers)
+            raise status_error(resp.status, data[:_MAX_ERROR_BODY], resp.headers, self.backend)
         return data
 
     @asynccontextmanager
@@ -206,7 +206,7 @@ class Upstream:
                     data = await resp.content.read(_MAX_ERROR_BODY)
                 except Exception as exc:
                     raise self.failure(exc) from None
-                raise status_error(resp.status, data, resp.headers)
+                raise status_error(resp.status, data, resp.headers, self.backend)
             yield resp
         finally:
             resp.close()
@@ -252,14 +252,17 @@ def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[s
     return {"x-request-id": ex.request_id}
 
 
-def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> GatewayError:
-    """The gateway error for an upstream's error status, its message kept."""
+def status_error(
+    status: int, data: bytes, headers: Mapping[str, str], backend: str | None = None
+) -> GatewayError:
+    """The gateway error for an upstream's error status (see :func:`upstream_error`: the
+    upstream's words reach the client only where safe)."""
     retry = headers.get("retry-after")
     try:
         retry_after = float(retry) if retry else None
     except ValueError:
         retry_after = None
-    return from_upstream_status(status, error_message(data), retry_after=retry_after)
+    return upstream_error(status, data, retry_after=retry_after, backend=backend)
 
 
 def error_message(data: bytes) -> str:
