@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 from aiohttp import web
 
 from gateway.config.sections import Config
@@ -23,7 +24,7 @@ from gateway.core.loading import Loaded, load
 from gateway.core.metrics import Metrics
 from gateway.core.middlewares import make_middlewares, stamp_headers
 from gateway.core.pipeline import Pipeline
-from gateway.core.plugins import builtin_plugins
+from gateway.core.plugins import BUILTINS, PluginInfo, builtin_plugins, describe
 from gateway.core.router import Router
 from gateway.errors import ConfigError
 from gateway.exchange import RouteInfo
@@ -130,6 +131,19 @@ class Gateway:
         route = self.app.router.add_route(method, path, handler)
         self.routes[route] = RouteInfo(name, protocol, auth and self.auth_enabled, query_token)
         return route
+
+    def describe_plugins(self) -> list[PluginInfo]:
+        """Every plugin, as ``hookgate plugins`` lists it: name, version, distribution, hooks,
+        and whether it runs. Built-ins passed in a plugin list (autoload off) are the core
+        distribution's too."""
+        from gateway import __version__
+
+        return [
+            attrs.evolve(p, version=__version__, distribution="hookgate")
+            if p.version is None and p.name in BUILTINS
+            else p
+            for p in describe(self.pm)
+        ]
 
     def end_streams(self) -> None:
         """The drain deadline passed: end every open stream with the protocol's error frame."""

@@ -50,6 +50,7 @@ BUILTINS: dict[str, str] = {
     "webhooks.github": "gateway.triggers.webhooks.github",
     "webhooks.standard": "gateway.triggers.webhooks.standard",
     "webhooks.hmac_sha256": "gateway.triggers.webhooks.hmac_sha256",
+    "console": "gateway.console.plugin",
 }
 
 
