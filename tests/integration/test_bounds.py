@@ -8,6 +8,7 @@ import asyncio
 import gzip
 import io
 
+import aiohttp
 import orjson
 import pytest
 from fakes.held_upstream import HeldUpstream
@@ -257,3 +258,33 @@ async def test_a_run_that_grows_too_large_ends_with_run_error(make_gateway):
     data = await resp.read()
     assert b"RUN_ERROR" in data and b"run_too_large" in data
     assert len(data) < 64 * 1024
+
+
+async def test_slow_readers_cannot_starve_health_and_in_limit_callers(make_gateway, sdk):
+    """A scaled-down flood: 300 streams that are never read, against a bound of 100."""
+    client = await make_gateway(
+        {
+            **KEYS,
+            "backends": {"slow": {"kind": "echo", "delay": "1s"}, "fast": {"kind": "echo"}},
+            "models": {"slow": {"backend": "slow"}, "fast": {"backend": "fast"}},
+            "limits": {"max_streams": 100, "max_streams_per_key": 0},
+        }
+    )
+    body = {"model": "slow", "messages": [{"role": "user", "content": "w " * 500}], "stream": True}
+    url = str(client.make_url("/v1/chat/completions"))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as readers:
+        flood = await asyncio.gather(*(readers.post(url, json=body, headers=A) for _ in range(300)))
+        statuses = sorted(r.status for r in flood)
+        assert statuses.count(200) == 100 and statuses.count(503) == 200
+        started = asyncio.get_running_loop().time()
+        assert (await client.get("/health")).status == 200
+        quick = {**body, "model": "fast"}
+        for stream in (False, True):  # b: a plain request is served, a stream refused at once
+            resp = await client.post(
+                "/v1/chat/completions", json={**quick, "stream": stream}, headers=B
+            )
+            assert resp.status == 200 if not stream else resp.status == 503
+            await resp.read()
+        assert asyncio.get_running_loop().time() - started < 5
+        for resp in flood:
+            resp.close()
