@@ -60,10 +60,11 @@ class LimitsConfig:
     max_streams_per_key: NonNegative = NonNegative(0)
     #: Requests in progress in one process, all keys together (0: no limit); past it 503 with
     #: ``retry-after``. ``/health`` and ``/metrics`` are always served.
-    max_requests: NonNegative = NonNegative(4096)
+    max_requests: NonNegative = NonNegative(1024)
     #: Streamed answers in progress in one process, all keys together (0: no limit); past it
-    #: 503 with ``retry-after``, so slow readers cannot starve other callers.
-    max_streams: NonNegative = NonNegative(1024)
+    #: 503 with ``retry-after``. (``max_requests`` bounds streams too, as requests in
+    #: progress; AG-UI runs and A2A tasks go on after their request, and only this counts them.)
+    max_streams: NonNegative = NonNegative(0)
 
 
 class LimitsFilter(Filter):
