@@ -8,6 +8,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -156,56 +157,28 @@ def _only_protocol_errors(decode: Callable[[Any], Any], body: Any) -> None:
         assert 400 <= err.status < 500, err
 
 
-DECODERS: dict[str, Callable[[Any], Any]] = {
-    "messages": decode_messages,
-    "agui": decode_run_input,
-    "a2a": lambda body: wire.decode_message(body, wire.V1),
-    "rpc": envelope,
-    "chat": decode_chat,
-    "responses": decode_responses,
+DECODERS: dict[str, list[Callable[[Any], Any]]] = {
+    "messages": [decode_messages, lambda b: decode_messages(b, counting=True)],
+    "agui": [decode_run_input],
+    "a2a": [lambda b: wire.decode_message(b, wire.V1), lambda b: wire.decode_message(b, wire.V03)],
+    "rpc": [envelope],
+    "chat": [decode_chat],
+    "responses": [decode_responses],
 }
 
 
+@pytest.mark.parametrize("name", list(DECODERS))
 @SETTINGS
-@given(body=mutated("messages"))
-def test_anthropic_messages(body):
-    _only_protocol_errors(decode_messages, body)
-    _only_protocol_errors(lambda b: decode_messages(b, counting=True), body)
-
-
-@SETTINGS
-@given(body=mutated("agui"))
-def test_agui_run_input(body):
-    _only_protocol_errors(decode_run_input, body)
-
-
-@SETTINGS
-@given(body=mutated("a2a"))
-def test_a2a_message(body):
-    _only_protocol_errors(DECODERS["a2a"], body)
-    _only_protocol_errors(lambda b: wire.decode_message(b, "0.3"), body)
-
-
-@SETTINGS
-@given(body=mutated("rpc"))
-def test_json_rpc_envelope(body):
-    _only_protocol_errors(envelope, body)
-
-
-@SETTINGS
-@given(body=mutated("chat"))
-def test_openai_chat(body):
-    _only_protocol_errors(decode_chat, body)
-
-
-@SETTINGS
-@given(body=mutated("responses"))
-def test_openai_responses(body):
-    _only_protocol_errors(decode_responses, body)
+@given(data=st.data())
+def test_a_valid_body_changed_anywhere(name, data):
+    body = data.draw(mutated(name))
+    for decode in DECODERS[name]:
+        _only_protocol_errors(decode, body)
 
 
 @settings(max_examples=100, deadline=None, database=None)
 @given(body=values)
 def test_any_json_at_all(body):
-    for decode in DECODERS.values():
-        _only_protocol_errors(decode, body)
+    for decoders in DECODERS.values():
+        for decode in decoders:
+            _only_protocol_errors(decode, body)
