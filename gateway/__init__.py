@@ -68,7 +68,7 @@ from gateway.config.types import (
 )
 from gateway.core.app import GATEWAY, Gateway, ServedAgent, create_app, init_app
 from gateway.core.filters import Filter, Outcome
-from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
+from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_body, read_json
 from gateway.core.loading import Loaded, load
 from gateway.core.registry import (
     Register,
@@ -258,6 +258,7 @@ __all__ = [
     "message_tokens",
     "new_id",
     "pubsub_messages",
+    "read_body",
     "read_json",
     "redact",
     "request_tokens",

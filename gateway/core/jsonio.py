@@ -57,10 +57,12 @@ _HELD: web.RequestKey[int] = web.RequestKey("hookgate.body_held", int)
 BODY_BROKEN: web.RequestKey[bool] = web.RequestKey("hookgate.body_broken", bool)
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request body within the limits (see the module's docstring); 400 when it cannot be
-    decoded (a broken ``Content-Encoding``)."""
-    limit = request.client_max_size  # the app's limit, from [server] max_body_size
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The request body within the limits (see the module's docstring; ``limit``, when given,
+    instead of the app's body size); 400 when it cannot be decoded (a broken
+    ``Content-Encoding``)."""
+    if limit is None:
+        limit = request.client_max_size  # the app's limit, from [server] max_body_size
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit} bytes.")
