@@ -19,6 +19,12 @@ Scenarios (each a POST; a scenario whose backend kind hookgate lacks is skipped 
 - ``translated``: an OpenAI client's stream answered by an Anthropic upstream (needs the
   ``anthropic`` backend kind); its direct baseline is the Anthropic stream itself.
 
+``--team`` measures a second hookgate beside the first, ``hookgate+team``, with what running it
+for a team turns on: a key from the database (``[admin] keys``; SQLite, or ``--database-url``),
+a budget on it, prices, the spend ledger and OpenTelemetry traces exported over OTLP/HTTP (to
+``bench/otlp_sink.py``, a receiver that drops them); ``--redis-url`` keeps the budget counters
+and key notices in Redis. The table's "added" rows compare it with plain hookgate.
+
 wrk (Debian package ``wrk``) is the load generator; it and nginx are installed with apt-get when
 missing and the script may (root); otherwise it says how (``--no-nginx`` runs without the hop).
 """
@@ -193,6 +199,43 @@ def hookgate_config(upstream: str, kinds: set[str]) -> str:
             'upstream_model = "mock-model"',
         ]
     return "\n".join(lines) + "\n"
+
+
+ADMIN_KEY = "bench-admin"
+
+
+def team_sections(logs: Path, args: argparse.Namespace, kinds: set[str]) -> str:
+    """What ``--team`` adds to the configuration: admin keys (so database keys), the database,
+    prices (so budgets bind), the ledger; traces come from ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    lines = [
+        "",
+        "[admin]",
+        f'keys = ["{ADMIN_KEY}"]',
+        "",
+        "[database]",
+        f'data_dir = "{logs}"',
+    ]
+    if args.database_url:
+        lines.append(f'url = "{args.database_url}"')
+    if args.redis_url:
+        lines += ["", "[redis]", f'url = "{args.redis_url}"', 'prefix = "hookgate-bench:"']
+    lines += ["", "[spend]", "ledger = true"]
+    text = "\n".join(lines) + "\n"
+    # Every model of the run gets a price, so each request reserves and settles its budget.
+    models = [MODEL, f"{MODEL}-anthropic"] if "anthropic" in kinds else [MODEL]
+    return text + "".join(f'\n[models."{m}".price]\ninput = 1.0\noutput = 2.0\n' for m in models)
+
+
+def new_team_key(base: str) -> str:
+    """A database key with a budget too large to run out during the run."""
+    body = json.dumps({"name": "bench", "budget": {"day": 1_000_000.0}}).encode()
+    req = urllib.request.Request(
+        base + "/admin/keys",
+        data=body,
+        headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.loads(resp.read())["secret"])
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -465,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="also measure hookgate as it was at this git revision (e.g. main, HEAD~3)",
     )
+    parser.add_argument(
+        "--team",
+        action="store_true",
+        help="also measure hookgate with database keys, budgets, the ledger and traces on",
+    )
+    parser.add_argument("--database-url", default="", help="PostgreSQL for --team (default SQLite)")
+    parser.add_argument("--redis-url", default="", help="Redis for --team (default: memory)")
     args = parser.parse_args(argv)
 
     ensure("wrk", "wrk")
@@ -529,6 +579,29 @@ def main(argv: list[str] | None = None) -> int:
             wait_http(based + "/health", base_proc)
             pids[base_name] = base_proc.pid
             print(f"{base_name} ({sha[:12]}) {based}", flush=True)
+        team_key = ""
+        if args.team:
+            team_port, sink_port = free_port(), free_port()
+            team = f"http://127.0.0.1:{team_port}"
+            sink = stack.enter_context(
+                process(
+                    [sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)],
+                    logs / "otlp.log",
+                )
+            )
+            wait_http(f"http://127.0.0.1:{sink_port}/health", sink)
+            team_config = logs / "hookgate-team.toml"
+            team_config.write_text(
+                hookgate_config(upstream, kinds) + team_sections(logs, args, kinds)
+            )
+            team_cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(team_config)]
+            team_cmd += ["--port", str(team_port), "--workers", str(args.workers)]
+            env = {**_env(), "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+            team_proc = stack.enter_context(process(team_cmd, logs / "team.log", env=env))
+            wait_http(team + "/health", team_proc)
+            team_key = new_team_key(team)
+            pids["hookgate+team"] = team_proc.pid
+            print(f"hookgate+team {team} (database keys, budgets, ledger, traces)", flush=True)
         for name in wanted:
             sc = SCENARIOS[name]
             if sc["kind"] not in kinds:
@@ -549,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
                     ("nginx", hop + sc["direct_path"], sc["direct_body"], sc["direct_expect"], "")
                 )
             runs.append(("hookgate", gateway + sc["path"], sc["body"], sc["expect"], ""))
+            if team_key:
+                runs.append(
+                    ("hookgate+team", team + sc["path"], sc["body"], sc["expect"], team_key)
+                )
             if base_name:
                 runs.append((base_name, based + sc["path"], sc["body"], sc["expect"], ""))
             if sc["kind"] == "openai":

@@ -67,6 +67,8 @@ from gateway.config.types import (
     make_converter,
 )
 from gateway.core.app import GATEWAY, Gateway, ServedAgent, create_app, init_app
+from gateway.core.attempts import Attempts
+from gateway.core.batches import BatchStats, BatchWriter
 from gateway.core.filters import Filter, Outcome
 from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_body, read_json
 from gateway.core.loading import Loaded, load
@@ -86,6 +88,7 @@ from gateway.core.registry import (
 )
 from gateway.core.router import Route
 from gateway.core.tokens import message_tokens, request_tokens, text_tokens
+from gateway.db import Database, Row, connect_database
 from gateway.errors import (
     BadRequest,
     ConfigError,
@@ -141,16 +144,20 @@ __all__ = [
     "PING",
     "SESSION_ID",
     "Assembler",
+    "Attempts",
     "Authenticator",
     "Backend",
     "BackendConfig",
     "BadRequest",
+    "BatchStats",
+    "BatchWriter",
     "ByteSize",
     "ChatRequest",
     "ChatResponse",
     "Config",
     "ConfigError",
     "Count",
+    "Database",
     "Duration",
     "EmbeddingInput",
     "EmbeddingRequest",
@@ -200,6 +207,7 @@ __all__ = [
     "Role",
     "Route",
     "RouteInfo",
+    "Row",
     "SSEDecoder",
     "SSEFrame",
     "SSEResponse",
@@ -242,6 +250,7 @@ __all__ = [
     "Usage",
     "UsageEvent",
     "complete_frames",
+    "connect_database",
     "create_app",
     "decode_messages",
     "default_error_body",

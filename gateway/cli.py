@@ -1,9 +1,11 @@
-"""The ``hookgate`` command: ``serve`` (the default), ``check`` and ``plugins``."""
+"""The ``hookgate`` command: ``serve`` (the default), ``check``, ``plugins``, ``keys`` and
+``teams``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,10 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_arg(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    from gateway.keys.cli import add_parsers
+
+    add_parsers(sub, config_arg)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (``hookgate plugins | head``): what it read was whole, and the
+        # rest is no one's. Point stdout at /dev/null so the interpreter's own flush at exit
+        # does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "serve"
     overrides: dict[str, Any] = {}
@@ -97,6 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "plugins":
         return _print_plugins(loaded, args.json)
+    if command in ("keys", "teams"):
+        from gateway.keys.cli import run
+
+        try:
+            return run(args, loaded)
+        except ConfigError as exc:
+            print("hookgate: invalid configuration:", file=sys.stderr)
+            for line in exc.errors:
+                print(f"  {line}", file=sys.stderr)
+            return EXIT_CONFIG
     return _serve(loaded, lambda: load(config_path, overrides=overrides))
 
 

@@ -76,7 +76,11 @@ class Exchange:
     first_byte: float | None = None
     stream: bool = False
     usage: Usage | None = None
+    #: What the request cost in USD, once known (the ``spend`` plugin prices it).
+    cost: float | None = None
     upstream_failed: bool = False
+    #: Headers every upstream request of this exchange carries (a tracer's ``traceparent``).
+    upstream_headers: dict[str, str] | None = None
     #: What plugins keep for the rest of this request (a filter's ``on_request`` leaving what its
     #: ``on_success`` needs), keyed by an object the plugin owns; ``None`` until one is kept.
     notes: dict[Any, Any] | None = None

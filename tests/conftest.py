@@ -7,7 +7,8 @@
   ``official``: the official a2a-sdk client; ``agui_client``: the official ``@ag-ui/client``.
 - ``redis_url`` and ``redis_prefix``: the shared Redis and a key prefix of the test's own;
   ``own_redis``: a private Redis the test may stop; ``store_config``: memory and Redis in turn;
-  ``nats_url``: a NATS server.
+  ``nats_url``: a NATS server; ``postgres_url``: an empty PostgreSQL database of the test's
+  own.
 
 Helpers that are not fixtures live in ``support/`` (gateway processes, configurations, waiting)
 and ``fakes/`` (upstreams, tools and handlers that configurations name).
@@ -15,8 +16,6 @@ and ``fakes/`` (upstreams, tools and handlers that configurations name).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import subprocess
 import uuid
@@ -31,13 +30,18 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from fakes import anthropic_upstream, openai_upstream
 from support import TESTS
+from support.npm import installed
 from support.processes import fake_upstream_process
 from support.services import (
     SHARED_NATS_PORT,
+    SHARED_POSTGRES_PORT,
     SHARED_REDIS_PORT,
+    PostgresServer,
     RedisServer,
     nats_answers,
     nats_server,
+    postgres_answers,
+    psql,
     redis_answers,
 )
 
@@ -182,6 +186,35 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
         client.close()
 
 
+# --- PostgreSQL: a real server for the database ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The port of the PostgreSQL server tests share: 5432 when it answers (trust auth for the
+    ``postgres`` user), else a cluster started for this test run (and stopped after)."""
+    if postgres_answers(SHARED_POSTGRES_PORT):
+        yield SHARED_POSTGRES_PORT
+        return
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_port: int) -> Iterator[str]:
+    """A fresh, empty database of this test's own (dropped afterwards); its URL."""
+    name = f"hookgate_test_{uuid.uuid4().hex[:12]}"
+    psql(postgres_port, f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{postgres_port}/{name}"
+    finally:
+        psql(postgres_port, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A private Redis server (running), for tests that stop and restart it."""
@@ -216,31 +249,8 @@ def agui_client() -> Path:
     """A directory with the official ``@ag-ui/client`` (pinned by ``agui_client/package-lock.json``)
     installed by npm, and ``run.mjs`` beside it. The install is cached outside the repository,
     keyed by the lockfile, so only the first run on a machine downloads it."""
-    src = TESTS / "agui_client"
-    lock = (src / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hookgate-tests"
-    target = cache / f"agui-client-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if not (target / "node_modules" / "@ag-ui" / "client" / "package.json").exists():
-        building = cache / f"{target.name}.{os.getpid()}"
-        shutil.rmtree(building, ignore_errors=True)
-        building.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(src / name, building / name)
-        npm = shutil.which("npm")
-        assert npm, "npm is needed to install @ag-ui/client for the AG-UI client test"
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=building,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
-        try:
-            building.rename(target)
-        except OSError:  # another test run installed it meanwhile
-            shutil.rmtree(building, ignore_errors=True)
-    shutil.copy(src / "run.mjs", target / "run.mjs")
+    target = installed("agui_client", "node_modules/@ag-ui/client/package.json", "agui-client")
+    shutil.copy(TESTS / "agui_client" / "run.mjs", target / "run.mjs")
     return target
 
 

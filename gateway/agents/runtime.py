@@ -141,7 +141,8 @@ class AgentBackend(Backend):
             calls: dict[int, _Call] = {}
             clients = 0
             finish: Finish | None = None
-            async with aclosing(backend.stream(step_request, exchange)) as events:
+            attempts = self.gateway.pipeline.attempts
+            async with aclosing(attempts.stream(backend, step_request, exchange)) as events:
                 async for ev in events:
                     t = type(ev)
                     if t in _FORWARDED:
@@ -217,7 +218,7 @@ class AgentBackend(Backend):
             results: dict[str, ToolOutcome] = {}
             started = time.perf_counter()
             try:
-                async with aclosing(self._run_tools(server_calls, context)) as outcomes:
+                async with aclosing(self._run_tools(server_calls, context, exchange)) as outcomes:
                     async for call, outcome in outcomes:
                         results[call.id] = outcome
                         yield ToolResult(call.id, outcome.content, outcome.is_error, call.name)
@@ -267,12 +268,16 @@ class AgentBackend(Backend):
         )
 
     async def _run_tools(
-        self, calls: Sequence[_Call], context: ToolContext
+        self, calls: Sequence[_Call], context: ToolContext, exchange: Exchange
     ) -> AsyncGenerator[tuple[_Call, ToolOutcome], None]:
         """Run the calls concurrently; yield each outcome as soon as it is ready."""
         timeout = self.agent.tool_timeout
+        attempts = self.gateway.pipeline.attempts
         tasks = {
-            asyncio.ensure_future(self._run_one(call, context, timeout)): call for call in calls
+            asyncio.ensure_future(
+                attempts.tool(call.name, call.id, self._run_one(call, context, timeout), exchange)
+            ): call
+            for call in calls
         }
         try:
             pending = set(tasks)

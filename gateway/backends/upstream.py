@@ -17,6 +17,7 @@ only does HTTP (post, stream, read); what the bytes mean is the backend's.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from gateway.backends.http import HTTPBackendConfig
 
 _MAX_ERROR_BODY = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 
 class Upstream:
@@ -124,12 +127,14 @@ class Upstream:
             ) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
-                    raise status_error(resp.status, data, resp.headers, self.backend)
+                    raise self.failed(
+                        ex, status_error(resp.status, data, resp.headers, self.backend), resp.status
+                    )
                 return data
         except GatewayError:
             raise
         except Exception as exc:
-            raise self.failure(exc) from None
+            raise self.failed(ex, self.failure(exc)) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
 
@@ -137,6 +142,8 @@ class Upstream:
     def _own_headers(ex: Exchange, extra: Mapping[str, str] | None) -> bytes:
         """This request's own header lines: the request id, and ``extra``."""
         line = b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
+        if ex.upstream_headers:
+            extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
         if not extra:
             return line
         return (
@@ -162,9 +169,10 @@ class Upstream:
             finally:
                 resp.close()
         except Exception as exc:
-            raise self.failure(exc) from None
+            raise self.failed(ex, self.failure(exc)) from None
         if resp.status >= 300:
-            raise status_error(resp.status, data[:_MAX_ERROR_BODY], resp.headers, self.backend)
+            err = status_error(resp.status, data[:_MAX_ERROR_BODY], resp.headers, self.backend)
+            raise self.failed(ex, err, resp.status)
         return data
 
     @asynccontextmanager
@@ -197,7 +205,7 @@ class Upstream:
                     timeout=self._streamed,
                 )
         except Exception as exc:
-            raise self.failure(exc) from None
+            raise self.failed(ex, self.failure(exc)) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
         try:
@@ -205,8 +213,8 @@ class Upstream:
                 try:
                     data = await resp.content.read(_MAX_ERROR_BODY)
                 except Exception as exc:
-                    raise self.failure(exc) from None
-                raise status_error(resp.status, data, resp.headers, self.backend)
+                    raise self.failed(ex, self.failure(exc)) from None
+                raise self.failed(ex, status_error(resp.status, data, resp.headers, self.backend), resp.status)
             yield resp
         finally:
             resp.close()
@@ -221,9 +229,24 @@ class Upstream:
             err = self.failure(exc)
             if isinstance(err, UpstreamTimeout):
                 err = UpstreamTimeout(f"backend '{self.backend}' stopped sending mid-stream")
-            raise err from None
+            raise self.failed(ex, err) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
+
+    def failed(self, ex: Exchange, err: GatewayError, status: int | None = None) -> GatewayError:
+        """Log one warning for a failed upstream call and return ``err``. The line names the
+        request id, the backend and the reason: the upstream's status, or the gateway's own
+        words for a transport failure; never the upstream's text, which may echo a secret."""
+        if status is None:
+            reason = err.message
+        elif status in (401, 403):
+            reason = f"HTTP {status}: the upstream refused the gateway's credentials"
+        else:
+            reason = f"HTTP {status}"
+        log.warning(
+            "upstream call failed: request %s, backend %s: %s", ex.request_id, self.backend, reason
+        )
+        return err
 
     def failure(self, exc: BaseException) -> GatewayError:
         """The gateway error for a transport failure talking to this upstream."""
@@ -247,6 +270,8 @@ class Upstream:
 
 
 def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:
+    if ex.upstream_headers:
+        extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
     if extra:
         return {**extra, "x-request-id": ex.request_id}
     return {"x-request-id": ex.request_id}

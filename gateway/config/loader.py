@@ -24,6 +24,7 @@ from gateway.config.sections import (
     DEFAULT_MODELS,
     BackendConfig,
     Config,
+    DatabaseConfig,
     ModelConfig,
     PluginsConfig,
     RedisConfig,
@@ -122,10 +123,12 @@ def structure(
     for name, model in models.items():
         if model.backend not in raw.get("backends", {}):
             errors.append(f"models.{name}.backend: no backend named {model.backend!r}")
+    errors.extend(shadowed_routes(list(models)))
 
     plugin_sections = sections
     structured: dict[str, Any] = {
-        "redis": _structure(conv, raw.get("redis", {}), RedisConfig, "redis", errors)
+        "redis": _structure(conv, raw.get("redis", {}), RedisConfig, "redis", errors),
+        "database": _structure(conv, raw.get("database", {}), DatabaseConfig, "database", errors),
     }
     for name, (cls, _) in plugin_sections.items():
         if name in CORE_SECTIONS:
@@ -217,6 +220,7 @@ def apply_environment(raw: dict[str, Any], env: Mapping[str, str], errors: list[
         "HOOKGATE_LOG_LEVEL": ("server.log_level", str),
         "HOOKGATE_SESSION_BACKEND": ("sessions.store", str),
         "HOOKGATE_REDIS_URL": ("redis.url", str),
+        "HOOKGATE_DATABASE_URL": ("database.url", str),
     }
     for var, (key, kind) in simple.items():
         value = env.get(var)
@@ -231,7 +235,14 @@ def apply_environment(raw: dict[str, Any], env: Mapping[str, str], errors: list[
             _set(raw, key, value)
     gateway_key = env.get("HOOKGATE_API_KEY")
     if gateway_key:
-        raw.setdefault("auth", {})["keys"] = [gateway_key]
+        # One more key beside the file's, unless the file holds it (as "${HOOKGATE_API_KEY}").
+        auth = raw.setdefault("auth", {})
+        keys = auth.get("keys")
+        keys = list(keys) if isinstance(keys, list | tuple) else []
+        held = [k.get("key") if isinstance(k, dict) else k for k in keys]
+        if gateway_key not in held:
+            keys.append(gateway_key)
+        auth["keys"] = keys
     model = env.get("HOOKGATE_CHAT_MODEL")
     base_url = env.get("HOOKGATE_CHAT_BASE_URL")
     api_key = env.get("HOOKGATE_CHAT_API_KEY")
@@ -248,6 +259,34 @@ def apply_environment(raw: dict[str, Any], env: Mapping[str, str], errors: list[
             models[model] = {"backend": "chat"}
         else:
             models.setdefault("*", {"backend": "chat"})
+
+
+def shadowed_routes(names: list[str]) -> list[str]:
+    """Errors for glob model names that can never match. Globs are tried in file order, so a
+    ``"prefix*"`` glob (``"*"`` itself) takes every name that a glob listed after it and
+    starting with the same prefix could match. (Exact names are looked up first: never
+    shadowed.)"""
+    errors: list[str] = []
+    earlier: list[str] = []
+    for name in names:
+        if not _is_glob(name):
+            continue
+        literal = re.split(r"[*?\[]", name, maxsplit=1)[0]
+        for before in earlier:
+            prefix = before[:-1]
+            if before.endswith("*") and not _is_glob(prefix) and literal.startswith(prefix):
+                errors.append(
+                    f"models.{name}: this route can never match: {before!r}, listed before "
+                    f"it, takes every model name it would (globs are tried in file order; "
+                    f"list {name!r} first)"
+                )
+                break
+        earlier.append(name)
+    return errors
+
+
+def _is_glob(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
 
 
 def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:

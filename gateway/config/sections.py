@@ -1,5 +1,5 @@
 """The core's own sections of the configuration (``[server]``, ``[plugins]``, ``[models]``,
-``[backends]``, ``[redis]``), and :class:`Config`, the whole structured configuration.
+``[backends]``, ``[redis]``, ``[database]``), and :class:`Config`, the whole structured configuration.
 
 Plugins declare their own sections through ``gateway_config_sections``; they are reached with
 :meth:`Config.section`.
@@ -7,13 +7,16 @@ Plugins declare their own sections through ``gateway_config_sections``; they are
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
 from gateway.config.types import (
+    AccessLogFormat,
     ByteSize,
     Count,
     Duration,
@@ -46,10 +49,39 @@ class ServerConfig:
     worker_timeout: WorkerTimeout = WorkerTimeout(30.0)
     #: How long an idle client connection is kept open.
     keepalive_timeout: Duration = Duration(75.0)
-    #: Log one line per request (costs throughput; metrics count requests anyway).
+    #: Log one line per request (costs throughput; metrics count requests anyway): peer, method
+    #: and path (no query string), status, body bytes, duration, request id, key name (never
+    #: the key), model and backend.
     access_log: bool = False
+    #: The access log's lines: "text", or "json" (one JSON object a line, for log shippers).
+    access_log_format: AccessLogFormat = AccessLogFormat("text")
     #: Keep a client's own ``x-request-id`` (up to 128 printable characters) instead of a new one.
     trust_request_id: bool = True
+
+
+def _price(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("a price is a number of USD of at least 0")
+    return float(value)
+
+
+@attrs.frozen
+class ModelPrice:
+    """``[models.<name>] price = {input = 0.15, output = 0.6}``: USD per million tokens (and per
+    request), for models the price library does not know (self-hosted ones) or prices of your
+    own. Unset kinds fall back: ``cached_input`` and ``cache_write`` to ``input``, ``reasoning``
+    to ``output``."""
+
+    input: float = attrs.field(default=0.0, converter=_price)
+    output: float = attrs.field(default=0.0, converter=_price)
+    #: Input tokens read from a prompt cache.
+    cached_input: float | None = None
+    #: Input tokens written to a prompt cache.
+    cache_write: float | None = None
+    #: Reasoning tokens (counted among the output tokens by the upstream).
+    reasoning: float | None = None
+    #: USD per request, whatever its tokens.
+    request: float = attrs.field(default=0.0, converter=_price)
 
 
 @attrs.frozen
@@ -63,6 +95,8 @@ class ModelConfig:
     backend: str
     upstream_model: str | None = None
     description: str | None = None
+    #: What the model costs, when the price library does not say (or says otherwise).
+    price: ModelPrice | None = None
 
 
 @attrs.frozen
@@ -137,6 +171,77 @@ class RedisConfig:
     timeout: Duration = Duration(1.0)
 
 
+class DatabaseUrl(str):
+    """``postgres://user:password@host:5432/db`` (or ``postgresql://``), ``sqlite:///path``, or
+    empty: the embedded SQLite file ``hookgate.db`` under ``data_dir``."""
+
+    schemes = ("postgres", "postgresql", "sqlite")
+
+    @classmethod
+    def parse(cls, value: Any) -> DatabaseUrl:
+        if not isinstance(value, str):
+            raise ValueError("not a database URL")
+        if value == "":
+            return cls("")
+        parts = urlsplit(value)
+        sqlite = parts.scheme == "sqlite"
+        if (
+            parts.scheme not in cls.schemes
+            or not (parts.netloc or parts.path)
+            or (sqlite and not value.startswith("sqlite:///"))
+        ):
+            raise ValueError(
+                f"not a database URL: {_masked(value)!r} (expected "
+                "postgres://user:password@host:5432/dbname, sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db)"
+            )
+        return cls(value)
+
+    @property
+    def postgres(self) -> bool:
+        return self.startswith(("postgres://", "postgresql://"))
+
+    def masked(self) -> str:
+        """The URL with its password hidden, for logs and error messages."""
+        return _masked(self)
+
+
+def default_data_dir() -> str:
+    """``$HOOKGATE_DATA_DIR``, else ``$XDG_DATA_HOME/hookgate``, else
+    ``~/.local/share/hookgate``."""
+    explicit = os.environ.get("HOOKGATE_DATA_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "hookgate")
+
+
+@attrs.frozen
+class DatabaseConfig:
+    """``[database]``. Opened only when something needs it (virtual keys, the spend ledger)."""
+
+    #: ``HOOKGATE_DATABASE_URL``: ``postgres://...`` for a PostgreSQL shared by every instance,
+    #: ``sqlite:///relative.db`` or ``sqlite:////absolute.db``, or empty for the embedded SQLite
+    #: file under ``data_dir``.
+    url: DatabaseUrl = DatabaseUrl("")
+    #: Folder of the embedded SQLite file (``hookgate.db``); empty: ``$HOOKGATE_DATA_DIR``, else
+    #: ``$XDG_DATA_HOME/hookgate``, else ``~/.local/share/hookgate``.
+    data_dir: str = ""
+    #: PostgreSQL connections each process keeps at most.
+    pool_size: Count = Count(10)
+    #: Longest wait for a connection or one statement; past it the request gets 503.
+    timeout: Duration = Duration(5.0)
+
+    def sqlite_path(self) -> str:
+        """The SQLite file this configuration names (when it names no PostgreSQL)."""
+        if self.url.startswith("sqlite:///"):
+            return self.url.removeprefix("sqlite:///")
+        return str(Path(self.data_dir or default_data_dir()) / "hookgate.db")
+
+    def describe(self) -> str:
+        return self.url.masked() if self.url.postgres else f"sqlite:{self.sqlite_path()}"
+
+
 #: Sections the core itself owns (plugins own the rest).
 CORE_SECTIONS: dict[str, Any] = {
     "server": ServerConfig,
@@ -145,6 +250,8 @@ CORE_SECTIONS: dict[str, Any] = {
     "backends": dict[str, BackendConfig],
     # Shared state is core: every plugin that keeps state reaches Redis through gateway.state.
     "redis": RedisConfig,
+    # Likewise the database: keys, teams and the spend ledger (gateway.state.database).
+    "database": DatabaseConfig,
 }
 
 #: The embedded default when no backend is configured at all: the echo backend, any model name.

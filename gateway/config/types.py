@@ -154,6 +154,16 @@ class LogLevel(str):
         return cls(value.lower())
 
 
+class AccessLogFormat(str):
+    FORMATS = ("text", "json")
+
+    @classmethod
+    def parse(cls, value: Any) -> AccessLogFormat:
+        if not isinstance(value, str) or value not in cls.FORMATS:
+            raise ValueError(f"expected one of {', '.join(cls.FORMATS)}")
+        return cls(value)
+
+
 def _strict(kind: type, accept: tuple[type[Any], ...], what: str) -> Any:
     def structure(value: Any, _: type) -> Any:
         if isinstance(value, bool) and kind is not bool:

@@ -9,6 +9,7 @@ things no API says yet (what a key may do, the routes, the plugins) come from ``
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from importlib import resources
 from typing import Any
@@ -16,7 +17,19 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from gateway import EXCHANGE, Forbidden, Gateway, Principal, __version__, hookimpl, json_response
+from gateway import (
+    ANONYMOUS,
+    Forbidden,
+    Gateway,
+    GatewayError,
+    NonNegative,
+    Principal,
+    Unauthorized,
+    __version__,
+    hookimpl,
+    json_response,
+)
+from gateway.console.recent import RecentRequests
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +57,7 @@ _TYPES = {
     ".svg": "image/svg+xml",
 }
 #: Admin endpoints other plugins serve, which the page's admin views read when present.
-_CAPABILITIES = {"keys": "/admin/keys", "spend": "/admin/spend", "requests": "/admin/requests"}
+_CAPABILITIES = {"keys": "/admin/keys", "spend": "/admin/spend"}
 
 
 @attrs.frozen
@@ -55,6 +68,9 @@ class ConsoleConfig:
     #: is a loopback address (``127.0.0.1``, ``::1``, ``localhost``), off when the gateway
     #: listens on other addresses.
     enabled: bool | None = None
+    #: Chat requests the Requests view lists (the latest, kept in each process's memory);
+    #: 0: none are kept and the view is off.
+    recent_requests: NonNegative = NonNegative(200)
 
 
 @attrs.frozen
@@ -83,18 +99,52 @@ def enabled(config: ConsoleConfig, host: str) -> bool:
     return host in LOCAL_HOSTS
 
 
-def is_admin(gateway: Gateway, principal: Principal) -> bool:
-    """Whether the caller may see the admin views: any caller of an open gateway (it has no
-    keys to tell callers apart), else a key marked as an admin's."""
-    return not gateway.auth_enabled or principal.attributes.get("admin") is True
+def credential(request: web.Request) -> str | None:
+    """The key a request presents: ``Authorization: Bearer``, else ``x-api-key``."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
 
 
 class Console:
-    """The console's handlers."""
+    """The console's handlers.
 
-    def __init__(self, gateway: Gateway, assets: dict[str, Asset]) -> None:
+    Who may do what: the playground is for keys the gateway's authenticators accept (anyone on
+    a gateway without keys); the admin views are for the ``[admin] keys`` of the admin API when
+    it has any, else for anyone on a gateway without keys, else for nobody. The console's own
+    routes therefore check keys themselves (``auth=False``), since an admin key is no model key.
+    """
+
+    def __init__(self, gateway: Gateway, assets: dict[str, Asset], recent: RecentRequests) -> None:
         self.gateway = gateway
         self.assets = assets
+        self.recent = recent
+        admin = gateway.config.sections.get("admin")
+        self.admin_keys = [_digest(k) for k in getattr(admin, "keys", ())]
+
+    def is_admin(self, key: str | None) -> bool:
+        if self.admin_keys:
+            d = _digest(key) if key else b""
+            return any(hmac.compare_digest(d, a) for a in self.admin_keys)
+        return not self.gateway.auth_enabled
+
+    async def principal(self, request: web.Request, key: str | None) -> Principal | None:
+        """The model key presenting ``key`` (``ANONYMOUS`` on a gateway without keys)."""
+        if not self.gateway.auth_enabled:
+            return ANONYMOUS
+        for auth in self.gateway.authenticators:
+            try:
+                found = await auth.authenticate(request, key)
+            except GatewayError:
+                return None
+            if found is not None:
+                return found
+        return None
 
     # -- the page
 
@@ -123,12 +173,18 @@ class Console:
 
     async def about(self, request: web.Request) -> web.Response:
         """What the page needs before sign-in: whether this gateway asks for a key at all."""
-        return json_response({"auth": self.gateway.auth_enabled, "version": __version__})
+        auth = self.gateway.auth_enabled or bool(self.admin_keys)
+        return json_response({"auth": auth, "version": __version__})
 
     async def whoami(self, request: web.Request) -> web.Response:
-        """Who the key is and what the page may offer it: its name, whether it is an admin's,
-        the agents it may run, and which admin capabilities this gateway has."""
-        principal = request[EXCHANGE].principal
+        """Who the key is and what the page may offer it: its name, whether it may use the
+        playground (a model key) and the admin views, the agents it may run, and which admin
+        capabilities this gateway has."""
+        key = credential(request)
+        principal = await self.principal(request, key)
+        admin = self.is_admin(key)
+        if principal is None and not admin:
+            raise Unauthorized("Invalid API key." if key else "Missing API key.")
         agents = [
             {
                 "name": agent.name,
@@ -138,14 +194,14 @@ class Console:
                 ],
             }
             for agent in self.gateway.agents.values()
-            if principal.may_use(agent.name)
+            if principal is not None and principal.may_use(agent.name)
         ]
-        admin = is_admin(self.gateway, principal)
         return json_response(
             {
-                "name": principal.name,
+                "name": principal.name if principal is not None else "admin",
                 "admin": admin,
-                "auth": self.gateway.auth_enabled,
+                "playground": principal is not None,
+                "auth": self.gateway.auth_enabled or bool(self.admin_keys),
                 "version": __version__,
                 "agents": agents,
                 "capabilities": self._capabilities(request.app) if admin else {},
@@ -154,7 +210,8 @@ class Console:
 
     def _capabilities(self, app: web.Application) -> dict[str, bool]:
         paths = {resource.canonical for resource in app.router.resources()}
-        return {name: path in paths for name, path in _CAPABILITIES.items()}
+        found = {name: path in paths for name, path in _CAPABILITIES.items()}
+        return {**found, "requests": self.recent.records.maxlen != 0}
 
     async def routes(self, request: web.Request) -> web.Response:
         """The public model names and where each goes (the targets' live state is /health's)."""
@@ -192,9 +249,18 @@ class Console:
         ]
         return json_response({"plugins": rows})
 
+    async def requests(self, request: web.Request) -> web.Response:
+        """The latest chat requests this process handled, newest first."""
+        self._admin(request)
+        return json_response({"data": self.recent.newest_first()})
+
     def _admin(self, request: web.Request) -> None:
-        if not is_admin(self.gateway, request[EXCHANGE].principal):
-            raise Forbidden("This view needs an admin key.", code="admin_only")
+        key = credential(request)
+        if self.is_admin(key):
+            return
+        if key is None:
+            raise Unauthorized("Missing API key.", code="missing_api_key")
+        raise Forbidden("This view needs an admin key.", code="admin_only")
 
 
 @hookimpl
@@ -203,17 +269,34 @@ def gateway_config_sections(register: Any) -> None:
 
 
 @hookimpl
+def gateway_register_filters(register: Any) -> None:
+    def factory(gateway: Gateway) -> RecentRequests | None:
+        cfg: ConsoleConfig = gateway.config.section("console")
+        if not enabled(cfg, gateway.config.server.host) or not cfg.recent_requests:
+            return None
+        return RecentRequests(int(cfg.recent_requests))
+
+    register("console.recent", factory)
+
+
+@hookimpl
 def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     cfg: ConsoleConfig = gateway.config.section("console")
     if not enabled(cfg, gateway.config.server.host):
         return
-    console = Console(gateway, load_assets())
+    recent = next((f for f in gateway.filters if isinstance(f, RecentRequests)), None)
+    console = Console(gateway, load_assets(), recent or RecentRequests(0))
     add = gateway.add_route
     add("GET", "/", console.to_console, name="console", auth=False)
     add("GET", "/ui", console.to_console, name="console", auth=False)
     add("GET", "/ui/", console.index, name="console", auth=False)
     add("GET", "/ui/{name}", console.asset, name="console", auth=False)
-    add("GET", "/ui/api/gateway", console.about, name="console_api", auth=False)
-    add("GET", "/ui/api/whoami", console.whoami, name="console_api")
-    add("GET", "/ui/api/routes", console.routes, name="console_api")
-    add("GET", "/ui/api/plugins", console.plugins, name="console_api")
+    # The console checks keys itself: an admin key is no model key (see Console).
+    for path, handler in (
+        ("/ui/api/gateway", console.about),
+        ("/ui/api/whoami", console.whoami),
+        ("/ui/api/routes", console.routes),
+        ("/ui/api/plugins", console.plugins),
+        ("/ui/api/requests", console.requests),
+    ):
+        add("GET", path, handler, name="console_api", auth=False)

@@ -9,7 +9,7 @@ exposition: a collector turns the counts into metric families when ``/metrics`` 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -105,11 +105,14 @@ class Metrics:
     #: (model, direction) -> tokens reported by upstreams
     tokens: dict[tuple[str, str], int]
     active_streams: Gauge
+    #: With several workers: the expositions of the other workers (see :meth:`scrape`).
+    peers: Callable[[], Awaitable[list[bytes]]] | None = None
 
     def __init__(self, previous: Metrics | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         if previous is not None:
+            self.peers = previous.peers
             self.requests = previous.requests
             self.duration = previous.duration
             self.overhead = previous.overhead
@@ -156,7 +159,61 @@ class Metrics:
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
     def exposition(self) -> bytes:
+        """This process's metrics, in Prometheus text."""
         return generate_latest(self.registry)
+
+    async def scrape(self) -> bytes:
+        """What ``/metrics`` answers: this process's metrics, added up with every other
+        worker's when there are several."""
+        if self.peers is None:
+            return self.exposition()
+        return merge([self.exposition(), *await self.peers()])
+
+
+def merge(expositions: Iterable[bytes]) -> bytes:
+    """Several processes' expositions as one: every sample added up across them (counters,
+    gauges, histogram buckets, sums and counts), but a ``_created`` time, which is the
+    earliest; plus ``hookgate_metrics_workers``, how many processes answered."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    count = 0
+    for text in expositions:
+        count += 1
+        for family in text_string_to_metric_families(text.decode()):
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type)
+            samples = values.setdefault(family.name, {})
+            for sample in family.samples:
+                key = (sample.name, tuple(sample.labels.items()))
+                if sample.name.endswith("_created"):
+                    samples[key] = min(samples.get(key, sample.value), sample.value)
+                else:
+                    samples[key] = samples.get(key, 0.0) + sample.value
+    merged = []
+    for name, family in families.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+        merged.append(family)
+    merged.append(
+        GaugeMetricFamily(
+            "hookgate_metrics_workers", "Worker processes whose metrics this scrape adds up.", count
+        )
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(merged))
+    return generate_latest(registry)
+
+
+class _Fixed:
+    """A collector of metric families made already."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
 
 
 class _Collector:

@@ -119,10 +119,12 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
 
 
 async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Before headers go out: the request id, the backend, and where the time went.
+    """Before headers go out: the request id, the backend, where the time went, and the cost.
 
     ``server-timing`` says ``gateway`` (time inside the gateway so far, upstream waits excluded)
     and ``upstream`` (time waiting on the upstream so far); for streams, up to the first byte.
+    ``x-hookgate-overhead-ms`` is the same gateway time on its own. ``x-hookgate-cost`` is the
+    request's cost in USD when it is known before the headers leave (answers not streamed).
     """
     ex = request.get(EXCHANGE)
     if ex is None:
@@ -135,9 +137,13 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     headers["x-request-id"] = ex.request_id
     if ex.backend:
         headers["x-hookgate-backend"] = ex.backend
+    overhead = f"{ex.gateway_seconds() * 1000:.3f}"
     headers["server-timing"] = (
-        f"gateway;dur={ex.gateway_seconds() * 1000:.3f}, upstream;dur={ex.upstream_seconds * 1000:.3f}"
+        f"gateway;dur={overhead}, upstream;dur={ex.upstream_seconds * 1000:.3f}"
     )
+    headers["x-hookgate-overhead-ms"] = overhead
+    if ex.cost is not None:
+        headers["x-hookgate-cost"] = f"{ex.cost:.8f}".rstrip("0").rstrip(".") or "0"
 
 
 def credential(request: web.Request, query_token: bool) -> str | None:

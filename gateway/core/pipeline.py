@@ -29,6 +29,7 @@ from gateway.canonical import (
     ToolRunDelta,
     UsageEvent,
 )
+from gateway.core.attempts import Attempts
 from gateway.core.filters import Filter, Outcome, overrides
 from gateway.core.tokens import part_tokens, request_tokens
 from gateway.errors import GatewayError, UpstreamError
@@ -53,6 +54,8 @@ class Pipeline:
         ordered = sorted(filters, key=lambda f: f.order)
         self.router = router
         self.metrics = metrics
+        #: How each upstream attempt is made (observability plugins wrap it).
+        self.attempts = Attempts()
         self.request_filters = [f.on_request for f in ordered if overrides(f, "on_request")]
         self.event_filters = [_event_hook(f) for f in ordered if overrides(f, "on_event")]
         self.response_filters = [f.on_response for f in ordered if overrides(f, "on_response")]
@@ -119,7 +122,7 @@ class Pipeline:
         try:
             req, backend = await self.prepare(req, ex)
             try:
-                resp = await backend.complete(req, ex)
+                resp = await self.attempts.complete(backend, req, ex)
             except GatewayError as err:
                 self.metrics.upstream_error(ex.backend, err)
                 raise
@@ -162,7 +165,7 @@ class Pipeline:
             count_raw = req.raw_relay and not req.parse_relayed
             finished = sent = False
             try:
-                async with aclosing(backend.stream(req, ex)) as events:
+                async with aclosing(self.attempts.stream(backend, req, ex)) as events:
                     async for ev in events:
                         if filters:
                             kept: Event | None = ev

@@ -1,7 +1,9 @@
 """``GET /metrics``: Prometheus text exposition of the gateway's metrics.
 
 Open by default (the gateway listens on localhost unless told otherwise); set
-``[metrics] require_key = true`` to ask for an API key like the model routes do.
+``[metrics] require_key = true`` to ask for an API key like the model routes do. Under
+``--workers`` the worker that answers adds up every worker's metrics (see
+:mod:`gateway.server.peers`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def gateway_configure_app(app: web.Application, gateway: Any) -> None:
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(
-            body=gateway.metrics.exposition(), headers={"content-type": CONTENT_TYPE_LATEST}
+            body=await gateway.metrics.scrape(), headers={"content-type": CONTENT_TYPE_LATEST}
         )
 
     gateway.add_route("GET", cfg.path, metrics, name="metrics", auth=cfg.require_key)

@@ -7,9 +7,17 @@ accepting; the old generation then finishes the requests and streams it has (how
 take) and closes. A configuration that does not load or start is refused, logged, and the old
 generation keeps serving.
 
-On SIGTERM or SIGINT every generation stops accepting, lets in-flight requests and streams
-finish for up to ``[server] drain_timeout``, ends what is left (streams get an error frame), closes
-its upstream clients, and the process exits with status 0. The signal handlers are in place
+A retiring generation never closes a keep-alive connection under a client that may be sending
+on it: every response it sends from then on says ``Connection: close`` (so does the one in
+progress when its headers are not sent yet), and a connection closes after such a response.
+One that stays idle closes at its keep-alive timeout, as it would have anyway. So a reload loses
+no request, whatever the connections are doing.
+
+On SIGTERM or SIGINT the listening sockets close at once (the kernel refuses new connections, so
+a load balancer or a client's retry goes to another instance), every generation lets in-flight
+requests and streams finish for up to ``[server] drain_timeout``, each with ``Connection:
+close``, ends what is left (streams get an error frame), closes idle connections and its
+upstream clients, and the process exits with status 0. The signal handlers are in place
 before the sockets listen, so a signal that comes while the server starts is no exception.
 
 Under systemd (``Type=notify``) the server says ``READY=1`` once it listens, ``RELOADING=1`` and
@@ -35,6 +43,8 @@ from gateway.core.app import GATEWAY, Gateway, init_app
 from gateway.core.loading import Loaded
 from gateway.errors import ConfigError
 from gateway.server import systemd
+from gateway.server.logs import ACCESS, ACCESS_LOGGERS, http_logger
+from gateway.server.peers import Peers
 
 log = logging.getLogger("gateway.server.server")
 
@@ -44,6 +54,8 @@ _USER_TIMEOUT_MS = 120_000
 BEAT_READY, BEAT_ALIVE = b"R", b"."
 #: The signals a server (and the supervisor of workers) handles: stop, stop, reload.
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: How often a retiring generation looks whether its connections have all closed.
+_CONNECTIONS_POLL = 0.1
 
 Reread = Callable[[], Loaded]
 
@@ -63,14 +75,16 @@ def run(
     reread: Reread | None = None,
     reuse_port: bool = False,
     heartbeat: int | None = None,
+    peers: str | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then drain; returns the exit status.
 
     ``reread`` loads the configuration again for SIGHUP (without it, SIGHUP is ignored);
-    ``heartbeat`` is the supervisor's pipe when running as a worker.
+    ``heartbeat`` is the supervisor's pipe and ``peers`` the directory of the workers' metrics
+    sockets (see :mod:`gateway.server.peers`) when running as a worker.
     """
     new_event_loop_policy()
-    server = Server(loaded, reread=reread, reuse_port=reuse_port, heartbeat=heartbeat)
+    server = Server(loaded, reread=reread, reuse_port=reuse_port, heartbeat=heartbeat, peers=peers)
     return asyncio.run(server.serve())
 
 
@@ -119,7 +133,9 @@ class Generation:
             self.app,
             handle_signals=False,
             handler_cancellation=True,
-            access_log=logging.getLogger("gateway.access") if cfg.access_log else None,
+            access_log=logging.getLogger(ACCESS) if cfg.access_log else None,
+            access_log_class=ACCESS_LOGGERS[cfg.access_log_format],
+            logger=http_logger(),
             keepalive_timeout=cfg.keepalive_timeout,
             # In-flight requests may take as long as they need; the drain deadline is ours
             # (see set_deadline), so a reload never cuts an open stream.
@@ -128,7 +144,19 @@ class Generation:
         self.sites: list[web.SockSite] = []
         #: Set once this generation accepts no more connections (see :meth:`retire`).
         self.closed_to_new = asyncio.Event()
+        #: Once set, every response says ``Connection: close``.
+        self.retiring = False
+        #: Set when the process stops: a retiring generation waits no more for idle connections.
+        self.hurry = asyncio.Event()
+        self.app.on_response_prepare.append(self._last_on_connection)
         self._timers: list[asyncio.TimerHandle] = []
+
+    async def _last_on_connection(self, request: web.BaseRequest, resp: web.StreamResponse) -> None:
+        if self.retiring:
+            # The header is set here too: aiohttp has written its Connection header by the time
+            # this hook runs, and force_close() alone would close the connection unannounced.
+            resp.force_close()
+            resp.headers["Connection"] = "close"
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Start the app (its backends) and accept on ``sockets`` (alongside any generation
@@ -150,12 +178,23 @@ class Generation:
             loop.call_at(when + 1.0, self.gateway.cancel_requests),
         ]
 
-    async def retire(self) -> None:
-        """Stop accepting, let in-flight requests finish, close idle connections and the app."""
+    async def retire(self, *, linger: bool) -> None:
+        """Stop accepting and answer with ``Connection: close`` from now on; with ``linger``
+        (a reload), wait until every connection has closed by itself (after such an answer, or
+        at its keep-alive timeout); then let in-flight requests finish, close idle connections
+        and the app."""
         try:
+            self.retiring = True
             for site in self.sites:
                 await site.stop()
             self.closed_to_new.set()
+            server = self.runner.server
+            while linger and server is not None and server.connections:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_CONNECTIONS_POLL):
+                        await self.hurry.wait()
+                if self.hurry.is_set():
+                    break
             await self.runner.cleanup()
         finally:
             self.closed_to_new.set()
@@ -173,11 +212,14 @@ class Server:
         reread: Reread | None = None,
         reuse_port: bool = False,
         heartbeat: int | None = None,
+        peers: str | None = None,
     ) -> None:
         self.loaded = loaded
         self.reread = reread
         self.reuse_port = reuse_port
         self.heartbeat = heartbeat
+        self.peers_dir = peers
+        self.peers: Peers | None = None
         self.sockets: list[socket.socket] = []
         self.current: Generation | None = None
         self.retiring: dict[Generation, asyncio.Task[None]] = {}
@@ -208,11 +250,17 @@ class Server:
         finally:
             for sock in self.sockets:
                 sock.close()
+            if self.peers is not None:
+                await self.peers.close()
 
     async def _serve(self, stop: asyncio.Event) -> int:
         gen = Generation(self.loaded)
         await gen.start(self.sockets)
         self.current = gen
+        if self.peers_dir is not None:
+            self.peers = Peers(self.peers_dir, self._exposition)
+            await self.peers.start()
+            gen.gateway.metrics.peers = self.peers.others  # reloads carry it on with the counts
         cfg = self.loaded.config.server
         port = self.sockets[0].getsockname()[1]
         log.info(
@@ -243,9 +291,21 @@ class Server:
         generations = [self.current, *self.retiring]
         for gen in generations:
             gen.set_deadline(deadline)
-        await asyncio.gather(self.current.retire(), *self.retiring.values())
+            gen.hurry.set()
+        # New connections go elsewhere from now on: the current generation stops accepting (on
+        # its duplicates of the sockets), then the sockets themselves close, so the kernel
+        # refuses new connections instead of queueing them for no one.
+        current = loop.create_task(self.current.retire(linger=False))
+        await self.current.closed_to_new.wait()
+        for sock in self.sockets:
+            sock.close()
+        await asyncio.gather(current, *self.retiring.values())
         log.info("stopped")
         return 0
+
+    def _exposition(self) -> bytes:
+        assert self.current is not None
+        return self.current.gateway.metrics.exposition()
 
     # -- readiness and liveness
 
@@ -309,7 +369,7 @@ class Server:
             return False
         old, self.current = self.current, gen
         self.loaded = gen.loaded
-        self.retiring[old] = task = asyncio.get_running_loop().create_task(old.retire())
+        self.retiring[old] = task = asyncio.get_running_loop().create_task(old.retire(linger=True))
         task.add_done_callback(lambda _: self.retiring.pop(old, None))
         # Once this is logged, every new connection gets the new configuration.
         await old.closed_to_new.wait()
@@ -349,6 +409,6 @@ class Server:
             await gen.start(self.sockets)
         except Exception as exc:
             log.error("reload refused, the new configuration failed to start: %s", exc)
-            await gen.retire()
+            await gen.retire(linger=False)
             return None
         return gen

@@ -10,6 +10,8 @@ address with ``SO_REUSEPORT`` (the kernel spreads connections between them). The
   (each reloads without dropping open streams) and forks later workers with it; an invalid one is
   logged and changes nothing;
 - on SIGTERM/SIGINT tells every worker to drain, waits for all of them, and exits 0 when they did;
+- makes the private directory where workers answer each other's ``/metrics`` (every scrape adds
+  up every worker: :mod:`gateway.server.peers`);
 - under systemd, says ``READY=1`` once every worker serves, and sends ``WATCHDOG=1`` while it
   runs (its own loop; hung workers are its business, as above).
 """
@@ -21,8 +23,10 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -41,7 +45,7 @@ _STARTUP = 60.0
 _TICK = 0.5
 
 
-def _worker(loaded: Loaded, reread: Reread, beat: int, inherited: list[int]) -> None:
+def _worker(loaded: Loaded, reread: Reread, beat: int, inherited: list[int], peers: str) -> None:
     from gateway.server.server import run
 
     signal.set_wakeup_fd(-1)
@@ -51,7 +55,7 @@ def _worker(loaded: Loaded, reread: Reread, beat: int, inherited: list[int]) -> 
     for fd in inherited:
         with contextlib.suppress(OSError):
             os.close(fd)
-    sys.exit(run(loaded, reread=reread, reuse_port=True, heartbeat=beat))
+    sys.exit(run(loaded, reread=reread, reuse_port=True, heartbeat=beat, peers=peers))
 
 
 class _Worker:
@@ -81,6 +85,8 @@ class Supervisor:
         self.wake_r, self.wake_w = os.pipe()
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
+        #: Where the workers answer each other's /metrics (see gateway.server.peers).
+        self.peers = tempfile.mkdtemp(prefix="hookgate-workers-")
 
     # -- workers
 
@@ -90,7 +96,7 @@ class Supervisor:
         inherited = [self.wake_r, self.wake_w, beat_r, *(w.beat for w in self.workers.values())]
         proc = self.ctx.Process(
             target=_worker,
-            args=(self.loaded, self.reread, beat_w, inherited),
+            args=(self.loaded, self.reread, beat_w, inherited, self.peers),
             name=f"hookgate-worker-{slot}",
         )
         # The worker starts with the signals it handles blocked, and unblocks them once its
@@ -222,6 +228,7 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             os.close(self.wake_r)
             os.close(self.wake_w)
+            shutil.rmtree(self.peers, ignore_errors=True)
         log.info("all workers stopped")
         return self.status
 

@@ -12,13 +12,26 @@ An append is one Lua script: push the entry, add up the counts, trim whole entri
 end by the same rule as :func:`gateway.sessions.base.trim`, refresh every TTL and the index.
 Redis runs a script alone, so two requests appending to one session both land. Times come from
 Redis's own clock (``TIME``), the same for every gateway host.
+
+An append carries a deadline on Redis's clock (see ``RedisState.redis_time``): half the command
+``timeout`` after it is sent. A script that runs later changes nothing and says so. So when
+Redis stalls, the append the gateway gave up on (and reported to the client as failed) is never
+applied when Redis comes back: a turn is stored exactly when the client was told it was.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway import Entry, Session, SessionConfig, SessionInfo, SessionStore, hookimpl
+from gateway import (
+    Entry,
+    Session,
+    SessionConfig,
+    SessionInfo,
+    SessionStore,
+    Unavailable,
+    hookimpl,
+)
 from gateway.sessions import codec
 
 if TYPE_CHECKING:
@@ -30,10 +43,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS: entries, heads, info, index.
-# ARGV: entry, header, messages, tokens, max_messages, max_tokens, ttl_ms, session, system|''.
+# ARGV: entry, header, messages, tokens, max_messages, max_tokens, ttl_ms, session, system|'',
+# deadline (Redis ms). Returns 1, or 0 (nothing written) when run after the deadline.
 APPEND = (
     _NOW
     + """
+if now > tonumber(ARGV[10]) then return 0 end
 local ttl = tonumber(ARGV[7])
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -139,7 +154,8 @@ class RedisSessionStore(SessionStore):
         self, owner: str, session: str, entry: Entry, system: bytes | None = None
     ) -> None:
         async with self.redis.guard(WHAT):
-            await self._append(
+            deadline = await self.redis.redis_time() + self.redis.config.timeout / 2
+            applied = await self._append(
                 self._keys(owner, session),
                 [
                     entry.data,
@@ -151,7 +167,15 @@ class RedisSessionStore(SessionStore):
                     self.ttl_ms,
                     session,
                     system or b"",
+                    int(deadline * 1000),
                 ],
+            )
+        if not applied:
+            raise Unavailable(
+                "The gateway's state store answered too late, so this turn was not added to "
+                "the session. Retry shortly.",
+                code="state_store_unavailable",
+                retry_after=1.0,
             )
 
     async def list(self, owner: str, limit: int) -> tuple[list[SessionInfo], bool]:

@@ -14,7 +14,11 @@ package is where a plugin finds out which one to use and gets the shared client:
   stops. Use ``state.key(space, tag, ...)`` for key names (prefix and cluster hash tag) and
   ``async with state.guard("what"):`` around calls (Redis down: 503 in the client's protocol).
 
-All three are called while the app is built (in a plugin's factory), never per request.
+- ``gateway.state.database(path)`` returns the application's one
+  :class:`~gateway.db.Database` (``[database]``: PostgreSQL, or the embedded SQLite file), opened
+  (and migrated) when the app starts and closed when it stops.
+
+All four are called while the app is built (in a plugin's factory), never per request.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Literal
 
-from gateway.config.sections import RedisConfig, RedisUrl
+from gateway.config.sections import DatabaseConfig, RedisConfig, RedisUrl
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from gateway.config.sections import Config
+    from gateway.db import Database
     from gateway.state.redis import RedisState
 
 __all__ = ["RedisConfig", "RedisUrl", "SharedState"]
@@ -41,6 +46,8 @@ class SharedState:
 
     def __init__(self, config: Config) -> None:
         self.config: RedisConfig = config.section("redis")
+        self.database_config: DatabaseConfig = config.section("database")
+        self._database: Database | None = None
         self.workers = int(config.server.workers)
         self._redis: RedisState | None = None
         #: What uses which store, by configuration path (``{"sessions.store": "redis"}``).
@@ -96,13 +103,34 @@ class SharedState:
         self.users[path] = "redis"
         return self._redis
 
+    def database(self, path: str) -> Database:
+        """The application's database, for the option at ``path``. The embedded SQLite file
+        belongs to one machine: with several workers that is allowed (they share the file), but
+        several hosts need ``[database] url`` to name a PostgreSQL."""
+        if self._database is None:
+            from gateway.db import connect_database
+
+            self._database = connect_database(self.database_config)
+        self.users[path] = "database"
+        return self._database
+
     async def lifespan(self, app: web.Application) -> AsyncIterator[None]:
-        """Open the Redis client (if anything asked for it) with the app; close it after."""
-        redis = self._redis
+        """Open the Redis client and the database (if anything asked for them) with the app;
+        close them after."""
+        redis, database = self._redis, self._database
         if redis is not None:
             await redis.open()
+        if database is not None:
+            try:
+                await database.open()
+            except BaseException:
+                if redis is not None:
+                    await redis.close()
+                raise
         try:
             yield
         finally:
+            if database is not None:
+                await database.close()
             if redis is not None:
                 await redis.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a client is told to wait before retrying after a 503 for an unreachable Redis.
 RETRY_AFTER = 1.0
+#: Seconds a measured offset between this host's clock and Redis's is trusted.
+_CLOCK_CHECK = 60.0
 
 # Reply shapes as the gateway's clients receive them: RESP2, bytes left undecoded. redis-py
 # types each reply for every client configuration (RESP2 or RESP3, bytes or decoded str), so
@@ -66,6 +69,9 @@ class RedisState:
         self.healthy = True
         #: The hard bound on one guarded block: a connect, a command, and the one retry.
         self.bound = 2 * (config.connect_timeout + config.timeout)
+        #: Redis's clock minus this host's (seconds), and when it was measured (monotonic).
+        self._offset = 0.0
+        self._offset_at: float | None = None
 
     @property
     def client(self) -> aioredis.Redis:
@@ -110,6 +116,19 @@ class RedisState:
                 cfg.url.masked(),
                 _describe(exc),
             )
+
+    async def redis_time(self) -> float:
+        """Now on Redis's clock (Unix seconds), from this host's clock and an offset measured
+        with ``TIME`` at most once a minute: what a script compares a deadline with. Call it
+        inside :meth:`guard`."""
+        now = time.monotonic()
+        if self._offset_at is None or now - self._offset_at > _CLOCK_CHECK:
+            sent = time.time()
+            seconds, micros = await self.client.time()
+            received = time.time()
+            self._offset = seconds + micros / 1e6 - (sent + received) / 2
+            self._offset_at = now
+        return time.time() + self._offset
 
     async def close(self) -> None:
         if self._client is not None:

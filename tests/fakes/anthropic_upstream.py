@@ -18,6 +18,8 @@ What it answers is chosen by the text of the last user message:
 - ``STOPSEQ``: stops at the stop sequence ``###``
 - ``THINK``: a thinking block (with signature), then text
 - ``ROUNDS``: answers with a tool call until three tool results are in the history
+- ``CALL name {json}`` (the last of the turn's text, after whatever context the client put
+  first): "Calling tools." and that tool call; once a tool result is in, ``results: <count>``
 - ``DRIP``: a text delta every 0.1 s for a minute
 - anything else: ``upstream says: <text>`` in three deltas
 
@@ -143,6 +145,18 @@ def _tool_results(body: dict[str, Any]) -> int:
 
 def _script(text: str, results: int) -> tuple[list[dict[str, Any]], str, str | None]:
     """The content blocks (tool inputs as fragment lists), stop reason and stop sequence."""
+    if "CALL " in text:
+        if results:
+            return [{"type": "text", "text": f"results: {results}"}], "end_turn", None
+        name, _, args = text[text.rindex("CALL ") + 5 :].strip().partition(" ")
+        cut = max(1, len(args) // 2)
+        call = {
+            "type": "tool_use",
+            "id": "toolu_call_1",
+            "name": name,
+            "input": [args[:cut], args[cut:]],
+        }
+        return [{"type": "text", "text": "Calling tools."}, call], "tool_use", None
     if text == "TOOLS" or (text == "ROUNDS" and results < 3):
         calls = (
             TOOL_CALLS

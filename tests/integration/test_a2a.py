@@ -149,9 +149,17 @@ async def test_cards_in_each_form_with_their_security(make_gateway, upstream):
     assert (api_key.location, api_key.name) == ("header", "x-api-key")
     assert [list(r.schemes) for r in card.security_requirements] == [["bearer"], ["apiKey"]]
 
-    # without A2A-Version (0.3 clients): a card both generations read
-    hybrid = await (await client.get("/a2a/helper/.well-known/agent-card.json")).json()
-    legacy = types_v03.AgentCard.model_validate(hybrid)
+    # without A2A-Version: the same 1.0 card
+    plain = await (await client.get("/a2a/helper/.well-known/agent-card.json")).json()
+    assert plain == raw
+
+    # asked for 0.3: a card in 0.3's shape only, as at the path where 0.2 clients looked
+    old = await (
+        await client.get("/a2a/helper/.well-known/agent-card.json", headers={"A2A-Version": "0.3"})
+    ).json()
+    assert old == await (await client.get("/a2a/helper/.well-known/agent.json")).json()
+    assert "supportedInterfaces" not in old and "securityRequirements" not in old
+    legacy = types_v03.AgentCard.model_validate(old)
     assert (legacy.url, legacy.protocol_version, legacy.preferred_transport) == (
         url,
         "0.3.0",
@@ -159,14 +167,6 @@ async def test_cards_in_each_form_with_their_security(make_gateway, upstream):
     )
     assert legacy.security == [{"bearer": []}, {"apiKey": []}]
     assert legacy.security_schemes["bearer"].root.scheme == "bearer"
-    modern = parse_agent_card(hybrid)
-    assert modern.supported_interfaces[0].protocol_version == "1.0"
-    assert modern.security_schemes["apiKey"].api_key_security_scheme.name == "x-api-key"
-
-    # the 0.3 card where 0.2 clients looked
-    old = await (await client.get("/a2a/helper/.well-known/agent.json")).json()
-    assert "supportedInterfaces" not in old
-    assert types_v03.AgentCard.model_validate(old).url == url
     assert parse_agent_card(old).supported_interfaces[0].protocol_version == "0.3.0"
 
     # the gateway's card lists its agents as skills, and where their cards are
@@ -213,7 +213,7 @@ async def test_cards_say_no_security_when_the_gateway_is_open(make_gateway, upst
         {**agent_config(upstream), "a2a": {"public_url": "https://gw.example/"}}
     )
     card = await (await public.get("/a2a/helper/.well-known/agent-card.json")).json()
-    assert card["url"] == "https://gw.example/a2a/helper"
+    assert card["supportedInterfaces"][0]["url"] == "https://gw.example/a2a/helper"
     with pytest.raises(ConfigError) as info:
         create_app({"a2a": {"public_url": "gw.example"}}, env={})
     assert info.value.errors == ["a2a.public_url: not a URL: 'gw.example'"]

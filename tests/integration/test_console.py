@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 
+import openai
 import pytest
 from support import ROOT
 from support.configs import upstream_config
@@ -100,7 +101,7 @@ async def test_whoami_needs_a_key_and_lists_what_the_key_may_run(make_gateway, u
         await client.get("/ui/api/whoami", headers={"Authorization": "Bearer no"})
     ).status == 401
     me = await (await client.get("/ui/api/whoami", headers=ALL)).json()
-    assert me["name"] == "everything" and me["auth"] is True
+    assert me["name"] == "everything" and me["auth"] is True and me["playground"] is True
     assert me["admin"] is False and me["capabilities"] == {}
     helper = next(a for a in me["agents"] if a["name"] == "helper")
     assert helper["tools"][0]["name"] == "get_weather"
@@ -112,7 +113,7 @@ async def test_whoami_needs_a_key_and_lists_what_the_key_may_run(make_gateway, u
 
 async def test_admin_endpoints_refuse_ordinary_keys(make_gateway, upstream):
     client = await make_gateway(agents_config(upstream, **KEYS))
-    for path in ("/ui/api/routes", "/ui/api/plugins"):
+    for path in ("/ui/api/routes", "/ui/api/plugins", "/ui/api/requests"):
         assert (await client.get(path)).status == 401
         resp = await client.get(path, headers=ALL)
         assert resp.status == 403, path
@@ -123,7 +124,7 @@ async def test_an_open_gateway_shows_routes_and_plugins(make_gateway, upstream):
     client = await make_gateway(agents_config(upstream))
     me = await (await client.get("/ui/api/whoami")).json()
     assert me["admin"] is True and me["name"] == "anonymous"
-    assert me["capabilities"] == {"keys": False, "spend": False, "requests": False}
+    assert me["capabilities"] == {"keys": False, "spend": False, "requests": True}
     routes = (await (await client.get("/ui/api/routes")).json())["models"]
     assert {
         "model": "gpt-test",
@@ -144,9 +145,75 @@ async def test_an_open_gateway_shows_routes_and_plugins(make_gateway, upstream):
         "name": "console",
         "version": "0.2.0",
         "distribution": "hookgate",
-        "hooks": ["gateway_config_sections", "gateway_configure_app"],
+        "hooks": ["gateway_config_sections", "gateway_configure_app", "gateway_register_filters"],
         "enabled": True,
     }
+
+
+async def test_recent_requests_say_how_each_ended(make_gateway, upstream, sdk):
+    client = await make_gateway(
+        upstream_config(upstream, **{}) | {"console": {"recent_requests": 2}}
+    )
+    api = sdk(client)
+    await api.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "hi"}]
+    )
+    with pytest.raises(openai.InternalServerError):
+        await api.chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "STATUS:500"}]
+        )
+    stream = await api.chat.completions.create(
+        model="gpt-test",
+        messages=[{"role": "user", "content": "one"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for _ in stream:
+        pass
+    data = (await (await client.get("/ui/api/requests")).json())["data"]
+    assert len(data) == 2  # the latest two, newest first
+    streamed, failed = data
+    assert streamed["status"] == "success" and streamed["stream"] is True
+    assert streamed["model"] == "gpt-test" and streamed["backend"] == "openai:up"
+    assert streamed["key"] == "anonymous" and streamed["input_tokens"] > 0
+    assert streamed["latency_ms"] > 0 and streamed["route"] == "chat_completions"
+    assert failed["status"] == "error" and failed["error"]["status"] == 502
+    assert failed["request_id"] and failed["time"] <= streamed["time"]
+
+
+async def test_no_recent_requests_when_told(make_gateway):
+    client = await make_gateway({"console": {"recent_requests": 0}})
+    me = await (await client.get("/ui/api/whoami")).json()
+    assert me["capabilities"]["requests"] is False
+    assert (await (await client.get("/ui/api/requests")).json())["data"] == []
+
+
+async def test_admin_keys_see_the_admin_views_and_no_playground(make_gateway, upstream, tmp_path):
+    database = {"data_dir": str(tmp_path)}
+    cfg = agents_config(upstream, **KEYS, admin={"keys": ["sk-admin"]}, database=database)
+    client = await make_gateway(cfg)
+    admin = {"Authorization": "Bearer sk-admin"}
+    me = await (await client.get("/ui/api/whoami", headers=admin)).json()
+    assert me["admin"] is True and me["playground"] is False and me["agents"] == []
+    assert me["name"] == "admin"
+    assert me["capabilities"] == {"keys": True, "spend": True, "requests": True}
+    for path in ("/ui/api/routes", "/ui/api/plugins", "/ui/api/requests"):
+        assert (await client.get(path, headers=admin)).status == 200, path
+        assert (await client.get(path, headers=ALL)).status == 403, path
+    # An admin key calls no model; a model key is no admin.
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
+        headers=admin,
+    )
+    assert resp.status == 401
+    assert (await (await client.get("/ui/api/whoami", headers=ALL)).json())["admin"] is False
+    # An open gateway with admin keys: everyone may chat, only the admin key administers.
+    open_ = await make_gateway({"admin": {"keys": ["sk-admin"], "virtual_keys": False}})
+    assert (await (await open_.get("/ui/api/gateway")).json())["auth"] is True
+    assert (await open_.get("/ui/api/routes")).status == 401
+    anyone = await (await open_.get("/ui/api/whoami")).json()
+    assert anyone["playground"] is True and anyone["admin"] is False
 
 
 PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]

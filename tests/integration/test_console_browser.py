@@ -10,6 +10,7 @@ import re
 import sys
 from typing import Any
 
+import openai
 import pytest
 from fakes.openai_upstream import CANCELLED
 from playwright.async_api import Page, expect
@@ -227,11 +228,132 @@ async def test_admin_views_on_an_open_gateway(make_gateway, upstream, open_tab):
     await expect(row).to_contain_text("configure_app")
     await tab.screenshot("plugins")
 
-    for view in ("Keys", "Spend", "Requests"):
+    for view in ("Keys", "Spend"):
         await nav.get_by_role("link", name=view).click()
         body = page.locator(f"#{view.lower()}-body")
         await expect(body).to_contain_text("not configured")
         await tab.screenshot(view.lower())
+
+    # A chat, then a failed one: the Requests view lists both, newest first.
+    await nav.get_by_role("link", name="Chat").click()
+    await page.get_by_label("Message").fill("count me")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#chat-status")).to_contain_text("Done in")
+    await page.get_by_label("Message").fill("STATUS:500")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("#chat-status")).to_have_class(re.compile("error"))
+    tab.errors.remove(next(e for e in tab.errors if "502" in e))  # the failed chat
+    await nav.get_by_role("link", name="Requests").click()
+    rows = page.locator("#requests-body tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0)).to_contain_text("502")
+    await expect(rows.nth(1)).to_contain_text("ok")
+    await expect(rows.nth(1)).to_contain_text("gpt-test")
+    await tab.screenshot("requests")
+
+
+async def test_routes_show_each_targets_circuit_from_health(make_gateway, upstream, open_tab):
+    """/health lists, per model with several targets, each target's circuit: the page puts
+    each beside its target (this gateway's /health is stood in for by the browser)."""
+    client = await make_gateway(console_config(upstream, keys=False))
+    tab = await open_tab(client)
+    page = tab.page
+    targets = [{"target": "up/up-model", "state": "open", "fails": 3, "inflight": 0}]
+    body = {"status": "ok", "version": "0.2.0", "models": {"gpt-test": targets}}
+    await page.route("**/health", lambda route: route.fulfill(json=body))
+    await page.get_by_role("navigation", name="Views").get_by_role("link", name="Routes").click()
+    row = page.locator("#routes-body tbody tr", has=page.locator("code", has_text="gpt-test"))
+    await expect(row).to_contain_text("cooling down")
+    await expect(row).to_contain_text("open")
+    await expect(row).to_contain_text("3 failed")
+    echo = page.locator("#routes-body tbody tr", has=page.locator("code", has_text="echo"))
+    await expect(echo.locator("td").nth(2)).to_have_text("\N{EN DASH}")  # no state reported
+    await tab.screenshot("routes-circuits")
+
+
+ADMIN_KEY = "sk-console-admin"
+
+
+async def test_an_admin_creates_revokes_keys_and_sees_their_spend(
+    make_gateway, upstream, open_tab, sdk, tmp_path
+):
+    cfg = console_config(upstream)
+    cfg["admin"] = {"keys": [ADMIN_KEY]}
+    cfg["database"] = {"data_dir": str(tmp_path)}
+    # USD per million tokens: large, so a few tokens cost cents.
+    cfg["models"]["echo"]["price"] = {"input": 1000, "output": 2000}
+    client = await make_gateway(cfg)
+    tab = await open_tab(client)
+    page = tab.page
+    await page.get_by_label("API key").fill(ADMIN_KEY)
+    await page.get_by_role("button", name="Sign in").click()
+    # An admin key calls no models: the admin views only.
+    await expect(page.get_by_role("heading", name="Routes")).to_be_visible()
+    nav = page.get_by_role("navigation", name="Views")
+    await expect(nav.get_by_role("link", name="Chat")).to_be_hidden()
+    await expect(nav.get_by_role("link", name="Keys")).to_be_visible()
+
+    await nav.get_by_role("link", name="Keys").click()
+    await expect(page.locator("#keys-list")).to_contain_text("No keys yet.")
+    await page.get_by_label("Name").fill("ci-bot")
+    await page.get_by_label("Models").fill("echo, gpt-test")
+    await page.get_by_label("Requests / min").fill("60")
+    await page.get_by_label("Budget / day (USD)").fill("5")
+    await page.get_by_role("button", name="Create key").click()
+    secret_box = page.locator("#new-secret")
+    await expect(secret_box).to_have_text(re.compile(r"^hg-\S+$"))
+    await expect(page.locator("#key-secret")).to_contain_text("not shown again")
+    secret = await secret_box.inner_text()
+    row = page.locator("#keys-list tbody tr", has_text="ci-bot")
+    await expect(row).to_contain_text("echo, gpt-test")
+    await expect(row).to_contain_text("60 req/min")
+    await expect(row).to_contain_text("$5.00/day")
+    await expect(row).to_contain_text(secret[-4:])  # the hint, never the secret
+    await expect(row).not_to_contain_text(secret)
+    await tab.screenshot("keys")
+
+    # The new key works at once, and its requests are priced and kept in the ledger.
+    api = sdk(client, api_key=secret)
+    for text in ("spend one", "spend two"):
+        await api.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": text}], max_tokens=20
+        )
+
+    async def ledger_rows() -> bool:
+        resp = await client.get("/admin/spend", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        return sum(r["requests"] for r in (await resp.json())["data"]) == 2
+
+    await until(ledger_rows, what="two rows in the spend ledger")
+    await page.locator("#key-secret").get_by_role("button", name="Done").click()
+    await expect(secret_box).to_have_count(0)
+
+    await nav.get_by_role("link", name="Spend").click()
+    spend = page.locator("#spend-content")
+    await expect(spend.locator(".facts")).to_contain_text("Requests2")
+    await expect(spend.get_by_role("region", name="Spend by key")).to_contain_text("ci-bot")
+    await expect(spend.get_by_role("region", name="Spend by model")).to_contain_text("echo")
+    bars = spend.locator("svg.chart rect.bar")
+    await expect(bars).to_have_count(30)
+    heights = await bars.evaluate_all("bars => bars.map(b => Number(b.getAttribute('height')))")
+    assert heights[-1] > 0 and heights[:-1] == [0] * 29  # all of it today
+    await tab.screenshot("spend")
+
+    await nav.get_by_role("link", name="Requests").click()
+    request_rows = page.locator("#requests-body tbody tr")
+    await expect(request_rows).to_have_count(2)
+    await expect(request_rows.first).to_contain_text("ci-bot")
+    await expect(request_rows.first).to_contain_text("$0.")
+
+    await nav.get_by_role("link", name="Keys").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    await row.get_by_role("button", name="Revoke ci-bot").click()
+    await expect(page.locator("#keys-list")).to_contain_text("No keys yet.")
+    with pytest.raises(openai.AuthenticationError):
+        await api.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "x"}], max_tokens=20
+        )
+    await page.get_by_label("Show revoked keys").check()
+    await expect(page.locator("#keys-list tbody tr", has_text="ci-bot")).to_contain_text("revoked")
 
 
 async def test_keyboard_only_and_a_narrow_screen(make_gateway, upstream, open_tab):

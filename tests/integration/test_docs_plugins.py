@@ -445,8 +445,12 @@ async def test_webhook_verifier_checks_signatures_and_routes_events(make_gateway
     assert first.status == 202
     again = await client.post("/webhooks/acme", data=body, headers=headers)
     assert again.status == 200 and (await again.json())["status"] == "duplicate"
+    # a captured delivery re-sent under a new delivery id: the same signed content, a replay
+    replay = {**headers, "X-Acme-Delivery": "forged"}
+    resp = await client.post("/webhooks/acme", data=body, headers=replay)
+    assert resp.status == 200 and (await resp.json())["runs"] == []
     rotated = await client.post(
-        "/webhooks/acme", data=body, headers=acme_headers(body, "old-secret")
+        "/webhooks/acme", data=body, headers=acme_headers(body, "old-secret", time.time() + 1)
     )
     assert rotated.status == 202  # either secret of a rotation is accepted
     await until(lambda: len(calls) == 2)

@@ -256,7 +256,9 @@ async def test_only_filters_that_override_on_end_are_on_the_path(make_gateway):
             return None
 
     ends = Ends()
-    client = await make_gateway(ECHO, plugins=[filters_plugin(ro=RequestOnly(), ends=ends)])
+    # The console's list of recent requests is an end hook of its own: left out here.
+    cfg = {**ECHO, "console": {"recent_requests": 0}}
+    client = await make_gateway(cfg, plugins=[filters_plugin(ro=RequestOnly(), ends=ends)])
     pipeline = client.server.app[GATEWAY].pipeline
     assert [hook.__self__ for hook in pipeline.end_hooks] == [ends]
     # An end hook does not rewrite streams: same-protocol relays stay on.

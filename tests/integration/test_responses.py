@@ -203,10 +203,8 @@ async def test_request_fields_are_translated(gateway, upstream, sdk):
     }
 
 
-async def test_stored_state_is_refused_clearly(gateway, sdk):
+async def test_conversations_are_refused_clearly(gateway, sdk):
     with pytest.raises(openai.BadRequestError) as caught:
-        await sdk(gateway).responses.create(
-            model="echo", input="hi", previous_response_id="resp_123"
-        )
-    assert caught.value.body["param"] == "previous_response_id"
-    assert "whole conversation" in caught.value.message
+        await sdk(gateway).responses.create(model="echo", input="hi", conversation="conv_123")
+    assert caught.value.body["param"] == "conversation"
+    assert "previous_response_id" in caught.value.message

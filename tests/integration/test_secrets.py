@@ -228,8 +228,7 @@ async def test_no_secret_reaches_a_client_or_a_log(aiohttp_server, tmp_path):
             for path in ("/agui/ws", "/health", "/v1/models"):
                 async with http.get(f"{gw.url}{path}?token={CLIENT_KEY}&x=1") as resp:
                     await resp.read()
-        gw.wait_log("/v1/models?token=")
+        gw.wait_log("GET /v1/models")  # the access log's line for the last request
     _assert_clean(gw.output, "the log")
-    assert "token=[redacted]" in gw.output
     # The gateway's own words said what it could: refused credentials, context-length limits.
     assert {"STATUS:401", "STATUS:403", "context"} <= set(shown)

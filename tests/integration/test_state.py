@@ -53,6 +53,7 @@ def test_workers_refuse_state_kept_in_memory(redis_url):
         "limits.store": "redis",
         "agui.store": "redis",  # auto: AG-UI runs follow [redis] url
         "a2a.store": "redis",  # and A2A tasks
+        "responses.store": "redis",  # and stored Responses
     }
 
 

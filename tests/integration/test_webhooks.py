@@ -320,6 +320,96 @@ async def test_github_event_and_action_route_to_an_agent(make_gateway):
     assert resp.status == 401
 
 
+async def test_signed_content_replayed_under_new_ids_runs_once_across_instances(
+    make_gateway, redis_url, redis_prefix
+):
+    """A captured GitHub delivery re-sent with a fresh X-GitHub-Delivery (not signed), and a
+    Slack slash command (no trigger_id) re-sent as it was, to a second instance through Redis:
+    acknowledged, never run again. A new delivery of other content still runs."""
+    cfg = {
+        "webhooks": {
+            "github": {"verifier": "github", "secret": "gh-secret"},
+            "slack": {"verifier": "slack", "secret": SLACK_SECRET},
+        },
+        "redis": {"url": redis_url, "prefix": redis_prefix},
+    }
+    apps, calls = [], []
+    for _ in range(2):
+        hooks = WebhookRouter()
+        calls.append((recorder(hooks, "github.issues.*"), recorder(hooks, "slack.slash_command")))
+        apps.append(await make_gateway(cfg, plugins=[hooks]))
+    one, two = apps
+    body = orjson.dumps({"action": "opened", "issue": {"number": 8, "title": "Replay me"}})
+    first = await one.post(
+        "/webhooks/github", data=body, headers=github_headers(body, "issues", "gh-secret")
+    )
+    assert first.status == 202
+    for client in (one, two, two):
+        replay = await client.post(
+            "/webhooks/github", data=body, headers=github_headers(body, "issues", "gh-secret")
+        )
+        assert replay.status == 200, await replay.text()
+        assert await replay.json() == {
+            "status": "duplicate",
+            "event": "issues.opened",
+            "id": replay.request_info.headers["X-GitHub-Delivery"],
+            "runs": [],
+        }
+    # every refused replay left its delivery id unrecorded: the genuine delivery of that id
+    # (another body) still runs
+    other = body.replace(b"Replay me", b"Fresh")
+    fresh = await two.post(
+        "/webhooks/github",
+        data=other,
+        headers=github_headers(
+            other, "issues", "gh-secret", replay.request_info.headers["X-GitHub-Delivery"]
+        ),
+    )
+    assert fresh.status == 202
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    command = b"command=%2Fdeploy&text=api+prod&user_id=U2"  # no trigger_id
+    signed = {**slack_headers(command), **form}
+    assert (await one.post("/webhooks/slack", data=command, headers=signed)).status == 202
+    for client in (two, one):
+        replay = await client.post("/webhooks/slack", data=command, headers=signed)
+        assert replay.status == 200 and (await replay.json())["status"] == "duplicate"
+    # the same command typed again a second later is signed anew: it runs
+    again = {**slack_headers(command, at=time.time() + 1), **form}
+    assert (await two.post("/webhooks/slack", data=command, headers=again)).status == 202
+
+    await until(lambda: sum(len(g) + len(s) for g, s in calls) == 4)
+    github = [p["issue"]["title"] for g, _ in calls for p, _ in g]
+    assert sorted(github) == ["Fresh", "Replay me"]
+    assert sum(len(s) for _, s in calls) == 2
+    replays = [
+        await metric(c, "hookgate_webhook_requests_total", webhook=w, outcome="replay")
+        for c in (one, two)
+        for w in ("github", "slack")
+    ]
+    assert sum(replays) == 5
+
+
+async def test_replay_of_a_slash_command_without_trigger_id_in_memory(make_gateway):
+    hooks = WebhookRouter()
+    calls = recorder(hooks, "slack.slash_command")
+    client = await make_gateway(
+        {"webhooks": {"slack": {"verifier": "slack", "secret": SLACK_SECRET}}}, plugins=[hooks]
+    )
+    command = b"command=%2Fdeploy&text=api+prod"
+    signed = {**slack_headers(command), "Content-Type": "application/x-www-form-urlencoded"}
+    assert (await client.post("/webhooks/slack", data=command, headers=signed)).status == 202
+    replay = await client.post("/webhooks/slack", data=command, headers=signed)
+    assert replay.status == 200 and (await replay.json())["status"] == "duplicate"
+    # once the signed timestamp is outside the tolerance, the signature itself is refused
+    stale = {**slack_headers(command, at=time.time() - 301), **signed}
+    stale["X-Slack-Request-Timestamp"] = str(int(time.time() - 301))
+    assert (await client.post("/webhooks/slack", data=command, headers=stale)).status == 401
+    await until(lambda: calls)
+    assert len(calls) == 1
+    assert await metric(client, "hookgate_webhook_requests_total", outcome="replay") == 1
+
+
 # --- Standard Webhooks ---------------------------------------------------------------------------
 
 

@@ -56,5 +56,7 @@ class Tab:
     async def screenshot(self, name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
+        # From the top: a full-page shot of a scrolled page draws the sticky bar mid-page.
+        await self.page.evaluate("window.scrollTo(0, 0)")
         await self.page.screenshot(path=path, full_page=True)
         return path

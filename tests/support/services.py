@@ -1,13 +1,16 @@
-"""Local services the integration tests use: Redis and NATS, the shared ones on their standard
-ports when they answer, else servers of the test run's own on free ports."""
+"""Local services the integration tests use: Redis, NATS and PostgreSQL, the shared ones on their
+standard ports when they answer, else servers of the test run's own on free ports."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 from support.processes import free_port
 from support.waiting import wait_until
@@ -70,6 +73,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a test may have frozen it (SIGSTOP)
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
@@ -99,3 +103,91 @@ def nats_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+SHARED_POSTGRES_PORT = 5432
+
+
+def postgres_answers(port: int) -> bool:
+    """Whether a PostgreSQL server on 127.0.0.1:``port`` accepts the ``postgres`` user without
+    a password (trust authentication, as the test machines set it up)."""
+    psql = shutil.which("psql")
+    if psql is None:
+        return False
+    try:
+        done = subprocess.run(
+            [psql, *_psql_target(port), "-tAc", "SELECT 1"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == b"1"
+
+
+def _psql_target(port: int) -> list[str]:
+    return ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-w"]
+
+
+def psql(port: int, sql: str) -> None:
+    """Run ``sql`` as the ``postgres`` user (creating and dropping test databases)."""
+    done = subprocess.run(
+        ["psql", *_psql_target(port), "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"psql {sql!r} failed: {done.stderr.decode(errors='replace')}")
+
+
+def _postgres_binary(name: str) -> str:
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (folder / name).exists():
+            return str(folder / name)
+    found = shutil.which(name)
+    if found is None:
+        raise AssertionError(f"{name} is not installed (scripts/test installs postgresql)")
+    return found
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of the test run's own (``initdb`` in a temporary folder, trust
+    authentication) on a free port. PostgreSQL refuses to run as root, so as root it runs as the
+    ``postgres`` user the Debian package creates."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(folder, "postgres")
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run(
+            [*self.as_user, *command], capture_output=True, timeout=120, check=False
+        )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            raise AssertionError(f"{command[0]} failed: {output}")
+
+    def start(self) -> None:
+        self._run(
+            _postgres_binary("initdb"),
+            *("-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"),
+        )
+        self._run(
+            _postgres_binary("pg_ctl"),
+            *("-D", str(self.data), "-l", str(self.folder / "log"), "-w", "start"),
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+        )
+        wait_until(lambda: postgres_answers(self.port), 30, f"PostgreSQL on port {self.port}")
+
+    def stop(self) -> None:
+        self._run(_postgres_binary("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")

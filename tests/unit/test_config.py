@@ -151,7 +151,7 @@ def test_bad_values_are_reported_with_their_path():
         "backends.local.base_url: not a URL: 'localhost:11434'",
         "backends.local.timeout: not a duration: 'x'",
         "backends.local: unknown key 'extra'",
-        "backends.odd.kind: unknown backend kind 'teleport' (known: anthropic, echo, openai)",
+        "backends.odd.kind: unknown backend kind 'teleport' (known: anthropic, echo, openai, openai_responses)",
         "models.n: unknown key 'colour'",
         "models.m.backend: no backend named 'missing'",
         "sessionz: unknown section (no enabled plugin provides [sessionz])",
@@ -180,3 +180,42 @@ def test_strict_types():
     errors = _errors({"server": {"port": "8000", "access_log": "yes"}})
     assert "server.port: not a port number (0-65535)" in errors
     assert "server.access_log: expected true or false, got the string 'yes'" in errors
+
+
+def test_hookgate_api_key_adds_a_key_beside_the_files():
+    keys = [{"name": "ci", "key": "sk-ci", "models": ["echo"]}, "sk-plain"]
+    cfg = _load({"auth": {"keys": keys}}, env={"HOOKGATE_API_KEY": "sk-env"})
+    held = [(k.name, k.key) for k in cfg.section("auth").keys]
+    assert [key for _, key in held] == ["sk-ci", "sk-plain", "sk-env"]
+    # the file's own "${HOOKGATE_API_KEY}" is that key, not a second copy of it
+    data = {"auth": {"keys": ["${HOOKGATE_API_KEY}", {"name": "ci", "key": "sk-ci"}]}}
+    cfg = _load(data, env={"HOOKGATE_API_KEY": "sk-env"})
+    assert [k.key for k in cfg.section("auth").keys] == ["sk-env", "sk-ci"]
+    assert [k.key for k in _load({}, env={"HOOKGATE_API_KEY": "sk-env"}).section("auth").keys] == [
+        "sk-env"
+    ]
+
+
+def test_a_glob_route_that_can_never_match_is_refused():
+    backends = {"b": {"kind": "echo"}}
+    models = {"gpt-4o": {"backend": "b"}, "*": {"backend": "b"}, "gpt-*": {"backend": "b"}}
+    assert _errors({"backends": backends, "models": models}) == [
+        "models.gpt-*: this route can never match: '*', listed before it, takes every model "
+        "name it would (globs are tried in file order; list 'gpt-*' first)"
+    ]
+    models = {"gpt-*": {"backend": "b"}, "gpt-4*": {"backend": "b"}, "claude-*": {"backend": "b"}}
+    [error] = _errors({"backends": backends, "models": models})
+    assert error.startswith("models.gpt-4*: this route can never match: 'gpt-*'")
+    # specific first, then broader: every route can match
+    fine = {"gpt-4*": {"backend": "b"}, "gpt-*": {"backend": "b"}, "*": {"backend": "b"}}
+    assert list(_load({"backends": backends, "models": fine}).models) == ["gpt-4*", "gpt-*", "*"]
+    # a glob that is not a prefix pattern proves nothing about later ones: no error
+    other = {"gpt-?o": {"backend": "b"}, "gpt-4*": {"backend": "b"}}
+    assert list(_load({"backends": backends, "models": other}).models) == ["gpt-?o", "gpt-4*"]
+
+
+def test_access_log_format_is_text_or_json():
+    assert _load({"server": {"access_log_format": "json"}}).server.access_log_format == "json"
+    assert _errors({"server": {"access_log_format": "xml"}}) == [
+        "server.access_log_format: expected one of text, json"
+    ]

@@ -29,6 +29,26 @@ def test_github_documented_test_vector():
         verifier.verify(b"Hello, World?", headers, time.time())
 
 
+def test_signed_content_is_remembered_while_a_replay_could_pass():
+    """Timestamped schemes: twice the tolerance (a timestamp may be off either way); GitHub
+    signs no time, so its signed bodies are remembered as long as delivery ids."""
+    from gateway.triggers.webhooks.hmac_sha256 import HmacVerifier
+    from gateway.triggers.webhooks.slack import SlackVerifier
+
+    def config(verifier: str, **extra: Any) -> WebhookConfig:
+        return WebhookConfig(verifier=verifier, secret=("s",), tolerance=60.0, **extra)  # type: ignore[arg-type]
+
+    assert SlackVerifier(config("slack")).replay_window() == 120.0
+    assert GitHubVerifier(config("github")).replay_window() == 86400.0
+    timed = HmacVerifier(config("hmac-sha256", header="x-sig", timestamp_header="x-ts"))
+    assert timed.replay_window() == 120.0
+    untimed = HmacVerifier(config("hmac-sha256", header="x-sig"))
+    assert untimed.replay_window() == 86400.0
+    headers = CIMultiDict({"x-ts": "1700000000", "x-sig": "ignored"})
+    assert timed.signed(b"{}", headers) == b"1700000000.{}"
+    assert untimed.signed(b"{}", headers) == b"{}"
+
+
 @pytest.mark.parametrize(
     ("webhook", "message"),
     [

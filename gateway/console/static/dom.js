@@ -14,6 +14,18 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+// An SVG element: presentation attributes only (no style attribute: the CSP forbids inline styles).
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) el.setAttribute(name, String(value));
+  }
+  append(el, children);
+  return el;
+}
+
 export function append(el, children) {
   for (const child of children.flat()) {
     if (child === null || child === undefined || child === false) continue;

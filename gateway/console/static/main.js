@@ -29,10 +29,15 @@ function show(name) {
   document.title = `${title ? title.textContent : "Sign in"} · hookgate console`;
 }
 
+function allowed(name) {
+  const me = session.me;
+  return name in VIEWS && (ADMIN.has(name) ? me.admin : me.playground);
+}
+
 function route() {
   if (!session.me) return signInView();
   let name = location.hash.slice(1) || "chat";
-  if (!(name in VIEWS) || (ADMIN.has(name) && !session.me.admin)) name = "chat";
+  if (!allowed(name)) name = session.me.playground ? "chat" : "routes";
   show(name);
   const load = VIEWS[name];
   if (load) load();
@@ -67,11 +72,16 @@ function enter() {
   const me = session.me;
   $("nav").hidden = false;
   for (const el of document.querySelectorAll("[data-admin]")) el.hidden = !me.admin;
+  // An admin key of the admin API calls no models: the playground is for model keys.
+  for (const el of document.querySelectorAll("[data-playground]")) el.hidden = !me.playground;
+  document.querySelector(".nav-sep").hidden = !(me.admin && me.playground);
   $("who").hidden = false;
-  $("who-name").textContent = me.auth ? `${me.name}${me.admin ? " · admin" : ""}` : "open gateway";
+  $("who-name").textContent = me.auth ? `${me.name}${me.admin && me.playground ? " · admin" : ""}` : "open gateway";
   $("sign-out").hidden = !me.auth;
-  loadModels();
-  loadAgents();
+  if (me.playground) {
+    loadModels();
+    loadAgents();
+  }
   route();
   $("main").focus();
 }

@@ -3,25 +3,32 @@
 Routes (cards are public; the JSON-RPC endpoints need a key when keys are configured):
 
 - ``GET /.well-known/agent-card.json`` and ``GET /a2a/{agent}/.well-known/agent-card.json``: the
-  gateway's card (its agents as skills) and each agent's card; 1.0 for clients that send
-  ``A2A-Version: 1.0``, a card 0.3 clients read too otherwise. ``.../agent.json``: the 0.3 card.
+  gateway's card (its agents as skills) and each agent's card, in the version the request's
+  ``A2A-Version`` names (1.0 without one); ``.../agent.json``: the 0.3 card. Cards carry
+  ``Cache-Control: max-age``, an ``ETag`` and ``Last-Modified``, and answer conditional requests
+  with 304.
 - ``POST /a2a/{agent}``: JSON-RPC 2.0 for that agent; ``POST /a2a``: the same for any agent of
-  the gateway (``metadata.agent`` names it when there are several).
+  the gateway (``metadata.agent`` names it when there are several). A trailing slash is
+  tolerated; any other path under ``/a2a`` is a JSON-RPC 404.
 
 Methods: SendMessage, SendStreamingMessage (SSE), GetTask, ListTasks, CancelTask,
 SubscribeToTask (protocol 1.0), and message/send, message/stream, tasks/get, tasks/cancel,
 tasks/resubscribe (0.3). The ``A2A-Version`` header picks the version (none: 0.3); a request
-without the header may also use 1.0 method names, which no 0.3 client sends.
+without the header may also use 1.0 method names, which no 0.3 client sends. A 0.3 streaming
+method that fails before its stream starts answers an event stream carrying the error, which is
+what 0.3 clients read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -87,6 +94,9 @@ class A2AConfig:
     max_task_events: Count = Count(100_000)
     #: Messages of earlier completed tasks of the same contextId the agent sees; 0: none.
     context_messages: NonNegative = NonNegative(50)
+    #: How long clients and caches may keep a card before asking again (``Cache-Control:
+    #: max-age``); they may revalidate it with its ``ETag`` or ``Last-Modified``.
+    card_max_age: Duration = Duration(300.0)
     #: How long CancelTask waits for the run to stop before answering with the task as it is.
     cancel_timeout: Duration = Duration(10.0)
     #: A client that accepts no data for this long is disconnected (the task goes on).
@@ -108,6 +118,10 @@ class A2AConfig:
 Handler = Callable[[jsonrpc.Call], Awaitable[web.StreamResponse]]
 _HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
+#: The 0.3 methods whose answer is an event stream.
+_STREAMING_03 = frozenset({"message/stream", "tasks/resubscribe"})
+SSE_TYPE = "text/event-stream"
+
 
 class A2AProtocol(ProtocolAdapter):
     name = "a2a"
@@ -122,6 +136,8 @@ class A2AProtocol(ProtocolAdapter):
             from gateway import ConfigError
 
             raise ConfigError([f"a2a.public_url: not a URL: {cfg.public_url!r}"])
+        #: Cards change only with the configuration: this instance's start is their date.
+        self.cards_modified = int(time.time())
         self.service = TaskService(
             gateway,
             store=cfg.store,
@@ -171,8 +187,10 @@ class A2AProtocol(ProtocolAdapter):
                     protocol=self,
                     auth=False,
                 )
-        add("POST", "/a2a", self.rpc, name="a2a", protocol=self)
-        add("POST", "/a2a/{agent}", self.rpc, name="a2a", protocol=self)
+        for path in ("/a2a", "/a2a/", "/a2a/{agent}", "/a2a/{agent}/"):
+            add("POST", path, self.rpc, name="a2a", protocol=self)
+        for path in ("/a2a", "/a2a/{agent}", "/a2a/{agent}/{rest:.*}"):
+            add("*", path, self.no_endpoint, name="a2a", protocol=self, auth=False)
         app.cleanup_ctx.append(self._lifespan)
 
     async def _lifespan(self, app: web.Application) -> AsyncIterator[None]:
@@ -190,6 +208,14 @@ class A2AProtocol(ProtocolAdapter):
         if err.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="hookgate"'
         return resp
+
+    async def no_endpoint(self, request: web.Request) -> web.Response:
+        """Any other request under ``/a2a``: a JSON-RPC error, never a plain 404."""
+        raise NotFound(
+            f"No A2A endpoint at {request.method} {request.path}: agents answer JSON-RPC at "
+            "POST /a2a/<agent>, their cards at /a2a/<agent>/.well-known/agent-card.json.",
+            code="not_found",
+        )
 
     # -- cards
 
@@ -223,11 +249,8 @@ class A2AProtocol(ProtocolAdapter):
     def _card_handler(self, legacy: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             agent = self._agent(request)
-            if legacy:
-                form = V03
-            else:
-                header = request.headers.get("A2A-Version")
-                form = V1 if header and version_of(header) == V1 else "hybrid"
+            header = request.headers.get("A2A-Version")
+            form = V03 if legacy or (header and version_of(header) == V03) else V1
             base = self._base(request)
             secured = self.gateway.auth_enabled
             agents = self._agents(request)
@@ -246,13 +269,28 @@ class A2AProtocol(ProtocolAdapter):
                     form=form,
                     agent_url=lambda name: _url(base, name),
                 )
-            return web.Response(
-                body=orjson.dumps(body),
-                content_type="application/json",
-                headers={"Vary": "A2A-Version", "Cache-Control": "no-cache"},
-            )
+            return self._card_response(request, orjson.dumps(body))
 
         return handler
+
+    def _card_response(self, request: web.Request, data: bytes) -> web.Response:
+        """A card with its cache headers, or 304 when the client's copy is current."""
+        etag = hashlib.sha256(data).hexdigest()[:32]
+        headers = {
+            "Vary": "A2A-Version",
+            "Cache-Control": f"public, max-age={int(self.config.card_max_age)}",
+            "ETag": f'"{etag}"',
+            "Last-Modified": formatdate(self.cards_modified, usegmt=True),
+        }
+        matches = request.if_none_match
+        if matches is not None:
+            fresh = any(m.value in (etag, "*") for m in matches)
+        else:
+            since = request.if_modified_since
+            fresh = since is not None and since.timestamp() >= self.cards_modified
+        if fresh:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=data, content_type="application/json", headers=headers)
 
     # -- JSON-RPC
 
@@ -262,17 +300,24 @@ class A2AProtocol(ProtocolAdapter):
         header = request.headers.get("A2A-Version")
         version = version_of(header) or V1
         rid: Any = None
+        method: str | None = None
         try:
             body = await jsonrpc.read_request(request)
             if isinstance(body, dict) and jsonrpc.valid_id(body.get("id")):
                 rid = body.get("id")
+                if isinstance(body.get("method"), str):
+                    method = body["method"]
             method, params = jsonrpc.envelope(body)
             version, handler = self._method(method, header)
             return await handler(jsonrpc.Call(request, ex, agent, rid, version, params))
         except GatewayError as err:
             if err.status >= 500:
                 log.warning("A2A call failed (request %s): %s", ex.request_id, err.message)
-            return jsonrpc.json_reply(jsonrpc.error_response(rid, err, version))
+            error = jsonrpc.error_response(rid, err, version)
+            if method in _STREAMING_03 and version != V1:
+                # 0.3 clients read a streaming method's answer as an event stream, errors too
+                return web.Response(body=b"data: " + error + b"\n\n", content_type=SSE_TYPE)
+            return jsonrpc.json_reply(error)
         except web.HTTPException:
             raise
         except Exception:

@@ -1,15 +1,15 @@
 """Agent cards: the ones this gateway publishes, and reading the ones remote agents publish.
 
-Each agent gets a card, and the gateway one listing its agents as skills. A card comes in three
-forms, for the clients of each protocol version:
+Each agent gets a card, and the gateway one listing its agents as skills. A card comes in the
+form of the protocol version asked for, each valid against that version's schema:
 
-- **1.0** (``/.well-known/agent-card.json`` asked with ``A2A-Version: 1.0``): ``supportedInterfaces``
-  naming the JSON-RPC url for 1.0 and for 0.3, security schemes in 1.0's shape.
-- **hybrid** (the same path asked without the header, or for 0.x, as 0.3 clients ask): the 1.0
-  card plus 0.3's top-level ``url``, ``preferredTransport`` and ``protocolVersion``, with security
-  schemes in 0.3's shape, so that both generations of clients read it.
-- **0.3** (``/.well-known/agent.json``, where 0.2 and 0.3 clients looked first): 0.3 fields only,
-  so a 1.x client that reads it talks 0.3.
+- **1.0** (``/.well-known/agent-card.json`` asked without ``A2A-Version`` or with 1.x):
+  ``supportedInterfaces`` naming the JSON-RPC url for 1.0 and for 0.3, security schemes in
+  1.0's shape;
+- **0.3** (the same path asked with ``A2A-Version: 0.3``, and ``/.well-known/agent.json``, where
+  0.2 and 0.3 clients looked first): 0.3's ``url``, ``preferredTransport`` and
+  ``protocolVersion``, security schemes in 0.3's (OpenAPI) shape, so a 1.x client that reads it
+  talks 0.3.
 
 The gateway card carries an extension (:data:`AGENTS_EXTENSION`) listing each agent's card, so
 :class:`~gateway.protocols.a2a.client.A2AClient` can discover them.
@@ -116,17 +116,17 @@ def card(
     form: str,
     extensions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A card in ``form`` ``"1.0"``, ``"hybrid"`` or ``"0.3"`` (see the module's docstring)."""
+    """A card in ``form`` ``"1.0"`` or ``"0.3"`` (see the module's docstring)."""
     capabilities: dict[str, Any] = {"streaming": True, "pushNotifications": False}
     if extensions:
         capabilities["extensions"] = extensions
     out: dict[str, Any] = {"name": name, "description": description, "version": version}
-    if form != V03:
+    if form == V1:
         out["supportedInterfaces"] = [
             {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": V1},
             {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": V03},
         ]
-    if form != V1:
+    else:
         out["url"] = url
         out["preferredTransport"] = "JSONRPC"
         out["protocolVersion"] = "0.3.0"

@@ -19,22 +19,32 @@ from gateway.protocols.openai.embeddings import decode_response as decode_embedd
 from gateway.protocols.openai.embeddings import encode_request as encode_embedding_request
 from gateway.protocols.openai.embeddings import encode_response as encode_embedding_response
 from gateway.protocols.openai.embeddings import texts as embedding_inputs
+from gateway.protocols.openai.responses import PROTOCOL as RESPONSES_PROTOCOL
+from gateway.protocols.openai.responses_upstream import StreamParser as ResponsesStreamParser
+from gateway.protocols.openai.responses_upstream import decode_response as decode_responses_response
+from gateway.protocols.openai.responses_upstream import encode_request as encode_responses_request
+from gateway.protocols.openai.responses_upstream import stream_error as responses_stream_error
 
 __all__ = [
     "DONE",
     "PROTOCOL",
+    "RESPONSES_PROTOCOL",
     "ChatStreamParser",
     "ChunkEncoder",
+    "ResponsesStreamParser",
     "chat_stream_error",
     "decode_chat_request",
     "decode_chat_response",
     "decode_embedding_request",
     "decode_embedding_response",
+    "decode_responses_response",
     "embedding_inputs",
     "encode_chat_request",
     "encode_chat_response",
     "encode_embedding_request",
     "encode_embedding_response",
     "encode_messages",
+    "encode_responses_request",
     "error_body",
+    "responses_stream_error",
 ]

@@ -2,9 +2,17 @@
 out.
 
 Every request is translated through the canonical model, so any backend can answer it. The
-gateway keeps no responses: ``previous_response_id`` and ``conversation`` are refused with a
-clear 400 (send the whole conversation in ``input``), and hosted tools (web search, file search,
-...) are dropped, logged at debug, since no backend here runs them.
+decoder here is pure: ``previous_response_id`` and item references are resolved by the adapter
+from the response store (``responses_state``) before it runs. ``conversation`` is refused with a
+clear 400; hosted tools (web search, file search, ...) are dropped, logged at debug, since no
+backend here runs them.
+
+Custom tools (free-form input) become function tools with one string argument, ``input``;
+Codex's ``namespace`` tools become function tools named ``<namespace>__<name>``; the answer's
+calls go back to the client as ``custom_tool_call`` items and namespaced ``function_call``
+items. An ``openai_responses`` backend receives all of them as the client sent them.
+``input_file`` parts have no translation: :func:`file_part` finds them, for the adapter to
+refuse them when the model's backend does not speak the Responses API.
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import attrs
+import orjson
 
 from gateway import (
     JSON,
@@ -67,13 +78,18 @@ def decode_request(body: Any) -> ChatRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string.", param="model")
-    for key in ("previous_response_id", "conversation"):
-        if body.get(key) is not None:
-            raise BadRequest(
-                f"'{key}' is not supported: this gateway stores no responses; send the whole "
-                "conversation in 'input'.",
-                param=key,
-            )
+    if body.get("conversation") is not None:
+        raise BadRequest(
+            "'conversation' is not supported: use 'previous_response_id', or send the whole "
+            "conversation in 'input'.",
+            param="conversation",
+        )
+    if body.get("previous_response_id") is not None:
+        raise BadRequest(
+            "'previous_response_id' is not supported: this gateway keeps no responses "
+            "([responses] store = \"off\"); send the whole conversation in 'input'.",
+            param="previous_response_id",
+        )
     messages: list[Message] = []
     instructions = body.get("instructions")
     if instructions is not None:
@@ -131,17 +147,26 @@ def _decode_item(item: Any, at: str, out: list[Message]) -> None:
                 param=f"{at}.role",
             )
         out.append(Message(role, _decode_content(item.get("content"), f"{at}.content")))
-    elif kind == "function_call":
+    elif kind in ("function_call", "custom_tool_call"):
         call_id, name = item.get("call_id"), item.get("name")
         if not isinstance(call_id, str) or not isinstance(name, str):
             raise BadRequest(f"'{at}' needs a 'call_id' and a 'name'.", param=at)
-        args = item.get("arguments")
+        namespace = item.get("namespace")
+        if isinstance(namespace, str) and namespace:
+            name = flat_name(namespace, name)
+        if kind == "custom_tool_call":
+            given = item.get("input")
+            if not isinstance(given, str):
+                raise BadRequest(f"'{at}.input' must be a string.", param=f"{at}.input")
+            args: Any = orjson.dumps({"input": given}).decode()
+        else:
+            args = item.get("arguments")
         call = ToolCallPart(call_id, name, args if isinstance(args, str) else "{}")
         if out and out[-1].role == "assistant":
             out[-1].parts.append(call)
         else:
             out.append(Message("assistant", [call]))
-    elif kind == "function_call_output":
+    elif kind in ("function_call_output", "custom_tool_call_output"):
         call_id, output = item.get("call_id"), item.get("output")
         if not isinstance(call_id, str):
             raise BadRequest(f"'{at}.call_id' is required.", param=f"{at}.call_id")
@@ -149,7 +174,8 @@ def _decode_item(item: Any, at: str, out: list[Message]) -> None:
         out.append(Message("tool", [ToolResultPart(call_id, result)]))
     elif kind == "item_reference":
         raise BadRequest(
-            f"'{at}': item references are not supported (this gateway stores no items).",
+            f"'{at}': item references are not supported: this gateway keeps no responses "
+            '([responses] store = "off"); send the item itself.',
             param=at,
         )
     else:
@@ -180,25 +206,66 @@ def _decode_tools(tools: Any) -> list[Tool] | None:
         return None
     if not isinstance(tools, list):
         raise BadRequest("'tools' must be an array.", param="tools")
-    out = []
+    out: list[Tool] = []
     for i, t in enumerate(tools):
-        if not isinstance(t, dict):
-            raise BadRequest(f"'tools[{i}]' must be an object.", param=f"tools[{i}]")
-        if t.get("type") != "function":
-            log.debug("dropping a %r tool: no backend here runs hosted tools", t.get("type"))
+        if isinstance(t, dict) and t.get("type") == "namespace":
+            namespace, children = t.get("name"), t.get("tools")
+            if not isinstance(namespace, str) or not namespace:
+                raise BadRequest(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
+            if not isinstance(children, list):
+                raise BadRequest(f"'tools[{i}].tools' must be an array.", param=f"tools[{i}].tools")
+            for j, child in enumerate(children):
+                tool = _decode_tool(child, f"tools[{i}].tools[{j}]")
+                if tool is not None:
+                    out.append(attrs.evolve(tool, name=flat_name(namespace, tool.name)))
             continue
-        if not isinstance(t.get("name"), str) or not t["name"]:
-            raise BadRequest(f"'tools[{i}].name' is required.", param=f"tools[{i}].name")
-        params = t.get("parameters")
-        out.append(
-            Tool(
-                t["name"],
-                t.get("description"),
-                params if isinstance(params, dict) else None,
-                t.get("strict") if isinstance(t.get("strict"), bool) else None,
-            )
-        )
+        tool = _decode_tool(t, f"tools[{i}]")
+        if tool is not None:
+            out.append(tool)
     return out or None
+
+
+def _decode_tool(t: Any, at: str) -> Tool | None:
+    if not isinstance(t, dict):
+        raise BadRequest(f"'{at}' must be an object.", param=at)
+    kind = t.get("type")
+    if kind not in ("function", "custom"):
+        log.debug("dropping a %r tool: no backend here runs hosted tools", kind)
+        return None
+    if not isinstance(t.get("name"), str) or not t["name"]:
+        raise BadRequest(f"'{at}.name' is required.", param=f"{at}.name")
+    description = t.get("description") if isinstance(t.get("description"), str) else None
+    if kind == "custom":
+        return Tool(t["name"], description, _custom_parameters(t.get("format")))
+    params = t.get("parameters")
+    return Tool(
+        t["name"],
+        description,
+        params if isinstance(params, dict) else None,
+        t.get("strict") if isinstance(t.get("strict"), bool) else None,
+    )
+
+
+def _custom_parameters(fmt: Any) -> dict[str, JSON]:
+    """A custom tool's free-form input as a function's one string argument; a grammar, when the
+    tool has one, is told to the model in the argument's description."""
+    about = "The tool's input, as free-form text."
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+        about = (
+            f"The tool's input: text in the {fmt.get('syntax', 'lark')} grammar below.\n"
+            f"{fmt.get('definition', '')}"
+        )
+    return {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": about}},
+        "required": ["input"],
+        "additionalProperties": False,
+    }
+
+
+def flat_name(namespace: str, name: str) -> str:
+    """The function name a namespaced tool has for backends that know no namespaces."""
+    return f"{namespace}__{name}"
 
 
 def _decode_tool_choice(choice: Any) -> ToolChoice | None:
@@ -206,7 +273,7 @@ def _decode_tool_choice(choice: Any) -> ToolChoice | None:
         return None
     if choice in ("auto", "none", "required"):
         return ToolChoice(choice)
-    if isinstance(choice, dict) and choice.get("type") == "function":
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
         if isinstance(choice.get("name"), str):
             return ToolChoice("tool", choice["name"])
         raise BadRequest("'tool_choice.name' is required.", param="tool_choice.name")
@@ -222,6 +289,20 @@ def _response_format(text: Any) -> dict[str, JSON] | None:
         spec = {k: v for k, v in fmt.items() if k in ("name", "schema", "strict", "description")}
         return {"type": "json_schema", "json_schema": spec}
     return {"type": fmt["type"]}
+
+
+def file_part(messages: list[Message]) -> str | None:
+    """Where the first ``input_file`` part is (``input[i].content[j]`` counting messages), if
+    any."""
+    for i, msg in enumerate(messages):
+        for j, p in enumerate(msg.parts):
+            if (
+                type(p) is OpaquePart
+                and p.protocol == PROTOCOL
+                and p.data.get("type") == "input_file"
+            ):
+                return f"messages[{i}].content[{j}]"
+    return None
 
 
 # --- response objects ---------------------------------------------------------------------------
@@ -250,41 +331,68 @@ def _incomplete(reason: str) -> dict[str, JSON] | None:
 
 
 class Shell:
-    """The fields a ``response`` object repeats from its request, computed once per request."""
+    """The fields a ``response`` object repeats from its request, computed once per request,
+    and how the answer's tool calls are named back (custom and namespaced tools)."""
 
-    __slots__ = ("created_at", "echo", "id", "model")
+    __slots__ = ("created_at", "custom", "echo", "id", "model", "namespaced")
 
-    def __init__(self, body: Mapping[str, Any], model: str) -> None:
+    def __init__(
+        self,
+        body: Mapping[str, Any],
+        model: str,
+        *,
+        store: bool = False,
+        previous_response_id: str | None = None,
+        background: bool = False,
+    ) -> None:
         self.id = new_id("resp_")
         self.model = model
         self.created_at = int(time.time())
-        tools = [
-            t
-            for t in body.get("tools") or ()
-            if isinstance(t, dict) and t.get("type") == "function"
-        ]
+        #: Function names of custom tools, and of namespaced tools -> (namespace, name).
+        self.custom: set[str] = set()
+        self.namespaced: dict[str, tuple[str, str]] = {}
+        tools: list[JSON] = []
+        for t in body.get("tools") or ():
+            if not isinstance(t, dict):
+                continue
+            if t.get("type") == "namespace":
+                for child in t.get("tools") or ():
+                    if isinstance(child, dict) and isinstance(child.get("name"), str):
+                        flat = flat_name(str(t.get("name")), child["name"])
+                        self.namespaced[flat] = (str(t.get("name")), child["name"])
+                        if child.get("type") == "custom":
+                            self.custom.add(flat)
+                tools.append(t)
+            elif t.get("type") == "function":
+                tools.append(
+                    {
+                        "type": "function",
+                        "name": t.get("name"),
+                        "description": t.get("description"),
+                        "parameters": t.get("parameters"),
+                        "strict": t.get("strict"),
+                    }
+                )
+            elif t.get("type") == "custom":
+                if isinstance(t.get("name"), str):
+                    self.custom.add(t["name"])
+                tools.append(t)
+        parallel = body.get("parallel_tool_calls")
         self.echo: dict[str, JSON] = {
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
             "metadata": body.get("metadata") or {},
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
-            "previous_response_id": None,
+            "parallel_tool_calls": parallel if isinstance(parallel, bool) else True,
+            "previous_response_id": previous_response_id,
+            "reasoning": body.get("reasoning"),
             "temperature": body.get("temperature"),
             "text": body.get("text") or {"format": {"type": "text"}},
             "tool_choice": body.get("tool_choice") or "auto",
-            "tools": [
-                {
-                    "type": "function",
-                    "name": t.get("name"),
-                    "description": t.get("description"),
-                    "parameters": t.get("parameters"),
-                    "strict": t.get("strict"),
-                }
-                for t in tools
-            ],
+            "tools": tools,
             "top_p": body.get("top_p"),
-            "truncation": "disabled",
-            "store": False,
+            "truncation": body.get("truncation") or "disabled",
+            "background": background,
+            "store": store,
         }
 
     def response(
@@ -314,6 +422,40 @@ class Shell:
         if usage is not None:
             out["usage"] = encode_usage(usage)
         return out
+
+    def call_item(
+        self, call: ToolCallPart, status: str = "completed", id: str | None = None
+    ) -> dict[str, JSON]:
+        """A tool call as the output item the client's tool expects: a ``function_call`` (with
+        its ``namespace`` for a namespaced tool) or a ``custom_tool_call``."""
+        name, namespace = call.name, None
+        if name in self.namespaced:
+            namespace, name = self.namespaced[name]
+        if call.name in self.custom:
+            item: dict[str, JSON] = {
+                "type": "custom_tool_call",
+                "id": id or new_id("ctc_"),
+                "call_id": call.id,
+                "name": name,
+                "input": custom_input(call.arguments) if status == "completed" else "",
+                "status": status,
+            }
+        else:
+            item = call_item(ToolCallPart(call.id, name, call.arguments), status, id)
+        if namespace is not None:
+            item["namespace"] = namespace
+        return item
+
+
+def custom_input(arguments: str) -> str:
+    """The free-form input of a custom tool's call, from the function arguments it was sent as
+    (``{"input": ...}``); arguments of another shape are passed on as they are."""
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
+    given = value.get("input") if isinstance(value, dict) else None
+    return given if isinstance(given, str) else arguments
 
 
 def error_object(err: GatewayError) -> dict[str, JSON]:
@@ -360,5 +502,5 @@ def encode_response(resp: ChatResponse, shell: Shell) -> dict[str, JSON]:
     text = "".join(p.text for p in parts if type(p) is TextPart)
     if text:
         output.append(message_item(text))
-    output.extend(call_item(p) for p in parts if type(p) is ToolCallPart)
+    output.extend(shell.call_item(p) for p in parts if type(p) is ToolCallPart)
     return shell.response("completed", output, resp.usage, resp.finish_reason, model=resp.model)

@@ -28,22 +28,28 @@ from gateway import (
 )
 from gateway.protocols.openai.responses import (
     Shell,
-    call_item,
+    custom_input,
     error_object,
     message_item,
     reasoning_item,
 )
 
+_CALLS = ("function_call", "custom_tool_call")
+
 
 class ResponseEncoder:
     """Encodes canonical events as Responses stream events (``event:`` lines, one increasing
     ``sequence_number``): created, in_progress, then per output item added / deltas / done, then
-    completed (or incomplete). A failure is an ``error`` event then ``response.failed``."""
+    completed (or incomplete). A failure is an ``error`` event then ``response.failed``.
+
+    :meth:`result` is the final ``response`` object once the events are all encoded (what a
+    stored response keeps); :meth:`end` sends it."""
 
     __slots__ = (
         "_buf",
         "_done",
         "_failed",
+        "_final",
         "_item",
         "_kind",
         "_model",
@@ -51,6 +57,7 @@ class ResponseEncoder:
         "_seq",
         "_shell",
         "_started",
+        "_tail",
         "_tool",
         "_usage",
     )
@@ -68,6 +75,18 @@ class ResponseEncoder:
         self._usage: Usage | None = None
         self._reason = "stop"
         self._failed = False
+        self._final: dict[str, JSON] | None = None
+        self._tail = b""
+
+    def result(self) -> dict[str, JSON]:
+        """The final ``response`` object (failed, completed or incomplete); the frames that
+        still close the open item wait for :meth:`end`."""
+        if self._final is None:
+            self._tail = self._begin() + self._close()
+            self._final = self._shell.response(
+                "completed", self._done, self._usage, self._reason, model=self._model
+            )
+        return self._final
 
     def encode(self, ev: Event) -> bytes:
         handler = _HANDLERS.get(type(ev))
@@ -76,12 +95,9 @@ class ResponseEncoder:
     def end(self) -> bytes:
         if self._failed:
             return b""
-        out = self._begin() + self._close()
-        response = self._shell.response(
-            "completed", self._done, self._usage, self._reason, model=self._model
-        )
+        response = self.result()
         kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
-        return out + self._event(kind, {"response": response})
+        return self._tail + self._event(kind, {"response": response})
 
     def _event(self, kind: str, fields: dict[str, JSON]) -> bytes:
         fields["type"] = kind
@@ -139,13 +155,19 @@ class ResponseEncoder:
             )
         else:
             call = self._tool
-            assert call is not None  # a function_call item is opened with its call
+            assert call is not None  # a call item is opened with its call
             call.arguments = text
-            done = call_item(call, id=item_id)
-            out = self._event(
-                "response.function_call_arguments.done",
-                {**where, "name": call.name, "arguments": text},
-            )
+            done = self._shell.call_item(call, id=item_id)
+            if kind == "custom_tool_call":
+                given = custom_input(text)
+                out = self._event(
+                    "response.custom_tool_call_input.delta", {**where, "delta": given}
+                ) + self._event("response.custom_tool_call_input.done", {**where, "input": given})
+            else:
+                out = self._event(
+                    "response.function_call_arguments.done",
+                    {**where, "name": done["name"], "arguments": text},
+                )
         self._done.append(done)
         return out + self._event("response.output_item.done", {"output_index": index, "item": done})
 
@@ -194,13 +216,16 @@ class ResponseEncoder:
     def _call_start(self, ev: ToolCallStart) -> bytes:
         out = self._begin() + self._close()
         self._tool = ToolCallPart(ev.id, ev.name, "")
-        return out + self._open("function_call", call_item(self._tool, "in_progress"))
+        item = self._shell.call_item(self._tool, "in_progress")
+        return out + self._open(str(item["type"]), item)
 
     def _call_delta(self, ev: ToolCallDelta) -> bytes:
         item = self._item
-        if item is None or self._kind != "function_call" or not ev.arguments:
+        if item is None or self._kind not in _CALLS or not ev.arguments:
             return b""
         self._buf.append(ev.arguments)
+        if self._kind == "custom_tool_call":
+            return b""  # the input is inside the arguments' JSON: sent whole when it is done
         return self._event(
             "response.function_call_arguments.delta",
             {"item_id": item["id"], "output_index": len(self._done), "delta": ev.arguments},
@@ -217,11 +242,13 @@ class ResponseEncoder:
     def _error(self, ev: Error) -> bytes:
         self._failed = True
         err = ev.error
-        failed = self._shell.response(
+        failed = self._final = self._shell.response(
             "failed", self._done, self._usage, error=err, model=self._model
         )
+        tail, self._tail = self._tail, b""  # an item closed by result() and not yet sent
         return (
             self._begin()
+            + tail
             + self._event(
                 "error",
                 {"code": error_object(err)["code"], "message": err.message, "param": err.param},

@@ -2,14 +2,16 @@
 
 A delivery goes: size limit (413) -> signature on the raw bytes, timestamp within the tolerance
 (401 and nothing else otherwise) -> parse -> an immediate answer if the scheme asks for one
-(Slack's URL verification) -> delivery-id de-duplication through the shared trigger state (a
-delivery already accepted by any instance is acknowledged, 200, and not run again) -> the
-handlers matching its type are queued (202 with the ids of the runs they start; 503 with
-``retry-after`` when the queue is full) and run in the background.
+(Slack's URL verification) -> de-duplication through the shared trigger state, by delivery id
+and by what the signature covers (a delivery already accepted by any instance, or the same
+signed body and timestamp under another delivery id or none, is acknowledged, 200, and not run
+again) -> the handlers matching its type are queued (202 with the ids of the runs they start;
+503 with ``retry-after`` when the queue is full) and run in the background.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -66,8 +68,8 @@ class Webhooks:
         registry = service.gateway.metrics.registry
         self.requests = Counter(
             "hookgate_webhook_requests",
-            "Webhook deliveries by webhook and outcome (accepted, duplicate, ignored, challenge, "
-            "rejected, too_large, busy, bad_payload).",
+            "Webhook deliveries by webhook and outcome (accepted, duplicate, replay, ignored, "
+            "challenge, rejected, too_large, busy, bad_payload).",
             ["webhook", "outcome"],
             registry=registry,
         )
@@ -113,19 +115,38 @@ class Webhooks:
             {k.lower(): v for k, v in request.headers.items()},
             hook.verifier.delivery_id(payload, request.headers),
         )
-        return await self._accept(hook, event)
+        content = hook.verifier.signed(body, request.headers)
+        signed = hashlib.sha256(content).hexdigest() if content is not None else None
+        return await self._accept(hook, event, signed, request.remote)
 
-    async def _accept(self, hook: Webhook, event: TriggerEvent) -> web.Response:
+    async def _accept(
+        self, hook: Webhook, event: TriggerEvent, signed: str | None, peer: str | None
+    ) -> web.Response:
         service, name = self.service, hook.name
+        ids, contents = f"webhook/{name}", f"webhook/{name}/signed"
         if event.id is not None:
-            fresh = await service.state.first_seen(
-                f"webhook/{name}", event.id, hook.config.dedupe_ttl
-            )
+            fresh = await service.state.first_seen(ids, event.id, hook.config.dedupe_ttl)
             if not fresh:
                 plan = service.plan(event, hook.handlers, hook.owner, quiet=True)
                 self.requests.labels(name, "duplicate").inc()
                 log.info("webhook %s: delivery %s again: acknowledged, not run", name, event.id)
                 return self._reply(200, "duplicate", event, plan.run_ids)
+        # The delivery id is not always signed (GitHub's is not; a Slack slash command has
+        # none): the same signed content under another id, or none, is a replay.
+        if signed is not None and not await service.state.first_seen(
+            contents, signed, hook.verifier.replay_window()
+        ):
+            if event.id is not None:
+                await service.state.forget(ids, event.id)
+            self.requests.labels(name, "replay").inc()
+            log.warning(
+                "webhook %s: a delivery from %s repeats the signed content of one already "
+                "accepted (delivery id %s): acknowledged, not run",
+                name,
+                peer,
+                event.id or "none",
+            )
+            return self._reply(200, "duplicate", event, [])
         plan = service.plan(event, hook.handlers, hook.owner)
         jobs = plan.jobs
         if not plan.matched:
@@ -133,8 +154,11 @@ class Webhooks:
             return self._reply(200, "ignored", event, [])
         runner = service.runner
         if runner.queue.maxsize - runner.queue.qsize() < len(jobs) or runner.closed:
+            # let the retry run
             if event.id is not None:
-                await service.state.forget(f"webhook/{name}", event.id)  # let the retry run
+                await service.state.forget(ids, event.id)
+            if signed is not None:
+                await service.state.forget(contents, signed)
             self.requests.labels(name, "busy").inc()
             raise Unavailable(
                 "Too many webhook deliveries are waiting to be handled; retry later.",

@@ -1,7 +1,8 @@
 """The ``github`` verifier: ``X-Hub-Signature-256: sha256=<hex>`` over the body.
 
-GitHub signs no timestamp, so the delivery id (``X-GitHub-Delivery``) is the only protection
-against a replay: a delivery without one is refused. The type is ``X-GitHub-Event``, followed by
+GitHub signs no timestamp, and not the delivery id (``X-GitHub-Delivery``): a delivery without
+an id is refused, and one whose body was accepted already, under any id, is a replay (see
+:mod:`gateway.triggers.webhooks.endpoint`). The type is ``X-GitHub-Event``, followed by
 the payload's ``action`` when it has one (``issues.opened``, ``pull_request.closed``, ``push``).
 """
 
@@ -23,6 +24,9 @@ class GitHubVerifier(Verifier):
             raise bad_signature()
         if not headers.get("X-GitHub-Delivery"):
             raise Rejected("missing_delivery_id", "The X-GitHub-Delivery header is missing.")
+
+    def signed(self, body: bytes, headers: Mapping[str, str]) -> bytes:
+        return body
 
     def event_type(self, payload: Any, headers: Mapping[str, str]) -> str:
         event = headers.get("X-GitHub-Event", "")

@@ -35,6 +35,7 @@ class HmacVerifier(Verifier):
         if self.encoding not in ("hex", "base64"):
             raise ValueError(f"encoding: expected 'hex' or 'base64', not {self.encoding!r}")
         self.timestamp_header = (config.timestamp_header or "").lower() or None
+        self.signs_time = self.timestamp_header is not None
         self.id_header = (config.id_header or "").lower() or None
         self.event_header = (config.event_header or "").lower() or None
         self.event_path = tuple((config.event_field or "type").split("."))
@@ -54,15 +55,12 @@ class HmacVerifier(Verifier):
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
         given = self.header(headers, self.signature_header)
         stamp = self.header(headers, self.timestamp_header) if self.timestamp_header else ""
-        msg_id = (
+        if self.id_header and "{id}" in self.head + self.tail:
             self.header(headers, self.id_header)
-            if self.id_header and "{id}" in self.head + self.tail
-            else ""
-        )
         if not given.startswith(self.prefix):
             raise bad_signature()
         given = given[len(self.prefix) :].strip()
-        message = self._part(self.head, stamp, msg_id) + body + self._part(self.tail, stamp, msg_id)
+        message = self.signed(body, headers)
         if self.encoding == "hex":
             ok = any_equal(self.hex_digests(message), [given.lower().encode()])
         else:
@@ -71,6 +69,11 @@ class HmacVerifier(Verifier):
             raise bad_signature()
         if self.timestamp_header:
             self.check_time(stamp, now)
+
+    def signed(self, body: bytes, headers: Mapping[str, str]) -> bytes:
+        stamp = headers.get(self.timestamp_header, "") if self.timestamp_header else ""
+        msg_id = headers.get(self.id_header, "") if self.id_header else ""
+        return self._part(self.head, stamp, msg_id) + body + self._part(self.tail, stamp, msg_id)
 
     def event_type(self, payload: Any, headers: Mapping[str, str]) -> str:
         if self.event_header:

@@ -11,23 +11,35 @@ from gateway.triggers.webhooks.verifier import Rejected, Verifier, any_equal, ba
 
 
 class StripeVerifier(Verifier):
+    signs_time = True
+
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
-        stamp, signatures = None, []
-        for item in self.header(headers, "Stripe-Signature").split(","):
-            key, _, value = item.strip().partition("=")
-            if key == "t" and stamp is None:
-                stamp = value
-            elif key == "v1":
-                signatures.append(value.encode())
+        stamp, signatures = _read(self.header(headers, "Stripe-Signature"))
         if not stamp or not signatures:
             raise Rejected("malformed_signature", "The Stripe-Signature header has no t= or v1=.")
         if not any_equal(self.hex_digests(stamp.encode() + b"." + body), signatures):
             raise bad_signature()
         self.check_time(stamp, now)
 
+    def signed(self, body: bytes, headers: Mapping[str, str]) -> bytes:
+        stamp, _ = _read(headers.get("Stripe-Signature", ""))
+        return (stamp or "").encode() + b"." + body
+
     def delivery_id(self, payload: Any, headers: Mapping[str, str]) -> str | None:
         found = payload.get("id") if isinstance(payload, dict) else None
         return found if isinstance(found, str) and found else None
+
+
+def _read(header: str) -> tuple[str | None, list[bytes]]:
+    """The timestamp (the first ``t=``) and the ``v1=`` signatures of a Stripe-Signature."""
+    stamp, signatures = None, []
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and stamp is None:
+            stamp = value
+        elif key == "v1":
+            signatures.append(value.encode())
+    return stamp, signatures
 
 
 @hookimpl

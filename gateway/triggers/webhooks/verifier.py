@@ -40,6 +40,9 @@ class Verifier:
     #: Options of ``[webhooks.<name>]`` beyond the common ones that this verifier reads; setting
     #: any other is a configuration error, so nothing is silently ignored.
     options: ClassVar[frozenset[str]] = frozenset()
+    #: Whether the scheme signs a timestamp (checked against ``tolerance``): then the signed
+    #: content needs remembering only while that timestamp is accepted.
+    signs_time: bool = False
 
     def __init__(self, config: WebhookConfig) -> None:
         from gateway.triggers.webhooks.config import SCHEME_OPTIONS
@@ -60,6 +63,21 @@ class Verifier:
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
         """Raise :class:`Rejected` unless ``body`` carries a valid, fresh signature."""
         raise NotImplementedError
+
+    def signed(self, body: bytes, headers: Mapping[str, str]) -> bytes | None:
+        """What the signature covers (called after :meth:`verify` accepted it): the body, with
+        the signed timestamp and id where the scheme signs them. The same signed content is run
+        once, whatever delivery id comes with it. ``None`` (this default, for verifiers written
+        before it existed): de-duplication by delivery id only."""
+        return None
+
+    def replay_window(self) -> float:
+        """Seconds the signed content of an accepted delivery is remembered: while a replay of
+        it would pass :meth:`verify` (twice the tolerance, as a timestamp may be off either way),
+        or as long as delivery ids when nothing signed expires."""
+        if self.signs_time:
+            return 2 * self.tolerance
+        return float(self.config.dedupe_ttl)
 
     def parse(self, body: bytes, headers: Mapping[str, str]) -> Any:
         """The payload: JSON, or a form body (``payload=<json>`` forms give that JSON).

@@ -1,0 +1,93 @@
+"""Writing records off the request path: a bounded queue and one task that writes batches.
+
+A request puts its record with :meth:`BatchWriter.add` and goes on; a task per process takes
+what the queue holds, up to ``batch`` records at a time, and hands them to ``write``. When the
+destination is slow or down the queue fills, and records that find it full are dropped and
+counted, never held in memory without bound. What is queued when the app stops is written
+then, for at most :data:`FLUSH_TIMEOUT` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import attrs
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Seconds the records still queued when the app stops may take to be written.
+FLUSH_TIMEOUT = 10.0
+
+
+@attrs.define
+class BatchStats:
+    """Records written, dropped (the queue was full) and failed (``write`` raised)."""
+
+    written: int = 0
+    dropped: int = 0
+    failed: int = 0
+
+
+class BatchWriter(Generic[T]):
+    """``add`` records; ``run`` (an aiohttp ``cleanup_ctx``) writes them in batches."""
+
+    def __init__(
+        self, what: str, write: Callable[[list[T]], Awaitable[None]], size: int, batch: int
+    ) -> None:
+        self.what = what
+        self.write = write
+        self.queue: asyncio.Queue[T] = asyncio.Queue(maxsize=size)
+        self.batch = batch
+        self.stats = BatchStats()
+
+    def add(self, record: T) -> None:
+        """Queue one record; dropped and counted when the queue is full."""
+        try:
+            self.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        """The writer, for the app's lifetime; what is queued at the end is written then."""
+        task = asyncio.create_task(self._write_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            try:
+                async with asyncio.timeout(FLUSH_TIMEOUT):
+                    while not self.queue.empty():
+                        await self._write(self._take(self.queue.get_nowait()))
+            except TimeoutError:
+                left = self.queue.qsize()
+                self.stats.dropped += left
+                log.error("%s: %d records not written at shutdown (too slow)", self.what, left)
+
+    def _take(self, first: T) -> list[T]:
+        records = [first]
+        while len(records) < self.batch and not self.queue.empty():
+            records.append(self.queue.get_nowait())
+        return records
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._write(self._take(await self.queue.get()))
+
+    async def _write(self, records: list[T]) -> None:
+        try:
+            await self.write(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.failed += len(records)
+            log.error("%s: %d records not written: %s", self.what, len(records), exc)
+        else:
+            self.stats.written += len(records)

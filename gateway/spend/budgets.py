@@ -1,0 +1,170 @@
+"""Budgets: spend limits per key and per team over a day, a month, or all time.
+
+A request reserves its most likely cost before it is sent (its input estimate and
+``max_tokens`` at the model's price) on every budget that applies, all at once or not at all; at
+its end the reservation is settled to the real cost. So N instances, or N concurrent requests,
+can never spend past a limit together by more than the difference between an estimate and the
+real cost. Amounts are kept in whole micro-dollars: Redis adds integers atomically.
+
+In Redis (``<prefix>budget:{tag}:...``) one Lua script checks and reserves on every counter of a
+request; the tag is the team (or the key, for a key without a team), so a request's counters
+share a cluster slot. In memory (one process) the event loop makes each step atomic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from gateway import RedisState
+
+#: Micro-dollars per dollar.
+MICRO = 1_000_000
+
+
+@attrs.frozen
+class Counter:
+    """One budget that applies to a request: its counter's name, its limit and until when it
+    is kept."""
+
+    scope: str  # "key" or "team"
+    owner: str
+    period: str  # "day", "month" or "total"
+    limit: int  # micro-dollars
+    name: str  # e.g. "key:vk-1:day:2026-11-30"
+    ttl: int  # seconds the counter is kept (0: for ever)
+    resets: float | None  # epoch seconds when the period ends
+
+
+def counters(
+    scope: str, owner: str, budget: dict[str, float], now: float | None = None
+) -> list[Counter]:
+    """The counters of ``owner``'s ``budget`` (``{"day": 5.0, ...}``) for the present periods."""
+    when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    out = []
+    for period, limit in budget.items():
+        if period == "day":
+            stamp = when.strftime("%Y-%m-%d")
+            start = when.replace(hour=0, minute=0, second=0, microsecond=0)
+            resets: float | None = (start + timedelta(days=1)).timestamp()
+            ttl = 2 * 86400
+        elif period == "month":
+            stamp = when.strftime("%Y-%m")
+            first = when.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            resets = (first + timedelta(days=32)).replace(day=1).timestamp()
+            ttl = 32 * 86400
+        else:
+            stamp, resets, ttl = "all", None, 0
+        name = f"{scope}:{owner}:{period}:{stamp}"
+        out.append(Counter(scope, owner, period, round(limit * MICRO), name, ttl, resets))
+    return out
+
+
+class BudgetStore:
+    """Where the counters are kept."""
+
+    async def reserve(self, tag: str, counters: Sequence[Counter], amount: int) -> int | None:
+        """Add ``amount`` to every counter if none would pass its limit (and none is spent
+        already); else add nothing and return the index of the first that refuses."""
+        raise NotImplementedError
+
+    async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
+        """Add ``delta`` (the real cost less the reservation; may be negative)."""
+        raise NotImplementedError
+
+    async def spent(self, tag: str, counter: Counter) -> int:
+        raise NotImplementedError
+
+
+class MemoryBudgets(BudgetStore):
+    """Counters of one process. Expired periods are forgotten when more than ``MAX_KEPT``."""
+
+    MAX_KEPT = 100_000
+
+    def __init__(self) -> None:
+        self.used: dict[str, tuple[int, float | None]] = {}
+
+    async def reserve(self, tag: str, counters: Sequence[Counter], amount: int) -> int | None:
+        used = self.used
+        for i, c in enumerate(counters):
+            spent = used.get(c.name, (0, None))[0]
+            if spent >= c.limit or spent + amount > c.limit:
+                return i
+        for c in counters:
+            used[c.name] = (used.get(c.name, (0, None))[0] + amount, c.resets)
+        if len(used) > self.MAX_KEPT:
+            now = time.time()
+            for name, (_, resets) in list(used.items()):
+                if resets is not None and resets < now:
+                    del used[name]
+        return None
+
+    async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
+        for c in counters:
+            self.used[c.name] = (self.used.get(c.name, (0, None))[0] + delta, c.resets)
+
+    async def spent(self, tag: str, counter: Counter) -> int:
+        return self.used.get(counter.name, (0, None))[0]
+
+
+# KEYS: the counters. ARGV: amount, then each counter's limit, then each one's ttl (0: none).
+# Returns 0 (reserved on all) or the 1-based index of the first that refuses.
+RESERVE = """
+local amount = tonumber(ARGV[1])
+local n = #KEYS
+for i = 1, n do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local limit = tonumber(ARGV[1 + i])
+  if used >= limit or used + amount > limit then return i end
+end
+for i = 1, n do
+  redis.call('INCRBY', KEYS[i], amount)
+  local ttl = tonumber(ARGV[1 + n + i])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 0
+"""
+
+# KEYS: the counters. ARGV: the delta, then each one's ttl.
+SETTLE = """
+local n = #KEYS
+for i = 1, n do
+  redis.call('INCRBY', KEYS[i], tonumber(ARGV[1]))
+  local ttl = tonumber(ARGV[1 + i])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 0
+"""
+
+
+class RedisBudgets(BudgetStore):
+    """Counters shared by every instance on one Redis."""
+
+    def __init__(self, redis: RedisState) -> None:
+        self.redis = redis
+        self._reserve = redis.script(RESERVE)
+        self._settle = redis.script(SETTLE)
+
+    def _keys(self, tag: str, counters: Sequence[Counter]) -> list[str]:
+        return [self.redis.key("budget", tag, c.name) for c in counters]
+
+    async def reserve(self, tag: str, counters: Sequence[Counter], amount: int) -> int | None:
+        args = [amount, *(c.limit for c in counters), *(c.ttl for c in counters)]
+        async with self.redis.guard("budgets"):
+            refused = int(await self._reserve(self._keys(tag, counters), args))
+        return None if refused == 0 else refused - 1
+
+    async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
+        args = [delta, *(c.ttl for c in counters)]
+        async with self.redis.guard("budgets"):
+            await self._settle(self._keys(tag, counters), args)
+
+    async def spent(self, tag: str, counter: Counter) -> int:
+        async with self.redis.guard("budgets"):
+            value = await self.redis.client.get(self._keys(tag, [counter])[0])
+        return int(value or 0)

@@ -1,0 +1,229 @@
+"""Spend: the cost of each request (configured prices and genai-prices) in a header and the
+metrics, budgets that hold under concurrency across instances, and the spend ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from genai_prices import Usage as LibraryUsage
+from genai_prices import calc_price
+from support.processes import gateway_process
+from support.waiting import until
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+ADMIN = {"authorization": "Bearer adm-secret"}
+# The fake upstream reports 11 prompt and 7 completion tokens for every answer.
+PRICE = {"input": 2.0, "output": 10.0, "request": 0.001}
+COST = (11 * 2.0 + 7 * 10.0) / 1e6 + 0.001
+
+
+def config(upstream: Any, tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    base = str(upstream.make_url("/v1"))
+    return {
+        "admin": {"keys": ["adm-secret"]},
+        "database": {"data_dir": str(tmp_path)},
+        "backends": {"up": {"kind": "openai", "base_url": base}},
+        "models": {
+            "priced": {"backend": "up", "upstream_model": "self-hosted", "price": PRICE},
+            "mini": {"backend": "up", "upstream_model": "gpt-4o-mini"},
+            "unknown": {"backend": "up", "upstream_model": "no-such-model-anywhere"},
+        },
+        **extra,
+    }
+
+
+async def new_key(client: Any, **fields: Any) -> tuple[str, str]:
+    resp = await client.post("/admin/keys", json={"name": "k", **fields}, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    made = await resp.json()
+    return made["secret"], made["key"]["id"]
+
+
+async def test_cost_in_header_and_metrics(make_gateway, upstream, tmp_path):
+    client = await make_gateway(config(upstream, tmp_path))
+    secret, _ = await new_key(client)
+    headers = {"authorization": f"Bearer {secret}"}
+    costs = {}
+    for model in ("priced", "mini", "unknown"):
+        resp = await client.post(
+            "/v1/chat/completions", json={"model": model, "messages": MESSAGES}, headers=headers
+        )
+        assert resp.status == 200
+        costs[model] = resp.headers.get("x-hookgate-cost")
+        assert float(resp.headers["x-hookgate-overhead-ms"]) >= 0
+    assert float(costs["priced"]) == pytest.approx(COST)
+    library = calc_price(LibraryUsage(input_tokens=11, output_tokens=7), model_ref="gpt-4o-mini")
+    assert float(costs["mini"]) == pytest.approx(float(library.total_price))
+    assert costs["unknown"] is None  # no price known: no made-up cost
+
+    metrics = await (await client.get("/metrics")).text()
+    assert f'hookgate_cost_usd_total{{model="priced"}} {COST}' in metrics
+    assert "hookgate_gateway_overhead_seconds_bucket" in metrics
+
+
+async def test_budget_refuses_in_the_client_protocol(make_gateway, upstream, tmp_path, sdk):
+    client = await make_gateway(config(upstream, tmp_path))
+    # The reservation is the estimate at max_tokens; two requests' worth of budget.
+    secret, _ = await new_key(client, budget={"day": 2.5 * COST})
+    api = sdk(client, api_key=secret)
+    for _ in range(2):
+        await api.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=7)
+    with pytest.raises(openai.RateLimitError) as refused:
+        await api.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=7)
+    assert refused.value.code == "budget_exceeded"
+    assert "daily budget" in refused.value.message
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+
+    # A team's budget binds its keys together.
+    await client.post(
+        "/admin/teams", json={"id": "eng", "name": "Eng", "budget": {"total": COST}}, headers=ADMIN
+    )
+    first, _ = await new_key(client, team="eng")
+    second, _ = await new_key(client, team="eng")
+    await sdk(client, api_key=first).chat.completions.create(
+        model="priced", messages=MESSAGES, max_tokens=7
+    )
+    with pytest.raises(openai.RateLimitError) as refused:
+        await sdk(client, api_key=second).chat.completions.create(
+            model="priced", messages=MESSAGES, max_tokens=7
+        )
+    assert "team 'eng'" in refused.value.message
+
+
+async def test_ledger_rows_and_spend_summary(make_gateway, upstream, tmp_path, sdk):
+    client = await make_gateway(config(upstream, tmp_path))
+    await client.post("/admin/teams", json={"id": "eng", "name": "Eng"}, headers=ADMIN)
+    a, a_id = await new_key(client, team="eng")
+    b, b_id = await new_key(client)
+    await sdk(client, api_key=a).chat.completions.create(model="priced", messages=MESSAGES)
+    await sdk(client, api_key=a).chat.completions.create(model="mini", messages=MESSAGES)
+    stream = await sdk(client, api_key=b).chat.completions.create(
+        model="priced", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    assert [c async for c in stream]
+    with pytest.raises(openai.APIStatusError):
+        await sdk(client, api_key=b).chat.completions.create(
+            model="priced", messages=[{"role": "user", "content": "STATUS:500"}]
+        )
+
+    async def spend(**query: str) -> list[dict[str, Any]]:
+        resp = await client.get("/admin/spend", params=query, headers=ADMIN)
+        assert resp.status == 200
+        return (await resp.json())["data"]
+
+    async def all_four() -> bool:
+        return sum(r["requests"] for r in await spend()) == 4
+
+    await until(all_four, 10, "four ledger rows")
+    by_key = {r["key"]: r for r in await spend(group_by="key")}
+    assert by_key[a_id]["requests"] == 2 and by_key[b_id]["requests"] == 2
+    assert by_key[b_id]["failed"] == 1
+    assert by_key[b_id]["cost"] == pytest.approx(COST)  # the stream; the failure cost nothing
+    assert by_key[a_id]["input_tokens"] == 22 and by_key[a_id]["output_tokens"] == 14
+    assert {r["team"]: r["requests"] for r in await spend(group_by="team")} == {None: 2, "eng": 2}
+    by_model = {r["model"]: r["requests"] for r in await spend(group_by="model")}
+    assert by_model == {"priced": 3, "mini": 1}
+    assert len(await spend(group_by="day")) == 1
+    assert [r["requests"] for r in await spend(team="eng")] == [2]
+    assert await spend(since="2999-01-01") == []
+    bad = await client.get("/admin/spend?group_by=colour", headers=ADMIN)
+    assert bad.status == 400
+
+    db = sqlite3.connect(tmp_path / "hookgate.db")
+    target = db.execute("SELECT target FROM hookgate_spend WHERE model = 'mini'").fetchone()
+    assert target == ("openai:up/gpt-4o-mini",)
+    db.close()
+
+
+async def test_a_stuck_database_drops_ledger_rows_and_counts_them(make_gateway, upstream, tmp_path):
+    cfg = config(upstream, tmp_path, spend={"queue": 2, "batch": 1})
+    cfg["database"]["timeout"] = "300ms"
+    client = await make_gateway(cfg)
+    secret, _ = await new_key(client)
+    lock = sqlite3.connect(tmp_path / "hookgate.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # every write now waits, then fails
+    try:
+        headers = {"authorization": f"Bearer {secret}"}
+        for _ in range(8):
+            resp = await client.post(
+                "/v1/chat/completions",
+                json={"model": "priced", "messages": MESSAGES},
+                headers=headers,
+            )
+            assert resp.status == 200  # the answer never waits for the ledger
+        metrics = await (await client.get("/metrics")).text()
+        dropped = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith('hookgate_spend_rows_total{outcome="dropped"}')
+        )
+        assert float(dropped.split()[-1]) >= 5
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+
+def _admin(url: str, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url + path, data=data, method=method, headers={**ADMIN, "content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+async def test_fifty_concurrent_requests_on_a_budget_for_ten(
+    tmp_path, upstream_process, postgres_url, redis_url, redis_prefix
+):
+    """Two gateway processes on one PostgreSQL and one Redis; 50 requests at once, spread over
+    both, against a budget that allows 10: exactly 10 are answered, 40 refused."""
+    toml = f"""
+[admin]
+keys = ["adm-secret"]
+
+[database]
+url = "{postgres_url}"
+
+[redis]
+url = "{redis_url}"
+prefix = "{redis_prefix}"
+
+[backends.up]
+kind = "openai"
+base_url = "{upstream_process}"
+
+[models.flat]
+backend = "up"
+price = {{ request = 0.1 }}
+"""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with ExitStack() as stack:
+        gws = [
+            stack.enter_context(gateway_process(config=toml, directory=tmp_path / d))
+            for d in ("a", "b")
+        ]
+        made = _admin(gws[0].url, "POST", "/admin/keys", {"name": "b", "budget": {"total": 1.0}})
+        headers = {"authorization": f"Bearer {made['secret']}"}
+
+        async def one(session: aiohttp.ClientSession, i: int) -> tuple[int, str | None]:
+            body = {"model": "flat", "messages": [{"role": "user", "content": "SLOW:0.2"}]}
+            async with session.post(
+                gws[i % 2].url + "/v1/chat/completions", json=body, headers=headers
+            ) as resp:
+                payload = await resp.json()
+                return resp.status, (payload.get("error") or {}).get("code")
+
+        async with aiohttp.ClientSession() as session:
+            results = await asyncio.gather(*(one(session, i) for i in range(50)))
+        assert sum(1 for status, _ in results if status == 200) == 10
+        assert sorted(set(results) - {(200, None)}) == [(429, "budget_exceeded")]

@@ -1,0 +1,156 @@
+"""Traces: a real OTLP/HTTP receiver decodes what the gateway exports: a server span per
+request continuing the caller's trace, a client span per upstream attempt whose context reaches
+the upstream, agent runs, steps and tool calls, named by the GenAI semantic conventions; prompt
+and answer only when opted in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+from fakes import openai_upstream
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from support.configs import upstream_config
+from support.waiting import until
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+SCRIPT = 'CALL get_weather {"city": "Paris"}'
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """An OTLP/HTTP receiver; the gateways of the test export to it. Its spans, decoded."""
+    spans: list[dict[str, Any]] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        assert request.content_type == "application/x-protobuf"
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(await request.read())
+        for resource in export.resource_spans:
+            service = {a.key: a.value.string_value for a in resource.resource.attributes}
+            for scope in resource.scope_spans:
+                for s in scope.spans:
+                    spans.append(
+                        {
+                            "name": s.name,
+                            "kind": s.kind,
+                            "trace_id": s.trace_id.hex(),
+                            "span_id": s.span_id.hex(),
+                            "parent": s.parent_span_id.hex(),
+                            "status": s.status.code,
+                            "service": service.get("service.name"),
+                            "attributes": {a.key: _value(a.value) for a in s.attributes},
+                        }
+                    )
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", str(server.make_url("")).rstrip("/"))
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
+    return spans
+
+
+def _value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind)
+
+
+def _named(spans: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    return [s for s in spans if s["name"].startswith(prefix)]
+
+
+SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP's SpanKind numbers
+
+
+async def test_request_and_attempt_spans_follow_the_conventions(
+    make_gateway, upstream, receiver, sdk
+):
+    client = await make_gateway(upstream_config(upstream))
+    api = sdk(client, default_headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01"})
+    await api.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "secret prompt"}], max_tokens=50
+    )
+    await until(lambda: len(receiver) >= 2, 10, "two spans")
+    (server,) = _named(receiver, "chat gpt-test")
+    (attempt,) = _named(receiver, "chat up-model")
+    assert server["kind"] == SERVER and server["service"] == "hookgate"
+    assert server["trace_id"] == TRACE_ID and server["parent"] == PARENT
+    a = server["attributes"]
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "gpt-test"
+    assert a["gen_ai.request.max_tokens"] == 50 and a["http.response.status_code"] == 200
+    assert a["gen_ai.usage.input_tokens"] == 11 and a["gen_ai.usage.output_tokens"] == 7
+    assert a["gen_ai.response.model"] == "up-model"
+    assert attempt["kind"] == CLIENT and attempt["parent"] == server["span_id"]
+    assert attempt["attributes"]["gen_ai.provider.name"] == "openai"
+    assert attempt["attributes"]["gen_ai.usage.input_tokens"] == 11
+    # Content stays out unless opted in.
+    assert "secret prompt" not in repr(receiver)
+    # The upstream got the attempt's context.
+    sent = upstream.app[openai_upstream.HEADERS][-1]["traceparent"]
+    assert sent == f"00-{TRACE_ID}-{attempt['span_id']}-01"
+
+
+async def test_failed_attempts_and_refusals_are_errors(make_gateway, upstream, receiver, sdk):
+    client = await make_gateway(upstream_config(upstream))
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": "STATUS:500"}]},
+    )
+    assert resp.status == 502
+    await until(lambda: len(receiver) >= 2, 10, "two spans")
+    (attempt,) = _named(receiver, "chat up-model")
+    assert attempt["status"] == 2 and attempt["attributes"]["error.type"] == "upstream"
+    (server,) = _named(receiver, "chat gpt-test")
+    assert server["attributes"]["http.response.status_code"] == 502 and server["status"] == 2
+
+
+async def test_content_when_opted_in_and_streams(make_gateway, upstream, receiver, sdk):
+    cfg = upstream_config(upstream)
+    cfg["telemetry"] = {"capture_content": True}
+    client = await make_gateway(cfg)
+    stream = await sdk(client).chat.completions.create(
+        model="gpt-test",
+        messages=[{"role": "user", "content": "tell me"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert [c async for c in stream]
+    await until(lambda: _named(receiver, "chat gpt-test"), 10, "the server span")
+    (server,) = _named(receiver, "chat gpt-test")
+    assert "tell me" in server["attributes"]["gen_ai.input.messages"]
+    assert "upstream says" in server["attributes"]["gen_ai.output.messages"]
+
+
+async def test_agent_runs_steps_and_tools_are_spans(make_gateway, upstream, receiver, sdk):
+    cfg = upstream_config(upstream)
+    cfg["agents"] = {"helper": {"model": "gpt-test", "tools": ["fakes.tools:get_weather"]}}
+    client = await make_gateway(cfg)
+    await sdk(client).chat.completions.create(
+        model="helper", messages=[{"role": "user", "content": SCRIPT}]
+    )
+    await until(lambda: len(receiver) >= 5, 10, "five spans")
+    (server,) = _named(receiver, "chat helper")
+    (agent,) = _named(receiver, "invoke_agent helper")
+    steps = _named(receiver, "chat up-model")
+    (tool,) = _named(receiver, "execute_tool get_weather")
+    assert agent["parent"] == server["span_id"] and agent["kind"] == INTERNAL
+    assert len(steps) == 2 and {s["parent"] for s in steps} == {agent["span_id"]}
+    assert tool["parent"] == agent["span_id"]
+    assert tool["attributes"]["gen_ai.operation.name"] == "execute_tool"
+    assert {s["trace_id"] for s in receiver} == {server["trace_id"]}
+
+
+async def test_off_without_an_endpoint(make_gateway, upstream, receiver, monkeypatch, sdk):
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    client = await make_gateway(upstream_config(upstream))
+    await sdk(client).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "x"}]
+    )
+    assert "traceparent" not in upstream.app[openai_upstream.HEADERS][-1]
