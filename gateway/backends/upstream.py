@@ -214,7 +214,9 @@ class Upstream:
                     data = await resp.content.read(_MAX_ERROR_BODY)
                 except Exception as exc:
                     raise self.failed(ex, self.failure(exc)) from None
-                raise self.failed(ex, status_error(resp.status, data, resp.headers, self.backend), resp.status)
+                raise self.failed(
+                    ex, status_error(resp.status, data, resp.headers, self.backend), resp.status
+                )
             yield resp
         finally:
             resp.close()
