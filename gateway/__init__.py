@@ -66,7 +66,7 @@ from gateway.config.types import (
     format_errors,
     make_converter,
 )
-from gateway.core.app import GATEWAY, Gateway, ServedAgent, create_app, init_app
+from gateway.core.app import GATEWAY, Gateway, ServedAgent, ToolSource, create_app, init_app
 from gateway.core.attempts import Attempts
 from gateway.core.batches import BatchStats, BatchWriter
 from gateway.core.filters import Filter, Outcome
@@ -240,6 +240,7 @@ __all__ = [
     "ToolRunDelta",
     "ToolRunEnd",
     "ToolRunStart",
+    "ToolSource",
     "Unauthorized",
     "Unavailable",
     "Unprocessable",

@@ -146,10 +146,15 @@ class Tool:
 
 @attrs.define(slots=True)
 class ToolChoice:
-    """``auto``, ``none``, ``required`` (any tool), or ``tool`` with the tool's ``name``."""
+    """``auto``, ``none``, ``required`` (any tool), or ``tool`` with the tool's ``name``.
+
+    ``allowed`` names the only tools the model may call (OpenAI's ``allowed_tools``: the others
+    stay in the prompt, for its cache); an encoder whose protocol lacks that sends only those.
+    """
 
     mode: ToolChoiceMode
     name: str | None = None
+    allowed: list[str] | None = None
 
 
 @attrs.define(slots=True)
@@ -184,6 +189,12 @@ class ChatRequest:
     into events, because something (a success hook) looks at them. When it is false, a
     relaying backend may skip frames that carry only content and parse just what ends or fails
     the stream (:class:`Finish`, :class:`UsageEvent`, :class:`Error`).
+
+    ``response_format`` is in Chat Completions' shape (``json_schema`` with its ``name`` and
+    ``schema``, ``json_object`` or ``text``), whatever protocol it came in. Reasoning is asked
+    for by ``reasoning_effort`` (``none``, ``minimal``, ``low``, ``medium``, ``high``,
+    ``xhigh``) or by a token budget, ``reasoning_budget`` (Anthropic's ``budget_tokens``);
+    each encoder turns whichever it got into its protocol's form.
     """
 
     model: str
@@ -201,6 +212,8 @@ class ChatRequest:
     stop: list[str] | None = None
     seed: int | None = None
     response_format: dict[str, JSON] | None = None
+    reasoning_effort: str | None = None
+    reasoning_budget: int | None = None
     user: str | None = None
     metadata: dict[str, JSON] | None = None
     session_id: str | None = None

@@ -254,6 +254,28 @@ def agui_client() -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def mcp_ts_client() -> Path:
+    """A directory with the official MCP TypeScript SDK (``@modelcontextprotocol/sdk``, pinned by
+    ``mcp_ts_client/package-lock.json``) installed by npm, and ``run.mjs`` beside it."""
+    target = installed(
+        "mcp_ts_client", "node_modules/@modelcontextprotocol/sdk/package.json", "mcp-ts-client"
+    )
+    shutil.copy(TESTS / "mcp_ts_client" / "run.mjs", target / "run.mjs")
+    return target
+
+
+@pytest.fixture(scope="session")
+def node_clients() -> Path:
+    """A directory with the real Node clients of ``tests/clients`` installed (Claude Code, the
+    Vercel AI SDK; pinned by its ``package-lock.json``) and the scripts that drive them beside
+    them."""
+    target = installed("clients", "node_modules/ai/package.json")
+    for script in (TESTS / "clients").glob("*.mjs"):
+        shutil.copy(script, target / script.name)
+    return target
+
+
 # --- NATS: a real server for the nats listener ---------------------------------------------------
 
 

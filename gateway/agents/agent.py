@@ -21,6 +21,38 @@ DEFAULT_TOOL_TIMEOUT = 30.0
 
 
 @attrs.frozen
+class MCPToolsConfig:
+    """One entry of an agent's ``mcp``: an MCP server's name (all its tools), or a table
+    ``{server = "files", tools = ["read_file"]}`` naming the tools the agent may use."""
+
+    server: str
+    tools: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> MCPToolsConfig:
+        if isinstance(value, MCPToolsConfig):
+            return value
+        if isinstance(value, str):
+            value = {"server": value}
+        if not isinstance(value, dict):
+            raise ValueError("expected an MCP server's name or a table {server, tools}")
+        unknown = set(value) - {"server", "tools"}
+        if unknown:
+            raise ValueError(f"unknown keys {', '.join(sorted(map(repr, unknown)))}")
+        server, tools = value.get("server"), value.get("tools")
+        if not isinstance(server, str) or not server:
+            raise ValueError("'server' must be an MCP server's name")
+        if tools is not None and not (
+            isinstance(tools, list | tuple) and all(isinstance(t, str) for t in tools)
+        ):
+            raise ValueError("'tools' must be a list of the server's tool names")
+        return cls(server, tuple(tools) if tools is not None else None)
+
+    def allows(self, tool: str) -> bool:
+        return self.tools is None or tool in self.tools
+
+
+@attrs.frozen
 class AgentConfig:
     """``[agents.<name>]``: an agent, callable as the model ``<name>``."""
 
@@ -39,6 +71,13 @@ class AgentConfig:
     #: Remote A2A agents this agent may delegate to, one tool each: URLs, or tables
     #: ``{url, agent, name, api_key, headers, timeout, discovery_timeout, description}``.
     remote_agents: tuple[RemoteAgentConfig, ...] = ()
+    #: MCP servers (``[mcp.servers]`` names) whose tools the agent uses: names, or tables
+    #: ``{server = "files", tools = ["read_file"]}`` to allow only some of a server's tools.
+    mcp: tuple[MCPToolsConfig, ...] = ()
+
+
+def _mcp(value: Any) -> tuple[MCPToolsConfig, ...]:
+    return tuple(MCPToolsConfig.parse(v) for v in value)
 
 
 def _tools(value: Any) -> tuple[Tool | Callable[..., Any] | str, ...]:
@@ -69,6 +108,8 @@ class Agent:
     description: str | None = None
     #: Remote A2A agents, one tool each: URLs, tables or :class:`RemoteAgentConfig` objects.
     remote_agents: tuple[RemoteAgentConfig, ...] = attrs.field(default=(), converter=_remotes)
+    #: MCP servers whose tools the agent uses: names, tables or :class:`MCPToolsConfig`.
+    mcp: tuple[MCPToolsConfig, ...] = attrs.field(default=(), converter=_mcp)
 
     @classmethod
     def from_config(cls, name: str, config: AgentConfig) -> Agent:
@@ -81,4 +122,5 @@ class Agent:
             float(config.tool_timeout),
             config.description,
             config.remote_agents,
+            config.mcp,
         )

@@ -48,9 +48,19 @@ def build_agents(gateway: Gateway, remotes: RemoteAgents | None = None) -> dict[
         else:
             declared.append((where, agent))
     names = {agent.name for _, agent in declared}
-    compiled: list[tuple[Agent, dict[str, Tool], Any, list[Any]]] = []
+    compiled: list[tuple[Agent, dict[str, Tool], Any, list[Any], list[Any]]] = []
     for where, agent in declared:
         tools = _tools(agent.tools, registered, where, errors)
+        sources = []
+        for i, use in enumerate(agent.mcp):
+            source = gateway.tool_sources.get(use.server)
+            if source is None:
+                known = ", ".join(sorted(gateway.tool_sources)) or "none"
+                errors.append(
+                    f"{where}.mcp[{i}]: no MCP server named {use.server!r} ([mcp.servers]: {known})"
+                )
+            else:
+                sources.append((source, use))
         remote = []
         for i, cfg in enumerate(agent.remote_agents):
             if cfg.tool_name in tools:
@@ -76,12 +86,14 @@ def build_agents(gateway: Gateway, remotes: RemoteAgents | None = None) -> dict[
         if agent.max_steps < 1:
             errors.append(f"{where}.max_steps: expected a whole number of at least 1")
         if route is not None:
-            compiled.append((agent, tools, route, remote))
+            compiled.append((agent, tools, route, remote, sources))
     if errors:
         raise ConfigError(errors)
     backends = {}
-    for agent, tools, route, remote in compiled:
-        backend = AgentBackend(agent, tools, route, gateway)
+    for agent, tools, route, remote, sources in compiled:
+        backend = AgentBackend(agent, tools, route, gateway, sources)
+        for source, _ in sources:
+            source.subscribe(backend.refresh_tools)
         gateway.router.add(agent.name, backend, description=agent.description)
         backends[agent.name] = backend
         for item in remote:

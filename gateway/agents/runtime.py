@@ -56,11 +56,12 @@ from gateway import (
     UsageEvent,
     new_id,
 )
-from gateway.agents.agent import Agent
+from gateway.agents.agent import Agent, MCPToolsConfig
 from gateway.tools import Tool
 
 if TYPE_CHECKING:
-    from gateway import Exchange, Gateway, Route
+    from gateway import Exchange, Gateway, Route, ToolSource
+    from gateway import Tool as ToolDefinition
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,22 @@ class AgentBackend(Backend):
     kind = "agent"
 
     def __init__(
-        self, agent: Agent, tools: Mapping[str, Tool], route: Route, gateway: Gateway
+        self,
+        agent: Agent,
+        tools: Mapping[str, Tool],
+        route: Route,
+        gateway: Gateway,
+        sources: Sequence[tuple[ToolSource, MCPToolsConfig]] = (),
     ) -> None:
         super().__init__(agent.name, agent, gateway)
         self.label = f"agent:{agent.name}"
         self.agent = agent
-        self.tools = dict(tools)
-        self.definitions = [t.definition() for t in self.tools.values()]
+        self.own_tools = dict(tools)
+        #: Live tool sources (MCP servers) and which of their tools the agent may use.
+        self.sources = list(sources)
+        self.tools: dict[str, Tool] = {}
+        self.definitions: list[ToolDefinition] = []
+        self.refresh_tools()
         self.route = route
         self.upstream_model = route.upstream_for(agent.model)
         self.instructions = [Message("system", [TextPart(agent.system)])] if agent.system else []
@@ -113,8 +123,25 @@ class AgentBackend(Backend):
         return self.agent.description
 
     def refresh_tools(self) -> None:
-        """Describe the tools to the model anew (a remote agent's tool learnt its card)."""
-        self.definitions = [t.definition() for t in self.tools.values()]
+        """Describe the tools to the model anew (a remote agent's tool learnt its card, an MCP
+        server connected, went away or changed its tools). The agent's own tools win a clash
+        of names; among sources, the one listed first."""
+        tools = dict(self.own_tools)
+        for source, use in self.sources:
+            for name, found in source.tools().items():
+                if not use.allows(name):
+                    continue
+                if name in tools:
+                    log.warning(
+                        "agent %s: the tool %r of MCP server %r is hidden by another of that name",
+                        self.agent.name,
+                        name,
+                        source.name,
+                    )
+                    continue
+                tools[name] = found
+        self.tools = tools
+        self.definitions = [t.definition() for t in tools.values()]
 
     async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
         agent = self.agent

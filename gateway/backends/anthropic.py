@@ -11,7 +11,7 @@ with the configured ``max_tokens`` when theirs has none.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import orjson
@@ -29,10 +29,13 @@ from gateway import (
 )
 from gateway.protocols.anthropic import (
     PROTOCOL,
+    OutputToolParser,
     StreamParser,
     decode_response,
     encode_request,
+    output_schema,
     stream_error,
+    unwrap_output_tool,
 )
 
 MESSAGES = "/v1/messages"
@@ -47,6 +50,12 @@ class AnthropicBackendConfig(HTTPBackendConfig):
     version: str = "2023-06-01"
     #: ``max_tokens`` for requests whose protocol has none (Anthropic requires it).
     max_tokens: Count = Count(4096)
+    #: How a JSON output format asked in another protocol (OpenAI ``response_format``,
+    #: Responses ``text.format``) reaches the upstream: ``native`` as ``output_config.format``
+    #: (Anthropic's structured outputs), or ``tool`` as a forced tool whose input is the JSON,
+    #: given back to the client as the answer's text (for Anthropic-compatible servers and
+    #: models without structured outputs).
+    structured_output: Literal["native", "tool"] = "native"
 
 
 class AnthropicBackend(HTTPBackend):
@@ -84,16 +93,36 @@ class AnthropicBackend(HTTPBackend):
 
     def encode_request(self, request: ChatRequest) -> bytes:
         model = request.upstream_model or request.model
-        return orjson.dumps(encode_request(request, model, self.config.max_tokens))
+        config = self.config
+        body = encode_request(request, model, config.max_tokens, config.structured_output)
+        return orjson.dumps(body)
 
     def decode_response(self, obj: Any) -> ChatResponse:
         return decode_response(obj)
+
+    def _output_tool(self, request: ChatRequest) -> bool:
+        """Whether ``request``'s JSON output format goes upstream as a forced tool."""
+        return (
+            self.config.structured_output == "tool"
+            and request.protocol != PROTOCOL
+            and output_schema(request.response_format) is not None
+        )
+
+    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
+        resp = await super().complete(request, exchange)
+        return unwrap_output_tool(resp) if self._output_tool(request) else resp
 
     def error(self, obj: dict[str, Any]) -> GatewayError | None:
         return stream_error(obj) if obj.get("type") == "error" else None
 
     def stream_parser(self, request: ChatRequest) -> StreamParser:
-        return StreamParser()
+        return OutputToolParser() if self._output_tool(request) else StreamParser()
+
+    async def list_models(self, exchange: Exchange) -> list[str] | None:
+        """The ids of the upstream's ``GET /v1/models`` (its first thousand)."""
+        answer = self.json(await self.upstream.get("/v1/models?limit=1000", exchange))
+        data = answer.get("data") if isinstance(answer, dict) else None
+        return [m["id"] for m in data or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     async def count_tokens(self, request: ChatRequest, exchange: Exchange) -> int | None:
         """The upstream's own count (exact for its model)."""

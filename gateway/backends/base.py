@@ -7,8 +7,8 @@ per ``[backends.<name>]`` table at startup and calls :meth:`Backend.start` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway.canonical import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Event
@@ -16,6 +16,8 @@ from gateway.errors import BadRequest, UpstreamError
 from gateway.streaming.assembler import Assembler
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from gateway.core.app import Gateway
     from gateway.exchange import Exchange
 
@@ -74,6 +76,29 @@ class Backend:
             param="model",
             code="model_not_supported",
         )
+
+    def relay(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes] | None,
+        exchange: Exchange,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """Send a request of an endpoint the gateway does not model (audio, images, files, ...)
+        to the upstream as it came, ``path`` under its ``/v1``; the answer is open inside the
+        block (an error status raises :class:`~gateway.errors.GatewayError` first). Backends
+        that cannot (the default) refuse with a 400 ``model_not_supported``."""
+        raise BadRequest(
+            f"The backend '{self.name}' does not serve {path}.",
+            param="model",
+            code="model_not_supported",
+        )
+
+    async def list_models(self, exchange: Exchange) -> list[str] | None:
+        """The model names the upstream serves, from its own model list, or ``None`` (the
+        default) when it has none. ``/v1/models`` lists those its glob routes match."""
+        return None
 
     async def count_tokens(self, request: ChatRequest, exchange: Exchange) -> int | None:
         """The exact input token count of ``request`` when the upstream can count it, or

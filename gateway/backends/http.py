@@ -110,6 +110,16 @@ class HTTPBackend(Backend):
         """Headers added to this request only (None: none)."""
         return None
 
+    def path(self, request: ChatRequest) -> str:
+        """Where ``request`` is POSTed: :attr:`chat_path`, unless a subclass serves other
+        requests too (an OpenAI upstream's ``/completions``)."""
+        return self.chat_path
+
+    def relays(self, request: ChatRequest) -> bool:
+        """Whether the upstream answers ``request`` in the client's own protocol, so its bytes
+        may be relayed: by default when the request's protocol is :attr:`protocol`."""
+        return self.protocol is not None and request.protocol == self.protocol
+
     def encode_request(self, request: ChatRequest) -> bytes:
         """The body of the upstream request for ``request`` (streamed when it asks to be)."""
         raise NotImplementedError
@@ -160,14 +170,14 @@ class HTTPBackend(Backend):
             return await super().complete(request, exchange)
         headers = self._headers
         data = await self.upstream.post(
-            self.chat_path,
+            self.path(request),
             self.encode_request(request),
             exchange,
             headers(request) if headers is not None else None,
         )
         resp = self.decode_response(self.json(data))
-        if self.protocol is not None and request.protocol == self.protocol:
-            resp.raw, resp.raw_protocol = data, self.protocol
+        if self.relays(request):
+            resp.raw, resp.raw_protocol = data, request.protocol
         return resp
 
     async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
@@ -178,8 +188,8 @@ class HTTPBackend(Backend):
         go first as a :class:`Raw` event and the parsed events are marked ``relayed``. The
         events end after an error; a stream that closes before the parser saw its end is one.
         """
-        protocol = self.protocol or ""
-        relay = request.raw_relay and bool(protocol) and request.protocol == protocol
+        protocol = request.protocol
+        relay = request.raw_relay and self.relays(request)
         # A relay nobody observes reads only the frames that end or fail the stream.
         skip = self.unobserved() if relay and not request.parse_relayed else None
         decoder = SSEDecoder(skip)
@@ -188,7 +198,7 @@ class HTTPBackend(Backend):
         body = self.encode_request(request)
         upstream = self.upstream
         async with upstream.stream(
-            self.chat_path, body, exchange, self.request_headers(request)
+            self.path(request), body, exchange, self.request_headers(request)
         ) as resp:
             while True:
                 try:

@@ -8,9 +8,11 @@ frame for usage, text and failures.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
+import aiohttp
 import attrs
 import orjson
 
@@ -28,13 +30,17 @@ from gateway import (
     hookimpl,
 )
 from gateway.protocols.openai import (
+    COMPLETIONS,
     DONE,
     PROTOCOL,
     ChatStreamParser,
+    CompletionStreamParser,
     chat_stream_error,
     decode_chat_response,
+    decode_completion_response,
     decode_embedding_response,
     encode_chat_request,
+    encode_completion_request,
     encode_embedding_request,
 )
 
@@ -67,7 +73,16 @@ class OpenAIBackend(HTTPBackend):
     chat_path = "/chat/completions"
     config: OpenAIBackendConfig
 
+    def path(self, request: ChatRequest) -> str:
+        return "/completions" if request.protocol == COMPLETIONS else self.chat_path
+
+    def relays(self, request: ChatRequest) -> bool:
+        return request.protocol == PROTOCOL or request.protocol == COMPLETIONS
+
     def encode_request(self, request: ChatRequest) -> bytes:
+        if request.protocol == COMPLETIONS:
+            model = request.upstream_model or request.model
+            return orjson.dumps(encode_completion_request(request, model))
         body = encode_chat_request(
             request,
             request.upstream_model or request.model,
@@ -76,15 +91,17 @@ class OpenAIBackend(HTTPBackend):
         return orjson.dumps(body)
 
     def decode_response(self, obj: Any) -> ChatResponse:
+        if isinstance(obj, dict) and obj.get("object") == "text_completion":
+            return decode_completion_response(obj)
         return decode_chat_response(obj)
 
     def error(self, obj: dict[str, Any]) -> GatewayError | None:
         return chat_stream_error(obj) if obj.get("error") else None
 
-    def stream_parser(self, request: ChatRequest) -> _Stream:
-        return _Stream()
+    def stream_parser(self, request: ChatRequest) -> _Stream | _CompletionStream:
+        return _CompletionStream() if request.protocol == COMPLETIONS else _Stream()
 
-    def sentinel(self, data: str, parser: _Stream) -> bool:
+    def sentinel(self, data: str, parser: _Stream | _CompletionStream) -> bool:
         if data.startswith("[DONE]"):
             parser.done = True
             return True
@@ -93,10 +110,25 @@ class OpenAIBackend(HTTPBackend):
     def unobserved(self) -> Callable[[bytes], bool]:
         return content_only
 
-    def stream_end(self, parser: _Stream, relay: bool) -> list[Event]:
+    def stream_end(self, parser: _Stream | _CompletionStream, relay: bool) -> list[Event]:
         """A relayed stream that finished without ``[DONE]`` gets one: OpenAI clients wait
         for it."""
-        return [Raw(DONE, PROTOCOL)] if relay and not parser.done else []
+        return [Raw(DONE, parser.protocol)] if relay and not parser.done else []
+
+    def relay(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes] | None,
+        exchange: Exchange,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """The OpenAI endpoints the gateway does not model, relayed to the upstream's."""
+        return self.upstream.relay(method, path, headers, body, exchange)
+
+    async def list_models(self, exchange: Exchange) -> list[str] | None:
+        """The ids of the upstream's ``GET /models``."""
+        return model_ids(self.json(await self.upstream.get("/models", exchange)))
 
     async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResponse:
         body = encode_embedding_request(request, request.upstream_model or request.model)
@@ -104,14 +136,28 @@ class OpenAIBackend(HTTPBackend):
         return decode_embedding_response(self.json(data), data, request)
 
 
+def model_ids(answer: Any) -> list[str]:
+    """The ``id`` of each model of a model list (``{"data": [{"id": ...}, ...]}``)."""
+    data = answer.get("data") if isinstance(answer, dict) else None
+    return [m["id"] for m in data or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
 class _Stream(ChatStreamParser):
     """A ``chat.completion.chunk`` parser that also notes the ``[DONE]`` frame."""
 
     __slots__ = ("done",)
+    protocol = PROTOCOL
 
     def __init__(self) -> None:
         super().__init__()
         self.done = False
+
+
+class _CompletionStream(CompletionStreamParser):
+    """A streamed ``text_completion`` parser (which notes ``[DONE]`` itself)."""
+
+    __slots__ = ()
+    protocol = COMPLETIONS
 
 
 @hookimpl

@@ -55,6 +55,7 @@ class Upstream:
         }
         self.session: aiohttp.ClientSession | None = None
         self.pool: HTTP1Pool | None = None
+        self._relay_session: aiohttp.ClientSession | None = None
         url = urlsplit(self.base_url)
         self._lean = url.scheme == "http"
         self._path = url.path
@@ -93,6 +94,9 @@ class Upstream:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self._relay_session is not None:
+            await self._relay_session.close()
+            self._relay_session = None
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -269,6 +273,78 @@ class Upstream:
         if isinstance(exc, aiohttp.ClientError):
             return UpstreamError(f"backend '{name}' failed: {type(exc).__name__}")
         return UpstreamError(f"backend '{name}' failed unexpectedly")
+
+    @asynccontextmanager
+    async def relay(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | AsyncIterator[bytes] | None,
+        ex: Exchange,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request the gateway does not model (an upload, an audio file back) with the
+        client's body streamed as it arrives, and yield the open answer once its status is
+        known to be good. It goes through a client session of its own, made on first use: the
+        pooled client sends whole bodies only."""
+        if self._relay_session is None:
+            self._relay_session = aiohttp.ClientSession(
+                headers={k: v for k, v in self.headers.items() if k.lower() != "content-type"},
+                skip_auto_headers=("Accept-Encoding", "Content-Type"),
+            )
+        started = time.perf_counter()
+        try:
+            resp = await self._relay_session.request(
+                method,
+                self.base_url + path,
+                data=body,
+                headers=_request_headers(ex, headers),
+                timeout=self._streamed,
+            )
+        except Exception as exc:
+            raise self.failed(ex, self.failure(exc)) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+        try:
+            if resp.status >= 300:
+                data = await resp.content.read(_MAX_ERROR_BODY)
+                raise self.failed(ex, status_error(resp.status, data, resp.headers), resp.status)
+            yield resp
+        finally:
+            resp.close()
+
+    async def get(self, path: str, ex: Exchange) -> bytes:
+        """GET ``path`` (a model list, ...) and return the answer's bytes, within the backend's
+        ``timeout``; a failure raises :class:`GatewayError`."""
+        started = time.perf_counter()
+        try:
+            if self._lean:
+                pool = self._pool()
+                resp = await pool.request(
+                    "GET",
+                    self._path + path,
+                    headers=self._own_headers(ex, None),
+                    read_timeout=self.config.read_timeout,
+                    deadline=pool.loop.time() + self.config.timeout,
+                )
+                try:
+                    data, status, headers = await resp.read(), resp.status, resp.headers
+                finally:
+                    resp.close()
+            else:
+                async with self._session().get(
+                    self.base_url + path, headers=_request_headers(ex, None), timeout=self._whole
+                ) as answer:
+                    data, status, headers = await answer.read(), answer.status, answer.headers
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.failed(ex, self.failure(exc)) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
+        if status >= 300:
+            raise self.failed(ex, status_error(status, data[:_MAX_ERROR_BODY], headers), status)
+        return data
 
 
 def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:

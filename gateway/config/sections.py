@@ -95,6 +95,9 @@ class ModelConfig:
     backend: str
     upstream_model: str | None = None
     description: str | None = None
+    #: For a glob name: the concrete names it serves, listed by ``GET /v1/models`` (beside
+    #: those the upstream's own model list has that the glob matches).
+    names: tuple[str, ...] = ()
     #: What the model costs, when the price library does not say (or says otherwise).
     price: ModelPrice | None = None
 

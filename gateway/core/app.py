@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from gateway.backends.base import Backend
     from gateway.canonical import Tool
     from gateway.protocols.base import ProtocolAdapter
+    from gateway.tools import Tool as RunnableTool
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,23 @@ class ServedAgent(Protocol):
 
     @property
     def definitions(self) -> Sequence[Tool]: ...
+
+
+class ToolSource(Protocol):
+    """Tools from outside the process whose set may change while the gateway runs (an MCP
+    server's): a plugin lists its sources in :attr:`Gateway.tool_sources` in a ``tryfirst``
+    ``gateway_configure_app``, and the agents plugin offers them to the agents that name them."""
+
+    @property
+    def name(self) -> str: ...
+
+    def tools(self) -> Mapping[str, RunnableTool]:
+        """The tools available now, by name (none while the source is unreachable)."""
+        ...
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called whenever :meth:`tools` changes."""
+        ...
 
 
 class Gateway:
@@ -85,6 +103,8 @@ class Gateway:
         self.draining_expired = False
         #: The agents served here, by name; the agents plugin fills it while the app is built.
         self.agents: dict[str, ServedAgent] = {}
+        #: Live tool sources by name (MCP servers); filled before the agents are built.
+        self.tool_sources: dict[str, ToolSource] = {}
 
     @property
     def auth_enabled(self) -> bool:

@@ -40,9 +40,9 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
 
     def error_response(ex: Exchange, err: GatewayError) -> web.Response:
         if ex.route.protocol is not None:
-            return ex.route.protocol.error_response(err)
+            return ex.route.protocol.error_response(err, ex.request_id)
         headers = None
-        if err.retry_after is not None:  # as ProtocolAdapter.error_response does
+        if err.retry_after is not None:  # as ProtocolAdapter.error_headers does
             headers = {"retry-after": str(max(1, round(err.retry_after)))}
         return json_response(default_error_body(err), status=err.status, headers=headers)
 

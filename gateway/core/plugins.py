@@ -45,6 +45,7 @@ BUILTINS: dict[str, str] = {
     "telemetry": "gateway.telemetry.plugin",
     "request_logs": "gateway.requestlog.plugin",
     "agents": "gateway.agents.plugin",
+    "mcp": "gateway.mcp.plugin",
     "triggers": "gateway.triggers.plugin",
     "triggers.pollers": "gateway.triggers.pollers",
     "listeners.redis_pubsub": "gateway.triggers.listeners.redis_pubsub",

@@ -61,11 +61,19 @@ class ProtocolAdapter:
         """The protocol's JSON error body for ``err``."""
         return default_error_body(err)
 
-    def error_response(self, err: GatewayError) -> web.Response:
-        headers = None
-        if err.retry_after is not None:
-            headers = {"retry-after": str(max(1, round(err.retry_after)))}
-        return json_response(self.error_body(err), status=err.status, headers=headers)
+    def error_response(self, err: GatewayError, request_id: str | None = None) -> web.Response:
+        """The error response for ``err``; ``request_id`` is the exchange's (the
+        ``x-request-id`` header carries it whatever the protocol; some put it in the body)."""
+        return json_response(
+            self.error_body(err), status=err.status, headers=self.error_headers(err)
+        )
+
+    @staticmethod
+    def error_headers(err: GatewayError) -> dict[str, str]:
+        """The headers of an error response: ``retry-after`` when the error says when to retry."""
+        if err.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, round(err.retry_after)))}
 
     async def stream_response(
         self,

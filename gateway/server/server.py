@@ -258,9 +258,14 @@ class Server:
         await gen.start(self.sockets)
         self.current = gen
         if self.peers_dir is not None:
-            self.peers = Peers(self.peers_dir, self._exposition)
-            await self.peers.start()
-            gen.gateway.metrics.peers = self.peers.others  # reloads carry it on with the counts
+            peers = Peers(self.peers_dir, self._exposition)
+            try:
+                await peers.start()
+            except OSError as exc:  # /metrics then shows this worker alone; serving goes on
+                log.warning("cannot share metrics with the other workers: %s", exc)
+            else:
+                self.peers = peers
+                gen.gateway.metrics.peers = peers.others  # reloads carry it on with the counts
         cfg = self.loaded.config.server
         port = self.sockets[0].getsockname()[1]
         log.info(

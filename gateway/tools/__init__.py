@@ -7,6 +7,14 @@ from the function itself (:mod:`.schema`); plugins register tools with
 
 from __future__ import annotations
 
-from gateway.tools.python import Tool, ToolContext, ToolOutcome, as_tool, import_tool, tool
+from gateway.tools.python import (
+    Tool,
+    ToolContext,
+    ToolOutcome,
+    as_tool,
+    import_tool,
+    json_arguments,
+    tool,
+)
 
-__all__ = ["Tool", "ToolContext", "ToolOutcome", "as_tool", "import_tool", "tool"]
+__all__ = ["Tool", "ToolContext", "ToolOutcome", "as_tool", "import_tool", "json_arguments", "tool"]

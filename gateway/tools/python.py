@@ -167,12 +167,7 @@ class Tool:
         return ToolOutcome(result_text(value))
 
     def _arguments(self, arguments: str) -> dict[str, Any]:
-        try:
-            raw = orjson.loads(arguments or "{}")
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc})") from None
-        if not isinstance(raw, dict):
-            raise ValueError("expected a JSON object of named arguments")
+        raw = json_arguments(arguments)
         problems = []
         unknown = sorted(set(raw) - set(self.types))
         if unknown:
@@ -197,6 +192,18 @@ class Tool:
 
 
 _NO_JSON = object()
+
+
+def json_arguments(arguments: str) -> dict[str, Any]:
+    """A model's JSON arguments (``""`` for none) as an object; raises :class:`ValueError`
+    saying what is wrong."""
+    try:
+        raw = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError("expected a JSON object of named arguments")
+    return raw
 
 
 def _jsonable(value: Any) -> Any:

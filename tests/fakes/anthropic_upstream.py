@@ -17,6 +17,8 @@ What it answers is chosen by the text of the last user message:
 - ``STATUS:<code>``: that HTTP status with an Anthropic error body (429 adds retry-after)
 - ``STOPSEQ``: stops at the stop sequence ``###``
 - ``THINK``: a thinking block (with signature), then text
+- an ``output_config.format``: :data:`JSON_ANSWER` as the text; a forced tool: that tool
+  called with :data:`JSON_ANSWER` as its input
 - ``ROUNDS``: answers with a tool call until three tool results are in the history
 - ``CALL name {json}`` (the last of the turn's text, after whatever context the client put
   first): "Calling tools." and that tool call; once a tool result is in, ``results: <count>``
@@ -39,6 +41,10 @@ from aiohttp import web
 REQUESTS: web.AppKey[list[dict[str, Any]]] = web.AppKey("requests", list)
 HEADERS: web.AppKey[list[Any]] = web.AppKey("headers", list)
 CANCELLED: web.AppKey[list[str]] = web.AppKey("cancelled", list)
+#: The times the upstream's model list was asked for.
+MODEL_LISTS: web.AppKey[list[str]] = web.AppKey("model_lists", list)
+#: The upstream's own model list.
+MODEL_IDS = ["claude-fake-1", "claude-fake-2"]
 
 TOOL_CALLS = [
     ("toolu_weather_1", "get_weather", ['{"ci', 'ty": "Pa', 'ris"}']),
@@ -51,6 +57,8 @@ USAGE = {
     "cache_creation_input_tokens": 2,
 }
 COUNT = 4242
+#: The answer to a request with a JSON output format (as text, or as a forced tool's input).
+JSON_ANSWER = '{"city": "Paris", "temperature": 21}'
 _FIELDS = {
     "model",
     "messages",
@@ -69,6 +77,7 @@ _FIELDS = {
     "container",
     "mcp_servers",
     "context_management",
+    "output_config",
 }
 
 
@@ -93,6 +102,18 @@ def _invalid(body: dict[str, Any], counting: bool = False) -> str | None:
         return "max_tokens: Field required"
     if (body.get("temperature") or 0) > 1:
         return "temperature: Input should be less than or equal to 1"
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens", 0)
+        if not 1024 <= budget < body.get("max_tokens", 0):
+            return "thinking.budget_tokens: must be at least 1024 and less than max_tokens"
+        if body.get("temperature", 1) != 1 or "top_k" in body:
+            return "temperature and top_k may not be set when thinking is enabled"
+        if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+            return "Thinking may not be enabled when tool_choice forces tool use."
+        problem = thinking_continuity(body)
+        if problem:
+            return problem
     messages = body.get("messages") or []
     if not messages or messages[0].get("role") != "user":
         return "messages: the first message must use the user role"
@@ -121,6 +142,26 @@ def _invalid(body: dict[str, Any], counting: bool = False) -> str | None:
             if any(r.get("tool_use_id") not in known for r in results):
                 return f"messages.{i}: unexpected `tool_use_id` in `tool_result` blocks"
     return None
+
+
+def thinking_continuity(body: dict[str, Any]) -> str | None:
+    """Anthropic's rule for thinking in a tool loop: with thinking on, the last assistant turn,
+    when it used tools, starts with its thinking."""
+    if (body.get("thinking") or {}).get("type") not in ("enabled", "adaptive"):
+        return None
+    last = next(
+        (m for m in reversed(body.get("messages") or []) if m.get("role") == "assistant"), None
+    )
+    content = last.get("content") if last else None
+    if not isinstance(content, list) or not any(b.get("type") == "tool_use" for b in content):
+        return None
+    if content[0].get("type") in ("thinking", "redacted_thinking"):
+        return None
+    return (
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        f"`{content[0].get('type')}`. When `thinking` is enabled, a final `assistant` message "
+        "must start with a thinking block."
+    )
 
 
 def _last_user(body: dict[str, Any]) -> str:
@@ -171,6 +212,15 @@ def _script(text: str, results: int) -> tuple[list[dict[str, Any]], str, str | N
             for cid, name, frags in calls
         ]
         return blocks, "tool_use", None
+    if text.startswith("FORCED:"):
+        name = text.split(":", 1)[1]
+        return (
+            [{"type": "tool_use", "id": "toolu_json", "name": name, "input": [JSON_ANSWER]}],
+            "tool_use",
+            None,
+        )
+    if text == "JSON":
+        return [{"type": "text", "text": JSON_ANSWER}], "end_turn", None
     if text == "STOPSEQ":
         return [{"type": "text", "text": "upstream stops here"}], "stop_sequence", "###"
     if text == "THINK":
@@ -205,7 +255,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
         kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
         headers = {"retry-after": "7"} if status == 429 else None
         return _error(status, kind, f"fake upstream refuses with {status}", headers)
+    choice = body.get("tool_choice") or {}
+    if choice.get("type") == "tool":
+        text = "FORCED:" + choice["name"]
+    elif (body.get("output_config") or {}).get("format"):
+        text = "JSON"
     blocks, reason, sequence = _script(text, _tool_results(body))
+    if (body.get("thinking") or {}).get("type") == "enabled" and blocks[0]["type"] != "thinking":
+        blocks.insert(0, {"type": "thinking", "thinking": "Let me think.", "signature": "sig-fake"})
     if not body.get("stream"):
         content = [
             {**b, "input": orjson.loads("".join(b["input"]))} if b["type"] == "tool_use" else b
@@ -338,13 +395,21 @@ async def count_tokens(request: web.Request) -> web.Response:
     return web.json_response({"input_tokens": COUNT})
 
 
+async def model_list(request: web.Request) -> web.Response:
+    request.app[MODEL_LISTS].append(request.path_qs)
+    models = [{"id": m, "type": "model", "object": "model"} for m in MODEL_IDS]
+    return web.json_response({"object": "list", "data": models, "has_more": False})
+
+
 def make_app() -> web.Application:
     app = web.Application()
+    app[MODEL_LISTS] = []
     app[REQUESTS] = []
     app[HEADERS] = []
     app[CANCELLED] = []
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
+    app.router.add_get("/v1/models", model_list)
     return app
 
 

@@ -4,6 +4,8 @@ process (``python tests/fakes/openai_upstream.py PORT``).
 What it does is chosen by the last user message:
 
 - ``TOOLS``: two tool calls in one turn (get_weather, get_time), arguments in fragments
+- ``STOPTOOLS``: the same, ending with ``finish_reason: "stop"`` (as some servers do)
+- a ``response_format`` of type ``json_schema``: :data:`JSON_ANSWER` as the text
 - ``BREAK``: two text chunks, then the connection is cut mid-body
 - ``HALFFRAME``: one text chunk, then half of the next frame, then the connection is cut
 - ``ERRFRAME``: one text chunk, then an ``{"error": ...}`` frame
@@ -36,9 +38,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+try:
+    from fakes import media_upstream
+except ImportError:  # run as a script: its own folder is on the path
+    import media_upstream
+
 REQUESTS: web.AppKey[list[dict[str, Any]]] = web.AppKey("requests", list)
 HEADERS: web.AppKey[list[Any]] = web.AppKey("headers", list)
 CANCELLED: web.AppKey[list[str]] = web.AppKey("cancelled", list)
+#: The times the upstream's model list was asked for.
+MODEL_LISTS: web.AppKey[list[str]] = web.AppKey("model_lists", list)
+#: The upstream's own model list.
+MODEL_IDS = ["gpt-fake-1", "gpt-fake-2", "other-model"]
 
 TOOL_CALLS = [
     ("call_weather_1", "get_weather", ['{"ci', 'ty": "Pa', 'ris"}']),
@@ -89,6 +100,8 @@ def _chunk(
 
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+#: The answer to a request with a JSON schema output format.
+JSON_ANSWER = '{"city": "Paris", "temperature": 21}'
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -115,14 +128,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if text.startswith("SLOW:"):
         await asyncio.sleep(float(text.split(":", 1)[1]))
     tool_results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
-    wants_tools = text == "TOOLS" or (text == "ROUNDS" and tool_results < 3)
+    wants_tools = text in ("TOOLS", "STOPTOOLS") or (text == "ROUNDS" and tool_results < 3)
+    if (body.get("response_format") or {}).get("type") == "json_schema":
+        text = "JSON"
     if text.startswith(("CALL ", "LOOP ")):
         return await _scripted(request, body, text)
     if not body.get("stream"):
         if wants_tools:
             calls = (
                 TOOL_CALLS
-                if text == "TOOLS"
+                if text in ("TOOLS", "STOPTOOLS")
                 else [(f"call_round_{tool_results}", "step", ['{"n": ', str(tool_results), "}"])]
             )
             message = {
@@ -138,9 +153,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
                     for cid, name, args in calls
                 ],
             }
-            finish = "tool_calls"
+            finish = "stop" if text == "STOPTOOLS" else "tool_calls"
         else:
-            message = {"role": "assistant", "content": f"upstream says: {text}", "refusal": None}
+            say = JSON_ANSWER if text == "JSON" else f"upstream says: {text}"
+            message = {"role": "assistant", "content": say, "refusal": None}
             finish = "stop"
         return web.json_response(
             {
@@ -163,7 +179,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         if wants_tools:
             calls = (
                 TOOL_CALLS
-                if text == "TOOLS"
+                if text in ("TOOLS", "STOPTOOLS")
                 else [(f"call_round_{tool_results}", "step", ['{"n": ', str(tool_results), "}"])]
             )
             for index, (cid, name, args) in enumerate(calls):
@@ -189,14 +205,18 @@ async def chat(request: web.Request) -> web.StreamResponse:
                             {"tool_calls": [{"index": index, "function": {"arguments": frag}}]},
                         )
                     )
-            await resp.write(_chunk(model, {}, "tool_calls"))
+            await resp.write(_chunk(model, {}, "stop" if text == "STOPTOOLS" else "tool_calls"))
         elif text == "DRIP":
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 await resp.write(_chunk(model, {"content": "drip "}))
                 await asyncio.sleep(0.1)
         else:
-            words = ["upstream ", "says: ", text]
+            words = (
+                [JSON_ANSWER[:9], JSON_ANSWER[9:]]
+                if text == "JSON"
+                else ["upstream ", "says: ", text]
+            )
             for i, w in enumerate(words):
                 await resp.write(_chunk(model, {"content": w}))
                 if text == "HALFFRAME":
@@ -321,13 +341,55 @@ async def cancelled(request: web.Request) -> web.Response:
     return web.json_response(request.app[CANCELLED])
 
 
+async def model_list(request: web.Request) -> web.Response:
+    request.app[MODEL_LISTS].append(request.path_qs)
+    models = [{"id": m, "type": "model", "object": "model"} for m in MODEL_IDS]
+    return web.json_response({"object": "list", "data": models, "has_more": False})
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    """Legacy completions: the prompt continued with `` and so on.``, with logprobs (as only
+    this endpoint has them in this shape), streamed in two chunks or whole."""
+    body = await request.json()
+    request.app[REQUESTS].append(body)
+    model = body.get("model", "?")
+    logprobs = {"tokens": [" and"], "token_logprobs": [-0.5], "top_logprobs": None}
+
+    def obj(text: str, finish: str | None) -> dict[str, Any]:
+        choice = {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}
+        return {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": 1700000001,
+            "model": model,
+            "choices": [choice],
+        }
+
+    if not body.get("stream"):
+        return web.json_response({**obj(" and so on.", "stop"), "usage": USAGE})
+    resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await resp.prepare(request)
+    for text, finish in ((" and", None), (" so on.", None), ("", "stop")):
+        await resp.write(b"data: " + orjson.dumps(obj(text, finish)) + b"\n\n")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {**obj("", None), "choices": [], "usage": USAGE}
+        await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
 def make_app() -> web.Application:
     app = web.Application()
+    app[MODEL_LISTS] = []
     app[REQUESTS] = []
     app[HEADERS] = []
     app[CANCELLED] = []
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/completions", completions)
+    media_upstream.add_routes(app)
+    app.router.add_get("/v1/models", model_list)
     app.router.add_get("/_requests", recorded)
     app.router.add_get("/_cancelled", cancelled)
     return app

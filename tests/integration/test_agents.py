@@ -190,8 +190,7 @@ async def test_anthropic_sdk_calls_an_agent_by_name(make_gateway, upstream, clau
     assert (message.usage.input_tokens, message.usage.output_tokens) == (22, 14)
     first = recorded(upstream)[0]["messages"]
     assert [(m["role"], m["content"]) for m in first] == [
-        ("system", "You help."),
-        ("system", "Be brief."),
+        ("system", "You help.\n\nBe brief."),  # the instructions, as one system message
         *[(m["role"], m["content"]) for m in history],
     ]
     async with api.messages.stream(

@@ -73,15 +73,22 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path, workers: int):
         assert gw.stop() == 0
 
 
-def test_a_drain_refuses_new_connections_at_once(tmp_path: Path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_drain_refuses_new_connections_at_once(tmp_path: Path, workers: int):
     """While a stream drains after SIGTERM, a new connection is refused, not queued unanswered;
     the stream still ends whole."""
-    with gateway_process(config=echo_config("old: ", delay="100ms"), directory=tmp_path) as gw:
+    with gateway_process(
+        "serve",
+        "--workers",
+        str(workers),
+        config=echo_config("old: ", delay="100ms"),
+        directory=tmp_path,
+    ) as gw:
         stream: dict = {}
         thread = open_stream(gw.url, WORDS, stream)
         assert stream["started"].wait(30)
         gw.signal(signal.SIGTERM)
-        gw.wait_log("shutting down")
+        gw.wait_log("shutting down", count=workers)
 
         def attempt() -> str:
             try:

@@ -372,3 +372,19 @@ async def test_any_instance_answers(tmp_path: Path, redis_url, redis_prefix, ups
             await two.close()
     for proc in procs:
         assert proc.returncode == 0, proc.output
+
+
+async def test_several_workers_without_redis_store_nothing(make_gateway, sdk, caplog):
+    gw = await make_gateway(
+        {
+            "server": {"workers": 2},
+            "backends": {"e": {"kind": "echo"}},
+            "models": {"echo": {"backend": "e"}},
+        }
+    )
+    assert "stored responses are off: 2 workers need [redis] url" in caplog.text
+    api = sdk(gw)
+    assert (await api.responses.create(model="echo", input="hi")).store is False
+    with pytest.raises(openai.BadRequestError) as caught:
+        await api.responses.create(model="echo", input="hi", previous_response_id="resp_1")
+    assert 'store = "off"' in caught.value.body["message"]

@@ -54,6 +54,7 @@ def test_workers_refuse_state_kept_in_memory(redis_url):
         "agui.store": "redis",  # auto: AG-UI runs follow [redis] url
         "a2a.store": "redis",  # and A2A tasks
         "responses.store": "redis",  # and stored Responses
+        "mcp.store": "redis",  # and /mcp sessions
     }
 
 

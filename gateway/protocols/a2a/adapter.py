@@ -203,8 +203,8 @@ class A2AProtocol(ProtocolAdapter):
     def error_body(self, err: GatewayError) -> Any:
         return orjson.loads(jsonrpc.error_response(None, err))
 
-    def error_response(self, err: GatewayError) -> web.Response:
-        resp = super().error_response(err)
+    def error_response(self, err: GatewayError, request_id: str | None = None) -> web.Response:
+        resp = super().error_response(err, request_id)
         if err.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="hookgate"'
         return resp

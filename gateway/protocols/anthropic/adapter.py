@@ -42,6 +42,15 @@ class AnthropicProtocol(ProtocolAdapter):
     def error_body(self, err: GatewayError) -> Any:
         return anthropic_response.error_body(err)
 
+    def error_response(self, err: GatewayError, request_id: str | None = None) -> web.Response:
+        """Anthropic's error body carries the request id, and so does its ``request-id``
+        header (which the SDK reads)."""
+        headers = self.error_headers(err)
+        if request_id is not None:
+            headers["request-id"] = request_id
+        body = anthropic_response.error_body(err, request_id)
+        return json_response(body, status=err.status, headers=headers)
+
     async def messages(self, request: web.Request) -> web.StreamResponse:
         ex = request[EXCHANGE]
         req = anthropic.decode_request(await read_json(request), request.headers)

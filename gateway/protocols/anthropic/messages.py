@@ -11,7 +11,7 @@ means the same thing wherever it came from.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -53,6 +53,12 @@ _KNOWN = frozenset(
         "metadata",
     }
 )
+#: Anthropic's ``output_config.effort`` levels as canonical reasoning efforts.
+EFFORTS_IN = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
+#: Thinking budgets for canonical reasoning efforts (Anthropic's smallest budget is 1024).
+EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
+#: The tool a backend configured with ``structured_output = "tool"`` forces for JSON output.
+OUTPUT_TOOL = "json_output"
 #: Anthropic's ``tool_choice`` types as canonical modes.
 _TOOL_CHOICE_MODES: dict[str, ToolChoiceMode] = {
     "auto": "auto",
@@ -74,10 +80,8 @@ def decode_request(
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model: Field required (a non-empty string).", param="model")
-    max_tokens = body.get("max_tokens")
-    if not counting and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-    ):
+    max_tokens = whole_number(body.get("max_tokens"))
+    if not counting and (max_tokens is None or max_tokens < 1):
         raise BadRequest("max_tokens: Field required (a positive integer).", param="max_tokens")
     messages = decode_messages(body.get("messages"), body.get("system"))
     stop = body.get("stop_sequences")
@@ -92,6 +96,7 @@ def decode_request(
     if stream is not None and not isinstance(stream, bool):
         raise BadRequest("stream: must be a boolean.", param="stream")
     beta = headers.get("anthropic-beta") if headers is not None else None
+    effort, budget = _decode_thinking(body.get("thinking"), body.get("output_config"))
     return ChatRequest(
         model=model,
         messages=messages,
@@ -106,12 +111,55 @@ def decode_request(
         top_p=_number(body, "top_p"),
         top_k=_integer(body, "top_k"),
         stop=stop or None,
+        response_format=_decode_output_format(body),
+        reasoning_effort=effort,
+        reasoning_budget=budget,
         user=user if isinstance(user, str) else None,
         metadata=metadata,
         extra={k: v for k, v in body.items() if k not in _KNOWN} or None,
         wire=body,
         headers={"anthropic-beta": beta} if beta else None,
     )
+
+
+def _decode_output_format(body: Mapping[str, Any]) -> dict[str, JSON] | None:
+    """``output_config.format`` (or the beta's top-level ``output_format``) as the canonical,
+    Chat Completions-shaped ``response_format``."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else body.get("output_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise BadRequest("output_config.format.schema: Field required.", param="output_config")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
+def _decode_thinking(thinking: Any, config: Any) -> tuple[str | None, int | None]:
+    """The reasoning asked for, as a canonical effort or budget: ``enabled`` thinking has a
+    budget, ``adaptive`` thinking the ``output_config.effort`` (``medium`` without one); none
+    is asked when thinking is off."""
+    if not isinstance(thinking, dict):
+        return None, None
+    kind = thinking.get("type")
+    if kind == "enabled":
+        return None, whole_number(thinking.get("budget_tokens"))
+    if kind == "adaptive":
+        effort = config.get("effort") if isinstance(config, dict) else None
+        return (EFFORTS_IN.get(effort, "medium") if isinstance(effort, str) else "medium"), None
+    return None, None  # ``disabled``: nothing to ask of another protocol
+
+
+def whole_number(value: Any) -> int | None:
+    """``value`` as an int when it is one, or a float with no fractional part (``1000.0``, which
+    JSON encoders of some languages write for an integer); otherwise None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _number(body: Mapping[str, Any], key: str) -> float | None:
@@ -134,7 +182,11 @@ def _integer(body: Mapping[str, Any], key: str) -> int | None:
 
 def decode_messages(raw: Any, system: Any) -> list[Message]:
     """``system`` and ``messages`` as canonical messages: the system prompt first, each
-    ``tool_result`` block as its own ``tool`` message (in order, before the rest of its turn)."""
+    ``tool_result`` block as its own ``tool`` message (in order, before the rest of its turn).
+
+    A ``system`` message inside ``messages`` (mid-conversation instructions, which newer models
+    take and Claude Code sends) stays where it is; encoders that cannot place it there fold it
+    into the system prompt."""
     if not isinstance(raw, list) or not raw:
         raise BadRequest("messages: Field required (a non-empty array).", param="messages")
     out: list[Message] = []
@@ -153,8 +205,14 @@ def decode_messages(raw: Any, system: Any) -> list[Message]:
         if not isinstance(m, dict):
             raise BadRequest(f"{where}: must be an object.", param=where)
         role = m.get("role")
-        if role not in ("user", "assistant"):
-            raise BadRequest(f"{where}.role: must be 'user' or 'assistant'.", param=f"{where}.role")
+        if role not in ("user", "assistant", "system"):
+            # Claude Code retries without its system messages when a 400 reads "... role ...
+            # system ... not supported", as Anthropic's own does.
+            raise BadRequest(
+                f"{where}.role: role {role!r} is not supported; must be 'user', 'assistant' or "
+                "'system'.",
+                param=f"{where}.role",
+            )
         content = m.get("content")
         if isinstance(content, str):
             out.append(Message(role, [TextPart(content)]))
@@ -231,19 +289,18 @@ def _decode_block(b: Any, at: str, role: str) -> Part:
     return OpaquePart(PROTOCOL, b)
 
 
-def _decode_image(b: Mapping[str, Any], at: str) -> ImagePart:
+def _decode_image(b: Mapping[str, Any], at: str) -> ImagePart | OpaquePart:
     source = b.get("source")
     extra = rest(b, ("type", "source"))
-    if isinstance(source, dict):
-        kind = source.get("type")
-        if kind == "base64" and isinstance(source.get("data"), str):
-            return ImagePart(data=source["data"], media_type=source.get("media_type"), extra=extra)
-        if kind == "url" and isinstance(source.get("url"), str):
-            return ImagePart(url=source["url"], extra=extra)
-    raise BadRequest(
-        f"{at}.source: must be {{type: 'base64', media_type, data}} or {{type: 'url', url}}.",
-        param=f"{at}.source",
-    )
+    if not isinstance(source, dict) or not isinstance(source.get("type"), str):
+        raise BadRequest(f"{at}.source: Field required (an object with a 'type').", param=at)
+    kind = source["type"]
+    if kind == "base64" and isinstance(source.get("data"), str):
+        return ImagePart(data=source["data"], media_type=source.get("media_type"), extra=extra)
+    if kind == "url" and isinstance(source.get("url"), str):
+        return ImagePart(url=source["url"], extra=extra)
+    # a ``file`` source (an id from Anthropic's Files API) or a kind yet to come: Anthropic only
+    return OpaquePart(PROTOCOL, dict(b))
 
 
 def decode_tools(tools: Any) -> list[Tool] | None:
@@ -254,12 +311,17 @@ def decode_tools(tools: Any) -> list[Tool] | None:
     out = []
     for i, t in enumerate(tools):
         at = f"tools.{i}"
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
-            raise BadRequest(f"{at}.name: Field required.", param=f"{at}.name")
-        if t.get("type") not in (None, "custom"):
-            # Server tools (web search, code execution, ...) only Anthropic runs: keep them whole.
-            out.append(Tool(t["name"], extra={"tool": t}))
+        if not isinstance(t, dict):
+            raise BadRequest(f"{at}: must be an object.", param=at)
+        kind = t.get("type")
+        if kind not in (None, "custom"):
+            # Server tools (web search, code execution, an MCP server's toolset ...) only
+            # Anthropic runs: kept whole. Some have no name (``mcp_toolset``).
+            name = t.get("name") or t.get("mcp_server_name") or kind
+            out.append(Tool(str(name), extra={"tool": t}))
             continue
+        if not isinstance(t.get("name"), str) or not t["name"]:
+            raise BadRequest(f"{at}.name: Field required.", param=f"{at}.name")
         schema = t.get("input_schema")
         if not isinstance(schema, dict):
             raise BadRequest(f"{at}.input_schema: Field required (an object).", param=at)
@@ -282,6 +344,8 @@ def decode_tool_choice(choice: Any) -> tuple[ToolChoice | None, bool | None]:
         return None, None
     kind = choice.get("type") if isinstance(choice, dict) else None
     mode = _TOOL_CHOICE_MODES.get(kind) if isinstance(kind, str) else None
+    if mode is None and isinstance(kind, str):
+        mode = "auto"  # a kind yet to come: relayed as it is, "auto" elsewhere
     if mode is None or (mode == "tool" and not isinstance(choice.get("name"), str)):
         raise BadRequest(
             "tool_choice: must be {type: 'auto' | 'any' | 'none'} or {type: 'tool', name}.",
@@ -295,12 +359,17 @@ def decode_tool_choice(choice: Any) -> tuple[ToolChoice | None, bool | None]:
 # --- requests: canonical -> wire ----------------------------------------------------------------
 
 
-def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dict[str, JSON]:
+def encode_request(
+    req: ChatRequest, model: str, default_max_tokens: int, structured_output: str = "native"
+) -> dict[str, JSON]:
     """The request body for an Anthropic upstream.
 
     A request that arrived in this protocol and was not changed on the way is sent as it came,
     with only the model replaced; otherwise it is encoded from the canonical fields, and what
-    Anthropic cannot take is dropped (logged at debug).
+    Anthropic cannot take is dropped (logged at debug) or, where dropping would change the
+    answer, refused. A JSON output format becomes ``output_config.format``, or with
+    ``structured_output="tool"`` a forced tool whose input is the JSON (for upstreams without
+    structured outputs; the backend unwraps it).
     """
     if req.wire is not None and req.protocol == PROTOCOL:
         return {**req.wire, "model": model}
@@ -315,7 +384,14 @@ def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dic
         body["system"] = system
     if req.stream:
         body["stream"] = True
-    tools = [t for t in req.tools or () if same or not (t.extra and "tool" in t.extra)]
+    if not same:
+        refuse_untranslatable(req)
+    allowed = req.tool_choice.allowed if req.tool_choice is not None else None
+    tools = [
+        t
+        for t in req.tools or ()
+        if (same or not (t.extra and "tool" in t.extra)) and (allowed is None or t.name in allowed)
+    ]
     if tools:
         body["tools"] = [_encode_tool(t, same) for t in tools]
     choice = encode_tool_choice(req.tool_choice, req.parallel_tool_calls)
@@ -339,13 +415,113 @@ def encode_request(req: ChatRequest, model: str, default_max_tokens: int) -> dic
         if req.extra:
             body.update(req.extra)
     else:
-        dropped = sorted(
-            [*(req.extra or ())]
-            + [k for k in ("seed", "response_format") if getattr(req, k) is not None]
-        )
+        _encode_output_format(body, req.response_format, structured_output)
+        _encode_thinking(body, req)
+        dropped = sorted([*(req.extra or ())] + ["seed"] * (req.seed is not None))
         if dropped:
             log.debug("dropping %s fields the Anthropic format lacks: %s", req.protocol, dropped)
     return body
+
+
+def output_schema(response_format: dict[str, JSON] | None) -> dict[str, JSON] | None:
+    """The JSON schema a canonical ``response_format`` asks for (``json_object``: any object)."""
+    kind = response_format.get("type") if response_format else None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema" or response_format is None:
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else {"type": "object"}
+
+
+def _encode_output_format(
+    body: dict[str, JSON], response_format: dict[str, JSON] | None, structured_output: str
+) -> None:
+    schema = output_schema(response_format)
+    if schema is None:
+        return
+    if structured_output == "tool":
+        tool = {
+            "name": OUTPUT_TOOL,
+            "description": "Give the answer as this tool's input, in the required format.",
+            "input_schema": schema,
+        }
+        body["tools"] = [*body.get("tools", ()), tool]
+        body["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
+    elif response_format is not None and response_format.get("type") == "json_object":
+        # Anthropic's structured outputs need a closed schema; "any object" is none
+        log.debug("dropping response_format json_object: Anthropic has no JSON mode")
+    else:
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+
+
+def _thinking_may_continue(messages: list[dict[str, JSON]]) -> bool:
+    """Whether thinking may be on for this history: Anthropic requires a tool loop's last
+    assistant turn to start with its (signed) thinking, which a client of another protocol may
+    not have kept; without it, the turn goes on without thinking rather than fail."""
+    last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+    if last is None or not any(b.get("type") == "tool_use" for b in last["content"]):
+        return True
+    return last["content"][0].get("type") in ("thinking", "redacted_thinking")
+
+
+def _encode_thinking(body: dict[str, JSON], req: ChatRequest) -> None:
+    """Extended thinking for the reasoning ``req`` asks for, within Anthropic's rules: the budget
+    at least 1024 and below ``max_tokens`` (which grows by the budget when it would not be), no
+    ``temperature`` or ``top_k`` beside it, and none at all with a forced tool choice or in a
+    tool loop whose last turn lost its thinking."""
+    budget = req.reasoning_budget
+    if budget is None and req.reasoning_effort is not None:
+        budget = EFFORT_BUDGETS.get(req.reasoning_effort)
+    if budget is None:
+        return
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        log.debug("not enabling thinking: Anthropic refuses it beside a forced tool choice")
+        return
+    if not _thinking_may_continue(body["messages"]):
+        log.debug("not enabling thinking: the tool loop's last turn has no signed thinking")
+        return
+    budget = max(1024, budget)
+    if body["max_tokens"] <= budget:
+        body["max_tokens"] += budget
+    body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    dropped = [k for k in ("temperature", "top_k") if body.pop(k, None) is not None]
+    if body.get("top_p", 1) < 0.95:
+        dropped.append("top_p")
+        del body["top_p"]
+    if dropped:
+        log.debug("dropping %s: Anthropic refuses them beside thinking", dropped)
+
+
+#: Fields of other protocols that change what the answer is and that Anthropic cannot give:
+#: translating them would be a silent lie, so the request is refused, naming the field.
+_UNTRANSLATABLE: dict[str, Callable[[Any], bool]] = {
+    "n": lambda v: isinstance(v, int) and v > 1,
+    "logprobs": lambda v: bool(v),
+    "top_logprobs": lambda v: v is not None,
+    "functions": lambda v: bool(v),
+    "function_call": lambda v: v is not None,
+    # legacy Completions
+    "prompt": lambda v: True,  # several prompts, or token arrays
+    "echo": lambda v: bool(v),
+    "suffix": lambda v: v is not None,
+    "best_of": lambda v: isinstance(v, int) and v > 1,
+}
+
+
+def refuse_untranslatable(req: ChatRequest) -> None:
+    """Raise :class:`BadRequest` naming the first field of ``req`` Anthropic cannot honour."""
+    for key, matters in _UNTRANSLATABLE.items():
+        if req.extra and key in req.extra and matters(req.extra[key]):
+            why = (
+                "legacy function calling is relayed only to OpenAI-compatible upstreams: use "
+                "'tools'"
+                if key.startswith("function")
+                else "the Anthropic Messages API has no equivalent"
+            )
+            raise BadRequest(f"'{key}' cannot be used with model '{req.model}': {why}.", param=key)
 
 
 def encode_tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, JSON] | None:

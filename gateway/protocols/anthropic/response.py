@@ -21,7 +21,7 @@ from gateway import (
     new_id,
     upstream_error,
 )
-from gateway.protocols.anthropic.messages import PROTOCOL, rest, tool_use_block
+from gateway.protocols.anthropic.messages import OUTPUT_TOOL, PROTOCOL, rest, tool_use_block
 
 FINISH_IN = {
     "end_turn": "stop",
@@ -66,14 +66,25 @@ def decode_usage(u: Any) -> Usage | None:
 
 
 def encode_usage(u: Usage | None) -> dict[str, JSON]:
-    """Canonical usage in Anthropic's shape (``input_tokens`` without the cached ones)."""
-    if u is None:
-        return {"input_tokens": 0, "output_tokens": 0}
+    """Canonical usage in Anthropic's shape (``input_tokens`` without the cached ones), with
+    every field the current Messages schema requires: cache writes broken down by lifetime
+    (all five-minute ones, unless an Anthropic upstream said otherwise), no server tool use, the
+    standard service tier; an Anthropic upstream's own details replace these."""
+    u = u or Usage()
     out: dict[str, JSON] = {
         "input_tokens": max(0, u.input_tokens - u.cache_read_tokens - u.cache_write_tokens),
         "output_tokens": u.output_tokens,
         "cache_creation_input_tokens": u.cache_write_tokens,
         "cache_read_input_tokens": u.cache_read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": u.cache_write_tokens,
+            "ephemeral_1h_input_tokens": 0,
+        },
+        "server_tool_use": None,
+        "service_tier": "standard",
+        "inference_geo": None,
+        "output_tokens_details": None,
+        "speed": None,
     }
     if u.details:
         out.update({k: v for k, v in u.details.items() if k not in _FOREIGN_DETAILS})
@@ -116,6 +127,18 @@ def decode_response(obj: Any) -> ChatResponse:
     )
 
 
+def unwrap_output_tool(resp: ChatResponse) -> ChatResponse:
+    """An answer to a JSON output format sent as a forced tool, as the JSON text it stands for
+    (see :class:`~gateway.protocols.anthropic.stream.OutputToolParser`)."""
+    parts = resp.message.parts
+    for i, p in enumerate(parts):
+        if type(p) is ToolCallPart and p.name == OUTPUT_TOOL:
+            parts[i] = TextPart(p.arguments)
+            if resp.finish_reason == "tool_calls":
+                resp.finish_reason = "stop"
+    return resp
+
+
 def encode_content(parts: list[Part]) -> list[dict[str, JSON]]:
     """Assistant parts as response content blocks (thinking first, as Anthropic orders them)."""
     out: list[dict[str, JSON]] = []
@@ -123,7 +146,8 @@ def encode_content(parts: list[Part]) -> list[dict[str, JSON]]:
         if type(p) is ReasoningPart:
             out.append({"type": "thinking", "thinking": p.text, "signature": p.signature or ""})
         elif type(p) is TextPart:
-            out.append({"type": "text", "text": p.text})
+            citations = p.extra.get("citations") if p.extra else None
+            out.append({"type": "text", "text": p.text, "citations": citations})
         elif type(p) is ToolCallPart:
             out.append(tool_use_block(p, False))
         elif type(p) is OpaquePart and p.protocol == PROTOCOL:
@@ -150,6 +174,9 @@ def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
         "content": encode_content(resp.message.parts),
         "stop_reason": reason,
         "stop_sequence": sequence,
+        "stop_details": None,
+        "container": None,
+        "diagnostics": None,
         "usage": encode_usage(resp.usage),
     }
 
@@ -161,7 +188,7 @@ _ERROR_TYPES = {
     "authentication": "authentication_error",
     "permission": "permission_error",
     "not_found": "not_found_error",
-    "too_large": "invalid_request_error",
+    "too_large": "request_too_large",
     "rate_limit": "rate_limit_error",
     "upstream": "api_error",
     "overloaded": "overloaded_error",
@@ -171,12 +198,15 @@ _ERROR_TYPES = {
 }
 
 
-def error_body(err: GatewayError) -> dict[str, JSON]:
-    """The Anthropic error object for ``err``."""
-    return {
+def error_body(err: GatewayError, request_id: str | None = None) -> dict[str, JSON]:
+    """The Anthropic error object for ``err`` (with the request's id, as Anthropic's has)."""
+    body: dict[str, JSON] = {
         "type": "error",
         "error": {"type": _ERROR_TYPES.get(err.kind, "api_error"), "message": err.message},
     }
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
 
 
 def stream_error(obj: Any) -> GatewayError:

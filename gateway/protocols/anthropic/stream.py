@@ -29,7 +29,7 @@ from gateway import (
     UsageEvent,
     new_id,
 )
-from gateway.protocols.anthropic.messages import PROTOCOL
+from gateway.protocols.anthropic.messages import OUTPUT_TOOL, PROTOCOL
 from gateway.protocols.anthropic.response import (
     FINISH_IN,
     decode_usage,
@@ -121,6 +121,33 @@ class StreamParser:
         return []  # ping, and event types added later
 
 
+class OutputToolParser(StreamParser):
+    """A :class:`StreamParser` for a request whose JSON output format was sent as a forced tool
+    (``structured_output = "tool"``): that tool's input streams out as the answer's text, and
+    the turn ends with ``stop``, as if the upstream had structured outputs."""
+
+    __slots__ = ("_output",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._output: int | None = None
+
+    def feed(self, obj: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        for ev in super().feed(obj):
+            if isinstance(ev, ToolCallStart) and ev.name == OUTPUT_TOOL:
+                self._output = ev.index
+            elif isinstance(ev, ToolCallDelta) and ev.index == self._output:
+                out.append(TextDelta(ev.arguments))
+            elif isinstance(ev, ToolCallEnd) and ev.index == self._output:
+                continue
+            elif isinstance(ev, Finish) and self._output is not None and ev.reason == "tool_calls":
+                out.append(Finish("stop"))
+            else:
+                out.append(ev)
+        return out
+
+
 # --- canonical -> SSE frames ----------------------------------------------------------------------
 
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
@@ -198,7 +225,12 @@ class MessageEncoder:
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                    "delta": {
+                        "stop_reason": reason,
+                        "stop_sequence": sequence,
+                        "stop_details": None,
+                        "container": None,
+                    },
                     "usage": usage,
                 },
             )
@@ -219,7 +251,10 @@ class MessageEncoder:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "stop_details": None,
+            "container": None,
+            "diagnostics": None,
+            "usage": encode_usage(None),
         }
         return frame("message_start", {"type": "message_start", "message": message}) + PING
 
@@ -258,7 +293,7 @@ class MessageEncoder:
         out = b""
         index = self._open
         if index is None or self._open_kind != "text":
-            index, out = self._open_block("text", {"type": "text", "text": ""})
+            index, out = self._open_block("text", {"type": "text", "text": "", "citations": None})
         return out + self._delta(index, {"type": "text_delta", "text": ev.text})
 
     def _reasoning(self, ev: ReasoningDelta) -> bytes:

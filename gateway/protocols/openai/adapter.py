@@ -1,4 +1,5 @@
-"""The OpenAI protocol: ``POST /v1/chat/completions`` and ``GET /v1/models``."""
+"""The OpenAI protocol: ``POST /v1/chat/completions``, ``POST /v1/completions``,
+``POST /v1/embeddings`` and ``GET /v1/models``."""
 
 from __future__ import annotations
 
@@ -18,16 +19,15 @@ from gateway import (
 from gateway.protocols.openai import chat as openai_chat
 from gateway.protocols.openai import chat_response as openai_chat_response
 from gateway.protocols.openai import chat_stream as openai_chat_stream
+from gateway.protocols.openai import completions, models, passthrough
 from gateway.protocols.openai import embeddings as openai_embeddings
-
-#: Models listed by /v1/models carry this creation time (the gateway does not know the real one).
-_CREATED = 1_700_000_000
 
 
 class OpenAIProtocol(ProtocolAdapter):
     name = "openai"
 
     def setup(self, app: web.Application) -> None:
+        self._lister = models.ModelLister(self.gateway)
         add = self.gateway.add_route
         add(
             "POST",
@@ -36,8 +36,12 @@ class OpenAIProtocol(ProtocolAdapter):
             name="chat_completions",
             protocol=self,
         )
+        add("POST", "/v1/completions", self.completions, name="completions", protocol=self)
         add("POST", "/v1/embeddings", self.embeddings, name="embeddings", protocol=self)
         add("GET", "/v1/models", self.list_models, name="models", protocol=self)
+        relay = passthrough.Passthrough(self.gateway)
+        for method, path in passthrough.ROUTES:
+            add(method, path, relay.handle, name=path.split("/")[2], protocol=self)
         add("GET", "/v1/models/{model}", self.get_model, name="model", protocol=self)
 
     def error_body(self, err: GatewayError) -> Any:
@@ -56,6 +60,18 @@ class OpenAIProtocol(ProtocolAdapter):
             request, ex, events, openai_chat_stream.ChunkEncoder(req.model, req.include_usage)
         )
 
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        ex = request[EXCHANGE]
+        req = completions.decode_request(await read_json(request))
+        if not req.stream:
+            resp = await self.pipeline.complete(req, ex)
+            if resp.raw is not None and resp.raw_protocol == completions.COMPLETIONS:
+                return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
+            return json_response(completions.encode_response(resp, req.model))
+        events = self.pipeline.stream(req, ex)
+        encoder = completions.ChunkEncoder(req.model, req.include_usage)
+        return await self.stream_response(request, ex, events, encoder)
+
     async def embeddings(self, request: web.Request) -> web.Response:
         ex = request[EXCHANGE]
         req = openai_embeddings.decode_request(await read_json(request))
@@ -65,18 +81,22 @@ class OpenAIProtocol(ProtocolAdapter):
         return json_response(openai_embeddings.encode_response(resp, req))
 
     async def list_models(self, request: web.Request) -> web.Response:
-        principal = request[EXCHANGE].principal
-        data = [self._model(name) for name in self.gateway.router.listed(principal)]
-        return json_response({"object": "list", "data": data})
+        """The names the caller may use; in Anthropic's shape (paged) when the request has an
+        ``anthropic-version`` header, as the Anthropic SDK's requests do."""
+        names = await self._lister.names(request[EXCHANGE])
+        if "anthropic-version" in request.headers:
+            descriptions = self.gateway.router.descriptions
+            data = [models.anthropic_model(n, descriptions.get(n)) for n in names]
+            return json_response(models.anthropic_page(data, request.query))
+        return json_response({"object": "list", "data": [models.openai_model(n) for n in names]})
 
     async def get_model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
         self.gateway.router.resolve(name, request[EXCHANGE].principal)
-        return json_response(self._model(name))
-
-    @staticmethod
-    def _model(name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": _CREATED, "owned_by": "hookgate"}
+        if "anthropic-version" in request.headers:
+            description = self.gateway.router.descriptions.get(name)
+            return json_response(models.anthropic_model(name, description))
+        return json_response(models.openai_model(name))
 
 
 @hookimpl

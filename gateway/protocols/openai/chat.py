@@ -11,6 +11,8 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
+
 from gateway import (
     JSON,
     BadRequest,
@@ -52,10 +54,15 @@ _KNOWN = frozenset(
         "stop",
         "seed",
         "response_format",
+        "reasoning_effort",
         "user",
         "metadata",
     }
 )
+#: Fields of other protocols kept in their ``extra`` and translated through canonical ones.
+_TRANSLATED = frozenset({"thinking", "output_config", "output_format"})
+#: Canonical reasoning efforts for Anthropic thinking budgets (up to each bound).
+_BUDGET_EFFORTS = ((2048, "low"), (8192, "medium"), (16384, "high"))
 FINISH_IN = {
     "stop": "stop",
     "length": "length",
@@ -86,7 +93,8 @@ def decode_request(body: Any) -> ChatRequest:
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise BadRequest("'messages' is required and must be a non-empty array.", param="messages")
-    messages = [_decode_message(m, i) for i, m in enumerate(raw_messages)]
+    legacy: list[str] = []  # ids given to legacy ``function_call``s, for their answers
+    messages = [_decode_message(m, i, legacy) for i, m in enumerate(raw_messages)]
     stream = _opt(body, "stream", bool) or False
     include_usage = False
     options = body.get("stream_options")
@@ -97,9 +105,9 @@ def decode_request(body: Any) -> ChatRequest:
     n = _opt(body, "n", int)
     if n is not None and not 1 <= n <= MAX_CHOICES:
         raise BadRequest(f"'n' must be between 1 and {MAX_CHOICES}.", param="n")
-    max_tokens = _opt(body, "max_tokens", int)
+    max_tokens = _whole(body, "max_tokens")
     if max_tokens is None:
-        max_tokens = _opt(body, "max_completion_tokens", int)
+        max_tokens = _whole(body, "max_completion_tokens")
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -128,6 +136,7 @@ def decode_request(body: Any) -> ChatRequest:
         stop=stop or None,
         seed=_opt(body, "seed", int),
         response_format=_opt(body, "response_format", dict),
+        reasoning_effort=_opt(body, "reasoning_effort", str),
         user=_opt(body, "user", str),
         metadata=metadata,
         session_id=session if isinstance(session, str) and session else None,
@@ -157,26 +166,43 @@ def _opt(body: Mapping[str, Any], key: str, kind: type, prefix: str = "") -> Any
     return value
 
 
-def _decode_message(m: Any, i: int) -> Message:
+def _whole(body: Mapping[str, Any], key: str) -> int | None:
+    """An integer field, also given as a float with no fraction (``1000.0``)."""
+    value = body.get(key)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    result: int | None = _opt(body, key, int)
+    return result
+
+
+def _decode_message(m: Any, i: int, legacy: list[str]) -> Message:
     where = f"messages[{i}]"
     if not isinstance(m, dict):
         raise BadRequest(f"'{where}' must be an object.", param=where)
     role = m.get("role")
-    if isinstance(role, dict | list) or role not in _ROLES:  # unhashable: not a role
-        hint = " (the 'function' role is deprecated: use 'tool')" if role == "function" else ""
+    if isinstance(role, dict | list) or (role not in _ROLES and role != "function"):
         raise BadRequest(
-            f"'{where}.role' must be one of system, developer, user, assistant, tool{hint}.",
+            f"'{where}.role' must be one of system, developer, user, assistant, tool, function.",
             param=f"{where}.role",
         )
     content = m.get("content")
     extra: dict[str, JSON] | None = {
         k: v
         for k, v in m.items()
-        if k not in ("role", "content", "name", "tool_calls", "tool_call_id")
+        if k not in ("role", "content", "name", "tool_calls", "tool_call_id", "function_call")
     } or None
     name = m.get("name")
     if name is not None and not isinstance(name, str):
         raise BadRequest(f"'{where}.name' must be a string.", param=f"{where}.name")
+    if role == "function":
+        # a legacy function result: it answers the latest legacy call
+        if name is None:
+            raise BadRequest(f"'{where}.name' is required for function messages.", param=where)
+        answers = legacy[-1] if legacy else f"call_{name}"
+        result: str | list[Part] = (
+            content if isinstance(content, str | None) else _decode_parts(content, where, role)
+        ) or ""
+        return Message("tool", [ToolResultPart(answers, result)], name)
     if role == "tool":
         call_id = m.get("tool_call_id")
         if not isinstance(call_id, str) or not call_id:
@@ -184,9 +210,7 @@ def _decode_message(m: Any, i: int) -> Message:
                 f"'{where}.tool_call_id' is required for tool messages.",
                 param=f"{where}.tool_call_id",
             )
-        result: str | list[Part] = (
-            content if isinstance(content, str) else _decode_parts(content, where, role)
-        )
+        result = content if isinstance(content, str) else _decode_parts(content, where, role)
         return Message("tool", [ToolResultPart(call_id, result)], name, extra)
     if role == "assistant":
         parts: list[Part] = []
@@ -207,9 +231,15 @@ def _decode_message(m: Any, i: int) -> Message:
             parts.extend(
                 _decode_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(calls)
             )
+        legacy_call = m.get("function_call")
+        if isinstance(legacy_call, dict):
+            legacy.append(f"call_legacy_{len(legacy)}")
+            call = {"id": legacy[-1], "function": legacy_call}
+            parts.append(_decode_tool_call(call, f"{where}.function_call"))
         if (
             content is None
             and calls is None
+            and legacy_call is None
             and not (extra and ("refusal" in extra or "audio" in extra))
         ):
             raise BadRequest(
@@ -241,21 +271,17 @@ def _decode_parts(content: Any, where: str, role: str) -> list[Part]:
                 raise BadRequest(f"'{at}.text' must be a string.", param=f"{at}.text")
             rest = {k: v for k, v in p.items() if k not in ("type", "text")} or None
             parts.append(TextPart(p["text"], rest))
-        elif kind == "image_url" and role == "user":
+        elif kind == "image_url":
             image = p.get("image_url")
             if not isinstance(image, dict) or not isinstance(image.get("url"), str):
                 raise BadRequest(
                     f"'{at}.image_url.url' must be a string.", param=f"{at}.image_url.url"
                 )
             parts.append(image_from_url(image["url"], image.get("detail")))
-        elif (kind == "refusal" and role == "assistant") or (
-            role == "user" and kind in ("input_audio", "file")
-        ):
-            parts.append(OpaquePart(PROTOCOL, p))
         else:
-            raise BadRequest(
-                f"'{at}.type' {kind!r} is not allowed in a {role} message.", param=f"{at}.type"
-            )
+            # audio, files, refusals, vLLM's video_url / audio_url, kinds yet to come: the
+            # upstream decides; only an OpenAI-compatible one receives them
+            parts.append(OpaquePart(PROTOCOL, p))
     return parts
 
 
@@ -280,7 +306,9 @@ def _decode_tool_call(c: Any, at: str) -> ToolCallPart:
     ):
         raise BadRequest(f"'{at}' must have an 'id' and a 'function' with a 'name'.", param=at)
     args = fn.get("arguments", "{}")
-    if not isinstance(args, str):
+    if isinstance(args, dict):
+        args = orjson.dumps(args).decode()  # an object, as some clients send: its JSON text
+    elif not isinstance(args, str):
         raise BadRequest(
             f"'{at}.function.arguments' must be a JSON string.", param=f"{at}.function.arguments"
         )
@@ -324,15 +352,34 @@ def _decode_tool_choice(choice: Any) -> ToolChoice | None:
         return None
     if choice in ("auto", "none", "required"):
         return ToolChoice(choice)
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        fn = choice.get("function")
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind in ("function", "custom"):
+        fn = choice.get(kind)
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             return ToolChoice("tool", fn["name"])
+    elif kind == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        if isinstance(allowed, dict) and allowed.get("mode") in ("auto", "required"):
+            return ToolChoice(allowed["mode"], allowed=allowed_names(allowed.get("tools")))
+    elif isinstance(kind, str):
+        return ToolChoice("auto")  # a kind yet to come: relayed as it is, "auto" elsewhere
     raise BadRequest(
         '\'tool_choice\' must be "none", "auto", "required" or {"type": "function", '
-        '"function": {"name": ...}}.',
+        '"function": {"name": ...}} (or "custom" or "allowed_tools").',
         param="tool_choice",
     )
+
+
+def allowed_names(tools: Any) -> list[str]:
+    """The tool names of an ``allowed_tools`` list (Chat and Responses shapes alike)."""
+    names = []
+    for t in tools if isinstance(tools, list) else ():
+        if isinstance(t, dict):
+            inner = t.get(t.get("type") or "function")
+            name = inner.get("name") if isinstance(inner, dict) else t.get("name")
+            if isinstance(name, str):
+                names.append(name)
+    return names
 
 
 # --- requests: canonical -> wire ----------------------------------------------------------------
@@ -351,7 +398,11 @@ def encode_request(
     same = req.protocol == PROTOCOL
     body: dict[str, JSON] = {
         "model": model,
-        "messages": [m for msg in req.messages for m in _encode_message(msg, same)],
+        "messages": [
+            m
+            for msg in (req.messages if same else _fold_system(req.messages))
+            for m in _encode_message(msg, same)
+        ],
     }
     if req.stream:
         body["stream"] = True
@@ -363,9 +414,7 @@ def encode_request(
         ]
     if req.tool_choice is not None:
         tc = req.tool_choice
-        body["tool_choice"] = (
-            {"type": "function", "function": {"name": tc.name}} if tc.mode == "tool" else tc.mode
-        )
+        body["tool_choice"] = encode_tool_choice(tc)
     _put(body, "parallel_tool_calls", req.parallel_tool_calls)
     if req.max_tokens is not None and not (
         same and req.extra and "max_completion_tokens" in req.extra
@@ -378,19 +427,49 @@ def encode_request(
     _put(body, "stop", req.stop)
     _put(body, "seed", req.seed)
     _put(body, "response_format", req.response_format)
+    _put(body, "reasoning_effort", reasoning_effort(req))
     _put(body, "user", req.user)
     if same:
         _put(body, "metadata", req.metadata)
         if req.extra:
             body.update(req.extra)
     else:
-        dropped = [*(req.extra or ())]
+        dropped = [k for k in req.extra or () if k not in _TRANSLATED]
         dropped += [k for k in ("top_k", "metadata") if getattr(req, k) is not None]
         if dropped:
             log.debug(
                 "dropping %s fields the OpenAI format lacks: %s", req.protocol, sorted(dropped)
             )
     return body
+
+
+def reasoning_effort(req: ChatRequest) -> str | None:
+    """The ``reasoning_effort`` for what ``req`` asks: its effort, or its thinking budget's."""
+    if req.reasoning_effort is not None or req.reasoning_budget is None:
+        return req.reasoning_effort
+    return next((e for bound, e in _BUDGET_EFFORTS if req.reasoning_budget <= bound), "xhigh")
+
+
+def _fold_system(messages: list[Message]) -> list[Message]:
+    """Another protocol's instructions as one leading system message: the Anthropic system
+    prompt and the system messages inside its history (many chat templates of
+    OpenAI-compatible servers refuse a system message after the first turn)."""
+    system = [m for m in messages if m.role in ("system", "developer")]
+    if len(system) < 2 and (not system or messages[0] is system[0]):
+        return messages
+    text = "\n\n".join(m.text() for m in system)
+    rest = [m for m in messages if m.role not in ("system", "developer")]
+    return [Message("system", [TextPart(text)]), *rest]
+
+
+def encode_tool_choice(tc: ToolChoice) -> JSON:
+    """A canonical tool choice as Chat Completions' ``tool_choice``."""
+    if tc.mode == "tool":
+        return {"type": "function", "function": {"name": tc.name}}
+    if tc.allowed is not None and tc.mode in ("auto", "required"):
+        tools = [{"type": "function", "function": {"name": n}} for n in tc.allowed]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": tc.mode, "tools": tools}}
+    return tc.mode
 
 
 def encode_messages(messages: list[Message]) -> list[dict[str, JSON]]:

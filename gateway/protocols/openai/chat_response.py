@@ -48,10 +48,19 @@ def decode_response(obj: Any) -> ChatResponse:
         id=obj.get("id") or new_id("chatcmpl-"),
         model=obj.get("model") or "",
         message=Message("assistant", parts, extra=extra),
-        finish_reason=FINISH_IN.get(choice.get("finish_reason") or "stop", "stop"),
+        finish_reason=finish_reason(
+            choice.get("finish_reason"), any(type(p) is ToolCallPart for p in parts)
+        ),
         usage=decode_usage(obj.get("usage")),
         created=obj.get("created") or int(time.time()),
     )
+
+
+def finish_reason(reason: Any, called: bool) -> str:
+    """The canonical finish for an upstream's ``finish_reason``. Some servers say ``stop`` after
+    tool calls: that is ``tool_calls``, or an agent loop would end before running them."""
+    out = FINISH_IN.get(reason or "stop", "stop")
+    return "tool_calls" if called and out == "stop" else out
 
 
 _USAGE_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
@@ -93,6 +102,9 @@ def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
         "content": "".join(text) if text else None,
         "refusal": None,
     }
+    reasoning = "".join(p.text for p in msg.parts if type(p) is ReasoningPart)
+    if reasoning:
+        message["reasoning_content"] = reasoning
     if calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

@@ -26,8 +26,8 @@ from gateway import (
     new_id,
     upstream_error,
 )
-from gateway.protocols.openai.chat import FINISH_IN, FINISH_OUT, PROTOCOL, error_body
-from gateway.protocols.openai.chat_response import decode_usage, encode_usage
+from gateway.protocols.openai.chat import FINISH_OUT, PROTOCOL, error_body
+from gateway.protocols.openai.chat_response import decode_usage, encode_usage, finish_reason
 
 # --- wire -> events --------------------------------------------------------------------
 
@@ -72,9 +72,9 @@ class StreamParser:
             reason = choice.get("finish_reason")
             if reason:
                 out.extend(ToolCallEnd(i) for i in self._open)
-                self._open.clear()
                 self.finished = True
-                out.append(Finish(FINISH_IN.get(reason, "stop")))
+                out.append(Finish(finish_reason(reason, bool(self._open))))
+                self._open.clear()
         usage = chunk.get("usage")
         if usage:
             decoded = decode_usage(usage)

@@ -121,11 +121,18 @@ def decode_request(body: Any) -> ChatRequest:
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
         response_format=_response_format(body.get("text")),
+        reasoning_effort=_effort(body.get("reasoning")),
         user=body.get("user") if isinstance(body.get("user"), str) else None,
         metadata=body.get("metadata") if isinstance(body.get("metadata"), dict) else None,
         extra={k: v for k, v in body.items() if k not in _KNOWN} or None,
         wire=body,
     )
+
+
+def _effort(reasoning: Any) -> str | None:
+    """``reasoning.effort`` (kept in ``extra`` too, for a Responses upstream)."""
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    return effort if isinstance(effort, str) else None
 
 
 def _number(body: Mapping[str, Any], key: str) -> float | None:
@@ -172,6 +179,12 @@ def _decode_item(item: Any, at: str, out: list[Message]) -> None:
             raise BadRequest(f"'{at}.call_id' is required.", param=f"{at}.call_id")
         result = output if isinstance(output, str) else _decode_content(output, f"{at}.output")
         out.append(Message("tool", [ToolResultPart(call_id, result)]))
+    elif kind == "reasoning":
+        part = decode_reasoning_item(item)
+        if out and out[-1].role == "assistant":
+            out[-1].parts.append(part)
+        else:
+            out.append(Message("assistant", [part]))
     elif kind == "item_reference":
         raise BadRequest(
             f"'{at}': item references are not supported: this gateway keeps no responses "
@@ -487,18 +500,48 @@ def call_item(
     }
 
 
-def reasoning_item(text: str, status: str = "completed", id: str | None = None) -> dict[str, JSON]:
+#: How a reasoning item's ``encrypted_content`` carries the signature of Anthropic thinking,
+#: so that the thinking goes back to Anthropic on the next turn. Other ``encrypted_content``
+#: (OpenAI's own) is kept for a Responses upstream only.
+SIGNATURE_PREFIX = "anthropic-thinking-signature:"
+
+
+def reasoning_item(
+    text: str, status: str = "completed", id: str | None = None, signature: str | None = None
+) -> dict[str, JSON]:
     content = [{"type": "reasoning_text", "text": text}] if status == "completed" else []
-    return {"type": "reasoning", "id": id or new_id("rs_"), "summary": [], "content": content}
+    item: dict[str, JSON] = {
+        "type": "reasoning",
+        "id": id or new_id("rs_"),
+        "summary": [],
+        "content": content,
+    }
+    if signature:
+        item["encrypted_content"] = SIGNATURE_PREFIX + signature
+    return item
+
+
+def decode_reasoning_item(item: dict[str, Any]) -> ReasoningPart:
+    """A reasoning input item as reasoning: its text (or summary), and the Anthropic signature
+    its ``encrypted_content`` carries; the item itself is kept for a Responses upstream."""
+    shown = item.get("content") or item.get("summary")  # the text, or its summary
+    texts = [p.get("text") for p in shown or () if isinstance(p, dict)]
+    sealed = item.get("encrypted_content")
+    signature = None
+    if isinstance(sealed, str) and sealed.startswith(SIGNATURE_PREFIX):
+        signature = sealed[len(SIGNATURE_PREFIX) :]
+    text = "".join(t for t in texts if isinstance(t, str))
+    return ReasoningPart(text, signature, {PROTOCOL: item})
 
 
 def encode_response(resp: ChatResponse, shell: Shell) -> dict[str, JSON]:
     """A canonical response as a ``response`` object."""
     output: list[dict[str, JSON]] = []
     parts = resp.message.parts
-    reasoning = "".join(p.text for p in parts if type(p) is ReasoningPart)
-    if reasoning:
-        output.append(reasoning_item(reasoning))
+    thinking = [p for p in parts if type(p) is ReasoningPart]
+    if thinking:
+        signature = next((p.signature for p in reversed(thinking) if p.signature), None)
+        output.append(reasoning_item("".join(p.text for p in thinking), signature=signature))
     text = "".join(p.text for p in parts if type(p) is TextPart)
     if text:
         output.append(message_item(text))

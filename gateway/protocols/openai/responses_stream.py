@@ -56,6 +56,7 @@ class ResponseEncoder:
         "_reason",
         "_seq",
         "_shell",
+        "_signature",
         "_started",
         "_tail",
         "_tool",
@@ -66,6 +67,7 @@ class ResponseEncoder:
         self._shell = shell
         self._model: str | None = None
         self._seq = 0
+        self._signature: str | None = None
         self._started = False
         self._done: list[dict[str, JSON]] = []  # finished output items, in order
         self._item: dict[str, JSON] | None = None  # the open item
@@ -149,7 +151,8 @@ class ResponseEncoder:
                 "response.content_part.done", {**where, "content_index": 0, "part": part}
             )
         elif kind == "reasoning":
-            done = reasoning_item(text, id=item_id)
+            done = reasoning_item(text, id=item_id, signature=self._signature)
+            self._signature = None
             out = self._event(
                 "response.reasoning_text.done", {**where, "content_index": 0, "text": text}
             )
@@ -195,6 +198,8 @@ class ResponseEncoder:
         )
 
     def _reasoning(self, ev: ReasoningDelta) -> bytes:
+        if ev.signature:
+            self._signature = ev.signature  # it ends the thinking: the item's done carries it
         if not ev.text:
             return b""
         out = b""
