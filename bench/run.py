@@ -19,8 +19,8 @@ Scenarios (each a POST; a scenario whose backend kind hookgate lacks is skipped 
 - ``translated``: an OpenAI client's stream answered by an Anthropic upstream (needs the
   ``anthropic`` backend kind); its direct baseline is the Anthropic stream itself.
 
-``--team`` measures a second hookgate beside the first, ``hookgate+team``, with what running it
-for a team turns on: a key from the database (``[admin] keys``; SQLite, or ``--database-url``),
+``--team`` measures a second hookgate beside the first (which then asks for a key of its
+``[auth] keys``), ``hookgate+team``, with what running it for a team turns on: a key from the database (``[admin] keys``; SQLite, or ``--database-url``),
 a budget on it, prices, the spend ledger and OpenTelemetry traces exported over OTLP/HTTP (to
 ``bench/otlp_sink.py``, a receiver that drops them); ``--redis-url`` keeps the budget counters
 and key notices in Redis. The table's "added" rows compare it with plain hookgate.
@@ -170,13 +170,15 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
 
 
-def hookgate_config(upstream: str, kinds: set[str]) -> str:
+def hookgate_config(upstream: str, kinds: set[str], key: str = "") -> str:
     """hookgate's configuration for the run: ``upstream`` is the mock's ``http://host:port``
-    (the openai kind's base URL ends in /v1, the anthropic kind's is the bare host)."""
+    (the openai kind's base URL ends in /v1, the anthropic kind's is the bare host); ``key``:
+    an API key of ``[auth] keys`` callers must present."""
     lines = [
         "[server]",
         'log_level = "warning"',
         "",
+        *(["[auth]", f'keys = ["{key}"]', ""] if key else []),
         "[backends.mock]",
         'kind = "openai"',
         f'base_url = "{upstream}/v1"',
@@ -202,6 +204,7 @@ def hookgate_config(upstream: str, kinds: set[str]) -> str:
 
 
 ADMIN_KEY = "bench-admin"
+TOML_KEY = "sk-bench-toml"
 
 
 def team_sections(logs: Path, args: argparse.Namespace, kinds: set[str]) -> str:
@@ -544,7 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     base_port = free_port()
     based = f"http://127.0.0.1:{base_port}"
     config = logs / "hookgate.toml"
-    config.write_text(hookgate_config(upstream, kinds))
+    # With --team both gateways ask for a key: TOML's here, the database's there.
+    base_key = TOML_KEY if args.team else ""
+    config.write_text(hookgate_config(upstream, kinds, base_key))
     print(f"mock upstream {upstream}/v1, hookgate {gateway} (logs in {logs})", flush=True)
 
     mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(up_port)]
@@ -621,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(
                     ("nginx", hop + sc["direct_path"], sc["direct_body"], sc["direct_expect"], "")
                 )
-            runs.append(("hookgate", gateway + sc["path"], sc["body"], sc["expect"], ""))
+            runs.append(("hookgate", gateway + sc["path"], sc["body"], sc["expect"], base_key))
             if team_key:
                 runs.append(
                     ("hookgate+team", team + sc["path"], sc["body"], sc["expect"], team_key)
@@ -651,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         mem = memory(gw.pid)
         growth = None
         if args.rss_requests:
-            growth = rss_growth(gateway, gw.pid, args.rss_requests, wanted, kinds)
+            growth = rss_growth(gateway, gw.pid, args.rss_requests, wanted, kinds, base_key)
             print(
                 f"memory: {growth['requests']} requests grew hookgate's RSS by "
                 f"{growth['growth_mb']:+.1f} MB ({growth['before_mb']:.1f} -> "
@@ -689,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def rss_growth(
-    gateway: str, pid: int, requests: int, scenarios: list[str], kinds: set[str]
+    gateway: str, pid: int, requests: int, scenarios: list[str], kinds: set[str], key: str = ""
 ) -> dict[str, Any]:
     """Send ``requests`` more requests (non-streamed and streamed alike) and measure RSS."""
     names = [s for s in scenarios if SCENARIOS[s]["kind"] in kinds] or ["chat"]
@@ -699,7 +704,7 @@ def rss_growth(
     while sent < requests:
         sc = SCENARIOS[names[i % len(names)]]
         i += 1
-        r = run_wrk(gateway + sc["path"], sc["body"], sc["expect"], 32, 5)
+        r = run_wrk(gateway + sc["path"], sc["body"], sc["expect"], 32, 5, key)
         sent += r["requests"]
         errors += r["errors"]
     after = memory(pid)["rss_mb"]

@@ -79,6 +79,8 @@ class Exchange:
     #: What the request cost in USD, once known (the ``spend`` plugin prices it).
     cost: float | None = None
     upstream_failed: bool = False
+    #: Headers the response to this exchange carries (a plugin's: ``x-ratelimit-*``).
+    response_headers: dict[str, str] | None = None
     #: Headers every upstream request of this exchange carries (a tracer's ``traceparent``).
     upstream_headers: dict[str, str] | None = None
     #: What plugins keep for the rest of this request (a filter's ``on_request`` leaving what its

@@ -1,8 +1,8 @@
 """The admin API's gate: ``/admin/...`` routes answer only to the keys of ``[admin] keys``.
 
-Admin keys are a set of their own: they never call models, and the keys that call models (from
-``[auth] keys`` or the database) never reach ``/admin``. With no admin key configured, no admin
-route is added at all. Rooms that serve admin routes (virtual keys, the spend ledger) add them
+Admin keys are a set of their own: they call no model (the model routes' authenticators do
+not know them), and the keys that call models (from ``[auth] keys`` or the database) never
+reach ``/admin``. With no admin key configured, no admin route is added at all. Rooms that serve admin routes (virtual keys, the spend ledger) add them
 with :func:`add_admin_route`; every answer is JSON, errors in the ``{"error": {...}}`` shape.
 """
 
@@ -46,6 +46,10 @@ def admin_enabled(gateway: Gateway) -> bool:
     return bool(gateway.config.section("admin").keys)
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
 def _presented(request: web.Request) -> str | None:
     value = request.headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
@@ -62,7 +66,7 @@ def add_admin_route(
     cfg: AdminConfig = gateway.config.section("admin")
     if not cfg.keys:
         return
-    digests = [hashlib.sha256(k.encode()).digest() for k in cfg.keys]
+    digests = [_digest(k) for k in cfg.keys]
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         key = _presented(request)
@@ -71,7 +75,7 @@ def add_admin_route(
                 "Missing admin key: send it as 'Authorization: Bearer <key>'.",
                 code="missing_api_key",
             )
-        d = hashlib.sha256(key.encode()).digest()
+        d = _digest(key)
         if not any(hmac.compare_digest(d, a) for a in digests):
             raise Forbidden("This key may not use the admin API.", code="admin_key_required")
         return await handler(request)

@@ -142,6 +142,8 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
         f"gateway;dur={overhead}, upstream;dur={ex.upstream_seconds * 1000:.3f}"
     )
     headers["x-hookgate-overhead-ms"] = overhead
+    if ex.response_headers:
+        headers.update(ex.response_headers)
     if ex.cost is not None:
         headers["x-hookgate-cost"] = f"{ex.cost:.8f}".rstrip("0").rstrip(".") or "0"
 

@@ -190,6 +190,9 @@ class SQLiteDatabase(Database):
         self._conn.row_factory = _dict_row
         await self._conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
         await self._conn.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL: a commit does not wait for fsync (the database cannot be corrupted;
+        # a power cut may lose the last commits), which batched ledger writes need.
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
         await self._conn.execute("PRAGMA foreign_keys=ON")
         await migrate(self)
         log.info("database: SQLite file %s", path)

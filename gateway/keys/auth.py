@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -42,24 +43,34 @@ class VirtualKeysAuthenticator(Authenticator):
     def __init__(self, store: KeyStore, cache: KeyCache) -> None:
         self.store = store
         self.cache = cache
+        #: Lookups under way, by digest: concurrent requests with one key wait for one lookup.
+        self._looking: dict[str, asyncio.Future[tuple[Principal | None, float | None]]] = {}
+
+    async def _lookup(self, d: str) -> tuple[Principal | None, float | None]:
+        generation = self.cache.generation
+        key = await self.store.by_digest(d)
+        if key is None or key.revoked_at is not None:
+            self.cache.put(d, None, None, generation)
+            return None, None
+        team = await self.store.team(key.team_id) if key.team_id is not None else None
+        found = principal(key, team)
+        self.cache.put(d, found, key.expires_at, generation)
+        return found, key.expires_at
 
     async def authenticate(self, request: web.Request, credential: str | None) -> Principal | None:
         if not credential or not credential.startswith(SECRET_PREFIX):
             return None
         d = digest(credential)
         cached = self.cache.get(d)
-        found: Principal | None
         if cached is None:
-            key = await self.store.by_digest(d)
-            if key is None or key.revoked_at is not None:
-                self.cache.put(d, None, None)
-                return None
-            team = await self.store.team(key.team_id) if key.team_id is not None else None
-            found = principal(key, team)
-            self.cache.put(d, found, key.expires_at)
-            expires = key.expires_at
-        else:
-            found, expires = cached
+            pending = self._looking.get(d)
+            if pending is None:
+                pending = asyncio.ensure_future(self._lookup(d))
+                self._looking[d] = pending
+                pending.add_done_callback(lambda _: self._looking.pop(d, None))
+            # Shielded: one waiter going away must not cancel the others' lookup.
+            cached = await asyncio.shield(pending)
+        found, expires = cached
         if found is None or (expires is not None and time.time() >= expires):
             return None
         return found

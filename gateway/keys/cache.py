@@ -39,6 +39,9 @@ class KeyCache:
         self.channel = (redis.prefix if redis is not None else "") + "keys:changed"
         #: digest -> (until, principal or None for a miss, expiry of the key or None)
         self.entries: dict[str, tuple[float, Principal | None, float | None]] = {}
+        #: Bumped by every drop: a lookup that began before one may have read what changed,
+        #: so what it found is not kept.
+        self.generation = 0
 
     def get(self, digest: str) -> tuple[Principal | None, float | None] | None:
         """``(principal, expires_at)`` while fresh, else ``None`` (look it up)."""
@@ -47,13 +50,24 @@ class KeyCache:
             return None
         return entry[1], entry[2]
 
-    def put(self, digest: str, principal: Principal | None, expires_at: float | None) -> None:
+    def put(
+        self,
+        digest: str,
+        principal: Principal | None,
+        expires_at: float | None,
+        generation: int | None = None,
+    ) -> None:
+        """Keep what a lookup found, unless something was dropped since it began
+        (``generation``: :attr:`generation` when it began)."""
+        if generation is not None and generation != self.generation:
+            return
         if len(self.entries) >= MAX_ENTRIES:
             self.entries.clear()
         ttl = self.ttl if principal is not None else min(self.ttl, MISS_TTL)
         self.entries[digest] = (time.monotonic() + ttl, principal, expires_at)
 
     def drop(self, digest: str) -> None:
+        self.generation += 1
         if digest == ALL:
             self.entries.clear()
         else:
@@ -89,7 +103,7 @@ class KeyCache:
                 pubsub = redis.client.pubsub()
                 await pubsub.subscribe(self.channel)
                 # Whatever changed while unsubscribed is unknown: forget everything.
-                self.entries.clear()
+                self.drop(ALL)
                 pause = 0.1
                 async for message in pubsub_messages(pubsub, poll=0.5):
                     data = message.get("data")
@@ -99,7 +113,7 @@ class KeyCache:
                 raise
             except Exception as exc:
                 log.warning("key change notices from Redis interrupted (%s); retrying", exc)
-                self.entries.clear()
+                self.drop(ALL)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
             finally:

@@ -18,14 +18,18 @@ if TYPE_CHECKING:
     from gateway import RedisState
 
 Limit = Literal["requests", "tokens"]
+#: What :meth:`Buckets.acquire` says: seconds to wait and which limit holds the request back
+#: (``(0, None)``: it may go), and the requests and tokens left after it.
+Verdict = tuple[float, Limit | None, float, float]
 
 
 class Buckets:
     """Where the buckets are kept."""
 
-    async def acquire(self, owner: str, rpm: int, tpm: int) -> tuple[float, Limit | None]:
-        """Take one request from ``owner``'s allowance: ``(0, None)`` when it may go, else the
-        seconds to wait and which limit holds it back (nothing is taken then). 0 is no limit."""
+    async def acquire(self, owner: str, rpm: int, tpm: int) -> Verdict:
+        """Take one request from ``owner``'s allowance: ``(0, None, ...)`` when it may go, else
+        the seconds to wait and which limit holds it back (nothing is taken then); then the
+        requests and tokens left (for ``x-ratelimit-remaining-*``). 0 is no limit."""
         raise NotImplementedError
 
     async def spend(self, owner: str, tpm: int, tokens: int) -> None:
@@ -59,22 +63,22 @@ class MemoryBuckets(Buckets):
                 if _refilled(lvl, since, now, c) >= c:
                     del levels[k]
 
-    async def acquire(self, owner: str, rpm: int, tpm: int) -> tuple[float, Limit | None]:
+    async def acquire(self, owner: str, rpm: int, tpm: int) -> Verdict:
         now = self.clock()
         wait = 0.0
         limit: Limit | None = None
         requests = self._level((owner, "r"), rpm, now) if rpm else 0.0
+        tokens = self._level((owner, "t"), tpm, now) if tpm else 0.0
         if rpm and requests < 1:
             wait, limit = (1 - requests) * 60.0 / rpm, "requests"
-        if tpm:
-            tokens = self._level((owner, "t"), tpm, now)
-            if tokens < 1 and (1 - tokens) * 60.0 / tpm > wait:
-                wait, limit = (1 - tokens) * 60.0 / tpm, "tokens"
+        if tpm and tokens < 1 and (1 - tokens) * 60.0 / tpm > wait:
+            wait, limit = (1 - tokens) * 60.0 / tpm, "tokens"
         if limit is not None:
-            return wait, limit
+            return wait, limit, requests, tokens
         if rpm:
-            self._keep((owner, "r"), requests - 1, now, rpm)
-        return 0.0, None
+            requests -= 1
+            self._keep((owner, "r"), requests, now, rpm)
+        return 0.0, None, requests, tokens
 
     async def spend(self, owner: str, tpm: int, tokens: int) -> None:
         now = self.clock()
@@ -83,7 +87,8 @@ class MemoryBuckets(Buckets):
 
 
 # KEYS: request bucket, token bucket. ARGV: rpm, tpm, tokens to spend (-1: acquire a request).
-# Returns "0" (go ahead) or "<r|t>:<seconds to wait>". A bucket is a hash {l: level, t: time}.
+# Returns "0:0:<requests left>:<tokens left>" (go ahead) or "<r|t>:<seconds to wait>:<left>:<left>".
+# A bucket is a hash {l: level, t: time}.
 BUCKETS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -102,18 +107,22 @@ if spend >= 0 then
   if tpm > 0 then keep(KEYS[2], tpm, level(KEYS[2], tpm) - spend) end
   return '0'
 end
-local wait, which, r = 0, '', 0
+local wait, which, r, k = 0, '', 0, 0
 if rpm > 0 then
   r = level(KEYS[1], rpm)
   if r < 1 then wait, which = (1 - r) * 60 / rpm, 'r' end
 end
 if tpm > 0 then
-  local k = level(KEYS[2], tpm)
+  k = level(KEYS[2], tpm)
   if k < 1 and (1 - k) * 60 / tpm > wait then wait, which = (1 - k) * 60 / tpm, 't' end
 end
-if which ~= '' then return which .. ':' .. string.format('%.3f', wait) end
-if rpm > 0 then keep(KEYS[1], rpm, r - 1) end
-return '0'
+local left = string.format(':%.3f:%.3f', r, k)
+if which ~= '' then return which .. ':' .. string.format('%.3f', wait) .. left end
+if rpm > 0 then
+  r = r - 1
+  keep(KEYS[1], rpm, r)
+end
+return '0:0' .. string.format(':%.3f:%.3f', r, k)
 """
 
 
@@ -128,13 +137,14 @@ class RedisBuckets(Buckets):
     def _keys(self, owner: str) -> list[str]:
         return [self.redis.key("limits", owner, "r"), self.redis.key("limits", owner, "t")]
 
-    async def acquire(self, owner: str, rpm: int, tpm: int) -> tuple[float, Limit | None]:
+    async def acquire(self, owner: str, rpm: int, tpm: int) -> Verdict:
         async with self.redis.guard("rate limits"):
             answer = await self._script(self._keys(owner), [rpm, tpm, -1])
-        if answer == b"0":
-            return 0.0, None
-        which, _, wait = answer.decode().partition(":")
-        return float(wait), "requests" if which == "r" else "tokens"
+        which, wait, requests, tokens = answer.decode().split(":")
+        limit: Limit | None = None
+        if which != "0":
+            limit = "requests" if which == "r" else "tokens"
+        return float(wait), limit, float(requests), float(tokens)
 
     async def spend(self, owner: str, tpm: int, tokens: int) -> None:
         async with self.redis.guard("rate limits"):

@@ -1,8 +1,11 @@
 """The ``limits`` plugin: requests and tokens per minute for each API key.
 
 ``[limits] rpm`` and ``tpm`` are the defaults for every key; a key's own ``rpm`` / ``tpm`` in
-``[auth] keys`` overrides them (0: no limit). A request over its allowance is refused before it
-reaches a backend with 429 and ``retry-after`` in the client's protocol. Tokens are charged at the
+``[auth] keys`` (or the database) overrides them (0: no limit). A database key's team may have
+limits of its own, which all its keys share. A request over its allowance is refused before it
+reaches a backend with 429 and ``retry-after`` in the client's protocol. Every answer to a
+limited key says where it stands, as OpenAI does: ``x-ratelimit-limit-requests``,
+``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` (and ``-tokens``). Tokens are charged at the
 end of every request (:meth:`Filter.on_end`): the usage the upstream reported (streams included);
 when it reported none, an estimate of about four characters a token of the request and of what
 was sent, so a client that leaves mid-stream is charged too. A request that failed before any
@@ -85,18 +88,27 @@ class LimitsFilter(Filter):
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         principal = exchange.principal
         rpm, tpm = self.limits(principal)
-        if not (rpm or tpm):
-            return None
-        wait, limit = await self.buckets.acquire(principal.id, rpm, tpm)
+        if rpm or tpm:
+            await self._acquire(principal.id, principal.name, rpm, tpm, exchange)
+        team, team_rpm, team_tpm = _team(principal)
+        if team is not None and (team_rpm or team_tpm):
+            await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm, None)
+        return None
+
+    async def _acquire(
+        self, owner: str, name: str, rpm: int, tpm: int, exchange: Exchange | None
+    ) -> None:
+        wait, limit, requests, tokens = await self.buckets.acquire(owner, rpm, tpm)
+        if exchange is not None:
+            exchange.response_headers = _headers(rpm, tpm, requests, tokens)
         if limit is not None:
             per_minute = rpm if limit == "requests" else tpm
             raise RateLimited(
-                f"Rate limit reached for '{principal.name}': {per_minute} {limit} per minute. "
+                f"Rate limit reached for '{name}': {per_minute} {limit} per minute. "
                 f"Retry in {math.ceil(wait)}s.",
                 code="rate_limit_exceeded",
                 retry_after=wait,
             )
-        return None
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
         """Charge the request's tokens, whatever its outcome: a client that leaves mid-stream
@@ -104,7 +116,8 @@ class LimitsFilter(Filter):
         upstream reported, if anything."""
         principal = exchange.principal
         tpm = self.limits(principal)[1]
-        if not tpm:
+        team, _, team_tpm = _team(principal)
+        if not (tpm or (team is not None and team_tpm)):
             return
         usage = outcome.usage
         if usage is not None:
@@ -114,18 +127,61 @@ class LimitsFilter(Filter):
         else:
             tokens = request_tokens(request) + outcome.output_tokens
         try:
-            await self.buckets.spend(principal.id, tpm, tokens)
+            if tpm:
+                await self.buckets.spend(principal.id, tpm, tokens)
+            if team is not None and team_tpm:
+                await self.buckets.spend("team:" + team, team_tpm, tokens)
         except GatewayError as err:
             # The answer is out (or the request is over); losing its count is better than
             # failing it.
             log.warning("tokens of request %s not counted: %s", exchange.request_id, err.message)
 
 
+def _duration(seconds: float) -> str:
+    """``6m0s``, ``1.5s``, ``120ms``: how OpenAI writes ``x-ratelimit-reset-*``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def _headers(rpm: int, tpm: int, requests: float, tokens: float) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers for the key's buckets after this request: limit,
+    what is left, and how long until the bucket is full again."""
+    headers = {}
+    if rpm:
+        left = max(0.0, requests)
+        headers["x-ratelimit-limit-requests"] = str(rpm)
+        headers["x-ratelimit-remaining-requests"] = str(int(left))
+        headers["x-ratelimit-reset-requests"] = _duration((rpm - left) * 60.0 / rpm)
+    if tpm:
+        left = max(0.0, tokens)
+        headers["x-ratelimit-limit-tokens"] = str(tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(int(left))
+        headers["x-ratelimit-reset-tokens"] = _duration((tpm - left) * 60.0 / tpm)
+    return headers
+
+
+def _team(principal: Principal) -> tuple[str | None, int, int]:
+    """The caller's team and its own limits per minute (database keys of a team)."""
+    attributes = principal.attributes
+    team = attributes.get("team_id")
+    if team is None:
+        return None, 0, 0
+    return team, attributes.get("team_rpm") or 0, attributes.get("team_tpm") or 0
+
+
 def _configured(gateway: Gateway) -> tuple[int, int] | None:
     cfg: LimitsConfig = gateway.config.section("limits")
     auth = gateway.config.sections.get("auth")
     keys = getattr(auth, "keys", ())
-    if cfg.rpm or cfg.tpm or any(k.rpm or k.tpm for k in keys):
+    # Database keys and teams (on with [admin] keys) carry limits of their own at run time.
+    admin = gateway.config.sections.get("admin")
+    virtual = admin is not None and (
+        bool(admin.keys) if admin.virtual_keys is None else bool(admin.virtual_keys)
+    )
+    if cfg.rpm or cfg.tpm or virtual or any(k.rpm or k.tpm for k in keys):
         return cfg.rpm, cfg.tpm
     return None
 

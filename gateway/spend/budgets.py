@@ -41,25 +41,49 @@ class Counter:
     resets: float | None  # epoch seconds when the period ends
 
 
+#: Per period: the counter's stamp, when the period ends (None: never) and how long it is kept.
+Period = tuple[str, float | None, int]
+
+
+def periods(now: float) -> dict[str, Period]:
+    """The present day and month (UTC), and all time."""
+    when = datetime.fromtimestamp(now, UTC)
+    day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    return {
+        "day": (when.strftime("%Y-%m-%d"), (day + timedelta(days=1)).timestamp(), 2 * 86400),
+        "month": (
+            when.strftime("%Y-%m"),
+            (month + timedelta(days=32)).replace(day=1).timestamp(),
+            32 * 86400,
+        ),
+        "total": ("all", None, 0),
+    }
+
+
+class Periods:
+    """:func:`periods` worked out once a second (it is on every request's path)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._now: dict[str, Period] = {}
+
+    def __call__(self) -> dict[str, Period]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._now, self._second = periods(now), second
+        return self._now
+
+
 def counters(
-    scope: str, owner: str, budget: dict[str, float], now: float | None = None
+    scope: str, owner: str, budget: dict[str, float], now: dict[str, Period] | None = None
 ) -> list[Counter]:
     """The counters of ``owner``'s ``budget`` (``{"day": 5.0, ...}``) for the present periods."""
-    when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    present = periods(time.time()) if now is None else now
     out = []
     for period, limit in budget.items():
-        if period == "day":
-            stamp = when.strftime("%Y-%m-%d")
-            start = when.replace(hour=0, minute=0, second=0, microsecond=0)
-            resets: float | None = (start + timedelta(days=1)).timestamp()
-            ttl = 2 * 86400
-        elif period == "month":
-            stamp = when.strftime("%Y-%m")
-            first = when.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            resets = (first + timedelta(days=32)).replace(day=1).timestamp()
-            ttl = 32 * 86400
-        else:
-            stamp, resets, ttl = "all", None, 0
+        stamp, resets, ttl = present[period]
         name = f"{scope}:{owner}:{period}:{stamp}"
         out.append(Counter(scope, owner, period, round(limit * MICRO), name, ttl, resets))
     return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -30,7 +29,7 @@ from gateway import (
     Usage,
     request_tokens,
 )
-from gateway.spend.budgets import MICRO, BudgetStore, Counter, counters
+from gateway.spend.budgets import MICRO, BudgetStore, Counter, Periods, counters
 from gateway.spend.prices import Price, PriceBook, reasoning_tokens
 
 if TYPE_CHECKING:
@@ -82,6 +81,7 @@ class SpendFilter(Filter):
         self.db = db
         self.default_max_tokens = default_max_tokens
         self.stats = SpendStats()
+        self.periods = Periods()
         self._by_model: dict[str, Price | None] = {}
 
     def price(self, model: str) -> Price | None:
@@ -101,9 +101,10 @@ class SpendFilter(Filter):
         budget = attributes.get("budget") or {}
         team = attributes.get("team_id")
         team_budget = attributes.get("team_budget") or {}
-        found = counters("key", principal_id, budget)
+        now = self.periods()
+        found = counters("key", principal_id, budget, now)
         if team is not None:
-            found += counters("team", team, team_budget)
+            found += counters("team", team, team_budget, now)
         return (team or principal_id), found
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
@@ -157,18 +158,23 @@ class SpendFilter(Filter):
             except GatewayError as err:
                 log.warning("budget of request %s not settled: %s", exchange.request_id, err)
         if self.ledger is not None:
-            self.ledger.add(_row(request, exchange, outcome, usage, cost))
+            day = self.periods()["day"][0]
+            self.ledger.add(_row(request, exchange, outcome, usage, cost, day))
 
 
 def _row(
-    request: ChatRequest, ex: Exchange, outcome: Outcome, usage: Usage | None, cost: float
+    request: ChatRequest,
+    ex: Exchange,
+    outcome: Outcome,
+    usage: Usage | None,
+    cost: float,
+    day: str,
 ) -> tuple[Any, ...]:
-    now = time.time()
     attributes = ex.principal.attributes
     u = usage or Usage()
     return (
-        now,
-        datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"),
+        time.time(),
+        day,
         ex.request_id,
         attributes.get("key_id") or ex.principal.id,
         attributes.get("team_id"),

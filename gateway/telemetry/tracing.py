@@ -69,8 +69,12 @@ def _parent(ex: Exchange) -> Span | None:
 
 def _set_usage(span: Span, usage: Any) -> None:
     if usage is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": usage.input_tokens,
+                "gen_ai.usage.output_tokens": usage.output_tokens,
+            }
+        )
 
 
 def _failed(span: Span, err: BaseException) -> None:
@@ -87,36 +91,39 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
         ex = request[EXCHANGE]
         context = PROPAGATOR.extract(request.headers)
         route = ex.route.name
-        with tracer.start_as_current_span(
+        # Not made the current span (attaching a context costs, and nothing here reads it):
+        # the exchange carries it to the filter and the attempts.
+        span = tracer.start_span(
             f"{request.method} {route}",
             context=context,
             kind=SpanKind.SERVER,
-            record_exception=False,
-            set_status_on_exception=False,
             attributes={
                 "http.request.method": request.method,
                 "url.path": request.path,
                 "http.route": route,
                 "hookgate.request_id": ex.request_id,
             },
-        ) as span:
-            ex.note(SERVER, span)
-            try:
-                resp = await handler(request)
-            except GatewayError as err:
-                span.set_attribute("http.response.status_code", err.status)
-                if err.status >= 500:
-                    _failed(span, err)
-                else:
-                    span.set_attribute("error.type", err.kind)
-                raise
-            except BaseException as exc:
-                _failed(span, exc)
-                raise
+        )
+        ex.note(SERVER, span)
+        try:
+            resp = await handler(request)
+        except GatewayError as err:
+            span.set_attribute("http.response.status_code", err.status)
+            if err.status >= 500:
+                _failed(span, err)
+            else:
+                span.set_attribute("error.type", err.kind)
+            raise
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        else:
             span.set_attribute("http.response.status_code", resp.status)
             if resp.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             return resp
+        finally:
+            span.end()
 
     return traced
 
@@ -131,30 +138,40 @@ class TracingFilter(Filter):
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         span = _server(exchange)
-        if span is not None:
-            span.update_name(f"chat {request.model}")
-            span.set_attribute("gen_ai.operation.name", "chat")
-            span.set_attribute("gen_ai.request.model", request.model)
-            for name, value in (
-                ("gen_ai.request.max_tokens", request.max_tokens),
-                ("gen_ai.request.temperature", request.temperature),
-                ("gen_ai.request.top_p", request.top_p),
-            ):
-                if value is not None:
-                    span.set_attribute(name, value)
-            if exchange.principal.id != "anonymous":
-                span.set_attribute("hookgate.principal", exchange.principal.name)
+        if span is None or not span.is_recording():
+            return None
+        span.update_name(f"chat {request.model}")
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": request.model,
+        }
+        for name, value in (
+            ("gen_ai.request.max_tokens", request.max_tokens),
+            ("gen_ai.request.temperature", request.temperature),
+            ("gen_ai.request.top_p", request.top_p),
+        ):
+            if value is not None:
+                attributes[name] = value
+        if exchange.principal.id != "anonymous":
+            attributes["hookgate.principal"] = exchange.principal.name
+        span.set_attributes(attributes)
         return None
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
         span = _server(exchange)
-        if span is None:
+        if span is None or not span.is_recording():
             return
-        span.set_attribute("gen_ai.response.model", request.upstream_model or request.model)
-        _set_usage(span, outcome.usage)
-        span.set_attribute("hookgate.outcome", outcome.status)
+        attributes: dict[str, Any] = {
+            "gen_ai.response.model": request.upstream_model or request.model,
+            "hookgate.outcome": outcome.status,
+        }
+        usage = outcome.usage
+        if usage is not None:
+            attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
         if exchange.cost is not None:
-            span.set_attribute("hookgate.cost_usd", exchange.cost)
+            attributes["hookgate.cost_usd"] = exchange.cost
+        span.set_attributes(attributes)
 
 
 class ContentTracingFilter(TracingFilter):
@@ -213,21 +230,22 @@ class TracedAttempts(Attempts):
         model = request.upstream_model or request.model
         agent = backend.kind == "agent"
         operation = "invoke_agent" if agent else "chat"
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": model,
+            "gen_ai.provider.name": _provider_name(backend),
+            "hookgate.backend": backend.label,
+        }
+        if agent:
+            attributes["gen_ai.agent.name"] = backend.name
+        if request.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_tokens
         span = self.tracer.start_span(
             f"{operation} {backend.name if agent else model}",
             context=context,
             kind=SpanKind.INTERNAL if agent else SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": operation,
-                "gen_ai.request.model": model,
-                "gen_ai.provider.name": _provider_name(backend),
-                "hookgate.backend": backend.label,
-            },
+            attributes=attributes,
         )
-        if agent:
-            span.set_attribute("gen_ai.agent.name", backend.name)
-        if request.max_tokens is not None:
-            span.set_attribute("gen_ai.request.max_tokens", request.max_tokens)
         headers: dict[str, str] = {}
         PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
         ex.upstream_headers = {**(ex.upstream_headers or {}), **headers}
@@ -242,9 +260,14 @@ class TracedAttempts(Attempts):
             _failed(span, err)
             raise
         else:
-            span.set_attribute("gen_ai.response.model", resp.model)
-            span.set_attribute("gen_ai.response.finish_reasons", [resp.finish_reason])
-            _set_usage(span, resp.usage)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "gen_ai.response.model": resp.model,
+                        "gen_ai.response.finish_reasons": [resp.finish_reason],
+                    }
+                )
+                _set_usage(span, resp.usage)
             return resp
         finally:
             _swap_parent(ex, previous)

@@ -158,3 +158,32 @@ async def test_429_in_the_protocol_of_the_route(make_gateway, upstream, limits_s
     resp = await client.post("/plain/gpt-test", data="hi")
     assert resp.status == 429 and 1 <= int(resp.headers["retry-after"]) <= 60
     assert (await resp.json())["oops"].startswith("Rate limit reached for 'anonymous'")
+
+
+async def test_ratelimit_headers_as_openai_sends_them(make_gateway, upstream, limits_store, sdk):
+    client = await make_gateway(
+        {
+            **upstream_config(upstream),
+            **limits_store(),
+            "auth": {"keys": [{"key": "sk-h", "rpm": 3, "tpm": 1000}]},
+        }
+    )
+    api = sdk(client, api_key="sk-h")
+    seen = []
+    for _ in range(3):
+        resp = await api.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=MESSAGES
+        )
+        seen.append(resp.headers)
+    first = seen[0]
+    assert first["x-ratelimit-limit-requests"] == "3"
+    assert first["x-ratelimit-remaining-requests"] == "2"
+    assert first["x-ratelimit-limit-tokens"] == "1000"
+    assert first["x-ratelimit-remaining-tokens"] == "1000"
+    assert first["x-ratelimit-reset-requests"].endswith("s")
+    # The upstream's 18 tokens are charged after each answer.
+    assert int(seen[1]["x-ratelimit-remaining-tokens"]) in range(982, 990)
+    assert seen[2]["x-ratelimit-remaining-requests"] == "0"
+    refused = await _status(api)
+    assert isinstance(refused, openai.RateLimitError)
+    assert refused.response.headers["x-ratelimit-remaining-requests"] == "0"

@@ -165,3 +165,19 @@ def test_plugins_to_a_reader_that_goes_away_exits_cleanly():
         err = proc.stderr.read().decode()
         assert proc.wait(30) == 0
     assert err == ""
+
+
+async def test_an_upstream_cut_mid_stream_is_one_warning(make_gateway, upstream, sdk, caplog):
+    client = await make_gateway(upstream_config(upstream))
+    api = sdk(client)
+    caplog.set_level(logging.WARNING)
+    stream = await api.chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "BREAK"}], stream=True
+    )
+    request_id = stream.response.headers["x-request-id"]
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.backends.upstream"]
+    assert line.startswith(f"upstream call failed: request {request_id}, backend up: ")
+    assert "closed the connection before the answer was complete" in line

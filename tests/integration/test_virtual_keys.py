@@ -205,3 +205,28 @@ backend = "echo"
         # The CLI sees the revocation too.
         shown = _hookgate(one.config_file, "keys", "show", made["key"]["id"])
         assert shown["revoked_at"] is not None
+
+
+async def test_key_and_team_limits_apply_without_limits_section(make_gateway, sdk, tmp_path):
+    client = await make_gateway(config(tmp_path))
+    await admin(client, "POST", "/admin/teams", {"id": "small", "name": "Small", "rpm": 2})
+    _, alone = await admin(client, "POST", "/admin/keys", {"name": "alone", "rpm": 1})
+    api = sdk(client, api_key=alone["secret"])
+    await api.chat.completions.create(model="echo", messages=MESSAGES)
+    with pytest.raises(openai.RateLimitError) as refused:
+        await api.chat.completions.create(model="echo", messages=MESSAGES)
+    assert refused.value.code == "rate_limit_exceeded"
+    # Two keys of one team share its two requests a minute.
+    keys = [
+        (await admin(client, "POST", "/admin/keys", {"name": f"m{i}", "team": "small"}))[1]
+        for i in range(3)
+    ]
+    for made in keys[:2]:
+        await sdk(client, api_key=made["secret"]).chat.completions.create(
+            model="echo", messages=MESSAGES
+        )
+    with pytest.raises(openai.RateLimitError) as refused:
+        await sdk(client, api_key=keys[2]["secret"]).chat.completions.create(
+            model="echo", messages=MESSAGES
+        )
+    assert "team small" in refused.value.message
