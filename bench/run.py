@@ -18,6 +18,9 @@ Scenarios (each a POST; a scenario whose backend kind hookgate lacks is skipped 
 - ``stream``: a streamed chat completion of ``--chunks`` chunks, relayed (same protocol).
 - ``translated``: an OpenAI client's stream answered by an Anthropic upstream (needs the
   ``anthropic`` backend kind); its direct baseline is the Anthropic stream itself.
+- ``routed`` and ``routed-stream``: ``chat`` and ``stream`` for a model with two targets (both
+  the mock, the first answering: the cost of routing when nothing fails). A ``--baseline``
+  revision is not asked for them (its configuration has no such model).
 
 ``--team`` measures a second hookgate beside the first (which then asks for a key of its
 ``[auth] keys``), ``hookgate+team``, with what running it for a team turns on: a key from the database (``[admin] keys``; SQLite, or ``--database-url``),
@@ -110,6 +113,26 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "direct_expect": "message_stop",
         "kind": "anthropic",
     },
+    "routed": {
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL + "-routed", False),
+        "direct_path": "/v1/chat/completions",
+        "direct_body": _chat("mock-model", False),
+        "expect": '"finish_reason":"stop"',
+        "direct_expect": '"finish_reason":"stop"',
+        "kind": "openai",
+        "routing": True,
+    },
+    "routed-stream": {
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL + "-routed", True),
+        "direct_path": "/v1/chat/completions",
+        "direct_body": _chat("mock-model", True),
+        "expect": "data: [DONE]",
+        "direct_expect": "data: [DONE]",
+        "kind": "openai",
+        "routing": True,
+    },
 }
 
 
@@ -170,10 +193,11 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
 
 
-def hookgate_config(upstream: str, kinds: set[str], key: str = "") -> str:
+def hookgate_config(upstream: str, kinds: set[str], key: str = "", routing: bool = True) -> str:
     """hookgate's configuration for the run: ``upstream`` is the mock's ``http://host:port``
     (the openai kind's base URL ends in /v1, the anthropic kind's is the bare host); ``key``:
-    an API key of ``[auth] keys`` callers must present."""
+    an API key of ``[auth] keys`` callers must present. With ``routing``, a model with two
+    targets too (not for a baseline revision without them)."""
     lines = [
         "[server]",
         'log_level = "warning"',
@@ -188,6 +212,18 @@ def hookgate_config(upstream: str, kinds: set[str], key: str = "") -> str:
         'backend = "mock"',
         'upstream_model = "mock-model"',
     ]
+    if routing:
+        lines += [
+            "",
+            "[backends.mock-b]",
+            'kind = "openai"',
+            f'base_url = "{upstream}/v1"',
+            'api_key = "bench"',
+            "",
+            f'[models."{MODEL}-routed"]',
+            'targets = [{ backend = "mock", upstream_model = "mock-model" },',
+            '           { backend = "mock-b", upstream_model = "mock-model" }]',
+        ]
     if "anthropic" in kinds:
         lines += [
             "",
@@ -550,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     # With --team both gateways ask for a key: TOML's here, the database's there.
     base_key = TOML_KEY if args.team else ""
     config.write_text(hookgate_config(upstream, kinds, base_key))
+    base_config = logs / "baseline.toml"
+    base_config.write_text(hookgate_config(upstream, kinds, base_key, routing=False))
     print(f"mock upstream {upstream}/v1, hookgate {gateway} (logs in {logs})", flush=True)
 
     mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(up_port)]
@@ -575,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         if baseline is not None:
             python, sha = baseline
             base_name = f"hookgate@{args.baseline}"
-            base_cmd = [python, "-m", "gateway", "serve", "--config", str(config)]
+            base_cmd = [python, "-m", "gateway", "serve", "--config", str(base_config)]
             base_cmd += ["--port", str(base_port), "--workers", str(args.workers)]
             # Run from outside the checkout, so the revision's installed copy is imported.
             base_proc = stack.enter_context(
@@ -631,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(
                     ("hookgate+team", team + sc["path"], sc["body"], sc["expect"], team_key)
                 )
-            if base_name:
+            if base_name and not sc.get("routing"):
                 runs.append((base_name, based + sc["path"], sc["body"], sc["expect"], ""))
             if sc["kind"] == "openai":
                 body = sc["body"].replace(f'"model":"{MODEL}"', f'"model":"{args.target_model}"')
