@@ -71,6 +71,9 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         return await _read(request, limit, None)
     if length:
         budget.take(request, length)
+        if request.content.is_eof():
+            # The whole body has arrived (most requests): no timer, one pass.
+            return await _read(request, limit, None)
     try:
         async with asyncio.timeout(budget.timeout or None):
             return await _read(request, limit, None if length else budget)
