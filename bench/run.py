@@ -1176,7 +1176,7 @@ def table(report: dict[str, Any]) -> str:
                 f"{r['p99_ms']:.3f}",
                 f"{a['added_p50_ms']:+.3f}" if a else "",
                 f"{r['cpu_us']:.0f}" if "cpu_us" in r else "",
-                str(r["errors"]),
+                str(r["errors"]) if r["requests"] else "none done",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
