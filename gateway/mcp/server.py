@@ -1,12 +1,15 @@
 """``/mcp``: the gateway as one MCP server (streamable HTTP) over the configured MCP servers'
 tools and its own agents.
 
-The transport is the specification's streamable HTTP for the handshake revisions (2024-11-05
-up to 2025-11-25): ``initialize`` opens a session whose id the client sends back as
-``Mcp-Session-Id``; every later POST carries one JSON-RPC message, answered with one JSON
-body, or (for a ``tools/call`` that asked for progress) an SSE stream of progress notifications
+The transport is the specification's streamable HTTP, in both its eras. The stateless revision
+(2026-07-28): each POST carries its protocol version and the client's capabilities in
+``params._meta`` (checked, with the routing headers, by the SDK's own ladder), and
+``server/discover`` says what the server speaks. The handshake revisions (2024-11-05 up to
+2025-11-25): ``initialize`` opens a session whose id the client sends back as
+``Mcp-Session-Id``. Either way a POST carries one JSON-RPC message, answered with one JSON body,
+or (for a ``tools/call`` that asked for progress) an SSE stream of progress notifications
 ending with the response. ``GET`` (a stream for server-initiated messages) is answered 405, as
-the specification allows: this server sends none. ``DELETE`` ends the session.
+the specification allows: this server sends none. ``DELETE`` ends a session.
 
 Messages are checked and written with the SDK's own per-revision types
 (``mcp_types.methods``), on aiohttp rather than through the SDK's ASGI session manager, whose
@@ -26,8 +29,17 @@ import mcp_types
 import orjson
 from aiohttp import web
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+)
 from mcp_types import methods
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from mcp_types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    MODERN_PROTOCOL_VERSIONS,
+)
 from pydantic import ValidationError
 
 from gateway import (
@@ -35,7 +47,6 @@ from gateway import (
     ChatRequest,
     Error,
     Exchange,
-    Finish,
     GatewayError,
     Message,
     SSEResponse,
@@ -60,6 +71,10 @@ log = logging.getLogger(__name__)
 
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
+INSTRUCTIONS = (
+    "Tools named <server>__<tool> are those of the MCP servers behind this gateway; "
+    "agent__<name> runs one of its agents on a prompt."
+)
 #: A custom code in the server range for a tool the caller's key may not use.
 FORBIDDEN = -32003
 #: A custom code for a request larger than ``max_call_size``.
@@ -171,13 +186,54 @@ class MCPEndpoint:
             if request.headers.get(SESSION_HEADER):
                 await self._session(request, ex)
             return web.Response(status=202)
+        meta = (parsed.params or {}).get("_meta")
+        if isinstance(meta, dict) and mcp_types.PROTOCOL_VERSION_META_KEY in meta:
+            return await self._modern(request, ex, message, parsed)
         if parsed.method == "initialize":
             return await self._initialize(ex, parsed)
         if parsed.method == "server/discover":
-            # The stateless 2026-07-28 revision is not served: clients fall back to initialize.
-            raise RPCError(mcp_types.METHOD_NOT_FOUND, "Method not found: server/discover")
+            raise RPCError(
+                mcp_types.INVALID_PARAMS,
+                "server/discover takes the 2026-07-28 request envelope (params._meta)",
+            )
         session = await self._session(request, ex)
-        version = session.protocol_version
+        return await self._dispatch(request, ex, parsed, session.protocol_version)
+
+    async def _modern(
+        self,
+        request: web.Request,
+        ex: Exchange,
+        message: dict[str, Any],
+        parsed: mcp_types.JSONRPCRequest,
+    ) -> web.StreamResponse:
+        """A request of the stateless revision (2026-07-28): no session; the protocol version
+        and the client's capabilities come with each request, checked by the SDK's ladder."""
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        route = classify_inbound_request(message, headers=headers)
+        try:
+            if isinstance(route, InboundLadderRejection):
+                raise RPCError(route.code, route.message, data=route.data)
+            version = route.protocol_version
+            if parsed.method == "server/discover":
+                result = mcp_types.DiscoverResult(
+                    supported_versions=[*MODERN_PROTOCOL_VERSIONS, *HANDSHAKE_PROTOCOL_VERSIONS],
+                    capabilities=self.capabilities,
+                    instructions=INSTRUCTIONS,
+                )
+                return self._result(parsed.id, version, "server/discover", _dump(result))
+            return await self._dispatch(request, ex, parsed, version)
+        except RPCError as err:
+            if err.status == 200:  # this revision answers errors with HTTP statuses too
+                err.status = ERROR_CODE_HTTP_STATUS.get(err.code, 200)
+            raise
+
+    async def _dispatch(
+        self,
+        request: web.Request,
+        ex: Exchange,
+        parsed: mcp_types.JSONRPCRequest,
+        version: str,
+    ) -> web.StreamResponse:
         try:
             typed = methods.parse_client_request(parsed.method, version, parsed.params)
         except KeyError:
@@ -213,10 +269,7 @@ class MCPEndpoint:
             protocol_version=version,
             capabilities=self.capabilities,
             server_info=self.info,
-            instructions=(
-                "Tools named <server>__<tool> are those of the MCP servers behind this "
-                "gateway; agent__<name> runs one of its agents on a prompt."
-            ),
+            instructions=INSTRUCTIONS,
         )
         response = self._result(parsed.id, version, "initialize", _dump(result))
         response.headers[SESSION_HEADER] = session.id
@@ -379,6 +432,8 @@ class MCPEndpoint:
         steps = 0
         try:
             async with asyncio.timeout(self.call_timeout or None):
+                # Read to the end, past the Finish: the pipeline's bookkeeping (sessions, request
+                # logs) runs before its stream ends.
                 async for ev in _events(self.gateway.pipeline.stream(chat, ex)):
                     kind = type(ev)
                     if kind is TextDelta:
@@ -393,8 +448,6 @@ class MCPEndpoint:
                         await progress(float(steps), None, f"{ev.name or 'tool'} answered")
                     elif kind is Error:
                         return _error_result(f"The agent '{entry.tool}' failed: {ev.error.message}")
-                    elif kind is Finish:
-                        break
         except TimeoutError:
             return _error_result(
                 f"The agent '{entry.tool}' did not finish within {self.call_timeout:g} seconds."

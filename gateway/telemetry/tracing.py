@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -224,8 +225,16 @@ class TracedAttempts(Attempts):
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
 
-    def _start(self, backend: Backend, request: ChatRequest, ex: Exchange) -> Span:
+    def _start(self, backend: Backend, request: ChatRequest, ex: Exchange) -> Span | None:
+        """The attempt's span, or ``None`` when its trace is not sampled: then no span is made
+        (the SDK's unsampled spans still cost), and the upstream gets the request's context."""
         parent = _parent(ex)
+        if parent is not None and not parent.is_recording():
+            if ex.upstream_headers is None or "traceparent" not in ex.upstream_headers:
+                carrier: dict[str, str] = {}
+                PROPAGATOR.inject(carrier, context=trace.set_span_in_context(parent))
+                ex.upstream_headers = {**(ex.upstream_headers or {}), **carrier}
+            return None
         context = trace.set_span_in_context(parent) if parent is not None else None
         model = request.upstream_model or request.model
         agent = backend.kind == "agent"
@@ -253,6 +262,8 @@ class TracedAttempts(Attempts):
 
     async def complete(self, backend: Backend, request: ChatRequest, ex: Exchange) -> ChatResponse:
         span = self._start(backend, request, ex)
+        if span is None:
+            return await backend.complete(request, ex)
         previous = _swap_parent(ex, span)
         try:
             resp = await backend.complete(request, ex)
@@ -277,6 +288,11 @@ class TracedAttempts(Attempts):
         self, backend: Backend, request: ChatRequest, ex: Exchange
     ) -> AsyncGenerator[Event, None]:
         span = self._start(backend, request, ex)
+        if span is None:
+            async with aclosing(backend.stream(request, ex)) as events:
+                async for ev in events:
+                    yield ev
+            return
         previous = _swap_parent(ex, span)
         try:
             async for ev in backend.stream(request, ex):
@@ -297,6 +313,8 @@ class TracedAttempts(Attempts):
 
     async def tool(self, name: str, call_id: str, run: Awaitable[T], ex: Exchange) -> T:
         parent = _parent(ex)
+        if parent is not None and not parent.is_recording():
+            return await run
         context = trace.set_span_in_context(parent) if parent is not None else None
         with self.tracer.start_as_current_span(
             f"execute_tool {name}",

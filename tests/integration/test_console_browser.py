@@ -65,6 +65,13 @@ async def open_tab(browser: Any) -> Any:
         assert tab.errors == [], tab.errors
 
 
+async def signed_in(make_gateway: Any, upstream: Any, open_tab: Any) -> Tab:
+    """A gateway with :func:`console_config`, and a console page signed in with the user key."""
+    tab = await open_tab(await make_gateway(console_config(upstream)))
+    await sign_in(tab.page)
+    return tab
+
+
 async def sign_in(page: Page, key: str = USER_KEY) -> None:
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     await page.get_by_label("API key").fill(key)
@@ -147,10 +154,8 @@ async def test_a_wrong_key_is_refused_and_a_user_key_sees_no_admin_views(
 
 
 async def test_an_agent_run_shows_its_tool_call_and_result(make_gateway, upstream, open_tab):
-    client = await make_gateway(console_config(upstream))
-    tab = await open_tab(client)
+    tab = await signed_in(make_gateway, upstream, open_tab)
     page = tab.page
-    await sign_in(page)
     await page.get_by_role("link", name="Agents").click()
     await expect(page.get_by_label("Agent", exact=True)).to_have_value("helper")
     await expect(page.locator("#agent-tools")).to_contain_text("get_weather")
@@ -173,10 +178,8 @@ async def test_an_agent_run_shows_its_tool_call_and_result(make_gateway, upstrea
 
 
 async def test_stop_cancels_the_upstream_request_of_a_chat(make_gateway, upstream, open_tab):
-    client = await make_gateway(console_config(upstream))
-    tab = await open_tab(client)
+    tab = await signed_in(make_gateway, upstream, open_tab)
     page = tab.page
-    await sign_in(page)
     await page.get_by_label("Model").select_option("gpt-test")
     await page.get_by_label("Message").fill("DRIP")
     await page.get_by_role("button", name="Send").click()
@@ -189,10 +192,8 @@ async def test_stop_cancels_the_upstream_request_of_a_chat(make_gateway, upstrea
 
 
 async def test_stop_cancels_an_agent_run_and_its_upstream_request(make_gateway, upstream, open_tab):
-    client = await make_gateway(console_config(upstream))
-    tab = await open_tab(client)
+    tab = await signed_in(make_gateway, upstream, open_tab)
     page = tab.page
-    await sign_in(page)
     await page.get_by_role("link", name="Agents").click()
     await page.get_by_label("Task for the agent").fill("DRIP")
     await page.get_by_role("button", name="Run").click()
@@ -227,6 +228,9 @@ async def test_admin_views_on_an_open_gateway(make_gateway, upstream, open_tab):
     await expect(row).to_contain_text("0.2.0")
     await expect(row).to_contain_text("configure_app")
     await tab.screenshot("plugins")
+    await page.emulate_media(color_scheme="dark")  # the page follows the system's theme
+    await tab.screenshot("plugins-dark")
+    await page.emulate_media(color_scheme="light")
 
     for view in ("Keys", "Spend"):
         await nav.get_by_role("link", name=view).click()
@@ -355,6 +359,15 @@ async def test_an_admin_creates_revokes_keys_and_sees_their_spend(
     await page.get_by_label("Show revoked keys").check()
     await expect(page.locator("#keys-list tbody tr", has_text="ci-bot")).to_contain_text("revoked")
 
+    # The admin views at 360 px: one column, tables as labelled cards, nothing wider.
+    await page.set_viewport_size({"width": 360, "height": 780})
+    for view in ("Keys", "Spend", "Routes"):
+        await nav.get_by_role("link", name=view).click()
+        await expect(page.get_by_role("heading", name=view, exact=True)).to_be_visible()
+        await expect(page.locator(f"#{view.lower()}-body table").first).to_be_visible()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 360, view
+        await tab.screenshot(f"{view.lower()}-360")
+
 
 async def test_keyboard_only_and_a_narrow_screen(make_gateway, upstream, open_tab):
     client = await make_gateway(console_config(upstream))
@@ -425,10 +438,8 @@ async def copied(page: Page, panel: str, lang: str) -> str:
 
 
 async def test_the_requests_to_copy_run_as_shown(make_gateway, upstream, open_tab):
-    client = await make_gateway(console_config(upstream))
-    tab = await open_tab(client)
+    tab = await signed_in(make_gateway, upstream, open_tab)
     page = tab.page
-    await sign_in(page)
     await page.get_by_label("Model").select_option("echo")
     await page.get_by_label("System prompt").fill("Be brief.")
     await page.get_by_label("Message").fill("it's copied")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS as HANDSHAKE
 from support.mcp import mcp_client, stdio_server
+from support.waiting import until
 
 KEYS = [
     {"key": "k-all", "name": "all"},
@@ -54,10 +56,12 @@ def text(result):
     return "".join(block.text for block in result.content)
 
 
-async def test_tools_of_servers_and_agents_through_the_python_sdk(gateway):
-    async with mcp_client(url(gateway), "k-all") as mcp:
-        assert mcp.protocol_version == "2025-11-25"
-        assert mcp.server_info.name == "hookgate"
+@pytest.mark.parametrize(("mode", "version"), [("auto", "2026-07-28"), ("legacy", "2025-11-25")])
+async def test_tools_of_servers_and_agents_through_the_python_sdk(gateway, mode, version):
+    async with mcp_client(url(gateway), "k-all", mode) as mcp:
+        assert mcp.protocol_version == version
+        if mode == "legacy":
+            assert mcp.server_info.name == "hookgate"
         listed = (await mcp.session.list_tools()).tools
         assert {t.name for t in listed} == CALC | {"agent__helper"}
         add = next(t for t in listed if t.name == "calc__add")
@@ -74,13 +78,14 @@ async def test_tools_of_servers_and_agents_through_the_python_sdk(gateway):
         assert failed.is_error and text(failed) == "Error executing tool fail: no"
 
 
-async def test_progress_of_agents_and_of_upstream_tools(gateway):
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_progress_of_agents_and_of_upstream_tools(gateway, mode):
     seen = []
 
     async def progress(value, total, message):
         seen.append((value, total, message))
 
-    async with mcp_client(url(gateway), "k-all") as mcp:
+    async with mcp_client(url(gateway), "k-all", mode) as mcp:
         result = await mcp.session.call_tool(
             "agent__helper", {"prompt": "hello there"}, progress_callback=progress
         )
@@ -92,23 +97,24 @@ async def test_progress_of_agents_and_of_upstream_tools(gateway):
         assert seen == [(1.0, 3.0, "step 1"), (2.0, 3.0, "step 2"), (3.0, 3.0, "step 3")]
 
 
-async def test_per_key_allowlists_refuse_by_name(gateway):
-    async with mcp_client(url(gateway), "k-ci") as mcp:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_per_key_allowlists_refuse_by_name(gateway, mode):
+    async with mcp_client(url(gateway), "k-ci", mode) as mcp:
         assert {t.name for t in (await mcp.session.list_tools()).tools} == CALC
         with pytest.raises(MCPError) as info:
             await mcp.session.call_tool("agent__helper", {"prompt": "hi"})
         assert info.value.code == -32003
         assert info.value.message == "The key 'ci' may not use the tool 'agent__helper'."
-    async with mcp_client(url(gateway), "k-none") as mcp:
+    async with mcp_client(url(gateway), "k-none", mode) as mcp:
         with pytest.raises(MCPError) as info:
             await mcp.session.list_tools()
         assert info.value.code == -32003
         assert "may use none of the tools" in info.value.message
-    async with mcp_client(url(gateway), "k-agents") as mcp:
+    async with mcp_client(url(gateway), "k-agents", mode) as mcp:
         assert [t.name for t in (await mcp.session.list_tools()).tools] == ["agent__helper"]
         with pytest.raises(MCPError, match="may not use the tool 'calc__add'"):
             await mcp.session.call_tool("calc__add", {"a": 1, "b": 1})
-    async with mcp_client(url(gateway), "k-all") as mcp:
+    async with mcp_client(url(gateway), "k-all", mode) as mcp:
         with pytest.raises(MCPError) as info:
             await mcp.session.call_tool("calc__nope", {})
         assert info.value.code == -32602 and "Unknown tool" in info.value.message
@@ -218,3 +224,61 @@ async def test_several_workers_without_redis_make_mcp_unavailable(make_gateway, 
     status, body, _ = await post(gateway, INIT, key=None)
     assert status == 503
     assert body["error"]["message"].startswith("MCP sessions need shared state")
+
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+async def test_the_stateless_revision_by_hand(gateway):
+    discover = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "server/discover",
+        "params": {"_meta": MODERN_META},
+    }
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}
+    status, body, answered = await post(gateway, discover, **headers)
+    assert status == 200 and "Mcp-Session-Id" not in answered
+    assert body["result"]["supportedVersions"] == ["2026-07-28", *HANDSHAKE]
+    assert body["result"]["capabilities"] == {"tools": {"listChanged": False}}
+    status, body, _ = await post(gateway, discover, **{**headers, "Mcp-Method": "tools/list"})
+    assert status == 400 and body["error"]["code"] == -32020  # the headers disagree with the body
+    old = {**MODERN_META, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}
+    status, body, _ = await post(
+        gateway,
+        {**discover, "params": {"_meta": old}},
+        **{**headers, "MCP-Protocol-Version": "2099-01-01"},
+    )
+    assert status == 400 and body["error"]["code"] == -32022
+    assert body["error"]["data"]["requested"] == "2099-01-01"
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "calc__add", "arguments": {"a": 3, "b": 4}, "_meta": MODERN_META},
+    }
+    status, body, _ = await post(
+        gateway, call, **{**headers, "Mcp-Method": "tools/call", "Mcp-Name": "calc__add"}
+    )
+    assert status == 200 and body["result"]["content"] == [{"type": "text", "text": "7"}]
+
+
+async def test_agent_runs_through_mcp_are_in_the_request_logs(make_gateway, tmp_path):
+    log = tmp_path / "requests.jsonl"
+    cfg = gateway_config()
+    cfg["request_logs"] = {"sink": "file", "path": str(log)}
+    gateway = await make_gateway(cfg)
+    async with mcp_client(url(gateway), "k-all") as mcp:
+        result = await mcp.session.call_tool("agent__helper", {"prompt": "log me"})
+        assert text(result) == "log me"
+
+    def records():
+        return [orjson.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    await until(records, 10, "the agent run's record")
+    [record] = records()
+    assert (record["route"], record["protocol"], record["model"]) == ("mcp", "mcp", "helper")
+    assert (record["principal"], record["status"]) == ("all", "success")

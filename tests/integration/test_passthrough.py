@@ -195,6 +195,7 @@ async def test_loose_openai_fields_are_translated_or_refused_by_name(gateway, cl
     assert info.value.body["param"] == "functions"
     assert "'functions'" in info.value.message
     del body["functions"]
+    body["messages"][1]["content"] = body["messages"][1]["content"][:1]  # no video for Claude
     await sdk(gateway).chat.completions.create(**sdk_args(body, "mm_processor_kwargs"))
     sent = recorded(claude_upstream)[-1]
     assert sent["max_tokens"] == 1000
@@ -220,3 +221,20 @@ async def test_what_anthropic_cannot_answer_is_a_400_naming_it(gateway, sdk, fie
             model="claude-test", messages=[{"role": "user", "content": "hi"}], **{field: value}
         )
     assert info.value.body["param"] == field and f"'{field}'" in info.value.message
+
+
+async def test_media_the_other_side_cannot_take_is_refused_not_dropped(gateway, sdk, claude_sdk):
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await claude_sdk(gateway).messages.create(
+            model="gpt-test",
+            max_tokens=50,
+            messages=[{"role": "user", "content": [{"type": "text", "text": "see"}, FILE_IMAGE]}],
+        )
+    assert "'file' source" in info.value.body["error"]["message"]
+    video = {"type": "video_url", "video_url": {"url": "https://example.com/a.mp4"}}
+    with pytest.raises(openai.BadRequestError) as err:
+        await sdk(gateway).chat.completions.create(
+            model="claude-test",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "see"}, video]}],
+        )
+    assert err.value.body["param"] == "messages" and "'video_url'" in err.value.message

@@ -367,6 +367,17 @@ async def test_any_instance_answers(tmp_path: Path, redis_url, redis_prefix, ups
             await two.responses.delete(first.id)
             with pytest.raises(openai.NotFoundError):
                 await one.responses.retrieve(first.id)
+
+            # an instance that stops leaves its background responses failed, for every other
+            lost = await one.responses.create(model="gpt-test", input="SLOW:30", background=True)
+
+            async def started():
+                return (await two.responses.retrieve(lost.id)).status == "in_progress"
+
+            await until(started, what="the second background response runs")
+            assert await asyncio.to_thread(procs[0].stop) == 0
+            ended = await two.responses.retrieve(lost.id)
+            assert ended.status == "failed" and "stopped" in ended.error.message
         finally:
             await one.close()
             await two.close()

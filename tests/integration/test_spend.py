@@ -227,3 +227,13 @@ price = {{ request = 0.1 }}
             results = await asyncio.gather(*(one(session, i) for i in range(50)))
         assert sum(1 for status, _ in results if status == 200) == 10
         assert sorted(set(results) - {(200, None)}) == [(429, "budget_exceeded")]
+
+        # Both instances' ledgers land in the one PostgreSQL: 50 rows, 10 of them paid for.
+        def ledger() -> dict[str, Any]:
+            rows = _admin(gws[1].url, "GET", "/admin/spend?group_by=key")["data"]
+            return rows[0] if rows else {}
+
+        await until(lambda: ledger().get("requests") == 50, 10, "50 ledger rows")
+        row = ledger()
+        assert row["requests"] == 50 and row["failed"] == 40
+        assert row["cost"] == pytest.approx(1.0)

@@ -154,3 +154,25 @@ async def test_off_without_an_endpoint(make_gateway, upstream, receiver, monkeyp
         model="gpt-test", messages=[{"role": "user", "content": "x"}]
     )
     assert "traceparent" not in upstream.app[openai_upstream.HEADERS][-1]
+
+
+async def test_unsampled_requests_make_no_spans_but_pass_the_context(
+    make_gateway, upstream, receiver, monkeypatch, sdk
+):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    client = await make_gateway(upstream_config(upstream))
+    api = sdk(client, default_headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-00"})
+    await api.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    # The caller's trace, unsampled, goes on to the upstream (from the gateway's own span).
+    version, trace_id, parent, flags = upstream.app[openai_upstream.HEADERS][-1][
+        "traceparent"
+    ].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "00") and parent != PARENT
+    # A sampled request afterwards is exported: nothing of the first one came before it.
+    await api.chat.completions.create(
+        model="gpt-test",
+        messages=[{"role": "user", "content": "y"}],
+        extra_headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01"},
+    )
+    await until(lambda: len(receiver) >= 2, 10, "the sampled request's spans")
+    assert len(receiver) == 2

@@ -53,12 +53,13 @@ def http_server(port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(url: str, key: str | None = None) -> AsyncIterator[Client]:
+async def mcp_client(url: str, key: str | None = None, mode: str = "auto") -> AsyncIterator[Client]:
     """The official Python SDK's client on ``url`` (hookgate's ``/mcp``), with ``key`` as its
-    bearer token."""
+    bearer token. ``mode``: ``"auto"`` (the SDK's default: the stateless 2026-07-28 revision
+    when the server speaks it) or ``"legacy"`` (the ``initialize`` handshake and a session)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with (
         httpx2.AsyncClient(headers=headers) as http,
-        Client(streamable_http_client(url, http_client=http)) as client,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
     ):
         yield client

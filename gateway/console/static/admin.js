@@ -416,9 +416,12 @@ function chart(rows, days, available) {
     const barH = Math.max(cost > 0 ? 2 : 0, inner.h - (y(cost) - pad.top));
     parts.push(svg("rect", { x, y: pad.top + inner.h - barH, width: step * 0.7, height: barH, rx: 2, class: "bar" },
       svg("title", {}, `${b.day}: ${fmtCost(cost)}, ${fmtNumber(b.row?.requests || 0)} requests`)));
-    const every = Math.ceil(bars.length / 7);
-    if (i % every === 0 || i === bars.length - 1) {
-      parts.push(svg("text", { x: x + step * 0.35, y: height - 8, "text-anchor": "middle", class: "axis" }, b.day.slice(5)));
+    // Day labels about 60 px apart, counted back from today (always labelled).
+    const every = Math.ceil(bars.length / Math.max(2, Math.floor(inner.w / 60)));
+    if ((bars.length - 1 - i) % every === 0) {
+      const last = i === bars.length - 1;  // kept inside the right edge
+      parts.push(svg("text", { x: last ? x + step * 0.7 : x + step * 0.35, y: height - 8,
+        "text-anchor": last ? "end" : "middle", class: "axis" }, b.day.slice(5)));
     }
   });
   const summary = bars.filter((b) => b.row).map((b) => `${b.day}: ${fmtCost(b.row.cost)}`).join("; ");

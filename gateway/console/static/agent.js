@@ -4,7 +4,7 @@
 // request; the stream then ends with RUN_FINISHED whose outcome is "cancelled".
 
 import { call, newId, session, sse } from "./api.js";
-import { $, badge, clear, h } from "./dom.js";
+import { $, badge, clear, composer, h, statusLine } from "./dom.js";
 import { agentSnippets, codePanel } from "./snippets.js";
 
 let running = null;
@@ -15,23 +15,16 @@ let code;
 
 export function initAgents() {
   code = codePanel($("agent-code"), "The request");
-  $("agent-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    run();
-  });
-  $("agent-input").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      run();
-    }
-  });
-  $("agent-stop").addEventListener("click", stop);
-  $("agent-clear").addEventListener("click", () => {
-    history.length = 0;
-    threadId = newId("thread");
-    clear($("agent-log"));
-    status("");
-    refresh();
+  composer("agent", {
+    submit: run,
+    stop,
+    clear: () => {
+      history.length = 0;
+      threadId = newId("thread");
+      clear($("agent-log"));
+      status("");
+      refresh();
+    },
   });
   $("agent-name").addEventListener("change", describe);
   $("agent-input").addEventListener("input", refresh);
@@ -79,11 +72,7 @@ function refresh() {
   code.update(agentSnippets(location.origin, name, request(text), session.me?.auth));
 }
 
-function status(text, kind = "") {
-  const el = $("agent-status");
-  el.textContent = text;
-  el.className = `status ${kind}`;
-}
+const status = statusLine("agent-status");
 
 function busy(on) {
   $("agent-run").disabled = on;
@@ -147,6 +136,7 @@ class Timeline {
         const t = this.texts.get(ev.messageId);
         if (!t) break;
         t.item.classList.remove("streaming");
+        t.body.textContent = t.text.trim();  // a model's closing blank lines make no box taller
         this.lastText = t;
         break;
       }

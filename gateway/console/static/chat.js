@@ -2,7 +2,7 @@
 // Stop aborts the fetch; the gateway sees its client go and cancels the upstream request.
 
 import { call, getJSON, session, sse } from "./api.js";
-import { $, clear, h } from "./dom.js";
+import { $, clear, composer, h, statusLine } from "./dom.js";
 import { chatSnippets, codePanel } from "./snippets.js";
 
 const history = [];
@@ -11,23 +11,16 @@ let code;
 
 export function initChat() {
   code = codePanel($("chat-code"), "The request");
-  $("chat-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    send();
-  });
-  $("chat-input").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      send();
-    }
-  });
-  $("chat-stop").addEventListener("click", stop);
-  $("chat-clear").addEventListener("click", () => {
-    history.length = 0;
-    clear($("chat-log"));
-    $("chat-empty").hidden = false;
-    status("");
-    refresh();
+  composer("chat", {
+    submit: send,
+    stop,
+    clear: () => {
+      history.length = 0;
+      clear($("chat-log"));
+      $("chat-empty").hidden = false;
+      status("");
+      refresh();
+    },
   });
   for (const id of ["chat-model", "chat-system", "chat-temperature", "chat-max-tokens", "chat-input"]) {
     $(id).addEventListener("input", refresh);
@@ -78,11 +71,7 @@ function bubble(role, text) {
   return { item, body };
 }
 
-function status(text, kind = "") {
-  const el = $("chat-status");
-  el.textContent = text;
-  el.className = `status ${kind}`;
-}
+const status = statusLine("chat-status");
 
 function busy(on) {
   $("chat-send").disabled = on;

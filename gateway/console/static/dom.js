@@ -76,3 +76,29 @@ export function fmtTime(value) {
   const d = typeof value === "number" ? new Date(value * (value < 1e12 ? 1000 : 1)) : new Date(value);
   return Number.isNaN(d.getTime()) ? String(value) : d.toLocaleString();
 }
+
+// The composer under a conversation (#<prefix>-form, -input, -stop, -clear): the form and Enter
+// submit (Shift+Enter is a new line), the buttons stop and clear.
+export function composer(prefix, { submit, stop, clear: reset }) {
+  $(`${prefix}-form`).addEventListener("submit", (event) => {
+    event.preventDefault();
+    submit();
+  });
+  $(`${prefix}-input`).addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      submit();
+    }
+  });
+  $(`${prefix}-stop`).addEventListener("click", stop);
+  $(`${prefix}-clear`).addEventListener("click", reset);
+}
+
+// A status line: setStatus(text, "error") or setStatus("").
+export function statusLine(id) {
+  return (text, kind = "") => {
+    const el = $(id);
+    el.textContent = text;
+    el.className = `status ${kind}`;
+  };
+}

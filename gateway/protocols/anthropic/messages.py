@@ -57,6 +57,9 @@ _KNOWN = frozenset(
 EFFORTS_IN = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
 #: Thinking budgets for canonical reasoning efforts (Anthropic's smallest budget is 1024).
 EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
+#: Content parts of other protocols that carry what the user gave (audio, video, files):
+#: Anthropic has no equivalent, and leaving them out would answer another question.
+_FOREIGN_MEDIA = frozenset({"input_audio", "audio_url", "video_url", "file", "input_file"})
 #: The tool a backend configured with ``structured_output = "tool"`` forces for JSON output.
 OUTPUT_TOOL = "json_output"
 #: Anthropic's ``tool_choice`` types as canonical modes.
@@ -374,6 +377,8 @@ def encode_request(
     if req.wire is not None and req.protocol == PROTOCOL:
         return {**req.wire, "model": model}
     same = req.protocol == PROTOCOL
+    if not same:
+        refuse_untranslatable(req)
     system, messages = encode_messages(req.messages, same)
     body: dict[str, JSON] = {
         "model": model,
@@ -384,8 +389,6 @@ def encode_request(
         body["system"] = system
     if req.stream:
         body["stream"] = True
-    if not same:
-        refuse_untranslatable(req)
     allowed = req.tool_choice.allowed if req.tool_choice is not None else None
     tools = [
         t
@@ -625,6 +628,12 @@ def _encode_parts(parts: list[Part], same: bool) -> Iterator[dict[str, JSON]]:
                 log.debug("dropping reasoning without a signature (Anthropic requires one)")
         elif type(p) is OpaquePart and p.protocol == PROTOCOL:
             yield p.data
+        elif type(p) is OpaquePart and p.data.get("type") in _FOREIGN_MEDIA:
+            raise BadRequest(
+                f"A '{p.data['type']}' content part cannot be sent to an Anthropic model: "
+                "it is relayed only to upstreams of the client's own protocol.",
+                param="messages",
+            )
         else:
             log.debug("dropping a %s part the Anthropic format cannot carry", type(p).__name__)
 

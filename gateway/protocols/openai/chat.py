@@ -573,6 +573,14 @@ def _encode_content(parts: list[Part], same: bool) -> str | list[dict[str, JSON]
             out.append({"type": "image_url", "image_url": image})
         elif type(p) is OpaquePart and p.protocol == PROTOCOL:
             out.append(p.data)
+        elif type(p) is OpaquePart and p.data.get("type") in ("image", "document"):
+            # an Anthropic Files API image, a PDF document: what the user gave, untranslatable
+            raise BadRequest(
+                f"An Anthropic '{p.data['type']}' block with a "
+                f"'{(p.data.get('source') or {}).get('type')}' source cannot be sent to an "
+                "OpenAI-compatible model: it is relayed only to Anthropic upstreams.",
+                param="messages",
+            )
         else:
             log.debug("dropping a %s part the OpenAI format cannot carry", type(p).__name__)
     return out

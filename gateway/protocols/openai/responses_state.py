@@ -22,6 +22,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from gateway import BadRequest, GatewayError, NotFound, new_id
 from gateway.protocols.openai.responses_store import (
     MemoryResponseStore,
@@ -47,27 +49,17 @@ _PREFIXES = {
 }
 
 
+@attrs.define(slots=True)
 class Resolved:
     """A request made self-contained: the body the decoder reads, and what a stored response
-    of it keeps."""
+    of it keeps (its input items with their ids, the conversation before them)."""
 
-    __slots__ = ("background", "body", "context", "input", "previous", "store")
-
-    def __init__(
-        self,
-        body: dict[str, Any],
-        input: list[dict[str, Any]],
-        context: list[dict[str, Any]],
-        previous: str | None,
-        store: bool,
-        background: bool,
-    ) -> None:
-        self.body = body
-        self.input = input
-        self.context = context
-        self.previous = previous
-        self.store = store
-        self.background = background
+    body: dict[str, Any]
+    input: list[dict[str, Any]]
+    context: list[dict[str, Any]]
+    previous: str | None
+    store: bool
+    background: bool
 
 
 class ResponsesState:
@@ -91,6 +83,8 @@ class ResponsesState:
                 self.store = MemoryResponseStore(cfg.ttl, cfg.max_kept)
         #: Background runs of this instance, by (owner, response id).
         self.runs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: Whether the gateway is stopping (its runs end failed, not cancelled).
+        self.closing = False
 
     def _store(self, what: str) -> ResponseStore:
         if self.store is None:
@@ -237,16 +231,21 @@ class ResponsesState:
                 return
             await self.save(owner, resolved, {**queued, "status": "in_progress"})
             work = asyncio.ensure_future(run())
-            watch = asyncio.ensure_future(self._watch(owner, response_id))
+            # another instance may cancel it: only a shared store can say so
+            watch = asyncio.ensure_future(
+                self._watch(owner, response_id)
+                if isinstance(self.store, RedisResponseStore)
+                else asyncio.Event().wait()
+            )
             try:
                 await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                watch.cancel()
-                if not work.done():
-                    work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watch
-            if work.cancelled() or not work.done():
+                stopped = not work.done()
+                for task in (watch, work):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            if stopped:
                 log.info(
                     "background response %s was cancelled elsewhere; its run stopped", response_id
                 )
@@ -263,10 +262,16 @@ class ResponsesState:
                 return
             await self.save(owner, resolved, final)
         except asyncio.CancelledError:
-            # Cancelled here (DELETE, cancel, or the gateway stopping): say so unless deleted.
+            # Cancelled here (cancel, DELETE, or the gateway stopping): say so unless deleted.
+            if self.closing:
+                final = failed(
+                    GatewayError("The gateway stopped before the response finished."), "failed"
+                )
+            else:
+                final = failed(None, "cancelled")
             with contextlib.suppress(Exception):
                 if await self._exists(owner, response_id):
-                    await self.save(owner, resolved, failed(None, "cancelled"))
+                    await self.save(owner, resolved, final)
             raise
         except GatewayError as err:  # the store failed: nothing more can be kept
             log.warning("background response %s: %s", response_id, err.message)
@@ -305,7 +310,8 @@ class ResponsesState:
         return record.response
 
     async def close(self) -> None:
-        """Stop this instance's background runs (the gateway is stopping)."""
+        """Stop this instance's background runs (the gateway is stopping): they end failed."""
+        self.closing = True
         runs = list(self.runs.values())
         for task in runs:
             task.cancel()

@@ -25,7 +25,6 @@ from gateway import (
     ImagePart,
     Message,
     ReasoningDelta,
-    ReasoningPart,
     Start,
     TextDelta,
     TextPart,
@@ -38,7 +37,7 @@ from gateway import (
     Usage,
     UsageEvent,
 )
-from gateway.protocols.openai.responses import PROTOCOL, flat_name
+from gateway.protocols.openai.responses import PROTOCOL, decode_reasoning_item, flat_name
 
 #: Fields the gateway answers itself and never forwards.
 _GATEWAY_ONLY = ("previous_response_id", "background", "conversation")
@@ -155,11 +154,6 @@ def _call(item: dict[str, Any]) -> ToolCallPart:
     return ToolCallPart(str(item.get("call_id")), name, str(item.get("arguments") or "{}"))
 
 
-def _reasoning_text(item: dict[str, Any]) -> str:
-    parts = item.get("content") or item.get("summary") or ()
-    return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
-
-
 def decode_usage(obj: Any) -> Usage | None:
     if not isinstance(obj, dict):
         return None
@@ -200,7 +194,7 @@ def decode_response(obj: Any) -> ChatResponse:
         elif kind in ("function_call", "custom_tool_call"):
             parts.append(_call(item))
         elif kind == "reasoning":
-            parts.append(ReasoningPart(_reasoning_text(item), item.get("encrypted_content")))
+            parts.append(decode_reasoning_item(item))
     calls = any(type(p) is ToolCallPart for p in parts)
     return ChatResponse(
         id=str(obj.get("id", "")),
