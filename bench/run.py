@@ -383,6 +383,7 @@ error_log {prefix}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    client_body_buffer_size 1m;  # request bodies (100 KB ones too) stay in memory
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
