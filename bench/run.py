@@ -1090,7 +1090,7 @@ def added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {(r["scenario"], r["target"], r["connections"]): r for r in results}
     out = []
     for (scenario, target, c), r in by.items():
-        if target == "direct":
+        if target == "direct" or not r["requests"]:
             continue
         d = by.get((scenario, "direct", c))
         if d is None or r["p50_ms"] is None or d["p50_ms"] is None:
