@@ -18,6 +18,9 @@ Scenarios (each a POST; a scenario whose backend kind hookgate lacks is skipped 
 - ``stream``: a streamed chat completion of ``--chunks`` chunks, relayed (same protocol).
 - ``translated``: an OpenAI client's stream answered by an Anthropic upstream (needs the
   ``anthropic`` backend kind); its direct baseline is the Anthropic stream itself.
+- ``routed`` and ``routed-stream``: ``chat`` and ``stream`` for a model with two targets (both
+  the mock, the first answering: the cost of routing when nothing fails). A ``--baseline``
+  revision is not asked for them (its configuration has no such model).
 
 Cost as work grows (``--scenarios all`` runs every one):
 
@@ -151,6 +154,26 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "kind": "anthropic",
         "mix": True,
     },
+    "routed": {
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL + "-routed", False),
+        "direct_path": "/v1/chat/completions",
+        "direct_body": _chat("mock-model", False),
+        "expect": '"finish_reason":"stop"',
+        "direct_expect": '"finish_reason":"stop"',
+        "kind": "openai",
+        "routing": True,
+    },
+    "routed-stream": {
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL + "-routed", True),
+        "direct_path": "/v1/chat/completions",
+        "direct_body": _chat("mock-model", True),
+        "expect": "data: [DONE]",
+        "direct_expect": "data: [DONE]",
+        "kind": "openai",
+        "routing": True,
+    },
     # Cost as work grows.
     "long": {  # a stream of --long-chunks (1,000) frames, relayed
         "path": "/v1/chat/completions",
@@ -187,7 +210,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 
 #: What a run measures unless ``--scenarios`` says otherwise.
-DEFAULT_SCENARIOS = ("chat", "stream", "translated")
+DEFAULT_SCENARIOS = ("chat", "stream", "translated", "routed", "routed-stream")
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -247,11 +270,14 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
 
 
-def hookgate_config(upstream: str, kinds: set[str], key: str = "", pool: int = 256) -> str:
+def hookgate_config(
+    upstream: str, kinds: set[str], key: str = "", routing: bool = True, pool: int = 256
+) -> str:
     """hookgate's configuration for the run: ``upstream`` is the mock's ``http://host:port``
     (the openai kind's base URL ends in /v1, the anthropic kind's is the bare host); ``key``:
-    an API key of ``[auth] keys`` callers must present; ``pool``: upstream connections at most
-    (each open stream holds one)."""
+    an API key of ``[auth] keys`` callers must present. With ``routing``, a model with two
+    targets too (not for a baseline revision without them); ``pool``: upstream connections at
+    most (each open stream holds one)."""
     lines = [
         "[server]",
         'log_level = "warning"',
@@ -275,6 +301,18 @@ def hookgate_config(upstream: str, kinds: set[str], key: str = "", pool: int = 2
         'backend = "mock"',
         'upstream_model = "mock-idle"',
     ]
+    if routing:
+        lines += [
+            "",
+            "[backends.mock-b]",
+            'kind = "openai"',
+            f'base_url = "{upstream}/v1"',
+            'api_key = "bench"',
+            "",
+            f'[models."{MODEL}-routed"]',
+            'targets = [{ backend = "mock", upstream_model = "mock-model" },',
+            '           { backend = "mock-b", upstream_model = "mock-model" }]',
+        ]
     if "anthropic" in kinds:
         lines += [
             "",
@@ -896,7 +934,9 @@ def main(argv: list[str] | None = None) -> int:
     config = logs / "hookgate.toml"
     # With --team both gateways ask for a key: TOML's here, the database's there.
     base_key = TOML_KEY if args.team else ""
-    config.write_text(hookgate_config(upstream, kinds, base_key, pool))
+    config.write_text(hookgate_config(upstream, kinds, base_key, pool=pool))
+    base_config = logs / "baseline.toml"
+    base_config.write_text(hookgate_config(upstream, kinds, base_key, routing=False, pool=pool))
     print(f"mock upstream {upstream}/v1, hookgate {gateway} (logs in {logs})", flush=True)
 
     mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(up_port)]
@@ -922,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
         if baseline is not None:
             python, sha = baseline
             base_name = f"hookgate@{args.baseline}"
-            base_cmd = [python, "-m", "gateway", "serve", "--config", str(config)]
+            base_cmd = [python, "-m", "gateway", "serve", "--config", str(base_config)]
             base_cmd += ["--port", str(base_port), "--workers", str(args.workers)]
             # Run from outside the checkout, so the revision's installed copy is imported.
             base_proc = stack.enter_context(
@@ -982,7 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(
                     ("hookgate+team", team + sc["path"], sc["body"], sc["expect"], team_key, {})
                 )
-            if base_name:
+            if base_name and not sc.get("routing"):
                 runs.append((base_name, based + sc["path"], sc["body"], sc["expect"], "", {}))
             if sc.get("model"):
                 for t in targets:

@@ -17,6 +17,14 @@ class GatewayError(Exception):
     #: The class's HTTP status; one error may carry another (an upstream's 422, say).
     status: int = 500
     kind: ClassVar[str] = "internal"
+    #: For an upstream's failure: the status it answered with, when it answered one.
+    upstream_status: int | None = None
+    #: For an upstream's failure: the code (or type) its error body gave, if any.
+    upstream_code: str | None = None
+    #: For an upstream's failure: what went wrong, as routing classifies it (``"connect"``,
+    #: ``"reset"``, ``"timeout"``, ``"stream"``, ...; see :mod:`gateway.routing.failures`),
+    #: when the transport knows; otherwise routing decides from the status and message.
+    failure: str | None = None
 
     def __init__(
         self,

@@ -70,6 +70,10 @@ class Exchange:
     model: str = ""
     #: ``"<kind>:<name>"`` of the backend that answers, once routed.
     backend: str = ""
+    #: ``"<kind>:<name>/<upstream model>"`` of the target that answered (or answers).
+    served: str = ""
+    #: Upstream attempts made for this request (retries and fallbacks included).
+    attempts: int = 0
     #: Seconds spent waiting on upstreams (a backend adds to it).
     upstream_seconds: float = 0.0
     #: Seconds from arrival to the first byte of a streamed body.
@@ -79,6 +83,8 @@ class Exchange:
     #: What the request cost in USD, once known (the ``spend`` plugin prices it).
     cost: float | None = None
     upstream_failed: bool = False
+    #: The HTTP request this exchange answers (``None`` for runs started by triggers).
+    http: web.Request | None = None
     #: Headers the response to this exchange carries (a plugin's: ``x-ratelimit-*``).
     response_headers: dict[str, str] | None = None
     #: Headers every upstream request of this exchange carries (a tracer's ``traceparent``).

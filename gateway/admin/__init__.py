@@ -21,7 +21,7 @@ from gateway import Duration, Forbidden, Unauthorized, hookimpl
 if TYPE_CHECKING:
     from gateway import Gateway
 
-__all__ = ["AdminConfig", "add_admin_route", "admin_enabled"]
+__all__ = ["AdminConfig", "add_admin_route"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,9 +41,9 @@ class AdminConfig:
     #: ``[redis] url`` is set; without Redis this is capped at one second.
     key_cache: Duration = Duration(10.0)
 
-
-def admin_enabled(gateway: Gateway) -> bool:
-    return bool(gateway.config.section("admin").keys)
+    def virtual_keys_on(self) -> bool:
+        """Whether database keys may call models (and so budgets and the ledger are on)."""
+        return bool(self.keys) if self.virtual_keys is None else self.virtual_keys
 
 
 def _digest(key: str) -> bytes:

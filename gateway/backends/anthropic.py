@@ -56,6 +56,8 @@ class AnthropicBackendConfig(HTTPBackendConfig):
     #: given back to the client as the answer's text (for Anthropic-compatible servers and
     #: models without structured outputs).
     structured_output: Literal["native", "tool"] = "native"
+    #: Anthropic continues an answer from a trailing assistant message.
+    accepts_prefill: bool = True
 
 
 class AnthropicBackend(HTTPBackend):

@@ -27,9 +27,9 @@ import orjson
 
 from gateway.backends.base import Backend
 from gateway.backends.upstream import Upstream
-from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Raw
+from gateway.canonical import ChatRequest, ChatResponse, Error, Event, Raw, Start, UsageEvent
 from gateway.config.sections import BackendConfig
-from gateway.config.types import Count, Duration, Url
+from gateway.config.types import ByteSize, Count, Duration, Url
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Exchange
 from gateway.streaming.sse import FrameRelay, SSEDecoder, SSEFrame
@@ -45,10 +45,20 @@ class HTTPBackendConfig(BackendConfig):
     headers: dict[str, str] = attrs.Factory(dict)
     #: Longest wait to open a connection.
     connect_timeout: Duration = Duration(10.0)
-    #: Longest silence between two reads of an answer (a stream that stalls fails after it).
-    read_timeout: Duration = Duration(300.0)
-    #: Longest time for a whole non-streamed answer.
+    #: Longest wait for a stream's first content (text, reasoning or a tool call), or for the
+    #: start of a whole (non-streamed) answer.
+    first_byte_timeout: Duration = Duration(120.0)
+    #: Longest silence between two reads once an answer has begun (a stream that stalls fails
+    #: after it).
+    read_timeout: Duration = Duration(60.0)
+    #: Longest time for a whole answer, streamed or not.
     timeout: Duration = Duration(600.0)
+    #: Largest answer accepted (a larger one is a failure, never held in memory whole).
+    max_response_size: ByteSize = ByteSize(64 * 1024**2)
+    #: Whether this upstream continues an answer from a trailing assistant message (a
+    #: prefill): a stream cut after content was sent may then be continued here. Anthropic
+    #: does; OpenAI's API does not (vLLM and llama.cpp servers can be set up to).
+    accepts_prefill: bool = False
     #: Pooled connections kept to this upstream at most.
     max_connections: Count = Count(256)
     #: A pooled connection idle longer than this is closed rather than reused (keep it below
@@ -150,6 +160,10 @@ class HTTPBackend(Backend):
         """Events after a streamed answer that finished (by default none)."""
         return []
 
+    def stream_finished(self, parser: Any) -> bool:
+        """Whether a stream that closed had reached its end (by default: the parser says so)."""
+        return bool(parser.finished)
+
     # -- what the base does
 
     def json(self, data: bytes) -> Any:
@@ -196,26 +210,41 @@ class HTTPBackend(Backend):
         parser = self.stream_parser(request)
         body = self.encode_request(request)
         upstream = self.upstream
+        # Until the first content comes, reads are bounded by first_byte_timeout.
+        until: float | None = upstream.first_content_deadline()
+        size, limit = 0, upstream.max_size
         async with upstream.stream(
             self.path(request), body, exchange, self.request_headers(request)
         ) as resp:
             while True:
                 try:
-                    chunk = await upstream.read(resp, exchange)
+                    chunk = await upstream.read(resp, exchange, until)
                 except GatewayError as err:
                     yield Error(err)
                     return
                 if not chunk:
                     break
+                size += len(chunk)
+                if size > limit:
+                    yield Error(upstream.too_large())
+                    return
                 batch = _together(self.frame_events(decoder.feed(chunk), parser, relay))
+                failed = bool(batch) and type(batch[-1]) is Error
                 if frames is not None:
                     whole = frames.feed(chunk)
+                    if failed:
+                        # Only the frames before the failing one are relayed; the failure is
+                        # the gateway's own error frame.
+                        whole = self._sound_frames(whole)
+                        batch[-1].relayed = False
                     if whole:
-                        last = not frames.pending and resp.content.at_eof()
+                        last = not failed and not frames.pending and resp.content.at_eof()
                         batch.insert(0, Raw(whole, protocol, last=last))
+                if until is not None and _has_content(batch):
+                    until = None
                 for ev in batch:
                     yield ev
-                if batch and type(batch[-1]) is Error:
+                if failed:
                     return
             tail = _together(self.frame_events(decoder.end(), parser, relay))
             failed = bool(tail) and type(tail[-1]) is Error
@@ -227,7 +256,7 @@ class HTTPBackend(Backend):
                 yield ev
             if failed:
                 return
-            if not parser.finished:
+            if not self.stream_finished(parser):
                 yield Error(
                     UpstreamError(
                         f"backend '{self.name}' closed the stream before finishing its answer"
@@ -236,6 +265,26 @@ class HTTPBackend(Backend):
                 return
             for ev in self.stream_end(parser, relay):
                 yield ev
+
+    def _sound_frames(self, whole: bytes) -> bytes:
+        """The leading frames of a relayed read that failed which are well-formed JSON and no
+        error (the ones before the failure), as bytes."""
+        if b"\r" in whole:
+            return b""  # rare line ends: relay nothing rather than risk half a frame
+        end = 0
+        for block in whole.split(b"\n\n")[:-1]:
+            data = b"\n".join(
+                line[5:].removeprefix(b" ") for line in block.split(b"\n") if line[:5] == b"data:"
+            )
+            if data:
+                try:
+                    obj = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    break
+                if isinstance(obj, dict) and self.error(obj) is not None:
+                    break
+            end += len(block) + 2
+        return whole[:end]
 
     def frame_events(
         self, frames: list[SSEFrame], parser: StreamParser, relay: bool
@@ -269,6 +318,11 @@ class HTTPBackend(Backend):
                     ev.relayed = True
             batch += events
         return batch
+
+
+def _has_content(batch: list[Event]) -> bool:
+    """Whether a read brought content: anything but the start, usage or a failure."""
+    return any(type(ev) is not Start and type(ev) is not UsageEvent for ev in batch)
 
 
 def _together(batch: list[Event]) -> list[Event]:

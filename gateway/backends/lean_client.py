@@ -14,11 +14,14 @@ What it guarantees:
 - A body that was read to its end releases the connection at once; a response abandoned before
   its end (the client went away, a failure) closes its connection instead.
 - A connection idle for longer than ``idle_timeout`` is closed rather than reused, so the
-  upstream's own keep-alive expiry rarely races a new request. When it does - a reused connection
-  is closed before a single byte of the answer arrived - the request is sent once more on a
-  new connection: a server closing an idle connection has not read what was sent on it.
-- ``connect_timeout`` bounds opening a connection, ``read_timeout`` any silence while waiting for
-  the answer, ``deadline`` (an event-loop time) the whole exchange.
+  upstream's own keep-alive expiry rarely races a new request. A request is never sent twice:
+  only a connection found closed *before* any byte of the request was written to it is passed
+  over for another; once written, a request that meets a closed connection fails
+  (``ServerDisconnectedError``), since the upstream may have read it (an LLM upstream may be
+  generating, and charging for, the answer). Whether to try again is the caller's decision.
+- ``connect_timeout`` bounds opening a connection, ``first_byte`` (an event-loop time) the wait
+  for the answer's status line, ``read_timeout`` any silence after it, ``deadline`` (an
+  event-loop time) the whole exchange.
 
 Failures are raised as aiohttp's exception types (``ClientPayloadError`` for a body cut short,
 ``ServerDisconnectedError``, ``ClientOSError``) and ``TimeoutError``, so code written for a
@@ -46,10 +49,6 @@ class ConnectError(aiohttp.ClientOSError):
 
 class BadResponse(aiohttp.ClientError):
     """The upstream's answer is not valid HTTP/1.1."""
-
-
-class _Stale(Exception):
-    """A reused connection closed before any byte of the answer: safe to send again."""
 
 
 def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
@@ -81,14 +80,24 @@ class Response:
         "_read_timeout",
         "_size",
         "_waiter",
+        "first_byte",
         "framed",
         "got_bytes",
         "raw_headers",
         "status",
     )
 
-    def __init__(self, conn: _Connection, read_timeout: float | None, deadline: float | None):
+    def __init__(
+        self,
+        conn: _Connection,
+        read_timeout: float | None,
+        deadline: float | None,
+        first_byte: float | None = None,
+    ):
         self._conn: _Connection | None = conn
+        #: While set, the event-loop time by which the next bytes must come, in place of
+        #: ``read_timeout`` (the wait for an answer's first byte, or a stream's first content).
+        self.first_byte = first_byte
         self._loop = conn.loop
         self._read_timeout = read_timeout
         self._deadline = deadline
@@ -149,8 +158,8 @@ class Response:
         loop = self._loop
         self._waiter = waiter = loop.create_future()
         timer = None
-        when = None
-        if self._read_timeout is not None:
+        when = self.first_byte
+        if when is None and self._read_timeout is not None:
             when = loop.time() + self._read_timeout
         if self._deadline is not None and (when is None or self._deadline < when):
             when = self._deadline
@@ -240,7 +249,6 @@ class _Connection(asyncio.Protocol):
         #: holds many HTTP chunks; one wake-up for all of them).
         self.body: list[bytes] = []
         self.keep_alive = False
-        self.reused = False
         self.closed = False
         self.paused = False
         self.idle_since = 0.0
@@ -280,9 +288,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         resp, self.resp = self.resp, None
         if resp is not None and not resp._done:
-            if not resp.got_bytes and self.reused:
-                resp._fail(_Stale())
-            elif not resp.status:
+            if not resp.status:
                 resp._fail(aiohttp.ServerDisconnectedError())
             elif not resp.framed and exc is None:
                 resp._finish()  # a body delimited by the end of the connection
@@ -406,11 +412,14 @@ class HTTP1Pool:
         headers: bytes = b"",
         read_timeout: float | None = None,
         deadline: float | None = None,
+        first_byte: float | None = None,
     ) -> Response:
         """Send a request and return once the answer's status and headers are in.
 
         ``target`` is the path (and query); ``headers`` are extra header lines, already encoded
-        (see :func:`encode_headers`). The caller reads the body and then closes the response.
+        (see :func:`encode_headers`). ``first_byte`` (an event-loop time) bounds the wait for
+        the status line; the response keeps it as :attr:`Response.first_byte` until the caller
+        clears it. The caller reads the body and then closes the response.
         """
         head = b"".join(
             (
@@ -420,26 +429,25 @@ class HTTP1Pool:
                 b"content-length: %d\r\n\r\n" % len(body),
             )
         )
-        for attempt in (1, 2):
+        conn = await self._acquire(deadline)
+        transport = conn.transport
+        while conn.closed or transport is None or transport.is_closing():
+            # Closed before a byte was written to it: provably unsent, take another.
+            conn.drop()
             conn = await self._acquire(deadline)
-            resp = Response(conn, read_timeout, deadline)
-            conn.resp = resp
-            assert conn.transport is not None
-            if body and len(body) > 16 * 1024:
-                conn.transport.writelines((head, body))
-            else:
-                conn.transport.write(head + body)
-            try:
-                await resp._headers_received()
-            except _Stale:
-                if attempt == 1:
-                    continue
-                raise aiohttp.ServerDisconnectedError() from None
-            except BaseException:
-                resp.close()
-                raise
-            return resp
-        raise AssertionError("unreachable")  # pragma: no cover
+            transport = conn.transport
+        resp = Response(conn, read_timeout, deadline, first_byte)
+        conn.resp = resp
+        if body and len(body) > 16 * 1024:
+            transport.writelines((head, body))
+        else:
+            transport.write(head + body)
+        try:
+            await resp._headers_received()
+        except BaseException:
+            resp.close()
+            raise
+        return resp
 
     async def _acquire(self, deadline: float | None) -> _Connection:
         loop = self.loop
@@ -454,7 +462,6 @@ class HTTP1Pool:
                 if now - conn.idle_since > self.idle_timeout:
                     conn.drop()
                     continue
-                conn.reused = True
                 self._busy.add(conn)
                 return conn
             if self.connections < self.limit:

@@ -21,17 +21,14 @@ from gateway import (
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    Event,
     Exchange,
     GatewayError,
     HTTPBackend,
     HTTPBackendConfig,
-    Raw,
     hookimpl,
 )
 from gateway.protocols.openai import (
     COMPLETIONS,
-    DONE,
     PROTOCOL,
     ChatStreamParser,
     CompletionStreamParser,
@@ -110,10 +107,10 @@ class OpenAIBackend(HTTPBackend):
     def unobserved(self) -> Callable[[bytes], bool]:
         return content_only
 
-    def stream_end(self, parser: _Stream | _CompletionStream, relay: bool) -> list[Event]:
-        """A relayed stream that finished without ``[DONE]`` gets one: OpenAI clients wait
-        for it."""
-        return [Raw(DONE, parser.protocol)] if relay and not parser.done else []
+    def stream_finished(self, parser: _Stream) -> bool:
+        """An OpenAI stream ends with ``[DONE]``: one that closes without it was cut, even
+        after its finish reason (the usage chunk may be what is missing)."""
+        return parser.done
 
     def relay(
         self,

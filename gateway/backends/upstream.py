@@ -1,7 +1,8 @@
 """One pooled HTTP client per upstream, with failures mapped to gateway errors.
 
 Every HTTP backend (see :mod:`gateway.backends.http`) uses :class:`Upstream`: one pooled
-keep-alive client for the life of the app, connect / read / total timeouts, the time spent
+keep-alive client for the life of the app, timeouts per phase (connect, first byte, idle read,
+total) and a bound on an answer's size, the time spent
 waiting on the upstream added to the exchange, and every failure turned into the
 :class:`~gateway.errors.GatewayError` the client should see (refused: 502, too slow: 504, error
 status: mapped with its message kept).
@@ -65,12 +66,11 @@ class Upstream:
                 (name, value) for name, value in self.headers.items() if name.lower() != "host"
             ]
             encode_headers([*self._lean_headers, ("accept-encoding", "identity")])
-        self._whole = aiohttp.ClientTimeout(
-            total=config.timeout, connect=config.connect_timeout, sock_read=config.read_timeout
-        )
-        self._streamed = aiohttp.ClientTimeout(
-            total=None, connect=config.connect_timeout, sock_read=config.read_timeout
-        )
+        # aiohttp's sock_read would bound the wait for the status line too: the phases are
+        # bounded here instead (first_byte_timeout, then read_timeout per read).
+        self._whole = aiohttp.ClientTimeout(total=config.timeout, connect=config.connect_timeout)
+        self._streamed = self._whole
+        self.max_size = int(config.max_response_size)
 
     async def start(self) -> None:
         cfg = self.config
@@ -123,17 +123,23 @@ class Upstream:
             finally:
                 ex.upstream_seconds += time.perf_counter() - started
         try:
-            async with self._session().post(
-                self.base_url + path,
-                data=body,
-                headers=_request_headers(ex, headers),
-                timeout=self._whole,
-            ) as resp:
-                data = await resp.read()
+            async with asyncio.timeout(self.config.first_byte_timeout):
+                resp = await self._session().post(
+                    self.base_url + path,
+                    data=body,
+                    headers=_request_headers(ex, headers),
+                    timeout=self._whole,
+                )
+            async with resp:
                 if resp.status >= 400:
+                    error = await resp.content.read(_MAX_ERROR_BODY)
                     raise self.failed(
-                        ex, status_error(resp.status, data, resp.headers), resp.status
+                        ex, status_error(resp.status, error, resp.headers), resp.status
                     )
+                async with asyncio.timeout(self.config.read_timeout):
+                    data = await resp.content.read(self.max_size + 1)
+                if len(data) > self.max_size:
+                    raise self.failed(ex, self.too_large())
                 return data
         except GatewayError:
             raise
@@ -158,26 +164,39 @@ class Upstream:
         self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None
     ) -> bytes:
         pool = self._pool()
-        deadline = pool.loop.time() + self.config.timeout
+        cfg = self.config
+        now = pool.loop.time()
         try:
             resp = await pool.request(
                 "POST",
                 self._path + path,
                 body,
                 headers=self._own_headers(ex, headers),
-                read_timeout=self.config.read_timeout,
-                deadline=deadline,
+                read_timeout=cfg.read_timeout,
+                deadline=now + cfg.timeout,
+                first_byte=now + cfg.first_byte_timeout,
             )
+            resp.first_byte = None
             try:
-                data = await resp.read()
+                limit = _MAX_ERROR_BODY if resp.status >= 300 else self.max_size + 1
+                data = await resp.read(limit)
             finally:
                 resp.close()
         except Exception as exc:
             raise self.failed(ex, self.failure(exc)) from None
         if resp.status >= 300:
-            err = status_error(resp.status, data[:_MAX_ERROR_BODY], resp.headers)
-            raise self.failed(ex, err, resp.status)
+            raise self.failed(ex, status_error(resp.status, data, resp.headers), resp.status)
+        if len(data) > self.max_size:
+            raise self.failed(ex, self.too_large())
         return data
+
+    def too_large(self) -> GatewayError:
+        err = UpstreamError(
+            f"backend '{self.backend}' answered more than its max_response_size "
+            f"({self.max_size} bytes)"
+        )
+        err.failure = "server"
+        return err
 
     @asynccontextmanager
     async def stream(
@@ -191,23 +210,29 @@ class Upstream:
         away cancels the upstream request.
         """
         started = time.perf_counter()
+        cfg = self.config
         resp: Any
         try:
             if self._lean:
-                resp = await self._pool().request(
+                pool = self._pool()
+                now = pool.loop.time()
+                resp = await pool.request(
                     "POST",
                     self._path + path,
                     body,
                     headers=self._own_headers(ex, headers),
-                    read_timeout=self.config.read_timeout,
+                    read_timeout=cfg.read_timeout,
+                    deadline=now + cfg.timeout,
+                    first_byte=now + cfg.first_byte_timeout,
                 )
             else:
-                resp = await self._session().post(
-                    self.base_url + path,
-                    data=body,
-                    headers=_request_headers(ex, headers),
-                    timeout=self._streamed,
-                )
+                async with asyncio.timeout(cfg.first_byte_timeout):
+                    resp = await self._session().post(
+                        self.base_url + path,
+                        data=body,
+                        headers=_request_headers(ex, headers),
+                        timeout=self._streamed,
+                    )
         except Exception as exc:
             raise self.failed(ex, self.failure(exc)) from None
         finally:
@@ -223,19 +248,38 @@ class Upstream:
         finally:
             resp.close()
 
-    async def read(self, resp: aiohttp.ClientResponse, ex: Exchange) -> bytes:
+    async def read(self, resp: Any, ex: Exchange, until: float | None = None) -> bytes:
         """The next bytes of a streamed answer, whatever one read returns (``b""`` at its end),
-        the wait added to the exchange's upstream time; a failure raises :class:`GatewayError`."""
+        the wait added to the exchange's upstream time; a failure raises :class:`GatewayError`.
+
+        ``until`` (an event-loop time), while the answer's first content is awaited, replaces
+        the idle ``read_timeout`` (``first_byte_timeout``); ``None`` once it came.
+        """
         started = time.perf_counter()
         try:
-            return await resp.content.readany()
+            data: bytes
+            if self._lean:
+                resp.first_byte = until
+                data = await resp.content.readany()
+            elif until is None:
+                async with asyncio.timeout(self.config.read_timeout):
+                    data = await resp.content.readany()
+            else:
+                async with asyncio.timeout_at(until):
+                    data = await resp.content.readany()
+            return data
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             err = self.failure(exc)
-            if isinstance(err, UpstreamTimeout):
+            if isinstance(err, UpstreamTimeout) and until is None:
                 err = UpstreamTimeout(f"backend '{self.backend}' stopped sending mid-stream")
+                err.failure = "stream"
             raise self.failed(ex, err) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
+
+    def first_content_deadline(self) -> float:
+        """The event-loop time by which a stream started now must bring its first content."""
+        return asyncio.get_running_loop().time() + self.config.first_byte_timeout
 
     def failed(self, ex: Exchange, err: GatewayError, status: int | None = None) -> GatewayError:
         """Log one warning for a failed upstream call and return ``err``. The line names the
@@ -254,6 +298,11 @@ class Upstream:
 
     def failure(self, exc: BaseException) -> GatewayError:
         """The gateway error for a transport failure talking to this upstream."""
+        err = self._failure(exc)
+        err.failure = _failure_reason(exc)
+        return err
+
+    def _failure(self, exc: BaseException) -> GatewayError:
         name = self.backend
         if isinstance(exc, asyncio.TimeoutError | TimeoutError):
             return UpstreamTimeout(f"backend '{name}' did not answer in time")
@@ -345,6 +394,19 @@ class Upstream:
         return data
 
 
+def _failure_reason(exc: BaseException) -> str:
+    """The routing failure reason of a transport failure (see gateway.routing.failures)."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectError):
+        return "connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return "reset"  # before the status line: nothing of an answer came
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "stream"
+    return "server"
+
+
 def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:
     if ex.upstream_headers:
         extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
@@ -360,7 +422,25 @@ def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> Gatewa
         retry_after = float(retry) if retry else None
     except ValueError:
         retry_after = None
-    return from_upstream_status(status, error_message(data), retry_after=retry_after)
+    err = from_upstream_status(status, error_message(data), retry_after=retry_after)
+    err.upstream_status = status
+    if 400 <= status < 500:
+        err.upstream_code = error_code(data)
+    return err
+
+
+def error_code(data: bytes) -> str | None:
+    """The machine-readable code or type in an upstream's error body, if any (routing reads it
+    to tell context-length and content-policy refusals apart)."""
+    try:
+        obj: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if not isinstance(err, dict):
+        return None
+    code = err.get("code") or err.get("type")
+    return code if isinstance(code, str) else None
 
 
 def error_message(data: bytes) -> str:

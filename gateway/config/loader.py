@@ -121,8 +121,7 @@ def structure(
         if value is not None:
             backends[name] = value
     for name, model in models.items():
-        if model.backend not in raw.get("backends", {}):
-            errors.append(f"models.{name}.backend: no backend named {model.backend!r}")
+        errors += _model_errors(name, model, raw.get("backends", {}))
     errors.extend(shadowed_routes(list(models)))
 
     plugin_sections = sections
@@ -137,6 +136,22 @@ def structure(
     if errors:
         raise ConfigError(errors)
     return Config(server, plugins, models, backends, structured, source)
+
+
+def _model_errors(name: str, model: ModelConfig, backends: Mapping[str, Any]) -> list[str]:
+    """What is wrong with ``[models.<name>]``'s backend or targets."""
+    path = f"models.{name}"
+    if (model.backend is None) == (not model.targets):
+        return [f'{path}: give either backend = "..." or targets = [...] (one of them)']
+    if model.backend is not None:
+        if model.backend not in backends:
+            return [f"{path}.backend: no backend named {model.backend!r}"]
+        return []
+    return [
+        f"{path}.targets[{i}].backend: no backend named {target.backend!r}"
+        for i, target in enumerate(model.targets)
+        if target.backend not in backends
+    ]
 
 
 def _tables(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -21,6 +21,7 @@ from gateway.config.types import (
     Count,
     Duration,
     LogLevel,
+    NonNegative,
     Port,
     WorkerTimeout,
 )
@@ -78,15 +79,59 @@ class ModelPrice:
     request: float = attrs.field(default=0.0, converter=_price)
 
 
+#: What a failed upstream attempt was, as ``retry_on`` and ``fallback_on`` name it (see
+#: :mod:`gateway.routing.failures`).
+FAILURE_REASONS = (
+    "connect",
+    "reset",
+    "timeout",
+    "rate_limit",
+    "server",
+    "auth",
+    "context_length",
+    "content_policy",
+    "client",
+    "stream",
+)
+
+
+def _reasons(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of failure reasons")
+    unknown = [v for v in value if v not in FAILURE_REASONS]
+    if unknown:
+        raise ValueError(
+            f"unknown failure reason {unknown[0]!r} (known: {', '.join(FAILURE_REASONS)})"
+        )
+    return tuple(value)
+
+
+@attrs.frozen
+class TargetConfig:
+    """One entry of ``[models.<name>] targets``: a backend that may answer the model."""
+
+    #: The ``[backends.<name>]`` that answers.
+    backend: str
+    #: The model name sent to this backend (default: the model's ``upstream_model``, else the
+    #: name the client asked for).
+    upstream_model: str | None = None
+    #: Share of requests with the ``weighted`` strategy (and its preference under affinity).
+    weight: Count = Count(1)
+    #: Retries on this target for retryable failures (default: the model's ``retries``).
+    retries: NonNegative | None = None
+
+
 @attrs.frozen
 class ModelConfig:
-    """``[models.<name>]``: a public model name routed to a backend.
+    """``[models.<name>]``: a public model name routed to a backend, or to several targets.
 
     The name may be a glob (``"gpt-*"``, ``"*"``); exact names win, then globs in file order.
-    ``upstream_model`` defaults to the name the client asked for.
+    ``upstream_model`` defaults to the name the client asked for. Give either ``backend`` (one
+    target) or ``targets``; the routing options apply to both (see Routing in the docs).
     """
 
-    backend: str
+    #: The one backend that answers (shorthand for ``targets = [{ backend = "..." }]``).
+    backend: str | None = None
     upstream_model: str | None = None
     description: str | None = None
     #: For a glob name: the concrete names it serves, listed by ``GET /v1/models`` (beside
@@ -94,6 +139,56 @@ class ModelConfig:
     names: tuple[str, ...] = ()
     #: What the model costs, when the price library does not say (or says otherwise).
     price: ModelPrice | None = None
+    #: Backends that may answer, each ``{ backend, upstream_model, weight, retries }``.
+    targets: tuple[TargetConfig, ...] = ()
+    #: How a request's first target is chosen: ``fallback`` (in order), ``weighted`` (at random
+    #: by ``weight``), ``least-busy`` (fewest requests in flight here) or ``latency`` (lowest
+    #: recent time to first byte). The other healthy targets follow as fallbacks.
+    strategy: Literal["fallback", "weighted", "least-busy", "latency"] = "fallback"
+    #: Retries on each target for failures in ``retry_on``, before the next target.
+    retries: NonNegative = NonNegative(0)
+    #: First retry's wait; each further retry doubles it, with jitter.
+    backoff: Duration = Duration(0.25)
+    #: Longest wait before a retry, an upstream's ``Retry-After`` included (a longer
+    #: ``Retry-After`` moves on to the next target instead).
+    max_backoff: Duration = Duration(5.0)
+    #: Failures retried on the same target.
+    retry_on: tuple[str, ...] = attrs.field(
+        default=("connect", "reset", "timeout", "rate_limit", "server"), converter=_reasons
+    )
+    #: Failures that move on to the next target (after the retries). Without
+    #: ``content_policy`` here, a content-policy refusal is returned to the client as it is.
+    fallback_on: tuple[str, ...] = attrs.field(
+        default=(
+            "connect",
+            "reset",
+            "timeout",
+            "rate_limit",
+            "server",
+            "auth",
+            "context_length",
+            "stream",
+        ),
+        converter=_reasons,
+    )
+    #: Failures of one target within ``fail_window`` that open its circuit (0: never).
+    allowed_fails: NonNegative = NonNegative(3)
+    #: The window ``allowed_fails`` are counted in.
+    fail_window: Duration = Duration(60.0)
+    #: How long an open circuit skips its target; then one probe request is let through.
+    cooldown: Duration = Duration(30.0)
+    #: Keep one session's requests on one healthy target (weighted, least-busy, latency):
+    #: ``"session"`` (the session id), or the name of a request header (``"user"``: also the
+    #: request's ``user`` field). Empty: no affinity.
+    affinity: str = ""
+
+    def target_list(self) -> tuple[TargetConfig, ...]:
+        """The targets, the ``backend`` shorthand included."""
+        if self.targets:
+            return self.targets
+        if self.backend is None:
+            return ()
+        return (TargetConfig(self.backend),)
 
 
 @attrs.frozen

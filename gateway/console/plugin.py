@@ -218,16 +218,21 @@ class Console:
         self._admin(request)
         config = self.gateway.config
         kinds = {name: backend.kind for name, backend in config.backends.items()}
-        models = [
-            {
-                "model": name,
-                "backend": model.backend,
-                "kind": kinds.get(model.backend),
-                "upstream_model": model.upstream_model,
-                "description": model.description,
-            }
-            for name, model in config.models.items()
-        ]
+        models = []
+        for name, model in config.models.items():
+            targets = [
+                {
+                    "backend": t.backend,
+                    "kind": kinds.get(t.backend),
+                    "upstream_model": t.upstream_model or model.upstream_model,
+                }
+                for t in model.target_list()
+            ]
+            # The first target's backend, as a one-target model has it; all of them in targets.
+            models.append(
+                {"model": name, **targets[0], "description": model.description}
+                | {"targets": targets, "strategy": model.strategy}
+            )
         agents = [
             {"model": name, "backend": f"agent:{name}", "kind": "agent", "upstream_model": None}
             for name in self.gateway.agents

@@ -27,6 +27,7 @@ from gateway.core.plugins import BUILTINS, PluginInfo, builtin_plugins, describe
 from gateway.core.router import Router
 from gateway.errors import ConfigError
 from gateway.exchange import RouteInfo
+from gateway.routing import Circuits, MemoryCircuits, RedisCircuits
 from gateway.state import SharedState
 
 if TYPE_CHECKING:
@@ -88,7 +89,9 @@ class Gateway:
         #: Route -> what the middlewares need to know about it, filled by :meth:`add_route`.
         self.routes: dict[Any, RouteInfo] = {}
         self.backends: dict[str, Backend] = self._build_backends()
-        self.router = Router(self.config.models, self.backends)
+        self.router = Router(
+            self.config.models, self.backends, circuits=self._circuits, metrics=self.metrics
+        )
         self.authenticators: list[Authenticator] = self._build("auth", self.registry.auth.values())
         self.filters: list[Filter] = self._build("filters", self.registry.filters.values())
         self.pipeline = Pipeline(self.router, self.filters, self.metrics)
@@ -104,6 +107,13 @@ class Gateway:
         self.agents: dict[str, ServedAgent] = {}
         #: Live tool sources by name (MCP servers); filled before the agents are built.
         self.tool_sources: dict[str, ToolSource] = {}
+
+    def _circuits(self) -> Circuits:
+        """Where routes keep their targets' circuits: Redis when ``[redis]`` is set, so every
+        instance agrees, else this process (each process then judges targets on its own)."""
+        if self.state.redis_configured:
+            return RedisCircuits(self.state.redis("models (circuit breaking)"))
+        return MemoryCircuits()
 
     @property
     def auth_enabled(self) -> bool:

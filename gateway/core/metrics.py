@@ -105,6 +105,14 @@ class Metrics:
     #: (model, direction) -> tokens reported by upstreams
     tokens: dict[tuple[str, str], int]
     active_streams: Gauge
+    #: Routing: (model, target) -> attempts, retries, fallbacks (moves on after its failure),
+    #: circuits opened; (model, target, reason) -> failed attempts; time to first content.
+    route_attempts: dict[tuple[str, str], int]
+    route_retries: dict[tuple[str, str], int]
+    route_fallbacks: dict[tuple[str, str], int]
+    route_circuits: dict[tuple[str, str], int]
+    route_failures: dict[tuple[str, str, str], int]
+    route_first_bytes: dict[tuple[str, str], Histogram]
     #: With several workers: the expositions of the other workers (see :meth:`scrape`).
     peers: Callable[[], Awaitable[list[bytes]]] | None = None
 
@@ -120,6 +128,12 @@ class Metrics:
             self.upstream_errors = previous.upstream_errors
             self.tokens = previous.tokens
             self.active_streams = previous.active_streams
+            self.route_attempts = previous.route_attempts
+            self.route_retries = previous.route_retries
+            self.route_fallbacks = previous.route_fallbacks
+            self.route_circuits = previous.route_circuits
+            self.route_failures = previous.route_failures
+            self.route_first_bytes = previous.route_first_bytes
             return
         self.requests = {}
         self.duration = {}
@@ -128,6 +142,12 @@ class Metrics:
         self.upstream_errors = {}
         self.tokens = {}
         self.active_streams = Gauge()
+        self.route_attempts = {}
+        self.route_retries = {}
+        self.route_fallbacks = {}
+        self.route_circuits = {}
+        self.route_failures = {}
+        self.route_first_bytes = {}
 
     def record(self, ex: Exchange, status: int, elapsed: float) -> None:
         """Count one finished request."""
@@ -157,6 +177,29 @@ class Metrics:
     def upstream_error(self, backend: str, err: GatewayError) -> None:
         key = (backend, err.kind)
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+
+    # -- routing (routes with several targets or retries)
+
+    def route_attempt(self, model: str, target: str) -> None:
+        _count(self.route_attempts, (model, target))
+
+    def route_retry(self, model: str, target: str) -> None:
+        _count(self.route_retries, (model, target))
+
+    def route_fallback(self, model: str, target: str) -> None:
+        _count(self.route_fallbacks, (model, target))
+
+    def route_circuit_opened(self, model: str, target: str) -> None:
+        _count(self.route_circuits, (model, target))
+
+    def route_failure(self, model: str, target: str, reason: str) -> None:
+        _count(self.route_failures, (model, target, reason))
+
+    def route_first_byte(self, model: str, target: str, seconds: float) -> None:
+        hist = self.route_first_bytes.get((model, target))
+        if hist is None:
+            hist = self.route_first_bytes[(model, target)] = Histogram(_LATENCY_BUCKETS)
+        hist.observe(seconds)
 
     def exposition(self) -> bytes:
         """This process's metrics, in Prometheus text."""
@@ -216,6 +259,10 @@ class _Fixed:
         return iter(self.families)
 
 
+def _count(counts: dict[_K, int], key: _K) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
 class _Collector:
     """Turns :class:`Metrics` into Prometheus metric families at scrape time."""
 
@@ -263,10 +310,45 @@ class _Collector:
             ["model", "direction"],
             m.tokens,
         )
+        target = ["model", "target"]
+        yield _counter(
+            "hookgate_route_attempts",
+            "Upstream attempts, by model and target.",
+            target,
+            m.route_attempts,
+        )
+        yield _counter(
+            "hookgate_route_failures",
+            "Failed upstream attempts, by model, target and reason.",
+            [*target, "reason"],
+            m.route_failures,
+        )
+        yield _counter(
+            "hookgate_route_retries", "Retries on the same target.", target, m.route_retries
+        )
+        yield _counter(
+            "hookgate_route_fallbacks",
+            "Requests that moved on to the next target after this one failed.",
+            target,
+            m.route_fallbacks,
+        )
+        yield _counter(
+            "hookgate_route_circuit_opened",
+            "Times a target's circuit opened (skipped for its cooldown).",
+            target,
+            m.route_circuits,
+        )
+        yield _histogram(
+            "hookgate_route_first_byte_seconds",
+            "Time from an attempt's start to its first content (a whole answer: to its end).",
+            target,
+            m.route_first_bytes,
+        )
 
 
 #: A metric's label values, one per label.
 _Labels = TypeVar("_Labels", bound=tuple[str, ...])
+_K = TypeVar("_K")
 
 
 def _counter(

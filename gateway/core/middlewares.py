@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_COUNTS = [str(n) for n in range(8)]
 
 
 def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
@@ -51,7 +52,7 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
         rid = request.headers.get("x-request-id")
         if not (trust_request_id and rid and _REQUEST_ID.fullmatch(rid)):
             rid = os.urandom(12).hex()
-        ex = Exchange(rid, info)
+        ex = Exchange(rid, info, http=request)
         request[EXCHANGE] = ex
         task = current_task()
         assert task is not None  # aiohttp runs every handler in a task
@@ -131,6 +132,11 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     headers["x-request-id"] = ex.request_id
     if ex.backend:
         headers["x-hookgate-backend"] = ex.backend
+    if ex.served:
+        headers["x-hookgate-served-model"] = ex.served
+        headers["x-hookgate-attempts"] = (
+            _COUNTS[ex.attempts] if ex.attempts < 8 else str(ex.attempts)
+        )
     overhead = f"{ex.gateway_seconds() * 1000:.3f}"
     headers["server-timing"] = (
         f"gateway;dur={overhead}, upstream;dur={ex.upstream_seconds * 1000:.3f}"

@@ -38,7 +38,7 @@ from gateway.streaming.assembler import Assembler
 if TYPE_CHECKING:
     from gateway.backends.base import Backend
     from gateway.core.metrics import Metrics
-    from gateway.core.router import Router
+    from gateway.core.router import Route, Router
     from gateway.exchange import Exchange
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,14 @@ class Pipeline:
 
     async def prepare(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Backend]:
         """Run request filters and route; returns the request as the filters left it (they may
-        return a new one) and the backend that will answer. A filter may clear
+        return a new one) and the backend of its (first) target. A filter may clear
         ``req.raw_relay`` to have its request's stream encoded by the gateway."""
+        req, route = await self.prepare_route(req, ex)
+        return req, route.backend
+
+    async def prepare_route(self, req: ChatRequest, ex: Exchange) -> tuple[ChatRequest, Route]:
+        """:meth:`prepare`, returning the route: its backend answers, or its policy when it
+        has several targets or retries (:mod:`gateway.routing`)."""
         req.raw_relay = self.raw_relay
         req.parse_relayed = self.parse_relayed
         for flt in self.request_filters:
@@ -81,16 +87,22 @@ class Pipeline:
             if changed is not None:
                 req = changed
                 req.wire = None
-        backend = self._route(req, ex)
+        route = self._resolve(req, ex)
         ex.stream = req.stream
-        return req, backend
+        return req, route
 
-    def _route(self, req: ChatRequest | EmbeddingRequest, ex: Exchange) -> Backend:
+    def _resolve(self, req: ChatRequest | EmbeddingRequest, ex: Exchange) -> Route:
         route = self.router.resolve(req.model, ex.principal)
         req.upstream_model = route.upstream_for(req.model)
         ex.model = route.name
         ex.backend = route.backend.label
-        return route.backend
+        ex.served = route.served or f"{ex.backend}/{req.upstream_model}"
+        ex.attempts = 1
+        return route
+
+    def _route(self, req: ChatRequest | EmbeddingRequest, ex: Exchange) -> Backend:
+        """The backend of the route's first target (embeddings and token counts)."""
+        return self._resolve(req, ex).backend
 
     async def embed(self, req: EmbeddingRequest, ex: Exchange) -> EmbeddingResponse:
         """Embeddings from the routed backend (chat filters do not apply to them)."""
@@ -120,9 +132,13 @@ class Pipeline:
         error: GatewayError | None = None
         output = 0
         try:
-            req, backend = await self.prepare(req, ex)
+            req, route = await self.prepare_route(req, ex)
             try:
-                resp = await self.attempts.complete(backend, req, ex)
+                policy = route.policy
+                if policy is None:
+                    resp = await self.attempts.complete(route.backend, req, ex)
+                else:
+                    resp = await policy.complete(req, ex, self.attempts)
             except GatewayError as err:
                 self.metrics.upstream_error(ex.backend, err)
                 raise
@@ -159,13 +175,19 @@ class Pipeline:
         metered = bool(self.end_hooks)
         chars = frames = 0
         try:
-            req, backend = await self.prepare(req, ex)
+            req, route = await self.prepare_route(req, ex)
+            policy = route.policy
+            answer = (
+                self.attempts.stream(route.backend, req, ex)
+                if policy is None
+                else policy.stream(req, ex, self.attempts)
+            )
             assembler = Assembler(req.model) if self.success_hooks else None
             filters = self.event_filters
             count_raw = req.raw_relay and not req.parse_relayed
             finished = sent = False
             try:
-                async with aclosing(self.attempts.stream(backend, req, ex)) as events:
+                async with aclosing(answer) as events:
                     async for ev in events:
                         if filters:
                             kept: Event | None = ev

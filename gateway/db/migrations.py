@@ -1,8 +1,8 @@
 """The schema, as numbered migrations applied in order when the database is opened.
 
-Each migration runs in one transaction with its row in ``hookgate_migrations``; several
-instances starting at once take turns (PostgreSQL: an advisory lock; SQLite: the write lock),
-so each migration runs exactly once. A migration is never edited once released: a change is a
+The missing migrations run in one transaction, each with its row in ``hookgate_migrations``
+(all or none of them are applied); several instances starting at once take turns (PostgreSQL:
+an advisory lock; SQLite: the write lock), so each migration runs exactly once. A migration is never edited once released: a change is a
 new migration. The SQL is the common ground of PostgreSQL and SQLite (times are epoch seconds
 in ``DOUBLE PRECISION``, JSON is ``TEXT``).
 """

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 
 def _enabled(gateway: Gateway) -> bool:
-    cfg = gateway.config.section("admin")
-    return bool(cfg.keys) if cfg.virtual_keys is None else bool(cfg.virtual_keys)
+    on: bool = gateway.config.section("admin").virtual_keys_on()
+    return on
 
 
 def _authenticator(gateway: Gateway) -> VirtualKeysAuthenticator:

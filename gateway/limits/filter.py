@@ -163,9 +163,7 @@ def _configured(gateway: Gateway) -> tuple[int, int] | None:
     keys = getattr(auth, "keys", ())
     # Database keys and teams (on with [admin] keys) carry limits of their own at run time.
     admin = gateway.config.sections.get("admin")
-    virtual = admin is not None and (
-        bool(admin.keys) if admin.virtual_keys is None else bool(admin.virtual_keys)
-    )
+    virtual = admin is not None and admin.virtual_keys_on()
     if cfg.rpm or cfg.tpm or virtual or any(k.rpm or k.tpm for k in keys):
         return cfg.rpm, cfg.tpm
     return None

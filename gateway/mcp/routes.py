@@ -86,9 +86,7 @@ class MCPRoutes:
         if self._endpoint is None:
             from gateway.mcp.server import MCPEndpoint
 
-            self._endpoint = MCPEndpoint(
-                self.gateway, self.config, self.upstreams, self.metrics, self.sessions
-            )
+            self._endpoint = MCPEndpoint(self)
         return self._endpoint
 
     async def post(self, request: web.Request) -> web.StreamResponse:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import mcp_types
@@ -58,14 +58,12 @@ from gateway import (
     __version__,
 )
 from gateway.mcp.catalog import Catalog, Denied, Entry
-from gateway.mcp.config import MCPConfig, split_name
-from gateway.mcp.metrics import ToolCallMetrics
+from gateway.mcp.config import split_name
 from gateway.mcp.sessions import MCPSession, Sessions
 from gateway.mcp.upstream import ToolCallFailed
 
 if TYPE_CHECKING:
-    from gateway import Gateway
-    from gateway.mcp.upstream import MCPUpstream
+    from gateway.mcp.routes import MCPRoutes
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +101,17 @@ def rpc_error(request_id: Any, err: RPCError) -> web.Response:
 class MCPEndpoint:
     """The handlers of ``/mcp`` (built at its first request: see :mod:`gateway.mcp.routes`)."""
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        config: MCPConfig,
-        upstreams: Mapping[str, MCPUpstream],
-        metrics: ToolCallMetrics,
-        sessions: Sessions | None,
-    ) -> None:
+    def __init__(self, routes: MCPRoutes) -> None:
+        gateway, config = routes.gateway, routes.config
         self.gateway = gateway
         self.config = config
-        self.catalog = Catalog(gateway, config, upstreams)
-        self.upstreams = upstreams
+        self.catalog = Catalog(gateway, config, routes.upstreams)
+        self.upstreams = routes.upstreams
         self.max_call_size = int(config.max_call_size)
         self.call_timeout = float(config.call_timeout)
-        self.metrics = metrics
+        self.metrics = routes.metrics
         #: None: several workers and no Redis (see :func:`gateway.mcp.routes.choose_sessions`).
-        self.sessions = sessions
+        self.sessions = routes.sessions
         self.capabilities = mcp_types.ServerCapabilities(
             tools=mcp_types.ToolsCapability(list_changed=False)
         )

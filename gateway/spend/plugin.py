@@ -45,8 +45,8 @@ class SpendConfig:
 
 
 def _virtual_keys(gateway: Gateway) -> bool:
-    admin = gateway.config.section("admin")
-    return bool(admin.keys) if admin.virtual_keys is None else bool(admin.virtual_keys)
+    on: bool = gateway.config.section("admin").virtual_keys_on()
+    return on
 
 
 def _ledger_on(gateway: Gateway) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import msgspec
 from aiohttp import web
 
 
@@ -45,7 +46,9 @@ class SSEDecoder:
     Whole events are cut out of the buffer at blank lines; an event that is one ``data: ...``
     line (what model servers send) takes a short path that does not look at it line by line.
     ``skip``, when given, is asked about each such event's raw bytes first: events it accepts
-    are dropped unparsed (a relay uses it for frames nobody needs to read).
+    are dropped (a relay uses it for JSON frames nobody needs to read), once all those of one
+    ``feed`` are known to be well-formed JSON, one value each (one parse per feed); when one is
+    not, none of them is dropped, so the reader meets the malformed one.
     """
 
     __slots__ = ("_buf", "_id", "_skip", "_start", "retry")
@@ -84,12 +87,27 @@ class SSEDecoder:
         self._buf = blocks.pop()
         frames: list[SSEFrame] = []
         skip = self._skip
+        skipped: list[bytes] | None = None
         for block in blocks:
             if block[:6] == b"data: " and b"\n" not in block:
                 if skip is not None and skip(block):
+                    if skipped is None:
+                        skipped = [block[6:]]
+                    else:
+                        skipped.append(block[6:])
                     continue
                 frames.append(SSEFrame(None, block[6:].decode("utf-8", "replace"), self._id))
             elif block:
+                self._parse(block, frames)
+        if skipped is not None and not _well_formed(skipped):
+            return self._frames(blocks)
+        return frames
+
+    def _frames(self, blocks: list[bytes]) -> list[SSEFrame]:
+        """Every event of ``blocks``, none skipped."""
+        frames: list[SSEFrame] = []
+        for block in blocks:
+            if block:
                 self._parse(block, frames)
         return frames
 
@@ -125,6 +143,27 @@ class SSEDecoder:
         way, so a caller that wants it asks for it here.
         """
         return self.feed(b"\n\n") if self._buf.strip() else []
+
+
+#: Checks a JSON array's syntax without building its values: each element is kept as raw bytes.
+_RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _well_formed(datas: list[bytes]) -> bool:
+    """Whether each of ``datas`` is one well-formed JSON value in valid UTF-8 (one pass for all).
+
+    The values are validated, not built (a relay forwards them as they came), which costs a
+    seventh of parsing them; msgspec does not check UTF-8 inside strings it skips, so text that
+    is not ASCII is decoded once too.
+    """
+    joined = b"[" + b",".join(datas) + b"]"
+    try:
+        values = _RAW_ARRAY.decode(joined)
+        if not joined.isascii():
+            joined.decode("utf-8")
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return False
+    return len(values) == len(datas)
 
 
 def complete_frames(buf: bytes) -> int:

@@ -132,6 +132,8 @@ async def test_an_open_gateway_shows_routes_and_plugins(make_gateway, upstream):
         "kind": "openai",
         "upstream_model": "up-model",
         "description": None,
+        "targets": [{"backend": "up", "kind": "openai", "upstream_model": "up-model"}],
+        "strategy": "fallback",
     } in routes
     assert {
         "model": "helper",

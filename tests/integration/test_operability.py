@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from support.configs import echo_config, upstream_config
 from support.processes import chat, free_port, gateway_process, hookgate_env
+from support.waiting import wait_until
 
 UPSTREAM_KEY = "sk-upstream-" + "k" * 24
 
@@ -143,11 +144,19 @@ def test_metrics_add_up_every_worker(tmp_path: Path):
     with gateway_process(
         "serve", "--workers", "2", config=echo_config("a: "), directory=tmp_path
     ) as gw:
+
+        def scrape() -> str:
+            with urllib.request.urlopen(gw.url + "/metrics", timeout=10) as resp:
+                return resp.read().decode()
+
+        # /health answers once one worker listens; the other may still be starting.
+        wait_until(
+            lambda: "hookgate_metrics_workers 2.0" in scrape(), what="both workers in /metrics"
+        )
         for i in range(40):  # each on a connection of its own: the kernel spreads them
             assert chat(gw.url, f"r{i}") == f"a: r{i}"
         for _ in range(6):
-            with urllib.request.urlopen(gw.url + "/metrics", timeout=10) as resp:
-                text = resp.read().decode()
+            text = scrape()
             assert "hookgate_metrics_workers 2.0" in text
             assert _requests_total(text) == 40
         assert gw.stop() == 0

@@ -12,6 +12,7 @@ from aiohttp import web
 from fakes import openai_upstream
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from support.configs import upstream_config
+from support.processes import free_port
 from support.waiting import until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -109,6 +110,33 @@ async def test_failed_attempts_and_refusals_are_errors(make_gateway, upstream, r
     assert attempt["status"] == 2 and attempt["attributes"]["error.type"] == "upstream"
     (server,) = _named(receiver, "chat gpt-test")
     assert server["attributes"]["http.response.status_code"] == 502 and server["status"] == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_each_routed_attempt_is_a_span_of_its_own(
+    make_gateway, upstream, receiver, sdk, stream
+):
+    cfg = upstream_config(upstream)
+    cfg["backends"]["dead"] = {"kind": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1"}
+    cfg["models"]["gpt-test"] = {
+        "targets": [
+            {"backend": "dead", "upstream_model": "dead-model"},
+            {"backend": "up", "upstream_model": "up-model"},
+        ]
+    }
+    client = await make_gateway(cfg)
+    answer = await sdk(client).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=stream
+    )
+    if stream:
+        assert [c async for c in answer]
+    await until(lambda: len(receiver) >= 3, 10, "three spans")
+    (server,) = _named(receiver, "chat gpt-test")
+    (failed,) = _named(receiver, "chat dead-model")
+    (answered,) = _named(receiver, "chat up-model")
+    assert failed["parent"] == answered["parent"] == server["span_id"]
+    assert failed["status"] == 2 and answered["status"] != 2
+    assert failed["attributes"]["hookgate.backend"] == "openai:dead"
 
 
 async def test_content_when_opted_in_and_streams(make_gateway, upstream, receiver, sdk):

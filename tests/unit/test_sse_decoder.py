@@ -69,3 +69,33 @@ def test_content_only_frames_are_recognised_conservatively():
         b'data: {"choices": [{"delta": {"content": "x"}, "finish_reason": null}]}',
     ):
         assert not content_only(frame), frame
+
+
+GOOD = b'{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}'
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b'{"choices":[{"delta":{"content":"x"},"finish_reason":null}]',  # cut short
+        b'{"choices":[{"delta":{"content":"x",},"finish_reason":null}]}',  # trailing comma
+        b'{"choices":[{"delta":{"content":tru},"finish_reason":null}]}',  # bad literal
+        b'{"choices":[{"delta":{"content":"\xff"},"finish_reason":null}]}',  # not UTF-8
+        b'{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}, 1',  # two values
+        b'{"choices":[{"delta":{"content":1e},"finish_reason":null}]}',  # bad number
+        b'{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}}',  # trailing brace
+    ],
+)
+def test_a_skipping_decoder_drops_no_frame_of_a_read_with_a_malformed_one(bad: bytes):
+    decoder = SSEDecoder(lambda block: True)
+    # A read of well-formed frames only: all dropped, nobody needs to read them.
+    assert decoder.feed(b"data: " + GOOD + b"\n\ndata: " + GOOD + b"\n\n") == []
+    # A read with a malformed frame among them: every frame comes back, so the reader meets it.
+    frames = decoder.feed(b"data: " + GOOD + b"\n\ndata: " + bad + b"\n\n")
+    assert [f.data for f in frames] == [GOOD.decode(), bad.decode("utf-8", "replace")]
+
+
+def test_a_skipping_decoder_drops_well_formed_frames_that_are_not_ascii():
+    decoder = SSEDecoder(lambda block: True)
+    text = '{"choices":[{"delta":{"content":"héllo 🌍"},"finish_reason":null}]}'.encode()
+    assert decoder.feed(b"data: " + text + b"\n\n") == []
