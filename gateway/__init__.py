@@ -70,7 +70,7 @@ from gateway.core.app import GATEWAY, Gateway, ServedAgent, ToolSource, create_a
 from gateway.core.attempts import Attempts
 from gateway.core.batches import BatchStats, BatchWriter
 from gateway.core.filters import Filter, Outcome
-from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_json
+from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_body, read_json
 from gateway.core.loading import Loaded, load
 from gateway.core.registry import (
     Register,
@@ -105,10 +105,12 @@ from gateway.errors import (
     UpstreamTimeout,
     default_error_body,
     from_upstream_status,
+    upstream_error,
 )
 from gateway.exchange import ANONYMOUS, EXCHANGE, Exchange, Principal, RouteInfo
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter, StreamEncoder
+from gateway.redaction import redact
 from gateway.sessions.base import (
     SESSION_ID,
     Entry,
@@ -266,10 +268,13 @@ __all__ = [
     "message_tokens",
     "new_id",
     "pubsub_messages",
+    "read_body",
     "read_json",
+    "redact",
     "request_tokens",
     "status_error",
     "text_tokens",
     "tool",
     "trim",
+    "upstream_error",
 ]

@@ -14,6 +14,7 @@ from gateway import __version__
 from gateway.core.loading import Loaded, load
 from gateway.core.plugins import describe
 from gateway.errors import ConfigError
+from gateway.redaction import install_log_redaction
 
 EXIT_CONFIG = 2
 
@@ -91,6 +92,7 @@ def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()  # no ?token= value in any log line, the access log's included
     try:
         loaded = load(config_path, overrides=overrides)
         if command in ("check", "serve"):

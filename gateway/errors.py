@@ -7,8 +7,13 @@ client: no stack traces, no upstream URLs, no secrets.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import orjson
+
+from gateway.redaction import redact
 
 
 class GatewayError(Exception):
@@ -125,20 +130,122 @@ _BY_UPSTREAM_STATUS: dict[int, type[GatewayError]] = {
 def from_upstream_status(
     status: int, message: str, *, retry_after: float | None = None
 ) -> GatewayError:
-    """Map an upstream's error status to the error the client sees, keeping its message.
+    """Map an upstream's error status and message to the error the client sees (see
+    :func:`upstream_error`, which this is for a message without an error object)."""
+    return upstream_error(status, {"message": message}, retry_after=retry_after)
 
-    The client's request faults (400, 404, 413, 422), rate limits and overload pass through as
-    themselves. 401 and 403 mean the *gateway's* upstream credentials are wrong, which is not the
-    client's fault, so they become 502, like every other upstream failure.
+
+#: Error types and codes whose message explains what the client can change (a prompt too long
+#: for the model, content refused by a policy): the only upstream messages a client is shown.
+_EXPLAINED = re.compile(
+    r"context.?length|context.?window|too.?many.?tokens|prompt.?is.?too.?long|max_tokens|"
+    r"maximum.?context|token.?limit|content.?policy|content.?filter|content.?management|"
+    r"safety|moderation|flagged",
+    re.IGNORECASE,
+)
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+#: Upstream error types (Anthropic's, OpenAI's) that say what went wrong in a stream, which has
+#: no status of its own.
+_BY_UPSTREAM_TYPE: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "overloaded_error": 529,
+    "timeout_error": 504,
+}
+_MAX_EXPLANATION = 500
+
+
+def upstream_error(
+    status: int | None,
+    body: bytes | str | dict[str, Any] | None,
+    *,
+    retry_after: float | None = None,
+    backend: str | None = None,
+) -> GatewayError:
+    """The error a client sees for an upstream's failure: the gateway's own words.
+
+    ``body`` is the upstream's error answer (bytes, text or its JSON object; OpenAI's
+    ``{"error": {...}}``, Anthropic's ``{"type": "error", "error": {...}}``, ``{"detail"}``,
+    plain text), ``status`` its HTTP status (``None`` for an error inside a stream, whose
+    ``type`` then decides). The message names the upstream's status, type and code; the
+    upstream's own message is added only when it explains a context-length or content-policy
+    refusal, and then with anything credential- or URL-shaped removed (see
+    :func:`gateway.redaction.redact`). A 401 or 403 says the gateway's upstream credentials
+    were refused (a 502: not the client's fault). Every backend reports upstream failures
+    through this one function, so nothing an upstream says reaches a client unfiltered.
     """
-    cls = _BY_UPSTREAM_STATUS.get(status)
-    if cls is None:
-        err: GatewayError = UpstreamError(f"upstream error ({status}): {message}")
+    kind, code, param, message = upstream_fields(body)
+    effective = status
+    if effective is None and kind is not None:
+        effective = _BY_UPSTREAM_TYPE.get(kind)
+    who = f"backend '{backend}'" if backend else "the upstream"
+    facts = [f"status {effective}"] if effective is not None else []
+    facts += [f"{name} {value}" for name, value in (("type", kind), ("code", code)) if value]
+    said = f" ({', '.join(facts)})" if facts else ""
+    if effective in (401, 403):
+        return UpstreamError(
+            f"The upstream refused the gateway's credentials for {who}{said}; "
+            "the gateway's operator must fix its upstream key.",
+            code=code or "upstream_credentials_refused",
+        )
+    if status is not None:
+        text = f"{who[0].upper()}{who[1:]} answered with an error{said}."
     else:
-        err = cls(message, retry_after=retry_after)
-        if cls is BadRequest and status != 400:
-            err.status = status
+        text = f"{who[0].upper()}{who[1:]} reported an error mid-stream{said}."
+    if message and _EXPLAINED.search(" ".join(x for x in (kind, code, message) if x)):
+        clean = redact(message)
+        if clean:
+            if len(clean) > _MAX_EXPLANATION:
+                clean = clean[:_MAX_EXPLANATION] + "..."
+            text += f" {clean}"
+    cls = _BY_UPSTREAM_STATUS.get(effective) if effective is not None else None
+    if cls is None or effective is None:
+        return UpstreamError(text, code=code)
+    err = cls(text, code=code, param=param, retry_after=retry_after)
+    if cls is BadRequest and effective != 400:
+        err.status = effective
     return err
+
+
+def upstream_fields(
+    body: bytes | str | dict[str, Any] | None,
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """An upstream error answer's ``(type, code, param, message)``, each ``None`` when absent;
+    type, code and param only when they are short identifiers (never free text)."""
+    obj: Any = body
+    if isinstance(body, bytes | str):
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            text = body if isinstance(body, str) else body[:2000].decode("utf-8", "replace")
+            return None, None, None, text.strip() or None
+    if not isinstance(obj, dict):
+        return None, None, None, None
+    err = obj.get("error")
+    if isinstance(err, str):
+        err = {"message": err}
+    if not isinstance(err, dict):
+        err = obj
+    message = err.get("message")
+    if not isinstance(message, str):
+        detail = obj.get("detail")
+        message = detail if isinstance(detail, str) else None
+
+    def ident(value: Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not (isinstance(value, str) and _IDENTIFIER.fullmatch(value)):
+            return None
+        return value if redact(value) == value else None
+
+    kind = ident(err.get("type"))
+    if kind == "error":  # Anthropic's envelope type, not the error's
+        kind = None
+    return kind, ident(err.get("code")), ident(err.get("param")), message
 
 
 _OPENAI_TYPES = {

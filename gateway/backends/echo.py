@@ -21,6 +21,7 @@ import attrs
 from gateway import (
     Backend,
     BackendConfig,
+    BadRequest,
     ChatRequest,
     ChatResponse,
     Duration,
@@ -43,6 +44,10 @@ from gateway import (
 from gateway.protocols.openai import embedding_inputs
 
 log = logging.getLogger(__name__)
+#: The longest vector the echo backend makes (its work and answer grow with it).
+MAX_DIMENSIONS = 8192
+#: The most vector values (inputs times dimensions) one echo embeddings request makes.
+MAX_VALUES = 1 << 20
 _WORDS = re.compile(r"\S+\s*|\s+")
 
 
@@ -64,18 +69,22 @@ class EchoBackend(Backend):
             "backend %r is the echo backend: answers repeat the prompt, no model is called", name
         )
 
-    def _answer(self, req: ChatRequest) -> tuple[str, Usage]:
-        text = self.config.prefix + req.last_user_text()
-        prompt = request_tokens(req)
-        return text, Usage(prompt, text_tokens(text))
+    def _answer(self, req: ChatRequest) -> tuple[list[str], Usage, str]:
+        """The words of the answer (at most ``max_tokens`` of them), its usage and why it
+        finished."""
+        words = _WORDS.findall(self.config.prefix + req.last_user_text())
+        finish = "stop"
+        if req.max_tokens is not None and len(words) > req.max_tokens:
+            words, finish = words[: max(0, req.max_tokens)], "length"
+        return words, Usage(request_tokens(req), text_tokens("".join(words))), finish
 
     async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
-        text, usage = self._answer(request)
+        words, usage, finish = self._answer(request)
         return ChatResponse(
             id=new_id("chatcmpl-"),
             model=request.upstream_model or request.model,
-            message=Message("assistant", [TextPart(text)]),
-            finish_reason="stop",
+            message=Message("assistant", [TextPart("".join(words))]),
+            finish_reason=finish,
             usage=usage,
             created=int(time.time()),
         )
@@ -84,8 +93,19 @@ class EchoBackend(Backend):
         """Deterministic unit vectors drawn from a hash of each input (same input, same
         vector), ``dimensions`` long (16 by default): for trying clients, not for meaning."""
         size = request.dimensions or 16
+        if size > MAX_DIMENSIONS:
+            raise BadRequest(
+                f"'dimensions' is at most {MAX_DIMENSIONS} on the echo backend.", param="dimensions"
+            )
+        items = list(embedding_inputs(request))
+        if len(items) * size > MAX_VALUES:
+            raise BadRequest(
+                f"The echo backend makes at most {MAX_VALUES} values per request "
+                f"({len(items)} inputs of {size} dimensions asked).",
+                param="input",
+            )
         vectors, tokens = [], 0
-        for item in embedding_inputs(request):
+        for item in items:
             text = item if isinstance(item, str) else " ".join(map(str, item))
             tokens += text_tokens(text) if isinstance(item, str) else len(item)
             seed = hashlib.sha256(text.encode()).digest()
@@ -103,15 +123,15 @@ class EchoBackend(Backend):
         )
 
     async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
-        text, usage = self._answer(request)
+        words, usage, finish = self._answer(request)
         yield Start(new_id("chatcmpl-"), request.upstream_model or request.model, int(time.time()))
         delay = self.config.delay
-        for word in _WORDS.findall(text):
+        for word in words:
             if delay:
                 await asyncio.sleep(delay)
             yield TextDelta(word)
         yield UsageEvent(usage)
-        yield Finish("stop")
+        yield Finish(finish)
 
 
 @hookimpl

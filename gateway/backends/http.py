@@ -248,6 +248,8 @@ class HTTPBackend(Backend):
                     return
             tail = _together(self.frame_events(decoder.end(), parser, relay))
             failed = bool(tail) and type(tail[-1]) is Error
+            if failed:
+                tail[-1].relayed = False  # its frame is not relayed (frames.end() is dropped)
             if frames is not None and not failed:
                 closed = frames.end()
                 if closed:

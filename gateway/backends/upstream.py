@@ -30,7 +30,7 @@ import orjson
 
 from gateway import __version__
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool, encode_headers
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, from_upstream_status
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, upstream_error
 from gateway.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -134,7 +134,9 @@ class Upstream:
                 if resp.status >= 400:
                     error = await resp.content.read(_MAX_ERROR_BODY)
                     raise self.failed(
-                        ex, status_error(resp.status, error, resp.headers), resp.status
+                        ex,
+                        status_error(resp.status, error, resp.headers, self.backend),
+                        resp.status,
                     )
                 async with asyncio.timeout(self.config.read_timeout):
                     data = await resp.content.read(self.max_size + 1)
@@ -185,7 +187,8 @@ class Upstream:
         except Exception as exc:
             raise self.failed(ex, self.failure(exc)) from None
         if resp.status >= 300:
-            raise self.failed(ex, status_error(resp.status, data, resp.headers), resp.status)
+            err = status_error(resp.status, data, resp.headers, self.backend)
+            raise self.failed(ex, err, resp.status)
         if len(data) > self.max_size:
             raise self.failed(ex, self.too_large())
         return data
@@ -243,7 +246,9 @@ class Upstream:
                     data = await resp.content.read(_MAX_ERROR_BODY)
                 except Exception as exc:
                     raise self.failed(ex, self.failure(exc)) from None
-                raise self.failed(ex, status_error(resp.status, data, resp.headers), resp.status)
+                raise self.failed(
+                    ex, status_error(resp.status, data, resp.headers, self.backend), resp.status
+                )
             yield resp
         finally:
             resp.close()
@@ -355,7 +360,9 @@ class Upstream:
         try:
             if resp.status >= 300:
                 data = await resp.content.read(_MAX_ERROR_BODY)
-                raise self.failed(ex, status_error(resp.status, data, resp.headers), resp.status)
+                raise self.failed(
+                    ex, status_error(resp.status, data, resp.headers, self.backend), resp.status
+                )
             yield resp
         finally:
             resp.close()
@@ -390,7 +397,9 @@ class Upstream:
         finally:
             ex.upstream_seconds += time.perf_counter() - started
         if status >= 300:
-            raise self.failed(ex, status_error(status, data[:_MAX_ERROR_BODY], headers), status)
+            raise self.failed(
+                ex, status_error(status, data[:_MAX_ERROR_BODY], headers, self.backend), status
+            )
         return data
 
 
@@ -415,14 +424,17 @@ def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[s
     return {"x-request-id": ex.request_id}
 
 
-def status_error(status: int, data: bytes, headers: Mapping[str, str]) -> GatewayError:
-    """The gateway error for an upstream's error status, its message kept."""
+def status_error(
+    status: int, data: bytes, headers: Mapping[str, str], backend: str | None = None
+) -> GatewayError:
+    """The gateway error for an upstream's error status (see :func:`upstream_error`: the
+    upstream's words reach the client only where safe)."""
     retry = headers.get("retry-after")
     try:
         retry_after = float(retry) if retry else None
     except ValueError:
         retry_after = None
-    err = from_upstream_status(status, error_message(data), retry_after=retry_after)
+    err = upstream_error(status, data, retry_after=retry_after, backend=backend)
     err.upstream_status = status
     if 400 <= status < 500:
         err.upstream_code = error_code(data)

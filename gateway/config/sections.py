@@ -37,6 +37,12 @@ class ServerConfig:
     log_level: LogLevel = LogLevel("info")
     #: Largest request body accepted; larger ones get 413 in the client's protocol.
     max_body_size: ByteSize = ByteSize(16 * 1024**2)
+    #: Bytes of request bodies held at once, all requests together (0: no cap); past it a
+    #: request gets 503 with ``retry-after`` instead of more memory.
+    max_bodies_in_flight: ByteSize = ByteSize(256 * 1024**2)
+    #: Longest time a request body may take to arrive (0: no limit); a slower one gets 408
+    #: and its connection is closed.
+    body_timeout: Duration = Duration(30.0)
     #: On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
     drain_timeout: Duration = Duration(30.0)
     #: With several workers: one whose event loop has not answered for this long is killed

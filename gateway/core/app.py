@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.config.sections import Config
 from gateway.core.filters import Filter
+from gateway.core.jsonio import BODY_BUDGET, BodyBudget
 from gateway.core.loading import Loaded, load
 from gateway.core.metrics import Metrics
 from gateway.core.middlewares import make_middlewares, stamp_headers
@@ -213,6 +214,7 @@ def init_app(loaded: Loaded, *, metrics: Metrics | None = None) -> web.Applicati
     app = web.Application(client_max_size=cfg.server.max_body_size)
     gateway = Gateway(loaded, app, metrics)
     app[GATEWAY] = gateway
+    app[BODY_BUDGET] = BodyBudget(cfg.server.max_bodies_in_flight, cfg.server.body_timeout)
     app.middlewares.extend(make_middlewares(gateway))
     app.on_response_prepare.append(stamp_headers)
     app.cleanup_ctx.append(gateway.state.lifespan)  # first in, so closed after all its users

@@ -1,28 +1,123 @@
-"""Small HTTP helpers: reading JSON bodies within the size limit, writing JSON responses."""
+"""Small HTTP helpers: reading JSON bodies within the limits, writing JSON responses.
+
+Request bodies are read within three bounds: the size of one body (``[server] max_body_size``,
+413), the time to receive it (``[server] body_timeout``, 408: a body that never ends is cut) and
+the bytes of all bodies held at once (``[server] max_bodies_in_flight``, 503 with
+``retry-after``: many large bodies together cannot take the process's memory). A body's bytes
+count against the last until its request ends.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, PayloadTooLarge, Unavailable
 
 JSON_CONTENT_TYPE = "application/json"
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request body parsed as JSON; 413 past the app's body limit, 400 when not JSON."""
-    limit = request.client_max_size  # the app's limit, from [server] max_body_size
+class BodyBudget:
+    """The bytes of request bodies held at once, against a cap (0: no cap), and the time one
+    body may take to arrive (0: no limit)."""
+
+    __slots__ = ("cap", "held", "timeout")
+
+    def __init__(self, cap: int, timeout: float) -> None:
+        self.cap = cap
+        self.timeout = timeout
+        self.held = 0
+
+    def take(self, request: web.Request, size: int) -> None:
+        """Count ``size`` more bytes for ``request`` (given back by :meth:`release`)."""
+        if self.cap and self.held + size > self.cap:
+            raise Unavailable(
+                "The gateway is holding too many request bodies; retry shortly.",
+                code="busy",
+                retry_after=1.0,
+            )
+        self.held += size
+        request[_HELD] = request.get(_HELD, 0) + size
+
+    def release(self, request: web.Request) -> None:
+        """Give back what ``request``'s body counted (at the end of the request)."""
+        size = request.get(_HELD, 0)
+        if size:
+            self.held -= size
+            request[_HELD] = 0
+
+
+BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("hookgate.body_budget", BodyBudget)
+_HELD: web.RequestKey[int] = web.RequestKey("hookgate.body_held", int)
+#: Set on a request whose body could not be read whole: its connection is not reused.
+BODY_BROKEN: web.RequestKey[bool] = web.RequestKey("hookgate.body_broken", bool)
+
+
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The request body within the limits (see the module's docstring; ``limit``, when given,
+    instead of the app's body size); 400 when it cannot be decoded (a broken
+    ``Content-Encoding``)."""
+    if limit is None:
+        limit = request.client_max_size  # the app's limit, from [server] max_body_size
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit} bytes.")
+    budget = request.config_dict.get(BODY_BUDGET)
+    if budget is None:
+        return await _read(request, limit, None)
+    if length:
+        budget.take(request, length)
+        if request.content.is_eof():
+            # The whole body has arrived (most requests): no timer, one pass.
+            return await _read(request, limit, None)
     try:
-        data = await request.read()
+        async with asyncio.timeout(budget.timeout or None):
+            return await _read(request, limit, None if length else budget)
+    except TimeoutError:
+        request[BODY_BROKEN] = True
+        raise BadRequest(
+            f"The request body did not arrive within {budget.timeout:g}s.",
+            code="body_timeout",
+            status=408,
+        ) from None
+
+
+async def _read(request: web.Request, limit: int, budget: BodyBudget | None) -> bytes:
+    content = request.content
+    if content.at_eof():
+        # Read before (an authenticator that checks a signature): aiohttp kept it.
+        return await request.read()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            if budget is not None:
+                budget.take(request, len(chunk))
+            chunks.append(chunk)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.") from None
+    except (web.RequestPayloadError, ValueError) as exc:
+        request[BODY_BROKEN] = True
+        encoding = request.headers.get("content-encoding")
+        what = f" (Content-Encoding: {encoding[:32]})" if encoding else ""
+        raise BadRequest(f"The request body could not be read{what}.", code="invalid_body") from exc
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body parsed as JSON; 413 past the app's body limit, 408 when it does not
+    arrive in time, 400 when it is not JSON."""
+    data = await read_body(request)
     if not data:
         raise BadRequest("The request body is empty; expected a JSON object.")
     try:

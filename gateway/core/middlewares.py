@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.core.jsonio import json_response
+from gateway.core.jsonio import BODY_BROKEN, BODY_BUDGET, json_response
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, default_error_body
 from gateway.exchange import EXCHANGE, UNKNOWN_ROUTE, Exchange
 
@@ -37,6 +37,7 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
     current_task = asyncio.current_task
     trust_request_id = gateway.config.server.trust_request_id
     clock = time.perf_counter
+    bodies = gateway.app[BODY_BUDGET]
 
     def error_response(ex: Exchange, err: GatewayError) -> web.Response:
         if ex.route.protocol is not None:
@@ -87,6 +88,7 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
             return resp
         finally:
             inflight.discard(task)
+            bodies.release(request)
 
     if not gateway.auth_enabled:
         return [exchange]
@@ -129,6 +131,10 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     if ex is None:
         return
     headers = response.headers
+    if request.get(BODY_BROKEN):
+        # What is left of its body cannot be read: the connection is not reused.
+        response.force_close()
+        headers["connection"] = "close"
     headers["x-request-id"] = ex.request_id
     if ex.backend:
         headers["x-hookgate-backend"] = ex.backend

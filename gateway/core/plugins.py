@@ -36,6 +36,7 @@ BUILTINS: dict[str, str] = {
     "keys": "gateway.keys.plugin",
     "ops.health": "gateway.ops.health",
     "ops.metrics": "gateway.ops.metrics",
+    "ops.openapi": "gateway.ops.openapi",
     "sessions": "gateway.sessions.history",
     "sessions.memory": "gateway.sessions.memory",
     "sessions.redis": "gateway.sessions.redis",

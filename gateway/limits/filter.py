@@ -22,6 +22,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from aiohttp import web
 
 from gateway import (
     ChatRequest,
@@ -36,6 +37,7 @@ from gateway import (
     request_tokens,
 )
 from gateway.limits.buckets import Buckets, MemoryBuckets, RedisBuckets
+from gateway.limits.concurrency import REQUEST_SLOTS, Slots, StreamBound, request_bound
 
 if TYPE_CHECKING:
     from gateway import Gateway
@@ -53,6 +55,19 @@ class LimitsConfig:
     tpm: NonNegative = NonNegative(0)
     #: "auto" (redis when [redis] url is set, else memory), "memory" or "redis".
     store: str = "auto"
+    #: Requests one key may have in progress at once (0: no limit); past it 429 with
+    #: ``retry-after``. Counted per process.
+    max_requests_per_key: NonNegative = NonNegative(0)
+    #: Streamed answers (AG-UI runs and A2A tasks included) one key may have in progress at
+    #: once (0: no limit); past it 429 with ``retry-after``. Counted per process.
+    max_streams_per_key: NonNegative = NonNegative(0)
+    #: Requests in progress in one process, all keys together (0: no limit); past it 503 with
+    #: ``retry-after``. ``/health`` and ``/metrics`` are always served.
+    max_requests: NonNegative = NonNegative(1024)
+    #: Streamed answers in progress in one process, all keys together (0: no limit); past it
+    #: 503 with ``retry-after``. (``max_requests`` bounds streams too, as requests in
+    #: progress; AG-UI runs and A2A tasks go on after their request, and only this counts them.)
+    max_streams: NonNegative = NonNegative(0)
 
 
 class LimitsFilter(Filter):
@@ -175,7 +190,24 @@ def gateway_config_sections(register: Any) -> None:
 
 
 @hookimpl
+def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
+    cfg: LimitsConfig = gateway.config.section("limits")
+    if cfg.max_requests_per_key or cfg.max_requests:
+        slots = Slots("requests", cfg.max_requests_per_key, cfg.max_requests)
+        app.middlewares.append(request_bound(slots))
+        app[REQUEST_SLOTS] = slots
+
+
+@hookimpl
 def gateway_register_filters(register: Any) -> None:
+    def streams(gateway: Gateway) -> StreamBound | None:
+        cfg: LimitsConfig = gateway.config.section("limits")
+        if not (cfg.max_streams_per_key or cfg.max_streams):
+            return None
+        return StreamBound(Slots("streams", cfg.max_streams_per_key, cfg.max_streams))
+
+    register("concurrency", streams)
+
     def factory(gateway: Gateway) -> LimitsFilter | None:
         defaults = _configured(gateway)
         if defaults is None:

@@ -128,6 +128,8 @@ class Policy:
                 "state": h.state,
                 "fails": h.fails,
                 "inflight": t.inflight,
+                # Recent time to first content (this process's moving average), for the console.
+                "latency_ms": None if t.latency is None else round(t.latency * 1000, 1),
             }
             for t, h in zip(self.targets, health, strict=True)
         ]

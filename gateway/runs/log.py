@@ -14,6 +14,8 @@ Batch = tuple[int, list[bytes]]
 RunKey = tuple[str, str]
 """A run's name: the owner's principal id and the client's run id."""
 
+#: What keeping one event costs besides its JSON (a bytes object and its place in the list).
+EVENT_OVERHEAD = 48
 _TERMINAL = (b'{"type":"RUN_FINISHED"', b'{"type":"RUN_ERROR"')
 
 
@@ -32,6 +34,7 @@ class Run:
         "events",
         "owner",
         "run_id",
+        "size",
         "task",
         "thread_id",
     )
@@ -42,6 +45,8 @@ class Run:
         #: The principal id that started the run; only it may attach or cancel.
         self.owner = owner
         self.events: list[bytes] = []
+        #: The bytes the log holds (its events' JSON and what keeping each costs).
+        self.size = 0
         self.done = False
         self.cancel_requested = False
         self.task: asyncio.Task[None] | None = None
@@ -53,6 +58,7 @@ class Run:
 
     def append(self, data: bytes) -> None:
         self.events.append(data)
+        self.size += len(data) + EVENT_OVERHEAD
         self._changed.set()
         self._changed.clear()  # the waiters already woke; the next append wakes them again
 

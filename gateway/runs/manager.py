@@ -45,10 +45,13 @@ class Runs:
         *,
         max_events: int,
         streams: set[asyncio.Task[Any]],
+        max_bytes: int = 0,
         on_end: Callable[[Run, Any], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.max_events = max_events
+        #: The bytes one run's log may hold (0: no limit).
+        self.max_bytes = max_bytes
         self.on_end = on_end
         #: Runs being produced here.
         self.active: dict[RunKey, Run] = {}
@@ -87,11 +90,8 @@ class Runs:
                     run.append(dumps(out))
                 if translator.done:
                     break
-                if len(run.events) >= self.max_events:
-                    err = GatewayError(
-                        f"the run produced more than {self.max_events} events",
-                        code="too_many_events",
-                    )
+                err = self._too_large(run)
+                if err is not None:
                     for out in translator.failed(err):
                         run.append(dumps(out))
                     break
@@ -133,6 +133,19 @@ class Runs:
                 await self.store.finish(run)
             except Exception:
                 log.exception("storing the end of run %s failed", run.run_id)
+
+    def _too_large(self, run: Run) -> GatewayError | None:
+        """The error that ends a run whose log reached a bound, if it did."""
+        if len(run.events) >= self.max_events:
+            return GatewayError(
+                f"the run produced more than {self.max_events} events", code="too_many_events"
+            )
+        if self.max_bytes and run.size >= self.max_bytes:
+            return GatewayError(
+                f"the run produced more than {self.max_bytes} bytes of events",
+                code="run_too_large",
+            )
+        return None
 
     def follow(self, owner: str, run_id: str, after: int) -> AsyncGenerator[Batch, None]:
         """A run's events after number ``after``: from this instance when it produces the run,

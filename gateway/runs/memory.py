@@ -11,23 +11,52 @@ from gateway.runs.log import Batch, Run, RunInfo, RunKey, RunStore
 
 
 class MemoryRunStore(RunStore):
-    """Finished runs stay replayable for ``ttl`` seconds, and at most ``max_kept`` of them (the
+    """Finished runs stay replayable for ``ttl`` seconds, and at most ``max_kept`` of them, of
+    at most ``max_bytes`` together and ``max_owner_bytes`` for one owner (0: no bound; the
     oldest go first). The store holds the runs themselves: their logs are already in memory."""
 
-    def __init__(self, ttl: float, max_kept: int = 10_000) -> None:
+    def __init__(
+        self, ttl: float, max_kept: int = 10_000, max_bytes: int = 0, max_owner_bytes: int = 0
+    ) -> None:
         self.ttl = ttl
         self.max_kept = max_kept
+        self.max_bytes = max_bytes
+        self.max_owner_bytes = max_owner_bytes
         self.runs: dict[RunKey, Run] = {}
         self._expiry: collections.deque[tuple[float, RunKey]] = collections.deque()
+        #: Bytes of the finished runs kept, in all and per owner.
+        self.kept_bytes = 0
+        self._owner_bytes: dict[str, int] = {}
 
     def _purge(self) -> None:
         now = time.monotonic()
         expiry = self._expiry
-        while expiry and (expiry[0][0] <= now or len(expiry) > self.max_kept):
+        while expiry and (
+            expiry[0][0] <= now
+            or len(expiry) > self.max_kept
+            or (self.max_bytes and self.kept_bytes > self.max_bytes)
+        ):
             _, key = expiry.popleft()
-            run = self.runs.get(key)
-            if run is not None and run.done:
-                del self.runs[key]
+            self._forget(key)
+        owners = self._owner_bytes
+        if self.max_owner_bytes and any(b > self.max_owner_bytes for b in owners.values()):
+            # An owner over its share loses its own oldest runs, not anyone else's.
+            for item in list(expiry):
+                owner = item[1][0]
+                if owners.get(owner, 0) > self.max_owner_bytes:
+                    expiry.remove(item)
+                    self._forget(item[1])
+
+    def _forget(self, key: RunKey) -> None:
+        run = self.runs.get(key)
+        if run is not None and run.done:
+            del self.runs[key]
+            self.kept_bytes -= run.size
+            left = self._owner_bytes.get(run.owner, 0) - run.size
+            if left > 0:
+                self._owner_bytes[run.owner] = left
+            else:
+                self._owner_bytes.pop(run.owner, None)
 
     async def reserve(self, run: Run) -> bool:
         self._purge()
@@ -41,6 +70,9 @@ class MemoryRunStore(RunStore):
             del self.runs[run.key]
 
     async def finish(self, run: Run) -> None:
+        if self.runs.get(run.key) is run:
+            self.kept_bytes += run.size
+            self._owner_bytes[run.owner] = self._owner_bytes.get(run.owner, 0) + run.size
         self._expiry.append((time.monotonic() + self.ttl, run.key))
         self._purge()
 

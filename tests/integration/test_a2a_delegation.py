@@ -56,7 +56,7 @@ async def test_a2a_client_discovers_and_delegates(remote):
         assert polled.ok and polled.text == "upstream says: polled"
         failed = await client.delegate("helper", "ERRFRAME")
         assert not failed.ok and failed.state == "TASK_STATE_FAILED"
-        assert "exploded" in failed.status_text
+        assert "mid-stream (type server_error)" in failed.status_text
         task = await client.get_task("helper", result.id, history_length=1)
         assert task["status"]["state"] == "TASK_STATE_COMPLETED" and len(task["history"]) == 1
         with pytest.raises(A2AError, match="no agent named 'nobody'"):

@@ -147,7 +147,7 @@ async def test_errors_in_anthropic_shape(make_gateway, claude_upstream, claude_s
             model="claude-test", max_tokens=8, messages=[{"role": "user", "content": "STATUS:429"}]
         )
     assert limited.value.response.headers["retry-after"] == "7"
-    assert "fake upstream refuses with 429" in limited.value.message
+    assert "(status 429, type rate_limit_error)" in limited.value.message
     with pytest.raises(anthropic.InternalServerError) as overloaded:
         await api.messages.create(
             model="claude-test", max_tokens=8, messages=[{"role": "user", "content": "STATUS:529"}]

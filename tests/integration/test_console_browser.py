@@ -459,3 +459,37 @@ async def test_the_requests_to_copy_run_as_shown(make_gateway, upstream, open_ta
     out = await run_snippet([sys.executable, "-c", python], USER_KEY)
     assert "TOOL_CALL_START get_weather" in out and "RUN_FINISHED" in out, out
     assert 'TOOL_CALL_RESULT {"city":"Oslo"' in out, out
+
+
+async def test_routes_show_the_targets_of_a_routed_model(make_gateway, upstream, open_tab):
+    """A model with two targets: the Routes view lists both, with the circuit /health reports."""
+    cfg = console_config(upstream, keys=False)
+    cfg["models"]["duo"] = {
+        "strategy": "fallback",
+        "targets": [{"backend": "up", "upstream_model": "up-model"}, {"backend": "echo"}],
+    }
+    client = await make_gateway(cfg)
+    health = await (await client.get("/health")).json()
+    assert [t["state"] for t in health["models"]["duo"]] == ["closed", "closed"]
+    tab = await open_tab(client)
+    page = tab.page
+    await page.get_by_role("navigation", name="Views").get_by_role("link", name="Routes").click()
+    rows = page.locator("#routes-body tbody tr")
+    first = rows.filter(has=page.locator("code", has_text="duo"))
+    await expect(first).to_contain_text("fallback")
+    await expect(first).to_contain_text("up-model")
+    await expect(first).to_contain_text("healthy")
+    second = first.locator("xpath=following-sibling::tr[1]")
+    await expect(second).to_contain_text("echo")
+    await expect(second).to_contain_text("closed")
+    # A request through it: the target that answered has a latency now.
+    await client.post(
+        "/v1/chat/completions",
+        json={"model": "duo", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+    )
+    health = await (await client.get("/health")).json()
+    assert health["models"]["duo"][0]["latency_ms"] is not None
+    await page.get_by_role("navigation", name="Views").get_by_role("link", name="Plugins").click()
+    await page.get_by_role("navigation", name="Views").get_by_role("link", name="Routes").click()
+    await expect(first.locator("td").last).to_have_text(re.compile(r"^[\d.]+ ms$"))
+    await tab.screenshot("routes-targets")

@@ -384,7 +384,7 @@ async def test_upstream_maps_lean_client_failures():
         assert ex.upstream_seconds > 0
         with pytest.raises(RateLimited) as info:
             await up.post("/chat", b'{"status":1}', ex)
-        assert info.value.message == "slow down" and info.value.retry_after == 3
+        assert "status 429" in info.value.message and info.value.retry_after == 3
         with pytest.raises(UpstreamTimeout):
             await up.post("/chat", b'{"hang":1}', ex)
         with pytest.raises(RateLimited):

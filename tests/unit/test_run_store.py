@@ -1,8 +1,14 @@
-"""The memory run store: finished runs kept for their TTL, the oldest forgotten first."""
+"""The memory run store: finished runs kept for their TTL and within their bytes, the oldest
+forgotten first; and the slots that bound what is in progress."""
 
 from __future__ import annotations
 
+import pytest
+
+from gateway import RateLimited, Unavailable
+from gateway.limits.concurrency import Slots
 from gateway.runs import MemoryRunStore, Run, RunInfo
+from gateway.runs.log import EVENT_OVERHEAD
 
 
 async def test_memory_store_forgets_the_oldest_finished_runs():
@@ -20,3 +26,41 @@ async def test_memory_store_forgets_the_oldest_finished_runs():
     assert await expired.reserve(runs[0])
     await expired.finish(runs[0])
     assert await expired.lookup("owner", "r0") is None
+
+
+async def _kept(store: MemoryRunStore, owner: str, run_id: str, size: int) -> Run:
+    run = Run(run_id, "t", owner)
+    assert await store.reserve(run)
+    run.append(b"x" * (size - EVENT_OVERHEAD))
+    run.close()
+    await store.finish(run)
+    return run
+
+
+async def test_memory_store_bounds_the_bytes_it_keeps_in_all_and_per_key():
+    store = MemoryRunStore(ttl=60, max_bytes=3000, max_owner_bytes=1500)
+    await _kept(store, "a", "a1", 1000)
+    await _kept(store, "b", "b1", 1000)
+    await _kept(store, "a", "a2", 1000)  # a holds 2000 > 1500: its own oldest goes
+    assert await store.lookup("a", "a1") is None
+    assert await store.lookup("b", "b1") is not None and await store.lookup("a", "a2")
+    assert store.kept_bytes == 2000
+    await _kept(store, "c", "c1", 1000)
+    await _kept(store, "d", "d1", 1000)  # 4000 > 3000 in all: the oldest of anyone goes
+    assert await store.lookup("b", "b1") is None
+    assert store.kept_bytes == 3000
+
+
+def test_slots_bound_per_key_and_in_all():
+    slots = Slots("streams", per_key=2, total=3)
+    slots.take("a", "a")
+    slots.take("a", "a")
+    with pytest.raises(RateLimited) as over:
+        slots.take("a", "a")
+    assert over.value.retry_after == 1.0 and over.value.code == "concurrency_limit_exceeded"
+    slots.take("b", "b")
+    with pytest.raises(Unavailable):
+        slots.take("c", "c")
+    slots.give("a")
+    slots.take("c", "c")
+    assert slots.count == 3 and slots.by_owner == {"a": 1, "b": 1, "c": 1}

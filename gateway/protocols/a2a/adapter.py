@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -103,14 +104,19 @@ class A2AConfig:
     #: Seconds between keep-alive comments on quiet streams.
     ping_interval: Duration = Duration(15.0)
     #: The gateway's public base URL, for the urls in cards ("https://gw.example"); empty: the
-    #: scheme and Host of each card request.
+    #: address the card request reached (its Host header only when ``allowed_hosts`` lists it,
+    #: so a forged Host is never written into a card).
     public_url: str = ""
+    #: Host names (``"gw.example"``, ``"gw.example:8443"``) whose Host header may name the
+    #: gateway in cards when ``public_url`` is empty.
+    allowed_hosts: tuple[str, ...] = ()
     #: The gateway card's name and description.
     name: str = "hookgate"
     description: str = "Agents served by hookgate."
 
 
 Handler = Callable[[jsonrpc.Call], Awaitable[web.StreamResponse]]
+_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 #: The 0.3 methods whose answer is an event stream.
 _STREAMING_03 = frozenset({"message/stream", "tasks/resubscribe"})
@@ -125,6 +131,7 @@ class A2AProtocol(ProtocolAdapter):
         cfg: A2AConfig = gateway.config.section("a2a")
         self.config = cfg
         self.public_url = cfg.public_url.rstrip("/")
+        self._allowed_hosts = frozenset(h.lower() for h in cfg.allowed_hosts)
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             from gateway import ConfigError
 
@@ -223,7 +230,21 @@ class A2AProtocol(ProtocolAdapter):
         return name
 
     def _base(self, request: web.Request) -> str:
-        return self.public_url or f"{request.scheme}://{request.host}"
+        """The base of the urls in cards: ``public_url``; else the request's Host when it is
+        allowed, else the local address the request reached (a Host header is the client's
+        to forge)."""
+        if self.public_url:
+            return self.public_url
+        host = request.headers.get("host", "")
+        if host and host.lower() in self._allowed_hosts and _HOST.fullmatch(host):
+            return f"{request.scheme}://{host}"
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        if isinstance(sock, tuple) and len(sock) >= 2:
+            address = str(sock[0])
+            if ":" in address:
+                address = f"[{address}]"
+            return f"{request.scheme}://{address}:{sock[1]}"
+        return f"{request.scheme}://localhost"
 
     def _card_handler(self, legacy: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
@@ -297,6 +318,13 @@ class A2AProtocol(ProtocolAdapter):
                 # 0.3 clients read a streaming method's answer as an event stream, errors too
                 return web.Response(body=b"data: " + error + b"\n\n", content_type=SSE_TYPE)
             return jsonrpc.json_reply(error)
+        except web.HTTPException:
+            raise
+        except Exception:
+            # A fault of the gateway's own still answers the call by its id (-32603).
+            log.exception("A2A call failed (request %s)", ex.request_id)
+            failed = GatewayError("The gateway failed to handle the request.")
+            return jsonrpc.json_reply(jsonrpc.error_response(rid, failed, version))
 
     def _method(self, method: str, header: str | None) -> tuple[str, Handler]:
         found = self.methods.get(method)

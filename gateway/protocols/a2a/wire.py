@@ -52,6 +52,8 @@ _STATES_03 = {
     "TASK_STATE_UNSPECIFIED": "unknown",
 }
 _STATES_1 = {v: k for k, v in _STATES_03.items()}
+#: The longest message, task or context id accepted (they name keys in the task store).
+MAX_ID = 256
 _ROLES_03 = {"ROLE_USER": "user", "ROLE_AGENT": "agent"}
 _ROLES_1 = {v: k for k, v in _ROLES_03.items()}
 
@@ -100,12 +102,13 @@ def decode_message(obj: Any, version: str, where: str = "message") -> dict[str, 
     if not isinstance(obj, dict):
         raise BadRequest(f"'{where}' must be an object.", param=where)
     message_id = obj.get("messageId")
-    if not isinstance(message_id, str) or not message_id:
+    if not isinstance(message_id, str) or not message_id or len(message_id) > MAX_ID:
         raise BadRequest(
-            f"'{where}.messageId' must be a non-empty string.", param=f"{where}.messageId"
+            f"'{where}.messageId' must be a non-empty string of at most {MAX_ID} characters.",
+            param=f"{where}.messageId",
         )
     role = obj.get("role")
-    role = _ROLES_1.get(role, role) if isinstance(role, str) else role
+    role = _ROLES_1.get(role, role) if isinstance(role, str) else None
     if role not in _ROLES_03:
         raise BadRequest(
             f"'{where}.role' must be "
@@ -123,8 +126,11 @@ def decode_message(obj: Any, version: str, where: str = "message") -> dict[str, 
     for key in ("contextId", "taskId"):
         value = obj.get(key)
         if value is not None:
-            if not isinstance(value, str):
-                raise BadRequest(f"'{where}.{key}' must be a string.", param=f"{where}.{key}")
+            if not isinstance(value, str) or len(value) > MAX_ID:
+                raise BadRequest(
+                    f"'{where}.{key}' must be a string of at most {MAX_ID} characters.",
+                    param=f"{where}.{key}",
+                )
             if value:
                 out[key] = value
     for key in ("metadata",):

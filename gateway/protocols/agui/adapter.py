@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 from gateway import (
     EXCHANGE,
     BadRequest,
+    ByteSize,
     Count,
     Duration,
     Error,
@@ -62,6 +63,15 @@ class AguiConfig:
     max_kept_runs: Count = Count(10_000)
     #: Events one run may produce at most; past that it ends with RUN_ERROR (too_many_events).
     max_run_events: Count = Count(100_000)
+    #: Bytes of events one run may produce at most (0: no limit); past that it ends with
+    #: RUN_ERROR (run_too_large).
+    max_run_bytes: ByteSize = ByteSize(16 * 1024**2)
+    #: Bytes the memory store keeps of finished runs, all keys together (0: no limit; the
+    #: oldest go first).
+    max_kept_bytes: ByteSize = ByteSize(256 * 1024**2)
+    #: Bytes the memory store keeps of one key's finished runs (0: no limit; the key's oldest
+    #: go first, never another key's).
+    max_kept_bytes_per_key: ByteSize = ByteSize(64 * 1024**2)
     #: A client that accepts no data for this long is disconnected; it may resume later.
     send_timeout: Duration = Duration(30.0)
     #: Seconds between keep-alive comments (SSE) or pings (WebSocket) on quiet streams.
@@ -103,11 +113,16 @@ class AguiProtocol(ProtocolAdapter):
             from gateway.runs import RedisRunStore
 
             return RedisRunStore(state.redis("agui.store"), cfg.run_ttl)
-        return MemoryRunStore(cfg.run_ttl, cfg.max_kept_runs)
+        return MemoryRunStore(
+            cfg.run_ttl, cfg.max_kept_runs, cfg.max_kept_bytes, cfg.max_kept_bytes_per_key
+        )
 
     def setup(self, app: web.Application) -> None:
         self.runs = Runs(
-            self.store, max_events=self.config.max_run_events, streams=self.gateway.streams
+            self.store,
+            max_events=self.config.max_run_events,
+            max_bytes=self.config.max_run_bytes,
+            streams=self.gateway.streams,
         )
         add = self.gateway.add_route
         add("POST", "/agui/runs", self.start_run, name="agui_run", protocol=self)

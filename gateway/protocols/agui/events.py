@@ -11,6 +11,7 @@ The opt-in compact form is in :mod:`gateway.protocols.agui.compact`.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -68,8 +69,8 @@ def decode_run_input(body: Any, agent: str | None = None) -> RunInput:
     otherwise ``forwardedProps.agent`` names it. Raises :class:`BadRequest` naming the field."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a RunAgentInput JSON object.")
-    thread_id = _required_str(body, "threadId")
-    run_id = _required_str(body, "runId")
+    thread_id = _required_id(body, "threadId")
+    run_id = _required_id(body, "runId")
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
         raise BadRequest("'messages' is required and must be an array.", param="messages")
@@ -101,6 +102,19 @@ def decode_run_input(body: Any, agent: str | None = None) -> RunInput:
         extra=extra,
     )
     return RunInput(thread_id, run_id, request)
+
+
+#: What a thread or run id may hold: it names keys in the run store and goes back in headers.
+_ID = re.compile(r"[\x21-\x7e]{1,256}")
+
+
+def _required_id(body: dict[str, Any], key: str) -> str:
+    value = _required_str(body, key)
+    if not _ID.fullmatch(value):
+        raise BadRequest(
+            f"'{key}' must be 1 to 256 printable ASCII characters without spaces.", param=key
+        )
+    return value
 
 
 def _required_str(body: dict[str, Any], key: str) -> str:

@@ -8,24 +8,18 @@ import orjson
 
 from gateway import (
     JSON,
-    BadRequest,
     ChatResponse,
-    Forbidden,
     GatewayError,
     Message,
-    NotFound,
     OpaquePart,
-    Overloaded,
     Part,
-    RateLimited,
     ReasoningPart,
     TextPart,
     ToolCallPart,
-    Unauthorized,
     UpstreamError,
-    UpstreamTimeout,
     Usage,
     new_id,
+    upstream_error,
 )
 from gateway.protocols.anthropic.messages import OUTPUT_TOOL, PROTOCOL, rest, tool_use_block
 
@@ -202,15 +196,6 @@ _ERROR_TYPES = {
     "timeout": "timeout_error",
     "internal": "api_error",
 }
-_ERRORS_IN: dict[str, type[GatewayError]] = {
-    "invalid_request_error": BadRequest,
-    "authentication_error": Unauthorized,
-    "permission_error": Forbidden,
-    "not_found_error": NotFound,
-    "rate_limit_error": RateLimited,
-    "overloaded_error": Overloaded,
-    "timeout_error": UpstreamTimeout,
-}
 
 
 def error_body(err: GatewayError, request_id: str | None = None) -> dict[str, JSON]:
@@ -226,10 +211,4 @@ def error_body(err: GatewayError, request_id: str | None = None) -> dict[str, JS
 
 def stream_error(obj: Any) -> GatewayError:
     """The error an Anthropic upstream reported inside its stream (``event: error``)."""
-    err = obj.get("error") if isinstance(obj, dict) else None
-    kind = err.get("type") if isinstance(err, dict) else None
-    message = err.get("message") if isinstance(err, dict) else None
-    cls = _ERRORS_IN.get(kind, UpstreamError) if isinstance(kind, str) else UpstreamError
-    if cls in (Unauthorized, Forbidden):
-        cls = UpstreamError  # the gateway's upstream credentials: not the client's fault
-    return cls(f"upstream error: {message or kind or 'unknown error'}")
+    return upstream_error(None, obj if isinstance(obj, dict) else None)

@@ -34,6 +34,8 @@ from gateway import (
 PROTOCOL = "openai"
 log = logging.getLogger(__name__)
 
+#: The most choices a request may ask for (``n``), as OpenAI's API allows.
+MAX_CHOICES = 128
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 #: Request fields the canonical model holds; every other field is kept in ``extra``.
 _KNOWN = frozenset(
@@ -99,7 +101,10 @@ def decode_request(body: Any) -> ChatRequest:
     if options is not None:
         if not isinstance(options, dict):
             raise BadRequest("'stream_options' must be an object.", param="stream_options")
-        include_usage = bool(options.get("include_usage"))
+        include_usage = _opt(options, "include_usage", bool, "stream_options.") or False
+    n = _opt(body, "n", int)
+    if n is not None and not 1 <= n <= MAX_CHOICES:
+        raise BadRequest(f"'n' must be between 1 and {MAX_CHOICES}.", param="n")
     max_tokens = _whole(body, "max_tokens")
     if max_tokens is None:
         max_tokens = _whole(body, "max_completion_tokens")
@@ -149,7 +154,7 @@ _TYPE_NAMES = {
 }
 
 
-def _opt(body: Mapping[str, Any], key: str, kind: type) -> Any:
+def _opt(body: Mapping[str, Any], key: str, kind: type, prefix: str = "") -> Any:
     value = body.get(key)
     if value is None:
         return None
@@ -157,7 +162,7 @@ def _opt(body: Mapping[str, Any], key: str, kind: type) -> Any:
     if kind is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok:
-        raise BadRequest(f"'{key}' must be {_TYPE_NAMES[kind]}.", param=key)
+        raise BadRequest(f"'{prefix}{key}' must be {_TYPE_NAMES[kind]}.", param=prefix + key)
     return value
 
 
@@ -175,7 +180,7 @@ def _decode_message(m: Any, i: int, legacy: list[str]) -> Message:
     if not isinstance(m, dict):
         raise BadRequest(f"'{where}' must be an object.", param=where)
     role = m.get("role")
-    if role not in _ROLES and role != "function":
+    if isinstance(role, dict | list) or (role not in _ROLES and role != "function"):
         raise BadRequest(
             f"'{where}.role' must be one of system, developer, user, assistant, tool, function.",
             param=f"{where}.role",
@@ -186,7 +191,9 @@ def _decode_message(m: Any, i: int, legacy: list[str]) -> Message:
         for k, v in m.items()
         if k not in ("role", "content", "name", "tool_calls", "tool_call_id", "function_call")
     } or None
-    name = m.get("name") if isinstance(m.get("name"), str) else None
+    name = m.get("name")
+    if name is not None and not isinstance(name, str):
+        raise BadRequest(f"'{where}.name' must be a string.", param=f"{where}.name")
     if role == "function":
         # a legacy function result: it answers the latest legacy call
         if name is None:
@@ -318,7 +325,10 @@ def _decode_tools(tools: Any) -> list[Tool] | None:
         at = f"tools[{i}]"
         if not isinstance(t, dict):
             raise BadRequest(f"'{at}' must be an object.", param=at)
-        if t.get("type", "function") != "function":
+        kind = t.get("type", "function")
+        if not isinstance(kind, str):
+            raise BadRequest(f"'{at}.type' must be a string.", param=f"{at}.type")
+        if kind != "function":
             # Other tool types (custom, ...) only an OpenAI upstream understands: keep them whole.
             out.append(Tool(name=str(t.get("name", t.get("type"))), extra={"tool": t}))
             continue

@@ -21,10 +21,10 @@ from gateway import (
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
-    UpstreamError,
     Usage,
     UsageEvent,
     new_id,
+    upstream_error,
 )
 from gateway.protocols.openai.chat import FINISH_OUT, PROTOCOL, error_body
 from gateway.protocols.openai.chat_response import decode_usage, encode_usage, finish_reason
@@ -85,9 +85,7 @@ class StreamParser:
 
 def stream_error(obj: dict[str, Any]) -> GatewayError:
     """The error an upstream reported inside its stream (``{"error": {...}}``)."""
-    err = obj.get("error")
-    message = err.get("message") if isinstance(err, dict) else err
-    return UpstreamError(f"upstream error: {message or 'unknown error'}")
+    return upstream_error(None, obj)
 
 
 # --- events -> wire --------------------------------------------------------------------

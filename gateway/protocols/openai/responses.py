@@ -148,7 +148,7 @@ def _decode_item(item: Any, at: str, out: list[Message]) -> None:
     kind = item.get("type", "message")
     if kind == "message":
         role = item.get("role")
-        if role not in _ROLES:
+        if isinstance(role, dict | list) or role not in _ROLES:  # unhashable: not a role
             raise BadRequest(
                 f"'{at}.role' must be one of user, system, developer, assistant.",
                 param=f"{at}.role",

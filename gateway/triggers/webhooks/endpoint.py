@@ -32,6 +32,7 @@ from gateway import (
     hookimpl,
     json_response,
     make_converter,
+    read_body,
 )
 from gateway.triggers.handlers import Handler, TriggerEvent
 from gateway.triggers.service import TriggerService, service_for
@@ -181,18 +182,13 @@ class Webhooks:
 
     async def _body(self, request: web.Request, hook: Webhook) -> bytes:
         limit = hook.config.max_body_size
-        length = request.content_length
-        if length is None or length <= limit:
-            chunks, size = [], 0
-            async for chunk in request.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    break
-                chunks.append(chunk)
-            else:
-                return b"".join(chunks)
-        self.requests.labels(hook.name, "too_large").inc()
-        raise PayloadTooLarge(f"The body exceeds this webhook's limit of {limit} bytes.")
+        try:
+            return await read_body(request, limit)  # with the server's body timeout
+        except PayloadTooLarge:
+            self.requests.labels(hook.name, "too_large").inc()
+            raise PayloadTooLarge(
+                f"The body exceeds this webhook's limit of {limit} bytes."
+            ) from None
 
 
 def build(gateway: Gateway) -> Webhooks | None:

@@ -1,0 +1,291 @@
+"""Every input typed and bounded: malformed fields get the protocol's 4xx and change nothing;
+work, bodies, streams, requests and kept runs have bounds answered with 429/503 and
+``retry-after``; the Host header is never written into a card."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+
+import aiohttp
+import orjson
+import pytest
+from fakes.held_upstream import HeldUpstream
+from support.configs import upstream_config
+from support.waiting import until
+
+from gateway.core.jsonio import BODY_BUDGET
+from gateway.limits.concurrency import REQUEST_SLOTS
+
+USER = [{"role": "user", "content": "hi"}]
+KEYS = {"auth": {"keys": [{"name": "a", "key": "sk-a"}, {"name": "b", "key": "sk-b"}]}}
+A = {"authorization": "Bearer sk-a"}
+B = {"authorization": "Bearer sk-b"}
+
+
+def chat(**more):
+    return {"model": "echo", "messages": USER, **more}
+
+
+def anthropic(**more):
+    return {"model": "echo", "max_tokens": 8, "messages": USER, **more}
+
+
+def run(run_id="run-1", text="hi"):
+    return {
+        "threadId": "t",
+        "runId": run_id,
+        "messages": [{"id": "m", "role": "user", "content": text}],
+    }
+
+
+def rpc(message):
+    return {"jsonrpc": "2.0", "id": 42, "method": "SendMessage", "params": {"message": message}}
+
+
+AGENT = {"agents": {"helper": {"model": "echo"}}}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", chat(n="two"), "n"),
+        ("/v1/chat/completions", chat(n=100000), "n"),
+        ("/v1/chat/completions", chat(stream_options={"include_usage": "yes"}), None),
+        ("/v1/chat/completions", chat(tools=[{"type": 5}]), "tools[0].type"),
+        (
+            "/v1/chat/completions",
+            chat(messages=[{"role": "user", "content": "x", "name": 5}]),
+            "messages[0].name",
+        ),
+        ("/v1/chat/completions", chat(messages=[{"role": {}, "content": "x"}]), "messages[0].role"),
+        ("/v1/chat/completions", chat(messages=[{"role": [], "content": "x"}]), "messages[0].role"),
+        ("/v1/responses", {"model": "echo", "input": [{"role": {}, "content": "x"}]}, None),
+        ("/v1/responses", {"model": "echo", "input": [{"role": ["user"], "content": "x"}]}, None),
+        ("/v1/messages", anthropic(tool_choice={"type": {}}), None),
+        ("/v1/messages", anthropic(tool_choice={"type": ["auto"]}), None),
+        ("/v1/messages", anthropic(messages=[{"role": {}, "content": "x"}]), None),
+        (
+            "/v1/messages/count_tokens",
+            {"model": "echo", "messages": USER, "tool_choice": {"type": {}}},
+            None,
+        ),
+        ("/v1/embeddings", {"model": "echo", "input": "x", "dimensions": 10**9}, "dimensions"),
+        ("/v1/embeddings", {"model": "echo", "input": ["x"] * 2048, "dimensions": 8192}, "input"),
+        ("/agui/agents/helper/runs", run("bad\r\nX-Evil: 1"), "runId"),
+        ("/agui/agents/helper/runs", run("r" * (10 * 1024 * 1024)), "runId"),
+        ("/agui/agents/helper/runs", {**run(), "threadId": "t\x00"}, "threadId"),
+    ],
+)
+async def test_malformed_fields_get_the_protocols_400(make_gateway, path, body, param):
+    client = await make_gateway({**AGENT, "server": {"max_body_size": "32MB"}})
+    resp = await client.post(path, data=io.BytesIO(orjson.dumps(body)), headers=A)
+    assert resp.status == 400, await resp.text()
+    assert len(str(resp.headers)) < 2000  # nothing of a huge field echoed in a header
+    err = await resp.json()
+    if path.startswith("/v1/messages"):
+        assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+    else:
+        assert err["error"]["type"] == "invalid_request_error"
+        if param:
+            assert err["error"]["param"] == param
+
+
+async def test_a_refused_run_id_starts_no_run(make_gateway):
+    client = await make_gateway(AGENT)
+    resp = await client.post("/agui/agents/helper/runs", json=run("x\r\ny"))
+    assert resp.status == 400
+    resp = await client.get("/agui/ws", params={"run_id": "x\r\ny"})
+    assert resp.status in (400, 404)
+    # the same body with a good id still runs
+    resp = await client.post("/agui/agents/helper/runs", json=run("good-run"))
+    assert resp.status == 200 and b"RUN_FINISHED" in await resp.read()
+
+
+async def test_a2a_role_of_the_wrong_type_is_invalid_params_with_the_id(make_gateway):
+    client = await make_gateway(AGENT)
+    for role in ({}, ["ROLE_USER"], 5):
+        message = {"messageId": "m1", "role": role, "parts": [{"text": "hi"}]}
+        resp = await client.post("/a2a/helper", json=rpc(message), headers={"A2A-Version": "1.0"})
+        body = await resp.json()
+        assert body["id"] == 42 and body["error"]["code"] == -32602, body
+    message = {"messageId": "m" * 10_000, "role": "ROLE_USER", "parts": [{"text": "hi"}]}
+    resp = await client.post("/a2a/helper", json=rpc(message), headers={"A2A-Version": "1.0"})
+    assert (await resp.json())["error"]["code"] == -32602
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", chat()),
+        ("/v1/messages", anthropic()),
+        ("/v1/embeddings", {"model": "echo", "input": "x"}),
+        ("/agui/agents/helper/runs", run()),
+        ("/a2a/helper", rpc({"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]})),
+    ],
+)
+async def test_a_broken_gzip_body_is_400_and_a_good_one_is_read(make_gateway, path, body):
+    client = await make_gateway(AGENT)
+    gz = {"content-encoding": "gzip", "content-type": "application/json"}
+    resp = await client.post(path, data=b"not gzip at all", headers=gz)
+    if path.startswith("/a2a"):
+        assert resp.status == 200 and (await resp.json())["error"]["code"] in (-32700, -32600)
+    else:
+        assert resp.status == 400, await resp.text()
+    resp = await client.post(path, data=gzip.compress(orjson.dumps(body)), headers=gz)
+    assert resp.status == 200, await resp.text()
+
+
+async def test_the_host_header_is_not_written_into_cards(make_gateway):
+    client = await make_gateway(AGENT)
+    for path in ("/.well-known/agent-card.json", "/a2a/helper/.well-known/agent-card.json"):
+        resp = await client.get(path, headers={"host": "evil.example"})
+        text = await resp.text()
+        assert resp.status == 200 and "evil.example" not in text
+        assert f"127.0.0.1:{client.port}" in text
+    allowed = await make_gateway({**AGENT, "a2a": {"allowed_hosts": ["gw.example:8443"]}})
+    resp = await allowed.get("/.well-known/agent-card.json", headers={"host": "gw.example:8443"})
+    assert "http://gw.example:8443" in await resp.text()
+    pinned = await make_gateway({**AGENT, "a2a": {"public_url": "https://gw.example"}})
+    resp = await pinned.get("/.well-known/agent-card.json", headers={"host": "evil.example"})
+    text = await resp.text()
+    assert "https://gw.example" in text and "evil" not in text
+
+
+async def test_the_echo_backend_honours_max_tokens(make_gateway, sdk):
+    api = sdk(await make_gateway())
+    words = [{"role": "user", "content": "one two three four five"}]
+    done = await api.chat.completions.create(model="echo", messages=words, max_tokens=2)
+    assert done.choices[0].message.content == "one two "
+    assert done.choices[0].finish_reason == "length"
+    stream = await api.chat.completions.create(
+        model="echo", messages=words, max_tokens=3, stream=True
+    )
+    chunks = [c async for c in stream]
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three "
+    )
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+async def _raw(
+    port: int, head: bytes, body: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + body)
+    await writer.drain()
+    return reader, writer
+
+
+def _head(path: str, length: int, key: str = "sk-a") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {key}\r\ncontent-length: {length}\r\n\r\n"
+    ).encode()
+
+
+async def test_a_body_that_never_ends_is_cut(make_gateway):
+    client = await make_gateway({**KEYS, "server": {"body_timeout": "300ms"}})
+    reader, writer = await _raw(client.port, _head("/v1/chat/completions", 1000), b'{"model":')
+    status = await asyncio.wait_for(reader.readline(), 5)
+    assert status.startswith(b"HTTP/1.1 408"), status
+    writer.close()
+
+
+async def test_bodies_held_at_once_are_capped(make_gateway):
+    client = await make_gateway({**KEYS, "server": {"max_bodies_in_flight": "1KB"}})
+    budget = client.app[BODY_BUDGET]
+    # One body of 800 bytes arrives slowly and is held...
+    _, writer = await _raw(client.port, _head("/v1/chat/completions", 800), b"{")
+    await until(lambda: budget.held == 800, what="the slow body counted")
+    body = orjson.dumps(chat(messages=[{"role": "user", "content": "x" * 700}]))
+    resp = await client.post("/v1/chat/completions", data=body, headers=A)
+    assert resp.status == 503 and resp.headers["retry-after"] == "1"
+    assert (await resp.json())["error"]["code"] == "busy"
+    writer.close()
+    await writer.wait_closed()
+    # once the slow body's request is over, its bytes are given back
+    await until(lambda: budget.held == 0, what="the slow body's bytes given back")
+    resp = await client.post("/v1/chat/completions", data=body, headers=A)
+    assert resp.status == 200
+
+
+async def test_streams_and_requests_are_bounded_per_key_and_in_all(make_gateway, aiohttp_server):
+    held = HeldUpstream(first=["a "], rest=["b"])
+    server = await aiohttp_server(held.app())
+    limits = {"max_streams_per_key": 2, "max_streams": 3, "max_requests_per_key": 3}
+    client = await make_gateway({**upstream_config(server), **KEYS, "limits": limits})
+    body = {"model": "gpt-test", "messages": USER, "stream": True}
+
+    async def open_stream(headers):
+        resp = await client.post("/v1/chat/completions", json=body, headers=headers)
+        if resp.status == 200:
+            await resp.content.readuntil(b"\n\n")  # the stream is going
+        return resp
+
+    a1, a2 = await open_stream(A), await open_stream(A)
+    refused = await open_stream(A)
+    assert refused.status == 429 and refused.headers["retry-after"] == "1"
+    err = (await refused.json())["error"]
+    assert err["code"] == "concurrency_limit_exceeded" and "'a' has 2 streams" in err["message"]
+    b1 = await open_stream(B)
+    assert b1.status == 200  # another key is in its own bounds
+    busy = await open_stream(B)
+    assert busy.status == 503 and busy.headers["retry-after"] == "1"
+    assert (await busy.json())["error"]["code"] == "gateway_busy"
+    # requests per key: a's two streams and a non-streamed request fill its three
+    pending = asyncio.ensure_future(
+        client.post("/v1/chat/completions", json={**body, "stream": False}, headers=A)
+    )
+    slots = client.app[REQUEST_SLOTS]
+    await until(lambda: slots.count == 4, what="a's three requests and b's stream counted")
+    over = await client.post("/v1/chat/completions", json={**body, "stream": False}, headers=A)
+    assert over.status == 429
+    assert "requests in progress" in (await over.json())["error"]["message"]
+    assert (await client.get("/health")).status == 200  # always served
+    held.release.set()
+    for resp in (a1, a2, b1):
+        assert b"[DONE]" in await resp.read()
+    assert (await pending).status == 200
+    # all given back
+    assert (await open_stream(A)).status == 200
+
+
+async def test_a_run_that_grows_too_large_ends_with_run_error(make_gateway):
+    client = await make_gateway({**AGENT, "agui": {"max_run_bytes": "4KB"}})
+    resp = await client.post("/agui/agents/helper/runs", json=run(text="w " * 5000))
+    data = await resp.read()
+    assert b"RUN_ERROR" in data and b"run_too_large" in data
+    assert len(data) < 64 * 1024
+
+
+async def test_slow_readers_cannot_starve_health_and_in_limit_callers(make_gateway, sdk):
+    """A scaled-down flood: one key opens 300 streams and never reads them, against a bound of
+    100 per key (and the default bound on requests in progress)."""
+    client = await make_gateway(
+        {
+            **KEYS,
+            "backends": {"slow": {"kind": "echo", "delay": "1s"}, "fast": {"kind": "echo"}},
+            "models": {"slow": {"backend": "slow"}, "fast": {"backend": "fast"}},
+            "limits": {"max_requests_per_key": 100},
+        }
+    )
+    body = {"model": "slow", "messages": [{"role": "user", "content": "w " * 500}], "stream": True}
+    url = str(client.make_url("/v1/chat/completions"))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as readers:
+        flood = await asyncio.gather(*(readers.post(url, json=body, headers=A) for _ in range(300)))
+        statuses = sorted(r.status for r in flood)
+        assert statuses.count(200) == 100 and statuses.count(429) == 200
+        started = asyncio.get_running_loop().time()
+        assert (await client.get("/health")).status == 200
+        quick = {**body, "model": "fast"}
+        for stream in (False, True):  # another key is served, streams included
+            resp = await client.post(
+                "/v1/chat/completions", json={**quick, "stream": stream}, headers=B
+            )
+            assert resp.status == 200
+            await resp.read()
+        assert asyncio.get_running_loop().time() - started < 5
+        for resp in flood:
+            resp.close()
