@@ -8,13 +8,16 @@ the bottleneck: answering costs a few microseconds, far less than any gateway in
   finish reason last, then usage) and ``data: [DONE]``.
 - ``POST /v1/messages``: an Anthropic ``message``, or its stream (``message_start``, one text
   block of ``--chunks`` deltas, ``message_delta`` with usage, ``message_stop``).
+- A chat request for model ``mock-long`` streams ``--long-chunks`` frames (default 1,000) instead;
+  one for ``mock-idle`` streams its first frame and then nothing, holding the stream open until
+  the client goes (the benchmark's idle streams).
 - ``GET /v1/models`` and anything else: a small JSON body (404 for unknown paths).
 
 Streams are written with chunked transfer encoding, one HTTP chunk per SSE frame, all frames in
 one write (``--interval`` spaces them out instead). Keep-alive is honoured; HTTP/1.0 and
 ``connection: close`` close after the answer.
 
-    python bench/mock_upstream.py --port 9100 [--chunks 50] [--interval 0]
+    python bench/mock_upstream.py --port 9100 [--chunks 50] [--long-chunks 1000] [--interval 0]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import signal
 import sys
 
 CHUNKS = 50
+LONG_CHUNKS = 1000
 MODEL = "mock-model"
 
 
@@ -152,9 +156,12 @@ def _head(status: str, content_type: bytes, length: int | None) -> bytes:
 class Answers:
     """Every answer, encoded once at startup."""
 
-    def __init__(self, chunks: int) -> None:
+    def __init__(self, chunks: int, long_chunks: int = LONG_CHUNKS) -> None:
         json_type = b"application/json"
         sse_type = b"text/event-stream"
+        self.long_stream = [_head("200 OK", sse_type, None), *_chunked(openai_stream(long_chunks))]
+        # The head and the first frame of a stream, which then stays open and silent.
+        self.idle_stream = self.long_stream[:2]
         body = openai_reply()
         self.openai = _head("200 OK", json_type, len(body)) + body
         self.openai_stream = [_head("200 OK", sse_type, None), *_chunked(openai_stream(chunks))]
@@ -214,16 +221,21 @@ class MockProtocol(asyncio.Protocol):
         a = self.answers
         path = line.split(b" ")[1] if line.count(b" ") >= 2 else b""
         path = path.split(b"?")[0]
+        assert self.transport is not None
         stream = b'"stream":true' in body or b'"stream": true' in body
+        if path.endswith(b"/chat/completions") and stream and b'"mock-idle"' in body:
+            self.transport.writelines(a.idle_stream)  # and nothing more: the client ends it
+            return
         if path.endswith(b"/chat/completions"):
             reply: bytes | list[bytes] = a.openai_stream if stream else a.openai
+            if stream and b'"mock-long"' in body:
+                reply = a.long_stream
         elif path.endswith(b"/messages"):
             reply = a.anthropic_stream if stream else a.anthropic
         elif path.endswith(b"/models"):
             reply = a.models
         else:
             reply = a.not_found
-        assert self.transport is not None
         if isinstance(reply, bytes):
             self.transport.write(reply)
         elif self.interval:
@@ -246,8 +258,8 @@ class MockProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def serve(host: str, port: int, chunks: int, interval: float) -> None:
-    answers = Answers(chunks)
+async def serve(host: str, port: int, chunks: int, interval: float, long_chunks: int) -> None:
+    answers = Answers(chunks, long_chunks)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: MockProtocol(answers, interval), host, port, backlog=2048, reuse_address=True
@@ -266,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--chunks", type=int, default=CHUNKS, help="stream frames (default 50)")
     parser.add_argument(
+        "--long-chunks",
+        type=int,
+        default=LONG_CHUNKS,
+        help="stream frames for model mock-long (default 1000)",
+    )
+    parser.add_argument(
         "--interval", type=float, default=0.0, help="seconds between stream frames (default 0)"
     )
     args = parser.parse_args(argv)
@@ -275,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         run = asyncio.run
     else:
         run = uvloop.run
-    run(serve(args.host, args.port, args.chunks, args.interval))
+    run(serve(args.host, args.port, args.chunks, args.interval, args.long_chunks))
     return 0
 
 

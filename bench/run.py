@@ -22,6 +22,21 @@ Scenarios (each a POST; a scenario whose backend kind hookgate lacks is skipped 
   the mock, the first answering: the cost of routing when nothing fails). A ``--baseline``
   revision is not asked for them (its configuration has no such model).
 
+Cost as work grows (``--scenarios all`` runs every one):
+
+- ``long``: a relayed stream of ``--long-chunks`` (1,000) frames; the table's last lines give the
+  time each gateway adds per chunk.
+- ``body100k``: a non-streamed chat completion whose request body is 100 KB.
+- ``agui``: AG-UI runs of a plain model (``POST /agui/agents/bench/runs``), runs per second.
+- ``idle``: ``--idle-streams`` (10,000) streams held open at once on hookgate, their upstream
+  silent after a first frame: hookgate's RSS per open stream, and a canary's latency (chat at
+  one connection) before and while they are open.
+
+``--compare litellm,portkey`` installs LiteLLM's proxy (PyPI, into a virtualenv under
+``~/.cache/hookgate-bench``) and Portkey's gateway (npm, into a folder there), points each at the
+mock upstream and measures them in the same run (a gateway that cannot be installed or started
+is skipped, saying why).
+
 ``--team`` measures a second hookgate beside the first (which then asks for a key of its
 ``[auth] keys``), ``hookgate+team``, with what running it for a team turns on: a key from the database (``[admin] keys``; SQLite, or ``--database-url``),
 a budget on it, prices, the spend ledger and OpenTelemetry traces exported over OTLP/HTTP (to
@@ -62,10 +77,10 @@ MODEL = "bench"
 # --- scenarios ---------------------------------------------------------------------------------
 
 
-def _chat(model: str, stream: bool) -> str:
+def _chat(model: str, stream: bool, content: str = "Say hello.") -> str:
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": "Say hello."}],
+        "messages": [{"role": "user", "content": content}],
     }
     if stream:
         body["stream"] = True
@@ -84,7 +99,26 @@ def _messages(stream: bool) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-#: name -> what hookgate is asked, what the direct upstream is asked, and what both must answer.
+#: A request body of about 100 KB (a long prompt).
+BIG = ("The quick brown fox jumps over the lazy dog. " * 2300)[:100_000]
+
+#: An AG-UI run (RunAgentInput); wrk puts an id of its own in place of each ``@ID@``.
+AGUI_RUN = json.dumps(
+    {
+        "threadId": "t-@ID@",
+        "runId": "r-@ID@",
+        "messages": [{"id": "u1", "role": "user", "content": "Say hello."}],
+        "tools": [],
+        "context": [],
+        "state": {},
+        "forwardedProps": {},
+    },
+    separators=(",", ":"),
+)
+
+#: name -> what hookgate is asked, what the direct upstream is asked (none: no direct baseline),
+#: and what both must answer; ``model``: the hookgate model other gateways are asked for (none:
+#: they are not measured), ``loose``: what their answers must contain (their JSON may be spaced).
 SCENARIOS: dict[str, dict[str, Any]] = {
     "chat": {
         "path": "/v1/chat/completions",
@@ -94,6 +128,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "expect": '"finish_reason":"stop"',
         "direct_expect": '"finish_reason":"stop"',
         "kind": "openai",
+        "model": MODEL,
+        "loose": '"stop"',
+        "mix": True,
     },
     "stream": {
         "path": "/v1/chat/completions",
@@ -103,6 +140,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "expect": "data: [DONE]",
         "direct_expect": "data: [DONE]",
         "kind": "openai",
+        "model": MODEL,
+        "loose": "[DONE]",
+        "mix": True,
     },
     "translated": {
         "path": "/v1/chat/completions",
@@ -112,6 +152,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "expect": "data: [DONE]",
         "direct_expect": "message_stop",
         "kind": "anthropic",
+        "mix": True,
     },
     "routed": {
         "path": "/v1/chat/completions",
@@ -133,7 +174,43 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "kind": "openai",
         "routing": True,
     },
+    # Cost as work grows.
+    "long": {  # a stream of --long-chunks (1,000) frames, relayed
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL + "-long", True),
+        "direct_path": "/v1/chat/completions",
+        "direct_body": _chat("mock-long", True),
+        "expect": "data: [DONE]",
+        "direct_expect": "data: [DONE]",
+        "kind": "openai",
+        "model": MODEL + "-long",
+        "loose": "[DONE]",
+    },
+    "body100k": {  # a non-streamed chat whose request body is 100 KB
+        "path": "/v1/chat/completions",
+        "body": _chat(MODEL, False, BIG),
+        "direct_path": "/v1/chat/completions",
+        "direct_body": _chat("mock-model", False, BIG),
+        "expect": '"finish_reason":"stop"',
+        "direct_expect": '"finish_reason":"stop"',
+        "kind": "openai",
+        "model": MODEL,
+        "loose": '"stop"',
+    },
+    "agui": {  # AG-UI runs of a plain model (the run's stream, RUN_STARTED to RUN_FINISHED)
+        "path": f"/agui/agents/{MODEL}/runs",
+        "body": AGUI_RUN,
+        "direct_path": None,
+        "expect": "RUN_FINISHED",
+        "kind": "openai",
+    },
+    # Not a wrk load: --idle-streams streams held open at once, and a canary meanwhile.
+    "idle": {"kind": "openai", "idle": True},
 }
+
+
+#: What a run measures unless ``--scenarios`` says otherwise.
+DEFAULT_SCENARIOS = ("chat", "stream", "translated", "routed", "routed-stream")
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -193,11 +270,14 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}
 
 
-def hookgate_config(upstream: str, kinds: set[str], key: str = "", routing: bool = True) -> str:
+def hookgate_config(
+    upstream: str, kinds: set[str], key: str = "", routing: bool = True, pool: int = 256
+) -> str:
     """hookgate's configuration for the run: ``upstream`` is the mock's ``http://host:port``
     (the openai kind's base URL ends in /v1, the anthropic kind's is the bare host); ``key``:
     an API key of ``[auth] keys`` callers must present. With ``routing``, a model with two
-    targets too (not for a baseline revision without them)."""
+    targets too (not for a baseline revision without them); ``pool``: upstream connections at
+    most (each open stream holds one)."""
     lines = [
         "[server]",
         'log_level = "warning"',
@@ -207,10 +287,19 @@ def hookgate_config(upstream: str, kinds: set[str], key: str = "", routing: bool
         'kind = "openai"',
         f'base_url = "{upstream}/v1"',
         'api_key = "bench"',
+        f"max_connections = {pool}",
         "",
         f"[models.{MODEL}]",
         'backend = "mock"',
         'upstream_model = "mock-model"',
+        "",
+        f'[models."{MODEL}-long"]',
+        'backend = "mock"',
+        'upstream_model = "mock-long"',
+        "",
+        f'[models."{MODEL}-idle"]',
+        'backend = "mock"',
+        'upstream_model = "mock-idle"',
     ]
     if routing:
         lines += [
@@ -332,6 +421,7 @@ error_log {prefix}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    client_body_buffer_size 1m;  # request bodies (100 KB ones too) stay in memory
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
@@ -441,9 +531,17 @@ def parse_wrk(out: str) -> dict[str, Any]:
 
 
 def run_wrk(
-    url: str, body: str, expect: str, connections: int, duration: int, key: str = ""
+    url: str,
+    body: str,
+    expect: str,
+    connections: int,
+    duration: int,
+    key: str = "",
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    extra = "".join(f"{k}: {v}\n" for k, v in (headers or {}).items())
     env = {**os.environ, "BENCH_BODY": body, "BENCH_EXPECT": expect, "BENCH_KEY": key}
+    env["BENCH_HEADERS"] = extra
     threads = min(connections, 2)
     cmd = [
         "wrk",
@@ -463,16 +561,237 @@ def run_wrk(
     return parse_wrk(out.stdout)
 
 
-def check(url: str, body: str, expect: str, key: str = "") -> None:
-    """One request, answered correctly, before any load."""
-    headers = {"content-type": "application/json"}
+class WrongAnswer(Exception):
+    """A target answered the check request wrongly (or not at all)."""
+
+
+def check(
+    url: str, body: str, expect: str, key: str = "", more: dict[str, str] | None = None
+) -> None:
+    """One request, answered correctly, before any load (raises :class:`WrongAnswer`)."""
+    headers = {"content-type": "application/json", **(more or {})}
     if key:
         headers["authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=body.encode(), headers=headers)
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        text = resp.read().decode()
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        detail = exc.read().decode(errors="replace")[:500] if hasattr(exc, "read") else ""
+        raise WrongAnswer(f"{url}: {exc} {detail}".strip()) from exc
     if expect not in text:
-        raise SystemExit(f"{url} answered without {expect!r}:\n{text[:2000]}")
+        raise WrongAnswer(f"{url} answered without {expect!r}:\n{text[:2000]}")
+
+
+# --- idle streams ------------------------------------------------------------------------------
+
+
+def raise_open_files(need: int) -> int:
+    """Raise this process's open-file limit (which the processes it starts inherit) towards
+    ``need``: the soft limit up to the hard one, the hard one too when root. Returns the limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need > hard and os.geteuid() == 0:
+        hard = need
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(need, hard)), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _stream_request(host: str, port: int, key: str) -> bytes:
+    body = _chat(MODEL + "-idle", True).encode()
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}:{port}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{auth}\r\n"
+    )
+    return head.encode() + body
+
+
+async def _hold_streams(gateway: str, pid: int, n: int, key: str, canary_s: int) -> dict[str, Any]:
+    import asyncio
+
+    host, _, port_text = gateway.removeprefix("http://").partition(":")
+    port = int(port_text)
+    request = _stream_request(host, port, key)
+    gate = asyncio.Semaphore(64)  # connections being opened at once
+    writers: list[asyncio.StreamWriter] = []
+    failures: list[str] = []
+
+    async def first_frame(reader: asyncio.StreamReader) -> bytes:
+        got = b""
+        while b"data:" not in got:
+            chunk = await reader.read(4096)
+            if not chunk:
+                raise ConnectionError(f"closed before the first frame: {got[:80]!r}")
+            got += chunk
+        return got
+
+    async def open_one() -> None:
+        async with gate:
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 30)
+                writers.append(writer)
+                writer.write(request)
+                got = await asyncio.wait_for(first_frame(reader), 60)
+                if not got.startswith(b"HTTP/1.1 200"):
+                    raise ConnectionError(got[:80].decode(errors="replace"))
+            except (OSError, TimeoutError) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    chat = SCENARIOS["chat"]
+    url = gateway + chat["path"]
+
+    def canary() -> dict[str, Any]:
+        return run_wrk(url, chat["body"], chat["expect"], 1, canary_s, key)
+
+    quiet = await asyncio.to_thread(canary)
+    before = memory(pid)["rss_mb"]
+    started = time.monotonic()
+    await asyncio.gather(*(open_one() for _ in range(n)))
+    opened_s = time.monotonic() - started
+    held = memory(pid)["rss_mb"]
+    busy = await asyncio.to_thread(canary)
+    still = memory(pid)["rss_mb"]
+    for w in writers:
+        w.close()
+    opened = n - len(failures)
+    return {
+        "streams": n,
+        "opened": opened,
+        "failed": len(failures),
+        "first_failures": sorted(set(failures))[:3],
+        "open_s": round(opened_s, 1),
+        "rss_before_mb": round(before, 1),
+        "rss_open_mb": round(max(held, still), 1),
+        "kb_per_stream": round((max(held, still) - before) * 1024 / opened, 1) if opened else None,
+        "canary_quiet": quiet,
+        "canary_busy": busy,
+    }
+
+
+def hold_streams(gateway: str, pid: int, n: int, key: str, canary_s: int) -> dict[str, Any]:
+    """Open ``n`` streams to hookgate whose upstream sends a first frame and then nothing, hold
+    them all open, and measure hookgate's RSS per open stream and a canary's latency (chat at
+    one connection) before and while they are open."""
+    import asyncio
+
+    try:
+        import uvloop
+
+        return uvloop.run(_hold_streams(gateway, pid, n, key, canary_s))
+    except ImportError:  # pragma: no cover
+        return asyncio.run(_hold_streams(gateway, pid, n, key, canary_s))
+
+
+# --- other gateways (--compare) ----------------------------------------------------------------
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hookgate-bench"
+#: What --compare installs (pinned, so runs compare like with like).
+LITELLM = "litellm[proxy]==1.76.1"
+PORTKEY = "@portkey-ai/gateway@1.15.2"
+COMPARE = ("litellm", "portkey")
+
+
+def _tail(out: subprocess.CompletedProcess[str]) -> str:
+    return (
+        (out.stderr or out.stdout or "").strip().splitlines()[-1:][0]
+        if (out.stderr or out.stdout)
+        else f"status {out.returncode}"
+    )
+
+
+def install_litellm() -> Path:
+    """LiteLLM's proxy in a virtualenv of its own under the cache; its ``litellm`` command."""
+    venv = CACHE / "litellm"
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        print(f"installing {LITELLM} into {venv}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        out = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", LITELLM],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode or not exe.exists():
+            raise RuntimeError(f"pip install {LITELLM} failed: {_tail(out)}")
+    return exe
+
+
+def install_portkey() -> Path:
+    """Portkey's gateway from npm into a folder of its own under the cache; its server script."""
+    folder = CACHE / "portkey"
+    script = folder / "node_modules/@portkey-ai/gateway/build/start-server.js"
+    if not script.exists():
+        if not shutil.which("npm") or not shutil.which("node"):
+            raise RuntimeError("needs node and npm (Debian: apt-get install nodejs npm)")
+        print(f"installing {PORTKEY} into {folder}", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(folder), PORTKEY],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode or not script.exists():
+            raise RuntimeError(f"npm install {PORTKEY} failed: {_tail(out)}")
+    return script
+
+
+def litellm_config(upstream: str) -> str:
+    """LiteLLM's proxy relaying hookgate's bench models to the mock as an OpenAI upstream."""
+    models = {MODEL: "mock-model", MODEL + "-long": "mock-long"}
+    entries = "".join(
+        f"  - model_name: {name}\n"
+        f"    litellm_params:\n"
+        f"      model: openai/{upstream_model}\n"
+        f"      api_base: {upstream}/v1\n"
+        f"      api_key: bench\n"
+        for name, upstream_model in models.items()
+    )
+    return f"model_list:\n{entries}litellm_settings:\n  telemetry: false\n"
+
+
+def start_compared(
+    name: str, stack: contextlib.ExitStack, logs: Path, upstream: str
+) -> dict[str, Any]:
+    """Install and start one of :data:`COMPARE` pointed at the mock; returns the target
+    (``name``, ``url``, ``models``: hookgate's model -> its, ``key``, ``headers``, ``pid``).
+    Raises RuntimeError (or SystemExit from :func:`wait_http`) saying why it could not."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if name == "litellm":
+        exe = install_litellm()
+        conf = logs / "litellm.yaml"
+        conf.write_text(litellm_config(upstream))
+        cmd = [str(exe), "--config", str(conf), "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--num_workers", "1"]
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+        proc = stack.enter_context(process(cmd, logs / "litellm.log", env=env, cwd=logs))
+        wait_http(url + "/health/liveliness", proc, timeout=300)
+        models = {m: m for m in (MODEL, MODEL + "-long")}
+        headers: dict[str, str] = {}
+    else:
+        script = install_portkey()
+        cmd = ["node", str(script), f"--port={port}", "--headless"]
+        proc = stack.enter_context(process(cmd, logs / "portkey.log", cwd=logs))
+        wait_http(url + "/", proc, timeout=120)
+        models = {MODEL: "mock-model", MODEL + "-long": "mock-long"}
+        headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream + "/v1"}
+    print(f"{name} {url} (logs in {logs})", flush=True)
+    return {
+        "name": name,
+        "url": url,
+        "models": models,
+        "key": "bench",
+        "headers": headers,
+        "pid": proc.pid,
+    }
+
+
+def ask_for(body: str, model: str, theirs: str) -> str:
+    """A scenario's body with hookgate's ``model`` replaced by another gateway's name for it."""
+    return body.replace(f'"model":"{model}"', f'"model":"{theirs}"', 1)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -517,11 +836,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated, of {', '.join(SCENARIOS)}",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"comma-separated, of {', '.join(SCENARIOS)}, or all "
+        f"(default {','.join(DEFAULT_SCENARIOS)})",
     )
     parser.add_argument("--workers", type=int, default=1, help="hookgate worker processes")
     parser.add_argument("--chunks", type=int, default=50, help="frames per mock stream")
+    parser.add_argument(
+        "--long-chunks", type=int, default=1000, help="frames per stream of the long scenario"
+    )
+    parser.add_argument(
+        "--idle-streams",
+        type=int,
+        default=10_000,
+        help="streams the idle scenario holds open at once on hookgate",
+    )
+    parser.add_argument(
+        "--compare",
+        default="",
+        metavar="NAMES",
+        help=f"other gateways to install and measure alongside: of {','.join(COMPARE)}",
+    )
     parser.add_argument(
         "--rss-requests",
         type=int,
@@ -560,16 +895,30 @@ def main(argv: list[str] | None = None) -> int:
     nginx = None if args.no_nginx else ensure("nginx", "nginx")
     baseline = baseline_python(args.baseline) if args.baseline else None
     conns = [int(c) for c in args.connections.split(",") if c]
-    wanted = [s for s in args.scenarios.split(",") if s]
+    wanted = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+    wanted = [s for s in wanted if s]
     for name in wanted:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}")
-    targets = []
+    targets: list[dict[str, Any]] = []
     for spec in args.target:
         name, sep, url = spec.partition("=")
         if not sep or not url.startswith("http"):
             parser.error(f"--target takes NAME=URL, not {spec!r}")
-        targets.append((name, url.rstrip("/")))
+        models = {MODEL: args.target_model, MODEL + "-long": args.target_model + "-long"}
+        targets.append(
+            {"name": name, "url": url.rstrip("/"), "models": models, "key": args.target_key}
+        )
+    compare = [c for c in args.compare.split(",") if c]
+    for name in compare:
+        if name not in COMPARE:
+            parser.error(f"--compare knows {', '.join(COMPARE)}, not {name!r}")
+    pool = 256
+    if "idle" in wanted:
+        pool = args.idle_streams + 64
+        limit = raise_open_files(3 * args.idle_streams + 1024)
+        if limit < 2 * args.idle_streams + 256:
+            print(f"warning: open files are limited to {limit} (ulimit -n)", flush=True)
 
     kinds = hookgate_kinds()
     info = machine()
@@ -585,13 +934,13 @@ def main(argv: list[str] | None = None) -> int:
     config = logs / "hookgate.toml"
     # With --team both gateways ask for a key: TOML's here, the database's there.
     base_key = TOML_KEY if args.team else ""
-    config.write_text(hookgate_config(upstream, kinds, base_key))
+    config.write_text(hookgate_config(upstream, kinds, base_key, pool=pool))
     base_config = logs / "baseline.toml"
-    base_config.write_text(hookgate_config(upstream, kinds, base_key, routing=False))
+    base_config.write_text(hookgate_config(upstream, kinds, base_key, routing=False, pool=pool))
     print(f"mock upstream {upstream}/v1, hookgate {gateway} (logs in {logs})", flush=True)
 
     mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(up_port)]
-    mock_cmd += ["--chunks", str(args.chunks)]
+    mock_cmd += ["--chunks", str(args.chunks), "--long-chunks", str(args.long_chunks)]
     gw_cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
     gw_cmd += ["--port", str(gw_port), "--workers", str(args.workers)]
     results: list[dict[str, Any]] = []
@@ -635,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_http(f"http://127.0.0.1:{sink_port}/health", sink)
             team_config = logs / "hookgate-team.toml"
             team_config.write_text(
-                hookgate_config(upstream, kinds) + team_sections(logs, args, kinds)
+                hookgate_config(upstream, kinds, pool=pool) + team_sections(logs, args, kinds)
             )
             team_cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(team_config)]
             team_cmd += ["--port", str(team_port), "--workers", str(args.workers)]
@@ -645,45 +994,58 @@ def main(argv: list[str] | None = None) -> int:
             team_key = new_team_key(team)
             pids["hookgate+team"] = team_proc.pid
             print(f"hookgate+team {team} (database keys, budgets, ledger, traces)", flush=True)
+        for name in compare:
+            try:
+                t = start_compared(name, stack, logs, upstream)
+            except (RuntimeError, SystemExit, OSError, subprocess.CalledProcessError) as exc:
+                skipped[name] = f"could not be installed or started: {exc}"
+                print(f"skipping {name}: {skipped[name]}", flush=True)
+                continue
+            targets.append(t)
+            pids[name] = t["pid"]
         for name in wanted:
             sc = SCENARIOS[name]
             if sc["kind"] not in kinds:
                 skipped[name] = f"hookgate has no '{sc['kind']}' backend kind"
                 print(f"skipping {name}: {skipped[name]}", flush=True)
                 continue
-            runs = [
-                (
-                    "direct",
-                    upstream + sc["direct_path"],
-                    sc["direct_body"],
-                    sc["direct_expect"],
-                    "",
-                ),
-            ]
-            if nginx is not None:
-                runs.append(
-                    ("nginx", hop + sc["direct_path"], sc["direct_body"], sc["direct_expect"], "")
-                )
-            runs.append(("hookgate", gateway + sc["path"], sc["body"], sc["expect"], base_key))
+            if sc.get("idle"):
+                continue  # after the loads, below
+            runs: list[tuple[str, str, str, str, str, dict[str, str]]] = []
+            if sc["direct_path"]:
+                du, db, de = upstream + sc["direct_path"], sc["direct_body"], sc["direct_expect"]
+                runs.append(("direct", du, db, de, "", {}))
+                if nginx is not None:
+                    runs.append(("nginx", hop + sc["direct_path"], db, de, "", {}))
+            runs.append(("hookgate", gateway + sc["path"], sc["body"], sc["expect"], base_key, {}))
             if team_key:
                 runs.append(
-                    ("hookgate+team", team + sc["path"], sc["body"], sc["expect"], team_key)
+                    ("hookgate+team", team + sc["path"], sc["body"], sc["expect"], team_key, {})
                 )
             if base_name and not sc.get("routing"):
-                runs.append((base_name, based + sc["path"], sc["body"], sc["expect"], ""))
-            if sc["kind"] == "openai":
-                body = sc["body"].replace(f'"model":"{MODEL}"', f'"model":"{args.target_model}"')
-                runs += [
-                    (t, url + sc["path"], body, sc["expect"], args.target_key) for t, url in targets
-                ]
-            for target, url, body, expect, key in runs:
-                check(url, body, expect, key)
+                runs.append((base_name, based + sc["path"], sc["body"], sc["expect"], "", {}))
+            if sc.get("model"):
+                for t in targets:
+                    body = ask_for(sc["body"], sc["model"], t["models"][sc["model"]])
+                    more = t.get("headers", {})
+                    runs.append(
+                        (t["name"], t["url"] + sc["path"], body, sc["loose"], t["key"], more)
+                    )
+            for target, url, body, expect, key, more in runs:
+                try:
+                    check(url, body, expect, key, more)
+                except WrongAnswer as exc:
+                    if target not in compare:
+                        raise SystemExit(str(exc)) from exc
+                    skipped[f"{name} through {target}"] = str(exc)[:300]
+                    print(f"skipping {name} through {target}: {exc}", flush=True)
+                    continue
                 if args.warmup:
-                    run_wrk(url, body, expect, max(conns), args.warmup, key)
+                    run_wrk(url, body, expect, max(conns), args.warmup, key, more)
                 for c in conns:
                     pid = pids.get(target)
                     cpu = cpu_seconds(pid) if pid else 0.0
-                    r = run_wrk(url, body, expect, c, args.duration, key)
+                    r = run_wrk(url, body, expect, c, args.duration, key, more)
                     if pid and r["requests"]:
                         # CPU time the gateway spent per request: steadier than throughput on
                         # a machine whose load generator shares the cores.
@@ -702,6 +1064,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         mem_after = memory(gw.pid)
+        idle = None
+        if "idle" in wanted:
+            print(f"holding {args.idle_streams} idle streams open on hookgate", flush=True)
+            idle = hold_streams(gateway, gw.pid, args.idle_streams, base_key, args.duration)
+            print(idle_line(idle), flush=True)
 
     report = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -711,10 +1078,12 @@ def main(argv: list[str] | None = None) -> int:
             "connections": conns,
             "workers": args.workers,
             "chunks": args.chunks,
+            "long_chunks": args.long_chunks,
             "baseline": args.baseline,
         },
         "results": results,
         "added": added(results),
+        "idle": idle,
         "hookgate_memory": {
             "after_measurements_mb": round(mem["rss_mb"], 1),
             "peak_rss_mb": round(max(mem["peak_rss_mb"], mem_after["peak_rss_mb"]), 1),
@@ -735,7 +1104,8 @@ def rss_growth(
     gateway: str, pid: int, requests: int, scenarios: list[str], kinds: set[str], key: str = ""
 ) -> dict[str, Any]:
     """Send ``requests`` more requests (non-streamed and streamed alike) and measure RSS."""
-    names = [s for s in scenarios if SCENARIOS[s]["kind"] in kinds] or ["chat"]
+    names = [s for s in scenarios if SCENARIOS[s].get("mix") and SCENARIOS[s]["kind"] in kinds]
+    names = names or ["chat"]
     before = memory(pid)["rss_mb"]
     sent = errors = 0
     i = 0
@@ -760,7 +1130,7 @@ def added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {(r["scenario"], r["target"], r["connections"]): r for r in results}
     out = []
     for (scenario, target, c), r in by.items():
-        if target == "direct":
+        if target == "direct" or not r["requests"]:
             continue
         d = by.get((scenario, "direct", c))
         if d is None or r["p50_ms"] is None or d["p50_ms"] is None:
@@ -775,6 +1145,33 @@ def added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def idle_line(idle: dict[str, Any]) -> str:
+    q, b = idle["canary_quiet"], idle["canary_busy"]
+    per = f"{idle['kb_per_stream']:.1f} KB" if idle["kb_per_stream"] is not None else "-"
+    return (
+        f"idle streams: {idle['opened']} of {idle['streams']} open at once "
+        f"(opened in {idle['open_s']:.0f} s, {idle['failed']} failed), hookgate RSS "
+        f"{idle['rss_before_mb']:.1f} -> {idle['rss_open_mb']:.1f} MB: {per} per open stream; "
+        f"canary (chat, 1 connection) p50 {q['p50_ms']:.3f} -> {b['p50_ms']:.3f} ms, "
+        f"p99 {q['p99_ms']:.3f} -> {b['p99_ms']:.3f} ms, {b['rps']:.0f}/s, errors {b['errors']}"
+    )
+
+
+def per_chunk(report: dict[str, Any]) -> list[str]:
+    """Time each gateway adds per frame of the long stream (p50 at the fewest connections)."""
+    chunks = report["settings"].get("long_chunks") or 0
+    rows = [a for a in report["added"] if a["scenario"] == "long"]
+    if not rows or not chunks:
+        return []
+    least = min(a["connections"] for a in rows)
+    parts = [
+        f"{a['target']} {a['added_p50_ms'] * 1000 / chunks:.2f} us"
+        for a in rows
+        if a["connections"] == least
+    ]
+    return [f"long streams, time added per chunk (p50, {least} connection(s)): " + ", ".join(parts)]
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -820,7 +1217,7 @@ def table(report: dict[str, Any]) -> str:
                 f"{r['p99_ms']:.3f}",
                 f"{a['added_p50_ms']:+.3f}" if a else "",
                 f"{r['cpu_us']:.0f}" if "cpu_us" in r else "",
-                str(r["errors"]),
+                str(r["errors"]) if r["requests"] else "none done",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -834,6 +1231,9 @@ def table(report: dict[str, Any]) -> str:
             f"hookgate RSS growth over {g['requests']} requests after warm-up: "
             f"{g['growth_mb']:+.1f} MB"
         )
+    lines += per_chunk(report)
+    if report.get("idle"):
+        lines.append(idle_line(report["idle"]))
     for name, why in report["skipped"].items():
         lines.append(f"skipped {name}: {why}")
     m = report["machine"]

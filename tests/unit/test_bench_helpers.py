@@ -1,0 +1,95 @@
+"""The benchmark's pure helpers (bench/run.py): how other gateways are asked, how the cost
+figures are derived from the rows. No figure is asserted here: only the arithmetic and text."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_scenario_names_what_it_needs(bench: ModuleType) -> None:
+    for name, sc in bench.SCENARIOS.items():
+        if sc.get("idle"):
+            continue
+        assert sc["path"].startswith("/"), name
+        if sc.get("model"):  # other gateways are measured on it: they need a looser check
+            assert sc["loose"] in sc["expect"], name
+            assert f'"model":"{sc["model"]}"' in sc["body"], name
+
+
+def test_the_big_body_is_100_kb(bench: ModuleType) -> None:
+    size = len(bench.SCENARIOS["body100k"]["body"].encode())
+    assert 100_000 <= size < 100_200
+
+
+def test_agui_runs_get_an_id_of_their_own_from_wrk(bench: ModuleType) -> None:
+    run = json.loads(bench.SCENARIOS["agui"]["body"])
+    assert "@ID@" in run["runId"] and "@ID@" in run["threadId"]
+
+
+def test_ask_for_renames_the_model_only(bench: ModuleType) -> None:
+    body = bench.SCENARIOS["long"]["body"]
+    asked = bench.ask_for(body, "bench-long", "mock-long")
+    assert json.loads(asked)["model"] == "mock-long"
+    assert json.loads(asked)["messages"] == json.loads(body)["messages"]
+    # "bench" is a prefix of "bench-long": the whole name must match.
+    assert bench.ask_for(body, "bench", "other") == body
+
+
+def test_litellm_relays_each_bench_model_to_the_mock(bench: ModuleType) -> None:
+    text = bench.litellm_config("http://127.0.0.1:9100")
+    assert "  - model_name: bench\n" in text and "model: openai/mock-model" in text
+    assert "  - model_name: bench-long\n" in text and "model: openai/mock-long" in text
+    assert text.count("api_base: http://127.0.0.1:9100/v1") == 2
+
+
+def test_per_chunk_divides_the_added_p50_of_the_fewest_connections(bench: ModuleType) -> None:
+    report = {
+        "settings": {"long_chunks": 1000},
+        "added": [
+            {"scenario": "long", "target": "hookgate", "connections": 1, "added_p50_ms": 2.0},
+            {"scenario": "long", "target": "nginx", "connections": 1, "added_p50_ms": 0.1},
+            {"scenario": "long", "target": "hookgate", "connections": 32, "added_p50_ms": 40.0},
+            {"scenario": "chat", "target": "hookgate", "connections": 1, "added_p50_ms": 0.5},
+        ],
+    }
+    [line] = bench.per_chunk(report)
+    assert "1 connection" in line
+    assert "hookgate 2.00 us" in line and "nginx 0.10 us" in line
+    assert "40.00" not in line
+    assert bench.per_chunk({"settings": {"long_chunks": 1000}, "added": []}) == []
+
+
+def test_idle_line_gives_memory_per_stream_and_the_canary(bench: ModuleType) -> None:
+    canary = {"p50_ms": 0.2, "p99_ms": 1.0, "rps": 3000.0, "errors": 0}
+    idle = {
+        "streams": 10,
+        "opened": 10,
+        "failed": 0,
+        "open_s": 1.0,
+        "rss_before_mb": 50.0,
+        "rss_open_mb": 51.0,
+        "kb_per_stream": 102.4,
+        "canary_quiet": canary,
+        "canary_busy": {**canary, "p50_ms": 0.3},
+    }
+    line = bench.idle_line(idle)
+    assert "10 of 10 open" in line and "102.4 KB per open stream" in line
+    assert "p50 0.200 -> 0.300 ms" in line
