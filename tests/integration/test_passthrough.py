@@ -238,3 +238,17 @@ async def test_media_the_other_side_cannot_take_is_refused_not_dropped(gateway, 
             messages=[{"role": "user", "content": [{"type": "text", "text": "see"}, video]}],
         )
     assert err.value.body["param"] == "messages" and "'video_url'" in err.value.message
+
+
+@pytest.mark.parametrize("source", ["x", ["file"], None])
+async def test_a_document_with_a_source_of_any_shape_is_refused_towards_openai(
+    gateway, claude_sdk, source
+):
+    document = {"type": "document", "source": source}
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await claude_sdk(gateway).messages.create(
+            model="gpt-test",
+            max_tokens=50,
+            messages=[{"role": "user", "content": [{"type": "text", "text": "read"}, document]}],
+        )
+    assert "'document' block" in info.value.body["error"]["message"]

@@ -585,10 +585,11 @@ def _encode_content(parts: list[Part], same: bool) -> str | list[dict[str, JSON]
             out.append(p.data)
         elif type(p) is OpaquePart and p.data.get("type") in ("image", "document"):
             # an Anthropic Files API image, a PDF document: what the user gave, untranslatable
+            source = p.data.get("source")
+            kind = source.get("type") if isinstance(source, dict) else None
             raise BadRequest(
-                f"An Anthropic '{p.data['type']}' block with a "
-                f"'{(p.data.get('source') or {}).get('type')}' source cannot be sent to an "
-                "OpenAI-compatible model: it is relayed only to Anthropic upstreams.",
+                f"An Anthropic '{p.data['type']}' block with a '{kind}' source cannot be sent "
+                "to an OpenAI-compatible model: it is relayed only to Anthropic upstreams.",
                 param="messages",
             )
         else:
