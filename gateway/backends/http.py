@@ -152,8 +152,10 @@ class HTTPBackend(Backend):
         return not data
 
     def unobserved(self) -> Callable[[bytes], bool] | None:
-        """For a relay that nobody observes (the fast path): a test of a frame's raw bytes that
-        says it needs no parsing at all (by default none: every frame is parsed)."""
+        """For a relay that nobody observes (the fast path): a test of raw frames that says none
+        of them needs parsing at all (by default none: every frame is parsed). It is given one
+        frame's bytes, or several whole ``data:`` frames with their blank lines at once, and must
+        answer for all of them."""
         return None
 
     def stream_end(self, parser: Any, relay: bool) -> list[Event]:

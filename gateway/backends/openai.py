@@ -50,17 +50,19 @@ class OpenAIBackendConfig(HTTPBackendConfig):
 
 
 def content_only(data: bytes) -> bool:
-    """Whether a relayed ``chat.completion.chunk`` frame carries nothing but content.
+    """Whether relayed ``chat.completion.chunk`` frames (the raw bytes of one or several) carry
+    nothing but content.
 
-    Such a frame neither ends the stream (``"finish_reason":null``), nor reports usage, nor is an
-    error, so a relay that nobody observes need not parse it. The test is on the raw text: a
-    quote inside a JSON string is escaped (``\\"``), so these patterns match only real keys;
-    an upstream that writes its JSON differently (spaces after colons) is parsed in full.
+    Such frames neither end the stream (every ``finish_reason`` is ``null``, and there is one),
+    nor report usage (every ``usage`` is ``null``), nor are an error, so a relay that nobody
+    observes need not parse them. The test is on the raw text: a quote inside a JSON string is
+    escaped (``\\"``), so these patterns match only real keys; an upstream that writes its JSON
+    differently (spaces after colons) is parsed in full.
     """
     return (
-        b'"finish_reason":null' in data
-        and b'"error"' not in data
-        and (b'"usage"' not in data or b'"usage":null' in data)
+        b'"error"' not in data
+        and 0 < data.count(b'"finish_reason":null') == data.count(b'"finish_reason"')
+        and data.count(b'"usage":null') == data.count(b'"usage"')
     )
 
 

@@ -45,10 +45,12 @@ class SSEDecoder:
 
     Whole events are cut out of the buffer at blank lines; an event that is one ``data: ...``
     line (what model servers send) takes a short path that does not look at it line by line.
-    ``skip``, when given, is asked about each such event's raw bytes first: events it accepts
-    are dropped (a relay uses it for JSON frames nobody needs to read), once all those of one
+    ``skip``, when given, is asked about such events' raw bytes first: events it accepts are
+    dropped (a relay uses it for JSON frames nobody needs to read), once all those of one
     ``feed`` are known to be well-formed JSON, one value each (one parse per feed); when one is
-    not, none of them is dropped, so the reader meets the malformed one.
+    not, none of them is dropped, so the reader meets the malformed one. It is asked about all
+    the events of a read but the last few at once (their bytes together), and when it refuses
+    them, or for the last few, about each one alone.
     """
 
     __slots__ = ("_buf", "_id", "_skip", "_start", "retry")
@@ -84,11 +86,29 @@ class SSEDecoder:
             if keep_cr:
                 buf += b"\r"
         blocks = buf.split(b"\n\n")
-        self._buf = blocks.pop()
-        frames: list[SSEFrame] = []
+        rest = blocks.pop()
+        self._buf = rest
         skip = self._skip
+        frames: list[SSEFrame] = []
         skipped: list[bytes] | None = None
-        for block in blocks:
+        start = 0
+        if skip is not None and len(blocks) > _TAIL + 1:
+            # The fast path: all frames but the last few asked about at once, when each is one
+            # ``data:`` line (most reads of a model's stream are all content frames; its end,
+            # finish and usage, comes in the last ones).
+            start = len(blocks) - _TAIL
+            cut = len(buf) - len(rest) - sum(map(len, blocks[start:])) - 2 * _TAIL
+            head = buf[:cut]
+            if (
+                head.count(b"\n") == 2 * start
+                and head.startswith(b"data: ")
+                and head.count(b"\ndata: ") == start - 1
+                and skip(head)
+            ):
+                skipped = [head[6:-2].replace(b"\n\ndata: ", b",")]
+            else:
+                start = 0
+        for block in blocks[start:] if start else blocks:
             if block[:6] == b"data: " and b"\n" not in block:
                 if skip is not None and skip(block):
                     if skipped is None:
@@ -99,7 +119,7 @@ class SSEDecoder:
                 frames.append(SSEFrame(None, block[6:].decode("utf-8", "replace"), self._id))
             elif block:
                 self._parse(block, frames)
-        if skipped is not None and not _well_formed(skipped):
+        if skipped is not None and not _well_formed(skipped, start + len(skipped) - bool(start)):
             return self._frames(blocks)
         return frames
 
@@ -147,10 +167,14 @@ class SSEDecoder:
 
 #: Checks a JSON array's syntax without building its values: each element is kept as raw bytes.
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+#: Frames at the end of a read that the skipping decoder asks about one by one (a stream's
+#: finish, usage and end marker), the others together.
+_TAIL = 3
 
 
-def _well_formed(datas: list[bytes]) -> bool:
-    """Whether each of ``datas`` is one well-formed JSON value in valid UTF-8 (one pass for all).
+def _well_formed(datas: list[bytes], count: int) -> bool:
+    """Whether ``datas``, ``count`` JSON texts (an item may hold several, joined by commas), are
+    each one well-formed JSON value in valid UTF-8 (one pass for all).
 
     The values are validated, not built (a relay forwards them as they came), which costs a
     seventh of parsing them; msgspec does not check UTF-8 inside strings it skips, so text that
@@ -163,7 +187,7 @@ def _well_formed(datas: list[bytes]) -> bool:
             joined.decode("utf-8")
     except (msgspec.DecodeError, UnicodeDecodeError):
         return False
-    return len(values) == len(datas)
+    return len(values) == count
 
 
 def complete_frames(buf: bytes) -> int:

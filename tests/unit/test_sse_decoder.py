@@ -99,3 +99,71 @@ def test_a_skipping_decoder_drops_well_formed_frames_that_are_not_ascii():
     decoder = SSEDecoder(lambda block: True)
     text = '{"choices":[{"delta":{"content":"héllo 🌍"},"finish_reason":null}]}'.encode()
     assert decoder.feed(b"data: " + text + b"\n\n") == []
+
+
+CONTENT = b'{"choices":[{"index":0,"delta":{"content":"w%d"},"finish_reason":null}]}'
+FINISH = b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+USAGE = b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":9}}'
+
+
+def _frames(*datas: bytes) -> bytes:
+    return b"".join(b"data: " + d + b"\n\n" for d in datas)
+
+
+def test_content_only_answers_for_several_frames_at_once():
+    contents = [CONTENT % i for i in range(5)]
+    assert content_only(_frames(*contents))
+    for odd in (FINISH, USAGE, b'{"error":{"message":"boom"}}'):
+        assert not content_only(_frames(*contents[:2], odd, *contents[2:])), odd
+    # Two choices, one finished: not content only, whatever the other says.
+    two = b'{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}'
+    assert not content_only(_frames(contents[0], two))
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 7])
+def test_a_skipping_decoder_returns_what_the_parser_needs_whatever_the_reads(chunks: int):
+    """A stream of content frames with a finish, usage and [DONE] in the middle and at the end,
+    read in one or several pieces: the skipping decoder returns exactly the frames that are not
+    content only, in order, and a plain decoder returns every frame."""
+    datas = [CONTENT % i for i in range(20)] + [FINISH]
+    datas += [CONTENT % i for i in range(20, 30)] + [FINISH, USAGE, b"[DONE]"]
+    data = _frames(*datas)
+    size = -(-len(data) // chunks)
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    skipping = SSEDecoder(content_only)
+    kept = [f.data for piece in pieces for f in skipping.feed(piece)] + [
+        f.data for f in skipping.end()
+    ]
+    assert kept == [d.decode() for d in datas if not content_only(d)]
+    plain = SSEDecoder()
+    every = [f.data for piece in pieces for f in plain.feed(piece)]
+    assert every == [d.decode() for d in datas]
+
+
+def test_a_skipping_decoder_asks_about_other_frame_shapes_one_by_one():
+    """Frames with more than one line, an event name or a comment among content frames: the
+    decoder does not ask about the read at once, and still drops only single data lines."""
+    contents = [CONTENT % i for i in range(6)]
+    for odd in (b"event: ping\ndata: {}\n\n", b": keep-alive\n\n", b"data: a\ndata: b\n\n"):
+        asked: list[bytes] = []
+
+        def skip(block: bytes, asked: list[bytes] = asked) -> bool:
+            asked.append(block)
+            return content_only(block)
+
+        decoder = SSEDecoder(skip)
+        frames = decoder.feed(_frames(*contents[:3]) + odd + _frames(*contents[3:]))
+        assert all(b"\n" not in block for block in asked), odd
+        expected = [f.data for f in SSEDecoder().feed(odd)]
+        assert [f.data for f in frames] == expected
+
+
+def test_a_skipping_decoder_meets_a_malformed_frame_in_a_read_asked_about_at_once():
+    contents = [CONTENT % i for i in range(8)]
+    bad = b'{"choices":[{"delta":{"content":"x",},"finish_reason":null}]}'
+    decoder = SSEDecoder(content_only)
+    frames = decoder.feed(_frames(*contents[:2], bad, *contents[2:]))
+    # Every frame of the read comes back, the malformed one among them.
+    assert [f.data for f in frames] == [d.decode() for d in [*contents[:2], bad, *contents[2:]]]
+    # The next read, well-formed, is dropped whole again.
+    assert decoder.feed(_frames(*contents)) == []
