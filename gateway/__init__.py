@@ -127,6 +127,7 @@ from gateway.streaming.assembler import Assembler, new_id
 from gateway.streaming.sse import (
     PING,
     FrameRelay,
+    FrameSkip,
     SendTimeout,
     SSEDecoder,
     SSEFrame,
@@ -170,6 +171,7 @@ __all__ = [
     "Finish",
     "Forbidden",
     "FrameRelay",
+    "FrameSkip",
     "Gateway",
     "GatewayError",
     "HTTPBackend",

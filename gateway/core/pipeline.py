@@ -214,7 +214,7 @@ class Pipeline:
                             elif type(ev) is ToolCallDelta or type(ev) is ToolRunDelta:
                                 chars += len(ev.arguments)
                             elif type(ev) is Raw and count_raw:
-                                frames += ev.data.count(b"\n\n")
+                                frames += ev.frames or ev.data.count(b"\n\n")
                         if assembler is not None:
                             assembler.add(ev)
                         sent = True

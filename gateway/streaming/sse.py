@@ -48,20 +48,26 @@ class SSEDecoder:
     ``skip``, when given, is asked about such events' raw bytes first: events it accepts are
     dropped (a relay uses it for JSON frames nobody needs to read), once all those of one
     ``feed`` are known to be well-formed JSON, one value each (one parse per feed); when one is
-    not, none of them is dropped, so the reader meets the malformed one. It is asked about all
-    the events of a read but the last few at once (their bytes together), and when it refuses
-    them, or for the last few, about each one alone.
+    not, none of them is dropped, so the reader meets the malformed one. A :class:`FrameSkip`
+    with a test of ``many`` frames is asked about all the events of a read but the last few at
+    once, and when it refuses them, or for the last few, about each one alone.
     """
 
-    __slots__ = ("_buf", "_id", "_skip", "_start", "retry")
+    __slots__ = ("_buf", "_id", "_many", "_skip", "_start", "completed", "retry")
 
-    def __init__(self, skip: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(self, skip: Callable[[bytes], bool] | FrameSkip | None = None) -> None:
         self._buf = b""
         self._id: str | None = None
-        self._skip = skip
+        if isinstance(skip, FrameSkip):
+            self._skip: Callable[[bytes], bool] | None = skip.one
+            self._many = skip.many
+        else:
+            self._skip, self._many = skip, None
         self._start = True  # nothing read yet: the stream may begin with a byte order mark
         #: The reconnection time in milliseconds the stream last asked for, if any.
         self.retry: int | None = None
+        #: How many frames (events or not) the last ``feed`` completed.
+        self.completed = 0
 
     @property
     def last_event_id(self) -> str | None:
@@ -73,6 +79,7 @@ class SSEDecoder:
         if self._start:
             if len(buf) < 3 and _BOM.startswith(buf):
                 self._buf = buf  # perhaps the first bytes of a byte order mark: wait for more
+                self.completed = 0
                 return []
             self._start = False
             if buf[:3] == _BOM:
@@ -88,25 +95,27 @@ class SSEDecoder:
         blocks = buf.split(b"\n\n")
         rest = blocks.pop()
         self._buf = rest
+        self.completed = len(blocks)
         skip = self._skip
         frames: list[SSEFrame] = []
         skipped: list[bytes] | None = None
         start = 0
-        if skip is not None and len(blocks) > _TAIL + 1:
+        many = self._many
+        if many is not None and len(blocks) > _TAIL + 1:
             # The fast path: all frames but the last few asked about at once, when each is one
             # ``data:`` line (most reads of a model's stream are all content frames; its end,
-            # finish and usage, comes in the last ones).
+            # finish and usage, come in the last ones), as one JSON array of their data.
             start = len(blocks) - _TAIL
             cut = len(buf) - len(rest) - sum(map(len, blocks[start:])) - 2 * _TAIL
-            head = buf[:cut]
-            if (
-                head.count(b"\n") == 2 * start
-                and head.startswith(b"data: ")
-                and head.count(b"\ndata: ") == start - 1
-                and skip(head)
+            array = b"[" + buf[6 : cut - 2].replace(b"\n\ndata: ", b",") + b"]"
+            if not (
+                # Each frame began "data: " (every separator was replaced) and is one line.
+                buf.startswith(b"data: ")
+                and len(array) == cut - 6 - 7 * (start - 1)
+                and b"\n" not in array
+                and many(array, start)
+                and _utf8(array)
             ):
-                skipped = [head[6:-2].replace(b"\n\ndata: ", b",")]
-            else:
                 start = 0
         for block in blocks[start:] if start else blocks:
             if block[:6] == b"data: " and b"\n" not in block:
@@ -119,7 +128,7 @@ class SSEDecoder:
                 frames.append(SSEFrame(None, block[6:].decode("utf-8", "replace"), self._id))
             elif block:
                 self._parse(block, frames)
-        if skipped is not None and not _well_formed(skipped, start + len(skipped) - bool(start)):
+        if skipped is not None and not _well_formed(skipped):
             return self._frames(blocks)
         return frames
 
@@ -172,9 +181,8 @@ _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _TAIL = 3
 
 
-def _well_formed(datas: list[bytes], count: int) -> bool:
-    """Whether ``datas``, ``count`` JSON texts (an item may hold several, joined by commas), are
-    each one well-formed JSON value in valid UTF-8 (one pass for all).
+def _well_formed(datas: list[bytes]) -> bool:
+    """Whether each of ``datas`` is one well-formed JSON value in valid UTF-8 (one pass for all).
 
     The values are validated, not built (a relay forwards them as they came), which costs a
     seventh of parsing them; msgspec does not check UTF-8 inside strings it skips, so text that
@@ -183,18 +191,41 @@ def _well_formed(datas: list[bytes], count: int) -> bool:
     joined = b"[" + b",".join(datas) + b"]"
     try:
         values = _RAW_ARRAY.decode(joined)
-        if not joined.isascii():
-            joined.decode("utf-8")
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except msgspec.DecodeError:
         return False
-    return len(values) == count
+    return len(values) == len(datas) and _utf8(joined)
+
+
+def _utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@attrs.frozen
+class FrameSkip:
+    """What a relay that nobody observes need not parse, for :class:`SSEDecoder`.
+
+    ``one`` is asked about one frame's bytes (a ``data: ...`` line). ``many``, when given, about
+    several frames at once: their data as one JSON array (``[v1,v2,...]``) and how many there
+    are; it answers whether the array holds exactly that many well-formed values and none of
+    them needs parsing (the decoder checks UTF-8 itself).
+    """
+
+    one: Callable[[bytes], bool]
+    many: Callable[[bytes, int], bool] | None = None
 
 
 def complete_frames(buf: bytes) -> int:
     """How many leading bytes of ``buf`` are whole SSE frames (up to the last blank line), so a
     relay can forward those and hold back a frame still arriving."""
     lf = buf.rfind(b"\n\n")
-    crlf = buf.rfind(b"\r\n\r\n")
+    # A CRLF frame end matters only after the last LF one (most streams have none: no pass).
+    crlf = buf.rfind(b"\r\n\r\n", max(lf - 2, 0)) if b"\r" in buf else -1
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from gateway.backends.openai import content_only
-from gateway.streaming.sse import SSEDecoder, SSEFrame
+from gateway.backends.openai import CONTENT_ONLY, content_chunks, content_only
+from gateway.streaming.sse import FrameSkip, SSEDecoder, SSEFrame
 
 STREAM = (
     b": a comment first\n"
@@ -110,14 +110,26 @@ def _frames(*datas: bytes) -> bytes:
     return b"".join(b"data: " + d + b"\n\n" for d in datas)
 
 
-def test_content_only_answers_for_several_frames_at_once():
+def _array(*datas: bytes) -> bytes:
+    return b"[" + b",".join(datas) + b"]"
+
+
+def test_content_chunks_answers_for_several_frames_at_once():
     contents = [CONTENT % i for i in range(5)]
-    assert content_only(_frames(*contents))
-    for odd in (FINISH, USAGE, b'{"error":{"message":"boom"}}'):
-        assert not content_only(_frames(*contents[:2], odd, *contents[2:])), odd
-    # Two choices, one finished: not content only, whatever the other says.
-    two = b'{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}'
-    assert not content_only(_frames(contents[0], two))
+    assert content_chunks(_array(*contents), 5)
+    assert not content_chunks(_array(*contents), 4)  # one value more than frames: no
+    for odd in (
+        FINISH,
+        USAGE,
+        b'{"error":{"message":"boom"}}',
+        # Two choices, one finished: not content only, whatever the other says.
+        b'{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}',
+        b'{"choices":[{"delta":{"content":"x",},"finish_reason":null}]}',  # malformed
+        b"[DONE]",
+    ):
+        assert not content_chunks(_array(*contents[:2], odd, *contents[2:]), 6), odd
+    # Explicit nulls are content only; so is a frame that names no finish at all.
+    assert content_chunks(_array(b'{"choices":[{"delta":{}}],"usage":null,"error":null}'), 1)
 
 
 @pytest.mark.parametrize("chunks", [1, 2, 7])
@@ -130,7 +142,7 @@ def test_a_skipping_decoder_returns_what_the_parser_needs_whatever_the_reads(chu
     data = _frames(*datas)
     size = -(-len(data) // chunks)
     pieces = [data[i : i + size] for i in range(0, len(data), size)]
-    skipping = SSEDecoder(content_only)
+    skipping = SSEDecoder(CONTENT_ONLY)
     kept = [f.data for piece in pieces for f in skipping.feed(piece)] + [
         f.data for f in skipping.end()
     ]
@@ -151,7 +163,7 @@ def test_a_skipping_decoder_asks_about_other_frame_shapes_one_by_one():
             asked.append(block)
             return content_only(block)
 
-        decoder = SSEDecoder(skip)
+        decoder = SSEDecoder(FrameSkip(skip, content_chunks))
         frames = decoder.feed(_frames(*contents[:3]) + odd + _frames(*contents[3:]))
         assert all(b"\n" not in block for block in asked), odd
         expected = [f.data for f in SSEDecoder().feed(odd)]
@@ -161,9 +173,33 @@ def test_a_skipping_decoder_asks_about_other_frame_shapes_one_by_one():
 def test_a_skipping_decoder_meets_a_malformed_frame_in_a_read_asked_about_at_once():
     contents = [CONTENT % i for i in range(8)]
     bad = b'{"choices":[{"delta":{"content":"x",},"finish_reason":null}]}'
-    decoder = SSEDecoder(content_only)
+    decoder = SSEDecoder(CONTENT_ONLY)
     frames = decoder.feed(_frames(*contents[:2], bad, *contents[2:]))
     # Every frame of the read comes back, the malformed one among them.
     assert [f.data for f in frames] == [d.decode() for d in [*contents[:2], bad, *contents[2:]]]
     # The next read, well-formed, is dropped whole again.
     assert decoder.feed(_frames(*contents)) == []
+
+
+def test_a_skipping_decoder_checks_utf8_of_a_read_asked_about_at_once():
+    contents = [CONTENT % i for i in range(8)]
+    bad = b'{"choices":[{"delta":{"content":"\xff"},"finish_reason":null}]}'
+    good = '{"choices":[{"delta":{"content":"h\u00e9llo \U0001f30d"},"finish_reason":null}]}'
+    decoder = SSEDecoder(CONTENT_ONLY)
+    frames = decoder.feed(_frames(*contents[:2], bad, *contents[2:]))
+    assert len(frames) == 9  # every frame back: the reader meets the one that is not UTF-8
+    assert decoder.feed(_frames(*contents[:2], good.encode(), *contents[2:])) == []
+
+
+def test_a_per_frame_test_is_never_given_several_frames():
+    """A plain test (a backend plugin's, written for one frame) is asked about each frame."""
+    asked: list[bytes] = []
+
+    def skip(block: bytes) -> bool:
+        asked.append(block)
+        return content_only(block)
+
+    decoder = SSEDecoder(skip)
+    assert decoder.feed(_frames(*[CONTENT % i for i in range(10)])) == []
+    assert len(asked) == 10
+    assert all(b"\n" not in block for block in asked)
