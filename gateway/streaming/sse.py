@@ -126,6 +126,14 @@ class SSEDecoder:
                         skipped.append(block[6:])
                     continue
                 frames.append(SSEFrame(None, block[6:].decode("utf-8", "replace"), self._id))
+            elif block[:7] == b"event: " and (nl := block.find(b"\n", 7)) > 0:
+                # An event name and one data line (what Anthropic's upstreams send), at once.
+                if block[nl + 1 : nl + 7] == b"data: " and block.find(b"\n", nl + 1) < 0:
+                    event = block[7:nl].decode("utf-8", "replace") or None
+                    data = block[nl + 7 :].decode("utf-8", "replace")
+                    frames.append(SSEFrame(event, data, self._id))
+                else:
+                    self._parse(block, frames)
             elif block:
                 self._parse(block, frames)
         if skipped is not None and not _well_formed(skipped):

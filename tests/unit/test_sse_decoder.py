@@ -203,3 +203,23 @@ def test_a_per_frame_test_is_never_given_several_frames():
     assert decoder.feed(_frames(*[CONTENT % i for i in range(10)])) == []
     assert len(asked) == 10
     assert all(b"\n" not in block for block in asked)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"event: message_start\ndata: {}",
+        b"event: \ndata: x",  # an empty name is the default event
+        b"event:  two spaces\ndata:  kept",
+        b"event: a\ndata: b\ndata: c",
+        b"event: a\nid: 9\ndata: b",
+        b"event: a\ndata: b\nid: 3",
+        b"event: a\n: comment\ndata: b",
+        b"event: caf\xc3\xa9\ndata: \xff",
+    ],
+)
+def test_an_event_and_one_data_line_decode_as_the_general_parser_does(block: bytes):
+    fast = SSEDecoder().feed(block + b"\n\n" + block + b"\n\n")
+    general: list[SSEFrame] = []
+    SSEDecoder()._parse(block, general)
+    assert fast == general * 2
