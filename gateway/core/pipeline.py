@@ -159,7 +159,11 @@ class Pipeline:
             raise
         finally:
             if self.end_hooks:
-                await self._end(req, ex, Outcome(status, error, ex.usage, output, False))
+                outcome = Outcome(status, error, ex.usage, output, False)
+                if status == "client_gone":
+                    await self._shielded(self.end_hooks, req, ex, outcome)
+                else:
+                    await self._run_end_hooks(self.end_hooks, req, ex, outcome)
 
     async def stream(self, req: ChatRequest, ex: Exchange) -> AsyncGenerator[Event, None]:
         """A streamed answer as events, filters applied.
