@@ -91,6 +91,8 @@ class SessionFilter(Filter):
     order = -100
     #: A request with a session is taken off the raw relay; others are not recorded.
     reads_relayed = False
+    #: Only a request with a session has its turn stored.
+    success_note = _TURN
 
     def __init__(self, store: SessionStore | None, unavailable: str = "") -> None:
         self.store = store
