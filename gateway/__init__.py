@@ -70,7 +70,14 @@ from gateway.core.app import GATEWAY, Gateway, ServedAgent, ToolSource, create_a
 from gateway.core.attempts import Attempts
 from gateway.core.batches import BatchStats, BatchWriter
 from gateway.core.filters import Filter, Outcome
-from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_body, read_json
+from gateway.core.jsonio import (
+    BODY_BUDGET,
+    JSON_CONTENT_TYPE,
+    BodyBudget,
+    json_response,
+    read_body,
+    read_json,
+)
 from gateway.core.loading import Loaded, load
 from gateway.core.registry import (
     Register,
@@ -137,6 +144,7 @@ from gateway.tools import ToolContext, ToolOutcome, tool
 
 __all__ = [
     "ANONYMOUS",
+    "BODY_BUDGET",
     "EXCHANGE",
     "GATEWAY",
     "JSON",
@@ -151,6 +159,7 @@ __all__ = [
     "BadRequest",
     "BatchStats",
     "BatchWriter",
+    "BodyBudget",
     "ByteSize",
     "ChatRequest",
     "ChatResponse",

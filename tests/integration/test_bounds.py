@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 import pytest
 from fakes.held_upstream import HeldUpstream
+from support.agui_check import validate_event
 from support.configs import upstream_config
 from support.waiting import until
 
@@ -289,3 +290,110 @@ async def test_slow_readers_cannot_starve_health_and_in_limit_callers(make_gatew
         assert asyncio.get_running_loop().time() - started < 5
         for resp in flood:
             resp.close()
+
+
+# --- AG-UI WebSocket messages: bounded like request bodies ---------------------------------------
+
+
+def _ws_input(run_id: str, size: int = 0, agent: str = "helper") -> str:
+    """A RunAgentInput for ``agent`` as JSON text, padded to exactly ``size`` bytes (if given)."""
+    body = {**run(run_id, ""), "forwardedProps": {"agent": agent}}
+    text = orjson.dumps(body).decode()
+    if size:
+        body["messages"][0]["content"] = "x" * (size - len(text))
+        text = orjson.dumps(body).decode()
+        assert len(text) == size
+    return text
+
+
+async def _ws_events(ws, until_type=("RUN_FINISHED", "RUN_ERROR")):
+    """The events of one run (or one RUN_ERROR) received on ``ws``."""
+    events = []
+    while not events or events[-1]["type"] not in until_type:
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        events.append(orjson.loads(msg.data))
+    return events
+
+
+async def test_a_websocket_message_over_the_body_limit_closes_with_1009(make_gateway):
+    client = await make_gateway({**KEYS, **AGENT, "server": {"max_body_size": 4096}})
+    budget = client.app[BODY_BUDGET]
+    params = {"token": "sk-a"}
+    # a request body over the limit is a 413, so is a message over it: a 1009 close
+    resp = await client.post("/agui/runs", data=_ws_input("http", 4097), headers=A)
+    assert resp.status == 413
+    async with client.ws_connect("/agui/ws", params=params) as ws:
+        await ws.send_str(_ws_input("exact", 4096))  # exactly the limit: a run
+        events = await _ws_events(ws)
+        assert events[0]["runId"] == "exact" and events[-1]["type"] == "RUN_FINISHED"
+        await ws.send_str(_ws_input("over", 4097))
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1009
+    # compressed on the wire, over the limit once inflated: by one byte, and by a lot
+    for size in (4097, 400_000):
+        async with client.ws_connect("/agui/ws", params=params, compress=15) as ws:
+            await ws.send_str(_ws_input("deflated", size))
+            msg = await ws.receive(timeout=10)
+            assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1009, (size, msg)
+    async with client.ws_connect("/agui/ws", params=params, compress=15) as ws:
+        await ws.send_str(_ws_input("deflated-exact", 4096))
+        assert (await _ws_events(ws))[-1]["type"] == "RUN_FINISHED"
+    await until(lambda: budget.held == 0, what="every message's bytes given back")
+
+
+async def test_websocket_messages_count_against_the_bodies_in_flight(make_gateway, aiohttp_server):
+    held = HeldUpstream(first=["a "], rest=["b"])
+    server = await aiohttp_server(held.app())
+    cfg = {**upstream_config(server), **KEYS, "server": {"max_bodies_in_flight": 2000}}
+    cfg["agents"] = {"helper": {"model": "gpt-test"}}
+    client = await make_gateway(cfg)
+    try:
+        await _count_websocket_messages(client, held)
+    finally:
+        held.release.set()
+
+
+async def _count_websocket_messages(client, held: HeldUpstream) -> None:
+    budget = client.app[BODY_BUDGET]
+    first, second = _ws_input("ws-1", 600), _ws_input("ws-2", 600)
+    async with client.ws_connect("/agui/ws", params={"token": "sk-a"}) as ws:
+        # a run's message counts while its run streams (a request's body, while it runs)
+        await ws.send_str(first)
+        await until(lambda: held.sent_first.is_set() and budget.held == 600, what="ws-1 held")
+        # a slow HTTP body takes most of what is left: the next message does not fit
+        _, writer = await _raw(client.port, _head("/v1/chat/completions", 1200), b"{")
+        await until(lambda: budget.held == 1800, what="the slow body counted")
+        await ws.send_str(second)
+        seen = await _ws_events(ws, until_type=("RUN_ERROR",))
+        refusal = seen[-1]
+        assert refusal["code"] == "busy" and "retry" in refusal["message"]
+        assert seen[0]["type"] == "RUN_STARTED" and seen[0]["runId"] == "ws-1"  # it streams on
+        assert budget.held == 1800  # the refused message counted nothing
+        # the HTTP path answers the same when full
+        big = chat(model="gpt-test", messages=[{"role": "user", "content": "x" * 400}])
+        full = await client.post("/v1/chat/completions", data=orjson.dumps(big), headers=A)
+        assert full.status == 503 and (await full.json())["error"]["code"] == "busy"
+        writer.close()
+        await writer.wait_closed()
+        await until(lambda: budget.held == 600, what="the slow body's bytes given back")
+        held.release.set()
+        events = seen[:-1] + await _ws_events(ws)
+        assert events[-1]["type"] == "RUN_FINISHED" and events[-1]["runId"] == "ws-1"
+        for ev in [*events, refusal]:
+            validate_event(ev)
+        await until(lambda: budget.held == 0, what="ws-1's bytes given back after its run")
+        # the socket stayed open: the refused input, sent again, runs
+        await ws.send_str(second)
+        again = await _ws_events(ws)
+        assert again[0]["runId"] == "ws-2" and again[-1]["type"] == "RUN_FINISHED"
+        await until(lambda: budget.held == 0, what="ws-2's bytes given back after its run")
+    # inputs waiting on a socket that closes are given back too
+    held.release.clear()
+    held.sent_first.clear()
+    async with client.ws_connect("/agui/ws", params={"token": "sk-a"}) as ws:
+        await ws.send_str(_ws_input("ws-3", 500))
+        await until(held.sent_first.is_set, what="ws-3 streaming")
+        await ws.send_str(_ws_input("ws-4", 700))
+        await until(lambda: budget.held == 1200, what="ws-3 streaming and ws-4 waiting")
+    await until(lambda: budget.held == 0, what="the closed socket's inputs given back")
