@@ -113,11 +113,12 @@ from gateway.errors import (
     default_error_body,
     from_upstream_status,
     upstream_error,
+    upstream_explanation,
 )
 from gateway.exchange import ANONYMOUS, EXCHANGE, Exchange, Principal, RouteInfo
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter, StreamEncoder
-from gateway.redaction import redact
+from gateway.redaction import redact, redact_url
 from gateway.sessions.base import (
     SESSION_ID,
     Entry,
@@ -280,10 +281,12 @@ __all__ = [
     "read_body",
     "read_json",
     "redact",
+    "redact_url",
     "request_tokens",
     "status_error",
     "text_tokens",
     "tool",
     "trim",
     "upstream_error",
+    "upstream_explanation",
 ]
