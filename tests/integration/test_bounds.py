@@ -7,14 +7,20 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import os
+import resource
+import sys
+import time
 
 import aiohttp
 import orjson
 import pytest
 from fakes.held_upstream import HeldUpstream
+from support import TESTS
 from support.agui_check import validate_event
 from support.configs import upstream_config
-from support.waiting import until
+from support.processes import GatewayProcess, Process, gateway_process
+from support.waiting import PAUSE, until
 
 from gateway.core.jsonio import BODY_BUDGET
 from gateway.limits.concurrency import REQUEST_SLOTS
@@ -397,3 +403,136 @@ async def _count_websocket_messages(client, held: HeldUpstream) -> None:
         await ws.send_str(_ws_input("ws-4", 700))
         await until(lambda: budget.held == 1200, what="ws-3 streaming and ws-4 waiting")
     await until(lambda: budget.held == 0, what="the closed socket's inputs given back")
+
+
+# --- admission under 5,000 slow readers, against a gateway process --------------------------------
+
+READERS = 5000
+FLOOD_KEYS = """
+[auth]
+keys = [{ name = "flood", key = "sk-flood" }, { name = "canary", key = "sk-canary" }]
+
+[limits]
+max_requests_per_key = 100
+
+[backends.slow]
+kind = "echo"
+delay = "1s"
+
+[backends.fast]
+kind = "echo"
+
+[models.slow]
+backend = "slow"
+
+[models.fast]
+backend = "fast"
+"""
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class _Canary:
+    """New callers while the flood goes on: ``GET /health`` and a chat request of the canary key
+    (non-streamed and streamed, in turn), each on a fresh connection, one after another;
+    ``worst`` is the longest any took, ``failures`` what went wrong."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.worst = 0.0
+        self.served = 0
+        self.failures: list[str] = []
+
+    async def probe(self, session: aiohttp.ClientSession, n: int) -> None:
+        started = time.monotonic()
+        try:
+            if n % 3 == 0:
+                async with session.get(self.url + "/health") as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            else:
+                body = {"model": "fast", "messages": USER, "stream": n % 3 == 2}
+                headers = {"authorization": "Bearer sk-canary"}
+                async with session.post(
+                    self.url + "/v1/chat/completions", json=body, headers=headers
+                ) as resp:
+                    data = await resp.read()
+                    ok = resp.status == 200 and (not body["stream"] or b"[DONE]" in data)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.failures.append(f"probe {n}: {type(exc).__name__}: {exc}")
+            return
+        took = time.monotonic() - started
+        self.worst = max(self.worst, took)
+        self.served += 1
+        if not ok:
+            self.failures.append(f"probe {n}: status {resp.status}: {data[:200]!r}")
+
+    async def run(self, until_done: asyncio.Event) -> None:
+        timeout = aiohttp.ClientTimeout(total=10)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            n = 0
+            while not until_done.is_set():
+                await self.probe(session, n)
+                n += 1
+                await asyncio.sleep(PAUSE)  # a new caller every 20 ms or so, not a flood
+
+
+async def test_five_thousand_slow_readers_leave_health_and_in_limit_callers_served(tmp_path):
+    """5,000 connections of one key open streams and never read them (a bound of 100 requests
+    per key admits 100, the rest get 429 and stay connected); meanwhile new callers of another
+    key, and /health, are served within 2 s; once the readers go, the gateway holds nothing.
+    The gateway and the readers are processes of their own; the gateway starts with a soft
+    limit of 1024 open files, a common default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < READERS + 1000:
+        pytest.skip(f"the hard limit on open files ({hard}) is below {READERS + 1000}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by the gateway
+    try:
+        with gateway_process(config=FLOOD_KEYS, directory=tmp_path, ready=False) as gw:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            gw.wait_ready()
+            await _flood(gw)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def _flood(gw: GatewayProcess) -> None:
+    baseline = _open_fds(gw.pid)
+    canary = _Canary(gw.url)
+    flooded = asyncio.Event()
+    probing = asyncio.create_task(canary.run(flooded))
+    script = str(TESTS / "support" / "slow_readers.py")
+    readers = Process(
+        [sys.executable, script, str(gw.port), str(READERS), "sk-flood"], {**os.environ}
+    )
+    started = time.monotonic()
+    try:
+        await asyncio.to_thread(readers.wait_log, "connected", 1, 45)
+        ramp = time.monotonic() - started
+        (line,) = [x for x in readers.log if x.startswith("connected ")]
+        assert orjson.loads(line.split(" ", 1)[1]) == {"200": 100, "429": READERS - 100}
+        # every reader is connected at once: the gateway holds a socket for each
+        assert _open_fds(gw.pid) >= READERS
+        assert canary.served > 0, canary.failures
+        mark = canary.served
+        await until(lambda: canary.served >= mark + 6, within=20, what="probes, all connected")
+    finally:
+        flooded.set()
+        await probing
+        try:
+            assert await asyncio.to_thread(readers.stop) == 0, readers.describe()
+        finally:
+            readers.kill()
+    assert not canary.failures, canary.failures[:5]
+    assert canary.worst < 2.0, f"a new caller waited {canary.worst:.2f}s"
+    # the readers gone, the gateway lets go of everything
+    await until(lambda: _open_fds(gw.pid) <= baseline + 5, within=20, what="sockets closed")
+    async with aiohttp.ClientSession() as session, session.get(gw.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert "\nhookgate_active_streams 0.0" in metrics
+    print(
+        f"{READERS} readers connected in {ramp:.1f}s; {canary.served} probes, worst {canary.worst:.3f}s"
+    )
