@@ -132,6 +132,8 @@ class SharedSlots:
         self._instance = uuid.uuid4().hex[:12]
         self._serial = itertools.count(1)
         self._all = redis.key("slots", "*", what)
+        #: What a client is told cannot be used while Redis is unreachable.
+        self._guarded = f"the bounds on {what} in progress"
         #: The slots this instance holds, by sorted set.
         self.held: dict[str, set[str]] = {}
         self._renewer: asyncio.Task[None] | None = None
@@ -170,7 +172,7 @@ class SharedSlots:
         return member, tuple(keys)
 
     async def _claim(self, key: str, bound: int, member: str) -> int:
-        async with self.redis.guard(self.what + " in progress"):
+        async with self.redis.guard(self._guarded):
             held = int(await self._take([key], [bound, member, self.lease_ms]))
         if held < 0:
             self.held.setdefault(key, set()).add(member)
@@ -195,7 +197,7 @@ class SharedSlots:
     async def _remove(self, member: str, keys: tuple[str, ...]) -> None:
         try:
             async with (
-                self.redis.guard(self.what + " in progress"),
+                self.redis.guard(self._guarded),
                 self.redis.client.pipeline(transaction=False) as pipe,
             ):
                 for key in keys:
@@ -213,7 +215,7 @@ class SharedSlots:
                 self._renewer = None
                 return
             try:
-                async with self.redis.guard(self.what + " in progress"):
+                async with self.redis.guard(self._guarded):
                     ends = int((await self.redis.redis_time()) * 1000) + self.lease_ms
                     async with self.redis.client.pipeline(transaction=False) as pipe:
                         for key, members in list(self.held.items()):

@@ -215,3 +215,26 @@ async def test_no_redis_round_trip_without_a_bound(make_gateway, redis_url, redi
     flt = next(f for f in bounded.app[GATEWAY].filters if isinstance(f, StreamBound))
     assert isinstance(flt.shared, SharedSlots) and flt.shared.total == 4
     assert flt.slots is not None and flt.slots.total == 2 and flt.slots.per_key == 0
+
+
+async def test_redis_unreachable_is_503_for_bounded_requests_only(
+    make_gateway, aiohttp_server, sdk, own_redis
+):
+    held = HeldUpstream(first=["a "], rest=["b"])
+    held.release.set()
+    server = await aiohttp_server(held.app())
+    client = await make_gateway(
+        shared(own_redis.url, "hookgate-test:", server, max_streams_per_key=2)
+    )
+    api = sdk(client, api_key="sk-a")
+    assert await _text(await _open(api)) == "a b"
+    own_redis.stop()
+    with pytest.raises(openai.InternalServerError) as info:
+        await api.chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    assert info.value.status_code == 503
+    assert info.value.response.headers["retry-after"] == "1"
+    assert info.value.body["code"] == "state_store_unavailable"
+    assert "bounds on streams in progress" in info.value.body["message"]
+    # a request that is not a stream is not bounded here, and needs no Redis
+    done = await api.chat.completions.create(model="gpt-test", messages=USER)
+    assert done.choices[0].message.content == "a b"
