@@ -271,7 +271,12 @@ def raise_for(body: Any) -> Any:
             )
         code = error.get("code")
         return_code = code if isinstance(code, int) and not isinstance(code, bool) else None
-        raise A2AError(str(error.get("message") or "error"), return_code, error.get("data"))
+        raise A2AError(
+            str(error.get("message") or "error"),
+            return_code,
+            error.get("data"),
+            reason="it answered with an error",
+        )
     if "result" not in body:
         raise A2AError("the agent's answer has neither a result nor an error", reason=_NOT_RPC)
     return body["result"]
