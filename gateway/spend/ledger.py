@@ -43,10 +43,6 @@ COLUMNS = (
     "status",
     "latency_ms",
 )
-INSERT = (
-    f"INSERT INTO hookgate_spend ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))})"
-)
 
 
 def ledger(db: Database, size: int, batch: int) -> BatchWriter[tuple[Any, ...]]:
@@ -54,7 +50,7 @@ def ledger(db: Database, size: int, batch: int) -> BatchWriter[tuple[Any, ...]]:
 
     async def write(rows: list[tuple[Any, ...]]) -> None:
         async with db.guard("the spend ledger"):
-            await db.executemany(INSERT, rows)
+            await db.insert_many("hookgate_spend", COLUMNS, rows)
 
     return BatchWriter("spend ledger", write, size, batch, LINGER)
 
