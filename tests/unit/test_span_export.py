@@ -74,3 +74,63 @@ def test_spans_past_the_bound_are_dropped_and_counted() -> None:
         Span(pipe, f"s{i}", 0, TRACE_ID, 0, False, 1, "", {}).end()
     assert [r[0] for r in pipe._records] == ["s0", "s1", "s2"]
     assert (pipe.stats.sent, pipe.stats.dropped) == (0, 2)
+
+
+def _records() -> list[tuple[object, ...]]:
+    pipe = SpanPipe("2.0", environ={})
+    server = Span(
+        pipe,
+        "chat gpt-test",
+        1,
+        TRACE_ID,
+        PARENT,
+        True,
+        1,
+        "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+        {"http.request.method": "POST", "gen_ai.request.max_tokens": 50},
+    )
+    server.set_attributes(
+        {
+            "gen_ai.request.temperature": 0.25,
+            "hookgate.cost_usd": 1.5e-05,
+            "flag": True,
+            "off": False,
+            "zero": 0,
+            "negative": -3,
+            "big": 2**40,
+            "empty": "",
+            "unicode": "héllo ☃",
+            "gen_ai.response.finish_reasons": ["stop", None],
+            "tuple": (1, 2),
+            "nested": {"a": "b"},
+        }
+    )
+    attempt = Span(pipe, "chat up-model", 2, TRACE_ID, server.span_id, False, 1, "", {})
+    attempt.set_attributes({"gen_ai.provider.name": "openai", "error.type": "upstream"})
+    attempt.set_error("Upstream said 500.")
+    attempt.end()
+    tool = Span(pipe, "execute_tool x", 0, 7, 0, False, 1, "", {"gen_ai.tool.name": "x"})
+    tool.set_error()
+    tool.end()
+    server.end()
+    return pipe._records
+
+
+def test_the_spans_encoded_here_decode_as_the_sdks_encoding_of_them() -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from gateway.telemetry.exporter import Encoder
+
+    records = _records()
+    builder = Builder("2.0")
+    sdk = encode_spans([builder.span(r) for r in records]).SerializeToString()
+    ours = Encoder(builder).request(records)
+    theirs, mine = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    theirs.ParseFromString(sdk)
+    mine.ParseFromString(ours)
+    assert mine == theirs
+    assert len(mine.resource_spans[0].scope_spans[0].spans) == 3
+    assert ours == sdk  # byte for byte, even
