@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from gateway import (
     ChatRequest,
+    Duration,
     Exchange,
     Filter,
     GatewayError,
@@ -37,7 +39,14 @@ from gateway import (
     request_tokens,
 )
 from gateway.limits.buckets import Buckets, MemoryBuckets, RedisBuckets
-from gateway.limits.concurrency import REQUEST_SLOTS, Slots, StreamBound, request_bound
+from gateway.limits.concurrency import (
+    REQUEST_SLOTS,
+    SharedSlots,
+    Slots,
+    StreamBound,
+    request_bound,
+    shared_request_bound,
+)
 
 if TYPE_CHECKING:
     from gateway import Gateway
@@ -56,10 +65,11 @@ class LimitsConfig:
     #: "auto" (redis when [redis] url is set, else memory), "memory" or "redis".
     store: str = "auto"
     #: Requests one key may have in progress at once (0: no limit); past it 429 with
-    #: ``retry-after``. Counted per process.
+    #: ``retry-after``. Counted in the store: through Redis, for every instance together.
     max_requests_per_key: NonNegative = NonNegative(0)
     #: Streamed answers (AG-UI runs and A2A tasks included) one key may have in progress at
-    #: once (0: no limit); past it 429 with ``retry-after``. Counted per process.
+    #: once (0: no limit); past it 429 with ``retry-after``. Counted in the store: through
+    #: Redis, for every instance together.
     max_streams_per_key: NonNegative = NonNegative(0)
     #: Requests in progress in one process, all keys together (0: no limit); past it 503 with
     #: ``retry-after``. ``/health`` and ``/metrics`` are always served.
@@ -68,6 +78,17 @@ class LimitsConfig:
     #: 503 with ``retry-after``. (``max_requests`` bounds streams too, as requests in
     #: progress; AG-UI runs and A2A tasks go on after their request, and only this counts them.)
     max_streams: NonNegative = NonNegative(0)
+    #: Requests in progress in all instances together, all keys together (0: no limit); past
+    #: it 503 with ``retry-after``. Counted in the store (with the memory store: this process).
+    max_requests_global: NonNegative = NonNegative(0)
+    #: Streamed answers (AG-UI runs and A2A tasks included) in progress in all instances
+    #: together (0: no limit); past it 503 with ``retry-after``. Counted in the store (with
+    #: the memory store: this process).
+    max_streams_global: NonNegative = NonNegative(0)
+    #: How long a request or stream counted in Redis keeps its slot without word from its
+    #: instance, which renews it every third of this while it lasts: the slots of an
+    #: instance that was killed are free again within this time.
+    slot_lease: Duration = Duration(15.0)
 
 
 class LimitsFilter(Filter):
@@ -189,22 +210,72 @@ def gateway_config_sections(register: Any) -> None:
     register("limits", LimitsConfig)
 
 
+def _bounds(
+    gateway: Gateway, what: str, per_key: int, local: int, everywhere: int
+) -> tuple[Slots | None, SharedSlots | None]:
+    """The slots that count ``what`` in progress: in this process against ``local`` (and, with
+    the memory store, the per-key and global bounds too), and in Redis against ``per_key`` and
+    ``everywhere`` with the redis store. Redis is used only when one of those two is set."""
+    cfg: LimitsConfig = gateway.config.section("limits")
+    shared: SharedSlots | None = None
+    if per_key or everywhere:
+        state = gateway.state
+        if cfg.store == "auto" and not state.redis_configured and state.workers > 1:
+            log.warning(
+                "[limits] bounds on %s in progress are counted by each of the %d workers "
+                "on its own; set [redis] url to count them for all together",
+                what,
+                state.workers,
+            )
+            store = "memory"
+        else:
+            store = state.choose("limits.store", cfg.store)
+        if store == "redis":
+            shared = SharedSlots(
+                state.redis("limits.store"), what, per_key, everywhere, cfg.slot_lease
+            )
+            per_key = everywhere = 0
+    total = min((b for b in (local, everywhere) if b), default=0)
+    slots = Slots(what, per_key, total) if per_key or total else None
+    return slots, shared
+
+
+def _closing(shared: SharedSlots) -> Any:
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await shared.close()
+
+    return lifespan
+
+
 @hookimpl
 def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     cfg: LimitsConfig = gateway.config.section("limits")
-    if cfg.max_requests_per_key or cfg.max_requests:
-        slots = Slots("requests", cfg.max_requests_per_key, cfg.max_requests)
+    slots, shared = _bounds(
+        gateway, "requests", cfg.max_requests_per_key, cfg.max_requests, cfg.max_requests_global
+    )
+    if shared is not None:
+        app.middlewares.append(shared_request_bound(slots, shared))
+        app.cleanup_ctx.append(_closing(shared))
+    elif slots is not None:
         app.middlewares.append(request_bound(slots))
+    if slots is not None:
         app[REQUEST_SLOTS] = slots
+    for flt in gateway.filters:
+        if isinstance(flt, StreamBound) and flt.shared is not None:
+            app.cleanup_ctx.append(_closing(flt.shared))
 
 
 @hookimpl
 def gateway_register_filters(register: Any) -> None:
     def streams(gateway: Gateway) -> StreamBound | None:
         cfg: LimitsConfig = gateway.config.section("limits")
-        if not (cfg.max_streams_per_key or cfg.max_streams):
+        slots, shared = _bounds(
+            gateway, "streams", cfg.max_streams_per_key, cfg.max_streams, cfg.max_streams_global
+        )
+        if slots is None and shared is None:
             return None
-        return StreamBound(Slots("streams", cfg.max_streams_per_key, cfg.max_streams))
+        return StreamBound(slots, shared)
 
     register("concurrency", streams)
 

@@ -15,6 +15,21 @@ run ends both keys are kept for the TTL. Because an entry's id is the number of 
 ``Last-Event-ID`` is the same on every instance and a follower resumes with ``XREAD`` after
 ``<n>-0``: the first entry it gets is the one holding event n + 1. Cancellation requests go to
 every instance on one pub/sub channel; the instance producing the run cancels it.
+
+What finished runs are kept is bounded as the memory store bounds it (``max_kept`` runs and
+``max_bytes`` in all, ``max_owner_bytes`` for one owner; 0: no bound), with the accounting in
+Redis so that every instance counts the same runs::
+
+    <prefix>agui:{O}:kept    sorted set: the owner's finished runs kept, scored by their expiry
+    <prefix>agui:{O}:sizes   hash: their bytes
+    <prefix>agui:{O}:bytes   their bytes together
+    <prefix>agui:{*}:kept, :sizes, :bytes    the same for every owner ("<O>" and "<R>" on two lines)
+
+When a run ends, one Lua script counts it for its owner and forgets (deletes) the owner's
+oldest runs while the owner holds more than its bound; a second counts it for all and picks
+the oldest runs of anyone while the bounds in all are exceeded, and each of those is then
+forgotten by a script on its owner's keys. Each script is atomic on the keys of one hash tag
+(the owner's, or ``*``); runs whose TTL ended are dropped from the counts as they are met.
 """
 
 from __future__ import annotations
@@ -50,6 +65,94 @@ LOST = orjson.dumps(
 COALESCE = 0.005
 
 
+# Kept runs' accounting, per owner (KEYS under the owner's tag: the sorted set of its kept
+# runs scored by when each expires, in ms on Redis's clock; their sizes; their bytes together)
+# and for all owners (the same three under the tag ``*``, members ``<owner>\n<run id>``). Both
+# scripts first forget the runs whose TTL ended (their keys expired by themselves).
+_ACCOUNT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local kept, sizes, total = KEYS[1], KEYS[2], KEYS[3]
+local function drop(id)
+  local size = tonumber(redis.call('HGET', sizes, id) or '0')
+  redis.call('HDEL', sizes, id)
+  redis.call('ZREM', kept, id)
+  return redis.call('DECRBY', total, size)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', kept, '-inf', now)) do drop(id) end
+"""
+
+# KEEP_OWNER: ARGV: run id, its bytes, TTL (ms), the owner's bound (0: none), the prefixes of
+# its runs' state and events keys. Counts the finished run, then forgets the owner's oldest
+# kept runs (deleting their keys) while it holds more than its bound. Returns when the run
+# expires, then the forgotten runs: id, expiry, ...
+KEEP_OWNER = (
+    _ACCOUNT
+    + """
+local id, ttl, bound = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local ends = now + ttl
+if redis.call('ZSCORE', kept, id) then drop(id) end
+redis.call('ZADD', kept, ends, id)
+redis.call('HSET', sizes, id, ARGV[2])
+local bytes = redis.call('INCRBY', total, ARGV[2])
+local out = {tostring(ends)}
+while bound > 0 and bytes > bound do
+  local oldest = redis.call('ZRANGE', kept, 0, 0, 'WITHSCORES')
+  if #oldest == 0 then break end
+  bytes = drop(oldest[1])
+  local state = ARGV[5] .. oldest[1]
+  if redis.call('GET', state) == 'done' then redis.call('DEL', state, ARGV[6] .. oldest[1]) end
+  table.insert(out, oldest[1])
+  table.insert(out, oldest[2])
+end
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl + 1000) end
+return out
+"""
+)
+
+# KEEP_ALL: ARGV: "<owner>\n<run id>", its bytes, when it expires (ms), TTL (ms), the bound on
+# bytes and on runs (0: none), then the members its owner just forgot. Returns the members
+# forgotten to hold the bounds (oldest first): member, expiry, ...
+KEEP_ALL = (
+    _ACCOUNT
+    + """
+local member = ARGV[1]
+if redis.call('ZSCORE', kept, member) then drop(member) end
+redis.call('ZADD', kept, ARGV[3], member)
+redis.call('HSET', sizes, member, ARGV[2])
+local bytes = redis.call('INCRBY', total, ARGV[2])
+for i = 7, #ARGV do
+  if redis.call('ZSCORE', kept, ARGV[i]) then bytes = drop(ARGV[i]) end
+end
+local max_bytes, max_runs = tonumber(ARGV[5]), tonumber(ARGV[6])
+local out = {}
+while (max_bytes > 0 and bytes > max_bytes)
+    or (max_runs > 0 and redis.call('ZCARD', kept) > max_runs) do
+  local oldest = redis.call('ZRANGE', kept, 0, 0, 'WITHSCORES')
+  if #oldest == 0 then break end
+  bytes = drop(oldest[1])
+  table.insert(out, oldest[1])
+  table.insert(out, oldest[2])
+end
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, tonumber(ARGV[4]) + 1000) end
+return out
+"""
+)
+
+# FORGET: KEYS: the owner's three, then the run's state and events keys. ARGV: run id, the
+# expiry it was counted with. Forgets that run (unless it is another run by now).
+FORGET = (
+    _ACCOUNT
+    + """
+local score = redis.call('ZSCORE', kept, ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+drop(ARGV[1])
+if redis.call('GET', KEYS[4]) == 'done' then redis.call('DEL', KEYS[4], KEYS[5]) end
+return 1
+"""
+)
+
+
 class RedisRunStore(RunStore):
     """Run logs in Redis Streams. ``space`` names the keys' space, ``what`` the runs (in errors
     and logs), ``terminal`` recognises a run's last event and ``lost`` is the event followers
@@ -65,6 +168,9 @@ class RedisRunStore(RunStore):
         what: str = WHAT,
         terminal: Callable[[bytes], bool] = is_terminal,
         lost: bytes = LOST,
+        max_kept: int = 0,
+        max_bytes: int = 0,
+        max_owner_bytes: int = 0,
     ) -> None:
         self.redis = redis
         self.ttl_ms = max(1, int(ttl * 1000))
@@ -77,11 +183,23 @@ class RedisRunStore(RunStore):
         self.lost = lost
         self.channel = redis.key(space, "cancel")
         self._writers: dict[RunKey, asyncio.Task[None]] = {}
+        #: Bounds on the finished runs kept (0: none): runs in all, bytes in all and per owner.
+        self.max_kept = max_kept
+        self.max_bytes = max_bytes
+        self.max_owner_bytes = max_owner_bytes
+        self._keep_owner = redis.script(KEEP_OWNER)
+        self._keep_all = redis.script(KEEP_ALL)
+        self._forget = redis.script(FORGET)
         self._listener: asyncio.Task[None] | None = None
 
     def _keys(self, owner: str, run_id: str) -> tuple[str, str]:
         key = self.redis.key
         return key(self.space, owner, "s", run_id), key(self.space, owner, "e", run_id)
+
+    def _accounts(self, owner: str) -> list[str]:
+        """The keys that count ``owner``'s kept runs (``*``: everyone's)."""
+        key = self.redis.key
+        return [key(self.space, owner, part) for part in ("kept", "sizes", "bytes")]
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen())
@@ -110,6 +228,47 @@ class RedisRunStore(RunStore):
         writer = self._writers.pop(run.key, None)
         if writer is not None:
             await writer
+        if self.max_kept or self.max_bytes or self.max_owner_bytes:
+            await self._keep(run)
+
+    async def _keep(self, run: Run) -> None:
+        """Count the finished run among those kept, and forget the oldest past the bounds."""
+        owner, run_id = run.owner, run.run_id
+        state, events = self._keys(owner, run_id)
+        async with self.redis.guard(self.what):
+            out = await self._keep_owner(
+                self._accounts(owner),
+                [
+                    run_id,
+                    run.size,
+                    self.ttl_ms,
+                    self.max_owner_bytes,
+                    state.removesuffix(run_id),
+                    events.removesuffix(run_id),
+                ],
+            )
+            if not (self.max_bytes or self.max_kept):
+                return
+            ends, forgotten = out[0], out[1::2]
+            mine = [f"{owner}\n{other.decode()}" for other in forgotten]
+            evicted = await self._keep_all(
+                self._accounts("*"),
+                [
+                    f"{owner}\n{run_id}",
+                    run.size,
+                    ends,
+                    self.ttl_ms,
+                    self.max_bytes,
+                    self.max_kept,
+                    *mine,
+                ],
+            )
+        for member, expiry in zip(evicted[::2], evicted[1::2], strict=True):
+            other, _, other_id = member.decode().partition("\n")
+            async with self.redis.guard(self.what):
+                await self._forget(
+                    [*self._accounts(other), *self._keys(other, other_id)], [other_id, expiry]
+                )
 
     async def lookup(self, owner: str, run_id: str) -> RunInfo | None:
         state, _ = self._keys(owner, run_id)

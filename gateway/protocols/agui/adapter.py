@@ -59,18 +59,18 @@ class AguiConfig:
     store: str = "auto"
     #: How long a finished run's events stay available to attach and resume.
     run_ttl: Duration = Duration(600.0)
-    #: Finished runs the memory store keeps at most (the oldest go first).
+    #: Finished runs kept at most, all keys together (the oldest go first).
     max_kept_runs: Count = Count(10_000)
     #: Events one run may produce at most; past that it ends with RUN_ERROR (too_many_events).
     max_run_events: Count = Count(100_000)
     #: Bytes of events one run may produce at most (0: no limit); past that it ends with
     #: RUN_ERROR (run_too_large).
     max_run_bytes: ByteSize = ByteSize(16 * 1024**2)
-    #: Bytes the memory store keeps of finished runs, all keys together (0: no limit; the
-    #: oldest go first).
+    #: Bytes kept of finished runs, all keys together (0: no limit; the oldest go first).
+    #: Counted in the store: through Redis, for every instance together.
     max_kept_bytes: ByteSize = ByteSize(256 * 1024**2)
-    #: Bytes the memory store keeps of one key's finished runs (0: no limit; the key's oldest
-    #: go first, never another key's).
+    #: Bytes kept of one key's finished runs (0: no limit; the key's oldest go first, never
+    #: another key's). Counted in the store: through Redis, for every instance together.
     max_kept_bytes_per_key: ByteSize = ByteSize(64 * 1024**2)
     #: A client that accepts no data for this long is disconnected; it may resume later.
     send_timeout: Duration = Duration(30.0)
@@ -112,7 +112,13 @@ class AguiProtocol(ProtocolAdapter):
         if kind == "redis":
             from gateway.runs import RedisRunStore
 
-            return RedisRunStore(state.redis("agui.store"), cfg.run_ttl)
+            return RedisRunStore(
+                state.redis("agui.store"),
+                cfg.run_ttl,
+                max_kept=cfg.max_kept_runs,
+                max_bytes=cfg.max_kept_bytes,
+                max_owner_bytes=cfg.max_kept_bytes_per_key,
+            )
         return MemoryRunStore(
             cfg.run_ttl, cfg.max_kept_runs, cfg.max_kept_bytes, cfg.max_kept_bytes_per_key
         )
