@@ -114,7 +114,7 @@ class SpendFilter(Filter):
         budget = attributes.get("budget") or {}
         team = attributes.get("team_id")
         team_budget = attributes.get("team_budget") or {}
-        found = counters("key", principal_id, budget, now)
+        found = counters("key", principal_id, budget, now, attributes.get("key_id"))
         if team is not None:
             found += counters("team", team, team_budget, now)
         tag = team or principal_id

@@ -15,9 +15,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway import BatchWriter
+from gateway.spend.budgets import MICRO
 
 if TYPE_CHECKING:
     from gateway import Database
+    from gateway.spend.budgets import Counter
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,24 @@ def ledger(db: Database, size: int, batch: int) -> BatchWriter[tuple[Any, ...]]:
             await db.insert_many("hookgate_spend", COLUMNS, rows)
 
     return BatchWriter("spend ledger", write, size, batch, LINGER)
+
+
+async def period_spend(db: Database, counter: Counter) -> int:
+    """What the ledger says ``counter``'s owner spent in its period, in micro-dollars (for a
+    budget counter Redis lost; rows still queued in an instance are not counted yet)."""
+    column = "key_id" if counter.scope == "key" else "team_id"
+    where, args = [f"{column} = $1"], [counter.ledger_owner or counter.owner]
+    if counter.period == "day":
+        args.append(counter.stamp)
+        where.append("day = $2")
+    elif counter.period == "month":
+        # Days are "YYYY-MM-DD": the month's are from "-01" to below "-32".
+        args += [counter.stamp + "-01", counter.stamp + "-32"]
+        where.append("day >= $2 AND day < $3")
+    sql = f"SELECT SUM(cost) AS cost FROM hookgate_spend WHERE {' AND '.join(where)}"
+    async with db.guard("the spend ledger"):
+        row = await db.fetchrow(sql, *args)
+    return round(float((row or {}).get("cost") or 0.0) * MICRO)
 
 
 #: ``GET /admin/spend?group_by=``: what rows are grouped by.
