@@ -9,7 +9,7 @@ in front of it (the cost of a plain proxy hop, Debian's ``nginx``), and hookgate
 through each, and drives each with wrk at every connection count: the direct upstream, the nginx
 hop, hookgate, any ``--target`` gateway, and with ``--baseline REV`` hookgate as it was at a git
 revision (built into a virtualenv of its own), so a change is measured against its past in one run. Then it sends ``--rss-requests``
-requests more and reports how much hookgate's resident memory grew. It prints a table and writes
+requests more (the run's scenarios in turn) and reports how much hookgate's resident memory grew. It prints a table and writes
 everything to ``bench/results/<time>.json``.
 
 Scenarios (each a POST; a scenario whose backend kind hookgate lacks is skipped and says so):
@@ -271,23 +271,25 @@ def _env() -> dict[str, str]:
 
 
 def hookgate_config(
-    upstream: str, kinds: set[str], key: str = "", routing: bool = True, pool: int = 256
+    upstream: str, kinds: set[str], key: str = "", routing: bool = True, idle: int = 0
 ) -> str:
     """hookgate's configuration for the run: ``upstream`` is the mock's ``http://host:port``
     (the openai kind's base URL ends in /v1, the anthropic kind's is the bare host); ``key``:
     an API key of ``[auth] keys`` callers must present. With ``routing``, a model with two
-    targets too (not for a baseline revision without them); ``pool``: upstream connections at
-    most (each open stream holds one)."""
+    targets too (not for a baseline revision without them). ``idle``: the streams the idle
+    scenario holds open at once: requests in progress may be that many (``[limits]
+    max_requests``), and its model has a backend of its own with a connection for each and
+    timeouts longer than the measurement (its upstream stays silent on purpose)."""
     lines = [
         "[server]",
         'log_level = "warning"',
         "",
         *(["[auth]", f'keys = ["{key}"]', ""] if key else []),
+        *(["[limits]", f"max_requests = {idle + 1024}", ""] if idle else []),
         "[backends.mock]",
         'kind = "openai"',
         f'base_url = "{upstream}/v1"',
         'api_key = "bench"',
-        f"max_connections = {pool}",
         "",
         f"[models.{MODEL}]",
         'backend = "mock"',
@@ -296,11 +298,23 @@ def hookgate_config(
         f'[models."{MODEL}-long"]',
         'backend = "mock"',
         'upstream_model = "mock-long"',
-        "",
-        f'[models."{MODEL}-idle"]',
-        'backend = "mock"',
-        'upstream_model = "mock-idle"',
     ]
+    if idle:
+        lines += [
+            "",
+            "[backends.mock-idle]",
+            'kind = "openai"',
+            f'base_url = "{upstream}/v1"',
+            'api_key = "bench"',
+            f"max_connections = {idle + 64}",
+            'first_byte_timeout = "1h"',
+            'read_timeout = "1h"',
+            'timeout = "1h"',
+            "",
+            f'[models."{MODEL}-idle"]',
+            'backend = "mock-idle"',
+            'upstream_model = "mock-idle"',
+        ]
     if routing:
         lines += [
             "",
@@ -622,6 +636,8 @@ async def _hold_streams(gateway: str, pid: int, n: int, key: str, canary_s: int)
     async def first_frame(reader: asyncio.StreamReader) -> bytes:
         got = b""
         while b"data:" not in got:
+            if b"\r\n\r\n" in got and not got.startswith(b"HTTP/1.1 200"):
+                break  # refused (a bound, a failure): said at once, not after a timeout
             chunk = await reader.read(4096)
             if not chunk:
                 raise ConnectionError(f"closed before the first frame: {got[:80]!r}")
@@ -913,12 +929,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in compare:
         if name not in COMPARE:
             parser.error(f"--compare knows {', '.join(COMPARE)}, not {name!r}")
-    pool = 256
+    idle = 0
     if "idle" in wanted:
-        pool = args.idle_streams + 64
-        limit = raise_open_files(3 * args.idle_streams + 1024)
-        if limit < 2 * args.idle_streams + 256:
-            print(f"warning: open files are limited to {limit} (ulimit -n)", flush=True)
+        idle = args.idle_streams
+        limit = raise_open_files(3 * idle + 1024)
+        if limit < 2 * idle + 256:
+            # hookgate holds two sockets per open stream: the client's and its upstream's.
+            print(
+                f"warning: open files are limited to {limit} (ulimit -n), and hookgate holds "
+                f"two per open stream: at most about {(limit - 256) // 2} can open",
+                flush=True,
+            )
 
     kinds = hookgate_kinds()
     info = machine()
@@ -934,9 +955,9 @@ def main(argv: list[str] | None = None) -> int:
     config = logs / "hookgate.toml"
     # With --team both gateways ask for a key: TOML's here, the database's there.
     base_key = TOML_KEY if args.team else ""
-    config.write_text(hookgate_config(upstream, kinds, base_key, pool=pool))
+    config.write_text(hookgate_config(upstream, kinds, base_key, idle=idle))
     base_config = logs / "baseline.toml"
-    base_config.write_text(hookgate_config(upstream, kinds, base_key, routing=False, pool=pool))
+    base_config.write_text(hookgate_config(upstream, kinds, base_key, routing=False))
     print(f"mock upstream {upstream}/v1, hookgate {gateway} (logs in {logs})", flush=True)
 
     mock_cmd = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(up_port)]
@@ -984,7 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_http(f"http://127.0.0.1:{sink_port}/health", sink)
             team_config = logs / "hookgate-team.toml"
             team_config.write_text(
-                hookgate_config(upstream, kinds, pool=pool) + team_sections(logs, args, kinds)
+                hookgate_config(upstream, kinds) + team_sections(logs, args, kinds)
             )
             team_cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(team_config)]
             team_cmd += ["--port", str(team_port), "--workers", str(args.workers)]
@@ -1103,8 +1124,10 @@ def main(argv: list[str] | None = None) -> int:
 def rss_growth(
     gateway: str, pid: int, requests: int, scenarios: list[str], kinds: set[str], key: str = ""
 ) -> dict[str, Any]:
-    """Send ``requests`` more requests (non-streamed and streamed alike) and measure RSS."""
-    names = [s for s in scenarios if SCENARIOS[s].get("mix") and SCENARIOS[s]["kind"] in kinds]
+    """Send ``requests`` more requests (the run's wrk scenarios in turn, 32 connections, 5 s
+    each) and measure how hookgate's RSS grew."""
+    # The scenarios of the run that are a wrk load (not the idle one): each in turn.
+    names = [s for s in scenarios if "path" in SCENARIOS[s] and SCENARIOS[s]["kind"] in kinds]
     names = names or ["chat"]
     before = memory(pid)["rss_mb"]
     sent = errors = 0

@@ -70,7 +70,14 @@ from gateway.core.app import GATEWAY, Gateway, ServedAgent, ToolSource, create_a
 from gateway.core.attempts import Attempts
 from gateway.core.batches import BatchStats, BatchWriter
 from gateway.core.filters import Filter, Outcome
-from gateway.core.jsonio import JSON_CONTENT_TYPE, json_response, read_body, read_json
+from gateway.core.jsonio import (
+    BODY_BUDGET,
+    JSON_CONTENT_TYPE,
+    BodyBudget,
+    json_response,
+    read_body,
+    read_json,
+)
 from gateway.core.loading import Loaded, load
 from gateway.core.registry import (
     Register,
@@ -106,11 +113,12 @@ from gateway.errors import (
     default_error_body,
     from_upstream_status,
     upstream_error,
+    upstream_explanation,
 )
 from gateway.exchange import ANONYMOUS, EXCHANGE, Exchange, Principal, RouteInfo
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter, StreamEncoder
-from gateway.redaction import redact
+from gateway.redaction import redact, redact_url
 from gateway.sessions.base import (
     SESSION_ID,
     Entry,
@@ -137,6 +145,7 @@ from gateway.tools import ToolContext, ToolOutcome, tool
 
 __all__ = [
     "ANONYMOUS",
+    "BODY_BUDGET",
     "EXCHANGE",
     "GATEWAY",
     "JSON",
@@ -151,6 +160,7 @@ __all__ = [
     "BadRequest",
     "BatchStats",
     "BatchWriter",
+    "BodyBudget",
     "ByteSize",
     "ChatRequest",
     "ChatResponse",
@@ -271,10 +281,12 @@ __all__ = [
     "read_body",
     "read_json",
     "redact",
+    "redact_url",
     "request_tokens",
     "status_error",
     "text_tokens",
     "tool",
     "trim",
     "upstream_error",
+    "upstream_explanation",
 ]

@@ -196,12 +196,9 @@ def upstream_error(
         text = f"{who[0].upper()}{who[1:]} answered with an error{said}."
     else:
         text = f"{who[0].upper()}{who[1:]} reported an error mid-stream{said}."
-    if message and _EXPLAINED.search(" ".join(x for x in (kind, code, message) if x)):
-        clean = redact(message)
-        if clean:
-            if len(clean) > _MAX_EXPLANATION:
-                clean = clean[:_MAX_EXPLANATION] + "..."
-            text += f" {clean}"
+    clean = upstream_explanation(kind, code, message)
+    if clean:
+        text += f" {clean}"
     cls = _BY_UPSTREAM_STATUS.get(effective) if effective is not None else None
     if cls is None or effective is None:
         return UpstreamError(text, code=code)
@@ -209,6 +206,18 @@ def upstream_error(
     if cls is BadRequest and effective != 400:
         err.status = effective
     return err
+
+
+def upstream_explanation(kind: str | None, code: str | None, message: str | None) -> str | None:
+    """What a client may read of an upstream's own error ``message`` (with its ``kind`` and
+    ``code``, see :func:`upstream_fields`): the message, redacted and at most 500 characters,
+    when it explains a context-length or content-policy refusal; ``None`` otherwise."""
+    if not message or not _EXPLAINED.search(" ".join(x for x in (kind, code, message) if x)):
+        return None
+    clean = redact(message)
+    if clean and len(clean) > _MAX_EXPLANATION:
+        clean = clean[:_MAX_EXPLANATION] + "..."
+    return clean or None
 
 
 def upstream_fields(

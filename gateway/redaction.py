@@ -2,7 +2,8 @@
 
 :func:`redact` cleans text that came from elsewhere (an upstream's error message) before a
 client or a log sees it; :func:`redact_query` removes the values of credential parameters
-(``?token=``) from a request line or URL; :class:`RedactingFilter` applies both to every log
+(``?token=``) from a request line or URL; :func:`redact_url` keeps of a configured URL only what
+a log may show; :class:`RedactingFilter` applies both to every log
 record a handler writes. :func:`gateway.errors.upstream_error` builds every upstream failure
 the clients see on top of these.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit
 
 REDACTED = "[redacted]"
 
@@ -65,6 +67,30 @@ def redact_query(text: str) -> str:
     if "=" not in text:
         return text
     return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log: its scheme, host, port and path; its user information, query and
+    fragment (where credentials and signatures live) replaced by ``[redacted]``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    if not parts.scheme or not host:
+        return REDACTED
+    if ":" in host:
+        host = f"[{host}]"
+    where = f"{REDACTED}@{host}" if "@" in parts.netloc else host
+    if port is not None:
+        where += f":{port}"
+    text = f"{parts.scheme}://{where}{parts.path}"
+    if parts.query:
+        text += f"?{REDACTED}"
+    if parts.fragment:
+        text += f"#{REDACTED}"
+    return text
 
 
 class RedactingFilter(logging.Filter):

@@ -4,7 +4,11 @@ Each remote agent becomes one tool of the agent that lists it. The model calls i
 ``task`` (what to ask, in full); the tool sends it to the remote agent as an A2A task, waits for
 the result and returns its text. A remote task that fails, an agent that cannot be reached and a
 call that takes longer than the tool's timeout are tool errors the model reads (a timed-out
-remote task is canceled), never a stuck run.
+remote task is canceled), never a stuck run. Such an error names the remote agent by its tool's
+name and says what happened in the gateway's words: never the agent's URL (it may hold
+credentials or internal hosts), and of what the agent said only what
+:func:`gateway.upstream_explanation` lets through; the log gets one warning line (request id,
+agent, reason, the URL without its user information and query).
 
 Cards are fetched when the gateway starts, all at once and each within ``discovery_timeout``, so
 a remote agent that is down never delays the start by more than that; its tool then describes
@@ -23,19 +27,15 @@ from typing import Any
 
 import aiohttp
 
-from gateway import ToolContext
+from gateway import ToolContext, redact_url, upstream_explanation
 from gateway.agents.remote_config import RemoteAgentConfig
 from gateway.protocols.a2a import A2AClient, A2AError, RemoteCard
-from gateway.tools import Tool
+from gateway.tools import Tool, ToolError
 
 log = logging.getLogger(__name__)
 
 #: Remote contexts are derived from the local conversation's id under this namespace.
 _CONTEXTS = uuid.UUID("5d1c7f0e-7a4b-4c8e-9a43-2f7d6f1b8a21")
-
-
-class RemoteTaskFailed(Exception):
-    """The remote agent's task ended without completing."""
 
 
 class RemoteAgent:
@@ -52,7 +52,7 @@ class RemoteAgent:
             self.call,
             name=config.tool_name,
             description=config.description
-            or f"Delegate a task to the remote agent at {config.url}.",
+            or f"Delegate a task to the remote agent '{config.tool_name}'.",
             timeout=config.timeout,
         )
 
@@ -67,7 +67,10 @@ class RemoteAgent:
                 else:
                     card = await self.client.card()
         except TimeoutError:
-            raise A2AError(f"no agent card from {self.config.url} within {limit:g}s") from None
+            raise A2AError(
+                f"no agent card from {redact_url(self.config.url)} within {limit:g}s",
+                reason=f"it sent no agent card within {limit:g}s",
+            ) from None
         self.card = card
         if not self.config.description:
             self.tool.description = card.summary()
@@ -81,14 +84,39 @@ class RemoteAgent:
         Args:
             task: What to ask the remote agent, in full: it does not see this conversation.
         """
-        card = self.card or await self.discover()
-        assert self.client is not None
-        result = await self.client.delegate(card, task, context_id=_context(ctx), within=3600.0)
+        try:
+            card = self.card or await self.discover()
+            assert self.client is not None
+            result = await self.client.delegate(card, task, context_id=_context(ctx), within=3600.0)
+        except A2AError as exc:
+            said = upstream_explanation(None, None, exc.message) if exc.code is not None else None
+            raise self._failed(ctx, exc.reason, said) from None
+        except TimeoutError:
+            raise  # the tool's timeout: the tool says so
+        except Exception as exc:
+            raise self._failed(
+                ctx, f"its answer could not be used ({type(exc).__name__})"
+            ) from None
         if not result.ok:
             state = result.state.removeprefix("TASK_STATE_").lower()
-            reason = result.status_text or "no reason given"
-            raise RemoteTaskFailed(f"the remote agent's task {state}: {reason}")
+            said = upstream_explanation(None, None, result.status_text)
+            raise self._failed(ctx, f"its task ended {state}", said)
         return result.text
+
+    def _failed(self, ctx: ToolContext, reason: str, said: str | None = None) -> ToolError:
+        """The tool error for a failed call (``said``: what of the agent's words may be shown),
+        logged as one line."""
+        name = self.config.tool_name
+        log.warning(
+            "request %s, agent %s: the remote agent %s (%s) failed: %s",
+            ctx.request_id or "-",
+            ctx.agent,
+            name,
+            redact_url(self.config.url),
+            reason,
+        )
+        message = f"the remote agent '{name}' failed: {reason}."
+        return ToolError(f"{message} {said}" if said else message)
 
 
 def _context(ctx: ToolContext) -> str | None:
@@ -125,16 +153,19 @@ class RemoteAgents:
         )
         for remote, result in zip(self.agents, results, strict=True):
             if isinstance(result, BaseException):
+                reason = result.reason if isinstance(result, A2AError) else type(result).__name__
                 log.warning(
-                    "%s: the remote agent at %s is not reachable now (%s); its tool %s will "
-                    "try again when called",
+                    "%s: the remote agent %s (%s) cannot be used now: %s; its card is fetched "
+                    "again when its tool is called",
                     remote.where,
-                    remote.config.url,
-                    str(result) or type(result).__name__,
                     remote.tool.name,
+                    redact_url(remote.config.url),
+                    reason,
                 )
             else:
-                log.info("%s: remote agent %r at %s", remote.where, result.name, result.url)
+                log.info(
+                    "%s: remote agent %r at %s", remote.where, result.name, redact_url(result.url)
+                )
         try:
             yield
         finally:

@@ -208,13 +208,16 @@ class HTTPBackend(Backend):
         decoder = SSEDecoder(skip)
         frames = FrameRelay() if relay else None
         parser = self.stream_parser(request)
-        body = self.encode_request(request)
         upstream = self.upstream
         # Until the first content comes, reads are bounded by first_byte_timeout.
         until: float | None = upstream.first_content_deadline()
         size, limit = 0, upstream.max_size
+        # The body is not kept in this frame: the stream may stay open long after it is sent.
         async with upstream.stream(
-            self.path(request), body, exchange, self.request_headers(request)
+            self.path(request),
+            self.encode_request(request),
+            exchange,
+            self.request_headers(request),
         ) as resp:
             while True:
                 try:

@@ -163,29 +163,29 @@ class Response:
 
     # -- read by the caller
 
-    async def _wait(self) -> None:
+    def _arm(self) -> tuple[asyncio.Future[None], asyncio.TimerHandle | None]:
+        """A future the connection wakes on bytes, the end or a failure, and the timer that
+        fails it when they are late (awaited inline: an idle stream holds one frame less)."""
         loop = self._loop
         self._waiter = waiter = loop.create_future()
-        timer = None
         when = self.first_byte
         if when is None and self._read_timeout is not None:
             when = loop.time() + self._read_timeout
         if self._deadline is not None and (when is None or self._deadline < when):
             when = self._deadline
-        if when is not None:
-            timer = loop.call_at(when, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
+        return waiter, None if when is None else loop.call_at(when, _expire, waiter)
 
     async def _headers_received(self) -> None:
         while not self.status:
             if self._error is not None:
                 raise self._error
-            await self._wait()
+            waiter, timer = self._arm()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
 
     async def readany(self) -> bytes:
         """The body bytes that have arrived (waiting for some); ``b""`` once it is all read."""
@@ -194,7 +194,13 @@ class Response:
                 raise self._error
             if self._done:
                 return b""
-            await self._wait()
+            waiter, timer = self._arm()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
@@ -247,6 +253,19 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses answers and feeds them to the current response."""
+
+    __slots__ = (
+        "body",
+        "closed",
+        "idle_since",
+        "keep_alive",
+        "loop",
+        "parser",
+        "paused",
+        "pool",
+        "resp",
+        "transport",
+    )
 
     def __init__(self, pool: HTTP1Pool) -> None:
         self.pool = pool

@@ -201,17 +201,24 @@ class Upstream:
         err.failure = "server"
         return err
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST ``body`` and yield the open response once its status is known to be good.
+    ) -> OpenStream:
+        """POST ``body``; ``async with`` it gives the open response once its status is known
+        to be good.
 
         Failures before that raise :class:`GatewayError`; reading the body is the caller's,
         who maps read failures with :meth:`failure`. Leaving the block closes the response
         (releasing or, mid-body, dropping the connection), which is how a client that went
-        away cancels the upstream request.
+        away cancels the upstream request. The request body is let go once sent (a stream may
+        stay open for long).
         """
+        return OpenStream(self, path, body, ex, headers)
+
+    async def open_stream(
+        self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None
+    ) -> Any:
+        """The response of :meth:`stream`, its status good (closed and raised otherwise)."""
         started = time.perf_counter()
         cfg = self.config
         resp: Any
@@ -240,16 +247,16 @@ class Upstream:
             raise self.failed(ex, self.failure(exc)) from None
         finally:
             ex.upstream_seconds += time.perf_counter() - started
+        if resp.status < 300:
+            return resp
         try:
-            if resp.status >= 300:
-                try:
-                    data = await resp.content.read(_MAX_ERROR_BODY)
-                except Exception as exc:
-                    raise self.failed(ex, self.failure(exc)) from None
-                raise self.failed(
-                    ex, status_error(resp.status, data, resp.headers, self.backend), resp.status
-                )
-            yield resp
+            try:
+                data = await resp.content.read(_MAX_ERROR_BODY)
+            except Exception as exc:
+                raise self.failed(ex, self.failure(exc)) from None
+            raise self.failed(
+                ex, status_error(resp.status, data, resp.headers, self.backend), resp.status
+            )
         finally:
             resp.close()
 
@@ -401,6 +408,43 @@ class Upstream:
                 ex, status_error(status, data[:_MAX_ERROR_BODY], headers, self.backend), status
             )
         return data
+
+
+class OpenStream:
+    """``async with`` an upstream stream (see :meth:`Upstream.stream`): entering sends the
+    request and gives the response, leaving closes it. It holds the request's parts only until
+    they are sent."""
+
+    __slots__ = ("_call", "_resp", "_upstream")
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        path: str,
+        body: bytes,
+        ex: Exchange,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self._upstream = upstream
+        self._call: tuple[str, bytes, Exchange, Mapping[str, str] | None] | None = (
+            path,
+            body,
+            ex,
+            headers,
+        )
+        self._resp: Any = None
+
+    async def __aenter__(self) -> Any:
+        call, self._call = self._call, None
+        if call is None:
+            raise RuntimeError("an upstream stream is entered once")
+        self._resp = await self._upstream.open_stream(*call)
+        return self._resp
+
+    async def __aexit__(self, *exc: object) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            resp.close()
 
 
 def _failure_reason(exc: BaseException) -> str:

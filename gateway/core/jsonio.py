@@ -4,7 +4,8 @@ Request bodies are read within three bounds: the size of one body (``[server] ma
 413), the time to receive it (``[server] body_timeout``, 408: a body that never ends is cut) and
 the bytes of all bodies held at once (``[server] max_bodies_in_flight``, 503 with
 ``retry-after``: many large bodies together cannot take the process's memory). A body's bytes
-count against the last until its request ends.
+count against the last until its request ends. Messages that arrive on a WebSocket count
+against the same budget while they are handled (:meth:`BodyBudget.hold`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ class BodyBudget:
             )
         self.held += size
         request[_HELD] = request.get(_HELD, 0) + size
+
+    def hold(self, size: int) -> bool:
+        """Count ``size`` bytes that belong to no request's body (a WebSocket message); false,
+        counting nothing, when they do not fit. Given back with :meth:`give`."""
+        if self.cap and self.held + size > self.cap:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        """Give back bytes counted by :meth:`hold`."""
+        self.held -= size
 
     def release(self, request: web.Request) -> None:
         """Give back what ``request``'s body counted (at the end of the request)."""

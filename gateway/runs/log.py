@@ -57,6 +57,9 @@ class Run:
         return self.owner, self.run_id
 
     def append(self, data: bytes) -> None:
+        # Kept in a bytes object of its own length: orjson hands its output back in a buffer
+        # of at least 4 KB whatever the length, which a kept log would hold per event.
+        data = bytes(memoryview(data))
         self.events.append(data)
         self.size += len(data) + EVENT_OVERHEAD
         self._changed.set()

@@ -38,14 +38,26 @@ class MemoryRunStore(RunStore):
         ):
             _, key = expiry.popleft()
             self._forget(key)
+        cap = self.max_owner_bytes
+        if not cap:
+            return
         owners = self._owner_bytes
-        if self.max_owner_bytes and any(b > self.max_owner_bytes for b in owners.values()):
-            # An owner over its share loses its own oldest runs, not anyone else's.
-            for item in list(expiry):
-                owner = item[1][0]
-                if owners.get(owner, 0) > self.max_owner_bytes:
-                    expiry.remove(item)
-                    self._forget(item[1])
+        over = {owner for owner, size in owners.items() if size > cap}
+        if not over:
+            return
+        # An owner over its share loses its own oldest runs, not anyone else's. The scan stops
+        # once no owner is over (an owner that keeps starting runs finds its oldest in front).
+        kept: list[tuple[float, RunKey]] = []
+        while expiry and over:
+            item = expiry.popleft()
+            owner = item[1][0]
+            if owner in over:
+                self._forget(item[1])
+                if owners.get(owner, 0) <= cap:
+                    over.discard(owner)
+            else:
+                kept.append(item)
+        expiry.extendleft(reversed(kept))
 
     def _forget(self, key: RunKey) -> None:
         run = self.runs.get(key)

@@ -69,6 +69,33 @@ def new_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit.
+
+    Every connection is a file: a soft limit of 1024 (a common default) would have the gateway
+    refuse connections past about a thousand, slow readers and idle keep-alive connections
+    included, long before memory or CPU run short; the hard limit is the operator's choice
+    (``LimitNOFILE=`` under systemd, ``ulimit -Hn``). Accepting fails when even that is reached
+    (the kernel's ``EMFILE``), so set it to what the process may hold at once.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not a Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if target == resource.RLIM_INFINITY:
+        target = 1 << 20  # Linux's default fs.nr_open: "unlimited" is not a settable soft limit
+    if soft != resource.RLIM_INFINITY and soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, exc)
+        return
+    log.debug("open files limit raised from %d to %d", soft, target)
+
+
 def run(
     loaded: Loaded,
     *,
@@ -84,6 +111,7 @@ def run(
     sockets (see :mod:`gateway.server.peers`) when running as a worker.
     """
     new_event_loop_policy()
+    raise_open_files_limit()
     server = Server(loaded, reread=reread, reuse_port=reuse_port, heartbeat=heartbeat, peers=peers)
     return asyncio.run(server.serve())
 

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import msgspec
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 
 @attrs.define(slots=True)
@@ -213,6 +214,10 @@ class SendTimeout(ConnectionResetError):
 PING = b": ping\n\n"
 
 
+#: The headers of a stream whose head was sent (see :meth:`SSEResponse.prepare`).
+_SENT = CIMultiDictProxy(CIMultiDict[str]())
+
+
 class SSEResponse(web.StreamResponse):
     """The ``text/event-stream`` response every protocol writes its frames into.
 
@@ -265,6 +270,10 @@ class SSEResponse(web.StreamResponse):
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         writer = await super().prepare(request)
+        # The head went out: a stream may stay open for long, so it does not keep the header
+        # map (and what serialising it cached) meanwhile. Reading it gives nothing from now on;
+        # changing it raises, as changing a sent header would mean nothing.
+        self._headers = _SENT  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
         self._clock = loop.time
         self._transport = request.transport

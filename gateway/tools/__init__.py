@@ -10,6 +10,7 @@ from __future__ import annotations
 from gateway.tools.python import (
     Tool,
     ToolContext,
+    ToolError,
     ToolOutcome,
     as_tool,
     import_tool,
@@ -17,4 +18,13 @@ from gateway.tools.python import (
     tool,
 )
 
-__all__ = ["Tool", "ToolContext", "ToolOutcome", "as_tool", "import_tool", "json_arguments", "tool"]
+__all__ = [
+    "Tool",
+    "ToolContext",
+    "ToolError",
+    "ToolOutcome",
+    "as_tool",
+    "import_tool",
+    "json_arguments",
+    "tool",
+]

@@ -52,6 +52,13 @@ class ToolContext:
     extra: typing.Mapping[str, Any] = attrs.Factory(dict)
 
 
+class ToolError(Exception):
+    """A failure a tool reports in its own words: the model reads ``Error: <message>``, and
+    the gateway logs nothing (no traceback; the tool logs what it must). Raise it when the
+    message is all a model or a client should see, for example when the underlying error
+    carries a URL or a service's own words."""
+
+
 @attrs.frozen
 class ToolOutcome:
     """A tool's result as text for the model, and whether it is an error."""
@@ -161,6 +168,8 @@ class Tool:
         except TimeoutError:
             log.warning("tool %s timed out after %ss (agent %s)", self.name, limit, context.agent)
             return ToolOutcome(f"Error: {self.name} did not finish within {limit:g} seconds", True)
+        except ToolError as exc:  # reported (and logged) by the tool itself
+            return ToolOutcome(f"Error: {exc}", True)
         except Exception as exc:
             log.warning("tool %s failed (agent %s)", self.name, context.agent, exc_info=True)
             return ToolOutcome(f"Error: {type(exc).__name__}: {exc}", True)

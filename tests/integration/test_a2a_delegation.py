@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 from types import SimpleNamespace
 
 import aiohttp
+import orjson
 import pytest
+from aiohttp import web
 from fakes.triggers import until
+from support.a2a_check import answer, ask, collect, fold
 from support.agui_check import checked
 from support.configs import agent_toml, recorded, upstream_config
 from support.processes import fake_upstream_process, free_port, gateway_process
@@ -107,14 +111,16 @@ async def test_an_agent_delegates_to_remote_agents_as_tools(make_gateway, upstre
     assert results["researcher"]["content"] == "upstream says: Find the capital"
     assert "metadata" not in results["researcher"]
     assert results["ghost"]["metadata"] == {"isError": True}
-    assert "cannot reach" in results["ghost"]["content"]
+    assert results["ghost"]["content"] == (
+        "Error: the remote agent 'ghost' failed: it cannot be reached (ClientConnectorError)."
+    )
     assert events[-1]["type"] == "RUN_FINISHED"
     # the model saw each remote agent as a tool described by its card
     tools = {t["function"]["name"]: t["function"] for t in recorded(upstream)[0]["tools"]}
     assert set(tools) == {"researcher", "helper", "ghost"}
     assert tools["researcher"]["description"].startswith("Researches things.")
     assert tools["researcher"]["parameters"]["required"] == ["task"]
-    assert tools["ghost"]["description"] == f"Delegate a task to the remote agent at {ghost}."
+    assert tools["ghost"]["description"] == "Delegate a task to the remote agent 'ghost'."
 
     # a remote call past its tool's timeout is a tool error, and its remote task is canceled
     resp = await client.post(
@@ -160,3 +166,128 @@ async def test_calls_of_one_conversation_share_a_remote_context(make_gateway, up
         ("assistant", "upstream says: alpha"),
         ("user", "beta"),
     ]
+
+
+# --- a remote agent that fails: its URL and its words stay inside the gateway --------------------
+
+USERINFO = "svc:userinfo-pw-7788"
+QUERY_SECRET = "query-sig-4455"
+INTERNAL = "10.9.8.7"
+SAID = f"failed at http://{INTERNAL}:9000/admin?token=said-secret-1122 password=hunter22"
+
+
+def failing_remote() -> web.Application:
+    """A remote A2A agent (1.0, no streaming) that fails as its task says: ``HTTP500`` (a
+    plain-text 500), ``RPCERROR`` (a JSON-RPC error), ``POLICY`` (a JSON-RPC error that explains
+    a content-policy refusal), ``FAILTASK`` (a task that fails); each with a message full of
+    URLs and secrets. ``/gone`` is an agent whose card points at a port nothing listens on."""
+    gone_port = free_port()
+
+    async def card(request: web.Request) -> web.Response:
+        base = f"http://127.0.0.1:{request.url.port}"
+        rpc = f"{base}/partner/rpc?sig={QUERY_SECRET}"
+        if request.match_info["agent"] == "gone":
+            rpc = f"http://127.0.0.1:{gone_port}/rpc?sig={QUERY_SECRET}"
+        iface = {"url": rpc, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+        return web.json_response(
+            {
+                "name": request.match_info["agent"],
+                "description": "Fails.",
+                "version": "1",
+                "supportedInterfaces": [iface],
+                "capabilities": {"streaming": False},
+            }
+        )
+
+    async def rpc(request: web.Request) -> web.Response:
+        call = await request.json()
+        text = call["params"]["message"]["parts"][0]["text"]
+        if text == "HTTP500":
+            return web.Response(status=500, text=SAID)
+        error = None
+        if text == "RPCERROR":
+            error = {"code": -32603, "message": SAID}
+        elif text == "POLICY":
+            error = {"code": -32000, "message": f"content policy violation: {SAID}"}
+        if error is not None:
+            return web.json_response({"jsonrpc": "2.0", "id": call["id"], "error": error})
+        status = {
+            "state": "TASK_STATE_FAILED",
+            "message": {"messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": SAID}]},
+        }
+        task = {"id": "t-1", "contextId": "c-1", "status": status}
+        return web.json_response({"jsonrpc": "2.0", "id": call["id"], "result": {"task": task}})
+
+    app = web.Application()
+    app.router.add_get("/{agent}/.well-known/agent-card.json", card)
+    app.router.add_post("/partner/rpc", rpc)
+    return app
+
+
+async def test_a_failing_remote_agent_is_named_never_its_url_nor_its_words(
+    make_gateway, upstream, aiohttp_server, official, caplog
+):
+    server = await aiohttp_server(failing_remote())
+    base = f"http://{USERINFO}@127.0.0.1:{server.port}"
+    cfg = upstream_config(upstream)
+    cfg["agents"] = {
+        "boss": {
+            "model": "gpt-test",
+            "remote_agents": [
+                {"url": f"{base}/partner", "name": "partner"},
+                {"url": f"{base}/gone", "name": "gone"},
+            ],
+        }
+    }
+    client = await make_gateway(cfg)
+    script = "CALL " + "; ".join(
+        f'{agent} {{"task": "{task}"}}'
+        for agent, task in [
+            ("partner", "HTTP500"),
+            ("partner", "RPCERROR"),
+            ("partner", "POLICY"),
+            ("partner", "FAILTASK"),
+            ("gone", "hello"),
+        ]
+    )
+    a2a = await official(str(client.make_url("/a2a/boss")), streaming=True)
+    caplog.clear()
+    results = await collect(a2a.send_message(ask(script)))
+    task = fold(results)
+    assert task["status"]["state"] == "TASK_STATE_COMPLETED"  # tool errors are the model's to read
+    outcomes = [
+        p["data"]
+        for r in results
+        if "statusUpdate" in r
+        for p in (r["statusUpdate"]["status"].get("message") or {}).get("parts", [])
+        if p.get("data", {}).get("type") == "tool_result"
+    ]
+    assert all(o["isError"] for o in outcomes)
+    contents = sorted(o["content"] for o in outcomes)  # in the order they ended
+    assert contents == sorted(
+        [
+            "Error: the remote agent 'partner' failed: it answered HTTP 500 without JSON.",
+            "Error: the remote agent 'partner' failed: it answered with an error (JSON-RPC -32603).",
+            "Error: the remote agent 'partner' failed: it answered with an error (JSON-RPC -32000). "
+            "content policy violation: failed at [redacted] password=[redacted]",
+            "Error: the remote agent 'partner' failed: its task ended failed.",
+            "Error: the remote agent 'gone' failed: it cannot be reached (ClientConnectorError).",
+        ]
+    )
+    assert all(c in answer(task) for c in contents)  # the model's answer quotes them
+    # nothing of the URLs, their secrets or the agent's words, anywhere the caller looks
+    seen = orjson.dumps(results).decode()
+    for secret in (USERINFO, "userinfo-pw", QUERY_SECRET, INTERNAL, "said-secret", "hunter22"):
+        assert secret not in seen, secret
+    assert f"127.0.0.1:{server.port}" not in seen
+    # the log: one warning per failure, with the request id, the agent and the reason
+    warnings = [r.getMessage() for r in caplog.records if "remote agent" in r.getMessage()]
+    assert len(warnings) == 5, warnings
+    for w in warnings:  # the A2A call's request id
+        assert re.match(r"request [0-9a-f]{24}, agent boss: the remote agent \w+ \(", w), w
+    (http500,) = [w for w in warnings if w.endswith("it answered HTTP 500 without JSON")]
+    assert f"partner (http://[redacted]@127.0.0.1:{server.port}/partner) failed" in http500
+    logged = caplog.text
+    for secret in (USERINFO, "userinfo-pw", QUERY_SECRET, INTERNAL, "said-secret", "hunter22"):
+        assert secret not in logged, secret
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a remote failure"

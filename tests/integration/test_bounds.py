@@ -7,13 +7,20 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import os
+import resource
+import sys
+import time
 
 import aiohttp
 import orjson
 import pytest
 from fakes.held_upstream import HeldUpstream
+from support import TESTS
+from support.agui_check import validate_event
 from support.configs import upstream_config
-from support.waiting import until
+from support.processes import GatewayProcess, Process, gateway_process
+from support.waiting import PAUSE, until
 
 from gateway.core.jsonio import BODY_BUDGET
 from gateway.limits.concurrency import REQUEST_SLOTS
@@ -289,3 +296,243 @@ async def test_slow_readers_cannot_starve_health_and_in_limit_callers(make_gatew
         assert asyncio.get_running_loop().time() - started < 5
         for resp in flood:
             resp.close()
+
+
+# --- AG-UI WebSocket messages: bounded like request bodies ---------------------------------------
+
+
+def _ws_input(run_id: str, size: int = 0, agent: str = "helper") -> str:
+    """A RunAgentInput for ``agent`` as JSON text, padded to exactly ``size`` bytes (if given)."""
+    body = {**run(run_id, ""), "forwardedProps": {"agent": agent}}
+    text = orjson.dumps(body).decode()
+    if size:
+        body["messages"][0]["content"] = "x" * (size - len(text))
+        text = orjson.dumps(body).decode()
+        assert len(text) == size
+    return text
+
+
+async def _ws_events(ws, until_type=("RUN_FINISHED", "RUN_ERROR")):
+    """The events of one run (or one RUN_ERROR) received on ``ws``."""
+    events = []
+    while not events or events[-1]["type"] not in until_type:
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        events.append(orjson.loads(msg.data))
+    return events
+
+
+async def test_a_websocket_message_over_the_body_limit_closes_with_1009(make_gateway):
+    client = await make_gateway({**KEYS, **AGENT, "server": {"max_body_size": 4096}})
+    budget = client.app[BODY_BUDGET]
+    params = {"token": "sk-a"}
+    # a request body over the limit is a 413, so is a message over it: a 1009 close
+    resp = await client.post("/agui/runs", data=_ws_input("http", 4097), headers=A)
+    assert resp.status == 413
+    async with client.ws_connect("/agui/ws", params=params) as ws:
+        await ws.send_str(_ws_input("exact", 4096))  # exactly the limit: a run
+        events = await _ws_events(ws)
+        assert events[0]["runId"] == "exact" and events[-1]["type"] == "RUN_FINISHED"
+        await ws.send_str(_ws_input("over", 4097))
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1009
+    # compressed on the wire, over the limit once inflated: by one byte, and by a lot
+    for size in (4097, 400_000):
+        async with client.ws_connect("/agui/ws", params=params, compress=15) as ws:
+            await ws.send_str(_ws_input("deflated", size))
+            msg = await ws.receive(timeout=10)
+            assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1009, (size, msg)
+    async with client.ws_connect("/agui/ws", params=params, compress=15) as ws:
+        await ws.send_str(_ws_input("deflated-exact", 4096))
+        assert (await _ws_events(ws))[-1]["type"] == "RUN_FINISHED"
+    await until(lambda: budget.held == 0, what="every message's bytes given back")
+
+
+async def test_websocket_messages_count_against_the_bodies_in_flight(make_gateway, aiohttp_server):
+    held = HeldUpstream(first=["a "], rest=["b"])
+    server = await aiohttp_server(held.app())
+    cfg = {**upstream_config(server), **KEYS, "server": {"max_bodies_in_flight": 2000}}
+    cfg["agents"] = {"helper": {"model": "gpt-test"}}
+    client = await make_gateway(cfg)
+    try:
+        await _count_websocket_messages(client, held)
+    finally:
+        held.release.set()
+
+
+async def _count_websocket_messages(client, held: HeldUpstream) -> None:
+    budget = client.app[BODY_BUDGET]
+    first, second = _ws_input("ws-1", 600), _ws_input("ws-2", 600)
+    async with client.ws_connect("/agui/ws", params={"token": "sk-a"}) as ws:
+        # a run's message counts while its run streams (a request's body, while it runs)
+        await ws.send_str(first)
+        await until(lambda: held.sent_first.is_set() and budget.held == 600, what="ws-1 held")
+        # a slow HTTP body takes most of what is left: the next message does not fit
+        _, writer = await _raw(client.port, _head("/v1/chat/completions", 1200), b"{")
+        await until(lambda: budget.held == 1800, what="the slow body counted")
+        await ws.send_str(second)
+        seen = await _ws_events(ws, until_type=("RUN_ERROR",))
+        refusal = seen[-1]
+        assert refusal["code"] == "busy" and "retry" in refusal["message"]
+        assert seen[0]["type"] == "RUN_STARTED" and seen[0]["runId"] == "ws-1"  # it streams on
+        assert budget.held == 1800  # the refused message counted nothing
+        # the HTTP path answers the same when full
+        big = chat(model="gpt-test", messages=[{"role": "user", "content": "x" * 400}])
+        full = await client.post("/v1/chat/completions", data=orjson.dumps(big), headers=A)
+        assert full.status == 503 and (await full.json())["error"]["code"] == "busy"
+        writer.close()
+        await writer.wait_closed()
+        await until(lambda: budget.held == 600, what="the slow body's bytes given back")
+        held.release.set()
+        events = seen[:-1] + await _ws_events(ws)
+        assert events[-1]["type"] == "RUN_FINISHED" and events[-1]["runId"] == "ws-1"
+        for ev in [*events, refusal]:
+            validate_event(ev)
+        await until(lambda: budget.held == 0, what="ws-1's bytes given back after its run")
+        # the socket stayed open: the refused input, sent again, runs
+        await ws.send_str(second)
+        again = await _ws_events(ws)
+        assert again[0]["runId"] == "ws-2" and again[-1]["type"] == "RUN_FINISHED"
+        await until(lambda: budget.held == 0, what="ws-2's bytes given back after its run")
+    # inputs waiting on a socket that closes are given back too
+    held.release.clear()
+    held.sent_first.clear()
+    async with client.ws_connect("/agui/ws", params={"token": "sk-a"}) as ws:
+        await ws.send_str(_ws_input("ws-3", 500))
+        await until(held.sent_first.is_set, what="ws-3 streaming")
+        await ws.send_str(_ws_input("ws-4", 700))
+        await until(lambda: budget.held == 1200, what="ws-3 streaming and ws-4 waiting")
+    await until(lambda: budget.held == 0, what="the closed socket's inputs given back")
+
+
+# --- admission under 5,000 slow readers, against a gateway process --------------------------------
+
+READERS = 5000
+FLOOD_KEYS = """
+[auth]
+keys = [{ name = "flood", key = "sk-flood" }, { name = "canary", key = "sk-canary" }]
+
+[limits]
+max_requests_per_key = 100
+
+[backends.slow]
+kind = "echo"
+delay = "1s"
+
+[backends.fast]
+kind = "echo"
+
+[models.slow]
+backend = "slow"
+
+[models.fast]
+backend = "fast"
+"""
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class _Canary:
+    """New callers while the flood goes on: ``GET /health`` and a chat request of the canary key
+    (non-streamed and streamed, in turn), each on a fresh connection, one after another;
+    ``worst`` is the longest any took, ``failures`` what went wrong."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.worst = 0.0
+        self.served = 0
+        self.failures: list[str] = []
+
+    async def probe(self, session: aiohttp.ClientSession, n: int) -> None:
+        started = time.monotonic()
+        try:
+            if n % 3 == 0:
+                async with session.get(self.url + "/health") as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            else:
+                body = {"model": "fast", "messages": USER, "stream": n % 3 == 2}
+                headers = {"authorization": "Bearer sk-canary"}
+                async with session.post(
+                    self.url + "/v1/chat/completions", json=body, headers=headers
+                ) as resp:
+                    data = await resp.read()
+                    ok = resp.status == 200 and (not body["stream"] or b"[DONE]" in data)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.failures.append(f"probe {n}: {type(exc).__name__}: {exc}")
+            return
+        took = time.monotonic() - started
+        self.worst = max(self.worst, took)
+        self.served += 1
+        if not ok:
+            self.failures.append(f"probe {n}: status {resp.status}: {data[:200]!r}")
+
+    async def run(self, until_done: asyncio.Event) -> None:
+        timeout = aiohttp.ClientTimeout(total=10)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            n = 0
+            while not until_done.is_set():
+                await self.probe(session, n)
+                n += 1
+                await asyncio.sleep(PAUSE)  # a new caller every 20 ms or so, not a flood
+
+
+async def test_five_thousand_slow_readers_leave_health_and_in_limit_callers_served(tmp_path):
+    """5,000 connections of one key open streams and never read them (a bound of 100 requests
+    per key admits 100, the rest get 429 and stay connected); meanwhile new callers of another
+    key, and /health, are served within 2 s; once the readers go, the gateway holds nothing.
+    The gateway and the readers are processes of their own; the gateway starts with a soft
+    limit of 1024 open files, a common default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < READERS + 1000:
+        pytest.skip(f"the hard limit on open files ({hard}) is below {READERS + 1000}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by the gateway
+    try:
+        with gateway_process(config=FLOOD_KEYS, directory=tmp_path, ready=False) as gw:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            gw.wait_ready()
+            await _flood(gw)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def _flood(gw: GatewayProcess) -> None:
+    baseline = _open_fds(gw.pid)
+    canary = _Canary(gw.url)
+    flooded = asyncio.Event()
+    probing = asyncio.create_task(canary.run(flooded))
+    script = str(TESTS / "support" / "slow_readers.py")
+    readers = Process(
+        [sys.executable, script, str(gw.port), str(READERS), "sk-flood"], {**os.environ}
+    )
+    started = time.monotonic()
+    try:
+        await asyncio.to_thread(readers.wait_log, "connected", 1, 45)
+        ramp = time.monotonic() - started
+        (line,) = [x for x in readers.log if x.startswith("connected ")]
+        assert orjson.loads(line.split(" ", 1)[1]) == {"200": 100, "429": READERS - 100}
+        # every reader is connected at once: the gateway holds a socket for each
+        assert _open_fds(gw.pid) >= READERS
+        assert canary.served > 0, canary.failures
+        mark = canary.served
+        await until(lambda: canary.served >= mark + 6, within=20, what="probes, all connected")
+    finally:
+        flooded.set()
+        await probing
+        try:
+            assert await asyncio.to_thread(readers.stop) == 0, readers.describe()
+        finally:
+            readers.kill()
+    assert not canary.failures, canary.failures[:5]
+    assert canary.worst < 2.0, f"a new caller waited {canary.worst:.2f}s"
+    # the readers gone, the gateway lets go of everything
+    await until(lambda: _open_fds(gw.pid) <= baseline + 5, within=20, what="sockets closed")
+    async with aiohttp.ClientSession() as session, session.get(gw.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert "\nhookgate_active_streams 0.0" in metrics
+    print(
+        f"{READERS} readers connected in {ramp:.1f}s; {canary.served} probes, worst {canary.worst:.3f}s"
+    )

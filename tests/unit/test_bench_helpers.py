@@ -93,3 +93,21 @@ def test_idle_line_gives_memory_per_stream_and_the_canary(bench: ModuleType) -> 
     line = bench.idle_line(idle)
     assert "10 of 10 open" in line and "102.4 KB per open stream" in line
     assert "p50 0.200 -> 0.300 ms" in line
+
+
+def test_the_idle_scenario_configures_room_for_its_streams(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    from gateway.core.loading import load
+    from gateway.core.plugins import builtin_plugins
+
+    path = tmp_path / "hookgate.toml"
+    path.write_text(bench.hookgate_config("http://127.0.0.1:9100", {"openai"}, idle=10_000))
+    cfg = load(path, env={}, plugins=builtin_plugins(), autoload=False).config
+    assert cfg.section("limits").max_requests == 11_024  # every stream is a request in progress
+    idle = cfg.backends["mock-idle"]
+    assert idle.max_connections == 10_064 and idle.read_timeout == 3600.0
+    assert idle.first_byte_timeout == 3600.0 and cfg.models["bench-idle"].backend == "mock-idle"
+    assert cfg.backends["mock"].max_connections == 256  # the other scenarios' pool as it was
+    plain = bench.hookgate_config("http://127.0.0.1:9100", {"openai"})
+    assert "[limits]" not in plain and "bench-idle" not in plain

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gateway.errors import BadRequest, RateLimited, UpstreamError, upstream_error
-from gateway.redaction import RedactingFilter, redact, redact_query
+from gateway.redaction import RedactingFilter, redact, redact_query, redact_url
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,19 @@ def test_query_tokens_are_redacted_in_logs():
     record = logging.LogRecord("a", logging.INFO, "f", 1, "%s %s", ("GET", "/?token=abc"), None)
     assert RedactingFilter().filter(record)
     assert record.getMessage() == "GET /?token=[redacted]"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://partner.example/a2a/research", "https://partner.example/a2a/research"),
+        ("http://svc:pw-123@10.0.0.5:8080/a2a/x", "http://[redacted]@10.0.0.5:8080/a2a/x"),
+        ("https://tok-only@h.example/p", "https://[redacted]@h.example/p"),
+        ("https://h.example/rpc?sig=abc&x=1#frag", "https://h.example/rpc?[redacted]#[redacted]"),
+        ("http://[::1]:9000/a", "http://[::1]:9000/a"),
+        ("not a url", "[redacted]"),
+        ("http://h.example:99999/", "[redacted]"),
+    ],
+)
+def test_a_url_in_a_log_keeps_its_host_and_path_only(url, shown):
+    assert redact_url(url) == shown

@@ -3,6 +3,9 @@ forgotten first; and the slots that bound what is in progress."""
 
 from __future__ import annotations
 
+import tracemalloc
+
+import orjson
 import pytest
 
 from gateway import RateLimited, Unavailable
@@ -49,6 +52,35 @@ async def test_memory_store_bounds_the_bytes_it_keeps_in_all_and_per_key():
     await _kept(store, "d", "d1", 1000)  # 4000 > 3000 in all: the oldest of anyone goes
     assert await store.lookup("b", "b1") is None
     assert store.kept_bytes == 3000
+
+
+async def test_a_kept_event_costs_about_its_length():
+    # orjson hands back even a short JSON in a buffer of 4 KB or more: a log of ten thousand
+    # kept runs of fifty events each would hold gigabytes where it counts megabytes.
+    events = [
+        {"type": "TEXT_MESSAGE_CONTENT", "messageId": "m1", "delta": f"w{i}"} for i in range(200)
+    ]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run = Run("r", "t", "owner")
+        for event in events:
+            run.append(orjson.dumps(event))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(run.events) == 200
+    assert held < 2 * run.size, (held, run.size)
+
+
+async def test_memory_store_purges_an_owner_over_its_share_from_its_oldest_run():
+    store = MemoryRunStore(ttl=60, max_owner_bytes=2500)
+    await _kept(store, "b", "b1", 1000)
+    for i in range(50):
+        await _kept(store, "a", f"a{i}", 1000)
+    kept = [key for _, key in store._expiry]
+    assert kept == [("b", "b1"), ("a", "a48"), ("a", "a49")]
+    assert store.kept_bytes == 3000 and store._owner_bytes == {"a": 2000, "b": 1000}
 
 
 def test_slots_bound_per_key_and_in_all():

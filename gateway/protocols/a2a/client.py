@@ -19,7 +19,7 @@ import aiohttp
 import attrs
 import orjson
 
-from gateway import SSEDecoder
+from gateway import SSEDecoder, redact_url
 from gateway.protocols.a2a.cards import CARD_PATH, CardError, RemoteCard
 from gateway.protocols.a2a.jsonrpc import A2AError, raise_for
 from gateway.protocols.a2a.task_events import apply, state_of
@@ -155,12 +155,21 @@ class A2AClient:
                 target, headers={"A2A-Version": V1, "Accept": "application/json"}
             ) as resp:
                 if resp.status != 200:
-                    raise A2AError(f"no agent card at {target} (HTTP {resp.status})")
+                    raise A2AError(
+                        f"no agent card at {redact_url(target)} (HTTP {resp.status})",
+                        reason=f"it has no agent card (HTTP {resp.status})",
+                    )
                 found = RemoteCard.parse(orjson.loads(await resp.read()))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise A2AError(f"cannot reach {target}: {_describe(exc)}") from None
+            raise A2AError(
+                f"cannot reach {redact_url(target)}: {_describe(exc)}",
+                reason=f"it cannot be reached ({type(exc).__name__})",
+            ) from None
         except (orjson.JSONDecodeError, CardError) as exc:
-            raise A2AError(f"the card at {target} cannot be used: {exc}") from None
+            raise A2AError(
+                f"the card at {redact_url(target)} cannot be used: {exc}",
+                reason="its agent card cannot be used",
+            ) from None
         self._cards[target] = found
         return found
 
@@ -185,7 +194,10 @@ class A2AClient:
         if top.name == target or not top.agents:
             return top
         known = ", ".join(name for name, _ in top.agents)
-        raise A2AError(f"no agent named {target!r} at {self.url} (agents: {known})")
+        raise A2AError(
+            f"no agent named {target!r} at {redact_url(self.url)} (agents: {known})",
+            reason=f"its gateway has no agent named {target!r}",
+        )
 
     # -- tasks
 
@@ -286,7 +298,10 @@ class A2AClient:
                 data = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, OSError) as exc:
-            raise A2AError(f"cannot reach the agent at {card.url}: {_describe(exc)}") from None
+            raise A2AError(
+                f"cannot reach the agent at {redact_url(card.url)}: {_describe(exc)}",
+                reason=f"it cannot be reached ({type(exc).__name__})",
+            ) from None
         return raise_for(_decode(data, status, card.url))
 
     async def _send(
@@ -296,7 +311,10 @@ class A2AClient:
             params = {"message": message, "configuration": {"returnImmediately": not wait}}
             result = await self._call(card, "SendMessage", params)
             if not isinstance(result, dict) or not ("task" in result or "message" in result):
-                raise A2AError("the agent answered SendMessage with neither a task nor a message")
+                raise A2AError(
+                    "the agent answered SendMessage with neither a task nor a message",
+                    reason="it answered with neither a task nor a message",
+                )
             return result
         params = {"message": message_to_03(message), "configuration": {"blocking": wait}}
         return result_from_03(await self._call(card, "message/send", params))
@@ -313,7 +331,10 @@ class A2AClient:
             async with self.session.post(card.url, data=body, headers=headers) as resp:
                 if "text/event-stream" not in resp.headers.get("Content-Type", ""):
                     raise_for(_decode(await resp.read(), resp.status, card.url))
-                    raise A2AError("the agent answered a stream request without a stream")
+                    raise A2AError(
+                        "the agent answered a stream request without a stream",
+                        reason="it answered a stream request without a stream",
+                    )
                 decoder = SSEDecoder()
                 async for chunk in resp.content.iter_any():
                     for frame in decoder.feed(chunk):
@@ -325,8 +346,14 @@ class A2AClient:
                         if _ends(result):
                             return
         except (aiohttp.ClientError, OSError) as exc:
-            raise A2AError(f"the stream from {card.url} failed: {_describe(exc)}") from None
-        raise A2AError(f"the stream from {card.url} ended before its task did")
+            raise A2AError(
+                f"the stream from {redact_url(card.url)} failed: {_describe(exc)}",
+                reason=f"its stream failed ({type(exc).__name__})",
+            ) from None
+        raise A2AError(
+            f"the stream from {redact_url(card.url)} ended before its task did",
+            reason="its stream ended before its task did",
+        )
 
     def _cancel_later(self, card: RemoteCard, task_id: str) -> None:
         """Cancel an abandoned remote task in the background (best effort)."""
@@ -335,7 +362,7 @@ class A2AClient:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_CANCEL_TIMEOUT):
                     await self.cancel_task(card, task_id)
-                    log.info("canceled the remote task %s at %s", task_id, card.url)
+                    log.info("canceled the remote task %s at %s", task_id, redact_url(card.url))
 
         job = asyncio.get_running_loop().create_task(cancel())
         self._cancels.add(job)
@@ -365,7 +392,10 @@ def _decode(data: bytes, status: int, url: str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise A2AError(f"the agent at {url} answered HTTP {status} without JSON") from None
+        raise A2AError(
+            f"the agent at {redact_url(url)} answered HTTP {status} without JSON",
+            reason=f"it answered HTTP {status} without JSON",
+        ) from None
 
 
 def _running(task: dict[str, Any]) -> bool:

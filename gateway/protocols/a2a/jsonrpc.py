@@ -238,28 +238,45 @@ class A2AError(Exception):
     """A remote agent answered with a JSON-RPC error (or not as JSON-RPC at all).
 
     ``code`` is the JSON-RPC code (``-32001`` task not found, ...; ``None`` for a transport
-    failure), ``data`` what the error carried.
+    failure), ``data`` what the error carried. ``message`` may hold what the agent said;
+    ``reason`` says what happened in the client's own words, without the agent's URL or words
+    (safe to show to a third party or to log).
     """
 
-    def __init__(self, message: str, code: int | None = None, data: Any = None) -> None:
+    def __init__(
+        self, message: str, code: int | None = None, data: Any = None, *, reason: str = ""
+    ) -> None:
         super().__init__(message if code is None else f"{message} (JSON-RPC {code})")
         self.message = message
         self.code = code
         self.data = data
+        if not reason:
+            reason = "it answered with an error" if code is not None else "it failed"
+        self.reason = reason if code is None else f"{reason} (JSON-RPC {code})"
+
+
+_NOT_RPC = "its answer is not a JSON-RPC response"
 
 
 def raise_for(body: Any) -> Any:
     """The ``result`` of a JSON-RPC response; :class:`A2AError` for an error or a body that is
     not a response."""
     if not isinstance(body, dict):
-        raise A2AError("the agent's answer is not a JSON-RPC response")
+        raise A2AError("the agent's answer is not a JSON-RPC response", reason=_NOT_RPC)
     error = body.get("error")
     if error is not None:
         if not isinstance(error, dict):
-            raise A2AError(f"the agent answered with an error: {error!r}")
+            raise A2AError(
+                f"the agent answered with an error: {error!r}", reason="it answered with an error"
+            )
         code = error.get("code")
         return_code = code if isinstance(code, int) and not isinstance(code, bool) else None
-        raise A2AError(str(error.get("message") or "error"), return_code, error.get("data"))
+        raise A2AError(
+            str(error.get("message") or "error"),
+            return_code,
+            error.get("data"),
+            reason="it answered with an error",
+        )
     if "result" not in body:
-        raise A2AError("the agent's answer has neither a result nor an error")
+        raise A2AError("the agent's answer has neither a result nor an error", reason=_NOT_RPC)
     return body["result"]

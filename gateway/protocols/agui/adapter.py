@@ -24,11 +24,13 @@ from typing import Any, Literal
 
 import attrs
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway import (
+    BODY_BUDGET,
     EXCHANGE,
     BadRequest,
+    BodyBudget,
     ByteSize,
     Count,
     Duration,
@@ -273,59 +275,98 @@ class AguiProtocol(ProtocolAdapter):
     async def websocket(self, request: web.Request, ex: Exchange) -> web.WebSocketResponse:
         """Runs over one WebSocket: RunAgentInput messages start runs, which stream one after
         another (inputs sent meanwhile wait their turn); ``{"type": "cancel"}`` cancels the run
-        streaming now (or ``runId``). ``?run_id=`` attaches to a run first."""
+        streaming now (or ``runId``). ``?run_id=`` attaches to a run first.
+
+        A message is bounded like a request body: over ``[server] max_body_size`` the socket
+        closes with 1009 (message too big); its bytes count against ``max_bodies_in_flight``
+        from its arrival until the run it starts has streamed (like a request's body, until its
+        request ends), and past that bound it gets a ``RUN_ERROR`` (code ``busy``) instead of
+        a run, the socket staying open."""
         attach = request.query.get("run_id")
         after = _event_number(request.query.get("last_event_id"))
         if attach:
             await self._owned(attach, ex)
+        limit = request.client_max_size  # [server] max_body_size
+        budget = request.config_dict.get(BODY_BUDGET)
+        # aiohttp refuses (1009) a message of max_msg_size bytes or more: one more than the
+        # body limit, so a message may be exactly as large as a body.
         ws = web.WebSocketResponse(
-            heartbeat=self.config.ping_interval, max_msg_size=request.client_max_size
+            heartbeat=self.config.ping_interval, max_msg_size=limit + 1, decode_text=False
         )
         await ws.prepare(request)
-        queue: asyncio.Queue[Any] = asyncio.Queue(self.config.max_queued_runs)
+        queue: asyncio.Queue[_Input] = asyncio.Queue(self.config.max_queued_runs)
         session = _Socket(ws, self.config.send_timeout)
-        worker = asyncio.create_task(self._ws_worker(session, queue, request, ex))
+        worker = asyncio.create_task(self._ws_worker(session, queue, request, ex, budget))
         if attach:
-            queue.put_nowait(("attach", attach, after))
+            queue.put_nowait(_Input("attach", attach, after))
         try:
             async for msg in ws:
-                if msg.type is not WSMsgType.TEXT:
-                    await session.error("Send RunAgentInput messages as JSON text.", "bad_message")
+                if msg.type is WSMsgType.ERROR:
+                    # aiohttp has closed the socket: 1009 for a message over the limit
+                    log.info("AG-UI WebSocket closed: %s", msg.data)
+                    break
+                size = len(msg.data)
+                if size > limit:  # a compressed message, one byte over once inflated
+                    await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"message too big")
+                    break
+                if budget is not None and not budget.hold(size):
+                    await session.error(_BUSY, "busy")
                     continue
+                held = size
                 try:
-                    obj = orjson.loads(msg.data)
-                except orjson.JSONDecodeError:
-                    await session.error("The message is not JSON.", "bad_message")
-                    continue
-                if isinstance(obj, dict) and str(obj.get("type", "")).lower() == "cancel":
-                    target = obj.get("runId") or session.current
-                    if isinstance(target, str) and target:
-                        with contextlib.suppress(GatewayError):
-                            await self._owned(target, ex)
-                            await self.runs.cancel(ex.principal.id, target)
-                    continue
-                try:
-                    queue.put_nowait(("run", obj, None))
-                except asyncio.QueueFull:
-                    await session.error("Too many runs are waiting on this socket.", "busy")
+                    if msg.type is not WSMsgType.TEXT:
+                        await session.error(
+                            "Send RunAgentInput messages as JSON text.", "bad_message"
+                        )
+                        continue
+                    try:
+                        obj = orjson.loads(msg.data)
+                    except orjson.JSONDecodeError:
+                        await session.error("The message is not JSON.", "bad_message")
+                        continue
+                    if isinstance(obj, dict) and str(obj.get("type", "")).lower() == "cancel":
+                        target = obj.get("runId") or session.current
+                        if isinstance(target, str) and target:
+                            with contextlib.suppress(GatewayError):
+                                await self._owned(target, ex)
+                                await self.runs.cancel(ex.principal.id, target)
+                        continue
+                    try:
+                        queue.put_nowait(_Input("run", obj, size=size))
+                        held = 0  # the worker gives it back once the run has streamed
+                    except asyncio.QueueFull:
+                        await session.error("Too many runs are waiting on this socket.", "busy")
+                finally:
+                    if held and budget is not None:
+                        budget.give(held)
         finally:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+            while not queue.empty():  # inputs that never ran
+                waiting = queue.get_nowait()
+                if waiting.size and budget is not None:
+                    budget.give(waiting.size)
         return ws
 
     async def _ws_worker(
-        self, session: _Socket, queue: asyncio.Queue[Any], request: web.Request, ex: Exchange
+        self,
+        session: _Socket,
+        queue: asyncio.Queue[_Input],
+        request: web.Request,
+        ex: Exchange,
+        budget: BodyBudget | None,
     ) -> None:
         agent = request.query.get("agent")
         while True:
-            kind, value, after = await queue.get()
+            item = await queue.get()
+            after = item.after
             try:
-                if kind == "run":
-                    run = await self.begin(decode_run_input(value, agent), ex)
+                if item.kind == "run":
+                    run = await self.begin(decode_run_input(item.value, agent), ex)
                     run_id, after = run.run_id, 0
                 else:
-                    run_id = value
+                    run_id = item.value
                 session.current = run_id
                 follow = self.runs.follow(ex.principal.id, run_id, after)
                 async with contextlib.aclosing(follow) as source:
@@ -339,6 +380,23 @@ class AguiProtocol(ProtocolAdapter):
                 return
             finally:
                 session.current = None
+                if item.size and budget is not None:
+                    budget.give(item.size)
+
+
+@attrs.define(slots=True)
+class _Input:
+    """What a WebSocket's worker does next: start a run from a message (``value``, whose
+    ``size`` bytes count against the body budget until the run has streamed) or attach to the
+    run ``value`` after event ``after``."""
+
+    kind: Literal["run", "attach"]
+    value: Any
+    after: int = 0
+    size: int = 0
+
+
+_BUSY = "The gateway is holding too many request bodies; retry shortly."
 
 
 class _Socket:
