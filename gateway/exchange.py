@@ -83,6 +83,10 @@ class Exchange:
     #: What the request cost in USD, once known (the ``spend`` plugin prices it).
     cost: float | None = None
     upstream_failed: bool = False
+    #: Bytes of this request's body counted against ``[server] max_bodies_in_flight``.
+    body_held: int = 0
+    #: Whether this request's body could not be read whole (its connection is not reused).
+    body_broken: bool = False
     #: The HTTP request this exchange answers (``None`` for runs started by triggers).
     http: web.Request | None = None
     #: Headers the response to this exchange carries (a plugin's: ``x-ratelimit-*``).

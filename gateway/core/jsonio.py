@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import BadRequest, PayloadTooLarge, Unavailable
+from gateway.exchange import EXCHANGE
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -42,7 +43,11 @@ class BodyBudget:
                 retry_after=1.0,
             )
         self.held += size
-        request[_HELD] = request.get(_HELD, 0) + size
+        ex = request.get(EXCHANGE)
+        if ex is not None:
+            ex.body_held += size
+        else:
+            request[_HELD] = request.get(_HELD, 0) + size
 
     def hold(self, size: int) -> bool:
         """Count ``size`` bytes that belong to no request's body (a WebSocket message); false,
@@ -58,10 +63,22 @@ class BodyBudget:
 
     def release(self, request: web.Request) -> None:
         """Give back what ``request``'s body counted (at the end of the request)."""
-        size = request.get(_HELD, 0)
+        ex = request.get(EXCHANGE)
+        if ex is not None:
+            size, ex.body_held = ex.body_held, 0
+        else:
+            size = request.get(_HELD, 0)
+            request[_HELD] = 0
         if size:
             self.held -= size
-            request[_HELD] = 0
+
+
+def _broken(request: web.Request) -> None:
+    """Mark ``request``: its body could not be read whole, so its connection is not reused."""
+    request[BODY_BROKEN] = True
+    ex = request.get(EXCHANGE)
+    if ex is not None:
+        ex.body_broken = True
 
 
 BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("hookgate.body_budget", BodyBudget)
@@ -91,7 +108,7 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         async with asyncio.timeout(budget.timeout or None):
             return await _read(request, limit, None if length else budget)
     except TimeoutError:
-        request[BODY_BROKEN] = True
+        _broken(request)
         raise BadRequest(
             f"The request body did not arrive within {budget.timeout:g}s.",
             code="body_timeout",
@@ -120,7 +137,7 @@ async def _read(request: web.Request, limit: int, budget: BodyBudget | None) -> 
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.") from None
     except (web.RequestPayloadError, ValueError) as exc:
-        request[BODY_BROKEN] = True
+        _broken(request)
         encoding = request.headers.get("content-encoding")
         what = f" (Content-Encoding: {encoding[:32]})" if encoding else ""
         raise BadRequest(f"The request body could not be read{what}.", code="invalid_body") from exc

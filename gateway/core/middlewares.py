@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.core.jsonio import BODY_BROKEN, BODY_BUDGET, json_response
+from gateway.core.jsonio import BODY_BUDGET, json_response
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, default_error_body
 from gateway.exchange import EXCHANGE, UNKNOWN_ROUTE, Exchange
 
@@ -131,7 +131,7 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     if ex is None:
         return
     headers = response.headers
-    if request.get(BODY_BROKEN):
+    if ex.body_broken:
         # What is left of its body cannot be read: the connection is not reused.
         response.force_close()
         headers["connection"] = "close"
