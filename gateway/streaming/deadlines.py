@@ -5,7 +5,9 @@ its client's next keep-alive ping or send timeout. An event-loop timer costs abo
 while it is pending, which ten thousand idle streams feel, and arming and cancelling one for
 every upstream read is work on the hot path. :class:`Deadlines` keeps deadlines in buckets of
 :data:`GRAIN` seconds under a single timer instead: adding or dropping one is a set operation,
-and a deadline is met at most :data:`GRAIN` late (never early).
+and a deadline is met at most :data:`GRAIN` late, or a sixteenth of the time to it when that is
+longer (never early): far deadlines share coarser buckets, so that a busy gateway whose reads
+keep setting deadlines a minute ahead keeps a few hundred buckets, not one per 20 ms.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-#: Seconds per bucket: how late a deadline may be met.
+#: Seconds per bucket: how late a near deadline may be met.
 GRAIN = 0.02
+#: Past this many seconds ahead, a deadline's bucket is a power of two of grains, at most a
+#: sixteenth of the time to it.
+_FINE = 16 * GRAIN
 
 
 class Expiring(Protocol):
@@ -47,6 +52,10 @@ class Deadlines:
         """Call ``item.expired()`` once the loop's time reaches ``when``; returns the bucket to
         give :meth:`discard`."""
         n = math.ceil(when / GRAIN)
+        ahead = when - self._loop.time()
+        if ahead > _FINE:
+            step = 1 << (int(ahead / _FINE).bit_length() - 1)
+            n = -(-n // step) * step
         bucket = self._buckets.get(n)
         if bucket is None:
             bucket = self._buckets[n] = set()

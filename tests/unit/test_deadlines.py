@@ -83,6 +83,25 @@ async def test_a_callback_may_set_its_next_deadline_and_a_failing_one_stops_no_o
     assert "a deadline's callback failed" in caplog.text
 
 
+async def test_far_deadlines_share_coarser_buckets_met_within_a_sixteenth_of_their_time():
+    loop = asyncio.get_running_loop()
+    wheel = deadlines()
+    log: list[tuple[str, float]] = []
+    now = loop.time()
+    buckets = set()
+    for i in range(3000):  # reads every 20 ms for a minute, each setting a deadline 60 s ahead
+        ahead = 60.0 + i * GRAIN
+        n = wheel.add(now + ahead, Waiter(loop, "far", log))
+        assert now + ahead <= n * GRAIN <= now + ahead + ahead / 16 + GRAIN
+        buckets.add(n)
+    assert len(buckets) < 40  # not 3,000
+    near = wheel.add(now + 0.1, Waiter(loop, "near", log))
+    assert near * GRAIN <= now + 0.1 + GRAIN
+    for n in buckets:
+        for item in list(wheel._buckets[n]):
+            wheel.discard(n, item)
+
+
 @pytest.mark.parametrize("when", [-1.0, 0.0])
 async def test_a_deadline_already_past_is_met_at_once(when):
     loop = asyncio.get_running_loop()
