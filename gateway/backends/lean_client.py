@@ -21,7 +21,9 @@ What it guarantees:
   generating, and charging for, the answer). Whether to try again is the caller's decision.
 - ``connect_timeout`` bounds opening a connection, ``first_byte`` (an event-loop time) the wait
   for the answer's status line, ``read_timeout`` any silence after it, ``deadline`` (an
-  event-loop time) the whole exchange.
+  event-loop time) the whole exchange. The waits of every response share one event-loop timer
+  (:mod:`gateway.streaming.deadlines`): each is met within 20 ms, or a sixteenth of its length
+  when that is longer.
 
 Failures are raised as aiohttp's exception types (``ClientPayloadError`` for a body cut short,
 ``ServerDisconnectedError``, ``ClientOSError``) and ``TimeoutError``, so code written for a
