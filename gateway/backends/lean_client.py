@@ -59,7 +59,16 @@ def encode_headers(headers: Iterable[tuple[str, str]]) -> bytes:
     """Header lines as bytes, refusing values that would break the request head."""
     out = []
     for name, value in headers:
-        if any(c in name or c in value for c in "\r\n\0") or not name or ":" in name:
+        if (
+            not name
+            or ":" in name
+            or "\r" in name
+            or "\n" in name
+            or "\0" in name
+            or "\r" in value
+            or "\n" in value
+            or "\0" in value
+        ):
             raise ValueError(f"invalid HTTP header {name!r}")
         out.append(f"{name}: {value}\r\n".encode("latin-1"))
     return b"".join(out)

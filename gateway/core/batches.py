@@ -1,7 +1,8 @@
 """Writing records off the request path: a bounded queue and one task that writes batches.
 
 A request puts its record with :meth:`BatchWriter.add` and goes on; a task per process takes
-what the queue holds, up to ``batch`` records at a time, and hands them to ``write``. When the
+what the queue holds, up to ``batch`` records at a time (waiting ``linger`` seconds, when it
+has fewer, for more to come), and hands them to ``write``. When the
 destination is slow or down the queue fills, and records that find it full are dropped and
 counted, never held in memory without bound. What is queued when the app stops is written
 then, for at most :data:`FLUSH_TIMEOUT` seconds.
@@ -39,9 +40,17 @@ class BatchWriter(Generic[T]):
     """``add`` records; ``run`` (an aiohttp ``cleanup_ctx``) writes them in batches."""
 
     def __init__(
-        self, what: str, write: Callable[[list[T]], Awaitable[None]], size: int, batch: int
+        self,
+        what: str,
+        write: Callable[[list[T]], Awaitable[None]],
+        size: int,
+        batch: int,
+        linger: float = 0.0,
     ) -> None:
         self.what = what
+        #: Seconds the writer waits, once it has a record, for more to join its batch (fewer
+        #: and larger writes: a transaction per record costs the database more than the row).
+        self.linger = linger
         self.write = write
         self.queue: asyncio.Queue[T] = asyncio.Queue(maxsize=size)
         self.batch = batch
@@ -79,7 +88,10 @@ class BatchWriter(Generic[T]):
 
     async def _write_forever(self) -> None:
         while True:
-            await self._write(self._take(await self.queue.get()))
+            first = await self.queue.get()
+            if self.linger and self.queue.qsize() + 1 < self.batch:
+                await asyncio.sleep(self.linger)
+            await self._write(self._take(first))
 
     async def _write(self, records: list[T]) -> None:
         try:

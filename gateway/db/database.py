@@ -9,6 +9,7 @@ by ``[database] timeout``; a database that is down or too slow becomes
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
 import re
@@ -26,6 +27,27 @@ log = logging.getLogger(__name__)
 Row: TypeAlias = dict[str, Any]
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+#: Parameters of one SQLite statement at most (SQLite's limit before 3.32: 999).
+_SQLITE_VARIABLES = 999
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """``INSERT INTO table (columns) VALUES ($1, ...), ...`` for ``rows`` rows."""
+    n = len(columns)
+    values = ", ".join(
+        "(" + ", ".join(f"${r * n + i + 1}" for i in range(n)) + ")" for r in range(rows)
+    )
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    return sqlite_sql(_insert_sql(table, columns, rows))
+
+
+def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    return [value for row in rows for value in row]
 
 
 class Database:
@@ -51,6 +73,13 @@ class Database:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run ``sql`` once per row, in one transaction."""
         raise NotImplementedError
+
+    async def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert ``rows`` (values of ``columns``, in order) into ``table``, in one
+        transaction."""
+        await self.executemany(_insert_sql(table, tuple(columns), 1), rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         raise NotImplementedError
@@ -236,6 +265,33 @@ class SQLiteDatabase(Database):
             await conn.execute("BEGIN")
             try:
                 await conn.executemany(sqlite_sql(sql), rows)
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
+    async def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Many rows a statement (``INSERT ... VALUES (...), (...)``): the sqlite3 module gives
+        up and takes back the GIL at each statement, and each time it takes it back the event
+        loop's thread may have to wait for it; a statement a row made that a cost per row."""
+        cols = tuple(columns)
+        per = max(1, _SQLITE_VARIABLES // len(cols))
+        whole, rest = divmod(len(rows), per)
+        async with self._lock:
+            conn = self.conn
+            await conn.execute("BEGIN")
+            try:
+                if whole:
+                    await conn.executemany(
+                        _sqlite_insert_sql(table, cols, per),
+                        [_flat(rows[i * per : (i + 1) * per]) for i in range(whole)],
+                    )
+                if rest:
+                    await conn.execute(
+                        _sqlite_insert_sql(table, cols, rest), _flat(rows[whole * per :])
+                    )
             except BaseException:
                 await conn.execute("ROLLBACK")
                 raise

@@ -14,11 +14,13 @@ share a cluster slot. In memory (one process) the event loop makes each step ato
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
+
+from gateway import Unavailable
 
 if TYPE_CHECKING:
     from gateway import RedisState
@@ -39,6 +41,10 @@ class Counter:
     name: str  # e.g. "key:vk-1:day:2026-11-30"
     ttl: int  # seconds the counter is kept (0: for ever)
     resets: float | None  # epoch seconds when the period ends
+    stamp: str = ""  # the period: "2026-11-30", "2026-11" or "all"
+    #: The owner as the ledger names it (a key's id without the principal's "vk-"), when not
+    #: ``owner``.
+    ledger_owner: str | None = None
 
 
 #: Per period: the counter's stamp, when the period ends (None: never) and how long it is kept.
@@ -77,7 +83,11 @@ class Periods:
 
 
 def counters(
-    scope: str, owner: str, budget: dict[str, float], now: dict[str, Period] | None = None
+    scope: str,
+    owner: str,
+    budget: dict[str, float],
+    now: dict[str, Period] | None = None,
+    ledger_owner: str | None = None,
 ) -> list[Counter]:
     """The counters of ``owner``'s ``budget`` (``{"day": 5.0, ...}``) for the present periods."""
     present = periods(time.time()) if now is None else now
@@ -85,8 +95,16 @@ def counters(
     for period, limit in budget.items():
         stamp, resets, ttl = present[period]
         name = f"{scope}:{owner}:{period}:{stamp}"
-        out.append(Counter(scope, owner, period, round(limit * MICRO), name, ttl, resets))
+        out.append(
+            Counter(
+                scope, owner, period, round(limit * MICRO), name, ttl, resets, stamp, ledger_owner
+            )
+        )
     return out
+
+
+#: What a counter's period has spent so far, in micro-dollars, by the ledger's account.
+Spent = Callable[[Counter], Awaitable[int]]
 
 
 class BudgetStore:
@@ -137,12 +155,16 @@ class MemoryBudgets(BudgetStore):
 
 
 # KEYS: the counters. ARGV: amount, then each counter's limit, then each one's ttl (0: none).
-# Returns 0 (reserved on all) or the 1-based index of the first that refuses.
+# Returns 0 (reserved on all), the 1-based index of the first that refuses, or minus the index
+# of the first that is missing (never made, or lost: Redis flushed, or restarted without its
+# data): that one is made from the ledger first, then the script is run again.
 RESERVE = """
 local amount = tonumber(ARGV[1])
 local n = #KEYS
 for i = 1, n do
-  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local value = redis.call('GET', KEYS[i])
+  if not value then return -i end
+  local used = tonumber(value)
   local limit = tonumber(ARGV[1 + i])
   if used >= limit or used + amount > limit then return i end
 end
@@ -154,23 +176,30 @@ end
 return 0
 """
 
-# KEYS: the counters. ARGV: the delta, then each one's ttl.
+# KEYS: the counters. ARGV: the delta, then each one's ttl. A counter lost since the
+# reservation is left missing (made again from the ledger, this request's row with it).
 SETTLE = """
 local n = #KEYS
 for i = 1, n do
-  redis.call('INCRBY', KEYS[i], tonumber(ARGV[1]))
-  local ttl = tonumber(ARGV[1 + i])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBY', KEYS[i], tonumber(ARGV[1]))
+    local ttl = tonumber(ARGV[1 + i])
+    if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+  end
 end
 return 0
 """
 
 
 class RedisBudgets(BudgetStore):
-    """Counters shared by every instance on one Redis."""
+    """Counters shared by every instance on one Redis. A counter that is missing when a request
+    reserves (its period's first request, or Redis lost it) is made from ``spent`` (the
+    ledger's sum for its period; 0 without a ledger) with ``SET NX``: instances that find it
+    missing at once make it once, and no request adds to it before it is made."""
 
-    def __init__(self, redis: RedisState) -> None:
+    def __init__(self, redis: RedisState, spent: Spent | None = None) -> None:
         self.redis = redis
+        self.spent_so_far = spent
         self._reserve = redis.script(RESERVE)
         self._settle = redis.script(SETTLE)
 
@@ -179,9 +208,21 @@ class RedisBudgets(BudgetStore):
 
     async def reserve(self, tag: str, counters: Sequence[Counter], amount: int) -> int | None:
         args = [amount, *(c.limit for c in counters), *(c.ttl for c in counters)]
+        keys = self._keys(tag, counters)
+        # Each missing counter is made once; then the reservation is asked again.
+        for _ in range(len(counters) + 1):
+            async with self.redis.guard("budgets"):
+                refused = int(await self._reserve(keys, args))
+            if refused >= 0:
+                return None if refused == 0 else refused - 1
+            await self._make(keys[-refused - 1], counters[-refused - 1])
+        raise Unavailable("budgets: counters kept going missing in Redis", code="budgets")
+
+    async def _make(self, key: str, counter: Counter) -> None:
+        """The missing counter ``key``, from what the ledger says its period spent."""
+        spent = await self.spent_so_far(counter) if self.spent_so_far is not None else 0
         async with self.redis.guard("budgets"):
-            refused = int(await self._reserve(self._keys(tag, counters), args))
-        return None if refused == 0 else refused - 1
+            await self.redis.client.set(key, spent, nx=True, ex=counter.ttl or None)
 
     async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
         args = [delta, *(c.ttl for c in counters)]

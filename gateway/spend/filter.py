@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
@@ -39,10 +39,13 @@ log = logging.getLogger(__name__)
 
 #: Model names whose price is remembered at most.
 _KEPT = 4096
+#: Callers whose budget counters are remembered at most (for the present second).
+_KEPT_CALLERS = 10_000
 
 
-@attrs.frozen
-class Reservation:
+class Reservation(NamedTuple):
+    """What a request reserved (a tuple: made on every request's path)."""
+
     price: Price | None
     tag: str = ""
     counters: tuple[Counter, ...] = ()
@@ -83,6 +86,8 @@ class SpendFilter(Filter):
         self.stats = SpendStats()
         self.periods = Periods()
         self._by_model: dict[str, Price | None] = {}
+        #: principal id -> (its attributes, the periods, tag, counters): see _counters.
+        self._budgets: dict[str, tuple[Any, Any, str, tuple[Counter, ...]]] = {}
 
     def price(self, model: str) -> Price | None:
         """The price of the public model name ``model`` (remembered)."""
@@ -97,15 +102,26 @@ class SpendFilter(Filter):
             self._by_model[model] = found
         return found
 
-    def _counters(self, attributes: dict[str, Any], principal_id: str) -> tuple[str, list[Counter]]:
+    def _counters(
+        self, attributes: dict[str, Any], principal_id: str
+    ) -> tuple[str, tuple[Counter, ...]]:
+        """The budgets of a caller, worked out once per caller and second: kept while its
+        attributes (the key cache's) and the periods (:class:`Periods`) are the same objects."""
+        now = self.periods()
+        kept = self._budgets.get(principal_id)
+        if kept is not None and kept[0] is attributes and kept[1] is now:
+            return kept[2], kept[3]
         budget = attributes.get("budget") or {}
         team = attributes.get("team_id")
         team_budget = attributes.get("team_budget") or {}
-        now = self.periods()
-        found = counters("key", principal_id, budget, now)
+        found = counters("key", principal_id, budget, now, attributes.get("key_id"))
         if team is not None:
             found += counters("team", team, team_budget, now)
-        return (team or principal_id), found
+        tag = team or principal_id
+        if len(self._budgets) >= _KEPT_CALLERS:
+            self._budgets.clear()
+        self._budgets[principal_id] = (attributes, now, tag, tuple(found))
+        return tag, tuple(found)
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         price = self.price(request.model)
@@ -133,7 +149,7 @@ class SpendFilter(Filter):
                 code="budget_exceeded",
                 retry_after=None if c.resets is None else max(1.0, c.resets - time.time()),
             )
-        exchange.note(self, Reservation(price, tag, tuple(budgets), amount))
+        exchange.note(self, Reservation(price, tag, budgets, amount))
         return None
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:

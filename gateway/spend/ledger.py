@@ -2,7 +2,8 @@
 path.
 
 A request's end puts its row on a bounded queue and returns; one task per process writes what
-the queue holds in batches (``[spend] batch`` rows at most, one transaction each), through a
+the queue holds in batches (``[spend] batch`` rows at most, one transaction each, gathered for
+up to :data:`LINGER` seconds), through a
 :class:`~gateway.core.batches.BatchWriter`. When the database is slow or down the queue fills,
 and rows that find it full are dropped and counted (``hookgate_spend_rows_total{outcome=
 "dropped"}``), never held in memory without bound.
@@ -14,11 +15,18 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from gateway import BatchWriter
+from gateway.spend.budgets import MICRO
 
 if TYPE_CHECKING:
     from gateway import Database
+    from gateway.spend.budgets import Counter
 
 log = logging.getLogger(__name__)
+
+#: Seconds the writer waits for more rows once it has one: under load a transaction holds
+#: hundreds of rows instead of a few (each costs the database thread, and the event loop its
+#: round trips to it); a row reaches the database this much later at most.
+LINGER = 0.05
 
 COLUMNS = (
     "ts",
@@ -37,10 +45,6 @@ COLUMNS = (
     "status",
     "latency_ms",
 )
-INSERT = (
-    f"INSERT INTO hookgate_spend ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))})"
-)
 
 
 def ledger(db: Database, size: int, batch: int) -> BatchWriter[tuple[Any, ...]]:
@@ -48,9 +52,27 @@ def ledger(db: Database, size: int, batch: int) -> BatchWriter[tuple[Any, ...]]:
 
     async def write(rows: list[tuple[Any, ...]]) -> None:
         async with db.guard("the spend ledger"):
-            await db.executemany(INSERT, rows)
+            await db.insert_many("hookgate_spend", COLUMNS, rows)
 
-    return BatchWriter("spend ledger", write, size, batch)
+    return BatchWriter("spend ledger", write, size, batch, LINGER)
+
+
+async def period_spend(db: Database, counter: Counter) -> int:
+    """What the ledger says ``counter``'s owner spent in its period, in micro-dollars (for a
+    budget counter Redis lost; rows still queued in an instance are not counted yet)."""
+    column = "key_id" if counter.scope == "key" else "team_id"
+    where, args = [f"{column} = $1"], [counter.ledger_owner or counter.owner]
+    if counter.period == "day":
+        args.append(counter.stamp)
+        where.append("day = $2")
+    elif counter.period == "month":
+        # Days are "YYYY-MM-DD": the month's are from "-01" to below "-32".
+        args += [counter.stamp + "-01", counter.stamp + "-32"]
+        where.append("day >= $2 AND day < $3")
+    sql = f"SELECT SUM(cost) AS cost FROM hookgate_spend WHERE {' AND '.join(where)}"
+    async with db.guard("the spend ledger"):
+        row = await db.fetchrow(sql, *args)
+    return round(float((row or {}).get("cost") or 0.0) * MICRO)
 
 
 #: ``GET /admin/spend?group_by=``: what rows are grouped by.

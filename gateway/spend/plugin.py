@@ -3,6 +3,7 @@ the spend metrics."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from gateway import BadRequest, Count, NonNegative, hookimpl, json_response
 from gateway.admin import add_admin_route
 from gateway.spend.budgets import BudgetStore, MemoryBudgets, RedisBudgets
 from gateway.spend.filter import SpendFilter
-from gateway.spend.ledger import GROUPS, ledger, summary
+from gateway.spend.ledger import GROUPS, ledger, period_spend, summary
 from gateway.spend.prices import PriceBook, from_config
 
 if TYPE_CHECKING:
@@ -111,19 +112,21 @@ def gateway_register_filters(register: Any) -> None:
         )
         if not (costs or budgets_on or ledger_on):
             return None
-        budgets: BudgetStore | None = None
-        if budgets_on:
-            store = gateway.state.choose("spend.store", cfg.store)
-            budgets = (
-                RedisBudgets(gateway.state.redis("spend.store"))
-                if store == "redis"
-                else MemoryBudgets()
-            )
         writer = None
         db = None
         if ledger_on:
             db = gateway.state.database("spend.ledger")
             writer = ledger(db, int(cfg.queue), int(cfg.batch))
+        budgets: BudgetStore | None = None
+        if budgets_on:
+            store = gateway.state.choose("spend.store", cfg.store)
+            # A counter Redis lost (flushed, restarted empty) is made again from the ledger.
+            spent = functools.partial(period_spend, db) if db is not None else None
+            budgets = (
+                RedisBudgets(gateway.state.redis("spend.store"), spent)
+                if store == "redis"
+                else MemoryBudgets()
+            )
         prices = PriceBook(configured if costs else {}, costs and cfg.price_library)
         return SpendFilter(gateway, prices, budgets, writer, db, int(cfg.default_max_tokens))
 

@@ -2,26 +2,29 @@
 
 Everything about the export is configured the standard way, by ``OTEL_*`` environment variables
 (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``..._HEADERS``,
-``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ...). Spans are
-batched and sent from the SDK's own thread, off the event loop; what is pending is flushed when
-the app stops.
+``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``,
+``OTEL_BSP_*``, ...). The request path only records each span as a tuple; the SDK builds,
+encodes and sends them in a process of its own (``exporter.py``), fed in batches through a
+bounded pipe (spans that find it full are dropped and counted); what is pending is exported
+when the app stops.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from gateway import hookimpl
 
 if TYPE_CHECKING:
     from gateway import Gateway
+    from gateway.telemetry.tracing import SpanPipe
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,21 @@ def _content(cfg: TelemetryConfig) -> bool:
     return cfg.capture_content or os.environ.get(_CONTENT, "").lower() == "true"
 
 
+class _Collector:
+    def __init__(self, pipe: SpanPipe) -> None:
+        self.pipe = pipe
+
+    def collect(self) -> Iterator[Metric]:
+        spans = CounterMetricFamily(
+            "hookgate_trace_spans",
+            "Spans handed to the exporter process (sent) or dropped (it was behind or gone).",
+            labels=["outcome"],
+        )
+        spans.add_metric(["sent"], self.pipe.stats.sent)
+        spans.add_metric(["dropped"], self.pipe.stats.dropped)
+        yield spans
+
+
 @hookimpl
 def gateway_config_sections(register: Any) -> None:
     register("telemetry", TelemetryConfig)
@@ -83,30 +101,18 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     cfg: TelemetryConfig = gateway.config.section("telemetry")
     if not _enabled(cfg):
         return
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
     from gateway import __version__
-    from gateway.telemetry.tracing import TracedAttempts, server_middleware
+    from gateway.telemetry.tracing import SpanPipe, TracedAttempts, Tracer, server_middleware
 
-    # The app's own provider (not the process-wide one): a reload gets a fresh one, and the old
-    # one is flushed and shut down with its app.
-    resource = Resource.create({"service.name": "hookgate", "service.version": __version__})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    tracer = provider.get_tracer("hookgate", __version__)
+    # The app's own exporter process (started and stopped with the app: a reload gets a fresh
+    # one, and the old one exports what is left and stops with its app).
+    pipe = SpanPipe(__version__)
+    tracer = Tracer(_get_from_env_or_default(), pipe)
     # Right after the exchange: refused and unauthenticated requests have their span too.
     app.middlewares.insert(1, server_middleware(tracer))
     gateway.pipeline.attempts = TracedAttempts(tracer)
-
-    async def lifespan(app: web.Application) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            # Flushing sends what is pending (a blocking HTTP call): off the event loop.
-            await asyncio.get_running_loop().run_in_executor(None, provider.shutdown)
-
-    app.cleanup_ctx.append(lifespan)
+    app.cleanup_ctx.append(pipe.run)
+    gateway.metrics.registry.register(_Collector(pipe))
     log.info("traces exported over OTLP/HTTP%s", " with content" if _content(cfg) else "")

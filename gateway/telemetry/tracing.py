@@ -8,15 +8,24 @@ attempt passes its own span's context on to the upstream. Prompt and answer cont
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import marshal
+import os
+import random
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace import sampling
+from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway import (
@@ -35,13 +44,294 @@ from gateway import (
 )
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PROPAGATOR = TraceContextTextMapPropagator()
+_SERVER, _CLIENT, _INTERNAL = SpanKind.SERVER.value, SpanKind.CLIENT.value, SpanKind.INTERNAL.value
+_ERROR = StatusCode.ERROR.value
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
+#: Samplers that sample every trace they start (their descriptions).
+_ROOTS_SAMPLED = frozenset(
+    (
+        sampling.ALWAYS_ON.get_description(),
+        sampling.ParentBased(sampling.ALWAYS_ON).get_description(),  # type: ignore[no-untyped-call]
+    )
+)
+#: The span exporter process's program (see its docstring).
+EXPORTER = Path(__file__).with_name("exporter.py")
+
+
+class Span:
+    """A span as the request path sees it: a few fields and a dict, recorded at its end as one
+    tuple (``exporter.FIELDS``) for the exporter process. Not recording (its trace not sampled),
+    it only carries the context passed on."""
+
+    __slots__ = (
+        "_sink",
+        "attributes",
+        "description",
+        "flags",
+        "kind",
+        "name",
+        "parent_id",
+        "remote",
+        "span_id",
+        "start",
+        "state",
+        "status",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        sink: SpanPipe | None,
+        name: str,
+        kind: int,
+        trace_id: int,
+        parent_id: int,
+        remote: bool,
+        flags: int,
+        state: str,
+        attributes: dict[str, Any],
+    ) -> None:
+        self._sink = sink
+        self.name = name
+        self.kind = kind
+        self.trace_id = trace_id
+        self.span_id = _getrandbits(64) or 1
+        self.parent_id = parent_id
+        self.remote = remote
+        self.flags = flags
+        self.state = state
+        self.attributes = attributes
+        self.status = 0
+        self.description: str | None = None
+        self.start = _time_ns()
+
+    def is_recording(self) -> bool:
+        return self._sink is not None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._sink is not None and value is not None:
+            self.attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._sink is not None:
+            self.attributes.update(attributes)
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def set_error(self, description: str | None = None) -> None:
+        self.status = _ERROR
+        self.description = description
+
+    def headers(self) -> dict[str, str]:
+        """The W3C trace context of this span (``traceparent``, ``tracestate``)."""
+        out = {"traceparent": f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}"}
+        if self.state:
+            out["tracestate"] = self.state
+        return out
+
+    def end(self) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        self._sink = None
+        sink.add(
+            (
+                self.name,
+                self.kind,
+                self.trace_id,
+                self.span_id,
+                self.parent_id,
+                self.remote,
+                self.flags,
+                self.state,
+                self.start,
+                _time_ns(),
+                self.attributes,
+                self.status,
+                self.description,
+            )
+        )
+
+
+class Tracer:
+    """Starts spans: sampled by the SDK's sampler of the environment (``OTEL_TRACES_SAMPLER``,
+    parent-based on the caller's ``traceparent`` by default), recorded into ``sink``."""
+
+    def __init__(self, sampler: Sampler, sink: SpanPipe) -> None:
+        self.sampler = sampler
+        self.sink = sink
+        #: Every new trace is sampled (the default sampler, or always_on): then a root span
+        #: does not ask the sampler.
+        self.roots_sampled = sampler.get_description() in _ROOTS_SAMPLED
+
+    def server(self, name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Span:
+        """A request's span, continuing the caller's trace when it sent one."""
+        context = None
+        parent = None
+        if "traceparent" in headers:
+            context = PROPAGATOR.extract(headers)
+            found = trace.get_current_span(context).get_span_context()
+            if found.is_valid:
+                parent = found
+        return self._root(name, _SERVER, context, parent, attributes)
+
+    def _root(
+        self,
+        name: str,
+        kind: int,
+        context: Any,
+        parent: trace.SpanContext | None,
+        attributes: dict[str, Any],
+    ) -> Span:
+        if parent is None and self.roots_sampled:
+            return Span(self.sink, name, kind, _getrandbits(128) or 1, 0, False, 1, "", attributes)
+        trace_id = parent.trace_id if parent is not None else (_getrandbits(128) or 1)
+        result = self.sampler.should_sample(context, trace_id, name, SpanKind(kind), attributes)
+        sampled = result.decision is sampling.Decision.RECORD_AND_SAMPLE
+        if sampled and result.attributes:
+            attributes = {**attributes, **result.attributes}
+        state = result.trace_state.to_header() if result.trace_state else ""
+        return Span(
+            self.sink if sampled else None,
+            name,
+            kind,
+            trace_id,
+            parent.span_id if parent is not None else 0,
+            parent is not None,
+            1 if sampled else 0,
+            state,
+            attributes,
+        )
+
+    def child(self, parent: Span | None, name: str, kind: int, attributes: dict[str, Any]) -> Span:
+        """A span under ``parent`` (recording: the caller checks), or a new trace's root."""
+        if parent is None:
+            return self._root(name, kind, None, None, attributes)
+        return Span(
+            self.sink,
+            name,
+            kind,
+            parent.trace_id,
+            parent.span_id,
+            False,
+            parent.flags,
+            parent.state,
+            attributes,
+        )
+
+
+class SpanStats:
+    def __init__(self) -> None:
+        #: Spans handed to the exporter process.
+        self.sent = 0
+        #: Spans dropped: the exporter process was behind (or gone).
+        self.dropped = 0
+
+
+class SpanPipe:
+    """Finished spans on their way to the exporter process (``exporter.py``, started and
+    stopped with the app by :meth:`run`): kept in a list, written to its standard input in
+    batches (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` spans, or what is there after
+    ``OTEL_BSP_SCHEDULE_DELAY`` ms). Bounded: at most ``OTEL_BSP_MAX_QUEUE_SIZE`` spans wait
+    here and :attr:`MAX_PENDING` bytes in the pipe's buffer; past that spans are dropped and
+    counted (``hookgate_trace_spans_total{outcome="dropped"}``)."""
+
+    #: Bytes written and not yet read by the exporter process, at most.
+    MAX_PENDING = 8 * 1024 * 1024
+    #: Seconds the exporter process has to export what is left, when the app stops.
+    STOP_TIMEOUT = 30.0
+
+    def __init__(self, version: str, environ: Mapping[str, str] = os.environ) -> None:
+        self.version = version
+        self.batch = max(1, int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512))
+        self.max_queue = max(self.batch, int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048))
+        self.delay = max(0.0, float(environ.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000)
+        self.stats = SpanStats()
+        self._records: list[tuple[Any, ...]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stdin: asyncio.StreamWriter | None = None
+        self._broken = False
+
+    def add(self, record: tuple[Any, ...]) -> None:
+        records = self._records
+        if len(records) >= self.max_queue:
+            self.stats.dropped += 1
+            return
+        records.append(record)
+        if len(records) >= self.batch:
+            self.flush()
+        elif self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(self.delay, self.flush)
+
+    def flush(self) -> None:
+        """Hand what is kept to the exporter process (kept while it is not started yet)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        stdin = self._stdin
+        records = self._records
+        if stdin is None or not records:
+            return
+        self._records = []
+        if stdin.is_closing() or stdin.transport.get_write_buffer_size() > self.MAX_PENDING:
+            self.stats.dropped += len(records)
+            if not self._broken and stdin.is_closing():
+                self._broken = True
+                log.error("the span exporter process is gone: spans are dropped")
+            return
+        try:
+            data = marshal.dumps(records)
+        except ValueError:  # an attribute of a type of its own: that span goes
+            records = [r for r in records if _marshals(r)]
+            data = marshal.dumps(records)
+        stdin.write(len(data).to_bytes(4, "big") + data)
+        self.stats.sent += len(records)
+
+    async def run(self, app: web.Application) -> AsyncIterator[None]:
+        """``cleanup_ctx``: the exporter process for the app's lifetime; at the end what is left
+        is exported, then it is shut down."""
+        self._loop = asyncio.get_running_loop()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXPORTER), self.version, stdin=asyncio.subprocess.PIPE
+        )
+        assert proc.stdin is not None
+        self._stdin = proc.stdin
+        if self._records:
+            self._timer = self._loop.call_later(self.delay, self.flush)
+        try:
+            yield
+        finally:
+            self.flush()
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+            proc.stdin.close()
+            try:
+                async with asyncio.timeout(self.STOP_TIMEOUT):
+                    await proc.wait()
+            except TimeoutError:
+                log.error("the span exporter process did not stop in time: killed")
+                proc.kill()
+                await proc.wait()
+            self._loop = None
+
+
+def _marshals(record: tuple[Any, ...]) -> bool:
+    try:
+        marshal.dumps(record)
+    except ValueError:
+        log.warning("span %r not exported: an attribute is not a plain value", record[0])
+        return False
+    return True
 
 
 class _SpanKey:
@@ -81,7 +371,7 @@ def _set_usage(span: Span, usage: Any) -> None:
 def _failed(span: Span, err: BaseException) -> None:
     kind = err.kind if isinstance(err, GatewayError) else type(err).__qualname__
     span.set_attribute("error.type", kind)
-    span.set_status(Status(StatusCode.ERROR, str(err) if isinstance(err, GatewayError) else None))
+    span.set_error(str(err) if isinstance(err, GatewayError) else None)
 
 
 def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -90,15 +380,11 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         ex = request[EXCHANGE]
-        context = PROPAGATOR.extract(request.headers)
         route = ex.route.name
-        # Not made the current span (attaching a context costs, and nothing here reads it):
-        # the exchange carries it to the filter and the attempts.
-        span = tracer.start_span(
+        span = tracer.server(
             f"{request.method} {route}",
-            context=context,
-            kind=SpanKind.SERVER,
-            attributes={
+            request.headers,
+            {
                 "http.request.method": request.method,
                 "url.path": request.path,
                 "http.route": route,
@@ -121,7 +407,7 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
         else:
             span.set_attribute("http.response.status_code", resp.status)
             if resp.status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
+                span.set_error()
             return resp
         finally:
             span.end()
@@ -227,15 +513,12 @@ class TracedAttempts(Attempts):
 
     def _start(self, backend: Backend, request: ChatRequest, ex: Exchange) -> Span | None:
         """The attempt's span, or ``None`` when its trace is not sampled: then no span is made
-        (the SDK's unsampled spans still cost), and the upstream gets the request's context."""
+        and the upstream gets the request's context."""
         parent = _parent(ex)
         if parent is not None and not parent.is_recording():
             if ex.upstream_headers is None or "traceparent" not in ex.upstream_headers:
-                carrier: dict[str, str] = {}
-                PROPAGATOR.inject(carrier, context=trace.set_span_in_context(parent))
-                ex.upstream_headers = {**(ex.upstream_headers or {}), **carrier}
+                ex.upstream_headers = {**(ex.upstream_headers or {}), **parent.headers()}
             return None
-        context = trace.set_span_in_context(parent) if parent is not None else None
         model = request.upstream_model or request.model
         agent = backend.kind == "agent"
         operation = "invoke_agent" if agent else "chat"
@@ -249,15 +532,13 @@ class TracedAttempts(Attempts):
             attributes["gen_ai.agent.name"] = backend.name
         if request.max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
-        span = self.tracer.start_span(
+        span = self.tracer.child(
+            parent,
             f"{operation} {backend.name if agent else model}",
-            context=context,
-            kind=SpanKind.INTERNAL if agent else SpanKind.CLIENT,
-            attributes=attributes,
+            _INTERNAL if agent else _CLIENT,
+            attributes,
         )
-        headers: dict[str, str] = {}
-        PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
-        ex.upstream_headers = {**(ex.upstream_headers or {}), **headers}
+        ex.upstream_headers = {**(ex.upstream_headers or {}), **span.headers()}
         return span
 
     async def complete(self, backend: Backend, request: ChatRequest, ex: Exchange) -> ChatResponse:
@@ -315,28 +596,28 @@ class TracedAttempts(Attempts):
         parent = _parent(ex)
         if parent is not None and not parent.is_recording():
             return await run
-        context = trace.set_span_in_context(parent) if parent is not None else None
-        with self.tracer.start_as_current_span(
+        span = self.tracer.child(
+            parent,
             f"execute_tool {name}",
-            context=context,
-            kind=SpanKind.INTERNAL,
-            record_exception=False,
-            set_status_on_exception=False,
-            attributes={
+            _INTERNAL,
+            {
                 "gen_ai.operation.name": "execute_tool",
                 "gen_ai.tool.name": name,
                 "gen_ai.tool.call.id": call_id,
             },
-        ) as span:
-            try:
-                result = await run
-            except BaseException as err:
-                _failed(span, err)
-                raise
+        )
+        try:
+            result = await run
+        except BaseException as err:
+            _failed(span, err)
+            raise
+        else:
             if getattr(result, "is_error", False):
                 span.set_attribute("error.type", "tool_error")
-                span.set_status(Status(StatusCode.ERROR))
+                span.set_error()
             return result
+        finally:
+            span.end()
 
 
 def _swap_parent(ex: Exchange, span: Span | None) -> Span | None:

@@ -39,6 +39,24 @@ async def test_migrations_run_once_in_order(db: Database) -> None:
         assert await db.fetch(f"SELECT * FROM {table}") == []
 
 
+@pytest.mark.parametrize("count", [1, 66, 150])
+async def test_many_rows_are_inserted_whole_and_in_order(db: Database, count: int) -> None:
+    # SQLite takes several rows a statement (66 of 15 columns), and the rest in one more.
+    from gateway.spend.ledger import COLUMNS
+
+    rows = [
+        (float(i), "2026-12-01", f"r{i}", "k", None, "m", "b/m", i, 2 * i, 0, 0, 0, 0.5, "ok", 1.0)
+        for i in range(count)
+    ]
+    await db.insert_many("hookgate_spend", COLUMNS, rows)
+    got = await db.fetch(
+        "SELECT request_id, output_tokens, team_id FROM hookgate_spend ORDER BY ts"
+    )
+    assert [(r["request_id"], r["output_tokens"], r["team_id"]) for r in got] == [
+        (f"r{i}", 2 * i, None) for i in range(count)
+    ]
+
+
 async def test_instances_starting_together_migrate_once(db_config: DatabaseConfig) -> None:
     databases = [connect_database(db_config) for _ in range(4)]
     try:

@@ -14,9 +14,11 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+import redis
 from genai_prices import Usage as LibraryUsage
 from genai_prices import calc_price
 from support.processes import gateway_process
+from support.services import RedisServer
 from support.waiting import until
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -237,3 +239,54 @@ price = {{ request = 0.1 }}
         row = ledger()
         assert row["requests"] == 50 and row["failed"] == 40
         assert row["cost"] == pytest.approx(1.0)
+
+
+@pytest.fixture
+def own_redis() -> Any:
+    """A Redis of this test's own: it is flushed, which the shared one never may be."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_budget_counters_lost_by_redis_are_made_again_from_the_ledger(
+    own_redis, make_gateway, upstream, tmp_path, sdk
+):
+    cfg = config(upstream, tmp_path, redis={"url": own_redis.url, "prefix": "hg:"})
+    client = await make_gateway(cfg)
+    team = {"id": "eng", "name": "Eng", "budget": {"month": 100.0}}
+    assert (await client.post("/admin/teams", json=team, headers=ADMIN)).status == 201
+    # Two requests' worth of a day budget, in a team with a month budget.
+    secret, key_id = await new_key(client, team="eng", budget={"day": 2.5 * COST})
+    api = sdk(client, api_key=secret)
+    for _ in range(2):
+        await api.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=7)
+
+    async def two_rows() -> bool:
+        resp = await client.get("/admin/spend", params={"key": key_id}, headers=ADMIN)
+        return [r["requests"] for r in (await resp.json())["data"]] == [2]
+
+    await until(two_rows, 10, "two ledger rows")
+    store = redis.Redis.from_url(own_redis.url)
+    try:
+        store.flushdb()  # mid-period: every budget counter is gone
+        # Made again from the ledger, the day's counter still holds two requests: a third
+        # does not fit.
+        with pytest.raises(openai.RateLimitError) as refused:
+            await api.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=7)
+        assert refused.value.code == "budget_exceeded" and "daily budget" in refused.value.message
+        (day,) = store.keys(f"hg:budget:*key:vk-{key_id}:day:*")
+        assert int(store.get(day)) == round(2 * COST * 1_000_000)
+        assert store.ttl(day) > 86400  # kept as long as a day counter is
+        # The team's month, made again when a request reaches it: the two before, and this one.
+        other, _ = await new_key(client, team="eng")
+        await sdk(client, api_key=other).chat.completions.create(
+            model="priced", messages=MESSAGES, max_tokens=7
+        )
+        (month,) = store.keys("hg:budget:*team:eng:month:*")
+        assert int(store.get(month)) == round(3 * COST * 1_000_000)
+    finally:
+        store.close()

@@ -5,6 +5,10 @@ and answer only when opted in."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -235,3 +239,52 @@ async def test_a_fallback_is_one_attempt_span_more(
     (served,) = _named(receiver, "chat up-f")
     assert failed["parent"] == served["parent"] == server["span_id"]
     assert failed["status"] == 2 and served["status"] != 2
+
+
+def _exporter_processes() -> list[int]:
+    """This process's children running the span exporter."""
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"exporter.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+    return found
+
+
+def _metric(text: str, name: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(name)).split()[-1])
+
+
+async def test_spans_are_exported_by_a_process_of_their_own_and_counted(
+    make_gateway, upstream, receiver, sdk
+):
+    client = await make_gateway(upstream_config(upstream))
+    await sdk(client).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "x"}]
+    )
+    await until(lambda: len(receiver) >= 2, 10, "two spans")
+    metrics = await (await client.get("/metrics")).text()
+    assert _metric(metrics, 'hookgate_trace_spans_total{outcome="sent"}') >= 2
+    (pid,) = _exporter_processes()
+    # The process gone, requests are answered as before; their spans are dropped and counted.
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: not _exporter_processes() or _reaped(pid), 10, "the exporter's end")
+    for _ in range(3):
+        done = await sdk(client).chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "y"}]
+        )
+        assert done.choices[0].message.content == "upstream says: y"
+
+    async def dropped() -> bool:
+        text = await (await client.get("/metrics")).text()
+        return _metric(text, 'hookgate_trace_spans_total{outcome="dropped"}') >= 6
+
+    await until(dropped, 10, "six spans dropped")
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+    except OSError:
+        return True

@@ -1,0 +1,292 @@
+"""The span exporter process: reads finished spans from its standard input and exports them with
+OpenTelemetry's SDK (its OTLP/HTTP exporter, configured by the ``OTEL_*`` environment variables).
+
+The gateway records each span as a plain tuple on the request path and hands them here in
+batches (``tracing.SpanPipe``), so building the SDK's spans, encoding them (protobuf) and sending
+them take no time from requests: they run in this process, on another core, under a GIL of
+their own. Run as ``python exporter.py VERSION`` (by path: it imports nothing of the gateway).
+
+Frames on stdin: a 4-byte big-endian length, then a list of records (``marshal``: the
+fastest way for plain tuples, between two processes of one Python) (:data:`FIELDS`).
+At end of input what is left is exported and the exporter shut down (flushed).
+
+Encoding: the SDK's OTLP encoder builds a protobuf object per span and per attribute (about
+40 us a span); :class:`Encoder` writes the same ``ExportTraceServiceRequest`` bytes straight
+from the records (a few us a span; the attribute lines that repeat, kept), and the SDK
+exporter's HTTP client sends them (endpoint, headers, compression, retries and timeout as the
+``OTEL_EXPORTER_OTLP_*`` variables say). The bytes decode to what the SDK's encoder makes of
+the same spans (``tests/unit/test_span_export.py`` compares them). Should an SDK release lack
+that client, the SDK's own ``export`` (and encoder) is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import struct
+import sys
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+log = logging.getLogger("hookgate.span_exporter")
+
+#: A record's fields, in order.
+FIELDS = (
+    "name",
+    "kind",  # opentelemetry.trace.SpanKind value
+    "trace_id",
+    "span_id",
+    "parent_id",  # 0: a root span
+    "parent_remote",
+    "flags",
+    "trace_state",  # W3C tracestate header value, "" when none
+    "start",  # ns since the epoch
+    "end",
+    "attributes",
+    "status",  # opentelemetry.trace.StatusCode value
+    "description",
+)
+
+
+def _read(stream: BinaryIO, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def frames(stream: BinaryIO) -> Any:
+    """The lists of records on ``stream``, until its end."""
+    while True:
+        head = _read(stream, 4)
+        if not head:
+            return
+        body = _read(stream, int.from_bytes(head, "big"))
+        if not body:
+            return
+        yield marshal.loads(body)
+
+
+# --- protobuf, written by hand -----------------------------------------------------------------
+
+_FIXED64 = struct.Struct("<Q").pack
+_DOUBLE = struct.Struct("<d").pack
+_SMALL = [bytes((i,)) for i in range(128)]
+_INT64 = (1 << 64) - 1
+
+
+def _varint(n: int) -> bytes:
+    if n < 128:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 127:
+        out.append((n & 127) | 128)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _len(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    return tag + _varint(len(payload)) + payload
+
+
+def any_value(value: Any) -> bytes:
+    """An ``AnyValue`` message (as the SDK's encoder makes it)."""
+    if value is None:
+        return b""
+    if value is True or value is False:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _len(b"\x0a", value.encode())
+    if isinstance(value, int):
+        return b"\x18" + _varint(value & _INT64)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(value)
+    if isinstance(value, bytes):
+        return _len(b"\x3a", value)
+    if isinstance(value, list | tuple):
+        return _len(b"\x2a", b"".join(_len(b"\x0a", any_value(v)) for v in value))
+    if isinstance(value, Mapping):
+        return _len(
+            b"\x32", b"".join(_len(b"\x0a", key_value(str(k), v)) for k, v in value.items())
+        )
+    raise TypeError(f"invalid attribute value type {type(value).__name__}")
+
+
+def key_value(key: str, value: Any) -> bytes:
+    """A ``KeyValue`` message."""
+    return _len(b"\x0a", key.encode()) + _len(b"\x12", any_value(value))
+
+
+class Encoder:
+    """Records to an ``ExportTraceServiceRequest``, its resource and scope those of
+    :class:`Builder`."""
+
+    #: Values remembered per attribute name at most: past that (ids, say), they are not.
+    KEPT = 64
+
+    def __init__(self, builder: Builder) -> None:
+        resource = b"".join(
+            _len(b"\x0a", key_value(k, v)) for k, v in builder.resource.attributes.items()
+        )
+        scope = _len(b"\x0a", builder.scope.name.encode())
+        if builder.scope.version:
+            scope += _len(b"\x12", builder.scope.version.encode())
+        self._resource = _len(b"\x0a", resource)
+        self._scope = _len(b"\x0a", scope)
+        #: name -> value -> the attribute's field (strings and booleans: the same few repeat)
+        self._fields: dict[str, dict[Any, bytes]] = {}
+
+    def _attribute(self, key: str, value: Any) -> bytes:
+        if type(value) is not str and type(value) is not bool:
+            return _len(b"\x4a", key_value(key, value))
+        values = self._fields.get(key)
+        if values is None:
+            values = self._fields[key] = {}
+        kept = values.get(value)
+        if kept is None:
+            kept = _len(b"\x4a", key_value(key, value))
+            if len(values) < self.KEPT:
+                values[value] = kept
+        return kept
+
+    def span(self, record: tuple[Any, ...]) -> bytes:
+        """A ``Span`` message."""
+        (name, kind, trace_id, span_id, parent_id, remote, _flags, state) = record[:8]
+        (start, end, attributes, status, description) = record[8:]
+        out = [
+            b"\x0a\x10",
+            trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            span_id.to_bytes(8, "big"),
+        ]
+        if state:
+            out.append(_len(b"\x1a", state.encode()))
+        if parent_id:
+            out += (b"\x22\x08", parent_id.to_bytes(8, "big"))
+        out += (
+            _len(b"\x2a", name.encode()),
+            b"\x30",
+            _SMALL[kind + 1],  # OTLP's SpanKind numbers: the API's plus one
+            b"\x39",
+            _FIXED64(start),
+            b"\x41",
+            _FIXED64(end),
+        )
+        attribute = self._attribute
+        out += [attribute(k, v) for k, v in attributes.items()]
+        # Status (always there, as the SDK's encoder has it): message, then code.
+        st = (_len(b"\x12", description.encode()) if description else b"") + (
+            b"\x18" + _SMALL[status] if status else b""
+        )
+        out.append(_len(b"\x7a", st))
+        # flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE, and ..._IS_REMOTE when the parent is.
+        out.append(b"\x85\x01" + (b"\x00\x03\x00\x00" if remote else b"\x00\x01\x00\x00"))
+        return b"".join(out)
+
+    def request(self, records: list[tuple[Any, ...]]) -> bytes:
+        """The ``ExportTraceServiceRequest`` of ``records`` (one resource, one scope)."""
+        spans = b"".join(_len(b"\x12", self.span(r)) for r in records)
+        resource_spans = self._resource + _len(b"\x12", self._scope + spans)
+        return _len(b"\x0a", resource_spans)
+
+
+class Builder:
+    """Records to the SDK's finished spans (``ReadableSpan``)."""
+
+    def __init__(self, version: str) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        self.resource = Resource.create({"service.name": "hookgate", "service.version": version})
+        self.scope = InstrumentationScope("hookgate", version)
+
+    def span(self, record: tuple[Any, ...]) -> Any:
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState
+        from opentelemetry.trace.status import Status, StatusCode
+
+        (name, kind, trace_id, span_id, parent_id, remote, flags, state) = record[:8]
+        (start, end, attributes, status, description) = record[8:]
+        trace_state = TraceState.from_header([state]) if state else None
+        context = SpanContext(trace_id, span_id, False, TraceFlags(flags), trace_state)
+        parent = (
+            SpanContext(trace_id, parent_id, remote, TraceFlags(flags), trace_state)
+            if parent_id
+            else None
+        )
+        return ReadableSpan(
+            name=name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=attributes,
+            kind=SpanKind(kind),
+            status=Status(StatusCode(status), description),
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self.scope,
+        )
+
+
+def run(stream: BinaryIO, exporter: Any, builder: Builder, batch: int) -> None:
+    """Export what ``stream`` carries, ``batch`` spans a call at most, then shut down."""
+    client = getattr(exporter, "_client", None)
+    send = getattr(client, "export", None) if client is not None else None
+    encoder = Encoder(builder) if send is not None else None
+    try:
+        for records in frames(stream):
+            for i in range(0, len(records), batch):
+                chunk = records[i : i + batch]
+                if encoder is not None and send is not None:
+                    _send(send, encoder, chunk)
+                else:
+                    exporter.export([s for s in (_built(builder, r) for r in chunk) if s])
+    finally:
+        exporter.shutdown()
+
+
+def _send(send: Any, encoder: Encoder, records: list[tuple[Any, ...]]) -> None:
+    try:
+        data = encoder.request(records)
+    except Exception as exc:  # a record that cannot be encoded: the others go
+        log.warning("spans not encoded (%s): encoding one at a time", exc)
+        data = encoder.request([r for r in records if _encodes(encoder, r)])
+    result = send(data)
+    if not getattr(result, "success", True):
+        log.warning("%d spans not exported", len(records))
+
+
+def _encodes(encoder: Encoder, record: tuple[Any, ...]) -> bool:
+    try:
+        encoder.span(record)
+    except Exception as exc:
+        log.warning("span %r not exported: %s", record[0], exc)
+        return False
+    return True
+
+
+def _built(builder: Builder, record: tuple[Any, ...]) -> Any:
+    try:
+        return builder.span(record)
+    except Exception as exc:  # one bad record must not stop the others
+        log.warning("span %r not exported: %s", record[0], exc)
+        return None
+
+
+def main() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    logging.basicConfig(level=logging.WARNING, format="hookgate span exporter: %(message)s")
+    version = sys.argv[1] if len(sys.argv) > 1 else ""
+    batch = int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
+    run(sys.stdin.buffer, OTLPSpanExporter(), Builder(version), max(1, batch))
+
+
+if __name__ == "__main__":
+    main()
