@@ -91,6 +91,8 @@ def stream_error(obj: dict[str, Any]) -> GatewayError:
 # --- events -> wire --------------------------------------------------------------------
 
 DONE = b"data: [DONE]\n\n"
+_TEXT_TAIL = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+_TEXT_TAIL_USAGE = b'},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
 
 
 class ChunkEncoder:
@@ -106,7 +108,6 @@ class ChunkEncoder:
 
     __slots__ = (
         "_failed",
-        "_handlers",
         "_head",
         "_include_usage",
         "_model",
@@ -123,22 +124,9 @@ class ChunkEncoder:
         self._role_sent = False
         self._usage: Usage | None = None
         # What follows a text delta's JSON string in its chunk (the most frequent chunk).
-        self._text_tail = b'},"logprobs":null,"finish_reason":null}]' + (
-            b',"usage":null}\n\n' if include_usage else b"}\n\n"
-        )
+        self._text_tail = _TEXT_TAIL_USAGE if include_usage else _TEXT_TAIL
         self._relayed = False
         self._failed = False
-        self._handlers: dict[type, Callable[[Any], bytes]] = {
-            TextDelta: self._text,
-            ToolCallStart: self._call_start,
-            ToolCallDelta: self._call_delta,
-            Finish: self._finish,
-            UsageEvent: self._usage_event,
-            Error: self._error,
-            Raw: self._raw,
-            Start: self._start,
-            ReasoningDelta: self._reasoning,
-        }
         if id is not None:
             self._set_head(id, int(time.time()), model)
 
@@ -146,8 +134,8 @@ class ChunkEncoder:
         """The bytes to send for ``ev`` (possibly none)."""
         if ev.relayed:
             return b""
-        handler = self._handlers.get(type(ev))
-        return handler(ev) if handler is not None else b""
+        handler = _HANDLERS.get(type(ev))
+        return handler(self, ev) if handler is not None else b""
 
     def end(self) -> bytes:
         """The trailer after the last event: the usage chunk and ``[DONE]`` (nothing after a
@@ -245,3 +233,17 @@ class ChunkEncoder:
             return b""
         self._relayed = True
         return ev.data
+
+
+#: The encoder's method for each kind of event (one table for every stream, not one a stream).
+_HANDLERS: dict[type, Callable[[ChunkEncoder, Any], bytes]] = {
+    TextDelta: ChunkEncoder._text,
+    ToolCallStart: ChunkEncoder._call_start,
+    ToolCallDelta: ChunkEncoder._call_delta,
+    Finish: ChunkEncoder._finish,
+    UsageEvent: ChunkEncoder._usage_event,
+    Error: ChunkEncoder._error,
+    Raw: ChunkEncoder._raw,
+    Start: ChunkEncoder._start,
+    ReasoningDelta: ChunkEncoder._reasoning,
+}
