@@ -135,6 +135,7 @@ from gateway.streaming.assembler import Assembler, new_id
 from gateway.streaming.sse import (
     PING,
     FrameRelay,
+    FrameSkip,
     SendTimeout,
     SSEDecoder,
     SSEFrame,
@@ -180,6 +181,7 @@ __all__ = [
     "Finish",
     "Forbidden",
     "FrameRelay",
+    "FrameSkip",
     "Gateway",
     "GatewayError",
     "HTTPBackend",

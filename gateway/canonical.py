@@ -430,9 +430,11 @@ class Raw(Event):
     """Upstream bytes to send unchanged to a client of the same ``protocol`` (the fast path).
 
     ``last`` says the upstream's answer ended with these bytes: a writer may hold them and send
-    them with the end of the response, in one write rather than two.
+    them with the end of the response, in one write rather than two. ``frames`` is how many SSE
+    frames ``data`` holds, when whoever made the event counted them (``0``: not counted).
     """
 
     data: bytes
     protocol: str
     last: bool = False
+    frames: int = 0

@@ -32,7 +32,7 @@ from gateway.config.sections import BackendConfig
 from gateway.config.types import ByteSize, Count, Duration, Url
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Exchange
-from gateway.streaming.sse import FrameRelay, SSEDecoder, SSEFrame
+from gateway.streaming.sse import FrameRelay, FrameSkip, SSEDecoder, SSEFrame
 
 
 @attrs.frozen
@@ -151,9 +151,10 @@ class HTTPBackend(Backend):
         stream's ``[DONE]``); by default, only an empty one is."""
         return not data
 
-    def unobserved(self) -> Callable[[bytes], bool] | None:
+    def unobserved(self) -> Callable[[bytes], bool] | FrameSkip | None:
         """For a relay that nobody observes (the fast path): a test of a frame's raw bytes that
-        says it needs no parsing at all (by default none: every frame is parsed)."""
+        says it needs no parsing at all, or a :class:`~gateway.streaming.sse.FrameSkip` that can
+        also answer for many frames at once (by default none: every frame is parsed)."""
         return None
 
     def stream_end(self, parser: Any, relay: bool) -> list[Event]:
@@ -242,7 +243,9 @@ class HTTPBackend(Backend):
                         batch[-1].relayed = False
                     if whole:
                         last = not failed and not frames.pending and resp.content.at_eof()
-                        batch.insert(0, Raw(whole, protocol, last=last))
+                        # The frames the decoder completed are those relayed (unless cut).
+                        counted = 0 if failed else decoder.completed
+                        batch.insert(0, Raw(whole, protocol, last=last, frames=counted))
                 if until is not None and _has_content(batch):
                     until = None
                 for ev in batch:

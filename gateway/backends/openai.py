@@ -8,12 +8,13 @@ frame for usage, text and failures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 import aiohttp
 import attrs
+import msgspec
 import orjson
 
 from gateway import (
@@ -22,6 +23,7 @@ from gateway import (
     EmbeddingRequest,
     EmbeddingResponse,
     Exchange,
+    FrameSkip,
     GatewayError,
     HTTPBackend,
     HTTPBackendConfig,
@@ -64,6 +66,34 @@ def content_only(data: bytes) -> bool:
     )
 
 
+class _ContentChoice(msgspec.Struct):
+    finish_reason: None = None
+
+
+class _ContentChunk(msgspec.Struct):
+    """A ``chat.completion.chunk`` that carries only content: no finish, usage nor error (any
+    of them not null fails to decode); its other fields are skipped, not built."""
+
+    choices: list[_ContentChoice] | None = None
+    usage: None = None
+    error: None = None
+
+
+_CONTENT_CHUNKS = msgspec.json.Decoder(list[_ContentChunk])
+
+
+def content_chunks(array: bytes, count: int) -> bool:
+    """Whether ``array``, a JSON array of ``count`` relayed frames' data, holds well-formed
+    chunks that carry nothing but content (one pass of msgspec, which validates as it goes)."""
+    try:
+        return len(_CONTENT_CHUNKS.decode(array)) == count
+    except msgspec.DecodeError:  # not JSON, or a chunk that ends, reports or fails
+        return False
+
+
+CONTENT_ONLY = FrameSkip(content_only, content_chunks)
+
+
 class OpenAIBackend(HTTPBackend):
     kind = "openai"
     protocol = PROTOCOL
@@ -104,8 +134,8 @@ class OpenAIBackend(HTTPBackend):
             return True
         return False
 
-    def unobserved(self) -> Callable[[bytes], bool]:
-        return content_only
+    def unobserved(self) -> FrameSkip:
+        return CONTENT_ONLY
 
     def stream_finished(self, parser: _Stream) -> bool:
         """An OpenAI stream ends with ``[DONE]``: one that closes without it was cut, even

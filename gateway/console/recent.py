@@ -13,36 +13,56 @@ from gateway import ChatRequest, Exchange, Filter, Outcome
 
 class RecentRequests(Filter):
     """Keeps the last ``size`` requests. Runs late (after the plugins that price a request), and
-    only ``on_end``: one small dict appended per request."""
+    only ``on_end``: one small tuple appended per request."""
 
     name: ClassVar[str] = "console.recent"
     order: ClassVar[int] = 1_000_000
     reads_relayed: ClassVar[bool] = False
 
     def __init__(self, size: int) -> None:
-        self.records: deque[dict[str, Any]] = deque(maxlen=size)
+        # A tuple a request (cheaper to make than the dict it becomes when the view asks).
+        self.records: deque[tuple[Any, ...]] = deque(maxlen=size)
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
         usage = outcome.usage
         err = outcome.error
         self.records.append(
-            {
-                "time": time.time(),
-                "request_id": exchange.request_id,
-                "key": exchange.principal.name,
-                "route": exchange.route.name,
-                "model": exchange.model or request.model,
-                "backend": exchange.backend or None,
-                "stream": outcome.stream,
-                "status": outcome.status,
-                "error": None if err is None else {"status": err.status, "message": err.message},
-                "input_tokens": usage.input_tokens if usage else None,
-                "output_tokens": usage.output_tokens if usage else outcome.output_tokens,
+            (
+                time.time(),
+                exchange.request_id,
+                exchange.principal.name,
+                exchange.route.name,
+                exchange.model or request.model,
+                exchange.backend or None,
+                outcome.stream,
+                outcome.status,
+                None if err is None else (err.status, err.message),
+                usage.input_tokens if usage else None,
+                usage.output_tokens if usage else outcome.output_tokens,
                 # The spend plugin prices requests where it runs; absent: not priced here.
-                "cost": getattr(exchange, "cost", None),
-                "latency_ms": round((time.perf_counter() - exchange.started) * 1000, 1),
-            }
+                exchange.cost,
+                time.perf_counter() - exchange.started,
+            )
         )
 
     def newest_first(self) -> list[dict[str, Any]]:
-        return list(reversed(self.records))
+        return [_as_dict(r) for r in reversed(self.records)]
+
+
+def _as_dict(record: tuple[Any, ...]) -> dict[str, Any]:
+    (when, rid, key, route, model, backend, stream, status, err, tin, tout, cost, took) = record
+    return {
+        "time": when,
+        "request_id": rid,
+        "key": key,
+        "route": route,
+        "model": model,
+        "backend": backend,
+        "stream": stream,
+        "status": status,
+        "error": None if err is None else {"status": err[0], "message": err[1]},
+        "input_tokens": tin,
+        "output_tokens": tout,
+        "cost": cost,
+        "latency_ms": round(took * 1000, 1),
+    }

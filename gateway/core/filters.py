@@ -7,6 +7,7 @@ A filter overrides only the methods it needs; the pipeline puts just those on th
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import attrs
@@ -50,6 +51,10 @@ class Filter:
     #: only usage, or whose ``on_success`` acts only on requests it took off the relay (by
     #: clearing ``request.raw_relay`` in ``on_request``).
     reads_relayed: ClassVar[bool] = True
+    #: When set, ``on_success`` runs only for requests whose :attr:`Exchange.notes` hold this
+    #: key (the filter's ``on_request`` kept something there for it); the answers of the others
+    #: are not even assembled for it. ``None``: for every successful request.
+    success_note: ClassVar[Hashable | None] = None
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         """Before routing. Return the request if you changed it (or a new one); ``None`` if not."""

@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import logging
 import warnings
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 
 EndHook = Callable[["ChatRequest", "Exchange", Outcome], Awaitable[None]]
+SuccessHook = Callable[["ChatRequest", "ChatResponse", "Exchange"], Awaitable[None]]
 EventHook = Callable[["Event", "Exchange"], Awaitable["Event | None"]]
 Status = Literal["success", "error", "client_gone"]
 
@@ -59,7 +60,15 @@ class Pipeline:
         self.request_filters = [f.on_request for f in ordered if overrides(f, "on_request")]
         self.event_filters = [_event_hook(f) for f in ordered if overrides(f, "on_event")]
         self.response_filters = [f.on_response for f in ordered if overrides(f, "on_response")]
-        self.success_hooks = [f.on_success for f in ordered if overrides(f, "on_success")]
+        self.success_hooks: list[SuccessHook] = [
+            f.on_success for f in ordered if overrides(f, "on_success")
+        ]
+        #: The success hooks with the note each needs (see ``Filter.success_note``), when one
+        #: needs a note; else ``None`` (every success hook runs for every request).
+        noted: list[tuple[Hashable | None, SuccessHook]] = [
+            (f.success_note, f.on_success) for f in ordered if overrides(f, "on_success")
+        ]
+        self._noted = noted if any(key is not None for key, _ in noted) else None
         self.end_hooks: list[EndHook] = [f.on_end for f in ordered if overrides(f, "on_end")]
         #: End hooks running shielded after their request was cancelled.
         self._ending: set[asyncio.Future[None]] = set()
@@ -148,7 +157,7 @@ class Pipeline:
                     resp = changed
                     resp.raw = None
             ex.usage = resp.usage
-            for hook in self.success_hooks:
+            for hook in self._success_hooks(ex):
                 await hook(req, resp, ex)
             status = "success"
             if self.end_hooks:
@@ -159,7 +168,11 @@ class Pipeline:
             raise
         finally:
             if self.end_hooks:
-                await self._end(req, ex, Outcome(status, error, ex.usage, output, False))
+                outcome = Outcome(status, error, ex.usage, output, False)
+                if status == "client_gone":
+                    await self._shielded(self.end_hooks, req, ex, outcome)
+                else:
+                    await self._run_end_hooks(self.end_hooks, req, ex, outcome)
 
     async def stream(self, req: ChatRequest, ex: Exchange) -> AsyncGenerator[Event, None]:
         """A streamed answer as events, filters applied.
@@ -182,7 +195,8 @@ class Pipeline:
                 if policy is None
                 else policy.stream(req, ex, self.attempts)
             )
-            assembler = Assembler(req.model) if self.success_hooks else None
+            success = self._success_hooks(ex)
+            assembler = Assembler(req.model) if success else None
             filters = self.event_filters
             count_raw = req.raw_relay and not req.parse_relayed
             finished = sent = False
@@ -214,7 +228,7 @@ class Pipeline:
                             elif type(ev) is ToolCallDelta or type(ev) is ToolRunDelta:
                                 chars += len(ev.arguments)
                             elif type(ev) is Raw and count_raw:
-                                frames += ev.data.count(b"\n\n")
+                                frames += ev.frames or ev.data.count(b"\n\n")
                         if assembler is not None:
                             assembler.add(ev)
                         sent = True
@@ -235,7 +249,7 @@ class Pipeline:
             if assembler is not None:
                 resp = assembler.response()
                 try:
-                    for hook in self.success_hooks:
+                    for hook in success:
                         await hook(req, resp, ex)
                 except GatewayError as err:
                     # E.g. the session store could not keep the turn: the client must know, and
@@ -254,6 +268,15 @@ class Pipeline:
             if metered:
                 outcome = Outcome(status, error, ex.usage, (chars + 3) // 4 + frames, True)
                 await self._end(req, ex, outcome)
+
+    def _success_hooks(self, ex: Exchange) -> list[SuccessHook]:
+        """The success hooks for this request (once its request filters have run)."""
+        if self._noted is None:
+            return self.success_hooks
+        notes = ex.notes
+        return [
+            hook for key, hook in self._noted if key is None or (notes is not None and key in notes)
+        ]
 
     async def _end(self, req: ChatRequest, ex: Exchange, outcome: Outcome) -> None:
         """Run the end hooks. When the client is gone the request is being cancelled or closed:

@@ -103,7 +103,8 @@ class ProtocolAdapter:
             raise first.error
         keepalive: bytes | None = getattr(encoder, "keepalive", None)
         resp = SSEResponse(self.ping_interval, headers, keepalive or PING, self.send_timeout)
-        held = tail = b""
+        held: list[bytes] = []  # joined once, not grown frame by frame
+        tail = b""
         gateway = self.gateway
         task = asyncio.current_task()
         assert task is not None
@@ -122,16 +123,18 @@ class ProtocolAdapter:
                 data = encode(ev)
                 if data:
                     if ev.more or (type(ev) is Raw and ev.last):
-                        held += data
+                        held.append(data)
                     else:
                         if held:
-                            data, held = held + data, b""
+                            held.append(data)
+                            data = b"".join(held)
+                            held.clear()
                         await write(data)
                 try:
                     ev = await anext(events)
                 except StopAsyncIteration:
                     break
-            tail = held + encoder.end()
+            tail = b"".join(held) + encoder.end()
         except ConnectionResetError:
             log.debug("client went away mid-stream (request %s)", ex.request_id)
             return resp
@@ -140,7 +143,7 @@ class ProtocolAdapter:
                 raise  # the client went away (or the server is being killed): nothing to tell
             task.uncancel()
             log.warning("request %s: stream cut at the drain deadline", ex.request_id)
-            tail = held + encoder.encode(
+            tail = b"".join(held) + encoder.encode(
                 Error(Unavailable("the gateway is shutting down; retry the request"))
             )
         finally:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -114,6 +115,21 @@ def run(
     raise_open_files_limit()
     server = Server(loaded, reread=reread, reuse_port=reuse_port, heartbeat=heartbeat, peers=peers)
     return asyncio.run(server.serve())
+
+
+#: Allocations between young-generation collections (CPython's default is 700). A request makes
+#: a few hundred short-lived objects, nearly all freed by reference counting; collecting every
+#: couple of requests cost about 4% of a proxied request's instructions.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Once the application is up: move what startup made (modules, configuration, plugins) out
+    of the collector's sight, and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, gc.get_threshold()[0]), older, oldest)
 
 
 def bind(host: str, port: int, *, reuse_port: bool, backlog: int = 1024) -> list[socket.socket]:
@@ -285,6 +301,7 @@ class Server:
         gen = Generation(self.loaded)
         await gen.start(self.sockets)
         self.current = gen
+        tune_gc()
         if self.peers_dir is not None:
             peers = Peers(self.peers_dir, self._exposition)
             try:
@@ -403,7 +420,15 @@ class Server:
         old, self.current = self.current, gen
         self.loaded = gen.loaded
         self.retiring[old] = task = asyncio.get_running_loop().create_task(old.retire(linger=True))
-        task.add_done_callback(lambda _: self.retiring.pop(old, None))
+
+        def retired(_: asyncio.Task[None]) -> None:
+            self.retiring.pop(old, None)
+            # What the old configuration made was frozen with the rest (see tune_gc): it can be
+            # collected now, and the new one's is frozen in turn.
+            gc.unfreeze()
+            tune_gc()
+
+        task.add_done_callback(retired)
         # Once this is logged, every new connection gets the new configuration.
         await old.closed_to_new.wait()
         log.info(

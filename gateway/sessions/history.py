@@ -26,7 +26,6 @@ import orjson
 from aiohttp import web
 
 from gateway import (
-    EXCHANGE,
     SESSION_ID,
     BadRequest,
     ChatRequest,
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 
 SESSION_HEADER = "x-session-id"
 #: Keys of this plugin's values in ``Exchange.notes``.
-_HEADER = "sessions.header"
 _TURN = "sessions.turn"
 
 SESSION_STORE: web.AppKey[SessionStore] = web.AppKey("hookgate.sessions.store", SessionStore)
@@ -93,15 +91,17 @@ class SessionFilter(Filter):
     order = -100
     #: A request with a session is taken off the raw relay; others are not recorded.
     reads_relayed = False
+    #: Only a request with a session has its turn stored.
+    success_note = _TURN
 
     def __init__(self, store: SessionStore | None, unavailable: str = "") -> None:
         self.store = store
         self.unavailable = unavailable
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        notes = exchange.notes
         session = request.session_id
-        header = notes.get(_HEADER) if notes else None
+        http = exchange.http
+        header = http.headers.get(SESSION_HEADER) if http is not None else None
         if header is not None:
             if session is not None and session != header:
                 raise BadRequest(
@@ -160,16 +160,6 @@ def _replayable(reply: Message) -> Message:
     return Message("assistant", parts, reply.name, {"refusal": refusal} if refusal else None)
 
 
-@web.middleware
-async def session_header(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Hand the ``X-Session-Id`` header to the filter, whatever the protocol of the route."""
-    session = request.headers.get(SESSION_HEADER)
-    if session is not None:
-        request[EXCHANGE].note(_HEADER, session)
-    response: web.StreamResponse = await handler(request)
-    return response
-
-
 def build_store(gateway: Gateway) -> tuple[SessionStore | None, str]:
     """The configured store, or ``None`` and the reason sessions are unavailable."""
     cfg: SessionConfig = gateway.config.section("sessions")
@@ -217,7 +207,6 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
     flt = next((f for f in gateway.filters if isinstance(f, SessionFilter)), None)
     if flt is None:
         return
-    app.middlewares.append(session_header)
     store = flt.store
     if store is None:
         return

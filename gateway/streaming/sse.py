@@ -46,21 +46,29 @@ class SSEDecoder:
 
     Whole events are cut out of the buffer at blank lines; an event that is one ``data: ...``
     line (what model servers send) takes a short path that does not look at it line by line.
-    ``skip``, when given, is asked about each such event's raw bytes first: events it accepts
-    are dropped (a relay uses it for JSON frames nobody needs to read), once all those of one
+    ``skip``, when given, is asked about such events' raw bytes first: events it accepts are
+    dropped (a relay uses it for JSON frames nobody needs to read), once all those of one
     ``feed`` are known to be well-formed JSON, one value each (one parse per feed); when one is
-    not, none of them is dropped, so the reader meets the malformed one.
+    not, none of them is dropped, so the reader meets the malformed one. A :class:`FrameSkip`
+    with a test of ``many`` frames is asked about all the events of a read but the last few at
+    once, and when it refuses them, or for the last few, about each one alone.
     """
 
-    __slots__ = ("_buf", "_id", "_skip", "_start", "retry")
+    __slots__ = ("_buf", "_id", "_many", "_skip", "_start", "completed", "retry")
 
-    def __init__(self, skip: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(self, skip: Callable[[bytes], bool] | FrameSkip | None = None) -> None:
         self._buf = b""
         self._id: str | None = None
-        self._skip = skip
+        if isinstance(skip, FrameSkip):
+            self._skip: Callable[[bytes], bool] | None = skip.one
+            self._many = skip.many
+        else:
+            self._skip, self._many = skip, None
         self._start = True  # nothing read yet: the stream may begin with a byte order mark
         #: The reconnection time in milliseconds the stream last asked for, if any.
         self.retry: int | None = None
+        #: How many frames (events or not) the last ``feed`` completed.
+        self.completed = 0
 
     @property
     def last_event_id(self) -> str | None:
@@ -72,6 +80,7 @@ class SSEDecoder:
         if self._start:
             if len(buf) < 3 and _BOM.startswith(buf):
                 self._buf = buf  # perhaps the first bytes of a byte order mark: wait for more
+                self.completed = 0
                 return []
             self._start = False
             if buf[:3] == _BOM:
@@ -85,11 +94,31 @@ class SSEDecoder:
             if keep_cr:
                 buf += b"\r"
         blocks = buf.split(b"\n\n")
-        self._buf = blocks.pop()
-        frames: list[SSEFrame] = []
+        rest = blocks.pop()
+        self._buf = rest
+        self.completed = len(blocks)
         skip = self._skip
+        frames: list[SSEFrame] = []
         skipped: list[bytes] | None = None
-        for block in blocks:
+        start = 0
+        many = self._many
+        if many is not None and len(blocks) > _TAIL + 1:
+            # The fast path: all frames but the last few asked about at once, when each is one
+            # ``data:`` line (most reads of a model's stream are all content frames; its end,
+            # finish and usage, come in the last ones), as one JSON array of their data.
+            start = len(blocks) - _TAIL
+            cut = len(buf) - len(rest) - sum(map(len, blocks[start:])) - 2 * _TAIL
+            array = b"[" + buf[6 : cut - 2].replace(b"\n\ndata: ", b",") + b"]"
+            if not (
+                # Each frame began "data: " (every separator was replaced) and is one line.
+                buf.startswith(b"data: ")
+                and len(array) == cut - 6 - 7 * (start - 1)
+                and b"\n" not in array
+                and many(array, start)
+                and _utf8(array)
+            ):
+                start = 0
+        for block in blocks[start:] if start else blocks:
             if block[:6] == b"data: " and b"\n" not in block:
                 if skip is not None and skip(block):
                     if skipped is None:
@@ -98,6 +127,14 @@ class SSEDecoder:
                         skipped.append(block[6:])
                     continue
                 frames.append(SSEFrame(None, block[6:].decode("utf-8", "replace"), self._id))
+            elif block[:7] == b"event: " and (nl := block.find(b"\n", 7)) > 0:
+                # An event name and one data line (what Anthropic's upstreams send), at once.
+                if block[nl + 1 : nl + 7] == b"data: " and block.find(b"\n", nl + 1) < 0:
+                    event = block[7:nl].decode("utf-8", "replace") or None
+                    data = block[nl + 7 :].decode("utf-8", "replace")
+                    frames.append(SSEFrame(event, data, self._id))
+                else:
+                    self._parse(block, frames)
             elif block:
                 self._parse(block, frames)
         if skipped is not None and not _well_formed(skipped):
@@ -148,6 +185,9 @@ class SSEDecoder:
 
 #: Checks a JSON array's syntax without building its values: each element is kept as raw bytes.
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+#: Frames at the end of a read that the skipping decoder asks about one by one (a stream's
+#: finish, usage and end marker), the others together.
+_TAIL = 3
 
 
 def _well_formed(datas: list[bytes]) -> bool:
@@ -160,18 +200,41 @@ def _well_formed(datas: list[bytes]) -> bool:
     joined = b"[" + b",".join(datas) + b"]"
     try:
         values = _RAW_ARRAY.decode(joined)
-        if not joined.isascii():
-            joined.decode("utf-8")
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except msgspec.DecodeError:
         return False
-    return len(values) == len(datas)
+    return len(values) == len(datas) and _utf8(joined)
+
+
+def _utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@attrs.frozen
+class FrameSkip:
+    """What a relay that nobody observes need not parse, for :class:`SSEDecoder`.
+
+    ``one`` is asked about one frame's bytes (a ``data: ...`` line). ``many``, when given, about
+    several frames at once: their data as one JSON array (``[v1,v2,...]``) and how many there
+    are; it answers whether the array holds exactly that many well-formed values and none of
+    them needs parsing (the decoder checks UTF-8 itself).
+    """
+
+    one: Callable[[bytes], bool]
+    many: Callable[[bytes, int], bool] | None = None
 
 
 def complete_frames(buf: bytes) -> int:
     """How many leading bytes of ``buf`` are whole SSE frames (up to the last blank line), so a
     relay can forward those and hold back a frame still arriving."""
     lf = buf.rfind(b"\n\n")
-    crlf = buf.rfind(b"\r\n\r\n")
+    # A CRLF frame end matters only after the last LF one (most streams have none: no pass).
+    crlf = buf.rfind(b"\r\n\r\n", max(lf - 2, 0)) if b"\r" in buf else -1
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 

@@ -265,6 +265,49 @@ async def test_only_filters_that_override_on_end_are_on_the_path(make_gateway):
     assert pipeline.raw_relay and pipeline.event_filters == []
 
 
+async def test_a_success_hook_that_needs_a_note_runs_only_for_requests_noted(
+    make_gateway, upstream, sdk
+):
+    """``Filter.success_note``: ``on_success`` only for the requests whose ``on_request`` noted
+    the key (here, those whose user field says "keep"); a filter without one sees them all,
+    streamed and not, and the answers it gets are whole."""
+
+    class Keeps(Filter):
+        success_note = "keeps.turn"
+
+        def __init__(self) -> None:
+            self.answers: list[str] = []
+
+        async def on_request(self, request, exchange):
+            if request.user == "keep":
+                exchange.note(self.success_note, True)
+            return None
+
+        async def on_success(self, request, response, exchange):
+            self.answers.append(response.message.parts[0].text)
+
+    class Every(Filter):
+        def __init__(self) -> None:
+            self.count = 0
+
+        async def on_success(self, request, response, exchange):
+            self.count += 1
+
+    keeps, every = Keeps(), Every()
+    client = await make_gateway(
+        upstream_config(upstream), plugins=[filters_plugin(keeps=keeps, every=every)]
+    )
+    api = sdk(client)
+    for user in ("keep", "other"):
+        await api.chat.completions.create(model="gpt-test", messages=MESSAGES, user=user)
+        stream = await api.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, user=user, stream=True
+        )
+        assert [c async for c in stream]
+    assert keeps.answers == ["upstream says: hello"] * 2
+    assert every.count == 4
+
+
 # --- async on_event: a guardrail that asks a moderation service about every delta ------------
 
 

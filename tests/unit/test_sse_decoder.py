@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from gateway.backends.openai import content_only
-from gateway.streaming.sse import SSEDecoder, SSEFrame
+from gateway.backends.openai import CONTENT_ONLY, content_chunks, content_only
+from gateway.streaming.sse import FrameSkip, SSEDecoder, SSEFrame
 
 STREAM = (
     b": a comment first\n"
@@ -99,3 +99,127 @@ def test_a_skipping_decoder_drops_well_formed_frames_that_are_not_ascii():
     decoder = SSEDecoder(lambda block: True)
     text = '{"choices":[{"delta":{"content":"héllo 🌍"},"finish_reason":null}]}'.encode()
     assert decoder.feed(b"data: " + text + b"\n\n") == []
+
+
+CONTENT = b'{"choices":[{"index":0,"delta":{"content":"w%d"},"finish_reason":null}]}'
+FINISH = b'{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+USAGE = b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":9}}'
+
+
+def _frames(*datas: bytes) -> bytes:
+    return b"".join(b"data: " + d + b"\n\n" for d in datas)
+
+
+def _array(*datas: bytes) -> bytes:
+    return b"[" + b",".join(datas) + b"]"
+
+
+def test_content_chunks_answers_for_several_frames_at_once():
+    contents = [CONTENT % i for i in range(5)]
+    assert content_chunks(_array(*contents), 5)
+    assert not content_chunks(_array(*contents), 4)  # one value more than frames: no
+    for odd in (
+        FINISH,
+        USAGE,
+        b'{"error":{"message":"boom"}}',
+        # Two choices, one finished: not content only, whatever the other says.
+        b'{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}',
+        b'{"choices":[{"delta":{"content":"x",},"finish_reason":null}]}',  # malformed
+        b"[DONE]",
+    ):
+        assert not content_chunks(_array(*contents[:2], odd, *contents[2:]), 6), odd
+    # Explicit nulls are content only; so is a frame that names no finish at all.
+    assert content_chunks(_array(b'{"choices":[{"delta":{}}],"usage":null,"error":null}'), 1)
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 7])
+def test_a_skipping_decoder_returns_what_the_parser_needs_whatever_the_reads(chunks: int):
+    """A stream of content frames with a finish, usage and [DONE] in the middle and at the end,
+    read in one or several pieces: the skipping decoder returns exactly the frames that are not
+    content only, in order, and a plain decoder returns every frame."""
+    datas = [CONTENT % i for i in range(20)] + [FINISH]
+    datas += [CONTENT % i for i in range(20, 30)] + [FINISH, USAGE, b"[DONE]"]
+    data = _frames(*datas)
+    size = -(-len(data) // chunks)
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    skipping = SSEDecoder(CONTENT_ONLY)
+    kept = [f.data for piece in pieces for f in skipping.feed(piece)] + [
+        f.data for f in skipping.end()
+    ]
+    assert kept == [d.decode() for d in datas if not content_only(d)]
+    plain = SSEDecoder()
+    every = [f.data for piece in pieces for f in plain.feed(piece)]
+    assert every == [d.decode() for d in datas]
+
+
+def test_a_skipping_decoder_asks_about_other_frame_shapes_one_by_one():
+    """Frames with more than one line, an event name or a comment among content frames: the
+    decoder does not ask about the read at once, and still drops only single data lines."""
+    contents = [CONTENT % i for i in range(6)]
+    for odd in (b"event: ping\ndata: {}\n\n", b": keep-alive\n\n", b"data: a\ndata: b\n\n"):
+        asked: list[bytes] = []
+
+        def skip(block: bytes, asked: list[bytes] = asked) -> bool:
+            asked.append(block)
+            return content_only(block)
+
+        decoder = SSEDecoder(FrameSkip(skip, content_chunks))
+        frames = decoder.feed(_frames(*contents[:3]) + odd + _frames(*contents[3:]))
+        assert all(b"\n" not in block for block in asked), odd
+        expected = [f.data for f in SSEDecoder().feed(odd)]
+        assert [f.data for f in frames] == expected
+
+
+def test_a_skipping_decoder_meets_a_malformed_frame_in_a_read_asked_about_at_once():
+    contents = [CONTENT % i for i in range(8)]
+    bad = b'{"choices":[{"delta":{"content":"x",},"finish_reason":null}]}'
+    decoder = SSEDecoder(CONTENT_ONLY)
+    frames = decoder.feed(_frames(*contents[:2], bad, *contents[2:]))
+    # Every frame of the read comes back, the malformed one among them.
+    assert [f.data for f in frames] == [d.decode() for d in [*contents[:2], bad, *contents[2:]]]
+    # The next read, well-formed, is dropped whole again.
+    assert decoder.feed(_frames(*contents)) == []
+
+
+def test_a_skipping_decoder_checks_utf8_of_a_read_asked_about_at_once():
+    contents = [CONTENT % i for i in range(8)]
+    bad = b'{"choices":[{"delta":{"content":"\xff"},"finish_reason":null}]}'
+    good = '{"choices":[{"delta":{"content":"h\u00e9llo \U0001f30d"},"finish_reason":null}]}'
+    decoder = SSEDecoder(CONTENT_ONLY)
+    frames = decoder.feed(_frames(*contents[:2], bad, *contents[2:]))
+    assert len(frames) == 9  # every frame back: the reader meets the one that is not UTF-8
+    assert decoder.feed(_frames(*contents[:2], good.encode(), *contents[2:])) == []
+
+
+def test_a_per_frame_test_is_never_given_several_frames():
+    """A plain test (a backend plugin's, written for one frame) is asked about each frame."""
+    asked: list[bytes] = []
+
+    def skip(block: bytes) -> bool:
+        asked.append(block)
+        return content_only(block)
+
+    decoder = SSEDecoder(skip)
+    assert decoder.feed(_frames(*[CONTENT % i for i in range(10)])) == []
+    assert len(asked) == 10
+    assert all(b"\n" not in block for block in asked)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"event: message_start\ndata: {}",
+        b"event: \ndata: x",  # an empty name is the default event
+        b"event:  two spaces\ndata:  kept",
+        b"event: a\ndata: b\ndata: c",
+        b"event: a\nid: 9\ndata: b",
+        b"event: a\ndata: b\nid: 3",
+        b"event: a\n: comment\ndata: b",
+        b"event: caf\xc3\xa9\ndata: \xff",
+    ],
+)
+def test_an_event_and_one_data_line_decode_as_the_general_parser_does(block: bytes):
+    fast = SSEDecoder().feed(block + b"\n\n" + block + b"\n\n")
+    general: list[SSEFrame] = []
+    SSEDecoder()._parse(block, general)
+    assert fast == general * 2

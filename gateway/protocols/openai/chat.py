@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: The most choices a request may ask for (``n``), as OpenAI's API allows.
 MAX_CHOICES = 128
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+#: Roles whose message may be just text (``{"role": ..., "content": "..."}``).
+_TEXT_ROLES = frozenset({"system", "developer", "user", "assistant"})
 #: Request fields the canonical model holds; every other field is kept in ``extra``.
 _KNOWN = frozenset(
     {
@@ -94,19 +96,29 @@ def decode_request(body: Any) -> ChatRequest:
     if not isinstance(raw_messages, list) or not raw_messages:
         raise BadRequest("'messages' is required and must be a non-empty array.", param="messages")
     legacy: list[str] = []  # ids given to legacy ``function_call``s, for their answers
-    messages = [_decode_message(m, i, legacy) for i, m in enumerate(raw_messages)]
-    stream = _opt(body, "stream", bool) or False
+    messages = []
+    for i, m in enumerate(raw_messages):
+        if type(m) is dict and len(m) == 2:
+            # The common message, a role and its text, without the general path's checks.
+            role, content = m.get("role"), m.get("content")
+            if type(content) is str and type(role) is str and role in _TEXT_ROLES:
+                messages.append(Message(role, [TextPart(content)]))  # type: ignore[arg-type]
+                continue
+        messages.append(_decode_message(m, i, legacy))
+    # Optional fields are looked at only when present (most requests carry a few).
+    stream = _opt(body, "stream", bool) or False if "stream" in body else False
     include_usage = False
     options = body.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
             raise BadRequest("'stream_options' must be an object.", param="stream_options")
         include_usage = _opt(options, "include_usage", bool, "stream_options.") or False
-    n = _opt(body, "n", int)
-    if n is not None and not 1 <= n <= MAX_CHOICES:
-        raise BadRequest(f"'n' must be between 1 and {MAX_CHOICES}.", param="n")
-    max_tokens = _whole(body, "max_tokens")
-    if max_tokens is None:
+    if "n" in body:
+        n = _opt(body, "n", int)
+        if n is not None and not 1 <= n <= MAX_CHOICES:
+            raise BadRequest(f"'n' must be between 1 and {MAX_CHOICES}.", param="n")
+    max_tokens = _whole(body, "max_tokens") if "max_tokens" in body else None
+    if max_tokens is None and "max_completion_tokens" in body:
         max_tokens = _whole(body, "max_completion_tokens")
     stop = body.get("stop")
     if isinstance(stop, str):
@@ -115,34 +127,42 @@ def decode_request(body: Any) -> ChatRequest:
         isinstance(stop, list) and all(isinstance(s, str) for s in stop)
     ):
         raise BadRequest("'stop' must be a string or an array of strings.", param="stop")
-    metadata = _opt(body, "metadata", dict)
+    metadata = _opt(body, "metadata", dict) if "metadata" in body else None
     session = metadata.get("session_id") if metadata else None
     extra = {k: v for k, v in body.items() if k not in _KNOWN} or None
     if options is not None and set(options) - {"include_usage"}:
         extra = {**(extra or {}), "stream_options": options}
+    # The simple optional fields, each looked at only when the request has it.
+    given = {key: _opt(body, key, kind) for key, kind in _SIMPLE if key in body}
     return ChatRequest(
         model=model,
         messages=messages,
         protocol=PROTOCOL,
         stream=stream,
         include_usage=include_usage,
-        tools=_decode_tools(body.get("tools")),
-        tool_choice=_decode_tool_choice(body.get("tool_choice")),
-        parallel_tool_calls=_opt(body, "parallel_tool_calls", bool),
+        tools=_decode_tools(body["tools"]) if "tools" in body else None,
+        tool_choice=_decode_tool_choice(body["tool_choice"]) if "tool_choice" in body else None,
         max_tokens=max_tokens,
-        temperature=_opt(body, "temperature", float),
-        top_p=_opt(body, "top_p", float),
-        top_k=_opt(body, "top_k", int),
         stop=stop or None,
-        seed=_opt(body, "seed", int),
-        response_format=_opt(body, "response_format", dict),
-        reasoning_effort=_opt(body, "reasoning_effort", str),
-        user=_opt(body, "user", str),
         metadata=metadata,
         session_id=session if isinstance(session, str) and session else None,
         extra=extra,
         wire=body,
+        **given,
     )
+
+
+#: Optional request fields decoded as they are, and their types.
+_SIMPLE = (
+    ("parallel_tool_calls", bool),
+    ("temperature", float),
+    ("top_p", float),
+    ("top_k", int),
+    ("seed", int),
+    ("response_format", dict),
+    ("reasoning_effort", str),
+    ("user", str),
+)
 
 
 _TYPE_NAMES = {

@@ -112,6 +112,7 @@ class ChunkEncoder:
         "_model",
         "_relayed",
         "_role_sent",
+        "_text_tail",
         "_usage",
     )
 
@@ -121,6 +122,10 @@ class ChunkEncoder:
         self._head: bytes | None = None
         self._role_sent = False
         self._usage: Usage | None = None
+        # What follows a text delta's JSON string in its chunk (the most frequent chunk).
+        self._text_tail = b'},"logprobs":null,"finish_reason":null}]' + (
+            b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        )
         self._relayed = False
         self._failed = False
         self._handlers: dict[type, Callable[[Any], bytes]] = {
@@ -196,7 +201,11 @@ class ChunkEncoder:
         return b""
 
     def _text(self, ev: TextDelta) -> bytes:
-        return self._delta({"content": ev.text})
+        head = self._head
+        if head is None or not self._role_sent:
+            return self._delta({"content": ev.text})
+        # The bytes _delta would make, without building the chunk as a dict first.
+        return head + b'[{"index":0,"delta":{"content":' + orjson.dumps(ev.text) + self._text_tail
 
     def _reasoning(self, ev: ReasoningDelta) -> bytes:
         return self._delta({"reasoning_content": ev.text}) if ev.text else b""
