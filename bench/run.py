@@ -663,6 +663,14 @@ async def _hold_streams(gateway: str, pid: int, n: int, key: str, canary_s: int)
         return run_wrk(url, chat["body"], chat["expect"], 1, canary_s, key)
 
     quiet = await asyncio.to_thread(canary)
+    # A few streams first, opened and closed: what the first stream costs once (code loaded
+    # on first use, caches) is not a cost per open stream.
+    await asyncio.gather(*(open_one() for _ in range(min(n, 64))))
+    for w in writers:
+        w.close()
+    writers.clear()
+    failures.clear()
+    await asyncio.sleep(1)  # the gateway lets the closed ones go
     before = memory(pid)["rss_mb"]
     started = time.monotonic()
     await asyncio.gather(*(open_one() for _ in range(n)))
@@ -680,8 +688,9 @@ async def _hold_streams(gateway: str, pid: int, n: int, key: str, canary_s: int)
         "first_failures": sorted(set(failures))[:3],
         "open_s": round(opened_s, 1),
         "rss_before_mb": round(before, 1),
-        "rss_open_mb": round(max(held, still), 1),
-        "kb_per_stream": round((max(held, still) - before) * 1024 / opened, 1) if opened else None,
+        "rss_open_mb": round(held, 1),
+        "rss_busy_mb": round(still, 1),  # after the canary ran beside the open streams
+        "kb_per_stream": round((held - before) * 1024 / opened, 1) if opened else None,
         "canary_quiet": quiet,
         "canary_busy": busy,
     }
@@ -1079,7 +1088,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.rss_requests:
             growth = rss_growth(gateway, gw.pid, args.rss_requests, wanted, kinds, base_key)
             print(
-                f"memory: {growth['requests']} requests grew hookgate's RSS by "
+                f"memory: after a warm-up of {growth['warm_up_requests']} requests, "
+                f"{growth['requests']} more grew hookgate's RSS by "
                 f"{growth['growth_mb']:+.1f} MB ({growth['before_mb']:.1f} -> "
                 f"{growth['after_mb']:.1f} MB), errors {growth['errors']}",
                 flush=True,
@@ -1125,26 +1135,40 @@ def rss_growth(
     gateway: str, pid: int, requests: int, scenarios: list[str], kinds: set[str], key: str = ""
 ) -> dict[str, Any]:
     """Send ``requests`` more requests (the run's wrk scenarios in turn, 32 connections, 5 s
-    each) and measure how hookgate's RSS grew."""
+    each) and measure how hookgate's RSS grew after a warm-up: the first tenth of them, and at
+    least one turn of every scenario (what fills once, such as the AG-UI runs kept for
+    resuming, up to their bound, is not growth). RSS after every turn is kept too."""
     # The scenarios of the run that are a wrk load (not the idle one): each in turn.
     names = [s for s in scenarios if "path" in SCENARIOS[s] and SCENARIOS[s]["kind"] in kinds]
     names = names or ["chat"]
-    before = memory(pid)["rss_mb"]
-    sent = errors = 0
+    start = memory(pid)["rss_mb"]
+    before: float | None = None
+    warm = requests // 10
+    warmed = 0
+    sent = errors = total = 0
     i = 0
-    while sent < requests:
+    series: list[list[float]] = []
+    while sent < requests or before is None:
         sc = SCENARIOS[names[i % len(names)]]
         i += 1
         r = run_wrk(gateway + sc["path"], sc["body"], sc["expect"], 32, 5, key)
         sent += r["requests"]
+        total += r["requests"]
         errors += r["errors"]
+        rss = memory(pid)["rss_mb"]
+        series.append([total, round(rss, 1)])
+        if before is None and sent >= warm and i >= len(names):
+            before, sent, warmed = rss, 0, total
     after = memory(pid)["rss_mb"]
     return {
         "requests": sent,
+        "warm_up_requests": warmed,
+        "start_mb": round(start, 1),
         "before_mb": round(before, 1),
         "after_mb": round(after, 1),
         "growth_mb": round(after - before, 1),
         "errors": errors,
+        "series": series,
     }
 
 
@@ -1173,10 +1197,13 @@ def added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def idle_line(idle: dict[str, Any]) -> str:
     q, b = idle["canary_quiet"], idle["canary_busy"]
     per = f"{idle['kb_per_stream']:.1f} KB" if idle["kb_per_stream"] is not None else "-"
+    after = idle.get("rss_busy_mb")
+    busy = f" ({after:.1f} MB after the canary)" if after is not None else ""
     return (
         f"idle streams: {idle['opened']} of {idle['streams']} open at once "
         f"(opened in {idle['open_s']:.0f} s, {idle['failed']} failed), hookgate RSS "
-        f"{idle['rss_before_mb']:.1f} -> {idle['rss_open_mb']:.1f} MB: {per} per open stream; "
+        f"{idle['rss_before_mb']:.1f} -> {idle['rss_open_mb']:.1f} MB: {per} per open stream"
+        f"{busy}; "
         f"canary (chat, 1 connection) p50 {q['p50_ms']:.3f} -> {b['p50_ms']:.3f} ms, "
         f"p99 {q['p99_ms']:.3f} -> {b['p99_ms']:.3f} ms, {b['rps']:.0f}/s, errors {b['errors']}"
     )

@@ -19,6 +19,8 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.streaming.deadlines import Deadlines, deadlines
+
 
 @attrs.define(slots=True)
 class SSEFrame:
@@ -284,7 +286,8 @@ _SENT = CIMultiDictProxy(CIMultiDict[str]())
 class SSEResponse(web.StreamResponse):
     """The ``text/event-stream`` response every protocol writes its frames into.
 
-    One timer per stream (not a task) looks at the time of the last write: an idle stream gets
+    One deadline per stream (not a task, nor a timer of its own: see
+    :mod:`gateway.streaming.deadlines`) looks at the time of the last write: an idle stream gets
     ``ping`` (an SSE comment, or the protocol's own keep-alive frame) every ``ping_interval``,
     and a write that has waited on the client for ``send_timeout`` (a client that reads
     nothing) aborts the connection: that write raises :class:`SendTimeout` (or, with aiohttp's
@@ -295,13 +298,14 @@ class SSEResponse(web.StreamResponse):
     """
 
     __slots__ = (
+        "_bucket",
         "_clock",
+        "_deadlines",
         "_frame",
         "_interval",
         "_last_write",
         "_pinging",
         "_send_timeout",
-        "_timer",
         "_transport",
         "_writing",
         "timed_out",
@@ -325,7 +329,9 @@ class SSEResponse(web.StreamResponse):
         self._clock: Callable[[], float] = time.monotonic
         self._last_write = 0.0
         self._writing = 0
-        self._timer: asyncio.TimerHandle | None = None
+        #: The look pending (see gateway.streaming.deadlines), once prepared.
+        self._deadlines: Deadlines | None = None
+        self._bucket: int | None = None
         self._pinging: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
         #: Whether the client was cut for reading nothing within the send timeout.
@@ -340,8 +346,9 @@ class SSEResponse(web.StreamResponse):
         loop = asyncio.get_running_loop()
         self._clock = loop.time
         self._transport = request.transport
-        self._last_write = loop.time()
-        self._timer = loop.call_later(self._next_check(0.0), self._check)
+        self._last_write = now = loop.time()
+        self._deadlines = wheel = deadlines(loop)
+        self._bucket = wheel.add(now + self._next_check(0.0), self)
         return writer
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -366,9 +373,15 @@ class SSEResponse(web.StreamResponse):
         timeout = self._send_timeout
         return wait if timeout is None or wait < timeout else timeout
 
+    def expired(self) -> None:
+        """The time of the next look came."""
+        self._bucket = None
+        self._check()
+
     def _check(self) -> None:
         loop = asyncio.get_running_loop()
-        idle = loop.time() - self._last_write
+        now = loop.time()
+        idle = now - self._last_write
         timeout = self._send_timeout
         if self._writing:
             if timeout is None:
@@ -383,12 +396,12 @@ class SSEResponse(web.StreamResponse):
             wait = self._next_check(0.0)
         else:
             wait = self._next_check(idle)
-        self._timer = loop.call_later(wait, self._check)
+        if self._deadlines is not None:
+            self._bucket = self._deadlines.add(now + wait, self)
 
     def _cut(self) -> None:
         """Drop a client that has read nothing for the send timeout."""
         self.timed_out = True
-        self._timer = None
         if self._transport is not None:
             self._transport.abort()
 
@@ -398,9 +411,10 @@ class SSEResponse(web.StreamResponse):
 
     def stop_pinging(self) -> None:
         """Stop the timer (pings and the send timeout): the stream is over."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._bucket is not None and self._deadlines is not None:
+            self._deadlines.discard(self._bucket, self)
+        self._bucket = None
+        self._deadlines = None  # and no look is made again
         if self._pinging is not None:
             self._pinging.cancel()
 

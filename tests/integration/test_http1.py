@@ -140,6 +140,34 @@ async def test_chunked_body_arrives_piece_by_piece_and_frees_the_connection():
         await pool.close()
 
 
+async def test_a_streamed_answers_headers_come_back_in_order_repeated_ones_too():
+    async def script(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-ratelimit-remaining: 9\r\n"
+            b"set-cookie: a=1\r\nSet-Cookie: b=2\r\nx-empty:\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n"
+        )
+        await asyncio.sleep(30)
+
+    async with Raw(script) as server:
+        pool = pool_for(server)
+        resp = await pool.request("POST", "/", b"{}")
+        assert await resp.readany() == b"hello"
+        assert resp.raw_headers == [
+            (b"content-type", b"text/event-stream"),
+            (b"x-ratelimit-remaining", b"9"),
+            (b"set-cookie", b"a=1"),
+            (b"Set-Cookie", b"b=2"),
+            (b"x-empty", b""),
+            (b"transfer-encoding", b"chunked"),
+        ]
+        assert resp.headers.getall("set-cookie") == ["a=1", "b=2"]
+        assert resp.headers["X-Empty"] == "" and resp.headers["x-ratelimit-remaining"] == "9"
+        resp.close()
+        await pool.close()
+
+
 async def test_body_delimited_by_close_is_read_whole_and_not_reused():
     async def script(conn: Conn) -> None:
         await conn.request()

@@ -86,12 +86,13 @@ def test_idle_line_gives_memory_per_stream_and_the_canary(bench: ModuleType) -> 
         "open_s": 1.0,
         "rss_before_mb": 50.0,
         "rss_open_mb": 51.0,
+        "rss_busy_mb": 51.5,
         "kb_per_stream": 102.4,
         "canary_quiet": canary,
         "canary_busy": {**canary, "p50_ms": 0.3},
     }
     line = bench.idle_line(idle)
-    assert "10 of 10 open" in line and "102.4 KB per open stream" in line
+    assert "10 of 10 open" in line and "102.4 KB per open stream (51.5 MB after" in line
     assert "p50 0.200 -> 0.300 ms" in line
 
 
