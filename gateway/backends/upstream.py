@@ -159,7 +159,7 @@ class Upstream:
         if not extra:
             return line
         return (
-            encode_headers((k, v) for k, v in extra.items() if k.lower() != "x-request-id") + line
+            encode_headers([(k, v) for k, v in extra.items() if k.lower() != "x-request-id"]) + line
         )
 
     async def _lean_post(

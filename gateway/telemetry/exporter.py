@@ -284,7 +284,10 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING, format="hookgate span exporter: %(message)s")
     version = sys.argv[1] if len(sys.argv) > 1 else ""
-    batch = int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
+    try:
+        batch = int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
+    except ValueError:
+        batch = 512
     run(sys.stdin.buffer, OTLPSpanExporter(), Builder(version), max(1, batch))
 
 

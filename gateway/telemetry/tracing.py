@@ -252,9 +252,9 @@ class SpanPipe:
 
     def __init__(self, version: str, environ: Mapping[str, str] = os.environ) -> None:
         self.version = version
-        self.batch = max(1, int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512))
-        self.max_queue = max(self.batch, int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048))
-        self.delay = max(0.0, float(environ.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000)
+        self.batch = max(1, int(_number(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)))
+        self.max_queue = max(self.batch, int(_number(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)))
+        self.delay = max(0.0, _number(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000)
         self.stats = SpanStats()
         self._records: list[tuple[Any, ...]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -323,6 +323,18 @@ class SpanPipe:
                 proc.kill()
                 await proc.wait()
             self._loop = None
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    """``name``'s number, or ``default`` when unset or not a number (as the SDK does)."""
+    value = environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        log.warning("%s=%r is not a number: %s is used", name, value, default)
+        return default
 
 
 def _marshals(record: tuple[Any, ...]) -> bool:

@@ -134,3 +134,18 @@ def test_the_spans_encoded_here_decode_as_the_sdks_encoding_of_them() -> None:
     assert mine == theirs
     assert len(mine.resource_spans[0].scope_spans[0].spans) == 3
     assert ours == sdk  # byte for byte, even
+
+
+def test_batch_settings_come_from_the_sdks_variables() -> None:
+    pipe = SpanPipe(
+        "1",
+        environ={
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+            "OTEL_BSP_SCHEDULE_DELAY": "250",
+        },
+    )
+    assert (pipe.batch, pipe.max_queue, pipe.delay) == (64, 100, 0.25)
+    # Not numbers: the SDK's defaults, as the SDK itself does.
+    pipe = SpanPipe("1", environ={"OTEL_BSP_MAX_QUEUE_SIZE": "lots", "OTEL_BSP_SCHEDULE_DELAY": ""})
+    assert (pipe.batch, pipe.max_queue, pipe.delay) == (512, 2048, 5.0)
