@@ -74,8 +74,8 @@ class BodyBudget:
 
 
 def _broken(request: web.Request) -> None:
-    """Mark ``request``: its body could not be read whole, so its connection is not reused."""
-    request[BODY_BROKEN] = True
+    """Mark ``request``: its body could not be read whole, so its connection is not reused
+    (``Exchange.body_broken``, which the response's headers act on)."""
     ex = request.get(EXCHANGE)
     if ex is not None:
         ex.body_broken = True
@@ -83,8 +83,6 @@ def _broken(request: web.Request) -> None:
 
 BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("hookgate.body_budget", BodyBudget)
 _HELD: web.RequestKey[int] = web.RequestKey("hookgate.body_held", int)
-#: Set on a request whose body could not be read whole: its connection is not reused.
-BODY_BROKEN: web.RequestKey[bool] = web.RequestKey("hookgate.body_broken", bool)
 
 
 async def read_body(request: web.Request, limit: int | None = None) -> bytes:

@@ -128,8 +128,8 @@ def tune_gc() -> None:
     of the collector's sight, and collect young objects less often."""
     gc.collect()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(max(GC_YOUNG_THRESHOLD, gc.get_threshold()[0]), older, oldest)
+    young, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), older, oldest)
 
 
 def bind(host: str, port: int, *, reuse_port: bool, backlog: int = 1024) -> list[socket.socket]:
