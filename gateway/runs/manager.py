@@ -55,6 +55,9 @@ class Runs:
         self.on_end = on_end
         #: Runs being produced here.
         self.active: dict[RunKey, Run] = {}
+        #: The tasks producing runs here, until each has recorded its run's end (a run leaves
+        #: ``active`` before it tells the store).
+        self._producing: set[asyncio.Task[None]] = set()
         #: The gateway's set of streaming tasks: a drain that runs out of time cancels them.
         self.streams = streams
         store.on_cancel = self.cancel_local
@@ -70,8 +73,10 @@ class Runs:
         (``None``: the run starts before its first event, which ``events`` then yields)."""
         self.active[run.key] = run
         self.store.record(run)
-        run.task = asyncio.create_task(self._produce(run, translator, first, events))
-        self.streams.add(run.task)
+        run.task = task = asyncio.create_task(self._produce(run, translator, first, events))
+        self.streams.add(task)
+        self._producing.add(task)
+        task.add_done_callback(self._producing.discard)
 
     async def _produce(
         self,
@@ -170,9 +175,10 @@ class Runs:
             await self.store.request_cancel(owner, run_id)
 
     async def shutdown(self) -> None:
-        """Stop every run still going (application shutdown) and let each record its end."""
-        tasks = [run.task for run in self.active.values() if run.task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop every run still going (application shutdown) and let each record its end, those
+        that had ended and were still recording it too: the store is closed after this."""
+        for run in self.active.values():
+            if run.task is not None:
+                run.task.cancel()
+        if self._producing:
+            await asyncio.gather(*self._producing, return_exceptions=True)
