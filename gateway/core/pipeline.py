@@ -252,6 +252,7 @@ class Pipeline:
                             assembler.add(ev)
                         sent = True
                         yield ev
+                        del ev  # not held while the next event is awaited (an idle stream)
             except GatewayError as err:
                 self.metrics.upstream_error(ex.backend, err)
                 status, error = "error", err
