@@ -213,6 +213,8 @@ class HTTPBackend(Backend):
         # Until the first content comes, reads are bounded by first_byte_timeout.
         until: float | None = upstream.first_content_deadline()
         size, limit = 0, upstream.max_size
+        batch: list[Event] | None
+        ev: Event | None
         # The body is not kept in this frame: the stream may stay open long after it is sent.
         async with upstream.stream(
             self.path(request),
@@ -252,6 +254,9 @@ class HTTPBackend(Backend):
                     yield ev
                 if failed:
                     return
+                # Nothing of this read is held while the next one waits (an idle stream).
+                chunk = whole = b""
+                batch = ev = None
             tail = _together(self.frame_events(decoder.end(), parser, relay))
             failed = bool(tail) and type(tail[-1]) is Error
             if failed:

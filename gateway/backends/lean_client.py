@@ -187,10 +187,10 @@ class Response:
 
     # -- read by the caller
 
-    def _arm(self) -> asyncio.Future[None]:
+    def arm(self) -> asyncio.Future[None]:
         """A future the connection wakes on bytes, the end or a failure, failed with
         ``TimeoutError`` when they are late (awaited inline: an idle stream holds one frame
-        less). :meth:`_disarm` once it is done."""
+        less). :meth:`disarm` once it is done."""
         loop = self._loop
         self._waiter = waiter = loop.create_future()
         when = self.first_byte
@@ -202,7 +202,7 @@ class Response:
             self._bucket = self._deadlines.add(when, self)
         return waiter
 
-    def _disarm(self) -> None:
+    def disarm(self) -> None:
         self._waiter = None
         if self._bucket is not None:
             self._deadlines.discard(self._bucket, self)
@@ -219,30 +219,36 @@ class Response:
         while not self.status:
             if self._error is not None:
                 raise self._error
-            waiter = self._arm()
+            waiter = self.arm()
             try:
                 await waiter
             finally:
-                self._disarm()
+                self.disarm()
 
-    async def readany(self) -> bytes:
-        """The body bytes that have arrived (waiting for some); ``b""`` once it is all read."""
-        while not self._chunks:
+    def take(self) -> bytes | None:
+        """The body bytes that have arrived, ``b""`` once it is all read, or None while none
+        have (then await :meth:`arm` and :meth:`disarm`, as :meth:`readany` does: a caller that
+        waits so inline spares an idle stream the frame of a ``readany`` coroutine)."""
+        chunks = self._chunks
+        if not chunks:
             if self._error is not None:
                 raise self._error
-            if self._done:
-                return b""
-            waiter = self._arm()
-            try:
-                await waiter
-            finally:
-                self._disarm()
-        chunks = self._chunks
+            return b"" if self._done else None
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._size = 0
         if self._conn is not None:
             self._conn.resume()
+        return data
+
+    async def readany(self) -> bytes:
+        """The body bytes that have arrived (waiting for some); ``b""`` once it is all read."""
+        while (data := self.take()) is None:
+            waiter = self.arm()
+            try:
+                await waiter
+            finally:
+                self.disarm()
         return data
 
     async def read(self, n: int = -1) -> bytes:

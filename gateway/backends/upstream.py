@@ -272,7 +272,13 @@ class Upstream:
             data: bytes
             if self._lean:
                 resp.first_byte = until
-                data = await resp.content.readany()
+                # Response.readany inline: an idle stream waits here, one frame fewer.
+                while (data := resp.take()) is None:
+                    waiter = resp.arm()
+                    try:
+                        await waiter
+                    finally:
+                        resp.disarm()
             elif until is None:
                 async with asyncio.timeout(self.config.read_timeout):
                     data = await resp.content.readany()

@@ -119,6 +119,7 @@ class ProtocolAdapter:
             # ``more`` after it wait for the next one, and the bytes that end an upstream's
             # answer wait for the end of the response (one write, one wake-up of the client).
             ev = first
+            del first  # nothing of the last event is held while the next is awaited
             while True:
                 data = encode(ev)
                 if data:
@@ -130,6 +131,7 @@ class ProtocolAdapter:
                             data = b"".join(held)
                             held.clear()
                         await write(data)
+                del data, ev
                 try:
                     ev = await anext(events)
                 except StopAsyncIteration:

@@ -403,7 +403,7 @@ async def test_upstream_maps_lean_client_failures():
             await conn.send(ok())
 
     async with Raw(script) as server:
-        up = _upstream(server.port, read_timeout=0.2)
+        up = _upstream(server.port, first_byte_timeout=0.2, read_timeout=0.2)
         await up.start()
         ex = Exchange("rid-1", UNKNOWN_ROUTE)
         assert await up.post("/chat", b"{}", ex) == b'{"ok":true}'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,7 @@ FRAME = b"data: " + b"x" * 1000 + b"\n\n"
 async def idle_then_end(request: web.Request) -> web.StreamResponse:
     """One frame, then nothing until the test says so, then one more frame."""
     resp = SSEResponse(0.05, {"x-extra": "1"}, ping=b"event: ping\ndata: {}\n\n")
+    request.app[OUTCOME]["response"] = resp
     await resp.prepare(request)
     await resp.write(b"data: first\n\n")
     await request.app[GO_ON].wait()
@@ -127,6 +129,20 @@ async def test_headers_and_protocol_pings_on_an_idle_stream(served):
     assert b"x-accel-buffering: no" in head and b"x-extra: 1" in head
     assert b"transfer-encoding: chunked" in head
     assert data.endswith(b"data: last\n\n\r\n0\r\n\r\n")
+
+
+async def test_an_idle_stream_that_pinged_holds_no_task(served):
+    """A ping's task is let go once it is sent: an idle stream holds none in between (with its
+    coroutine and its entry in asyncio's set of tasks, about 1 KB each)."""
+    app, port = served
+    sock = await raw_request(port, b"GET /idle HTTP/1.1\r\nHost: t\r\n\r\n")
+    await read_until(sock, b"event: ping\ndata: {}\n\n", 2)
+    resp = app[OUTCOME]["response"]
+    held = [r for r in gc.get_referents(resp) if isinstance(r, asyncio.Task)]
+    app[GO_ON].set()
+    await read_until(sock, b"\r\n0\r\n\r\n")
+    sock.close()
+    assert held == []
 
 
 async def test_pings_are_whole_frames_between_the_callers_frames(aiohttp_client):

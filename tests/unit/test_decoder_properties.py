@@ -8,6 +8,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,10 +25,12 @@ SETTINGS = settings(
     max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck)
 )
 
+#: Bodies reach the decoders parsed by ``orjson.loads`` (``read_json``), whose integers fit in
+#: 64 bits: a longer one arrives as a float (see ``test_json_bodies_hold_no_integer_past_64_bits``).
 scalars = (
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False)
     | st.text(max_size=12)
     | st.sampled_from(["user", "assistant", "tool", "ROLE_USER", "text", "image", "auto", ""])
@@ -182,3 +185,12 @@ def test_any_json_at_all(body):
     for decoders in DECODERS.values():
         for decode in decoders:
             _only_protocol_errors(decode, body)
+
+
+def test_json_bodies_hold_no_integer_past_64_bits():
+    """The bound on the integers above: what ``orjson.loads`` makes of longer ones."""
+    body = orjson.loads(
+        b'{"a": 36893488147419103232, "b": -18446744073709551617, "c": 18446744073709551615}'
+    )
+    assert body == {"a": 2.0**65, "b": -(2.0**64), "c": 2**64 - 1}
+    assert isinstance(body["a"], float) and isinstance(body["b"], float)
