@@ -87,7 +87,8 @@ class Exchange:
     body_held: int = 0
     #: Whether this request's body could not be read whole (its connection is not reused).
     body_broken: bool = False
-    #: The HTTP request this exchange answers (``None`` for runs started by triggers).
+    #: The HTTP request this exchange answers while it is handled (``None`` for runs started by
+    #: triggers, and once the handler has returned).
     http: web.Request | None = None
     #: Headers the response to this exchange carries (a plugin's: ``x-ratelimit-*``).
     response_headers: dict[str, str] | None = None

@@ -22,7 +22,7 @@ from gateway.core.filters import Filter
 from gateway.core.jsonio import BODY_BUDGET, BodyBudget
 from gateway.core.loading import Loaded, load
 from gateway.core.metrics import Metrics
-from gateway.core.middlewares import make_middlewares, stamp_headers
+from gateway.core.middlewares import RequestBound, make_middlewares, make_stamp_headers
 from gateway.core.pipeline import Pipeline
 from gateway.core.plugins import BUILTINS, PluginInfo, builtin_plugins, describe
 from gateway.core.router import Router
@@ -104,6 +104,12 @@ class Gateway:
         #: Tasks handling a request now (streams included); a drain waits for them.
         self.inflight: set[asyncio.Task[Any]] = set()
         self.draining_expired = False
+        #: Requests in progress bounded in this process (the limits plugin sets it; the
+        #: gateway's middlewares take and give).
+        self.request_bound: RequestBound | None = None
+        #: Once set (the application retires: a reload or a drain), every response says
+        #: ``Connection: close`` and its connection closes after it.
+        self.closing = False
         #: The agents served here, by name; the agents plugin fills it while the app is built.
         self.agents: dict[str, ServedAgent] = {}
         #: Live tool sources by name (MCP servers); filled before the agents are built.
@@ -216,7 +222,7 @@ def init_app(loaded: Loaded, *, metrics: Metrics | None = None) -> web.Applicati
     app[GATEWAY] = gateway
     app[BODY_BUDGET] = BodyBudget(cfg.server.max_bodies_in_flight, cfg.server.body_timeout)
     app.middlewares.extend(make_middlewares(gateway))
-    app.on_response_prepare.append(stamp_headers)
+    app.on_response_prepare.append(make_stamp_headers(gateway))
     app.cleanup_ctx.append(gateway.state.lifespan)  # first in, so closed after all its users
     app.cleanup_ctx.append(gateway.lifespan)
     for adapter in gateway.protocols.values():

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from gateway.exchange import Exchange
 
 
-@attrs.frozen
+@attrs.define(slots=True)
 class Outcome:
     """How a chat request ended, as :meth:`Filter.on_end` sees it.
 
@@ -30,6 +30,9 @@ class Outcome:
     when ``usage`` is unknown: about four characters a token of the text, reasoning and tool
     call arguments sent, or, for a stream relayed raw without parsing its content, one token a
     relayed frame.
+
+    Made once per request and read by every end hook: treat it as read-only (it is not frozen
+    only because a frozen class is three times dearer to make).
     """
 
     status: Literal["success", "error", "client_gone"]

@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import BadRequest, PayloadTooLarge, Unavailable
-from gateway.exchange import EXCHANGE
+from gateway.exchange import EXCHANGE, Exchange
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -43,11 +43,12 @@ class BodyBudget:
                 retry_after=1.0,
             )
         self.held += size
-        ex = request.get(EXCHANGE)
-        if ex is not None:
-            ex.body_held += size
-        else:
+        try:
+            ex = request[EXCHANGE]
+        except KeyError:  # an application without the gateway's middlewares
             request[_HELD] = request.get(_HELD, 0) + size
+        else:
+            ex.body_held += size
 
     def hold(self, size: int) -> bool:
         """Count ``size`` bytes that belong to no request's body (a WebSocket message); false,
@@ -65,11 +66,18 @@ class BodyBudget:
         """Give back what ``request``'s body counted (at the end of the request)."""
         ex = request.get(EXCHANGE)
         if ex is not None:
-            size, ex.body_held = ex.body_held, 0
-        else:
-            size = request.get(_HELD, 0)
-            request[_HELD] = 0
+            self.release_exchange(ex)
+            return
+        size = request.get(_HELD, 0)
+        request[_HELD] = 0
         if size:
+            self.held -= size
+
+    def release_exchange(self, ex: Exchange) -> None:
+        """:meth:`release`, for the request of ``ex``."""
+        size = ex.body_held
+        if size:
+            ex.body_held = 0
             self.held -= size
 
 
@@ -94,14 +102,26 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit} bytes.")
-    budget = request.config_dict.get(BODY_BUDGET)
+    # The gateway's routes are on the main application; a sub-application's see it through
+    # config_dict (a chain of mappings made on first use: dearer).
+    try:
+        budget: BodyBudget | None = request.app[BODY_BUDGET]
+    except KeyError:
+        budget = request.config_dict.get(BODY_BUDGET)
     if budget is None:
         return await _read(request, limit, None)
     if length:
         budget.take(request, length)
-        if request.content.is_eof():
-            # The whole body has arrived (most requests): no timer, one pass.
-            return await _read(request, limit, None)
+        content = request.content
+        if content.is_eof() and not content.at_eof():
+            # The whole body has arrived (most requests): taken as it is, no timer, no wait.
+            try:
+                data = content.read_nowait(-1)
+            except (web.RequestPayloadError, ValueError) as exc:
+                raise _unreadable(request, exc) from exc
+            if len(data) > limit:  # decompressed past the limit
+                raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            return data
     try:
         async with asyncio.timeout(budget.timeout or None):
             return await _read(request, limit, None if length else budget)
@@ -112,6 +132,14 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
             code="body_timeout",
             status=408,
         ) from None
+
+
+def _unreadable(request: web.Request, exc: Exception) -> BadRequest:
+    """The 400 for a body that could not be read (marking its connection not to be reused)."""
+    _broken(request)
+    encoding = request.headers.get("content-encoding")
+    what = f" (Content-Encoding: {encoding[:32]})" if encoding else ""
+    return BadRequest(f"The request body could not be read{what}.", code="invalid_body")
 
 
 async def _read(request: web.Request, limit: int, budget: BodyBudget | None) -> bytes:
@@ -135,10 +163,7 @@ async def _read(request: web.Request, limit: int, budget: BodyBudget | None) -> 
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.") from None
     except (web.RequestPayloadError, ValueError) as exc:
-        _broken(request)
-        encoding = request.headers.get("content-encoding")
-        what = f" (Content-Encoding: {encoding[:32]})" if encoding else ""
-        raise BadRequest(f"The request body could not be read{what}.", code="invalid_body") from exc
+        raise _unreadable(request, exc) from exc
     return b"".join(chunks)
 
 

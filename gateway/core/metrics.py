@@ -44,6 +44,8 @@ _LATENCY_BUCKETS = (
     120,
 )
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+#: Status codes as the label text, made once.
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 class Histogram:
@@ -152,7 +154,7 @@ class Metrics:
     def record(self, ex: Exchange, status: int, elapsed: float) -> None:
         """Count one finished request."""
         route = ex.route.name
-        key = (route, ex.model, str(status))
+        key = (route, ex.model, _STATUS.get(status) or str(status))
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
         hist = self.duration.get(route)

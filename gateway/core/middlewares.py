@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from random import getrandbits
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
+from multidict import istr
 
 from gateway.core.jsonio import BODY_BUDGET, json_response
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, default_error_body
@@ -26,8 +27,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RequestBound(Protocol):
+    """Requests in progress counted in this process (``Gateway.request_bound``, set by the
+    limits plugin): taken by the gateway's own middleware once the caller is known, given
+    back when the request ends; routes in ``exempt`` are not counted."""
+
+    exempt: frozenset[str]
+
+    def take(self, owner: str, name: str) -> None: ...
+
+    def give(self, owner: str) -> None: ...
+
+
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _COUNTS = [str(n) for n in range(8)]
+# Header names as istr: a response's headers take them without case-folding each time.
+_CONNECTION, _REQUEST_ID_H, _BACKEND, _SERVED, _ATTEMPTS, _SERVER_TIMING, _OVERHEAD, _COST = map(
+    istr,
+    (
+        "connection",
+        "x-request-id",
+        "x-hookgate-backend",
+        "x-hookgate-served-model",
+        "x-hookgate-attempts",
+        "server-timing",
+        "x-hookgate-overhead-ms",
+        "x-hookgate-cost",
+    ),
+)
+_clock = time.perf_counter
 
 
 def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
@@ -38,6 +68,9 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
     trust_request_id = gateway.config.server.trust_request_id
     clock = time.perf_counter
     bodies = gateway.app[BODY_BUDGET]
+    # Requests in progress are bounded here, after authentication when there is one: one
+    # middleware fewer on every request than a bound of its own.
+    authenticates = gateway.auth_enabled
 
     def error_response(ex: Exchange, err: GatewayError) -> web.Response:
         if ex.route.protocol is not None:
@@ -50,9 +83,11 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
     @web.middleware
     async def exchange(request: web.Request, handler: Handler) -> web.StreamResponse:
         info = routes.get(request.match_info.route, UNKNOWN_ROUTE)
-        rid = request.headers.get("x-request-id")
+        rid = request.headers.get(_REQUEST_ID_H)
         if not (trust_request_id and rid and _REQUEST_ID.fullmatch(rid)):
-            rid = os.urandom(12).hex()
+            # An id, not a secret (clients may send their own): 96 random bits, without a
+            # system call each time. ``random`` is reseeded in a forked child.
+            rid = getrandbits(96).to_bytes(12, "big").hex()
         ex = Exchange(rid, info, http=request)
         request[EXCHANGE] = ex
         task = current_task()
@@ -60,7 +95,17 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
         inflight.add(task)
         try:
             try:
-                resp = await handler(request)
+                bound = None if authenticates else gateway.request_bound
+                if bound is None or info.name in bound.exempt:
+                    resp = await handler(request)
+                else:
+                    # No authenticator: every caller is the anonymous principal.
+                    owner = ex.principal
+                    bound.take(owner.id, owner.name)
+                    try:
+                        resp = await handler(request)
+                    finally:
+                        bound.give(owner.id)
             except GatewayError as err:
                 resp = error_response(ex, err)
             except web.HTTPException as exc:
@@ -88,7 +133,10 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
             return resp
         finally:
             inflight.discard(task)
-            bodies.release(request)
+            bodies.release_exchange(ex)
+            # The request holds its exchange and the exchange its request: without this the
+            # pair and all they hold (~40 objects) would wait for the garbage collector.
+            ex.http = None
 
     if not gateway.auth_enabled:
         return [exchange]
@@ -114,44 +162,67 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
                         code="missing_api_key",
                     )
                 raise Unauthorized("Invalid API key.", code="invalid_api_key")
-        return await handler(request)
+        bound = gateway.request_bound
+        if bound is None or ex.route.name in bound.exempt:
+            return await handler(request)
+        owner = ex.principal
+        bound.take(owner.id, owner.name)
+        try:
+            return await handler(request)
+        finally:
+            bound.give(owner.id)
 
     return [exchange, authenticate]
 
 
-async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Before headers go out: the request id, the backend, where the time went, and the cost.
+def make_stamp_headers(
+    gateway: Gateway,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """The ``on_response_prepare`` receiver that stamps every response (see below)."""
 
-    ``server-timing`` says ``gateway`` (time inside the gateway so far, upstream waits excluded)
-    and ``upstream`` (time waiting on the upstream so far); for streams, up to the first byte.
-    ``x-hookgate-overhead-ms`` is the same gateway time on its own. ``x-hookgate-cost`` is the
-    request's cost in USD when it is known before the headers leave (answers not streamed).
-    """
-    ex = request.get(EXCHANGE)
-    if ex is None:
-        return
-    headers = response.headers
-    if ex.body_broken:
-        # What is left of its body cannot be read: the connection is not reused.
-        response.force_close()
-        headers["connection"] = "close"
-    headers["x-request-id"] = ex.request_id
-    if ex.backend:
-        headers["x-hookgate-backend"] = ex.backend
-    if ex.served:
-        headers["x-hookgate-served-model"] = ex.served
-        headers["x-hookgate-attempts"] = (
-            _COUNTS[ex.attempts] if ex.attempts < 8 else str(ex.attempts)
+    async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
+        """Before headers go out: the request id, the backend, where the time went, the
+        cost, and ``Connection: close`` once the application retires (``Gateway.closing``).
+
+        ``server-timing`` says ``gateway`` (time inside the gateway so far, upstream waits excluded)
+        and ``upstream`` (time waiting on the upstream so far); for streams, up to the first byte.
+        ``x-hookgate-overhead-ms`` is the same gateway time on its own. ``x-hookgate-cost`` is the
+        request's cost in USD when it is known before the headers leave (answers not streamed).
+        """
+        if gateway.closing:
+            # Set here too: aiohttp has written its Connection header by the time this runs,
+            # and force_close() alone would close the connection unannounced.
+            response.force_close()
+            response.headers[_CONNECTION] = "close"
+        try:
+            ex = request[EXCHANGE]
+        except KeyError:  # refused before the gateway's middlewares (a malformed request)
+            return
+        headers = response.headers
+        if ex.body_broken:
+            # What is left of its body cannot be read: the connection is not reused.
+            response.force_close()
+            headers[_CONNECTION] = "close"
+        headers[_REQUEST_ID_H] = ex.request_id
+        if ex.backend:
+            headers[_BACKEND] = ex.backend
+        if ex.served:
+            headers[_SERVED] = ex.served
+            attempts = ex.attempts
+            headers[_ATTEMPTS] = _COUNTS[attempts] if attempts < 8 else str(attempts)
+        upstream = ex.upstream_seconds
+        inside = _clock() - ex.started - upstream  # Exchange.gateway_seconds, inlined
+        overhead = "%.3f" % (inside * 1000 if inside > 0 else 0.0)
+        headers[_SERVER_TIMING] = (
+            "gateway;dur=" + overhead + ", upstream;dur=%.3f" % (upstream * 1000)
         )
-    overhead = f"{ex.gateway_seconds() * 1000:.3f}"
-    headers["server-timing"] = (
-        f"gateway;dur={overhead}, upstream;dur={ex.upstream_seconds * 1000:.3f}"
-    )
-    headers["x-hookgate-overhead-ms"] = overhead
-    if ex.response_headers:
-        headers.update(ex.response_headers)
-    if ex.cost is not None:
-        headers["x-hookgate-cost"] = f"{ex.cost:.8f}".rstrip("0").rstrip(".") or "0"
+        headers[_OVERHEAD] = overhead
+        if ex.response_headers:
+            headers.update(ex.response_headers)
+        if ex.cost is not None:
+            headers[_COST] = f"{ex.cost:.8f}".rstrip("0").rstrip(".") or "0"
+
+    return stamp_headers
 
 
 def credential(request: web.Request, query_token: bool) -> str | None:

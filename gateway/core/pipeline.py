@@ -69,6 +69,8 @@ class Pipeline:
             (f.success_note, f.on_success) for f in ordered if overrides(f, "on_success")
         ]
         self._noted = noted if any(key is not None for key, _ in noted) else None
+        #: The success hooks that need no note (all a request without notes gets).
+        self._unnoted = [hook for key, hook in noted if key is None]
         self.end_hooks: list[EndHook] = [f.on_end for f in ordered if overrides(f, "on_end")]
         #: End hooks running shielded after their request was cancelled.
         self._ending: set[asyncio.Future[None]] = set()
@@ -144,10 +146,16 @@ class Pipeline:
             req, route = await self.prepare_route(req, ex)
             try:
                 policy = route.policy
+                attempts = self.attempts
                 if policy is None:
-                    resp = await self.attempts.complete(route.backend, req, ex)
+                    resp = await (
+                        # Unobserved attempts call straight through: one coroutine fewer.
+                        route.backend.complete(req, ex)
+                        if type(attempts) is Attempts
+                        else attempts.complete(route.backend, req, ex)
+                    )
                 else:
-                    resp = await policy.complete(req, ex, self.attempts)
+                    resp = await policy.complete(req, ex, attempts)
             except GatewayError as err:
                 self.metrics.upstream_error(ex.backend, err)
                 raise
@@ -167,12 +175,23 @@ class Pipeline:
             status, error = "error", _as_error(exc)
             raise
         finally:
-            if self.end_hooks:
+            hooks = self.end_hooks
+            if hooks:
                 outcome = Outcome(status, error, ex.usage, output, False)
                 if status == "client_gone":
-                    await self._shielded(self.end_hooks, req, ex, outcome)
+                    await self._shielded(hooks, req, ex, outcome)
+                elif len(hooks) == 1:
+                    # _run_end_hooks for one hook, without its coroutine.
+                    try:
+                        await hooks[0](req, ex, outcome)
+                    except Exception:
+                        log.exception(
+                            "filter %s failed at the end of request %s",
+                            _filter_name(hooks[0]),
+                            ex.request_id,
+                        )
                 else:
-                    await self._run_end_hooks(self.end_hooks, req, ex, outcome)
+                    await self._run_end_hooks(hooks, req, ex, outcome)
 
     async def stream(self, req: ChatRequest, ex: Exchange) -> AsyncGenerator[Event, None]:
         """A streamed answer as events, filters applied.
@@ -275,6 +294,8 @@ class Pipeline:
         if self._noted is None:
             return self.success_hooks
         notes = ex.notes
+        if notes is None:
+            return self._unnoted
         return [
             hook for key, hook in self._noted if key is None or (notes is not None and key in notes)
         ]

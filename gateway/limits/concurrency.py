@@ -50,6 +50,8 @@ class Slots:
     bound). The event loop makes each method atomic."""
 
     __slots__ = ("by_owner", "count", "per_key", "total", "what")
+    #: Routes whose requests are not counted (see ``gateway.core.middlewares.RequestBound``).
+    exempt = EXEMPT
 
     def __init__(self, what: str, per_key: int, total: int) -> None:
         self.what = what
@@ -239,24 +241,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: The request slots of an application (when bounded), for inspection.
 REQUEST_SLOTS: web.AppKey[Slots] = web.AppKey("hookgate.request_slots", Slots)
-
-
-def request_bound(slots: Slots) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The middleware that counts requests in progress (installed after authentication)."""
-
-    @web.middleware
-    async def bound_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-        ex = request[EXCHANGE]
-        if ex.route.name in EXEMPT:
-            return await handler(request)
-        principal = ex.principal
-        slots.take(principal.id, principal.name)
-        try:
-            return await handler(request)
-        finally:
-            slots.give(principal.id)
-
-    return bound_requests
 
 
 def shared_request_bound(

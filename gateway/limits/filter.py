@@ -44,7 +44,6 @@ from gateway.limits.concurrency import (
     SharedSlots,
     Slots,
     StreamBound,
-    request_bound,
     shared_request_bound,
 )
 
@@ -258,7 +257,8 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
         app.middlewares.append(shared_request_bound(slots, shared))
         app.cleanup_ctx.append(_closing(shared))
     elif slots is not None:
-        app.middlewares.append(request_bound(slots))
+        # Counted by the gateway's own middleware (see Gateway.request_bound).
+        gateway.request_bound = slots
     if slots is not None:
         app[REQUEST_SLOTS] = slots
     for flt in gateway.filters:

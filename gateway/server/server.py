@@ -192,15 +192,7 @@ class Generation:
         self.retiring = False
         #: Set when the process stops: a retiring generation waits no more for idle connections.
         self.hurry = asyncio.Event()
-        self.app.on_response_prepare.append(self._last_on_connection)
         self._timers: list[asyncio.TimerHandle] = []
-
-    async def _last_on_connection(self, request: web.BaseRequest, resp: web.StreamResponse) -> None:
-        if self.retiring:
-            # The header is set here too: aiohttp has written its Connection header by the time
-            # this hook runs, and force_close() alone would close the connection unannounced.
-            resp.force_close()
-            resp.headers["Connection"] = "close"
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Start the app (its backends) and accept on ``sockets`` (alongside any generation
@@ -229,6 +221,7 @@ class Generation:
         and the app."""
         try:
             self.retiring = True
+            self.gateway.closing = True  # every response from now on: Connection: close
             for site in self.sites:
                 await site.stop()
             self.closed_to_new.set()
