@@ -207,7 +207,8 @@ class HTTPBackend(Backend):
         # A relay nobody observes reads only the frames that end or fail the stream.
         skip = self.unobserved() if relay and not request.parse_relayed else None
         decoder = SSEDecoder(skip)
-        frames = FrameRelay() if relay else None
+        # Relayed frames say the model's name the client asked for, not the upstream's.
+        frames = FrameRelay(request.model) if relay else None
         parser = self.stream_parser(request)
         upstream = self.upstream
         # Until the first content comes, reads are bounded by first_byte_timeout.

@@ -118,7 +118,7 @@ def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
         "id": resp.id,
         "object": "chat.completion",
         "created": resp.created or int(time.time()),
-        "model": resp.model or model,
+        "model": model,  # the name asked for, not the upstream's (resp.model)
         "choices": [
             {
                 "index": 0,
