@@ -23,7 +23,6 @@ from gateway import (
 from gateway.protocols.anthropic import messages as anthropic
 from gateway.protocols.anthropic import response as anthropic_response
 from gateway.protocols.anthropic.stream import MessageEncoder
-from gateway.streaming import model_name
 
 
 class AnthropicProtocol(ProtocolAdapter):
@@ -58,8 +57,7 @@ class AnthropicProtocol(ProtocolAdapter):
         if not req.stream:
             resp = await self.pipeline.complete(req, ex)
             if resp.raw is not None and resp.raw_protocol == self.name:
-                body = model_name.in_body(resp.raw, req.model, resp.model)
-                return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
+                return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
             return json_response(anthropic_response.encode_response(resp, req.model))
         events = self.pipeline.stream(req, ex)
         return await self.stream_response(request, ex, events, MessageEncoder(req.model))

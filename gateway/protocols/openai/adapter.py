@@ -21,7 +21,6 @@ from gateway.protocols.openai import chat_response as openai_chat_response
 from gateway.protocols.openai import chat_stream as openai_chat_stream
 from gateway.protocols.openai import completions, models, passthrough
 from gateway.protocols.openai import embeddings as openai_embeddings
-from gateway.streaming import model_name
 
 
 class OpenAIProtocol(ProtocolAdapter):
@@ -54,8 +53,7 @@ class OpenAIProtocol(ProtocolAdapter):
         if not req.stream:
             resp = await self.pipeline.complete(req, ex)
             if resp.raw is not None and resp.raw_protocol == self.name:
-                body = model_name.in_body(resp.raw, req.model, resp.model)
-                return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
+                return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
             return json_response(openai_chat_response.encode_response(resp, req.model))
         events = self.pipeline.stream(req, ex)
         return await self.stream_response(
@@ -68,8 +66,7 @@ class OpenAIProtocol(ProtocolAdapter):
         if not req.stream:
             resp = await self.pipeline.complete(req, ex)
             if resp.raw is not None and resp.raw_protocol == completions.COMPLETIONS:
-                body = model_name.in_body(resp.raw, req.model, resp.model)
-                return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
+                return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
             return json_response(completions.encode_response(resp, req.model))
         events = self.pipeline.stream(req, ex)
         encoder = completions.ChunkEncoder(req.model, req.include_usage)
@@ -80,8 +77,7 @@ class OpenAIProtocol(ProtocolAdapter):
         req = openai_embeddings.decode_request(await read_json(request))
         resp = await self.pipeline.embed(req, ex)
         if resp.raw is not None and resp.raw_protocol == self.name:
-            body = model_name.in_body(resp.raw, req.model, resp.model)
-            return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
+            return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
         return json_response(openai_embeddings.encode_response(resp, req))
 
     async def list_models(self, request: web.Request) -> web.Response:
