@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -52,16 +53,31 @@ class BatchWriter(Generic[T]):
         #: and larger writes: a transaction per record costs the database more than the row).
         self.linger = linger
         self.write = write
-        self.queue: asyncio.Queue[T] = asyncio.Queue(maxsize=size)
+        #: Records waiting, at most ``size`` (a deque: adding one is an append, no queue's
+        #: bookkeeping on every request's path).
+        self.records: deque[T] = deque()
+        self.size = size
         self.batch = batch
         self.stats = BatchStats()
+        #: What the idle writer waits on; set by the first record that arrives.
+        self._wakeup: asyncio.Future[None] | None = None
+
+    def waiting(self) -> int:
+        """Records queued and not yet taken by the writer."""
+        return len(self.records)
 
     def add(self, record: T) -> None:
         """Queue one record; dropped and counted when the queue is full."""
-        try:
-            self.queue.put_nowait(record)
-        except asyncio.QueueFull:
+        records = self.records
+        if len(records) >= self.size:
             self.stats.dropped += 1
+            return
+        records.append(record)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
         """The writer, for the app's lifetime; what is queued at the end is written then."""
@@ -73,25 +89,32 @@ class BatchWriter(Generic[T]):
             await asyncio.gather(task, return_exceptions=True)
             try:
                 async with asyncio.timeout(FLUSH_TIMEOUT):
-                    while not self.queue.empty():
-                        await self._write(self._take(self.queue.get_nowait()))
+                    while self.records:
+                        await self._write(self._take())
             except TimeoutError:
-                left = self.queue.qsize()
+                left = len(self.records)
+                self.records.clear()
                 self.stats.dropped += left
                 log.error("%s: %d records not written at shutdown (too slow)", self.what, left)
 
-    def _take(self, first: T) -> list[T]:
-        records = [first]
-        while len(records) < self.batch and not self.queue.empty():
-            records.append(self.queue.get_nowait())
-        return records
+    def _take(self) -> list[T]:
+        records = self.records
+        if len(records) <= self.batch:
+            taken = list(records)
+            records.clear()
+            return taken
+        popleft = records.popleft
+        return [popleft() for _ in range(self.batch)]
 
     async def _write_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            first = await self.queue.get()
-            if self.linger and self.queue.qsize() + 1 < self.batch:
+            if not self.records:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+            if self.linger and len(self.records) < self.batch:
                 await asyncio.sleep(self.linger)
-            await self._write(self._take(first))
+            await self._write(self._take())
 
     async def _write(self, records: list[T]) -> None:
         try:

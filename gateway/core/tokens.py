@@ -54,7 +54,16 @@ def part_tokens(part: Part) -> int:
 
 def message_tokens(messages: Iterable[Message]) -> int:
     """The approximate prompt size of ``messages``."""
-    return sum(MESSAGE_TOKENS + sum(part_tokens(p) for p in m.parts) for m in messages)
+    # Loops, not nested generators: this runs on every priced or rate-limited request.
+    total = 0
+    for m in messages:
+        total += MESSAGE_TOKENS
+        for p in m.parts:
+            if type(p) is TextPart:
+                total += (len(p.text) + 3) // 4
+            else:
+                total += part_tokens(p)
+    return total
 
 
 def request_tokens(req: ChatRequest) -> int:

@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -47,7 +48,7 @@ def _sqlite_insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
 
 
 def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
-    return [value for row in rows for value in row]
+    return list(chain.from_iterable(rows))
 
 
 class Database:

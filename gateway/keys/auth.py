@@ -58,7 +58,15 @@ class VirtualKeysAuthenticator(Authenticator):
         return found, key.expires_at
 
     async def authenticate(self, request: web.Request, credential: str | None) -> Principal | None:
-        if not credential or not credential.startswith(SECRET_PREFIX):
+        if not credential:
+            return None
+        known = self.cache.secrets.get(credential)
+        if known is not None and known[0] >= time.monotonic():
+            found, expires = known[1], known[2]
+            if expires is None or time.time() < expires:
+                return found
+            return None
+        if not credential.startswith(SECRET_PREFIX):
             return None
         d = digest(credential)
         cached = self.cache.get(d)
@@ -71,6 +79,7 @@ class VirtualKeysAuthenticator(Authenticator):
             # Shielded: one waiter going away must not cancel the others' lookup.
             cached = await asyncio.shield(pending)
         found, expires = cached
+        self.cache.by_secret(credential, d)
         if found is None or (expires is not None and time.time() >= expires):
             return None
         return found

@@ -39,6 +39,9 @@ class KeyCache:
         self.channel = (redis.prefix if redis is not None else "") + "keys:changed"
         #: digest -> (until, principal or None for a miss, expiry of the key or None)
         self.entries: dict[str, tuple[float, Principal | None, float | None]] = {}
+        #: secret -> the entry of its digest in :attr:`entries`, for keys found (so a request
+        #: with a known key is one dict lookup, no hashing); emptied by every drop.
+        self.secrets: dict[str, tuple[float, Principal | None, float | None]] = {}
         #: Bumped by every drop: a lookup that began before one may have read what changed,
         #: so what it found is not kept.
         self.generation = 0
@@ -49,6 +52,14 @@ class KeyCache:
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1], entry[2]
+
+    def by_secret(self, secret: str, digest: str) -> None:
+        """Remember that ``secret`` has ``digest``, while its entry is fresh and found."""
+        entry = self.entries.get(digest)
+        if entry is not None and entry[1] is not None:
+            if len(self.secrets) >= MAX_ENTRIES:
+                self.secrets.clear()
+            self.secrets[secret] = entry
 
     def put(
         self,
@@ -68,6 +79,7 @@ class KeyCache:
 
     def drop(self, digest: str) -> None:
         self.generation += 1
+        self.secrets.clear()
         if digest == ALL:
             self.entries.clear()
         else:

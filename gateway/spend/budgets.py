@@ -13,17 +13,21 @@ share a cluster slot. In memory (one process) the event loop makes each step ato
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
+from redis.exceptions import NoScriptError
 
 from gateway import Unavailable
 
 if TYPE_CHECKING:
     from gateway import RedisState
+    from gateway.state.redis import Script
 
 #: Micro-dollars per dollar.
 MICRO = 1_000_000
@@ -132,6 +136,10 @@ class MemoryBudgets(BudgetStore):
         self.used: dict[str, tuple[int, float | None]] = {}
 
     async def reserve(self, tag: str, counters: Sequence[Counter], amount: int) -> int | None:
+        return self.reserve_now(counters, amount)
+
+    def reserve_now(self, counters: Sequence[Counter], amount: int) -> int | None:
+        """:meth:`reserve`, without a coroutine (the spend filter calls it directly)."""
         used = self.used
         for i, c in enumerate(counters):
             spent = used.get(c.name, (0, None))[0]
@@ -147,8 +155,13 @@ class MemoryBudgets(BudgetStore):
         return None
 
     async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
+        self.settle_now(counters, delta)
+
+    def settle_now(self, counters: Sequence[Counter], delta: int) -> None:
+        """:meth:`settle`, without a coroutine."""
+        used = self.used
         for c in counters:
-            self.used[c.name] = (self.used.get(c.name, (0, None))[0] + delta, c.resets)
+            used[c.name] = (used.get(c.name, (0, None))[0] + delta, c.resets)
 
     async def spent(self, tag: str, counter: Counter) -> int:
         return self.used.get(counter.name, (0, None))[0]
@@ -191,6 +204,76 @@ return 0
 """
 
 
+class _Batched:
+    """The budget scripts' calls of one turn of the event loop, sent to Redis together.
+
+    Requests reserve and settle on every request's path; each call through redis-py costs its
+    connection handling and bookkeeping. Calls made in one turn of the loop (concurrent
+    requests' reservations and settlements) leave at the end of that turn as one pipeline on
+    one connection; each caller still awaits its own answer, so a reservation or a settlement
+    is done in Redis when its ``await`` returns, as with a call of its own.
+    """
+
+    def __init__(self, redis: RedisState, scripts: Sequence[Script]) -> None:
+        self.redis = redis
+        #: sha1 -> the script (it loads itself again when Redis lost it).
+        self.scripts = {hashlib.sha1(s.source.encode()).hexdigest(): s for s in scripts}
+        self._calls: list[tuple[str, list[Any], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def sha(self, script: Script) -> str:
+        return hashlib.sha1(script.source.encode()).hexdigest()
+
+    def call(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """The answer of the script ``sha`` on ``keys`` and ``args``, once sent and read."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        calls = self._calls
+        if not calls:
+            loop.call_soon(self._send)
+        calls.append((sha, [len(keys), *keys, *args], future))
+        return future
+
+    def _send(self) -> None:
+        calls, self._calls = self._calls, []
+        task = asyncio.ensure_future(self._run(calls))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, calls: list[tuple[str, list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(calls) == 1:
+                sha, args, _ = calls[0]
+                n = args[0]
+                answers: list[Any] = [await self.scripts[sha](args[1 : 1 + n], args[1 + n :])]
+            else:
+                pipe = self.redis.client.pipeline(transaction=False)
+                for sha, args, _ in calls:
+                    pipe.evalsha(sha, *args)
+                answers = await pipe.execute(raise_on_error=False)
+                for i, (sha, args, _) in enumerate(calls):
+                    if isinstance(answers[i], NoScriptError):
+                        # Redis lost its scripts (restarted): this call did not run.
+                        n = args[0]
+                        answers[i] = await self.scripts[sha](args[1 : 1 + n], args[1 + n :])
+        except Exception as exc:
+            for _, _, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:
+            for _, _, future in calls:
+                future.cancel()
+            raise
+        for (_, _, future), answer in zip(calls, answers, strict=True):
+            if future.done():  # its caller gave up (timed out)
+                continue
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+
 class RedisBudgets(BudgetStore):
     """Counters shared by every instance on one Redis. A counter that is missing when a request
     reserves (its period's first request, or Redis lost it) is made from ``spent`` (the
@@ -200,8 +283,10 @@ class RedisBudgets(BudgetStore):
     def __init__(self, redis: RedisState, spent: Spent | None = None) -> None:
         self.redis = redis
         self.spent_so_far = spent
-        self._reserve = redis.script(RESERVE)
-        self._settle = redis.script(SETTLE)
+        reserve, settle = redis.script(RESERVE), redis.script(SETTLE)
+        self._batched = _Batched(redis, (reserve, settle))
+        self._reserve = self._batched.sha(reserve)
+        self._settle = self._batched.sha(settle)
 
     def _keys(self, tag: str, counters: Sequence[Counter]) -> list[str]:
         return [self.redis.key("budget", tag, c.name) for c in counters]
@@ -212,7 +297,7 @@ class RedisBudgets(BudgetStore):
         # Each missing counter is made once; then the reservation is asked again.
         for _ in range(len(counters) + 1):
             async with self.redis.guard("budgets"):
-                refused = int(await self._reserve(keys, args))
+                refused = int(await self._batched.call(self._reserve, keys, args))
             if refused >= 0:
                 return None if refused == 0 else refused - 1
             await self._make(keys[-refused - 1], counters[-refused - 1])
@@ -227,7 +312,7 @@ class RedisBudgets(BudgetStore):
     async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
         args = [delta, *(c.ttl for c in counters)]
         async with self.redis.guard("budgets"):
-            await self._settle(self._keys(tag, counters), args)
+            await self._batched.call(self._settle, self._keys(tag, counters), args)
 
     async def spent(self, tag: str, counter: Counter) -> int:
         async with self.redis.guard("budgets"):

@@ -29,7 +29,7 @@ from gateway import (
     Usage,
     request_tokens,
 )
-from gateway.spend.budgets import MICRO, BudgetStore, Counter, Periods, counters
+from gateway.spend.budgets import MICRO, BudgetStore, Counter, MemoryBudgets, Periods, counters
 from gateway.spend.prices import Price, PriceBook, reasoning_tokens
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class SpendFilter(Filter):
         self.router = gateway.router
         self.prices = prices
         self.budgets = budgets
+        #: Budgets in this process: reserved and settled without a coroutine.
+        self._memory = budgets if isinstance(budgets, MemoryBudgets) else None
         self.ledger = ledger
         #: Where the ledger writes (for ``/admin/spend``).
         self.db = db
@@ -137,7 +139,11 @@ class SpendFilter(Filter):
         if price is not None:
             max_tokens = request.max_tokens or self.default_max_tokens
             amount = round(price.estimate(request_tokens(request), max_tokens) * MICRO)
-        refused = await self.budgets.reserve(tag, budgets, amount)
+        memory = self._memory
+        if memory is not None:
+            refused = memory.reserve_now(budgets, amount)
+        else:
+            refused = await self.budgets.reserve(tag, budgets, amount)
         if refused is not None:
             c = budgets[refused]
             key = (c.scope, c.period)
@@ -166,7 +172,9 @@ class SpendFilter(Filter):
             exchange.cost = cost
             model = exchange.model or request.model
             self.stats.cost[model] = self.stats.cost.get(model, 0.0) + cost
-        if reservation is not None and reservation.counters and self.budgets is not None:
+        if reservation is not None and reservation.counters and self._memory is not None:
+            self._memory.settle_now(reservation.counters, round(cost * MICRO) - reservation.amount)
+        elif reservation is not None and reservation.counters and self.budgets is not None:
             try:
                 await self.budgets.settle(
                     reservation.tag, reservation.counters, round(cost * MICRO) - reservation.amount

@@ -87,7 +87,7 @@ class _Collector:
             rows.add_metric(["failed"], ledger.stats.failed)
             yield rows
             yield GaugeMetricFamily(
-                "hookgate_spend_queue", "Ledger rows waiting to be written.", ledger.queue.qsize()
+                "hookgate_spend_queue", "Ledger rows waiting to be written.", ledger.waiting()
             )
 
 

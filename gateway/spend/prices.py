@@ -44,12 +44,36 @@ class Price:
     cache_write: Rate = 0.0
     reasoning: Rate = 0.0
     request: float = 0.0
+    #: Flat rates (no tiers): (input, output, the dearer of output and reasoning, request),
+    #: for the common case's couple of multiplications; ``None`` with tiers.
+    flat: tuple[float, float, float, float] | None = attrs.field(init=False, eq=False, repr=False)
+
+    @flat.default
+    def _flat(self) -> tuple[float, float, float, float] | None:
+        inp, out, reasoning = self.input, self.output, self.reasoning
+        if not (
+            isinstance(inp, float)
+            and isinstance(out, float)
+            and isinstance(reasoning, float)
+            and isinstance(self.cached_input, float)
+            and isinstance(self.cache_write, float)
+        ):
+            return None
+        return inp, out, max(out, reasoning), self.request
 
     def cost(self, usage: Usage) -> float:
         """The cost of ``usage`` in USD. ``input_tokens`` counts cached ones too; reasoning
         tokens are among the output tokens (``completion_tokens_details.reasoning_tokens``)."""
-        total_in = usage.input_tokens
+        flat = self.flat
         cached, written = usage.cache_read_tokens, usage.cache_write_tokens
+        if flat is not None and not (cached or written) and usage.input_tokens >= 0:
+            reasoning = reasoning_tokens(usage) if usage.details else 0
+            if not reasoning:
+                # Nothing cached, no reasoning: the sum below without its zero terms.
+                per_input, per_output, _, per_request = flat
+                tokens = usage.input_tokens * per_input + usage.output_tokens * per_output
+                return tokens / 1e6 + per_request
+        total_in = usage.input_tokens
         fresh = max(0, total_in - cached - written)
         reasoning = min(reasoning_tokens(usage), usage.output_tokens)
         return (
@@ -62,6 +86,9 @@ class Price:
 
     def estimate(self, input_tokens: int, output_tokens: int) -> float:
         """The most a request of ``input_tokens`` answering up to ``output_tokens`` costs."""
+        flat = self.flat
+        if flat is not None:
+            return (input_tokens * flat[0] + output_tokens * flat[2]) / 1e6 + flat[3]
         per_output = max(_at(self.output, input_tokens), _at(self.reasoning, input_tokens))
         return (
             input_tokens * _at(self.input, input_tokens) + output_tokens * per_output

@@ -358,10 +358,6 @@ SERVER = _SpanKey()
 PARENT = _ParentKey()
 
 
-def _provider_name(backend: Backend) -> str:
-    return {"openai": "openai", "anthropic": "anthropic"}.get(backend.kind, backend.kind)
-
-
 def _parent(ex: Exchange) -> Span | None:
     notes = ex.notes
     if notes is None:
@@ -436,41 +432,39 @@ class TracingFilter(Filter):
     reads_relayed = False
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        span = _server(exchange)
-        if span is None or not span.is_recording():
+        notes = exchange.notes
+        span = notes.get(SERVER) if notes is not None else None
+        if span is None or span._sink is None:  # none, or not recording
             return None
-        span.update_name(f"chat {request.model}")
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.request.model": request.model,
-        }
-        for name, value in (
-            ("gen_ai.request.max_tokens", request.max_tokens),
-            ("gen_ai.request.temperature", request.temperature),
-            ("gen_ai.request.top_p", request.top_p),
-        ):
-            if value is not None:
-                attributes[name] = value
-        if exchange.principal.id != "anonymous":
-            attributes["hookgate.principal"] = exchange.principal.name
-        span.set_attributes(attributes)
+        span.name = f"chat {request.model}"
+        attributes = span.attributes
+        attributes["gen_ai.operation.name"] = "chat"
+        attributes["gen_ai.request.model"] = request.model
+        if request.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        if request.top_p is not None:
+            attributes["gen_ai.request.top_p"] = request.top_p
+        principal = exchange.principal
+        if principal.id != "anonymous":
+            attributes["hookgate.principal"] = principal.name
         return None
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
-        span = _server(exchange)
-        if span is None or not span.is_recording():
+        notes = exchange.notes
+        span = notes.get(SERVER) if notes is not None else None
+        if span is None or span._sink is None:
             return
-        attributes: dict[str, Any] = {
-            "gen_ai.response.model": request.upstream_model or request.model,
-            "hookgate.outcome": outcome.status,
-        }
+        attributes = span.attributes
+        attributes["gen_ai.response.model"] = request.upstream_model or request.model
+        attributes["hookgate.outcome"] = outcome.status
         usage = outcome.usage
         if usage is not None:
             attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
             attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
         if exchange.cost is not None:
             attributes["hookgate.cost_usd"] = exchange.cost
-        span.set_attributes(attributes)
 
 
 class ContentTracingFilter(TracingFilter):
@@ -527,9 +521,9 @@ class TracedAttempts(Attempts):
         """The attempt's span, or ``None`` when its trace is not sampled: then no span is made
         and the upstream gets the request's context."""
         parent = _parent(ex)
-        if parent is not None and not parent.is_recording():
+        if parent is not None and parent._sink is None:
             if ex.upstream_headers is None or "traceparent" not in ex.upstream_headers:
-                ex.upstream_headers = {**(ex.upstream_headers or {}), **parent.headers()}
+                _pass_on(ex, parent)
             return None
         model = request.upstream_model or request.model
         agent = backend.kind == "agent"
@@ -537,7 +531,8 @@ class TracedAttempts(Attempts):
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
             "gen_ai.request.model": model,
-            "gen_ai.provider.name": _provider_name(backend),
+            # OpenTelemetry's provider names are the backend kinds ("openai", "anthropic").
+            "gen_ai.provider.name": backend.kind,
             "hookgate.backend": backend.label,
         }
         if agent:
@@ -550,7 +545,7 @@ class TracedAttempts(Attempts):
             _INTERNAL if agent else _CLIENT,
             attributes,
         )
-        ex.upstream_headers = {**(ex.upstream_headers or {}), **span.headers()}
+        _pass_on(ex, span)
         return span
 
     async def complete(self, backend: Backend, request: ChatRequest, ex: Exchange) -> ChatResponse:
@@ -564,14 +559,14 @@ class TracedAttempts(Attempts):
             _failed(span, err)
             raise
         else:
-            if span.is_recording():
-                span.set_attributes(
-                    {
-                        "gen_ai.response.model": resp.model,
-                        "gen_ai.response.finish_reasons": [resp.finish_reason],
-                    }
-                )
-                _set_usage(span, resp.usage)
+            if span._sink is not None:
+                attributes = span.attributes
+                attributes["gen_ai.response.model"] = resp.model
+                attributes["gen_ai.response.finish_reasons"] = [resp.finish_reason]
+                usage = resp.usage
+                if usage is not None:
+                    attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+                    attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
             return resp
         finally:
             _swap_parent(ex, previous)
@@ -632,8 +627,21 @@ class TracedAttempts(Attempts):
             span.end()
 
 
+def _pass_on(ex: Exchange, span: Span) -> None:
+    """Send ``span``'s trace context to the upstream (a new dict: the exchange's may be
+    shared)."""
+    headers = dict(ex.upstream_headers) if ex.upstream_headers else {}
+    headers["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.flags:02x}"
+    if span.state:
+        headers["tracestate"] = span.state
+    ex.upstream_headers = headers
+
+
 def _swap_parent(ex: Exchange, span: Span | None) -> Span | None:
     notes = ex.notes
-    previous: Span | None = notes.get(PARENT) if notes is not None else None
-    ex.note(PARENT, span)
+    if notes is None:
+        ex.notes = {PARENT: span}
+        return None
+    previous: Span | None = notes.get(PARENT)
+    notes[PARENT] = span
     return previous

@@ -25,3 +25,27 @@ def test_tiers_follow_the_prompt_size_and_estimates_take_the_dearest_output():
     assert price.cost(Usage(input_tokens=1000)) == pytest.approx(1000 / 1e6 + 0.5)
     assert price.cost(Usage(input_tokens=2000)) == pytest.approx(4000 / 1e6 + 0.5)
     assert price.estimate(100, 10) == pytest.approx((100 * 1 + 10 * 5) / 1e6 + 0.5)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        Usage(input_tokens=1234, output_tokens=567),
+        Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=600),
+        Usage(input_tokens=10, output_tokens=50, cache_write_tokens=5),
+        Usage(
+            input_tokens=1000,
+            output_tokens=500,
+            details={"completion_tokens_details": {"reasoning_tokens": 200}},
+        ),
+        Usage(input_tokens=7, output_tokens=3, details={"prompt_tokens_details": {}}),
+    ],
+)
+def test_flat_prices_cost_what_the_same_prices_as_tiers_cost(usage):
+    """Flat prices take a shorter way (a couple of multiplications): to the same figure."""
+    rates = {"input": 1.5, "output": 4.0, "cached_input": 0.1, "cache_write": 2.0, "reasoning": 8.0}
+    flat = Price(**rates, request=0.25)
+    tiered = Price(**{k: (v, ()) for k, v in rates.items()}, request=0.25)
+    assert flat.flat is not None and tiered.flat is None
+    assert flat.cost(usage) == tiered.cost(usage)
+    assert flat.estimate(usage.input_tokens, 4096) == tiered.estimate(usage.input_tokens, 4096)
