@@ -32,6 +32,7 @@ from gateway.config.sections import BackendConfig
 from gateway.config.types import ByteSize, Count, Duration, Url
 from gateway.errors import GatewayError, UpstreamError
 from gateway.exchange import Exchange
+from gateway.streaming import model_name
 from gateway.streaming.sse import FrameRelay, FrameSkip, SSEDecoder, SSEFrame
 
 
@@ -179,6 +180,13 @@ class HTTPBackend(Backend):
                 raise err
         return obj
 
+    @staticmethod
+    def renamed(body: bytes, asked: str, upstream: str | None = None) -> bytes:
+        """An upstream's whole JSON answer, relayed to the client as it came but for its
+        ``model``: the name the client asked for (``upstream``: the name the answer gives, when
+        decoded; it finds the member faster)."""
+        return model_name.in_body(body, asked, upstream)
+
     async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResponse:
         if self._folds_stream:
             return await super().complete(request, exchange)
@@ -191,7 +199,9 @@ class HTTPBackend(Backend):
         )
         resp = self.decode_response(self.json(data))
         if self.relays(request):
-            resp.raw, resp.raw_protocol = data, request.protocol
+            # Relayed as it came, but for the model: the name the client asked for.
+            resp.raw = self.renamed(data, request.model, resp.model)
+            resp.raw_protocol = request.protocol
         return resp
 
     async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
@@ -207,7 +217,8 @@ class HTTPBackend(Backend):
         # A relay nobody observes reads only the frames that end or fail the stream.
         skip = self.unobserved() if relay and not request.parse_relayed else None
         decoder = SSEDecoder(skip)
-        frames = FrameRelay() if relay else None
+        # Relayed frames say the model's name the client asked for, not the upstream's.
+        frames = FrameRelay(request.model) if relay else None
         parser = self.stream_parser(request)
         upstream = self.upstream
         # Until the first content comes, reads are bounded by first_byte_timeout.

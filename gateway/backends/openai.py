@@ -160,7 +160,10 @@ class OpenAIBackend(HTTPBackend):
     async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResponse:
         body = encode_embedding_request(request, request.upstream_model or request.model)
         data = await self.upstream.post("/embeddings", orjson.dumps(body), exchange)
-        return decode_embedding_response(self.json(data), data, request)
+        resp = decode_embedding_response(self.json(data), data, request)
+        if resp.raw is not None:  # relayed as it came, but for the model: the name asked for
+            resp.raw = self.renamed(resp.raw, request.model, resp.model)
+        return resp
 
 
 def model_ids(answer: Any) -> list[str]:

@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.streaming import model_name
 from gateway.streaming.deadlines import Deadlines, deadlines
 
 
@@ -249,10 +250,15 @@ class FrameRelay:
     held back until its blank line comes.
     """
 
-    __slots__ = ("pending",)
+    __slots__ = ("_model", "_ours", "_theirs", "pending")
 
-    def __init__(self) -> None:
+    def __init__(self, model: str | None = None) -> None:
         self.pending = b""
+        #: The name the client asked for: the upstream's ``model`` members are made to say it
+        #: (see :mod:`gateway.streaming.model_name`); ``None`` once learnt, or to relay them as
+        #: they are.
+        self._model = model
+        self._theirs = self._ours = b""
 
     def feed(self, chunk: bytes) -> bytes:
         """The whole frames ``chunk`` completes (``b""`` when none)."""
@@ -260,15 +266,33 @@ class FrameRelay:
         cut = complete_frames(data)
         if cut == len(data):
             self.pending = b""
-            return data
-        self.pending = data[cut:]
-        return data[:cut]
+        else:
+            self.pending = data[cut:]
+            data = data[:cut]
+        if self._theirs:
+            return data.replace(self._theirs, self._ours)
+        return data if self._model is None or not data else self._learn(data)
 
     def end(self) -> bytes:
         """At the end of a stream that finished well, a last frame the upstream did not close
         with a blank line, closed (``b""`` when none)."""
         tail, self.pending = self.pending.strip(b"\r\n"), b""
-        return tail + b"\n\n" if tail else b""
+        if not tail:
+            return b""
+        tail += b"\n\n"
+        if self._theirs:
+            return tail.replace(self._theirs, self._ours)
+        return tail if self._model is None else self._learn(tail)
+
+    def _learn(self, data: bytes) -> bytes:
+        """``data`` renamed, once the upstream's name for the model is known from it."""
+        assert self._model is not None
+        learnt = model_name.learn(data, self._model)
+        if learnt is None:
+            return data
+        self._model = None
+        self._theirs, self._ours = learnt
+        return data.replace(self._theirs, self._ours) if self._theirs else data
 
 
 class SendTimeout(ConnectionResetError):

@@ -170,7 +170,7 @@ def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
         "id": resp.id if resp.id.startswith("msg_") else "msg_" + resp.id,
         "type": "message",
         "role": "assistant",
-        "model": resp.model or model,
+        "model": model,  # the name asked for, not the upstream's (resp.model)
         "content": encode_content(resp.message.parts),
         "stop_reason": reason,
         "stop_sequence": sequence,

@@ -283,10 +283,9 @@ class MessageEncoder:
     # -- handlers
 
     def _start(self, ev: Start) -> bytes:
-        if not self._started:
-            if ev.id:
-                self._id = ev.id if ev.id.startswith("msg_") else "msg_" + ev.id
-            self._model = ev.model or self._model
+        # The model stays the name asked for (self._model), not the upstream's (ev.model).
+        if not self._started and ev.id:
+            self._id = ev.id if ev.id.startswith("msg_") else "msg_" + ev.id
         return self._begin()
 
     def _text(self, ev: TextDelta) -> bytes:

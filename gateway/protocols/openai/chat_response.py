@@ -34,23 +34,27 @@ def decode_response(obj: Any) -> ChatResponse:
     content = msg.get("content")
     if isinstance(content, str):
         parts.append(TextPart(content))
-    for call in msg.get("tool_calls") or ():
+    calls = msg.get("tool_calls")
+    for call in calls or ():
         fn = call.get("function") or {}
         parts.append(
             ToolCallPart(
                 call.get("id") or new_id("call_"), fn.get("name", ""), fn.get("arguments") or "{}"
             )
         )
-    extra = {
-        k: v for k, v in msg.items() if k in ("refusal", "annotations", "audio") and v is not None
-    } or None
+    extra = None
+    for key in _MESSAGE_EXTRA:
+        value = msg.get(key)
+        if value is not None:
+            if extra is None:
+                extra = {key: value}
+            else:
+                extra[key] = value
     return ChatResponse(
         id=obj.get("id") or new_id("chatcmpl-"),
         model=obj.get("model") or "",
         message=Message("assistant", parts, extra=extra),
-        finish_reason=finish_reason(
-            choice.get("finish_reason"), any(type(p) is ToolCallPart for p in parts)
-        ),
+        finish_reason=finish_reason(choice.get("finish_reason"), bool(calls)),
         usage=decode_usage(obj.get("usage")),
         created=obj.get("created") or int(time.time()),
     )
@@ -64,13 +68,21 @@ def finish_reason(reason: Any, called: bool) -> str:
 
 
 _USAGE_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
+#: Message members kept as they are (when not null).
+_MESSAGE_EXTRA = ("refusal", "annotations", "audio")
 
 
 def decode_usage(u: Any) -> Usage | None:
     if not isinstance(u, dict):
         return None
-    details = {k: v for k, v in u.items() if k in _USAGE_DETAILS and v} or None
-    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    prompt = u.get("prompt_tokens_details")
+    completion = u.get("completion_tokens_details")
+    details: dict[str, Any] | None = None
+    if prompt or completion:
+        details = {
+            k: v for k, v in ((_USAGE_DETAILS[0], prompt), (_USAGE_DETAILS[1], completion)) if v
+        }
+    cached = (prompt.get("cached_tokens") if isinstance(prompt, dict) else None) or 0
     return Usage(
         u.get("prompt_tokens") or 0,
         u.get("completion_tokens") or 0,
@@ -118,7 +130,7 @@ def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
         "id": resp.id,
         "object": "chat.completion",
         "created": resp.created or int(time.time()),
-        "model": resp.model or model,
+        "model": model,  # the name asked for, not the upstream's (resp.model)
         "choices": [
             {
                 "index": 0,

@@ -103,7 +103,8 @@ class ChunkEncoder:
     chunk has an empty delta; with ``include_usage`` every chunk has ``"usage": null`` and one
     usage chunk with no choices comes last, before ``[DONE]``. A failure is an error frame and
     no ``[DONE]``: never a normal finish. :class:`Raw` events (same-protocol upstream bytes) are
-    written as they are; events they already carry are skipped.
+    written as they are (but for the model's name: the one asked for); events they already
+    carry are skipped.
     """
 
     __slots__ = (
@@ -184,7 +185,7 @@ class ChunkEncoder:
             self._set_head(
                 ev.id or new_id("chatcmpl-"),
                 ev.created or int(time.time()),
-                ev.model or self._model,
+                self._model,  # the name asked for, not the upstream's (ev.model)
             )
         return b""
 

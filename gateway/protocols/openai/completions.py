@@ -154,7 +154,7 @@ def encode_response(resp: ChatResponse, model: str) -> dict[str, JSON]:
         "id": resp.id if resp.id.startswith("cmpl-") else "cmpl-" + resp.id,
         "object": "text_completion",
         "created": resp.created or int(time.time()),
-        "model": resp.model or model,
+        "model": model,  # the name asked for, not the upstream's (resp.model)
         "choices": [
             {
                 "text": resp.message.text(),
@@ -202,9 +202,18 @@ class StreamParser:
 class ChunkEncoder:
     """Encodes canonical events as streamed ``text_completion`` objects, then the usage chunk
     (when ``stream_options.include_usage`` asked) and ``[DONE]``; a failure is an error frame
-    and no ``[DONE]``. Relayed bytes of a ``/completions`` upstream pass unchanged."""
+    and no ``[DONE]``. Relayed bytes of a ``/completions`` upstream pass unchanged (but for the
+    model's name: the one asked for)."""
 
-    __slots__ = ("_created", "_failed", "_handlers", "_id", "_model", "_relayed", "_usage")
+    __slots__ = (
+        "_created",
+        "_failed",
+        "_handlers",
+        "_id",
+        "_model",
+        "_relayed",
+        "_usage",
+    )
 
     def __init__(self, model: str, include_usage: bool = False) -> None:
         self._model = model
@@ -256,7 +265,6 @@ class ChunkEncoder:
     def _start(self, ev: Start) -> bytes:
         if ev.id:
             self._id = ev.id if ev.id.startswith("cmpl-") else "cmpl-" + ev.id
-        self._model = ev.model or self._model
         return b""
 
     def _usage_event(self, ev: UsageEvent) -> bytes:

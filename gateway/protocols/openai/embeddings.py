@@ -150,6 +150,6 @@ def encode_response(resp: EmbeddingResponse, req: EmbeddingRequest) -> dict[str,
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(items)],
-        "model": resp.model or req.model,
+        "model": req.model,  # the name asked for, not the upstream's (resp.model)
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

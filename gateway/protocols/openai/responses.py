@@ -546,4 +546,5 @@ def encode_response(resp: ChatResponse, shell: Shell) -> dict[str, JSON]:
     if text:
         output.append(message_item(text))
     output.extend(shell.call_item(p) for p in parts if type(p) is ToolCallPart)
-    return shell.response("completed", output, resp.usage, resp.finish_reason, model=resp.model)
+    # The model is the name asked for (the shell's), not the upstream's (resp.model).
+    return shell.response("completed", output, resp.usage, resp.finish_reason)

@@ -52,7 +52,6 @@ class ResponseEncoder:
         "_final",
         "_item",
         "_kind",
-        "_model",
         "_reason",
         "_seq",
         "_shell",
@@ -65,7 +64,6 @@ class ResponseEncoder:
 
     def __init__(self, shell: Shell) -> None:
         self._shell = shell
-        self._model: str | None = None
         self._seq = 0
         self._signature: str | None = None
         self._started = False
@@ -85,9 +83,7 @@ class ResponseEncoder:
         still close the open item wait for :meth:`end`."""
         if self._final is None:
             self._tail = self._begin() + self._close()
-            self._final = self._shell.response(
-                "completed", self._done, self._usage, self._reason, model=self._model
-            )
+            self._final = self._shell.response("completed", self._done, self._usage, self._reason)
         return self._final
 
     def encode(self, ev: Event) -> bytes:
@@ -111,7 +107,7 @@ class ResponseEncoder:
         if self._started:
             return b""
         self._started = True
-        response = self._shell.response("in_progress", [], model=self._model)
+        response = self._shell.response("in_progress", [])
         return self._event("response.created", {"response": response}) + self._event(
             "response.in_progress", {"response": response}
         )
@@ -175,8 +171,7 @@ class ResponseEncoder:
         return out + self._event("response.output_item.done", {"output_index": index, "item": done})
 
     def _start(self, ev: Start) -> bytes:
-        if not self._started and ev.model:
-            self._model = ev.model
+        # The model stays the name asked for (the shell's), not the upstream's (ev.model).
         return self._begin()
 
     def _text(self, ev: TextDelta) -> bytes:
@@ -247,9 +242,7 @@ class ResponseEncoder:
     def _error(self, ev: Error) -> bytes:
         self._failed = True
         err = ev.error
-        failed = self._final = self._shell.response(
-            "failed", self._done, self._usage, error=err, model=self._model
-        )
+        failed = self._final = self._shell.response("failed", self._done, self._usage, error=err)
         tail, self._tail = self._tail, b""  # an item closed by result() and not yet sent
         return (
             self._begin()
