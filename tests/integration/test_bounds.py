@@ -483,7 +483,8 @@ class _Canary:
 async def test_five_thousand_slow_readers_leave_health_and_in_limit_callers_served(tmp_path):
     """5,000 connections of one key open streams and never read them (a bound of 100 requests
     per key admits 100, the rest get 429 and stay connected); meanwhile new callers of another
-    key, and /health, are served within 2 s; once the readers go, the gateway holds nothing.
+    key, and /health, are served within 5 s (about 0.5 s on a quiet machine); once the readers
+    go, the gateway holds nothing.
     The gateway and the readers are processes of their own; the gateway starts with a soft
     limit of 1024 open files, a common default."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -527,7 +528,8 @@ async def _flood(gw: GatewayProcess) -> None:
         finally:
             readers.kill()
     assert not canary.failures, canary.failures[:5]
-    assert canary.worst < 2.0, f"a new caller waited {canary.worst:.2f}s"
+    # About 0.5 s on a quiet machine; 2 s was seen with other suites running on the same cores.
+    assert canary.worst < 5.0, f"a new caller waited {canary.worst:.2f}s"
     # the readers gone, the gateway lets go of everything
     await until(lambda: _open_fds(gw.pid) <= baseline + 5, within=20, what="sockets closed")
     async with aiohttp.ClientSession() as session, session.get(gw.url + "/metrics") as resp:
