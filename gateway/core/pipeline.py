@@ -185,11 +185,7 @@ class Pipeline:
                     try:
                         await hooks[0](req, ex, outcome)
                     except Exception:
-                        log.exception(
-                            "filter %s failed at the end of request %s",
-                            _filter_name(hooks[0]),
-                            ex.request_id,
-                        )
+                        _end_hook_failed(hooks[0], ex)
                 else:
                     await self._run_end_hooks(hooks, req, ex, outcome)
 
@@ -296,9 +292,7 @@ class Pipeline:
         notes = ex.notes
         if notes is None:
             return self._unnoted
-        return [
-            hook for key, hook in self._noted if key is None or (notes is not None and key in notes)
-        ]
+        return [hook for key, hook in self._noted if key is None or key in notes]
 
     async def _end(self, req: ChatRequest, ex: Exchange, outcome: Outcome) -> None:
         """Run the end hooks. When the client is gone the request is being cancelled or closed:
@@ -323,9 +317,7 @@ class Pipeline:
                     await self._shielded(hooks[i + 1 :], req, ex, outcome)
                 raise
             except Exception:
-                log.exception(
-                    "filter %s failed at the end of request %s", _filter_name(hook), ex.request_id
-                )
+                _end_hook_failed(hook, ex)
 
     async def _shielded(
         self, hooks: Sequence[EndHook], req: ChatRequest, ex: Exchange, outcome: Outcome
@@ -343,6 +335,11 @@ def _as_error(exc: Exception) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     return GatewayError("The gateway failed to handle the request.")
+
+
+def _end_hook_failed(hook: EndHook, ex: Exchange) -> None:
+    """Log the failure being handled (an end hook's: the request's other hooks still run)."""
+    log.exception("filter %s failed at the end of request %s", _filter_name(hook), ex.request_id)
 
 
 def _filter_name(hook: Callable[..., object]) -> str:

@@ -217,12 +217,18 @@ class _Batched:
     def __init__(self, redis: RedisState, scripts: Sequence[Script]) -> None:
         self.redis = redis
         #: sha1 -> the script (it loads itself again when Redis lost it).
-        self.scripts = {hashlib.sha1(s.source.encode()).hexdigest(): s for s in scripts}
+        self.scripts = {self.sha(s): s for s in scripts}
         self._calls: list[tuple[str, list[Any], asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def sha(self, script: Script) -> str:
+    @staticmethod
+    def sha(script: Script) -> str:
         return hashlib.sha1(script.source.encode()).hexdigest()
+
+    async def _alone(self, sha: str, args: list[Any]) -> Any:
+        """One call on its own (its script loaded again if Redis lost it)."""
+        n = args[0]
+        return await self.scripts[sha](args[1 : 1 + n], args[1 + n :])
 
     def call(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         """The answer of the script ``sha`` on ``keys`` and ``args``, once sent and read."""
@@ -244,8 +250,7 @@ class _Batched:
         try:
             if len(calls) == 1:
                 sha, args, _ = calls[0]
-                n = args[0]
-                answers: list[Any] = [await self.scripts[sha](args[1 : 1 + n], args[1 + n :])]
+                answers: list[Any] = [await self._alone(sha, args)]
             else:
                 pipe = self.redis.client.pipeline(transaction=False)
                 for sha, args, _ in calls:
@@ -254,8 +259,7 @@ class _Batched:
                 for i, (sha, args, _) in enumerate(calls):
                     if isinstance(answers[i], NoScriptError):
                         # Redis lost its scripts (restarted): this call did not run.
-                        n = args[0]
-                        answers[i] = await self.scripts[sha](args[1 : 1 + n], args[1 + n :])
+                        answers[i] = await self._alone(sha, args)
         except Exception as exc:
             for _, _, future in calls:
                 if not future.done():

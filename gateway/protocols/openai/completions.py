@@ -205,15 +205,7 @@ class ChunkEncoder:
     and no ``[DONE]``. Relayed bytes of a ``/completions`` upstream pass unchanged (but for the
     model's name: the one asked for)."""
 
-    __slots__ = (
-        "_created",
-        "_failed",
-        "_handlers",
-        "_id",
-        "_model",
-        "_relayed",
-        "_usage",
-    )
+    __slots__ = ("_created", "_failed", "_handlers", "_id", "_model", "_relayed", "_usage")
 
     def __init__(self, model: str, include_usage: bool = False) -> None:
         self._model = model
