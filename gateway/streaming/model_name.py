@@ -41,11 +41,10 @@ def in_body(body: bytes, name: str, upstream: str | None = None) -> bytes:
         renamed = body.replace(*_members(upstream, name), 1)
         if renamed is not body:
             return renamed
-    match = _FIELD.search(body)
-    if match is None or match.group() == said(name):
+    learnt = learn(body, name)
+    if learnt is None or not learnt[0]:
         return body
-    ours = _as_long_as(said(name), match.group())
-    return b"".join((body[: match.start()], ours, body[match.end() :]))
+    return body.replace(*learnt, 1)  # the first occurrence is the pattern's first match
 
 
 @functools.lru_cache(maxsize=1024)

@@ -269,29 +269,23 @@ class FrameRelay:
         else:
             self.pending = data[cut:]
             data = data[:cut]
-        if self._theirs:
-            return data.replace(self._theirs, self._ours)
-        return data if self._model is None or not data else self._learn(data)
+        return self._renamed(data) if self._theirs or self._model is not None else data
 
     def end(self) -> bytes:
         """At the end of a stream that finished well, a last frame the upstream did not close
         with a blank line, closed (``b""`` when none)."""
         tail, self.pending = self.pending.strip(b"\r\n"), b""
-        if not tail:
-            return b""
-        tail += b"\n\n"
-        if self._theirs:
-            return tail.replace(self._theirs, self._ours)
-        return tail if self._model is None else self._learn(tail)
+        return self._renamed(tail + b"\n\n") if tail else b""
 
-    def _learn(self, data: bytes) -> bytes:
-        """``data`` renamed, once the upstream's name for the model is known from it."""
-        assert self._model is not None
-        learnt = model_name.learn(data, self._model)
-        if learnt is None:
-            return data
-        self._model = None
-        self._theirs, self._ours = learnt
+    def _renamed(self, data: bytes) -> bytes:
+        """``data`` with the upstream's ``model`` members saying the asked name (learnt from
+        the first member seen)."""
+        if self._model is not None:
+            learnt = model_name.learn(data, self._model)
+            if learnt is None:
+                return data
+            self._model = None
+            self._theirs, self._ours = learnt
         return data.replace(self._theirs, self._ours) if self._theirs else data
 
 
