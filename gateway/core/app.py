@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,6 +19,7 @@ import attrs
 from aiohttp import web
 
 from gateway.config.sections import Config
+from gateway.core.dispatch import Dispatcher
 from gateway.core.filters import Filter
 from gateway.core.jsonio import BODY_BUDGET, BodyBudget
 from gateway.core.loading import Loaded, load
@@ -217,7 +219,10 @@ def init_app(loaded: Loaded, *, metrics: Metrics | None = None) -> web.Applicati
     ``metrics`` carries the metrics of a previous application on (a configuration reload).
     """
     cfg = loaded.config
-    app = web.Application(client_max_size=cfg.server.max_body_size)
+    with warnings.catch_warnings():  # aiohttp deprecates passing a router: this one is
+        # aiohttp's own, with plain paths looked up in one dict (see gateway.core.dispatch)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app = web.Application(client_max_size=cfg.server.max_body_size, router=Dispatcher())
     gateway = Gateway(loaded, app, metrics)
     app[GATEWAY] = gateway
     app[BODY_BUDGET] = BodyBudget(cfg.server.max_bodies_in_flight, cfg.server.body_timeout)
