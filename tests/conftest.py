@@ -1,6 +1,7 @@
 """Fixtures every test may ask for, and the rules that keep unit tests apart (see README.md).
 
-- ``make_gateway``: a gateway app under test behind ``aiohttp_client``; ``upstream`` and
+- ``make_gateway``: a gateway app under test behind ``aiohttp_client``, served as ``hookgate
+  serve`` serves it (:mod:`gateway.server.http`); ``upstream`` and
   ``claude_upstream``: the scripted fake upstreams in-process; ``upstream_process``: the fake
   upstream as a real process.
 - ``sdk`` and ``claude_sdk``: the official OpenAI and Anthropic clients pointed at a gateway;
@@ -47,6 +48,7 @@ from support.services import (
 )
 
 from gateway import create_app
+from gateway.server.http import Runner
 
 UNIT = TESTS / "unit"
 
@@ -94,6 +96,13 @@ def _garbage_of_its_own(request: pytest.FixtureRequest) -> Iterator[None]:
 # --- the gateway under test, fake upstreams, official clients -----------------------------------
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server with the gateway's own connections (see gateway.server.http)."""
+
+    async def _make_runner(self, **kwargs: Any) -> Runner:
+        return Runner(self.app, **kwargs)
+
+
 @pytest.fixture
 def make_gateway(aiohttp_client: Any) -> MakeGateway:
     """``await make_gateway(config, plugins=[...])``: a running gateway (installed plugins ignored)."""
@@ -105,7 +114,7 @@ def make_gateway(aiohttp_client: Any) -> MakeGateway:
         env: dict[str, str] | None = None,
     ) -> TestClient:
         app = create_app(config or {}, plugins=plugins, env=env or {})
-        return await aiohttp_client(app)
+        return await aiohttp_client(GatewayTestServer(app))
 
     return make
 

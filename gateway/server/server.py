@@ -44,6 +44,7 @@ from gateway.core.app import GATEWAY, Gateway, init_app
 from gateway.core.loading import Loaded
 from gateway.errors import ConfigError
 from gateway.server import systemd
+from gateway.server.http import Runner
 from gateway.server.logs import ACCESS, ACCESS_LOGGERS, http_logger
 from gateway.server.peers import Peers
 
@@ -173,7 +174,7 @@ class Generation:
         self.app = init_app(loaded, metrics=previous.gateway.metrics if previous else None)
         self.gateway: Gateway = self.app[GATEWAY]
         cfg = loaded.config.server
-        self.runner = web.AppRunner(
+        self.runner = Runner(
             self.app,
             handle_signals=False,
             handler_cancellation=True,

@@ -1,0 +1,131 @@
+"""The HTTP/1.1 server under the application: aiohttp's, with a shorter way out for plain answers.
+
+aiohttp's :class:`~aiohttp.web.RequestHandler` (one per connection) parses requests, runs the
+application and sends what it returns through the response's generic ``prepare()`` and
+``write_eof()``: half a dozen coroutines that handle cookies, compression, chunking, bodies
+that are files, and every combination of method and status. Most answers the gateway sends are
+none of that: a :class:`~aiohttp.web.Response` whose body is bytes, to an HTTP/1.1 request that
+is not ``HEAD``, with a status that has a body. :class:`Connection` sends those itself, with the
+same headers in the same order aiohttp would write (``Content-Length``, ``Content-Type`` when
+missing, ``Date``, ``Server``, ``Connection: close`` when the connection closes after it), the
+application's ``on_response_prepare`` receivers run at the same point, and the same writer
+sends it (headers and body in one write). Anything else (streams, ``HEAD``, 204/304, HTTP/1.0,
+cookies, compression, a ``Content-Length`` or ``Transfer-Encoding`` the handler set, a
+response subclass such as an ``HTTPException``) goes through aiohttp's own path.
+
+:class:`Runner` is :class:`~aiohttp.web.AppRunner` serving its application with such
+connections.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import hdrs, web
+from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+from aiohttp.web_protocol import RequestHandler
+
+if TYPE_CHECKING:
+    from aiohttp.web_request import BaseRequest
+
+_CONTENT_LENGTH, _CONTENT_TYPE, _TRANSFER_ENCODING = (
+    hdrs.CONTENT_LENGTH,
+    hdrs.CONTENT_TYPE,
+    hdrs.TRANSFER_ENCODING,
+)
+_DATE, _SERVER, _CONNECTION = hdrs.DATE, hdrs.SERVER, hdrs.CONNECTION
+#: Methods whose answers aiohttp shapes otherwise: no body (HEAD), a tunnel (CONNECT).
+_OTHER_METHODS = frozenset((hdrs.METH_HEAD, hdrs.METH_CONNECT))
+_Response = web.Response
+
+
+class Connection(RequestHandler):
+    """One client connection: see the module's description."""
+
+    __slots__ = ()
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        if (
+            type(resp) is not _Response
+            or self._upgraded
+            or resp._payload_writer is not None
+            or resp._eof_sent
+            or resp._cookies
+            or resp._compression
+            or resp._chunked
+            or resp._status in EMPTY_BODY_STATUS_CODES
+            or request._method in _OTHER_METHODS
+            or request.version != HttpVersion11
+        ):
+            return await super().finish_response(request, resp, start_time)
+        body = resp._body
+        headers = resp._headers
+        if (
+            (body is not None and type(body) is not bytes)
+            or _CONTENT_LENGTH in headers
+            or _TRANSFER_ENCODING in headers
+        ):
+            return await super().finish_response(request, resp, start_time)
+        request._finish()
+        try:
+            await self._send(request, resp, body, headers)
+        except ConnectionError:
+            self.log_access(request, resp, start_time)
+            return resp, True
+        self.log_access(request, resp, start_time)
+        return resp, False
+
+    @staticmethod
+    async def _send(request: BaseRequest, resp: web.Response, body: Any, headers: Any) -> None:
+        """What ``resp.prepare(request)`` and ``resp.write_eof()`` do for such an answer."""
+        writer = request._payload_writer
+        resp._must_be_empty_body = False
+        resp._req = request
+        resp._payload_writer = writer
+        keep_alive = resp._keep_alive
+        if keep_alive is None:
+            keep_alive = resp._keep_alive = request.keep_alive
+        length = len(body) if body else 0
+        headers[_CONTENT_LENGTH] = str(length)
+        writer.length = length
+        if length:
+            headers.setdefault(_CONTENT_TYPE, "application/octet-stream")
+        if _DATE not in headers:
+            headers[_DATE] = rfc822_formatted_time()
+        headers.setdefault(_SERVER, SERVER_SOFTWARE)
+        if not keep_alive and _CONNECTION not in headers:
+            headers[_CONNECTION] = "close"
+        await request._prepare_hook(resp)
+        await writer.write_headers(f"HTTP/1.1 {resp._status} {resp._reason}", headers)
+        if resp._eof_sent:  # pragma: no cover - a receiver sent it
+            return
+        body = resp._body  # as write_eof() reads it: after the receivers
+        await writer.write_eof(body if body is not None else b"")
+        resp._eof_sent = True
+        resp._req = None
+        resp._body_length = writer.output_size
+        resp._payload_writer = None
+
+
+class Server(web.Server):
+    """aiohttp's server, its connections :class:`Connection`."""
+
+    def __call__(self) -> RequestHandler:
+        return Connection(self, loop=self._loop, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """aiohttp's application runner, serving with :class:`Server`."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )

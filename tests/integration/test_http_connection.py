@@ -1,0 +1,225 @@
+"""The server's connections answer byte for byte as aiohttp's own do.
+
+The same application is served by aiohttp's ``AppRunner`` and by the gateway's
+(:mod:`gateway.server.http`), and the same raw HTTP/1.1 exchanges (pipelined, keep-alive and
+closing, HEAD, HTTP/1.0, ``Expect: 100-continue``) must get the same bytes back from both,
+``Date`` aside: plain answers take the gateway's shorter path, every other kind aiohttp's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from gateway.server.http import Connection, Runner
+
+
+async def json_body(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"a":1}', content_type="application/json")
+
+
+async def text(request: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+async def empty(request: web.Request) -> web.Response:
+    return web.Response()
+
+
+async def made(request: web.Request) -> web.Response:
+    return web.Response(status=201, reason="Made", body=b"x")
+
+
+async def headers(request: web.Request) -> web.Response:
+    return web.Response(body=b"a,b", headers={"X-A": "1", "Content-Type": "text/csv"})
+
+
+async def length_set(request: web.Request) -> web.Response:
+    return web.Response(body=b"abc", headers={"Content-Length": "3"})
+
+
+async def closing(request: web.Request) -> web.Response:
+    resp = web.Response(body=b"bye")
+    resp.force_close()
+    return resp
+
+
+async def keep_alive_header(request: web.Request) -> web.Response:
+    return web.Response(body=b"x", headers={"Connection": "keep-alive"})
+
+
+async def no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def not_modified(request: web.Request) -> web.Response:
+    return web.Response(status=304)
+
+
+async def cookie(request: web.Request) -> web.Response:
+    resp = web.Response(body=b"x")
+    resp.set_cookie("a", "b")
+    return resp
+
+
+async def bytearray_body(request: web.Request) -> web.Response:
+    return web.Response(body=bytearray(b"x"))
+
+
+async def payload_body(request: web.Request) -> web.Response:
+    return web.Response(body="a str is a payload")
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    await resp.write(b"one")
+    await resp.write(b"two")
+    await resp.write_eof()
+    return resp
+
+
+async def missing(request: web.Request) -> web.Response:
+    raise web.HTTPNotFound()
+
+
+async def failing(request: web.Request) -> web.Response:
+    raise RuntimeError("boom")
+
+
+async def echo(request: web.Request) -> web.Response:
+    return web.Response(body=await request.read())
+
+
+async def unread(request: web.Request) -> web.Response:
+    return web.Response(body=b"not read")
+
+
+async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Stamp"] = request.path
+    if request.path == "/stamp-close":
+        response.force_close()
+        response.headers["Connection"] = "close"
+
+
+def app() -> web.Application:
+    app = web.Application()
+    for path, handler in {
+        "/json": json_body,
+        "/text": text,
+        "/empty": empty,
+        "/made": made,
+        "/headers": headers,
+        "/length": length_set,
+        "/closing": closing,
+        "/keep-alive": keep_alive_header,
+        "/no-content": no_content,
+        "/not-modified": not_modified,
+        "/cookie": cookie,
+        "/bytearray": bytearray_body,
+        "/payload": payload_body,
+        "/stream": stream,
+        "/missing": missing,
+        "/failing": failing,
+        "/stamp-close": json_body,
+    }.items():
+        app.router.add_route("*", path, handler)
+    app.router.add_post("/echo", echo)
+    app.router.add_post("/unread", unread)
+    app.on_response_prepare.append(stamp)
+    return app
+
+
+@pytest.fixture
+async def ports() -> AsyncIterator[tuple[int, int]]:
+    """Ports of the application served by aiohttp's runner and by the gateway's."""
+    runners = [web.AppRunner(app(), handle_signals=False), Runner(app(), handle_signals=False)]
+    found = []
+    for runner in runners:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        assert runner.server is not None
+        found.append(runner.addresses[0][1])
+    assert type(runners[1].server()) is Connection  # type: ignore[misc]
+    yield found[0], found[1]
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` at once and read until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        async with asyncio.timeout(10):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+def masked(data: bytes) -> bytes:
+    return re.sub(rb"(?im)^date: [^\r]*\r$", b"Date: -\r", data)
+
+
+def get(path: str, *, method: str = "GET", version: str = "1.1", extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/{version}\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+CLOSE = get("/json", extra="Connection: close\r\n")
+PATHS = [
+    "/json",
+    "/text",
+    "/empty",
+    "/made",
+    "/headers",
+    "/length",
+    "/keep-alive",
+    "/no-content",
+    "/not-modified",
+    "/cookie",
+    "/bytearray",
+    "/payload",
+    "/stream",
+    "/missing",
+    "/nowhere",
+]
+CASES = {
+    # Each path's answer on a kept-alive connection, then a closing request.
+    **{f"get {path}": get(path) + CLOSE for path in PATHS},
+    **{f"head {path}": get(path, method="HEAD") + CLOSE for path in PATHS},
+    "pipelined": b"".join(get(path) for path in PATHS) + CLOSE,
+    "closing answer": get("/closing") + CLOSE,
+    "closed by a receiver": get("/stamp-close") + CLOSE,
+    "connection: close": CLOSE,
+    "http/1.0": get("/json", version="1.0"),
+    "http/1.0 keep-alive": get("/json", version="1.0", extra="Connection: keep-alive\r\n") + CLOSE,
+    "failing handler": get("/failing") + CLOSE,
+    "post with a body": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + CLOSE
+    ),
+    "chunked request body": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n" + CLOSE
+    ),
+    "expect 100-continue": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok"
+        + CLOSE
+    ),
+    "unread body": (b"POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd" + CLOSE),
+    "malformed": b"NOT HTTP AT ALL\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_answers_as_aiohttp(ports: tuple[int, int], case: str) -> None:
+    theirs, ours = ports
+    want = masked(await exchange(theirs, CASES[case]))
+    got = masked(await exchange(ours, CASES[case]))
+    assert want.startswith(b"HTTP/1.")
+    assert got == want
