@@ -207,7 +207,8 @@ class HTTPBackend(Backend):
     async def stream(self, request: ChatRequest, exchange: Exchange) -> AsyncGenerator[Event, None]:
         """The upstream's SSE answer as canonical events, read by whole frames.
 
-        A read's events are handed on together, all but the last marked ``more``. When the
+        A read's events are handed on together, all but the last marked ``more`` (the last too
+        when the upstream's answer is all in: nothing is awaited after it). When the
         client speaks the upstream's protocol (``request.raw_relay``) each read's whole frames
         go first as a :class:`Raw` event and the parsed events are marked ``relayed``. The
         events end after an error; a stream that closes before the parser saw its end is one.
@@ -245,8 +246,11 @@ class HTTPBackend(Backend):
                 if size > limit:
                     yield Error(upstream.too_large())
                     return
-                batch = _together(self.frame_events(decoder.feed(chunk), parser, relay))
+                batch = self.frame_events(decoder.feed(chunk), parser, relay)
                 failed = bool(batch) and type(batch[-1]) is Error
+                # The upstream's answer is all in: what follows comes without waiting.
+                ended = not failed and resp.content.at_eof()
+                _together(batch, ended)
                 if frames is not None:
                     whole = frames.feed(chunk)
                     if failed:
@@ -255,10 +259,10 @@ class HTTPBackend(Backend):
                         whole = self._sound_frames(whole)
                         batch[-1].relayed = False
                     if whole:
-                        last = not failed and not frames.pending and resp.content.at_eof()
+                        last = ended and not frames.pending
                         # The frames the decoder completed are those relayed (unless cut).
                         counted = 0 if failed else decoder.completed
-                        batch.insert(0, Raw(whole, protocol, last=last, frames=counted))
+                        batch.insert(0, Raw(whole, protocol, last=last, frames=counted, more=ended))
                 if until is not None and _has_content(batch):
                     until = None
                 for ev in batch:
@@ -268,7 +272,7 @@ class HTTPBackend(Backend):
                 # Nothing of this read is held while the next one waits (an idle stream).
                 chunk = whole = b""
                 batch = ev = None
-            tail = _together(self.frame_events(decoder.end(), parser, relay))
+            tail = _together(self.frame_events(decoder.end(), parser, relay), True)
             failed = bool(tail) and type(tail[-1]) is Error
             if failed:
                 tail[-1].relayed = False  # its frame is not relayed (frames.end() is dropped)
@@ -349,10 +353,11 @@ def _has_content(batch: list[Event]) -> bool:
     return any(type(ev) is not Start and type(ev) is not UsageEvent for ev in batch)
 
 
-def _together(batch: list[Event]) -> list[Event]:
-    """Mark all but the last of one read's events ``more``: a writer sends them in one write."""
+def _together(batch: list[Event], ended: bool) -> list[Event]:
+    """Mark all but the last of one read's events ``more``, and the last too when the answer
+    ``ended`` (no read follows): a writer sends them in one write, or with the end."""
     if batch:
         for ev in batch:
             ev.more = True
-        batch[-1].more = False
+        batch[-1].more = ended
     return batch

@@ -102,7 +102,9 @@ class ProtocolAdapter:
             await events.aclose()
             raise first.error
         keepalive: bytes | None = getattr(encoder, "keepalive", None)
-        resp = SSEResponse(self.ping_interval, headers, keepalive or PING, self.send_timeout)
+        resp = SSEResponse(
+            self.ping_interval, headers, keepalive or PING, self.send_timeout, hold_head=True
+        )
         held: list[bytes] = []  # joined once, not grown frame by frame
         tail = b""
         gateway = self.gateway
@@ -118,19 +120,26 @@ class ProtocolAdapter:
             # Frames are written one upstream read at a time: the bytes of an event that has
             # ``more`` after it wait for the next one, and the bytes that end an upstream's
             # answer wait for the end of the response (one write, one wake-up of the client).
+            # The head goes with the first write, or alone when the next event is awaited with
+            # nothing to write yet (a stream slow to begin).
             ev = first
             del first  # nothing of the last event is held while the next is awaited
+            headless = True
             while True:
                 data = encode(ev)
-                if data:
-                    if ev.more or (type(ev) is Raw and ev.last):
+                if ev.more or (type(ev) is Raw and ev.last):
+                    if data:
                         held.append(data)
-                    else:
-                        if held:
-                            held.append(data)
-                            data = b"".join(held)
-                            held.clear()
-                        await write(data)
+                elif data or held:
+                    if held:
+                        held.append(data)
+                        data = b"".join(held)
+                        held.clear()
+                    headless = False
+                    await write(data)
+                elif headless and not held:
+                    headless = False
+                    resp.send_head()
                 del data, ev
                 try:
                     ev = await anext(events)

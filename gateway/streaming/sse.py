@@ -313,6 +313,11 @@ class SSEResponse(web.StreamResponse):
     stream costs nothing extra. Callers write whole frames only, so a ping never lands inside another
     frame. (Hung peers that acknowledge nothing are cut by the kernel: the server sets
     ``TCP_USER_TIMEOUT`` on its listening sockets.)
+
+    With ``hold_head`` the response's head is not sent by :meth:`prepare` but with the first
+    write (or the end), in one send: a stream whose whole answer is at hand leaves in one send
+    rather than two. Its writer then calls :meth:`send_head` before it waits for anything with
+    nothing written, so a client does not wait for the head of a stream that is slow to begin.
     """
 
     __slots__ = (
@@ -323,6 +328,7 @@ class SSEResponse(web.StreamResponse):
         "_interval",
         "_last_write",
         "_pinging",
+        "_send_headers_immediately",
         "_send_timeout",
         "_transport",
         "_writing",
@@ -335,8 +341,12 @@ class SSEResponse(web.StreamResponse):
         headers: Mapping[str, str] | None = None,
         ping: bytes = PING,
         send_timeout: float | None = None,
+        hold_head: bool = False,
     ) -> None:
         super().__init__(status=200, headers=headers)
+        # aiohttp's own switch (a class attribute of StreamResponse, a slot here): whether
+        # prepare() sends the head at once or leaves it to go with the first write.
+        self._send_headers_immediately = not hold_head
         h = self.headers
         h["Content-Type"] = "text/event-stream"
         h["Cache-Control"] = "no-cache"
@@ -368,6 +378,13 @@ class SSEResponse(web.StreamResponse):
         self._deadlines = wheel = deadlines(loop)
         self._bucket = wheel.add(now + self._next_check(0.0), self)
         return writer
+
+    def send_head(self) -> None:
+        """Send the head now if :meth:`prepare` held it (``hold_head``) and nothing was written
+        since."""
+        writer = self._payload_writer
+        if writer is not None:
+            writer.send_headers()  # nothing when it was sent (or aiohttp sent it in prepare())
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         self._last_write = self._clock()
