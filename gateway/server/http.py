@@ -13,18 +13,22 @@ sends it (headers and body in one write). Anything else (streams, ``HEAD``, 204/
 cookies, compression, a ``Content-Length`` or ``Transfer-Encoding`` the handler set, a
 response subclass such as an ``HTTPException``) goes through aiohttp's own path.
 
-:class:`Runner` is :class:`~aiohttp.web.AppRunner` serving its application with such
-connections.
+:func:`request_handler` is the application's ``_handle`` (route, middlewares, handler) with
+less done per request for a route of the application itself, and :class:`Runner` is
+:class:`~aiohttp.web.AppRunner` serving its application with both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial, update_wrapper
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 if TYPE_CHECKING:
     from aiohttp.web_request import BaseRequest
@@ -110,6 +114,54 @@ class Connection(RequestHandler):
         resp._payload_writer = None
 
 
+Handle = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_handler(app: web.Application) -> Handle:
+    """What aiohttp's ``Application._handle`` does, with a route's handler and middlewares
+    chained once per route rather than looked up per request, when the route is the
+    application's own (not a sub-application's, not 404 or 405): the chain is then the
+    application's middlewares without aiohttp's outermost one that sets
+    ``match_info.current_app`` to the application, which it already is. Anything else, and an
+    application with old-style middlewares, goes through aiohttp's ``_handle``."""
+    handle = app._handle
+    if app._has_legacy_middlewares:
+        return handle
+    router = app.router
+    # _middlewares_handlers: the application's middlewares, innermost first, then aiohttp's.
+    middlewares = [m for m, _ in app._middlewares_handlers or ()][:-1]
+    run_middlewares = app._run_middlewares
+    chains: dict[Any, Handle] = {}
+    expect = hdrs.EXPECT
+
+    def chain(handler: Handle) -> Handle:
+        for m in middlewares:
+            handler = update_wrapper(partial(m, handler=handler), handler)
+        return handler
+
+    async def handle_request(request: web.Request) -> web.StreamResponse:
+        match_info = await router.resolve(request)
+        if type(match_info) is not UrlMappingMatchInfo or match_info._apps:
+            return await handle(request)  # resolves it again
+        match_info.add_app(app)
+        match_info.freeze()
+        request._match_info = match_info
+        if request.headers.get(expect):
+            resp = await match_info.expect_handler(request)
+            await request.writer.drain()
+            if resp is not None:
+                return resp
+        handler = match_info.handler
+        if run_middlewares:
+            chained = chains.get(handler)
+            if chained is None:
+                chained = chains[handler] = chain(handler)
+            handler = chained
+        return await handler(request)
+
+    return handle_request
+
+
 class Server(web.Server):
     """aiohttp's server, its connections :class:`Connection`."""
 
@@ -123,7 +175,9 @@ class Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
         return Server(
-            made.request_handler,
+            # An application's handler gets the application's requests (web.Request), as
+            # aiohttp's own Application._handle does.
+            request_handler(self._app),  # type: ignore[arg-type]
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,

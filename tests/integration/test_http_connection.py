@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -99,6 +100,27 @@ async def unread(request: web.Request) -> web.Response:
     return web.Response(body=b"not read")
 
 
+ORDER = web.RequestKey("order", list[str])
+
+
+async def order(request: web.Request) -> web.Response:
+    """What ran before the handler, and whether the current application is the request's."""
+    current = request.match_info.current_app
+    seen = [*request.get(ORDER, []), f"current={'root' if current is request.app else 'sub'}"]
+    return web.Response(text=",".join(seen))
+
+
+def middleware(name: str) -> Any:
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        request[ORDER] = [*request.get(ORDER, []), name]
+        resp = await handler(request)
+        resp.headers["X-After-" + name] = "1"
+        return resp
+
+    return record
+
+
 async def stamp(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["X-Stamp"] = request.path
     if request.path == "/stamp-close":
@@ -107,7 +129,7 @@ async def stamp(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def app() -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[middleware("outer"), middleware("inner")])
     for path, handler in {
         "/json": json_body,
         "/text": text,
@@ -128,6 +150,11 @@ def app() -> web.Application:
         "/stamp-close": json_body,
     }.items():
         app.router.add_route("*", path, handler)
+    app.router.add_get("/order", order)
+    app.router.add_get("/order/{name}", order)
+    sub = web.Application(middlewares=[middleware("sub")])
+    sub.router.add_get("/order", order)
+    app.add_subapp("/sub", sub)
     app.router.add_post("/echo", echo)
     app.router.add_post("/unread", unread)
     app.on_response_prepare.append(stamp)
@@ -188,6 +215,10 @@ PATHS = [
     "/stream",
     "/missing",
     "/nowhere",
+    "/order",
+    "/order/dynamic",
+    "/sub/order",
+    "/sub/nowhere",
 ]
 CASES = {
     # Each path's answer on a kept-alive connection, then a closing request.
