@@ -41,7 +41,7 @@ _CONTENT_LENGTH, _CONTENT_TYPE, _TRANSFER_ENCODING = (
 _DATE, _SERVER, _CONNECTION = hdrs.DATE, hdrs.SERVER, hdrs.CONNECTION
 #: Methods whose answers aiohttp shapes otherwise: no body (HEAD), a tunnel (CONNECT).
 _OTHER_METHODS = frozenset((hdrs.METH_HEAD, hdrs.METH_CONNECT))
-_Response = web.Response
+_Response, _Request = web.Response, web.Request
 
 
 class Connection(RequestHandler):
@@ -102,7 +102,16 @@ class Connection(RequestHandler):
         headers.setdefault(_SERVER, SERVER_SOFTWARE)
         if not keep_alive and _CONNECTION not in headers:
             headers[_CONNECTION] = "close"
-        await request._prepare_hook(resp)
+        if type(request) is _Request:
+            # What request._prepare_hook(resp) does, each application's frozen signal sent
+            # without a coroutine of its own.
+            match_info = request._match_info
+            if match_info is not None:
+                for app in match_info._apps:
+                    for receiver in app._on_response_prepare:
+                        await receiver(request, resp)
+        else:
+            await request._prepare_hook(resp)
         await writer.write_headers(f"HTTP/1.1 {resp._status} {resp._reason}", headers)
         if resp._eof_sent:  # pragma: no cover - a receiver sent it
             return
