@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial, update_wrapper
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import hdrs, web
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, rfc822_formatted_time
@@ -186,7 +186,9 @@ class Runner(web.AppRunner):
         return Server(
             # An application's handler gets the application's requests (web.Request), as
             # aiohttp's own Application._handle does.
-            request_handler(self._app),  # type: ignore[arg-type]
+            cast(
+                "Callable[[BaseRequest], Awaitable[web.StreamResponse]]", request_handler(self._app)
+            ),
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
