@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.server.http import Connection, Runner
+from gateway.server.http import Runner, Server
 
 
 async def json_body(request: web.Request) -> web.Response:
@@ -172,7 +172,7 @@ async def ports() -> AsyncIterator[tuple[int, int]]:
         await site.start()
         assert runner.server is not None
         found.append(runner.addresses[0][1])
-    assert type(runners[1].server()) is Connection  # type: ignore[misc]
+    assert type(runners[1].server) is Server
     yield found[0], found[1]
     for runner in runners:
         await runner.cleanup()
