@@ -42,9 +42,15 @@ def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=128)
 def _sqlite_insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
-    return sqlite_sql(_insert_sql(table, columns, rows))
+    """``_insert_sql`` with SQLite's nameless ``?`` placeholders: numbered ones (``?1``) make
+    SQLite's parser look each number up among those seen, a cost growing with the square of
+    the statement's parameters (a thousand here), paid whenever a statement of a new size is
+    prepared."""
+    n = len(columns)
+    values = ", ".join(["(" + ", ".join("?" * n) + ")"] * rows)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
 
 
 def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
