@@ -141,9 +141,23 @@ class Encoder:
         self._scope = _len(b"\x0a", scope)
         #: name -> value -> the attribute's field (strings and booleans: the same few repeat)
         self._fields: dict[str, dict[Any, bytes]] = {}
+        #: name -> its ``KeyValue.key`` field (for numbers, whose values are not kept)
+        self._keys: dict[str, bytes] = {}
 
     def _attribute(self, key: str, value: Any) -> bytes:
-        if type(value) is not str and type(value) is not bool:
+        kind = type(value)
+        if kind is int or kind is float:
+            # Numbers (tokens, costs) differ from span to span: the key's field is kept.
+            head = self._keys.get(key)
+            if head is None:
+                head = self._keys[key] = _len(b"\x0a", key.encode())
+            if kind is int:
+                number = _varint(value & _INT64)
+                kv = head + b"\x12" + _SMALL[len(number) + 1] + b"\x18" + number
+            else:
+                kv = head + b"\x12\x09\x21" + _DOUBLE(value)
+            return b"\x4a" + _varint(len(kv)) + kv
+        if kind is not str and kind is not bool:
             return _len(b"\x4a", key_value(key, value))
         values = self._fields.get(key)
         if values is None:
