@@ -133,7 +133,7 @@ class Span:
 
     def headers(self) -> dict[str, str]:
         """The W3C trace context of this span (``traceparent``, ``tracestate``)."""
-        out = {"traceparent": f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}"}
+        out = {"traceparent": traceparent(self)}
         if self.state:
             out["tracestate"] = self.state
         return out
@@ -631,10 +631,26 @@ def _pass_on(ex: Exchange, span: Span) -> None:
     """Send ``span``'s trace context to the upstream (a new dict: the exchange's may be
     shared)."""
     headers = dict(ex.upstream_headers) if ex.upstream_headers else {}
-    headers["traceparent"] = f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.flags:02x}"
+    headers["traceparent"] = traceparent(span)
     if span.state:
         headers["tracestate"] = span.state
     ex.upstream_headers = headers
+
+
+#: ``-xx``: the trace flags' part of a ``traceparent``, by value.
+_FLAGS = tuple(f"-{i:02x}" for i in range(256))
+
+
+def traceparent(span: Span) -> str:
+    """``span``'s W3C ``traceparent`` (ids in hex as bytes' ``hex()`` writes them: half the
+    instructions of an f-string's ``032x``, on every upstream request of a traced request)."""
+    return (
+        "00-"
+        + span.trace_id.to_bytes(16, "big").hex()
+        + "-"
+        + span.span_id.to_bytes(8, "big").hex()
+        + _FLAGS[span.flags]
+    )
 
 
 def _swap_parent(ex: Exchange, span: Span | None) -> Span | None:
