@@ -302,6 +302,7 @@ class _Connection(asyncio.Protocol):
         "idle_since",
         "keep_alive",
         "loop",
+        "on_body",
         "parser",
         "paused",
         "pool",
@@ -313,11 +314,14 @@ class _Connection(asyncio.Protocol):
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
         self.resp: Response | None = None
         #: Body pieces parsed from the current read, handed over together (a stream's read
         #: holds many HTTP chunks; one wake-up for all of them).
         self.body: list[bytes] = []
+        #: The parser's body callback: the list's own append (a C call per HTTP chunk, no
+        #: Python frame), so the list is emptied in place, never replaced.
+        self.on_body = self.body.append
+        self.parser = httptools.HttpResponseParser(self)
         self.keep_alive = False
         self.closed = False
         self.paused = False
@@ -341,9 +345,10 @@ class _Connection(asyncio.Protocol):
             resp._fail(BadResponse(f"malformed HTTP response: {exc}"))
             self.drop()
             return
-        if self.body:
-            resp._feed(self.body)
-            self.body = []
+        body = self.body
+        if body:
+            resp._feed(body)
+            body.clear()
 
     def eof_received(self) -> bool:
         self._lost(None)
@@ -401,9 +406,6 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
         resp._wake()
 
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
     def on_message_complete(self) -> None:
         resp = self.resp
         if resp is None or not resp.status:  # an informational (1xx) answer: wait for the next
@@ -411,9 +413,10 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
         self.resp = None
         resp._conn = None
-        if self.body:
-            resp._feed(self.body)
-            self.body = []
+        body = self.body
+        if body:
+            resp._feed(body)
+            body.clear()
         resp._finish()
         self.resume()
         self.pool._release(self)

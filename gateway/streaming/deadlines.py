@@ -102,11 +102,20 @@ _LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
 )
 
 
+#: The deadlines last asked for (a process runs one loop: found without the weak map).
+_last: Deadlines | None = None
+
+
 def deadlines(loop: asyncio.AbstractEventLoop | None = None) -> Deadlines:
     """The deadlines of ``loop`` (the running loop by default)."""
+    global _last
     if loop is None:
         loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last._loop is loop:
+        return last
     found = _LOOPS.get(loop)
     if found is None:
         found = _LOOPS[loop] = Deadlines(loop)
+    _last = found
     return found

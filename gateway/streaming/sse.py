@@ -366,6 +366,10 @@ class SSEResponse(web.StreamResponse):
         self.timed_out = False
 
     async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:
+            # aiohttp prepares a handler's response again once the handler has returned: the
+            # stream is over by then, and no look is to be made again.
+            return await super().prepare(request)
         writer = await super().prepare(request)
         # The head went out: a stream may stay open for long, so it does not keep the header
         # map (and what serialising it cached) meanwhile. Reading it gives nothing from now on;
