@@ -101,6 +101,8 @@ class HTTPBackend(Backend):
         self._headers = (
             None if cls.request_headers is HTTPBackend.request_headers else self.request_headers
         )
+        #: Frames are JSON objects (frame_events is not overridden): read by their data alone.
+        self._json_frames = cls.frame_events is HTTPBackend.frame_events
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -218,6 +220,8 @@ class HTTPBackend(Backend):
         # A relay nobody observes reads only the frames that end or fail the stream.
         skip = self.unobserved() if relay and not request.parse_relayed else None
         decoder = SSEDecoder(skip)
+        # Without a skip, a read's frames are met by their data alone, parsed in one pass.
+        by_data = skip is None and self._json_frames
         # Relayed frames say the model's name the client asked for, not the upstream's.
         frames = FrameRelay(request.model) if relay else None
         parser = self.stream_parser(request)
@@ -246,7 +250,11 @@ class HTTPBackend(Backend):
                 if size > limit:
                     yield Error(upstream.too_large())
                     return
-                batch = self.frame_events(decoder.feed(chunk), parser, relay)
+                batch = (
+                    self._data_events(*decoder.feed_json(chunk), parser, relay)
+                    if by_data
+                    else self.frame_events(decoder.feed(chunk), parser, relay)
+                )
                 failed = bool(batch) and type(batch[-1]) is Error
                 # The upstream's answer is all in: what follows comes without waiting.
                 ended = not failed and resp.content.at_eof()
@@ -313,6 +321,44 @@ class HTTPBackend(Backend):
                     break
             end += len(block) + 2
         return whole[:end]
+
+    def _data_events(
+        self, parsed: bool, items: list[Any], parser: StreamParser, relay: bool
+    ) -> list[Event]:
+        """:meth:`frame_events` for frames given by their data alone (see
+        :meth:`SSEDecoder.feed_json`): their JSON values when ``parsed``, else their data
+        (bytes are parsed as they are)."""
+        batch: list[Event] = []
+        error = self.error
+        feed = parser.feed
+        loads = orjson.loads
+        for data in items:
+            if parsed:
+                obj = data
+            else:
+                try:
+                    obj = loads(data)
+                except orjson.JSONDecodeError:
+                    # Not JSON (a sentinel, a malformed frame) or, as bytes, not UTF-8: as
+                    # frame_events meets its text.
+                    text = data if type(data) is str else data.decode("utf-8", "replace")
+                    events = self.frame_events([SSEFrame(None, text)], parser, relay)
+                    batch += events
+                    if events and type(events[-1]) is Error:
+                        break
+                    continue
+            if type(obj) is not dict:
+                continue
+            err = error(obj)
+            if err is not None:
+                batch.append(Error(err, relayed=relay))
+                break
+            events = feed(obj)
+            if relay:
+                for ev in events:
+                    ev.relayed = True
+            batch += events
+        return batch
 
     def frame_events(
         self, frames: list[SSEFrame], parser: StreamParser, relay: bool

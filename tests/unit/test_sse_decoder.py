@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 
 from gateway.backends.openai import CONTENT_ONLY, content_chunks, content_only
@@ -223,3 +224,62 @@ def test_an_event_and_one_data_line_decode_as_the_general_parser_does(block: byt
     general: list[SSEFrame] = []
     SSEDecoder()._parse(block, general)
     assert fast == general * 2
+
+
+def _as_json(data: bytes | str) -> object:
+    """A frame's data as a JSON reader meets it (invalid UTF-8 replaced, as feed() decodes)."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    try:
+        return ("json", orjson.loads(data))
+    except orjson.JSONDecodeError:
+        return ("text", data)
+
+
+def _blocks(rng: random.Random) -> list[bytes]:
+    """A stream's events: mostly what model servers send, all with one shape or mixed, and now
+    and then what the general parser must meet."""
+    shape = rng.randrange(3)  # data lines only, named events only, mixed
+    out = []
+    for _ in range(rng.randrange(1, 12)):
+        obj = orjson.dumps({"type": "x", "text": rng.choice(["a", "event: b", "\n", "\u2603"])})
+        named = shape == 1 or (shape == 2 and rng.random() < 0.5)
+        block = b"event: " + rng.choice([b"delta", b'q"uote', b""]) + b"\ndata: " + obj
+        out.append(block if named else b"data: " + obj)
+        if rng.random() < 0.15:
+            out[-1] = rng.choice(
+                [
+                    b"data: [DONE]",
+                    b"id: 5\ndata: " + obj,
+                    b": comment\ndata: " + obj,
+                    b'data: {"a":\ndata: 1}',
+                    b"event: alone",
+                    b"data: \xff",
+                    b"data: 1,2",
+                    b"data: ",
+                    b"event: two\ndata: " + obj + b"\ndata: " + obj,
+                ]
+            )
+    return out
+
+
+def test_json_data_of_a_read_is_what_the_frames_carry_whatever_the_shape_and_split():
+    rng = random.Random(7)
+    fast = 0
+    for _ in range(1500):
+        ends = [rng.choice([b"\n\n", b"\r\n\r\n", b"\n\n\n"]) for _ in range(12)]
+        text = b"".join(b + e for b, e in zip(_blocks(rng), ends, strict=False))
+        text += rng.choice([b"", b'data: {"partial', b"\n"])
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randrange(4))))
+        frames, data = SSEDecoder(), SSEDecoder()
+        for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+            chunk = text[start:end]
+            expected = [_as_json(f.data) for f in frames.feed(chunk)]
+            parsed, items = data.feed_json(chunk)
+            got = [("json", v) for v in items] if parsed else [_as_json(d) for d in items]
+            assert got == expected
+            assert data.completed == frames.completed
+            fast += parsed and len(items) > 1
+        assert [_as_json(f.data) for f in data.end()] == [_as_json(f.data) for f in frames.end()]
+        assert data.last_event_id == frames.last_event_id
+    assert fast  # the one-pass parse was met, not only the fallback
