@@ -114,6 +114,7 @@ class ChunkEncoder:
         "_model",
         "_relayed",
         "_role_sent",
+        "_text_head",
         "_text_tail",
         "_usage",
     )
@@ -126,6 +127,8 @@ class ChunkEncoder:
         self._usage: Usage | None = None
         # What follows a text delta's JSON string in its chunk (the most frequent chunk).
         self._text_tail = _TEXT_TAIL_USAGE if include_usage else _TEXT_TAIL
+        #: What precedes it, once the role was sent (then a text delta is these and its text).
+        self._text_head: bytes | None = None
         self._relayed = False
         self._failed = False
         if id is not None:
@@ -133,6 +136,9 @@ class ChunkEncoder:
 
     def encode(self, ev: Event) -> bytes:
         """The bytes to send for ``ev`` (possibly none)."""
+        if type(ev) is TextDelta and self._text_head is not None and not ev.relayed:
+            # The most frequent event, without a handler's call.
+            return self._text_head + orjson.dumps(ev.text) + self._text_tail
         if ev.relayed:
             return b""
         handler = _HANDLERS.get(type(ev))
@@ -194,7 +200,8 @@ class ChunkEncoder:
         if head is None or not self._role_sent:
             return self._delta({"content": ev.text})
         # The bytes _delta would make, without building the chunk as a dict first.
-        return head + b'[{"index":0,"delta":{"content":' + orjson.dumps(ev.text) + self._text_tail
+        self._text_head = head = head + b'[{"index":0,"delta":{"content":'
+        return head + orjson.dumps(ev.text) + self._text_tail
 
     def _reasoning(self, ev: ReasoningDelta) -> bytes:
         return self._delta({"reasoning_content": ev.text}) if ev.text else b""
