@@ -297,7 +297,10 @@ class Upstream:
 
     def first_content_deadline(self) -> float:
         """The event-loop time by which a stream started now must bring its first content."""
-        return asyncio.get_running_loop().time() + self.config.first_byte_timeout
+        # The pool's loop when there is one: asking for the running one costs a getpid() call
+        # (Python 3.11).
+        loop = self.pool.loop if self.pool is not None else asyncio.get_running_loop()
+        return loop.time() + self.config.first_byte_timeout
 
     def failed(self, ex: Exchange, err: GatewayError, status: int | None = None) -> GatewayError:
         """Log one warning for a failed upstream call and return ``err``. The line names the
