@@ -79,10 +79,9 @@ class SSEDecoder:
         """The last event id the stream set (also by events that dispatched nothing)."""
         return self._id
 
-    def _take(self, chunk: bytes) -> bytes | None:
-        """The buffer with ``chunk``, its line ends made ``\\n``; ``None`` while a byte order
-        mark may be arriving."""
-        buf = self._buf + chunk if self._buf else chunk
+    def _normal(self, buf: bytes) -> bytes | None:
+        """``buf`` with a leading byte order mark dropped and its line ends made ``\\n``;
+        ``None`` while a byte order mark may be arriving (then kept)."""
         if self._start:
             if len(buf) < 3 and _BOM.startswith(buf):
                 self._buf = buf  # perhaps the first bytes of a byte order mark: wait for more
@@ -111,9 +110,12 @@ class SSEDecoder:
         ``(False, datas)``: each event's data as :meth:`feed` would give it (with no ``skip``),
         but as its bytes, not decoded, when it is one such line; the reader parses each.
         """
-        buf = self._take(chunk)
-        if buf is None:
-            return True, []
+        buf = self._buf + chunk if self._buf else chunk
+        if self._start or b"\r" in buf:
+            normal = self._normal(buf)
+            if normal is None:
+                return True, []
+            buf = normal
         end = buf.rfind(b"\n\n")
         if end < 0:
             self._buf = buf
@@ -126,7 +128,17 @@ class SSEDecoder:
             self.completed = len(blocks)
             return False, self._datas(blocks)
         self._buf = buf[end + 2 :]
-        self.completed = n = buf.count(b"\n\n", 0, end) + 1
+        # The rest holds no blank line, and the last one counts as split() counts it.
+        self.completed = n = buf.count(b"\n\n")
+        if n == 1:  # one event (a stream's tokens, one a read): no array of one
+            if buf[:6] == b"data: ":
+                if b"\n" not in (data := buf[6:end]):
+                    return False, [data]
+            elif buf[:7] == b"event: ":
+                name, line, data = buf[7:end].partition(b"\ndata: ")
+                if line and b"\n" not in name and b"\n" not in data:
+                    return False, [data]
+            return False, self._datas([buf[:end]])
         if buf[:6] == b"data: ":
             # data: A \n\n data: B ... -> [A,B,...]: one separator replaced per event after the
             # first means every event began "data: ", and no line end left, one line each.
@@ -177,9 +189,12 @@ class SSEDecoder:
         return datas
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
-        buf = self._take(chunk)
-        if buf is None:
-            return []
+        buf = self._buf + chunk if self._buf else chunk
+        if self._start or b"\r" in buf:
+            normal = self._normal(buf)
+            if normal is None:
+                return []
+            buf = normal
         blocks = buf.split(b"\n\n")
         rest = blocks.pop()
         self._buf = rest
