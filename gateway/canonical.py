@@ -300,8 +300,10 @@ class Event:
 
     ``relayed`` marks an event parsed from upstream frames that a :class:`Raw` event already
     carries: observers (sessions, metrics) see it, encoders skip it. ``more`` says another event
-    follows at once (the same upstream read brought both): a writer may hold this one's bytes
-    and send them with the next, one write per read rather than one per event.
+    follows at once (the same upstream read brought both), or, on the last event of the read
+    that completed the upstream's answer, that nothing is awaited after it: a writer may hold
+    this one's bytes and send them with the next (or the end), one write per read rather than
+    one per event.
     """
 
     relayed: bool = attrs.field(default=False, kw_only=True)
