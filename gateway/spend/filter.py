@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -43,13 +43,9 @@ _KEPT = 4096
 _KEPT_CALLERS = 10_000
 
 
-class Reservation(NamedTuple):
-    """What a request reserved (a tuple: made on every request's path)."""
-
-    price: Price | None
-    tag: str = ""
-    counters: tuple[Counter, ...] = ()
-    amount: int = 0
+#: What a request reserved: its price, its budgets' tag and counters, and the amount (a plain
+#: tuple: made on every request's path).
+Reservation = tuple["Price | None", str, tuple[Counter, ...], int]
 
 
 @attrs.define
@@ -125,15 +121,23 @@ class SpendFilter(Filter):
         self._budgets[principal_id] = (attributes, now, tag, tuple(found))
         return tag, tuple(found)
 
+    def _note(self, exchange: Exchange, reservation: Reservation) -> None:
+        notes = exchange.notes
+        if notes is None:
+            exchange.notes = {self: reservation}
+        else:
+            notes[self] = reservation
+
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         price = self.price(request.model)
         principal = exchange.principal
-        if self.budgets is None or not principal.attributes:
-            exchange.note(self, Reservation(price))
+        attributes = principal.attributes
+        if self.budgets is None or not attributes:
+            self._note(exchange, (price, "", (), 0))
             return None
-        tag, budgets = self._counters(principal.attributes, principal.id)
+        tag, budgets = self._counters(attributes, principal.id)
         if not budgets:
-            exchange.note(self, Reservation(price))
+            self._note(exchange, (price, "", (), 0))
             return None
         amount = 0
         if price is not None:
@@ -155,32 +159,39 @@ class SpendFilter(Filter):
                 code="budget_exceeded",
                 retry_after=None if c.resets is None else max(1.0, c.resets - time.time()),
             )
-        exchange.note(self, Reservation(price, tag, budgets, amount))
+        self._note(exchange, (price, tag, budgets, amount))
         return None
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
         notes = exchange.notes
         reservation: Reservation | None = notes.get(self) if notes is not None else None
-        price = reservation.price if reservation is not None else None
         usage = outcome.usage
         if usage is None and (outcome.status != "error" or outcome.output_tokens):
             # No usage reported (a stream cut short): what was asked and sent, estimated.
             usage = Usage(request_tokens(request), outcome.output_tokens)
         cost = 0.0
-        if price is not None and usage is not None and reservation is not None:
+        price: Price | None = None
+        counters: tuple[Counter, ...] = ()
+        amount = 0
+        if reservation is not None:
+            price, _, counters, amount = reservation
+        if price is not None and usage is not None:
             cost = price.cost(usage)
             exchange.cost = cost
             model = exchange.model or request.model
-            self.stats.cost[model] = self.stats.cost.get(model, 0.0) + cost
-        if reservation is not None and reservation.counters and self._memory is not None:
-            self._memory.settle_now(reservation.counters, round(cost * MICRO) - reservation.amount)
-        elif reservation is not None and reservation.counters and self.budgets is not None:
-            try:
-                await self.budgets.settle(
-                    reservation.tag, reservation.counters, round(cost * MICRO) - reservation.amount
-                )
-            except GatewayError as err:
-                log.warning("budget of request %s not settled: %s", exchange.request_id, err)
+            cost_by_model = self.stats.cost
+            cost_by_model[model] = cost_by_model.get(model, 0.0) + cost
+        if counters:
+            memory = self._memory
+            if memory is not None:
+                memory.settle_now(counters, round(cost * MICRO) - amount)
+            elif self.budgets is not None and reservation is not None:
+                try:
+                    await self.budgets.settle(
+                        reservation[1], counters, round(cost * MICRO) - amount
+                    )
+                except GatewayError as err:
+                    log.warning("budget of request %s not settled: %s", exchange.request_id, err)
         if self.ledger is not None:
             day = self.periods()["day"][0]
             self.ledger.add(_row(request, exchange, outcome, usage, cost, day))

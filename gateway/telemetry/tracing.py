@@ -520,7 +520,8 @@ class TracedAttempts(Attempts):
     def _start(self, backend: Backend, request: ChatRequest, ex: Exchange) -> Span | None:
         """The attempt's span, or ``None`` when its trace is not sampled: then no span is made
         and the upstream gets the request's context."""
-        parent = _parent(ex)
+        notes = ex.notes
+        parent: Span | None = (notes.get(PARENT) or notes.get(SERVER)) if notes else None
         if parent is not None and parent._sink is None:
             if ex.upstream_headers is None or "traceparent" not in ex.upstream_headers:
                 _pass_on(ex, parent)
@@ -539,11 +540,22 @@ class TracedAttempts(Attempts):
             attributes["gen_ai.agent.name"] = backend.name
         if request.max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
-        span = self.tracer.child(
-            parent,
-            f"{operation} {backend.name if agent else model}",
-            _INTERNAL if agent else _CLIENT,
-            attributes,
+        name = f"{operation} {backend.name if agent else model}"
+        kind = _INTERNAL if agent else _CLIENT
+        span = (
+            self.tracer.child(parent, name, kind, attributes)
+            if parent is None
+            else Span(
+                self.tracer.sink,
+                name,
+                kind,
+                parent.trace_id,
+                parent.span_id,
+                False,
+                parent.flags,
+                parent.state,
+                attributes,
+            )
         )
         _pass_on(ex, span)
         return span
@@ -552,7 +564,10 @@ class TracedAttempts(Attempts):
         span = self._start(backend, request, ex)
         if span is None:
             return await backend.complete(request, ex)
-        previous = _swap_parent(ex, span)
+        # Only an agent's steps and tool calls hang under an attempt's span: other backends
+        # answer without the exchange's parent being swapped (and swapped back).
+        agent = backend.kind == "agent"
+        previous = _swap_parent(ex, span) if agent else None
         try:
             resp = await backend.complete(request, ex)
         except BaseException as err:
@@ -569,7 +584,8 @@ class TracedAttempts(Attempts):
                     attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
             return resp
         finally:
-            _swap_parent(ex, previous)
+            if agent:
+                _swap_parent(ex, previous)
             span.end()
 
     async def stream(
@@ -630,8 +646,12 @@ class TracedAttempts(Attempts):
 def _pass_on(ex: Exchange, span: Span) -> None:
     """Send ``span``'s trace context to the upstream (a new dict: the exchange's may be
     shared)."""
-    headers = dict(ex.upstream_headers) if ex.upstream_headers else {}
-    headers["traceparent"] = traceparent(span)
+    found = ex.upstream_headers
+    if found:
+        headers = dict(found)
+        headers["traceparent"] = traceparent(span)
+    else:
+        headers = {"traceparent": traceparent(span)}
     if span.state:
         headers["tracestate"] = span.state
     ex.upstream_headers = headers
