@@ -158,6 +158,12 @@ class Upstream:
             extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
         if not extra:
             return line
+        if len(extra) == 1:
+            # One header (a tracer's traceparent, say): without the comprehension's call.
+            ((name, value),) = extra.items()
+            if name.lower() == "x-request-id":
+                return line
+            return encode_headers(((name, value),)) + line
         return (
             encode_headers([(k, v) for k, v in extra.items() if k.lower() != "x-request-id"]) + line
         )

@@ -219,7 +219,7 @@ def _row(
         u.output_tokens,
         u.cache_read_tokens,
         u.cache_write_tokens,
-        reasoning_tokens(u),
+        reasoning_tokens(u) if u.details else 0,
         cost,
         outcome.status,
         (time.perf_counter() - ex.started) * 1000,

@@ -143,7 +143,12 @@ class Span:
         if sink is None:
             return
         self._sink = None
-        sink.add(
+        # SpanPipe.add, inline (twice on every traced request's path).
+        records = sink._records
+        if len(records) >= sink.max_queue:
+            sink.stats.dropped += 1
+            return
+        records.append(
             (
                 self.name,
                 self.kind,
@@ -160,6 +165,10 @@ class Span:
                 self.description,
             )
         )
+        if len(records) >= sink.batch:
+            sink.flush()
+        elif sink._timer is None and sink._loop is not None:
+            sink._timer = sink._loop.call_later(sink.delay, sink.flush)
 
 
 class Tracer:
@@ -175,6 +184,11 @@ class Tracer:
 
     def server(self, name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Span:
         """A request's span, continuing the caller's trace when it sent one."""
+        if "traceparent" not in headers and self.roots_sampled:
+            # _root's first case, without its call.
+            return Span(
+                self.sink, name, _SERVER, _getrandbits(128) or 1, 0, False, 1, "", attributes
+            )
         context = None
         parent = None
         if "traceparent" in headers:
@@ -263,6 +277,7 @@ class SpanPipe:
         self._broken = False
 
     def add(self, record: tuple[Any, ...]) -> None:
+        """Keep ``record`` for the exporter process (``Span.end`` does the same, inline)."""
         records = self._records
         if len(records) >= self.max_queue:
             self.stats.dropped += 1
@@ -389,11 +404,12 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         ex = request[EXCHANGE]
         route = ex.route.name
+        method = request.method
         span = tracer.server(
-            f"{request.method} {route}",
+            f"{method} {route}",
             request.headers,
             {
-                "http.request.method": request.method,
+                "http.request.method": method,
                 "url.path": request.path,
                 "http.route": route,
                 "hookgate.request_id": ex.request_id,
