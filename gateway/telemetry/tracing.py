@@ -434,6 +434,8 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
                 span.set_error()
             return resp
         finally:
+            if ex.cost is not None:
+                span.set_attribute("hookgate.cost_usd", ex.cost)
             span.end()
 
     return traced
@@ -479,8 +481,8 @@ class TracingFilter(Filter):
         if usage is not None:
             attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
             attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
-        if exchange.cost is not None:
-            attributes["hookgate.cost_usd"] = exchange.cost
+        # The cost is known only once the spend filter's end hook (a later one) has run: the
+        # server middleware adds it when the span ends.
 
 
 class ContentTracingFilter(TracingFilter):

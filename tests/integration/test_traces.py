@@ -16,7 +16,7 @@ from aiohttp import web
 from fakes import openai_upstream
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from support.configs import upstream_config
-from support.processes import free_port
+from support.processes import children, free_port
 from support.waiting import until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -72,12 +72,17 @@ def _named(spans: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
 
 
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP's SpanKind numbers
+# The fake upstream reports 11 prompt and 7 completion tokens for every answer.
+PRICE = {"input": 2.0, "output": 10.0}
+COST = (11 * 2.0 + 7 * 10.0) / 1e6
 
 
 async def test_request_and_attempt_spans_follow_the_conventions(
     make_gateway, upstream, receiver, sdk
 ):
-    client = await make_gateway(upstream_config(upstream))
+    cfg = upstream_config(upstream)
+    cfg["models"]["gpt-test"]["price"] = PRICE
+    client = await make_gateway(cfg)
     api = sdk(client, default_headers={"traceparent": f"00-{TRACE_ID}-{PARENT}-01"})
     await api.chat.completions.create(
         model="gpt-test", messages=[{"role": "user", "content": "secret prompt"}], max_tokens=50
@@ -92,6 +97,7 @@ async def test_request_and_attempt_spans_follow_the_conventions(
     assert a["gen_ai.request.max_tokens"] == 50 and a["http.response.status_code"] == 200
     assert a["gen_ai.usage.input_tokens"] == 11 and a["gen_ai.usage.output_tokens"] == 7
     assert a["gen_ai.response.model"] == "up-model"
+    assert a["hookgate.cost_usd"] == pytest.approx(COST)
     assert attempt["kind"] == CLIENT and attempt["parent"] == server["span_id"]
     assert attempt["attributes"]["gen_ai.provider.name"] == "openai"
     assert attempt["attributes"]["gen_ai.usage.input_tokens"] == 11
@@ -146,6 +152,7 @@ async def test_each_routed_attempt_is_a_span_of_its_own(
 async def test_content_when_opted_in_and_streams(make_gateway, upstream, receiver, sdk):
     cfg = upstream_config(upstream)
     cfg["telemetry"] = {"capture_content": True}
+    cfg["models"]["gpt-test"]["price"] = PRICE
     client = await make_gateway(cfg)
     stream = await sdk(client).chat.completions.create(
         model="gpt-test",
@@ -158,6 +165,8 @@ async def test_content_when_opted_in_and_streams(make_gateway, upstream, receive
     (server,) = _named(receiver, "chat gpt-test")
     assert "tell me" in server["attributes"]["gen_ai.input.messages"]
     assert "upstream says" in server["attributes"]["gen_ai.output.messages"]
+    # A stream's cost is known at its end, before the server span ends.
+    assert server["attributes"]["hookgate.cost_usd"] == pytest.approx(COST)
 
 
 async def test_agent_runs_steps_and_tools_are_spans(make_gateway, upstream, receiver, sdk):
@@ -244,11 +253,11 @@ async def test_a_fallback_is_one_attempt_span_more(
 def _exporter_processes() -> list[int]:
     """This process's children running the span exporter."""
     found = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            with contextlib.suppress(OSError):
-                if b"exporter.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(int(pid))
+    # children() reads every thread's list, passing over a thread that ends meanwhile.
+    for pid in children(os.getpid()):
+        with contextlib.suppress(OSError):
+            if b"exporter.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
     return found
 
 
