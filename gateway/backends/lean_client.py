@@ -253,6 +253,14 @@ class Response:
 
     async def read(self, n: int = -1) -> bytes:
         """The whole body, or at most ``n`` bytes of it (fewer only at its end)."""
+        if self._done and self._error is None:
+            # All in already (a small answer comes with its head): no wait, no readany().
+            data = self.take() or b""
+            if 0 <= n < len(data):
+                self._chunks.append(data[n:])
+                self._size += len(data) - n
+                data = data[:n]
+            return data
         parts = []
         size = 0
         while n < 0 or size < n:
@@ -509,7 +517,15 @@ class HTTP1Pool:
                 b"content-length: %d\r\n\r\n" % len(body),
             )
         )
-        conn = await self._acquire(deadline)
+        # An idle connection is taken without the _acquire() coroutine (the common case).
+        idle = self._idle
+        conn = idle.pop() if idle and not self._closed else None
+        if conn is None or conn.closed or self.loop.time() - conn.idle_since > self.idle_timeout:
+            if conn is not None and not conn.closed:
+                conn.drop()
+            conn = await self._acquire(deadline)
+        else:
+            self._busy.add(conn)
         transport = conn.transport
         while conn.closed or transport is None or transport.is_closing():
             # Closed before a byte was written to it: provably unsent, take another.

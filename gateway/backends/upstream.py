@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -111,17 +111,20 @@ class Upstream:
             raise UpstreamError(f"backend '{self.backend}' is not started")
         return self.pool
 
-    async def post(
+    def post(
         self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None = None
-    ) -> bytes:
-        """POST ``body`` and return the answer's bytes; a failure raises :class:`GatewayError`.
-        ``headers`` are added to this request only."""
-        started = time.perf_counter()
+    ) -> Coroutine[Any, Any, bytes]:
+        """POST ``body``; awaited, the answer's bytes; a failure raises :class:`GatewayError`.
+        ``headers`` are added to this request only. (The client's own coroutine is returned,
+        not awaited in one more.)"""
         if self._lean:
-            try:
-                return await self._lean_post(path, body, ex, headers)
-            finally:
-                ex.upstream_seconds += time.perf_counter() - started
+            return self._lean_post(path, body, ex, headers)
+        return self._session_post(path, body, ex, headers)
+
+    async def _session_post(
+        self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None
+    ) -> bytes:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.first_byte_timeout):
                 resp = await self._session().post(
@@ -171,6 +174,7 @@ class Upstream:
     async def _lean_post(
         self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None
     ) -> bytes:
+        started = time.perf_counter()
         pool = self._pool()
         cfg = self.config
         now = pool.loop.time()
@@ -192,6 +196,8 @@ class Upstream:
                 resp.close()
         except Exception as exc:
             raise self.failed(ex, self.failure(exc)) from None
+        finally:
+            ex.upstream_seconds += time.perf_counter() - started
         if resp.status >= 300:
             err = status_error(resp.status, data, resp.headers, self.backend)
             raise self.failed(ex, err, resp.status)
