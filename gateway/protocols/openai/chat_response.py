@@ -27,6 +27,16 @@ def decode_response(obj: Any) -> ChatResponse:
         msg = choice["message"]
     except (KeyError, IndexError, TypeError):
         raise UpstreamError("the upstream's answer has no choices") from None
+    if type(msg) is dict and len(msg) == 2 and type(msg.get("content")) is str and "role" in msg:
+        # The common answer, a role and its text, without the general path's look-ups.
+        return ChatResponse(
+            id=obj.get("id") or new_id("chatcmpl-"),
+            model=obj.get("model") or "",
+            message=Message("assistant", [TextPart(msg["content"])]),
+            finish_reason=FINISH_IN.get(choice.get("finish_reason") or "stop", "stop"),
+            usage=decode_usage(obj.get("usage")),
+            created=obj.get("created") or int(time.time()),
+        )
     parts: list[Part] = []
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
