@@ -215,16 +215,6 @@ class Response:
         if waiter is not None and not waiter.done():
             waiter.set_exception(TimeoutError())
 
-    async def _headers_received(self) -> None:
-        while not self.status:
-            if self._error is not None:
-                raise self._error
-            waiter = self.arm()
-            try:
-                await waiter
-            finally:
-                self.disarm()
-
     def take(self) -> bytes | None:
         """The body bytes that have arrived, ``b""`` once it is all read, or None while none
         have (then await :meth:`arm` and :meth:`disarm`, as :meth:`readany` does: a caller that
@@ -539,7 +529,15 @@ class HTTP1Pool:
         else:
             transport.write(head + body)
         try:
-            await resp._headers_received()
+            # Until the status and headers are in (waited here: no coroutine of their own).
+            while not resp.status:
+                if resp._error is not None:
+                    raise resp._error
+                waiter = resp.arm()
+                try:
+                    await waiter
+                finally:
+                    resp.disarm()
         except BaseException:
             resp.close()
             raise
