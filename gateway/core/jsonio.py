@@ -99,29 +99,17 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     ``Content-Encoding``)."""
     if limit is None:
         limit = request.client_max_size  # the app's limit, from [server] max_body_size
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit} bytes.")
-    # The gateway's routes are on the main application; a sub-application's see it through
-    # config_dict (a chain of mappings made on first use: dearer).
-    try:
-        budget: BodyBudget | None = request.app[BODY_BUDGET]
-    except KeyError:
-        budget = request.config_dict.get(BODY_BUDGET)
+    data, budget = _arrived(request, limit)
+    if data is not None:
+        return data
+    return await _rest(request, limit, budget)
+
+
+async def _rest(request: web.Request, limit: int, budget: BodyBudget | None) -> bytes:
+    """The body that :func:`_arrived` did not find all in."""
     if budget is None:
         return await _read(request, limit, None)
-    if length:
-        budget.take(request, length)
-        content = request.content
-        if content.is_eof() and not content.at_eof():
-            # The whole body has arrived (most requests): taken as it is, no timer, no wait.
-            try:
-                data = content.read_nowait(-1)
-            except (web.RequestPayloadError, ValueError) as exc:
-                raise _unreadable(request, exc) from exc
-            if len(data) > limit:  # decompressed past the limit
-                raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-            return data
+    length = request.content_length
     try:
         async with asyncio.timeout(budget.timeout or None):
             return await _read(request, limit, None if length else budget)
@@ -132,6 +120,33 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
             code="body_timeout",
             status=408,
         ) from None
+
+
+def _arrived(request: web.Request, limit: int) -> tuple[bytes | None, BodyBudget | None]:
+    """The body when it has all arrived (most requests: taken as it is, no timer, no wait, no
+    coroutine), counted against the budget; else None. With the budget, if any."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit} bytes.")
+    # The gateway's routes are on the main application; a sub-application's see it through
+    # config_dict (a chain of mappings made on first use: dearer).
+    try:
+        budget: BodyBudget | None = request.app[BODY_BUDGET]
+    except KeyError:
+        budget = request.config_dict.get(BODY_BUDGET)
+    if budget is None or not length:
+        return None, budget
+    budget.take(request, length)
+    content = request.content
+    if content.is_eof() and not content.at_eof():
+        try:
+            data = content.read_nowait(-1)
+        except (web.RequestPayloadError, ValueError) as exc:
+            raise _unreadable(request, exc) from exc
+        if len(data) > limit:  # decompressed past the limit
+            raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+        return data, budget
+    return None, budget
 
 
 def _unreadable(request: web.Request, exc: Exception) -> BadRequest:
@@ -170,7 +185,11 @@ async def _read(request: web.Request, limit: int, budget: BodyBudget | None) -> 
 async def read_json(request: web.Request) -> Any:
     """The request body parsed as JSON; 413 past the app's body limit, 408 when it does not
     arrive in time, 400 when it is not JSON."""
-    data = await read_body(request)
+    # read_body() without its coroutine when the body is all in.
+    limit = request.client_max_size
+    data, budget = _arrived(request, limit)
+    if data is None:
+        data = await _rest(request, limit, budget)
     if not data:
         raise BadRequest("The request body is empty; expected a JSON object.")
     try:
