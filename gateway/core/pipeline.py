@@ -143,7 +143,14 @@ class Pipeline:
         error: GatewayError | None = None
         output = 0
         try:
-            req, route = await self.prepare_route(req, ex)
+            if self.request_filters:
+                req, route = await self.prepare_route(req, ex)
+            else:
+                # prepare_route() with no filter to run, without its coroutine.
+                req.raw_relay = self.raw_relay
+                req.parse_relayed = self.parse_relayed
+                route = self._resolve(req, ex)
+                ex.stream = req.stream
             try:
                 policy = route.policy
                 attempts = self.attempts
