@@ -89,7 +89,9 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
             rid = getrandbits(96).to_bytes(12, "big").hex()
         ex = Exchange(rid, info, http=request)
         request[EXCHANGE] = ex
-        task = current_task()
+        # Given the loop, current_task() does not ask for the running one (a getpid() call in
+        # Python 3.11).
+        task = current_task(request._loop)
         assert task is not None  # aiohttp runs every handler in a task
         inflight.add(task)
         try:
