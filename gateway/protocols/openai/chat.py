@@ -105,6 +105,9 @@ def decode_request(body: Any) -> ChatRequest:
                 messages.append(Message(role, [TextPart(content)]))  # type: ignore[arg-type]
                 continue
         messages.append(_decode_message(m, i, legacy))
+    if len(body) == 2:
+        # The model and the messages alone: no optional field to look for.
+        return ChatRequest(model=model, messages=messages, protocol=PROTOCOL, wire=body)
     # Optional fields are looked at only when present (most requests carry a few).
     stream = _opt(body, "stream", bool) or False if "stream" in body else False
     include_usage = False
@@ -129,11 +132,20 @@ def decode_request(body: Any) -> ChatRequest:
         raise BadRequest("'stop' must be a string or an array of strings.", param="stop")
     metadata = _opt(body, "metadata", dict) if "metadata" in body else None
     session = metadata.get("session_id") if metadata else None
-    extra = {k: v for k, v in body.items() if k not in _KNOWN} or None
+    # Loops, not comprehensions (each a function call of its own in Python 3.11).
+    extra: dict[str, Any] | None = None
+    for k in body:
+        if k not in _KNOWN:
+            if extra is None:
+                extra = {}
+            extra[k] = body[k]
     if options is not None and set(options) - {"include_usage"}:
         extra = {**(extra or {}), "stream_options": options}
     # The simple optional fields, each looked at only when the request has it.
-    given = {key: _opt(body, key, kind) for key, kind in _SIMPLE if key in body}
+    given = {}
+    for key, kind in _SIMPLE:
+        if key in body:
+            given[key] = _opt(body, key, kind)
     return ChatRequest(
         model=model,
         messages=messages,
