@@ -230,6 +230,7 @@ class HTTPBackend(Backend):
         until: float | None = upstream.first_content_deadline()
         size, limit = 0, upstream.max_size
         batch: list[Event] | None
+        parsed: list[SSEFrame] | None
         ev: Event | None
         # The body is not kept in this frame: the stream may stay open long after it is sent.
         async with upstream.stream(
@@ -250,11 +251,27 @@ class HTTPBackend(Backend):
                 if size > limit:
                     yield Error(upstream.too_large())
                     return
-                batch = (
-                    self._data_events(*decoder.feed_json(chunk), parser, relay)
-                    if by_data
-                    else self.frame_events(decoder.feed(chunk), parser, relay)
-                )
+                if by_data:
+                    batch = self._data_events(*decoder.feed_json(chunk), parser, relay)
+                else:
+                    parsed = decoder.feed(chunk)
+                    if not parsed and skip is not None and frames is not None:
+                        # A relay nobody observes, its read's frames all skipped (content
+                        # only; most reads): the read's whole frames are all there is to hand on.
+                        whole = frames.feed(chunk)
+                        if whole:
+                            until = None
+                            ended = resp.content.at_eof()
+                            yield Raw(
+                                whole,
+                                protocol,
+                                last=ended and not frames.pending,
+                                frames=decoder.completed,
+                                more=ended,
+                            )
+                        chunk = whole = b""
+                        continue
+                    batch = self.frame_events(parsed, parser, relay)
                 failed = bool(batch) and type(batch[-1]) is Error
                 # The upstream's answer is all in: what follows comes without waiting.
                 ended = not failed and resp.content.at_eof()
@@ -279,7 +296,7 @@ class HTTPBackend(Backend):
                     return
                 # Nothing of this read is held while the next one waits (an idle stream).
                 chunk = whole = b""
-                batch = ev = None
+                batch = parsed = ev = None
             tail = _together(self.frame_events(decoder.end(), parser, relay), True)
             failed = bool(tail) and type(tail[-1]) is Error
             if failed:

@@ -59,7 +59,8 @@ class SSEDecoder:
     ``feed`` are known to be well-formed JSON, one value each (one parse per feed); when one is
     not, none of them is dropped, so the reader meets the malformed one. A :class:`FrameSkip`
     with a test of ``many`` frames is asked about all the events of a read but the last few at
-    once, and when it refuses them, or for the last few, about each one alone.
+    once (about a read of one event alone too), and when it refuses them, or for the last few,
+    about each one alone.
     """
 
     __slots__ = ("_buf", "_id", "_many", "_skip", "_start", "completed", "retry")
@@ -199,6 +200,20 @@ class SSEDecoder:
             if normal is None:
                 return []
             buf = normal
+        many = self._many
+        if (
+            many is not None
+            and buf.find(_LF) == len(buf) - 2
+            and buf[-1] == _LF
+            and buf[:6] == b"data: "
+            and many(array := b"[" + buf[6:-2] + b"]", 1)
+            and _utf8(array)
+        ):
+            # A read of one frame that needs no parsing (a stream's tokens, one a read): one
+            # test of its data, nothing cut.
+            self._buf = b""
+            self.completed = 1
+            return []
         blocks = buf.split(b"\n\n")
         rest = blocks.pop()
         self._buf = rest
@@ -207,7 +222,6 @@ class SSEDecoder:
         frames: list[SSEFrame] = []
         skipped: list[bytes] | None = None
         start = 0
-        many = self._many
         if many is not None and len(blocks) > _TAIL + 1:
             # The fast path: all frames but the last few asked about at once, when each is one
             # ``data:`` line (most reads of a model's stream are all content frames; its end,
@@ -328,8 +342,8 @@ class FrameSkip:
     """What a relay that nobody observes need not parse, for :class:`SSEDecoder`.
 
     ``one`` is asked about one frame's bytes (a ``data: ...`` line). ``many``, when given, about
-    several frames at once: their data as one JSON array (``[v1,v2,...]``) and how many there
-    are; it answers whether the array holds exactly that many well-formed values and none of
+    several frames at once (or the one frame of a read, before ``one``): their data as one JSON
+    array (``[v1,v2,...]``) and how many there are; it answers whether the array holds exactly that many well-formed values and none of
     them needs parsing (the decoder checks UTF-8 itself).
     """
 

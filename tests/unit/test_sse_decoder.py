@@ -192,6 +192,22 @@ def test_a_skipping_decoder_checks_utf8_of_a_read_asked_about_at_once():
     assert decoder.feed(_frames(*contents[:2], good.encode(), *contents[2:])) == []
 
 
+def test_a_skipping_decoder_given_one_frame_a_read_returns_what_the_parser_needs():
+    """A stream read one frame at a time (a model's tokens as they come): the frames that are
+    content only are dropped, and every other one, malformed ones among them, comes back."""
+    bad = [
+        b'{"choices":[{"delta":{"content":"\xff"},"finish_reason":null}]}',  # not UTF-8
+        b'{"choices":[{"delta":{"content":"x",},"finish_reason":null}]}',  # trailing comma
+        b'{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}, 1',  # two values
+    ]
+    nonascii = '{"choices":[{"delta":{"content":"h\u00e9llo"},"finish_reason":null}]}'.encode()
+    datas = [CONTENT % 1, nonascii, *bad, CONTENT % 2, FINISH, USAGE, b"[DONE]"]
+    decoder = SSEDecoder(CONTENT_ONLY)
+    kept = [f.data for d in datas for f in decoder.feed(b"data: " + d + b"\n\n")]
+    assert kept == [d.decode("utf-8", "replace") for d in [*bad, FINISH, USAGE, b"[DONE]"]]
+    assert decoder.completed == 1
+
+
 def test_a_per_frame_test_is_never_given_several_frames():
     """A plain test (a backend plugin's, written for one frame) is asked about each frame."""
     asked: list[bytes] = []
