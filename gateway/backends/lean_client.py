@@ -41,7 +41,7 @@ import aiohttp
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.streaming.deadlines import deadlines
+from gateway.streaming.deadlines import GRAIN, deadlines
 
 #: Unread body bytes buffered per response before the socket stops being read.
 _HIGH_WATER = 256 * 1024
@@ -97,6 +97,7 @@ class Response:
         "_read_timeout",
         "_size",
         "_waiter",
+        "_when",
         "first_byte",
         "framed",
         "got_bytes",
@@ -125,6 +126,8 @@ class Response:
         #: The pending deadline of the wait, if any (see gateway.streaming.deadlines).
         self._deadlines = conn.pool.deadlines
         self._bucket: int | None = None
+        #: The event-loop time by which the current wait must end, if bounded.
+        self._when: float | None = None
         self._headers: CIMultiDictProxy[str] | None = None
         self.status = 0
         #: The answer's header names and values while its head is parsed, then joined in one
@@ -190,30 +193,54 @@ class Response:
     def arm(self) -> asyncio.Future[None]:
         """A future the connection wakes on bytes, the end or a failure, failed with
         ``TimeoutError`` when they are late (awaited inline: an idle stream holds one frame
-        less). :meth:`disarm` once it is done."""
+        less). :meth:`disarm` once it is done.
+
+        The look an earlier wait left pending is kept when it comes before this wait's
+        deadline, or after it by no more than the deadlines' own slack (a stream's reads: each
+        one's deadline is a little later): it then looks again for this one (:meth:`expired`),
+        rather than every read adding and dropping a look of its own.
+        """
         loop = self._loop
         self._waiter = waiter = loop.create_future()
+        now = loop.time()
         when = self.first_byte
         if when is None and self._read_timeout is not None:
-            when = loop.time() + self._read_timeout
+            when = now + self._read_timeout
         if self._deadline is not None and (when is None or self._deadline < when):
             when = self._deadline
+        self._when = when
         if when is not None:
-            self._bucket = self._deadlines.add(when, self)
+            bucket = self._bucket
+            if bucket is None:
+                self._bucket = self._deadlines.add(when, self)
+            elif bucket * GRAIN > when + max(GRAIN, (when - now) / 16):
+                # The pending look comes too late for this wait.
+                self._deadlines.discard(bucket, self)
+                self._bucket = self._deadlines.add(when, self)
         return waiter
 
     def disarm(self) -> None:
+        # The pending look stays (see arm()): with no wait when it comes, it does nothing.
         self._waiter = None
+
+    def _unlook(self) -> None:
+        """Drop the pending look, if any."""
         if self._bucket is not None:
             self._deadlines.discard(self._bucket, self)
             self._bucket = None
 
     def expired(self) -> None:
-        """The wait's deadline passed."""
+        """The time of the look came: the wait fails if its deadline passed."""
         self._bucket = None
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(TimeoutError())
+        when = self._when
+        if waiter is None or waiter.done() or when is None:
+            return
+        # An event loop may run a timer up to its clock resolution early (as Deadlines allows).
+        if when > self._loop.time() + 0.001:
+            self._bucket = self._deadlines.add(when, self)  # a later wait's: look again then
+            return
+        waiter.set_exception(TimeoutError())
 
     def take(self) -> bytes | None:
         """The body bytes that have arrived, ``b""`` once it is all read, or None while none
@@ -273,6 +300,7 @@ class Response:
     def close(self) -> None:
         """Stop reading: a finished answer has already freed its connection; an unfinished one
         closes it (the upstream sees the request cancelled)."""
+        self._unlook()
         conn, self._conn = self._conn, None
         if conn is not None and conn.resp is self:
             conn.drop()

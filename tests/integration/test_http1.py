@@ -317,6 +317,30 @@ async def test_read_timeout_and_deadline():
         await pool.close()
 
 
+async def test_a_body_longer_than_the_read_timeout_but_never_silent_for_it_is_read_whole():
+    """Each read's wait is bounded by the read timeout, not the whole body: a look left by an
+    earlier read comes while the body still flows and fails nothing; a silence then does."""
+
+    async def script(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(20):  # a second in all, never silent for the timeout
+            await conn.send(b"4\r\ntick\r\n")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(30)
+
+    async with Raw(script) as server:
+        pool = pool_for(server)
+        resp = await pool.request("POST", "/", b"{}", read_timeout=0.5)
+        got = b""
+        with pytest.raises(TimeoutError):
+            while True:
+                got += await resp.readany()
+        assert got == b"tick" * 20
+        resp.close()
+        await pool.close()
+
+
 async def test_cancelled_reader_drops_the_connection_and_upstream_sees_it():
     async def script(conn: Conn) -> None:
         await conn.request()
