@@ -99,13 +99,19 @@ async def test_streamable_http_server_through_agui(make_gateway, upstream):
         )
         assert resp.status == 200
         events = checked(await resp.read())
-    results = [e for e in events if e["type"] == "TOOL_CALL_RESULT"]
-    assert [(r["content"], r.get("metadata")) for r in results] == [
-        ("hi", None),
-        ("Error executing tool fail: nope", {"isError": True}),
-    ]
-    starts = [e["toolCallName"] for e in events if e["type"] == "TOOL_CALL_START"]
-    assert starts == ["echo", "fail"]
+    starts = [e for e in events if e["type"] == "TOOL_CALL_START"]
+    assert [e["toolCallName"] for e in starts] == ["echo", "fail"]
+    # The calls run at once and each result goes out as it is ready, in either order.
+    names = {e["toolCallId"]: e["toolCallName"] for e in starts}
+    results = {
+        names[e["toolCallId"]]: (e["content"], e.get("metadata"))
+        for e in events
+        if e["type"] == "TOOL_CALL_RESULT"
+    }
+    assert results == {
+        "echo": ("hi", None),
+        "fail": ("Error executing tool fail: nope", {"isError": True}),
+    }
     assert types_of(events)[-1] == "RUN_FINISHED"
     assert "results: hi | Error executing tool fail: nope" in "".join(
         e.get("delta", "") for e in events if e["type"] == "TEXT_MESSAGE_CONTENT"
