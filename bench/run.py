@@ -1053,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
                     ("hookgate+team", team + sc["path"], sc["body"], sc["expect"], team_key, {})
                 )
             if base_name and not sc.get("routing"):
-                runs.append((base_name, based + sc["path"], sc["body"], sc["expect"], "", {}))
+                runs.append((base_name, based + sc["path"], sc["body"], sc["expect"], base_key, {}))
             if sc.get("model"):
                 for t in targets:
                     body = ask_for(sc["body"], sc["model"], t["models"][sc["model"]])
