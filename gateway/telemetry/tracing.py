@@ -560,21 +560,7 @@ class TracedAttempts(Attempts):
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
         name = f"{operation} {backend.name if agent else model}"
         kind = _INTERNAL if agent else _CLIENT
-        span = (
-            self.tracer.child(parent, name, kind, attributes)
-            if parent is None
-            else Span(
-                self.tracer.sink,
-                name,
-                kind,
-                parent.trace_id,
-                parent.span_id,
-                False,
-                parent.flags,
-                parent.state,
-                attributes,
-            )
-        )
+        span = self.tracer.child(parent, name, kind, attributes)
         _pass_on(ex, span)
         return span
 
