@@ -143,14 +143,7 @@ class Pipeline:
         error: GatewayError | None = None
         output = 0
         try:
-            if self.request_filters:
-                req, route = await self.prepare_route(req, ex)
-            else:
-                # prepare_route() with no filter to run, without its coroutine.
-                req.raw_relay = self.raw_relay
-                req.parse_relayed = self.parse_relayed
-                route = self._resolve(req, ex)
-                ex.stream = req.stream
+            req, route = await self.prepare_route(req, ex)
             try:
                 policy = route.policy
                 attempts = self.attempts
