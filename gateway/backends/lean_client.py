@@ -536,14 +536,9 @@ class HTTP1Pool:
             )
         )
         # An idle connection is taken without the _acquire() coroutine (the common case).
-        idle = self._idle
-        conn = idle.pop() if idle and not self._closed else None
-        if conn is None or conn.closed or self.loop.time() - conn.idle_since > self.idle_timeout:
-            if conn is not None and not conn.closed:
-                conn.drop()
+        conn = None if self._closed else self._take_idle()
+        if conn is None:
             conn = await self._acquire(deadline)
-        else:
-            self._busy.add(conn)
         transport = conn.transport
         while conn.closed or transport is None or transport.is_closing():
             # Closed before a byte was written to it: provably unsent, take another.
@@ -571,20 +566,29 @@ class HTTP1Pool:
             raise
         return resp
 
+    def _take_idle(self) -> _Connection | None:
+        """The most recently idle connection still fit to use, now busy (those closed or idle
+        past ``idle_timeout`` are dropped on the way); None when there is none."""
+        now = self.loop.time()
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            if now - conn.idle_since > self.idle_timeout:
+                conn.drop()
+                continue
+            self._busy.add(conn)
+            return conn
+        return None
+
     async def _acquire(self, deadline: float | None) -> _Connection:
         loop = self.loop
         while True:
             if self._closed:
                 raise aiohttp.ClientConnectionError("the upstream client is closed")
-            now = loop.time()
-            while self._idle:
-                conn = self._idle.pop()
-                if conn.closed:
-                    continue
-                if now - conn.idle_since > self.idle_timeout:
-                    conn.drop()
-                    continue
-                self._busy.add(conn)
+            conn = self._take_idle()
+            if conn is not None:
                 return conn
             if self.connections < self.limit:
                 return await self._connect(deadline)
