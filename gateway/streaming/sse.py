@@ -136,13 +136,6 @@ class SSEDecoder:
         # The rest holds no blank line, and the last one counts as split() counts it.
         self.completed = n = buf.count(b"\n\n")
         if n == 1:  # one event (a stream's tokens, one a read): no array of one
-            if buf[:6] == b"data: ":
-                if _LF not in (data := buf[6:end]):
-                    return False, [data]
-            elif buf[:7] == b"event: ":
-                name, line, data = buf[7:end].partition(b"\ndata: ")
-                if line and _LF not in name and _LF not in data:
-                    return False, [data]
             return False, self._datas([buf[:end]])
         if buf[:6] == b"data: ":
             # data: A \n\n data: B ... -> [A,B,...]: one separator replaced per event after the
