@@ -171,10 +171,11 @@ class SpendFilter(Filter):
             usage = Usage(request_tokens(request), outcome.output_tokens)
         cost = 0.0
         price: Price | None = None
+        tag = ""
         counters: tuple[Counter, ...] = ()
         amount = 0
         if reservation is not None:
-            price, _, counters, amount = reservation
+            price, tag, counters, amount = reservation
         if price is not None and usage is not None:
             cost = price.cost(usage)
             exchange.cost = cost
@@ -185,11 +186,9 @@ class SpendFilter(Filter):
             memory = self._memory
             if memory is not None:
                 memory.settle_now(counters, round(cost * MICRO) - amount)
-            elif self.budgets is not None and reservation is not None:
+            elif self.budgets is not None:
                 try:
-                    await self.budgets.settle(
-                        reservation[1], counters, round(cost * MICRO) - amount
-                    )
+                    await self.budgets.settle(tag, counters, round(cost * MICRO) - amount)
                 except GatewayError as err:
                     log.warning("budget of request %s not settled: %s", exchange.request_id, err)
         if self.ledger is not None:
