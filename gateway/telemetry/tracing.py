@@ -143,12 +143,7 @@ class Span:
         if sink is None:
             return
         self._sink = None
-        # SpanPipe.add, inline (twice on every traced request's path).
-        records = sink._records
-        if len(records) >= sink.max_queue:
-            sink.stats.dropped += 1
-            return
-        records.append(
+        sink.add(
             (
                 self.name,
                 self.kind,
@@ -165,10 +160,6 @@ class Span:
                 self.description,
             )
         )
-        if len(records) >= sink.batch:
-            sink.flush()
-        elif sink._timer is None and sink._loop is not None:
-            sink._timer = sink._loop.call_later(sink.delay, sink.flush)
 
 
 class Tracer:
@@ -184,11 +175,6 @@ class Tracer:
 
     def server(self, name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Span:
         """A request's span, continuing the caller's trace when it sent one."""
-        if "traceparent" not in headers and self.roots_sampled:
-            # _root's first case, without its call.
-            return Span(
-                self.sink, name, _SERVER, _getrandbits(128) or 1, 0, False, 1, "", attributes
-            )
         context = None
         parent = None
         if "traceparent" in headers:
@@ -277,7 +263,7 @@ class SpanPipe:
         self._broken = False
 
     def add(self, record: tuple[Any, ...]) -> None:
-        """Keep ``record`` for the exporter process (``Span.end`` does the same, inline)."""
+        """Keep ``record`` for the exporter process."""
         records = self._records
         if len(records) >= self.max_queue:
             self.stats.dropped += 1
@@ -538,8 +524,7 @@ class TracedAttempts(Attempts):
     def _start(self, backend: Backend, request: ChatRequest, ex: Exchange) -> Span | None:
         """The attempt's span, or ``None`` when its trace is not sampled: then no span is made
         and the upstream gets the request's context."""
-        notes = ex.notes
-        parent: Span | None = (notes.get(PARENT) or notes.get(SERVER)) if notes else None
+        parent = _parent(ex)
         if parent is not None and parent._sink is None:
             if ex.upstream_headers is None or "traceparent" not in ex.upstream_headers:
                 _pass_on(ex, parent)
