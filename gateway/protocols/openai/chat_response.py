@@ -27,16 +27,21 @@ def decode_response(obj: Any) -> ChatResponse:
         msg = choice["message"]
     except (KeyError, IndexError, TypeError):
         raise UpstreamError("the upstream's answer has no choices") from None
+    return ChatResponse(
+        id=obj.get("id") or new_id("chatcmpl-"),
+        model=obj.get("model") or "",
+        message=_message(msg),
+        finish_reason=finish_reason(choice.get("finish_reason"), bool(msg.get("tool_calls"))),
+        usage=decode_usage(obj.get("usage")),
+        created=obj.get("created") or int(time.time()),
+    )
+
+
+def _message(msg: Any) -> Message:
+    """An upstream answer's message, as the canonical assistant message."""
     if type(msg) is dict and len(msg) == 2 and type(msg.get("content")) is str and "role" in msg:
         # The common answer, a role and its text, without the general path's look-ups.
-        return ChatResponse(
-            id=obj.get("id") or new_id("chatcmpl-"),
-            model=obj.get("model") or "",
-            message=Message("assistant", [TextPart(msg["content"])]),
-            finish_reason=FINISH_IN.get(choice.get("finish_reason") or "stop", "stop"),
-            usage=decode_usage(obj.get("usage")),
-            created=obj.get("created") or int(time.time()),
-        )
+        return Message("assistant", [TextPart(msg["content"])])
     parts: list[Part] = []
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
@@ -44,8 +49,7 @@ def decode_response(obj: Any) -> ChatResponse:
     content = msg.get("content")
     if isinstance(content, str):
         parts.append(TextPart(content))
-    calls = msg.get("tool_calls")
-    for call in calls or ():
+    for call in msg.get("tool_calls") or ():
         fn = call.get("function") or {}
         parts.append(
             ToolCallPart(
@@ -60,14 +64,7 @@ def decode_response(obj: Any) -> ChatResponse:
                 extra = {key: value}
             else:
                 extra[key] = value
-    return ChatResponse(
-        id=obj.get("id") or new_id("chatcmpl-"),
-        model=obj.get("model") or "",
-        message=Message("assistant", parts, extra=extra),
-        finish_reason=finish_reason(choice.get("finish_reason"), bool(calls)),
-        usage=decode_usage(obj.get("usage")),
-        created=obj.get("created") or int(time.time()),
-    )
+    return Message("assistant", parts, extra=extra)
 
 
 def finish_reason(reason: Any, called: bool) -> str:
