@@ -43,6 +43,11 @@ a budget on it, prices, the spend ledger and OpenTelemetry traces exported over 
 ``bench/otlp_sink.py``, a receiver that drops them); ``--redis-url`` keeps the budget counters
 and key notices in Redis. The table's "added" rows compare it with plain hookgate.
 
+``--rounds N`` measures every target N times, in turns (each target once, then again), and
+reports each target's median measurement: on a virtual machine whose speed drifts from minute
+to minute (a neighbour's load), a ratio of two targets measured a minute apart can be off by a
+quarter; in turns, the drift falls on both.
+
 wrk (Debian package ``wrk``) is the load generator; it and nginx are installed with apt-get when
 missing and the script may (root); otherwise it says how (``--no-nginx`` runs without the hop).
 """
@@ -857,6 +862,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measurements per target, taken in turns with the other targets; the median's "
+        "figures are reported (on a machine whose speed drifts, 3 or 5)",
+    )
+    parser.add_argument(
         "--connections", default="1,32", help="comma-separated connection counts (default 1,32)"
     )
     parser.add_argument(
@@ -1061,7 +1073,9 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(
                         (t["name"], t["url"] + sc["path"], body, sc["loose"], t["key"], more)
                     )
-            for target, url, body, expect, key, more in runs:
+            ready = []
+            for run in runs:
+                target, url, body, expect, key, more = run
                 try:
                     check(url, body, expect, key, more)
                 except WrongAnswer as exc:
@@ -1072,15 +1086,26 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 if args.warmup:
                     run_wrk(url, body, expect, max(conns), args.warmup, key, more)
-                for c in conns:
-                    pid = pids.get(target)
-                    cpu = cpu_seconds(pid) if pid else 0.0
-                    r = run_wrk(url, body, expect, c, args.duration, key, more)
-                    if pid and r["requests"]:
-                        # CPU time the gateway spent per request: steadier than throughput on
-                        # a machine whose load generator shares the cores.
-                        r["cpu_us"] = round((cpu_seconds(pid) - cpu) / r["requests"] * 1e6, 1)
-                    r.update(scenario=name, target=target, connections=c)
+                ready.append(run)
+            for c in conns:
+                # Round after round, each target once a round: a drift of the machine's speed
+                # (a neighbour's load on a VM) falls on every target alike.
+                samples: dict[str, list[dict[str, Any]]] = {run[0]: [] for run in ready}
+                for round_ in range(args.rounds):
+                    for target, url, body, expect, key, more in ready:
+                        pid = pids.get(target)
+                        cpu = cpu_seconds(pid) if pid else 0.0
+                        r = run_wrk(url, body, expect, c, args.duration, key, more)
+                        if pid and r["requests"]:
+                            # CPU time the gateway spent per request: steadier than throughput
+                            # on a machine whose load generator shares the cores.
+                            r["cpu_us"] = round((cpu_seconds(pid) - cpu) / r["requests"] * 1e6, 1)
+                        r.update(scenario=name, target=target, connections=c)
+                        samples[target].append(r)
+                        if args.rounds > 1:
+                            print(f"{_line(r)}  (round {round_ + 1})", flush=True)
+                for target in samples:
+                    r = median_of(samples[target])
                     results.append(r)
                     print(_line(r), flush=True)
         mem = memory(gw.pid)
@@ -1106,6 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "settings": {
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "connections": conns,
             "workers": args.workers,
             "chunks": args.chunks,
@@ -1170,6 +1196,18 @@ def rss_growth(
         "errors": errors,
         "series": series,
     }
+
+
+def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The measurement of median throughput among a target's rounds (its latencies and CPU
+    those of that same measurement), with every round's throughput and the errors of all."""
+    if len(samples) == 1:
+        return samples[0]
+    ordered = sorted(samples, key=lambda r: r["rps"])
+    r = dict(ordered[(len(ordered) - 1) // 2])
+    r["rounds_rps"] = [s["rps"] for s in samples]
+    r["errors"] = sum(s["errors"] for s in samples)
+    return r
 
 
 def added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -112,3 +112,19 @@ def test_the_idle_scenario_configures_room_for_its_streams(
     assert cfg.backends["mock"].max_connections == 256  # the other scenarios' pool as it was
     plain = bench.hookgate_config("http://127.0.0.1:9100", {"openai"})
     assert "[limits]" not in plain and "bench-idle" not in plain
+
+
+def test_rounds_report_the_median_measurement_whole(bench: ModuleType) -> None:
+    samples = [
+        {"rps": 900.0, "p50_ms": 3.0, "errors": 0, "cpu_us": 90.0},
+        {"rps": 500.0, "p50_ms": 9.0, "errors": 1, "cpu_us": 200.0},
+        {"rps": 700.0, "p50_ms": 5.0, "errors": 0, "cpu_us": 120.0},
+    ]
+    r = bench.median_of(samples)
+    # The median's own latency and CPU, not figures of different rounds mixed.
+    assert (r["rps"], r["p50_ms"], r["cpu_us"]) == (700.0, 5.0, 120.0)
+    assert r["rounds_rps"] == [900.0, 500.0, 700.0]
+    assert r["errors"] == 1
+    # An even count takes the lower middle; one round is reported as it is.
+    assert bench.median_of(samples[:2])["rps"] == 500.0
+    assert bench.median_of(samples[:1]) is samples[0]
