@@ -129,6 +129,8 @@ class Encoder:
 
     #: Values remembered per attribute name at most: past that (ids, say), they are not.
     KEPT = 64
+    #: Span names remembered at most.
+    NAMES = 1024
 
     def __init__(self, builder: Builder) -> None:
         resource = b"".join(
@@ -139,35 +141,39 @@ class Encoder:
             scope += _len(b"\x12", builder.scope.version.encode())
         self._resource = _len(b"\x0a", resource)
         self._scope = _len(b"\x0a", scope)
-        #: name -> value -> the attribute's field (strings and booleans: the same few repeat)
-        self._fields: dict[str, dict[Any, bytes]] = {}
-        #: name -> its ``KeyValue.key`` field (for numbers, whose values are not kept)
+        #: name -> value -> (its type, the attribute's field): strings, booleans and integers,
+        #: whose values repeat from span to span (a model, a status, a token count); the type
+        #: tells ``1`` from ``True``, which a dict takes for the same key. Floats are not kept
+        #: (``0.0`` and ``-0.0`` are one key too; a cost seldom repeats).
+        self._fields: dict[str, dict[Any, tuple[type, bytes]]] = {}
+        #: name -> its ``KeyValue.key`` field (numbers' fields are made around it)
         self._keys: dict[str, bytes] = {}
+        #: span name -> its ``Span.name`` field (``chat <model>``: a few, repeating)
+        self._names: dict[str, bytes] = {}
 
     def _attribute(self, key: str, value: Any) -> bytes:
+        """An attribute's field, kept (see ``_fields``) for the next span with that value."""
         kind = type(value)
         if kind is int or kind is float:
-            # Numbers (tokens, costs) differ from span to span: the key's field is kept.
             head = self._keys.get(key)
             if head is None:
                 head = self._keys[key] = _len(b"\x0a", key.encode())
-            if kind is int:
-                number = _varint(value & _INT64)
-                kv = head + b"\x12" + _SMALL[len(number) + 1] + b"\x18" + number
-            else:
+            if kind is float:
                 kv = head + b"\x12\x09\x21" + _DOUBLE(value)
-            return b"\x4a" + _varint(len(kv)) + kv
-        if kind is not str and kind is not bool:
+                return b"\x4a" + _varint(len(kv)) + kv
+            number = _varint(value & _INT64)
+            kv = head + b"\x12" + _SMALL[len(number) + 1] + b"\x18" + number
+            field = b"\x4a" + _varint(len(kv)) + kv
+        elif kind is str or kind is bool:
+            field = _len(b"\x4a", key_value(key, value))
+        else:
             return _len(b"\x4a", key_value(key, value))
         values = self._fields.get(key)
         if values is None:
             values = self._fields[key] = {}
-        kept = values.get(value)
-        if kept is None:
-            kept = _len(b"\x4a", key_value(key, value))
-            if len(values) < self.KEPT:
-                values[value] = kept
-        return kept
+        if len(values) < self.KEPT and value not in values:
+            values[value] = (kind, field)
+        return field
 
     def span(self, record: tuple[Any, ...]) -> bytes:
         """A ``Span`` message."""
@@ -183,8 +189,13 @@ class Encoder:
             out.append(_len(b"\x1a", state.encode()))
         if parent_id:
             out += (b"\x22\x08", parent_id.to_bytes(8, "big"))
+        named = self._names.get(name)
+        if named is None:
+            named = _len(b"\x2a", name.encode())
+            if len(self._names) < self.NAMES:
+                self._names[name] = named
         out += (
-            _len(b"\x2a", name.encode()),
+            named,
             b"\x30",
             _SMALL[kind + 1],  # OTLP's SpanKind numbers: the API's plus one
             b"\x39",
@@ -192,13 +203,28 @@ class Encoder:
             b"\x41",
             _FIXED64(end),
         )
+        # An attribute seen before with this value: its field as kept (the call is spared).
+        fields = self._fields
         attribute = self._attribute
-        out += [attribute(k, v) for k, v in attributes.items()]
-        # Status (always there, as the SDK's encoder has it): message, then code.
-        st = (_len(b"\x12", description.encode()) if description else b"") + (
-            b"\x18" + _SMALL[status] if status else b""
-        )
-        out.append(_len(b"\x7a", st))
+        for key, value in attributes.items():
+            vtype = type(value)
+            if vtype is str or vtype is int or vtype is bool:
+                values = fields.get(key)
+                if values is not None:
+                    kept = values.get(value)
+                    if kept is not None and kept[0] is vtype:
+                        out.append(kept[1])
+                        continue
+            out.append(attribute(key, value))
+        # Status (always there, as the SDK's encoder has it, empty when unset): message, then
+        # code.
+        if description or status:
+            st = (_len(b"\x12", description.encode()) if description else b"") + (
+                b"\x18" + _SMALL[status] if status else b""
+            )
+            out.append(_len(b"\x7a", st))
+        else:
+            out.append(b"\x7a\x00")
         # flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE, and ..._IS_REMOTE when the parent is.
         out.append(b"\x85\x01" + (b"\x00\x03\x00\x00" if remote else b"\x00\x01\x00\x00"))
         return b"".join(out)

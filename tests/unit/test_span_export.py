@@ -127,13 +127,24 @@ def test_the_spans_encoded_here_decode_as_the_sdks_encoding_of_them() -> None:
     records = _records()
     builder = Builder("2.0")
     sdk = encode_spans([builder.span(r) for r in records]).SerializeToString()
-    ours = Encoder(builder).request(records)
+    encoder = Encoder(builder)
+    ours = encoder.request(records)
     theirs, mine = ExportTraceServiceRequest(), ExportTraceServiceRequest()
     theirs.ParseFromString(sdk)
     mine.ParseFromString(ours)
     assert mine == theirs
     assert len(mine.resource_spans[0].scope_spans[0].spans) == 3
     assert ours == sdk  # byte for byte, even
+    # Again: the fields the encoder kept from the first time make the same bytes.
+    assert encoder.request(records) == sdk
+    # Values a dict takes for one key (1, True, 1.0; 0.0 and -0.0), under one name, in turn.
+    pipe = SpanPipe("2.0", environ={})
+    for value in (1, True, 1.0, 0.0, -0.0, 0, False, 1, True, -0.0, "1"):
+        Span(pipe, "chat m", 2, TRACE_ID, PARENT, False, 1, "", {"v": value}).end()
+    mixed = pipe._records
+    sdk = encode_spans([builder.span(r) for r in mixed]).SerializeToString()
+    assert encoder.request(mixed) == sdk
+    assert encoder.request(mixed) == sdk
 
 
 def test_batch_settings_come_from_the_sdks_variables() -> None:
