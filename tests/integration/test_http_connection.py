@@ -100,6 +100,25 @@ async def unread(request: web.Request) -> web.Response:
     return web.Response(body=b"not read")
 
 
+async def described(request: web.Request) -> web.Response:
+    """What the request says of itself (the gateway's requests hold it in slots)."""
+    body = await request.read()
+    return web.Response(
+        text=repr(
+            (
+                request.method,
+                request.version,
+                request.raw_path,
+                request.path,
+                request.keep_alive,
+                sorted(request.headers.items()),
+                request.content.at_eof(),
+                body,
+            )
+        )
+    )
+
+
 ORDER = web.RequestKey("order", list[str])
 
 
@@ -148,6 +167,7 @@ def app() -> web.Application:
         "/missing": missing,
         "/failing": failing,
         "/stamp-close": json_body,
+        "/described": described,
     }.items():
         app.router.add_route("*", path, handler)
     app.router.add_get("/order", order)
@@ -219,6 +239,8 @@ PATHS = [
     "/order/dynamic",
     "/sub/order",
     "/sub/nowhere",
+    "/described",
+    "/described?a=1",
 ]
 CASES = {
     # Each path's answer on a kept-alive connection, then a closing request.
@@ -242,6 +264,10 @@ CASES = {
         b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok"
         + CLOSE
     ),
+    "described post": (
+        b"POST /described HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok" + CLOSE
+    ),
+    "described http/1.0": get("/described", version="1.0"),
     "unread body": (b"POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd" + CLOSE),
     "malformed": b"NOT HTTP AT ALL\r\n\r\n",
 }
