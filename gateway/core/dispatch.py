@@ -52,10 +52,15 @@ class Dispatcher(web.UrlDispatcher):
             routes: Routes = {route.method: route for route in first}
             self._plain[key] = routes
 
-    async def resolve(self, request: web.Request) -> UrlMappingMatchInfo:
+    def plain_match(self, request: web.Request) -> UrlMappingMatchInfo | None:
+        """The match of a request for a plain route, found without a coroutine; ``None``
+        when :meth:`resolve` must look (not a plain path, or no route for its method)."""
         routes = self._plain.get(request.raw_path)
         if routes is not None:
             route = routes.get(request.method) or routes.get("*")
             if route is not None:
                 return UrlMappingMatchInfo({}, route)
-        return await super().resolve(request)
+        return None
+
+    async def resolve(self, request: web.Request) -> UrlMappingMatchInfo:
+        return self.plain_match(request) or await super().resolve(request)

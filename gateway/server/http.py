@@ -13,14 +13,17 @@ sends it (headers and body in one write). Anything else (streams, ``HEAD``, 204/
 cookies, compression, a ``Content-Length`` or ``Transfer-Encoding`` the handler set, a
 response subclass such as an ``HTTPException``) goes through aiohttp's own path.
 
-:func:`request_handler` is the application's ``_handle`` (route, middlewares, handler) with
-less done per request for a route of the application itself, and :class:`Runner` is
-:class:`~aiohttp.web.AppRunner` serving its application with both.
+:class:`Handling` is the application's ``_handle`` (route, middlewares, handler) with less
+done per request for a route of the application itself (a plain route's handler is found and
+called by the connection, without a coroutine around it), :class:`Request` aiohttp's request
+with what is read of it on every request in slots, and :class:`Runner` is
+:class:`~aiohttp.web.AppRunner` serving its application with them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Awaitable, Callable
 from functools import partial, update_wrapper
 from typing import TYPE_CHECKING, Any, cast
@@ -28,6 +31,8 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import hdrs, web
 from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+from aiohttp.http_writer import StreamWriter, _serialize_headers
+from aiohttp.web_exceptions import HTTPException
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
@@ -42,7 +47,7 @@ _CONTENT_LENGTH, _CONTENT_TYPE, _TRANSFER_ENCODING = (
     hdrs.CONTENT_TYPE,
     hdrs.TRANSFER_ENCODING,
 )
-_DATE, _SERVER, _CONNECTION = hdrs.DATE, hdrs.SERVER, hdrs.CONNECTION
+_DATE, _SERVER, _CONNECTION, _EXPECT = hdrs.DATE, hdrs.SERVER, hdrs.CONNECTION, hdrs.EXPECT
 #: Methods whose answers aiohttp shapes otherwise: no body (HEAD), a tunnel (CONNECT).
 _OTHER_METHODS = frozenset((hdrs.METH_HEAD, hdrs.METH_CONNECT))
 _Response, _Request = web.Response, web.Request
@@ -51,7 +56,61 @@ _Response, _Request = web.Response, web.Request
 class Connection(RequestHandler):
     """One client connection: see the module's description."""
 
-    __slots__ = ()
+    __slots__ = ("_find",)
+
+    def __init__(self, manager: web.Server, *, find: Find | None = None, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        #: Finds the handler of a request for a plain route (:meth:`Handling.find`).
+        self._find = find
+
+    async def _handle_request(
+        self,
+        request: BaseRequest,
+        start_time: float | None,
+        request_handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> tuple[web.StreamResponse, bool]:
+        """aiohttp's, with the handler of a request for a plain route found and called here:
+        without the application handler's coroutine nor the router's."""
+        find = self._find
+        if find is None or request_handler is not self._request_handler:
+            return await super()._handle_request(request, start_time, request_handler)
+        self._request_in_progress = True
+        try:
+            try:
+                self._current_request = request
+                handler = find(cast("web.Request", request))
+                if handler is None:
+                    resp = await request_handler(request)
+                else:
+                    resp = await handler(cast("web.Request", request))
+            finally:
+                self._current_request = None
+        except HTTPException as exc:
+            resp, reset = await self.finish_response(request, exc, start_time)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError as exc:
+            self.log_debug("Request handler timed out.", exc_info=exc)
+            resp = self.handle_error(request, 504)
+            resp, reset = await self.finish_response(request, resp, start_time)
+        except Exception as exc:
+            resp = self.handle_error(request, 500, exc)
+            resp, reset = await self.finish_response(request, resp, start_time)
+        else:
+            if getattr(resp, "__http_exception__", False):
+                warnings.warn(
+                    "returning HTTPException object is deprecated "
+                    "(#2415) and will be removed, "
+                    "please raise the exception instead",
+                    DeprecationWarning,
+                    stacklevel=1,
+                )
+            resp, reset = await self.finish_response(request, resp, start_time)
+        finally:
+            self._request_in_progress = False
+            if self._handler_waiter is not None:
+                self._handler_waiter.set_result(None)
+        return resp, reset
 
     async def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
@@ -78,17 +137,7 @@ class Connection(RequestHandler):
         ):
             return await super().finish_response(request, resp, start_time)
         request._finish()
-        try:
-            await self._send(request, resp, body, headers)
-        except ConnectionError:
-            self.log_access(request, resp, start_time)
-            return resp, True
-        self.log_access(request, resp, start_time)
-        return resp, False
-
-    @staticmethod
-    async def _send(request: BaseRequest, resp: web.Response, body: Any, headers: Any) -> None:
-        """What ``resp.prepare(request)`` and ``resp.write_eof()`` do for such an answer."""
+        # What resp.prepare(request) and resp.write_eof() do for such an answer.
         writer = request._payload_writer
         resp._must_be_empty_body = False
         resp._req = request
@@ -106,73 +155,130 @@ class Connection(RequestHandler):
         headers.setdefault(_SERVER, SERVER_SOFTWARE)
         if not keep_alive and _CONNECTION not in headers:
             headers[_CONNECTION] = "close"
-        if type(request) is Request or type(request) is _Request:
-            # What request._prepare_hook(resp) does, each application's frozen signal sent
-            # without a coroutine of its own.
-            match_info = request._match_info
-            if match_info is not None:
-                for app in match_info._apps:
-                    for receiver in app._on_response_prepare:
-                        await receiver(request, resp)
-        else:
-            await request._prepare_hook(resp)
-        await writer.write_headers(f"HTTP/1.1 {resp._status} {resp._reason}", headers)
-        if resp._eof_sent:  # pragma: no cover - a receiver sent it
-            return
-        body = resp._body  # as write_eof() reads it: after the receivers
-        await writer.write_eof(body if body is not None else b"")
+        try:
+            if type(request) is Request or type(request) is _Request:
+                # What request._prepare_hook(resp) does, each application's frozen signal sent
+                # without a coroutine of its own.
+                match_info = request._match_info
+                if match_info is not None:
+                    for app in match_info._apps:
+                        for receiver in app._on_response_prepare:
+                            await receiver(request, resp)
+            else:
+                await request._prepare_hook(resp)
+            status_line = f"HTTP/1.1 {resp._status} {resp._reason}"
+            sent: bool = resp._eof_sent  # by a receiver, if set
+            if sent:  # pragma: no cover
+                await writer.write_headers(status_line, headers)
+                self.log_access(request, resp, start_time)
+                return resp, False
+            # As write_eof() reads it: after the receivers.
+            payload: Any = b"" if resp._body is None else resp._body
+            if (
+                type(writer) is StreamWriter
+                and writer._on_headers_sent is None
+                and writer._on_chunk_sent is None
+                and writer.on_body_write is None
+                and writer._compress is None
+                and not writer.chunked
+            ):
+                # What write_headers() and write_eof() do for a plain connection's writer:
+                # head and body in one write, without their coroutines and drain()'s.
+                head = _serialize_headers(status_line, headers)
+                writer._headers_written = True
+                if payload:
+                    writer._writelines((head, payload))
+                else:
+                    writer._write(head)
+                protocol = writer._protocol
+                if protocol.transport is not None and protocol._paused:
+                    await protocol._drain_helper()
+                writer._eof = True
+            else:
+                await writer.write_headers(status_line, headers)
+                await writer.write_eof(payload)
+        except ConnectionError:
+            self.log_access(request, resp, start_time)
+            return resp, True
         resp._eof_sent = True
         resp._req = None
         resp._body_length = writer.output_size
         resp._payload_writer = None
+        self.log_access(request, resp, start_time)
+        return resp, False
 
 
 Handle = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Find = Callable[[web.Request], Handle | None]
 
 
-def request_handler(app: web.Application) -> Handle:
+class Handling:
     """What aiohttp's ``Application._handle`` does, with a route's handler and middlewares
     chained once per route rather than looked up per request, when the route is the
     application's own (not a sub-application's, not 404 or 405): the chain is then the
     application's middlewares without aiohttp's outermost one that sets
     ``match_info.current_app`` to the application, which it already is. Anything else, and an
-    application with old-style middlewares, goes through aiohttp's ``_handle``."""
-    handle = app._handle
-    if app._has_legacy_middlewares:
-        return handle
-    router = app.router
-    # _middlewares_handlers: the application's middlewares, innermost first, then aiohttp's.
-    middlewares = [m for m, _ in app._middlewares_handlers or ()][:-1]
-    run_middlewares = app._run_middlewares
-    chains: dict[Any, Handle] = {}
-    expect = hdrs.EXPECT
+    application with old-style middlewares, goes through aiohttp's ``_handle``.
 
-    def chain(handler: Handle) -> Handle:
-        for m in middlewares:
-            handler = update_wrapper(partial(m, handler=handler), handler)
-        return handler
+    :meth:`handle` is the application's handler; :meth:`find` finds, without a coroutine, the
+    chained handler of a request for a plain path when the router can match one so
+    (``plain_match``, :class:`gateway.core.dispatch.Dispatcher`'s), and a connection calls
+    that handler itself."""
 
-    async def handle_request(request: web.Request) -> web.StreamResponse:
-        match_info = await router.resolve(request)
-        if type(match_info) is not UrlMappingMatchInfo or match_info._apps:
-            return await handle(request)  # resolves it again
-        match_info.add_app(app)
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._handle = app._handle
+        self._legacy = app._has_legacy_middlewares
+        self._router = app.router
+        plain: Callable[[web.Request], UrlMappingMatchInfo | None] | None
+        plain = getattr(app.router, "plain_match", None)
+        self._plain = None if self._legacy else plain
+        # _middlewares_handlers: the application's middlewares, innermost first, then aiohttp's.
+        self._middlewares = [m for m, _ in app._middlewares_handlers or ()][:-1]
+        self._run_middlewares = app._run_middlewares
+        self._chains: dict[Any, Handle] = {}
+
+    def find(self, request: web.Request) -> Handle | None:
+        """The handler, middlewares chained, of a request for a plain route, its match info
+        set; ``None`` when :meth:`handle` must find it (other routes, ``Expect``)."""
+        plain = self._plain
+        if plain is None:
+            return None
+        match_info = plain(request)
+        if match_info is None or request.headers.get(_EXPECT):
+            return None
+        match_info.add_app(self.app)
         match_info.freeze()
         request._match_info = match_info
-        if request.headers.get(expect):
+        return self._chain(match_info.handler)
+
+    def _chain(self, handler: Handle) -> Handle:
+        """``handler`` within the application's middlewares (made once per handler)."""
+        if not self._run_middlewares:
+            return handler
+        chained = self._chains.get(handler)
+        if chained is None:
+            chained = handler
+            for m in self._middlewares:
+                chained = update_wrapper(partial(m, handler=chained), chained)
+            self._chains[handler] = chained
+        return chained
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._legacy:
+            return await self._handle(request)
+        match_info = await self._router.resolve(request)
+        if type(match_info) is not UrlMappingMatchInfo or match_info._apps:
+            return await self._handle(request)  # resolves it again
+        match_info.add_app(self.app)
+        match_info.freeze()
+        request._match_info = match_info
+        if request.headers.get(_EXPECT):
             resp = await match_info.expect_handler(request)
             await request.writer.drain()
             if resp is not None:
                 return resp
-        handler = match_info.handler
-        if run_middlewares:
-            chained = chains.get(handler)
-            if chained is None:
-                chained = chains[handler] = chain(handler)
-            handler = chained
-        return await handler(request)
-
-    return handle_request
+        return await self._chain(match_info.handler)(request)
 
 
 class Request(web.Request):
@@ -206,10 +312,15 @@ class Request(web.Request):
 
 
 class Server(web.Server):
-    """aiohttp's server, its connections :class:`Connection`."""
+    """aiohttp's server, its connections :class:`Connection`; ``find`` as
+    :meth:`Handling.find`."""
+
+    def __init__(self, handler: Any, *, find: Find | None = None, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.find = find
 
     def __call__(self) -> RequestHandler:
-        return Connection(self, loop=self._loop, **self._kwargs)
+        return Connection(self, find=self.find, loop=self._loop, **self._kwargs)
 
 
 class Runner(web.AppRunner):
@@ -220,6 +331,7 @@ class Runner(web.AppRunner):
         app = self._app
         loop = made._loop
         max_size, max_fields = app._client_max_size, app._client_max_fields
+        handling = Handling(app)
 
         def request_factory(
             message: RawRequestMessage,
@@ -243,9 +355,8 @@ class Runner(web.AppRunner):
         return Server(
             # An application's handler gets the application's requests (web.Request), as
             # aiohttp's own Application._handle does.
-            cast(
-                "Callable[[BaseRequest], Awaitable[web.StreamResponse]]", request_handler(self._app)
-            ),
+            cast("Callable[[BaseRequest], Awaitable[web.StreamResponse]]", handling.handle),
+            find=handling.find,
             request_factory=request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from gateway.core.dispatch import Dispatcher
 from gateway.server.http import Runner, Server
 
 
@@ -147,8 +149,10 @@ async def stamp(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Connection"] = "close"
 
 
-def app() -> web.Application:
-    app = web.Application(middlewares=[middleware("outer"), middleware("inner")])
+def app(router: web.UrlDispatcher | None = None) -> web.Application:
+    with warnings.catch_warnings():  # aiohttp deprecates passing a router
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app = web.Application(middlewares=[middleware("outer"), middleware("inner")], router=router)
     for path, handler in {
         "/json": json_body,
         "/text": text,
@@ -181,10 +185,16 @@ def app() -> web.Application:
     return app
 
 
-@pytest.fixture
-async def ports() -> AsyncIterator[tuple[int, int]]:
-    """Ports of the application served by aiohttp's runner and by the gateway's."""
-    runners = [web.AppRunner(app(), handle_signals=False), Runner(app(), handle_signals=False)]
+@pytest.fixture(params=["aiohttp's router", "the gateway's router"])
+async def ports(request: pytest.FixtureRequest) -> AsyncIterator[tuple[int, int]]:
+    """Ports of the application served by aiohttp's runner and by the gateway's, routed by
+    aiohttp's router or by the gateway's (whose plain routes the gateway's connections find
+    themselves)."""
+
+    def made() -> web.Application:
+        return app(Dispatcher() if request.param == "the gateway's router" else None)
+
+    runners = [web.AppRunner(made(), handle_signals=False), Runner(made(), handle_signals=False)]
     found = []
     for runner in runners:
         await runner.setup()
