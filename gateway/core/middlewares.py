@@ -81,14 +81,17 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
 
     @web.middleware
     async def exchange(request: web.Request, handler: Handler) -> web.StreamResponse:
-        info = routes.get(request.match_info.route, UNKNOWN_ROUTE)
+        # The match's route and the request's state read without aiohttp's properties and
+        # mapping methods (a Python call each).
+        match_info = request._match_info
+        info = routes.get(match_info._route if match_info is not None else None, UNKNOWN_ROUTE)
         rid = request.headers.get(_REQUEST_ID_H)
         if not (trust_request_id and rid and _REQUEST_ID.fullmatch(rid)):
             # An id, not a secret (clients may send their own): 96 random bits, without a
             # system call each time. ``random`` is reseeded in a forked child.
             rid = getrandbits(96).to_bytes(12, "big").hex()
         ex = Exchange(rid, info, http=request)
-        request[EXCHANGE] = ex
+        request._state[EXCHANGE] = ex
         # Given the loop, current_task() does not ask for the running one (a getpid() call in
         # Python 3.11).
         task = current_task(request._loop)
@@ -145,7 +148,7 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        ex = request[EXCHANGE]
+        ex = request._state[EXCHANGE]
         if ex.route.auth:
             # Every authenticator is asked, with or without a credential (a client certificate
             # or a cookie is no API key); one that raises ends the request with its error.
@@ -197,9 +200,8 @@ def make_stamp_headers(
             # and force_close() alone would close the connection unannounced.
             response.force_close()
             response.headers[_CONNECTION] = "close"
-        try:
-            ex = request[EXCHANGE]
-        except KeyError:  # refused before the gateway's middlewares (a malformed request)
+        ex = request._state.get(EXCHANGE)
+        if ex is None:  # refused before the gateway's middlewares (a malformed request)
             return
         headers = response.headers
         if ex.body_broken:

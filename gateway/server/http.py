@@ -34,7 +34,7 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.http_writer import StreamWriter, _serialize_headers
 from aiohttp.web_exceptions import HTTPException
 from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_urldispatcher import UrlMappingMatchInfo
+from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
@@ -236,7 +236,7 @@ class Handling:
         # _middlewares_handlers: the application's middlewares, innermost first, then aiohttp's.
         self._middlewares = [m for m, _ in app._middlewares_handlers or ()][:-1]
         self._run_middlewares = app._run_middlewares
-        self._chains: dict[Any, Handle] = {}
+        self._chains: dict[AbstractRoute, Handle] = {}
 
     def find(self, request: web.Request) -> Handle | None:
         """The handler, middlewares chained, of a request for a plain route, its match info
@@ -250,18 +250,16 @@ class Handling:
         match_info.add_app(self.app)
         match_info.freeze()
         request._match_info = match_info
-        return self._chain(match_info.handler)
+        route = match_info._route
+        return self._chains.get(route) or self._chain(route)
 
-    def _chain(self, handler: Handle) -> Handle:
-        """``handler`` within the application's middlewares (made once per handler)."""
-        if not self._run_middlewares:
-            return handler
-        chained = self._chains.get(handler)
-        if chained is None:
-            chained = handler
+    def _chain(self, route: AbstractRoute) -> Handle:
+        """The route's handler within the application's middlewares (made once per route)."""
+        chained = route.handler
+        if self._run_middlewares:
             for m in self._middlewares:
                 chained = update_wrapper(partial(m, handler=chained), chained)
-            self._chains[handler] = chained
+        self._chains[route] = chained
         return chained
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -278,7 +276,8 @@ class Handling:
             await request.writer.drain()
             if resp is not None:
                 return resp
-        return await self._chain(match_info.handler)(request)
+        route = match_info._route
+        return await (self._chains.get(route) or self._chain(route))(request)
 
 
 class Request(web.Request):
