@@ -271,8 +271,14 @@ class Response:
     async def read(self, n: int = -1) -> bytes:
         """The whole body, or at most ``n`` bytes of it (fewer only at its end)."""
         if self._done and self._error is None:
-            # All in already (a small answer comes with its head): no wait, no readany().
-            data = self.take() or b""
+            # All in already (a small answer comes with its head): no wait, no readany(), and
+            # what take() does inline (nothing to resume: the connection is gone).
+            chunks = self._chunks
+            data = (chunks[0] if len(chunks) == 1 else b"".join(chunks)) if chunks else b""
+            chunks.clear()
+            self._size = 0
+            if self._conn is not None:
+                self._conn.resume()
             if 0 <= n < len(data):
                 self._chunks.append(data[n:])
                 self._size += len(data) - n
@@ -300,7 +306,9 @@ class Response:
     def close(self) -> None:
         """Stop reading: a finished answer has already freed its connection; an unfinished one
         closes it (the upstream sees the request cancelled)."""
-        self._unlook()
+        if self._bucket is not None:  # self._unlook()
+            self._deadlines.discard(self._bucket, self)
+            self._bucket = None
         conn, self._conn = self._conn, None
         if conn is not None and conn.resp is self:
             conn.drop()
@@ -430,7 +438,9 @@ class _Connection(asyncio.Protocol):
         resp._parts = None
         resp.status = status
         self.keep_alive = self.parser.should_keep_alive()
-        resp._wake()
+        waiter = resp._waiter  # resp._wake(), without its call
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         resp = self.resp
@@ -439,12 +449,20 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
         self.resp = None
         resp._conn = None
+        # resp._feed(body), resp._finish() and self.resume() without their calls (and without
+        # pausing for a large body: the connection is no longer the response's to pause).
         body = self.body
         if body:
-            resp._feed(body)
+            data = body[0] if len(body) == 1 else b"".join(body)
+            resp._chunks.append(data)
+            resp._size += len(data)
             body.clear()
-        resp._finish()
-        self.resume()
+        resp._done = True
+        waiter = resp._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.paused:
+            self.resume()
         self.pool._release(self)
 
     # -- flow control
@@ -560,7 +578,7 @@ class HTTP1Pool:
                 try:
                     await waiter
                 finally:
-                    resp.disarm()
+                    resp._waiter = None  # resp.disarm()
         except BaseException:
             resp.close()
             raise

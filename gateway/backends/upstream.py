@@ -175,7 +175,9 @@ class Upstream:
         self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None
     ) -> bytes:
         started = time.perf_counter()
-        pool = self._pool()
+        pool = self.pool
+        if pool is None:
+            pool = self._pool()  # raises
         cfg = self.config
         now = pool.loop.time()
         try:
