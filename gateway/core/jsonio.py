@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.streams import StreamReader
 
 from gateway.errors import BadRequest, PayloadTooLarge, Unavailable
 from gateway.exchange import EXCHANGE, Exchange
 
 JSON_CONTENT_TYPE = "application/json"
+_CONTENT_LENGTH = hdrs.CONTENT_LENGTH
 
 
 class BodyBudget:
@@ -43,9 +45,8 @@ class BodyBudget:
                 retry_after=1.0,
             )
         self.held += size
-        try:
-            ex = request[EXCHANGE]
-        except KeyError:  # an application without the gateway's middlewares
+        ex = request._state.get(EXCHANGE)  # request.get(), without its two calls
+        if ex is None:  # an application without the gateway's middlewares
             request[_HELD] = request.get(_HELD, 0) + size
         else:
             ex.body_held += size
@@ -125,20 +126,28 @@ async def _rest(request: web.Request, limit: int, budget: BodyBudget | None) -> 
 def _arrived(request: web.Request, limit: int) -> tuple[bytes | None, BodyBudget | None]:
     """The body when it has all arrived (most requests: taken as it is, no timer, no wait, no
     coroutine), counted against the budget; else None. With the budget, if any."""
-    length = request.content_length
+    # What request.content_length, request.app[BODY_BUDGET] and request.content give, read
+    # without their calls (properties and mapping methods in Python, five a request).
+    value = request._headers.get(_CONTENT_LENGTH)
+    length = None if value is None else int(value)
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit} bytes.")
     # The gateway's routes are on the main application; a sub-application's see it through
     # config_dict (a chain of mappings made on first use: dearer).
-    try:
-        budget: BodyBudget | None = request.app[BODY_BUDGET]
-    except KeyError:
+    match_info = request._match_info
+    app = None if match_info is None else match_info._current_app
+    budget = None if app is None else cast("BodyBudget | None", app._state.get(BODY_BUDGET))
+    if budget is None:
         budget = request.config_dict.get(BODY_BUDGET)
     if budget is None or not length:
         return None, budget
     budget.take(request, length)
-    content = request.content
-    if content.is_eof() and not content.at_eof():
+    content = request._payload
+    if (
+        content._eof and bool(content._buffer)  # content.is_eof() and not content.at_eof()
+        if type(content) is StreamReader
+        else content.is_eof() and not content.at_eof()
+    ):
         try:
             data = content.read_nowait(-1)
         except (web.RequestPayloadError, ValueError) as exc:
@@ -186,7 +195,7 @@ async def read_json(request: web.Request) -> Any:
     """The request body parsed as JSON; 413 past the app's body limit, 408 when it does not
     arrive in time, 400 when it is not JSON."""
     # read_body() without its coroutine when the body is all in.
-    limit = request.client_max_size
+    limit = request._client_max_size  # request.client_max_size, without its call
     data, budget = _arrived(request, limit)
     if data is None:
         data = await _rest(request, limit, budget)
