@@ -133,7 +133,7 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
             except Exception:
                 log.exception("request %s failed", rid)
                 resp = error_response(ex, GatewayError("The gateway failed to handle the request."))
-            metrics.record(ex, resp.status, clock() - ex.started)
+            metrics.record(ex, resp._status, clock() - ex.started)
             return resp
         finally:
             inflight.discard(task)

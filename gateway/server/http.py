@@ -136,7 +136,8 @@ class Connection(RequestHandler):
             or _TRANSFER_ENCODING in headers
         ):
             return await super().finish_response(request, resp, start_time)
-        request._finish()
+        if request._post is not None:  # what request._finish() looks at first
+            request._finish()
         # What resp.prepare(request) and resp.write_eof() do for such an answer.
         writer = request._payload_writer
         resp._must_be_empty_body = False
@@ -247,8 +248,10 @@ class Handling:
         match_info = plain(request)
         if match_info is None or request.headers.get(_EXPECT):
             return None
-        match_info.add_app(self.app)
-        match_info.freeze()
+        # What add_app() and freeze() do to a new match, without their calls.
+        match_info._current_app = app = self.app
+        match_info._apps.append(app)
+        match_info._frozen = True
         request._match_info = match_info
         route = match_info._route
         return self._chains.get(route) or self._chain(route)
