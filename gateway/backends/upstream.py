@@ -185,7 +185,12 @@ class Upstream:
                 "POST",
                 self._path + path,
                 body,
-                headers=self._own_headers(ex, headers),
+                # _own_headers() without its call when the request id is all there is.
+                headers=(
+                    b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
+                    if not headers and not ex.upstream_headers
+                    else self._own_headers(ex, headers)
+                ),
                 read_timeout=cfg.read_timeout,
                 deadline=now + cfg.timeout,
                 first_byte=now + cfg.first_byte_timeout,

@@ -33,12 +33,13 @@ class Dispatcher(web.UrlDispatcher):
 
     def __init__(self) -> None:
         super().__init__()
-        #: Raw path -> its plain resource's routes by method (``"*"`` for a route of any method).
-        self._plain: dict[str, Routes] = {}
+        #: Raw path -> its plain resource's routes by method (``"*"`` for a route of any method),
+        #: filled when the router is frozen (in place: the server looks requests up in it).
+        self.plain: dict[str, Routes] = {}
 
     def freeze(self) -> None:
         super().freeze()
-        self._plain = {}
+        self.plain.clear()
         if self._matched_sub_app_resources:  # matched before any path: no shortcut then
             return
         for key, candidates in self._resource_index.items():
@@ -50,12 +51,12 @@ class Dispatcher(web.UrlDispatcher):
             ):
                 continue
             routes: Routes = {route.method: route for route in first}
-            self._plain[key] = routes
+            self.plain[key] = routes
 
     def plain_match(self, request: web.Request) -> UrlMappingMatchInfo | None:
         """The match of a request for a plain route, found without a coroutine; ``None``
         when :meth:`resolve` must look (not a plain path, or no route for its method)."""
-        routes = self._plain.get(request.raw_path)
+        routes = self.plain.get(request.raw_path)
         if routes is not None:
             route = routes.get(request.method) or routes.get("*")
             if route is not None:

@@ -137,7 +137,8 @@ def make_middlewares(gateway: Gateway) -> list[Callable[..., Awaitable[web.Strea
             return resp
         finally:
             inflight.discard(task)
-            bodies.release_exchange(ex)
+            if ex.body_held:
+                bodies.release_exchange(ex)
             # The request holds its exchange and the exchange its request: without this the
             # pair and all they hold (~40 objects) would wait for the garbage collector.
             ex.http = None

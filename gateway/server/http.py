@@ -125,7 +125,8 @@ class Connection(RequestHandler):
             or resp._chunked
             or resp._status in EMPTY_BODY_STATUS_CODES
             or request._method in _OTHER_METHODS
-            or request.version != HttpVersion11
+            # The parser's HTTP/1.1 is one object: compared only when the version is another.
+            or (request._version is not HttpVersion11 and request._version != HttpVersion11)
         ):
             return await super().finish_response(request, resp, start_time)
         body = resp._body
@@ -222,17 +223,16 @@ class Handling:
     application with old-style middlewares, goes through aiohttp's ``_handle``.
 
     :meth:`handle` is the application's handler; :meth:`find` finds, without a coroutine, the
-    chained handler of a request for a plain path when the router can match one so
-    (``plain_match``, :class:`gateway.core.dispatch.Dispatcher`'s), and a connection calls
-    that handler itself."""
+    chained handler of a request for a plain path when the router keeps them in a dict
+    (``plain``, :class:`gateway.core.dispatch.Dispatcher`'s), and a connection calls that
+    handler itself."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self._handle = app._handle
         self._legacy = app._has_legacy_middlewares
         self._router = app.router
-        plain: Callable[[web.Request], UrlMappingMatchInfo | None] | None
-        plain = getattr(app.router, "plain_match", None)
+        plain: dict[str, dict[str, AbstractRoute]] | None = getattr(app.router, "plain", None)
         self._plain = None if self._legacy else plain
         # _middlewares_handlers: the application's middlewares, innermost first, then aiohttp's.
         self._middlewares = [m for m, _ in app._middlewares_handlers or ()][:-1]
@@ -245,15 +245,19 @@ class Handling:
         plain = self._plain
         if plain is None:
             return None
-        match_info = plain(request)
-        if match_info is None or request.headers.get(_EXPECT):
+        # Dispatcher.plain_match(request), without its call.
+        routes = plain.get(request.raw_path)
+        if routes is None:
             return None
+        route = routes.get(request.method) or routes.get("*")
+        if route is None or request.headers.get(_EXPECT):
+            return None
+        match_info = UrlMappingMatchInfo({}, route)
         # What add_app() and freeze() do to a new match, without their calls.
         match_info._current_app = app = self.app
         match_info._apps.append(app)
         match_info._frozen = True
         request._match_info = match_info
-        route = match_info._route
         return self._chains.get(route) or self._chain(route)
 
     def _chain(self, route: AbstractRoute) -> Handle:

@@ -99,7 +99,7 @@ async def test_plain_paths_are_found_without_aiohttp_resolution() -> None:
     app = app_with(Dispatcher())
     router = app.router
     assert isinstance(router, Dispatcher)
-    assert set(router._plain) == {
+    assert set(router.plain) == {
         "/v1/chat/completions",
         "/v1/models",
         "/health",
@@ -121,7 +121,7 @@ async def test_a_domain_sub_application_turns_the_shortcut_off() -> None:
     app.freeze()
     router = app.router
     assert isinstance(router, Dispatcher)
-    assert router._plain == {}
+    assert router.plain == {}
     request = make_mocked_request("GET", "/health", headers={"Host": "example.com"}, app=app)
     match = await router.resolve(request)
     assert match.route in list(sub.router.routes())
