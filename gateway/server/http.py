@@ -306,9 +306,34 @@ class Request(web.Request):
         payload_writer: AbstractStreamWriter,
         task: asyncio.Task[None],
         loop: asyncio.AbstractEventLoop,
+        *,
+        client_max_size: int = 1024**2,
+        client_max_fields: int = 1000,
         **kwargs: Any,
     ) -> None:
-        super().__init__(message, payload, protocol, payload_writer, task, loop, **kwargs)
+        if kwargs:  # a clone()'s state, scheme, host or remote
+            super().__init__(
+                message,
+                payload,
+                protocol,
+                payload_writer,
+                task,
+                loop,
+                client_max_size=client_max_size,
+                client_max_fields=client_max_fields,
+                **kwargs,
+            )
+        else:  # without a mapping of keywords made and unpacked
+            super().__init__(
+                message,
+                payload,
+                protocol,
+                payload_writer,
+                task,
+                loop,
+                client_max_size=client_max_size,
+                client_max_fields=client_max_fields,
+            )
         self.headers = message.headers
         self.method = message.method
         self.version = message.version

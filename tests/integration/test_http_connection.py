@@ -105,6 +105,7 @@ async def unread(request: web.Request) -> web.Response:
 async def described(request: web.Request) -> web.Response:
     """What the request says of itself (the gateway's requests hold it in slots)."""
     body = await request.read()
+    clone = request.clone(method="PUT", rel_url="/cloned?q=1", headers={"X-B": "2"})
     return web.Response(
         text=repr(
             (
@@ -116,6 +117,8 @@ async def described(request: web.Request) -> web.Response:
                 sorted(request.headers.items()),
                 request.content.at_eof(),
                 body,
+                (clone.method, clone.raw_path, clone.path, sorted(clone.headers.items())),
+                request.clone(scheme="https", host="example.com", remote="10.0.0.1").url,
             )
         )
     )
