@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Awaitable, Callable
-from functools import partial, update_wrapper
+from functools import update_wrapper
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import hdrs, web
@@ -78,11 +78,14 @@ class Connection(RequestHandler):
         try:
             try:
                 self._current_request = request
-                handler = find(cast("web.Request", request))
+                # The runner's requests are the application's (typed so, not cast: cast()
+                # is a call).
+                app_request: Any = request
+                handler = find(app_request)
                 if handler is None:
                     resp = await request_handler(request)
                 else:
-                    resp = await handler(cast("web.Request", request))
+                    resp = await handler(app_request)
             finally:
                 self._current_request = None
         except HTTPException as exc:
@@ -265,7 +268,7 @@ class Handling:
         chained = route.handler
         if self._run_middlewares:
             for m in self._middlewares:
-                chained = update_wrapper(partial(m, handler=chained), chained)
+                chained = update_wrapper(_bind(m, chained), chained)
         self._chains[route] = chained
         return chained
 
@@ -285,6 +288,17 @@ class Handling:
                 return resp
         route = match_info._route
         return await (self._chains.get(route) or self._chain(route))(request)
+
+
+def _bind(middleware: Any, handler: Handle) -> Handle:
+    """``partial(middleware, handler=handler)`` as aiohttp chains them, as a function: a
+    partial with a keyword builds a mapping of keywords at each call, a function call passes
+    it by name without one."""
+
+    def call(request: web.Request) -> Any:  # the middleware's coroutine
+        return middleware(request, handler=handler)
+
+    return call
 
 
 class Request(web.Request):
