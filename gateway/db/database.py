@@ -288,6 +288,12 @@ class SQLiteDatabase(Database):
         whole, rest = divmod(len(rows), per)
         async with self._lock:
             conn = self.conn
+            if len(rows) <= per:
+                # One statement is its own transaction: one trip to the database's thread
+                # instead of three (BEGIN, INSERT, COMMIT).
+                if rows:
+                    await conn.execute(_sqlite_insert_sql(table, cols, len(rows)), _flat(rows))
+                return
             await conn.execute("BEGIN")
             try:
                 if whole:
@@ -306,9 +312,8 @@ class SQLiteDatabase(Database):
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         async with self._lock:
-            cursor = await self.conn.execute(sqlite_sql(sql), args)
-            rows: list[Row] = list(await cursor.fetchall())
-            await cursor.close()
+            # Executed, read and closed in one trip to the database's thread.
+            rows: list[Row] = list(await self.conn.execute_fetchall(sqlite_sql(sql), args))
             return rows
 
     @asynccontextmanager
