@@ -72,18 +72,25 @@ def periods(now: float) -> dict[str, Period]:
 
 
 class Periods:
-    """:func:`periods` worked out once a second (it is on every request's path)."""
+    """:func:`periods` worked out once a second (it is on every request's path): ``now`` holds
+    them until ``until`` (epoch seconds), when a call works them out again."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._now: dict[str, Period] = {}
+        #: The present periods, a new object each second (callers keep what they derived from
+        #: them while it is the same object).
+        self.now: dict[str, Period] = {}
+        #: When ``now`` is out of date.
+        self.until = 0.0
+        #: The present day (``now["day"]``'s stamp).
+        self.day = ""
 
     def __call__(self) -> dict[str, Period]:
         now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._now, self._second = periods(now), second
-        return self._now
+        if now >= self.until:
+            self.now = periods(now)
+            self.day = self.now["day"][0]
+            self.until = float(int(now) + 1)
+        return self.now
 
 
 def counters(
@@ -141,12 +148,20 @@ class MemoryBudgets(BudgetStore):
     def reserve_now(self, counters: Sequence[Counter], amount: int) -> int | None:
         """:meth:`reserve`, without a coroutine (the spend filter calls it directly)."""
         used = self.used
-        for i, c in enumerate(counters):
+        if len(counters) == 1:
+            # One budget (the common case): one look-up, no second pass.
+            c = counters[0]
             spent = used.get(c.name, (0, None))[0]
             if spent >= c.limit or spent + amount > c.limit:
-                return i
-        for c in counters:
-            used[c.name] = (used.get(c.name, (0, None))[0] + amount, c.resets)
+                return 0
+            used[c.name] = (spent + amount, c.resets)
+        else:
+            for i, c in enumerate(counters):
+                spent = used.get(c.name, (0, None))[0]
+                if spent >= c.limit or spent + amount > c.limit:
+                    return i
+            for c in counters:
+                used[c.name] = (used.get(c.name, (0, None))[0] + amount, c.resets)
         if len(used) > self.MAX_KEPT:
             now = time.time()
             for name, (_, resets) in list(used.items()):
@@ -159,6 +174,8 @@ class MemoryBudgets(BudgetStore):
 
     def settle_now(self, counters: Sequence[Counter], delta: int) -> None:
         """:meth:`settle`, without a coroutine."""
+        if not delta:
+            return  # the reservation was the cost
         used = self.used
         for c in counters:
             used[c.name] = (used.get(c.name, (0, None))[0] + delta, c.resets)

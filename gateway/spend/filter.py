@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 _KEPT = 4096
 #: Callers whose budget counters are remembered at most (for the present second).
 _KEPT_CALLERS = 10_000
+#: What a request without usage counts in its ledger row (read only).
+_NO_USAGE = Usage()
+#: A model whose price is not looked up yet.
+_UNKNOWN: Any = object()
 
 
 #: What a request reserved: its price, its budgets' tag and counters, and the amount (a plain
@@ -105,7 +109,8 @@ class SpendFilter(Filter):
     ) -> tuple[str, tuple[Counter, ...]]:
         """The budgets of a caller, worked out once per caller and second: kept while its
         attributes (the key cache's) and the periods (:class:`Periods`) are the same objects."""
-        now = self.periods()
+        periods = self.periods
+        now = periods.now if time.time() < periods.until else periods()
         kept = self._budgets.get(principal_id)
         if kept is not None and kept[0] is attributes and kept[1] is now:
             return kept[2], kept[3]
@@ -121,46 +126,68 @@ class SpendFilter(Filter):
         self._budgets[principal_id] = (attributes, now, tag, tuple(found))
         return tag, tuple(found)
 
-    def _note(self, exchange: Exchange, reservation: Reservation) -> None:
+    async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
+        model = request.model
+        price = self._by_model.get(model, _UNKNOWN)
+        if price is _UNKNOWN:
+            price = self.price(model)
+        principal = exchange.principal
+        attributes = principal.attributes
+        if self.budgets is None or not attributes:
+            reservation: Reservation = (price, "", (), 0)
+        else:
+            # self._counters(), its common case inline: this caller's, for the present second.
+            periods = self.periods
+            kept = self._budgets.get(principal.id)
+            if (
+                kept is not None
+                and kept[0] is attributes
+                and kept[1] is periods.now
+                and time.time() < periods.until
+            ):
+                tag, budgets = kept[2], kept[3]
+            else:
+                tag, budgets = self._counters(attributes, principal.id)
+            if not budgets:
+                reservation = (price, "", (), 0)
+            else:
+                amount = 0
+                if price is not None:
+                    max_tokens = request.max_tokens or self.default_max_tokens
+                    flat = price.flat
+                    if flat is not None:  # Price.estimate's flat case, inline
+                        estimate = (
+                            request_tokens(request) * flat[0] + max_tokens * flat[2]
+                        ) / 1e6 + flat[3]
+                    else:
+                        estimate = price.estimate(request_tokens(request), max_tokens)
+                    amount = round(estimate * MICRO)
+                memory = self._memory
+                if memory is not None:
+                    refused = memory.reserve_now(budgets, amount)
+                else:
+                    refused = await self.budgets.reserve(tag, budgets, amount)
+                if refused is not None:
+                    self._refuse(budgets[refused])
+                reservation = (price, tag, budgets, amount)
         notes = exchange.notes
         if notes is None:
             exchange.notes = {self: reservation}
         else:
             notes[self] = reservation
-
-    async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        price = self.price(request.model)
-        principal = exchange.principal
-        attributes = principal.attributes
-        if self.budgets is None or not attributes:
-            self._note(exchange, (price, "", (), 0))
-            return None
-        tag, budgets = self._counters(attributes, principal.id)
-        if not budgets:
-            self._note(exchange, (price, "", (), 0))
-            return None
-        amount = 0
-        if price is not None:
-            max_tokens = request.max_tokens or self.default_max_tokens
-            amount = round(price.estimate(request_tokens(request), max_tokens) * MICRO)
-        memory = self._memory
-        if memory is not None:
-            refused = memory.reserve_now(budgets, amount)
-        else:
-            refused = await self.budgets.reserve(tag, budgets, amount)
-        if refused is not None:
-            c = budgets[refused]
-            key = (c.scope, c.period)
-            self.stats.refused[key] = self.stats.refused.get(key, 0) + 1
-            whose = "this key's" if c.scope == "key" else f"team '{c.owner}''s"
-            period = {"day": "daily", "month": "monthly"}.get(c.period, c.period)
-            raise RateLimited(
-                f"Budget exceeded: {whose} {period} budget of ${c.limit / MICRO:.6g} is spent.",
-                code="budget_exceeded",
-                retry_after=None if c.resets is None else max(1.0, c.resets - time.time()),
-            )
-        self._note(exchange, (price, tag, budgets, amount))
         return None
+
+    def _refuse(self, c: Counter) -> None:
+        """Refuse the request: ``c`` cannot take its reservation."""
+        key = (c.scope, c.period)
+        self.stats.refused[key] = self.stats.refused.get(key, 0) + 1
+        whose = "this key's" if c.scope == "key" else f"team '{c.owner}''s"
+        period = {"day": "daily", "month": "monthly"}.get(c.period, c.period)
+        raise RateLimited(
+            f"Budget exceeded: {whose} {period} budget of ${c.limit / MICRO:.6g} is spent.",
+            code="budget_exceeded",
+            retry_after=None if c.resets is None else max(1.0, c.resets - time.time()),
+        )
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
         notes = exchange.notes
@@ -169,13 +196,13 @@ class SpendFilter(Filter):
         if usage is None and (outcome.status != "error" or outcome.output_tokens):
             # No usage reported (a stream cut short): what was asked and sent, estimated.
             usage = Usage(request_tokens(request), outcome.output_tokens)
-        cost = 0.0
         price: Price | None = None
         tag = ""
         counters: tuple[Counter, ...] = ()
         amount = 0
         if reservation is not None:
             price, tag, counters, amount = reservation
+        cost = 0.0
         if price is not None and usage is not None:
             cost = price.cost(usage)
             exchange.cost = cost
@@ -191,35 +218,32 @@ class SpendFilter(Filter):
                     await self.budgets.settle(tag, counters, round(cost * MICRO) - amount)
                 except GatewayError as err:
                     log.warning("budget of request %s not settled: %s", exchange.request_id, err)
-        if self.ledger is not None:
-            day = self.periods()["day"][0]
-            self.ledger.add(_row(request, exchange, outcome, usage, cost, day))
-
-
-def _row(
-    request: ChatRequest,
-    ex: Exchange,
-    outcome: Outcome,
-    usage: Usage | None,
-    cost: float,
-    day: str,
-) -> tuple[Any, ...]:
-    attributes = ex.principal.attributes
-    u = usage or Usage()
-    return (
-        time.time(),
-        day,
-        ex.request_id,
-        attributes.get("key_id") or ex.principal.id,
-        attributes.get("team_id"),
-        ex.model or request.model,
-        f"{ex.backend}/{request.upstream_model or request.model}",
-        u.input_tokens,
-        u.output_tokens,
-        u.cache_read_tokens,
-        u.cache_write_tokens,
-        reasoning_tokens(u) if u.details else 0,
-        cost,
-        outcome.status,
-        (time.perf_counter() - ex.started) * 1000,
-    )
+        ledger = self.ledger
+        if ledger is not None:
+            # The row (ledger.COLUMNS), made here rather than by a function of its own: this
+            # runs at the end of every request.
+            now = time.time()
+            periods = self.periods
+            day = periods.day if now < periods.until else periods()["day"][0]
+            principal = exchange.principal
+            attributes = principal.attributes
+            u = usage or _NO_USAGE
+            ledger.add(
+                (
+                    now,
+                    day,
+                    exchange.request_id,
+                    attributes.get("key_id") or principal.id,
+                    attributes.get("team_id"),
+                    exchange.model or request.model,
+                    f"{exchange.backend}/{request.upstream_model or request.model}",
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cache_read_tokens,
+                    u.cache_write_tokens,
+                    reasoning_tokens(u) if u.details else 0,
+                    cost,
+                    outcome.status,
+                    (time.perf_counter() - exchange.started) * 1000,
+                )
+            )
