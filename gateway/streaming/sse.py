@@ -133,38 +133,47 @@ class SSEDecoder:
             self.completed = len(blocks)
             return False, self._datas(blocks)
         self._buf = buf[end + 2 :]
-        # The rest holds no blank line, and the last one counts as split() counts it.
-        self.completed = n = buf.count(b"\n\n")
-        if n == 1:  # one event (a stream's tokens, one a read): no array of one
+        # The rest holds no blank line. How many events the read completed is counted by what
+        # the one-pass forms below replace; a count() of the blank lines (a pass over the whole
+        # read) only when they do not apply.
+        if buf.find(b"\n\n", 0, end) < 0:  # one event (a stream's tokens, one a read)
+            self.completed = 1
             return False, self._datas([buf[:end]])
         if buf[:6] == b"data: ":
-            # data: A \n\n data: B ... -> [A,B,...]: one separator replaced per event after the
-            # first means every event began "data: ", and no line end left, one line each.
+            # data: A \n\n data: B ... -> [A,B,...]: with no line end left, every blank line
+            # was a separator followed by "data: " (each replaced one shortens by 7), and each
+            # event one line.
             body = buf[6:end]
             array = b"[" + body.replace(b"\n\ndata: ", b",") + b"]"
-            if len(array) == len(body) + 2 - 7 * (n - 1) and _LF not in array:
+            if _LF not in array:
+                n = (len(body) + 2 - len(array)) // 7 + 1
                 try:
                     values = _loads(array)
                 except ValueError:  # not JSON (an end marker, a malformed frame), not UTF-8
                     pass
                 else:
                     if len(values) == n:
+                        self.completed = n
                         return True, values
         elif buf[:7] == b"event: ":
-            # event: a \n data: A \n\n event: b ... -> ["a",A,"b",B,...]: with every event
-            # begun by "event: ", no line end left, and names and values alternating, each
+            # event: a \n data: A \n\n event: b ... -> ["a",A,"b",B,...]: with no line end
+            # left, every blank line was followed by "event: " (each replaced one shortens by
+            # 7) and every other line end by "data: "; names and values alternating, each
             # event was its name and one data line.
             body = buf[7:end]
             named = body.replace(b"\n\nevent: ", b',"')
             array = b'["' + named.replace(b"\ndata: ", b'",') + b"]"
-            if len(named) == len(body) - 7 * (n - 1) and _LF not in array:
+            if _LF not in array:
+                n = (len(body) - len(named)) // 7 + 1
                 try:
                     values = _loads(array)
                 except ValueError:
                     pass
                 else:
                     if [*map(type, values)] == [str, dict] * n:
+                        self.completed = n
                         return True, values[1::2]
+        self.completed = buf.count(b"\n\n")
         return False, self._datas(buf[:end].split(b"\n\n"))
 
     def _datas(self, blocks: list[bytes]) -> list[Any]:
@@ -207,31 +216,41 @@ class SSEDecoder:
             self._buf = b""
             self.completed = 1
             return []
-        blocks = buf.split(b"\n\n")
-        rest = blocks.pop()
-        self._buf = rest
-        self.completed = len(blocks)
+        blocks: list[bytes] | None = None
+        start = 0
+        if many is not None and buf[:6] == b"data: ":
+            # The fast path: all frames but the last few asked about at once, when each is one
+            # ``data:`` line (most reads of a model's stream are all content frames; its end,
+            # finish and usage, come in the last ones), as one JSON array of their data. The
+            # last few are found from the end and only they are cut apart (not the whole read).
+            rfind = buf.rfind
+            last = rfind(b"\n\n")
+            head = rfind(b"\n\n", 0, last) if last > 0 else -1
+            if head > 0:
+                head = rfind(b"\n\n", 0, head)
+                if head > 0:
+                    head = rfind(b"\n\n", 0, head)  # _TAIL (3) frames from the end
+            if head > 6 and buf.find(b"\n\n\n", head) < 0:
+                body = buf[6:head]
+                array = b"[" + body.replace(b"\n\ndata: ", b",") + b"]"
+                # With no line end left, every blank line of the head was a separator followed
+                # by "data: " (each replaced one shortens by 7) and each frame is one line; no
+                # run of line ends after it: the frames are those split() would cut.
+                if _LF not in array:
+                    count = (len(body) + 2 - len(array)) // 7 + 1
+                    if many(array, count) and _utf8(array):
+                        start = count
+                        blocks = buf[head + 2 : last].split(b"\n\n")
+                        self._buf = buf[last + 2 :]
+                        self.completed = start + len(blocks)
+        if blocks is None:
+            blocks = buf.split(b"\n\n")
+            self._buf = blocks.pop()
+            self.completed = len(blocks)
         skip = self._skip
         frames: list[SSEFrame] = []
         skipped: list[bytes] | None = None
-        start = 0
-        if many is not None and len(blocks) > _TAIL + 1:
-            # The fast path: all frames but the last few asked about at once, when each is one
-            # ``data:`` line (most reads of a model's stream are all content frames; its end,
-            # finish and usage, come in the last ones), as one JSON array of their data.
-            start = len(blocks) - _TAIL
-            cut = len(buf) - len(rest) - sum(map(len, blocks[start:])) - 2 * _TAIL
-            array = b"[" + buf[6 : cut - 2].replace(b"\n\ndata: ", b",") + b"]"
-            if not (
-                # Each frame began "data: " (every separator was replaced) and is one line.
-                buf.startswith(b"data: ")
-                and len(array) == cut - 6 - 7 * (start - 1)
-                and _LF not in array
-                and many(array, start)
-                and _utf8(array)
-            ):
-                start = 0
-        for block in blocks[start:] if start else blocks:
+        for block in blocks:
             if block[:6] == b"data: " and _LF not in block:
                 if skip is not None and skip(block):
                     if skipped is None:
@@ -251,7 +270,8 @@ class SSEDecoder:
             elif block:
                 self._parse(block, frames)
         if skipped is not None and not _well_formed(skipped):
-            return self._frames(blocks)
+            # Every frame of the read then, those of the fast path too.
+            return self._frames(buf.split(b"\n\n")[:-1] if start else blocks)
         return frames
 
     def _frames(self, blocks: list[bytes]) -> list[SSEFrame]:
