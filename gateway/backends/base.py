@@ -7,7 +7,7 @@ per ``[backends.<name>]`` table at startup and calls :meth:`Backend.start` and
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +37,13 @@ class Backend:
     #: The wire protocol the upstream speaks, if any. When it equals the client's protocol and
     #: ``request.raw_relay`` is set, the backend may relay raw upstream frames (the fast path).
     protocol: ClassVar[str | None] = None
+
+    #: The backend's stream as one list of events for each upstream read, when it has that form
+    #: (an HTTP upstream whose :meth:`stream` is not overridden); the pipeline then resumes one
+    #: generator a read rather than one an event. ``None``: :meth:`stream` is all there is.
+    _stream_reads: Callable[[ChatRequest, Exchange], AsyncGenerator[list[Event], None]] | None = (
+        None
+    )
 
     def __init__(self, name: str, config: Any, gateway: Gateway) -> None:
         self.name = name

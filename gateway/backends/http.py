@@ -20,6 +20,7 @@ the path, headers, request encoding, stream parser and error shape. The smallest
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from typing import Any, ClassVar, Protocol
 
 import attrs
@@ -103,6 +104,8 @@ class HTTPBackend(Backend):
         )
         #: Frames are JSON objects (frame_events is not overridden): read by their data alone.
         self._json_frames = cls.frame_events is HTTPBackend.frame_events
+        if cls.stream is HTTPBackend.stream:
+            self._stream_reads = self._reads
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -215,6 +218,22 @@ class HTTPBackend(Backend):
         go first as a :class:`Raw` event and the parsed events are marked ``relayed``. The
         events end after an error; a stream that closes before the parser saw its end is one.
         """
+        ev: Event | None = None
+        async with aclosing(self._reads(request, exchange)) as reads:
+            async for batch in reads:
+                for ev in batch:
+                    yield ev
+                del batch  # nothing of a read is held while the next one waits
+                ev = None
+
+    async def _reads(
+        self, request: ChatRequest, exchange: Exchange
+    ) -> AsyncGenerator[list[Event], None]:
+        """:meth:`stream`'s events, one list of them for each upstream read (never empty).
+
+        The pipeline reads a backend whose :meth:`stream` is this class's so (see
+        :attr:`Backend._stream_reads`): one resume of this generator a read, not one an event.
+        """
         protocol = request.protocol
         relay = request.raw_relay and self.relays(request)
         # A relay nobody observes reads only the frames that end or fail the stream.
@@ -231,7 +250,6 @@ class HTTPBackend(Backend):
         size, limit = 0, upstream.max_size
         batch: list[Event] | None
         parsed: list[SSEFrame] | None
-        ev: Event | None
         # The body is not kept in this frame: the stream may stay open long after it is sent.
         async with upstream.stream(
             self.path(request),
@@ -243,13 +261,13 @@ class HTTPBackend(Backend):
                 try:
                     chunk = await upstream.read(resp, exchange, until)
                 except GatewayError as err:
-                    yield Error(err)
+                    yield [Error(err)]
                     return
                 if not chunk:
                     break
                 size += len(chunk)
                 if size > limit:
-                    yield Error(upstream.too_large())
+                    yield [Error(upstream.too_large())]
                     return
                 if by_data:
                     batch = self._data_events(*decoder.feed_json(chunk), parser, relay)
@@ -262,13 +280,15 @@ class HTTPBackend(Backend):
                         if whole:
                             until = None
                             ended = resp.content.at_eof()
-                            yield Raw(
-                                whole,
-                                protocol,
-                                last=ended and not frames.pending,
-                                frames=decoder.completed,
-                                more=ended,
-                            )
+                            yield [
+                                Raw(
+                                    whole,
+                                    protocol,
+                                    last=ended and not frames.pending,
+                                    frames=decoder.completed,
+                                    more=ended,
+                                )
+                            ]
                         chunk = whole = b""
                         continue
                     batch = self.frame_events(parsed, parser, relay)
@@ -290,13 +310,13 @@ class HTTPBackend(Backend):
                         batch.insert(0, Raw(whole, protocol, last=last, frames=counted, more=ended))
                 if until is not None and _has_content(batch):
                     until = None
-                for ev in batch:
-                    yield ev
+                if batch:
+                    yield batch
                 if failed:
                     return
                 # Nothing of this read is held while the next one waits (an idle stream).
                 chunk = whole = b""
-                batch = parsed = ev = None
+                batch = parsed = None
             tail = _together(self.frame_events(decoder.end(), parser, relay), True)
             failed = bool(tail) and type(tail[-1]) is Error
             if failed:
@@ -305,19 +325,22 @@ class HTTPBackend(Backend):
                 closed = frames.end()
                 if closed:
                     tail.insert(0, Raw(closed, protocol))
-            for ev in tail:
-                yield ev
+            if tail:
+                yield tail
             if failed:
                 return
             if not self.stream_finished(parser):
-                yield Error(
-                    UpstreamError(
-                        f"backend '{self.name}' closed the stream before finishing its answer"
+                yield [
+                    Error(
+                        UpstreamError(
+                            f"backend '{self.name}' closed the stream before finishing its answer"
+                        )
                     )
-                )
+                ]
                 return
-            for ev in self.stream_end(parser, relay):
-                yield ev
+            end = self.stream_end(parser, relay)
+            if end:
+                yield end
 
     def _sound_frames(self, whole: bytes) -> bytes:
         """The leading frames of a relayed read that failed which are well-formed JSON and no

@@ -212,11 +212,21 @@ class Pipeline:
         try:
             req, route = await self.prepare_route(req, ex)
             policy = route.policy
-            answer = (
-                self.attempts.stream(route.backend, req, ex)
-                if policy is None
-                else policy.stream(req, ex, self.attempts)
+            answer: AsyncGenerator[Event | list[Event], None]
+            # An unobserved attempt at a backend that can give a read's events together (its
+            # own stream() gives them one by one): one resume of its generator a read.
+            reads = (
+                route.backend._stream_reads
+                if policy is None and type(self.attempts) is Attempts
+                else None
             )
+            if reads is not None:
+                answer = reads(req, ex)
+            elif policy is None:
+                answer = self.attempts.stream(route.backend, req, ex)
+            else:
+                answer = policy.stream(req, ex, self.attempts)
+            together = reads is not None
             success = self._success_hooks(ex)
             assembler = Assembler(req.model) if success else None
             filters = self.event_filters
@@ -224,38 +234,41 @@ class Pipeline:
             finished = sent = False
             try:
                 async with aclosing(answer) as events:
-                    async for ev in events:
-                        if filters:
-                            kept: Event | None = ev
-                            for flt in filters:
-                                kept = await flt(ev, ex)
+                    async for read in events:
+                        evs: Sequence[Event] = read if together else (read,)  # type: ignore[assignment]
+                        for ev in evs:
+                            if filters:
+                                kept: Event | None = ev
+                                for flt in filters:
+                                    kept = await flt(ev, ex)
+                                    if kept is None:
+                                        break
+                                    ev = kept
                                 if kept is None:
-                                    break
-                                ev = kept
-                            if kept is None:
-                                continue
-                        if type(ev) is Finish:
-                            finished = True
-                        elif type(ev) is UsageEvent:
-                            ex.usage = ev.usage
-                        elif type(ev) is Error:
-                            failed = ev.error
-                            self.metrics.upstream_error(ex.backend, failed)
-                            status, error = "error", failed
+                                    continue
+                            if type(ev) is Finish:
+                                finished = True
+                            elif type(ev) is UsageEvent:
+                                ex.usage = ev.usage
+                            elif type(ev) is Error:
+                                failed = ev.error
+                                self.metrics.upstream_error(ex.backend, failed)
+                                status, error = "error", failed
+                                yield ev
+                                return
+                            elif metered:
+                                if type(ev) is TextDelta or type(ev) is ReasoningDelta:
+                                    chars += len(ev.text)
+                                elif type(ev) is ToolCallDelta or type(ev) is ToolRunDelta:
+                                    chars += len(ev.arguments)
+                                elif type(ev) is Raw and count_raw:
+                                    frames += ev.frames or ev.data.count(b"\n\n")
+                            if assembler is not None:
+                                assembler.add(ev)
+                            sent = True
                             yield ev
-                            return
-                        elif metered:
-                            if type(ev) is TextDelta or type(ev) is ReasoningDelta:
-                                chars += len(ev.text)
-                            elif type(ev) is ToolCallDelta or type(ev) is ToolRunDelta:
-                                chars += len(ev.arguments)
-                            elif type(ev) is Raw and count_raw:
-                                frames += ev.frames or ev.data.count(b"\n\n")
-                        if assembler is not None:
-                            assembler.add(ev)
-                        sent = True
-                        yield ev
-                        del ev  # not held while the next event is awaited (an idle stream)
+                            del ev  # not held while the next event is awaited (an idle stream)
+                        del read, evs
             except GatewayError as err:
                 self.metrics.upstream_error(ex.backend, err)
                 status, error = "error", err
