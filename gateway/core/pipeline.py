@@ -246,7 +246,10 @@ class Pipeline:
                                     ev = kept
                                 if kept is None:
                                     continue
-                            if type(ev) is Finish:
+                            if type(ev) is TextDelta:  # the most frequent event: one test
+                                if metered:
+                                    chars += len(ev.text)
+                            elif type(ev) is Finish:
                                 finished = True
                             elif type(ev) is UsageEvent:
                                 ex.usage = ev.usage
@@ -257,7 +260,7 @@ class Pipeline:
                                 yield ev
                                 return
                             elif metered:
-                                if type(ev) is TextDelta or type(ev) is ReasoningDelta:
+                                if type(ev) is ReasoningDelta:
                                     chars += len(ev.text)
                                 elif type(ev) is ToolCallDelta or type(ev) is ToolRunDelta:
                                     chars += len(ev.arguments)
