@@ -526,7 +526,14 @@ class SSEResponse(web.StreamResponse):
         self._last_write = self._clock()
         self._writing += 1
         try:
-            await super().write(data)
+            # StreamResponse.write() inline (one coroutine fewer a write): its checks, then its
+            # payload writer's write().
+            writer = self._payload_writer
+            if self._eof_sent:
+                raise RuntimeError("Cannot call write() after write_eof()")
+            if writer is None:
+                raise RuntimeError("Cannot call write() before prepare()")
+            await writer.write(data)
         except ConnectionResetError:
             if self.timed_out:
                 raise SendTimeout("the client read nothing within the send timeout") from None
@@ -596,5 +603,7 @@ class SSEResponse(web.StreamResponse):
             self._pinging.cancel()
 
     async def write_eof(self, data: bytes = b"") -> None:
+        if self._eof_sent:
+            return  # aiohttp's own call once the handler has returned: the stream is over
         self.stop_pinging()
         await super().write_eof(data)
