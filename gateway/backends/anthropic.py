@@ -73,6 +73,8 @@ class AnthropicBackend(HTTPBackend):
                 f"(drop the trailing /v1: {str(config.base_url)[:-3]!r})"
             )
         super().__init__(name, config, gateway)
+        if type(self).error is AnthropicBackend.error:
+            self._error_type = "error"  # the only frames error() looks into
         #: Betas the configuration always asks for; a client's are added to them.
         self._betas = next(
             (v for k, v in config.headers.items() if k.lower() == "anthropic-beta"), None

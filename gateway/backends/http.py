@@ -104,6 +104,9 @@ class HTTPBackend(Backend):
         )
         #: Frames are JSON objects (frame_events is not overridden): read by their data alone.
         self._json_frames = cls.frame_events is HTTPBackend.frame_events
+        #: The ``type`` of the only objects :meth:`error` can find an error in, when a subclass
+        #: says so (its own error() only): other stream frames are not asked about.
+        self._error_type: str | None = None
         if cls.stream is HTTPBackend.stream:
             self._stream_reads = self._reads
 
@@ -372,6 +375,7 @@ class HTTPBackend(Backend):
         error = self.error
         feed = parser.feed
         loads = orjson.loads
+        error_type = self._error_type
         for data in items:
             if parsed:
                 obj = data
@@ -389,10 +393,11 @@ class HTTPBackend(Backend):
                     continue
             if type(obj) is not dict:
                 continue
-            err = error(obj)
-            if err is not None:
-                batch.append(Error(err, relayed=relay))
-                break
+            if error_type is None or obj.get("type") == error_type:
+                err = error(obj)
+                if err is not None:
+                    batch.append(Error(err, relayed=relay))
+                    break
             events = feed(obj)
             if relay:
                 for ev in events:

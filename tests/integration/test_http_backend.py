@@ -197,3 +197,42 @@ async def test_json_answers_raise_the_protocols_error():
         backend.json(b'{"failure": "gone"}')
     with pytest.raises(UpstreamError, match="invalid JSON"):
         backend.json(b"{nope")
+
+
+class ShoutingBackend(WordsBackend):
+    """A subclass whose own stream() changes the events its base's gives."""
+
+    async def stream(self, request, exchange):
+        async for ev in super().stream(request, exchange):
+            if type(ev) is TextDelta:
+                ev.text = ev.text.upper()
+            yield ev
+
+
+class ShoutingPlugin:
+    @hookimpl
+    def gateway_register_backends(self, register):
+        register("shouting", ShoutingBackend, WordsConfig)
+
+
+async def test_a_subclass_stream_is_the_one_that_answers(aiohttp_server, make_gateway, sdk):
+    # The pipeline reads an HTTP backend's events a read at a time only when its stream() is
+    # the base's: an override is what the client gets.
+    server = await aiohttp_server(words_upstream())
+    config = {
+        "backends": {
+            "loud": {
+                "kind": "shouting",
+                "base_url": str(server.make_url("/api")),
+                "api_key": SECRET,
+            }
+        },
+        "models": {"shouter": {"backend": "loud"}},
+    }
+    client = await make_gateway(config, plugins=[("shouting", ShoutingPlugin())])
+    stream = await sdk(client).chat.completions.create(
+        model="shouter", messages=[{"role": "user", "content": "one two"}], stream=True
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == text.upper() and "TWO" in text and "ONE" in text
