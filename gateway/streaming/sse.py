@@ -133,20 +133,20 @@ class SSEDecoder:
             self.completed = len(blocks)
             return False, self._datas(blocks)
         self._buf = buf[end + 2 :]
-        # The rest holds no blank line. How many events the read completed is counted by what
-        # the one-pass forms below replace; a count() of the blank lines (a pass over the whole
-        # read) only when they do not apply.
+        # The rest holds no blank line. How many events the read completed is how many parts
+        # the forms below split the read into; a count() of the blank lines (a pass over the
+        # whole read) only when they do not apply. (Split and joined rather than replaced:
+        # Python 3.11's replace() looks for its separators twice, a count first.)
         if buf.find(b"\n\n", 0, end) < 0:  # one event (a stream's tokens, one a read)
             self.completed = 1
             return False, self._datas([buf[:end]])
         if buf[:6] == b"data: ":
             # data: A \n\n data: B ... -> [A,B,...]: with no line end left, every blank line
-            # was a separator followed by "data: " (each replaced one shortens by 7), and each
-            # event one line.
-            body = buf[6:end]
-            array = b"[" + body.replace(b"\n\ndata: ", b",") + b"]"
+            # was a separator followed by "data: ", and each event one line.
+            datas = buf[6:end].split(b"\n\ndata: ")
+            array = b"[" + b",".join(datas) + b"]"
             if _LF not in array:
-                n = (len(body) + 2 - len(array)) // 7 + 1
+                n = len(datas)
                 try:
                     values = _loads(array)
                 except ValueError:  # not JSON (an end marker, a malformed frame), not UTF-8
@@ -157,14 +157,12 @@ class SSEDecoder:
                         return True, values
         elif buf[:7] == b"event: ":
             # event: a \n data: A \n\n event: b ... -> ["a",A,"b",B,...]: with no line end
-            # left, every blank line was followed by "event: " (each replaced one shortens by
-            # 7) and every other line end by "data: "; names and values alternating, each
-            # event was its name and one data line.
-            body = buf[7:end]
-            named = body.replace(b"\n\nevent: ", b',"')
-            array = b'["' + named.replace(b"\ndata: ", b'",') + b"]"
+            # left, every blank line was followed by "event: " and every other line end by
+            # "data: "; names and values alternating, each event was its name and one data line.
+            events = buf[7:end].split(b"\n\nevent: ")
+            array = b'["' + b'",'.join(b',"'.join(events).split(b"\ndata: ")) + b"]"
             if _LF not in array:
-                n = (len(body) - len(named)) // 7 + 1
+                n = len(events)
                 try:
                     values = _loads(array)
                 except ValueError:
@@ -231,13 +229,15 @@ class SSEDecoder:
                 if head > 0:
                     head = rfind(b"\n\n", 0, head)  # _TAIL (3) frames from the end
             if head > 6 and buf.find(b"\n\n\n", head) < 0:
-                body = buf[6:head]
-                array = b"[" + body.replace(b"\n\ndata: ", b",") + b"]"
+                # Split and joined rather than replaced: Python 3.11's replace() looks for its
+                # separators twice (a count first).
+                datas = buf[6:head].split(b"\n\ndata: ")
+                array = b"[" + b",".join(datas) + b"]"
                 # With no line end left, every blank line of the head was a separator followed
-                # by "data: " (each replaced one shortens by 7) and each frame is one line; no
-                # run of line ends after it: the frames are those split() would cut.
+                # by "data: " and each frame is one line; no run of line ends after it: the
+                # frames are those split() would cut.
                 if _LF not in array:
-                    count = (len(body) + 2 - len(array)) // 7 + 1
+                    count = len(datas)
                     if many(array, count) and _utf8(array):
                         start = count
                         blocks = buf[head + 2 : last].split(b"\n\n")
