@@ -18,6 +18,8 @@ import attrs
 import msgspec
 import orjson
 from aiohttp import web
+from aiohttp.client_exceptions import ClientConnectionResetError
+from aiohttp.http_writer import StreamWriter
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.streaming import model_name
@@ -533,7 +535,34 @@ class SSEResponse(web.StreamResponse):
                 raise RuntimeError("Cannot call write() after write_eof()")
             if writer is None:
                 raise RuntimeError("Cannot call write() before prepare()")
-            await writer.write(data)
+            if (
+                type(writer) is StreamWriter
+                and writer._headers_written
+                and writer.chunked
+                and writer._on_chunk_sent is None
+                and writer.on_body_write is None
+                and writer._compress is None
+                and writer.length is None
+                and type(data) is bytes
+                and data
+            ):
+                # What the writer's write() does for a chunk of a chunked body once the head
+                # is out, without its coroutine and its _write_chunked_payload() and
+                # _writelines() calls: one transport write (Python 3.11's aiohttp joins them
+                # too), drained past the same limit.
+                transport = writer._protocol.transport
+                if transport is None or transport.is_closing():
+                    raise ClientConnectionResetError("Cannot write to closing transport")
+                chunk = b"%x\r\n%b\r\n" % (len(data), data)
+                size = len(chunk)
+                writer.output_size += size
+                writer.buffer_size += size
+                transport.write(chunk)
+                if writer.buffer_size > 0x10000:
+                    writer.buffer_size = 0
+                    await writer.drain()
+            else:
+                await writer.write(data)
         except ConnectionResetError:
             if self.timed_out:
                 raise SendTimeout("the client read nothing within the send timeout") from None
