@@ -323,31 +323,27 @@ class Request(web.Request):
         *,
         client_max_size: int = 1024**2,
         client_max_fields: int = 1000,
-        **kwargs: Any,
+        state: dict[Any, Any] | None = None,
+        scheme: str | None = None,
+        host: str | None = None,
+        remote: str | None = None,
     ) -> None:
-        if kwargs:  # a clone()'s state, scheme, host or remote
-            super().__init__(
-                message,
-                payload,
-                protocol,
-                payload_writer,
-                task,
-                loop,
-                client_max_size=client_max_size,
-                client_max_fields=client_max_fields,
-                **kwargs,
-            )
-        else:  # without a mapping of keywords made and unpacked
-            super().__init__(
-                message,
-                payload,
-                protocol,
-                payload_writer,
-                task,
-                loop,
-                client_max_size=client_max_size,
-                client_max_fields=client_max_fields,
-            )
+        # aiohttp 3.14's keywords, each passed by name: a ``**kwargs`` would build a mapping and
+        # unpack it again on every request.
+        super().__init__(
+            message,
+            payload,
+            protocol,
+            payload_writer,
+            task,
+            loop,
+            client_max_size=client_max_size,
+            client_max_fields=client_max_fields,
+            state=state,
+            scheme=scheme,
+            host=host,
+            remote=remote,
+        )
         self.headers = message.headers
         self.method = message.method
         self.version = message.version
