@@ -43,8 +43,6 @@ _KEPT = 4096
 _KEPT_CALLERS = 10_000
 #: What a request without usage counts in its ledger row (read only).
 _NO_USAGE = Usage()
-#: A model whose price is not looked up yet.
-_UNKNOWN: Any = object()
 
 
 #: What a request reserved: its price, its budgets' tag and counters, and the amount (a plain
@@ -127,41 +125,20 @@ class SpendFilter(Filter):
         return tag, tuple(found)
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        model = request.model
-        price = self._by_model.get(model, _UNKNOWN)
-        if price is _UNKNOWN:
-            price = self.price(model)
+        price = self.price(request.model)
         principal = exchange.principal
         attributes = principal.attributes
         if self.budgets is None or not attributes:
             reservation: Reservation = (price, "", (), 0)
         else:
-            # self._counters(), its common case inline: this caller's, for the present second.
-            periods = self.periods
-            kept = self._budgets.get(principal.id)
-            if (
-                kept is not None
-                and kept[0] is attributes
-                and kept[1] is periods.now
-                and time.time() < periods.until
-            ):
-                tag, budgets = kept[2], kept[3]
-            else:
-                tag, budgets = self._counters(attributes, principal.id)
+            tag, budgets = self._counters(attributes, principal.id)
             if not budgets:
                 reservation = (price, "", (), 0)
             else:
                 amount = 0
                 if price is not None:
                     max_tokens = request.max_tokens or self.default_max_tokens
-                    flat = price.flat
-                    if flat is not None:  # Price.estimate's flat case, inline
-                        estimate = (
-                            request_tokens(request) * flat[0] + max_tokens * flat[2]
-                        ) / 1e6 + flat[3]
-                    else:
-                        estimate = price.estimate(request_tokens(request), max_tokens)
-                    amount = round(estimate * MICRO)
+                    amount = round(price.estimate(request_tokens(request), max_tokens) * MICRO)
                 memory = self._memory
                 if memory is not None:
                     refused = memory.reserve_now(budgets, amount)
