@@ -161,15 +161,8 @@ class Metrics:
         if hist is None:
             hist = self.duration[route] = Histogram(_LATENCY_BUCKETS)
             self.overhead[route] = Histogram(_OVERHEAD_BUCKETS)
-        # Histogram.observe() twice, without its calls.
-        hist.counts[bisect_left(hist.bounds, elapsed)] += 1
-        hist.sum += elapsed
-        hist = self.overhead[route]
-        overhead = elapsed - ex.upstream_seconds
-        if overhead < 0.0:
-            overhead = 0.0
-        hist.counts[bisect_left(hist.bounds, overhead)] += 1
-        hist.sum += overhead
+        hist.observe(elapsed)
+        self.overhead[route].observe(max(0.0, elapsed - ex.upstream_seconds))
         if ex.first_byte is not None:
             fb_key = (route, ex.model)
             fb = self.first_byte.get(fb_key)

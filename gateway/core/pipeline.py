@@ -165,14 +165,7 @@ class Pipeline:
                     resp = changed
                     resp.raw = None
             ex.usage = resp.usage
-            # _success_hooks(ex) without its call for a request without notes.
-            if self._noted is None:
-                success = self.success_hooks
-            elif ex.notes is None:
-                success = self._unnoted
-            else:
-                success = self._success_hooks(ex)
-            for hook in success:
+            for hook in self._success_hooks(ex):
                 await hook(req, resp, ex)
             status = "success"
             if self.end_hooks:

@@ -226,8 +226,8 @@ class Handling:
     application with old-style middlewares, goes through aiohttp's ``_handle``.
 
     :meth:`handle` is the application's handler; :meth:`find` finds, without a coroutine, the
-    chained handler of a request for a plain path when the router keeps them in a dict
-    (``plain``, :class:`gateway.core.dispatch.Dispatcher`'s), and a connection calls that
+    chained handler of a request for a plain path when the router finds those without a coroutine
+    (``plain_match``, :class:`gateway.core.dispatch.Dispatcher`'s), and a connection calls that
     handler itself."""
 
     def __init__(self, app: web.Application) -> None:
@@ -235,8 +235,10 @@ class Handling:
         self._handle = app._handle
         self._legacy = app._has_legacy_middlewares
         self._router = app.router
-        plain: dict[str, dict[str, AbstractRoute]] | None = getattr(app.router, "plain", None)
-        self._plain = None if self._legacy else plain
+        plain_match: Callable[[web.Request], UrlMappingMatchInfo | None] | None = getattr(
+            app.router, "plain_match", None
+        )
+        self._plain_match = None if self._legacy else plain_match
         # _middlewares_handlers: the application's middlewares, innermost first, then aiohttp's.
         self._middlewares = [m for m, _ in app._middlewares_handlers or ()][:-1]
         self._run_middlewares = app._run_middlewares
@@ -245,22 +247,18 @@ class Handling:
     def find(self, request: web.Request) -> Handle | None:
         """The handler, middlewares chained, of a request for a plain route, its match info
         set; ``None`` when :meth:`handle` must find it (other routes, ``Expect``)."""
-        plain = self._plain
-        if plain is None:
+        plain_match = self._plain_match
+        if plain_match is None:
             return None
-        # Dispatcher.plain_match(request), without its call.
-        routes = plain.get(request.raw_path)
-        if routes is None:
+        match_info = plain_match(request)
+        if match_info is None or request.headers.get(_EXPECT):
             return None
-        route = routes.get(request.method) or routes.get("*")
-        if route is None or request.headers.get(_EXPECT):
-            return None
-        match_info = UrlMappingMatchInfo({}, route)
         # What add_app() and freeze() do to a new match, without their calls.
         match_info._current_app = app = self.app
         match_info._apps.append(app)
         match_info._frozen = True
         request._match_info = match_info
+        route = match_info._route
         return self._chains.get(route) or self._chain(route)
 
     def _chain(self, route: AbstractRoute) -> Handle:

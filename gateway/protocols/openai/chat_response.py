@@ -27,15 +27,11 @@ def decode_response(obj: Any) -> ChatResponse:
         msg = choice["message"]
     except (KeyError, IndexError, TypeError):
         raise UpstreamError("the upstream's answer has no choices") from None
-    # finish_reason() inline.
-    finish = FINISH_IN.get(choice.get("finish_reason") or "stop", "stop")
-    if finish == "stop" and msg.get("tool_calls"):
-        finish = "tool_calls"
     return ChatResponse(
         id=obj.get("id") or new_id("chatcmpl-"),
         model=obj.get("model") or "",
         message=_message(msg),
-        finish_reason=finish,
+        finish_reason=finish_reason(choice.get("finish_reason"), bool(msg.get("tool_calls"))),
         usage=decode_usage(obj.get("usage")),
         created=obj.get("created") or int(time.time()),
     )
