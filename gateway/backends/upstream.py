@@ -161,12 +161,6 @@ class Upstream:
             extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
         if not extra:
             return line
-        if len(extra) == 1:
-            # One header (a tracer's traceparent, say): without the comprehension's call.
-            ((name, value),) = extra.items()
-            if name.lower() == "x-request-id":
-                return line
-            return encode_headers(((name, value),)) + line
         return (
             encode_headers([(k, v) for k, v in extra.items() if k.lower() != "x-request-id"]) + line
         )
@@ -185,12 +179,7 @@ class Upstream:
                 "POST",
                 self._path + path,
                 body,
-                # _own_headers() without its call when the request id is all there is.
-                headers=(
-                    b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
-                    if not headers and not ex.upstream_headers
-                    else self._own_headers(ex, headers)
-                ),
+                headers=self._own_headers(ex, headers),
                 read_timeout=cfg.read_timeout,
                 deadline=now + cfg.timeout,
                 first_byte=now + cfg.first_byte_timeout,
