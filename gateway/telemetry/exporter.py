@@ -7,7 +7,9 @@ them take no time from requests: they run in this process, on another core, unde
 their own. Run as ``python exporter.py VERSION`` (by path: it imports nothing of the gateway).
 
 Frames on stdin: a 4-byte big-endian length, then a list of records (``marshal``: the
-fastest way for plain tuples, between two processes of one Python) (:data:`FIELDS`).
+fastest way for plain tuples, between two processes of one Python): a span (:data:`FIELDS`),
+or a request (:data:`REQUEST_FIELDS`), the facts of its server span and of the upstream
+attempts made right under it, which :func:`spans` makes into those spans here.
 At end of input what is left is exported and the exporter shut down (flushed).
 
 Encoding: the SDK's OTLP encoder builds a protobuf object per span and per attribute (about
@@ -47,6 +49,179 @@ FIELDS = (
     "status",  # opentelemetry.trace.StatusCode value
     "description",
 )
+
+
+#: The first field of a request's record (a span's is its name, a string).
+REQUEST = 0
+#: A request's record's fields, in order.
+REQUEST_FIELDS = (
+    "marker",  # REQUEST
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "parent_remote",
+    "flags",
+    "trace_state",
+    "start",
+    "end",
+    "method",  # http.request.method
+    "path",  # url.path
+    "route",  # http.route
+    "request_id",  # hookgate.request_id
+    "name",  # the span's name when set; else "chat <model>" (asked) or "<method> <route>"
+    "status_code",  # http.response.status_code, or None
+    "status",
+    "description",
+    "cost",  # hookgate.cost_usd, or None
+    "asked",  # ASKED, or None
+    "answered",  # ANSWERED, or None
+    "attempts",  # a list of ATTEMPT, or None
+    "attributes",  # the others
+)
+#: What was asked (the pipeline's request), in order.
+ASKED = ("model", "max_tokens", "temperature", "top_p", "principal")
+#: How it ended, in order.
+ANSWERED = ("response_model", "outcome", "input_tokens", "output_tokens")
+#: An upstream attempt's facts, in order.
+ATTEMPT = (
+    "span_id",
+    "start",
+    "end",
+    "provider",  # gen_ai.provider.name: the backend's kind
+    "backend",  # hookgate.backend: its label
+    "model",  # gen_ai.request.model: the upstream model
+    "max_tokens",
+    "response_model",  # or None
+    "finish_reason",  # or None
+    "input_tokens",  # or None
+    "output_tokens",  # or None
+    "error_type",  # or None
+    "status",
+    "description",
+    "outcome",  # "client_gone" when its stream was closed early, else None
+)
+_SERVER_KIND, _CLIENT_KIND = 1, 2  # opentelemetry.trace.SpanKind values
+
+
+def spans_of(record: tuple[Any, ...]) -> int:
+    """How many spans ``record`` holds."""
+    if record[0] != REQUEST:
+        return 1
+    attempts = record[20]
+    return 1 + len(attempts) if attempts else 1
+
+
+def name_of(record: tuple[Any, ...]) -> str:
+    """The name of the (server) span of ``record``."""
+    if record[0] != REQUEST:
+        return str(record[0])
+    name, asked = record[13], record[18]
+    if name:
+        return str(name)
+    return f"chat {asked[0]}" if asked else f"{record[9]} {record[11]}"
+
+
+def attempt_span(
+    trace_id: int, parent_id: int, flags: int, state: str, facts: tuple[Any, ...]
+) -> tuple[Any, ...]:
+    """The client span (:data:`FIELDS`) of an attempt's facts (:data:`ATTEMPT`)."""
+    (span_id, start, end, provider, backend, model, max_tokens, response_model) = facts[:8]
+    (finish, input_tokens, output_tokens, error, status, description, outcome) = facts[8:]
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": model,
+        "gen_ai.provider.name": provider,
+        "hookgate.backend": backend,
+    }
+    if max_tokens is not None:
+        attributes["gen_ai.request.max_tokens"] = max_tokens
+    if response_model is not None:
+        attributes["gen_ai.response.model"] = response_model
+    if finish is not None:
+        attributes["gen_ai.response.finish_reasons"] = [finish]
+    if input_tokens is not None:
+        attributes["gen_ai.usage.input_tokens"] = input_tokens
+        attributes["gen_ai.usage.output_tokens"] = output_tokens
+    if error is not None:
+        attributes["error.type"] = error
+    if outcome is not None:
+        attributes["hookgate.outcome"] = outcome
+    return (
+        f"chat {model}",
+        _CLIENT_KIND,
+        trace_id,
+        span_id,
+        parent_id,
+        False,
+        flags,
+        state,
+        start,
+        end,
+        attributes,
+        status,
+        description,
+    )
+
+
+def spans(record: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The spans (:data:`FIELDS`) of a record: itself when it is one, else its request's server
+    span after the client spans of its attempts (which ended first)."""
+    if record[0] != REQUEST:
+        return [record]
+    (_, trace_id, span_id, parent_id, remote, flags, state, start, end) = record[:9]
+    (method, path, route, request_id, _name, status_code, status, description) = record[9:17]
+    (cost, asked, answered, attempts, others) = record[17:]
+    out = [attempt_span(trace_id, span_id, flags, state, a) for a in attempts or ()]
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "url.path": path,
+        "http.route": route,
+        "hookgate.request_id": request_id,
+    }
+    if asked:
+        model, max_tokens, temperature, top_p, principal = asked
+        attributes["gen_ai.operation.name"] = "chat"
+        attributes["gen_ai.request.model"] = model
+        if max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = max_tokens
+        if temperature is not None:
+            attributes["gen_ai.request.temperature"] = temperature
+        if top_p is not None:
+            attributes["gen_ai.request.top_p"] = top_p
+        if principal is not None:
+            attributes["hookgate.principal"] = principal
+    if status_code is not None:
+        attributes["http.response.status_code"] = status_code
+    if others:
+        attributes.update(others)
+    if answered:
+        response_model, outcome, input_tokens, output_tokens = answered
+        attributes["gen_ai.response.model"] = response_model
+        attributes["hookgate.outcome"] = outcome
+        if input_tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = input_tokens
+            attributes["gen_ai.usage.output_tokens"] = output_tokens
+    if cost is not None:
+        attributes["hookgate.cost_usd"] = cost
+    name = name_of(record)
+    out.append(
+        (
+            name,
+            _SERVER_KIND,
+            trace_id,
+            span_id,
+            parent_id,
+            remote,
+            flags,
+            state,
+            start,
+            end,
+            attributes,
+            status,
+            description,
+        )
+    )
+    return out
 
 
 def _read(stream: BinaryIO, n: int) -> bytes:
@@ -280,7 +455,8 @@ def run(stream: BinaryIO, exporter: Any, builder: Builder, batch: int) -> None:
     send = getattr(client, "export", None) if client is not None else None
     encoder = Encoder(builder) if send is not None else None
     try:
-        for records in frames(stream):
+        for received in frames(stream):
+            records = [span for record in received for span in _spans(record)]
             for i in range(0, len(records), batch):
                 chunk = records[i : i + batch]
                 if encoder is not None and send is not None:
@@ -289,6 +465,14 @@ def run(stream: BinaryIO, exporter: Any, builder: Builder, batch: int) -> None:
                     exporter.export([s for s in (_built(builder, r) for r in chunk) if s])
     finally:
         exporter.shutdown()
+
+
+def _spans(record: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    try:
+        return spans(record)
+    except Exception as exc:  # one bad record must not stop the others
+        log.warning("record %r not exported: %s", record[:1], exc)
+        return []
 
 
 def _send(send: Any, encoder: Encoder, records: list[tuple[Any, ...]]) -> None:

@@ -42,6 +42,7 @@ from gateway import (
     Outcome,
     UsageEvent,
 )
+from gateway.telemetry.exporter import REQUEST, attempt_span, name_of, spans_of
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.sampling import Sampler
@@ -133,7 +134,7 @@ class Span:
 
     def headers(self) -> dict[str, str]:
         """The W3C trace context of this span (``traceparent``, ``tracestate``)."""
-        out = {"traceparent": traceparent(self)}
+        out = {"traceparent": traceparent(self.trace_id, self.span_id, self.flags)}
         if self.state:
             out["tracestate"] = self.state
         return out
@@ -162,6 +163,107 @@ class Span:
         )
 
 
+class RequestSpan(Span):
+    """A request's server span, and the client spans of its upstream attempts made directly
+    under it (not an agent's), recorded at its end as one tuple (``exporter.REQUEST``) that the
+    exporter process makes into those spans: on the request path the facts are kept in slots and
+    tuples, not in attribute dicts, and a request is one record to send rather than two.
+
+    What the facts do not cover goes in :attr:`attributes` (``set_attribute``)."""
+
+    __slots__ = (
+        "_pipe",
+        "answered",
+        "asked",
+        "attempts",
+        "cost",
+        "method",
+        "path",
+        "request_id",
+        "route",
+        "status_code",
+    )
+
+    def __init__(
+        self,
+        sink: SpanPipe | None,
+        method: str,
+        route: str,
+        path: str,
+        request_id: str,
+        trace_id: int,
+        parent_id: int,
+        remote: bool,
+        flags: int,
+        state: str,
+        attributes: dict[str, Any],
+    ) -> None:
+        # Named at its end (exporter.name_of) unless update_name() names it.
+        super().__init__(sink, "", _SERVER, trace_id, parent_id, remote, flags, state, attributes)
+        self._pipe = sink
+        self.method = method
+        self.route = route
+        self.path = path
+        self.request_id = request_id
+        #: ``http.response.status_code`` once answered.
+        self.status_code: int | None = None
+        #: ``hookgate.cost_usd`` once priced.
+        self.cost: float | None = None
+        #: The request's facts (``exporter.ASKED``), once the pipeline has it.
+        self.asked: tuple[Any, ...] | None = None
+        #: Its outcome's facts (``exporter.ANSWERED``), at its end.
+        self.answered: tuple[Any, ...] | None = None
+        #: The facts of its attempts (``exporter.ATTEMPT``), as they end.
+        self.attempts: list[tuple[Any, ...]] | None = None
+
+    def attempt(self, facts: tuple[Any, ...]) -> None:
+        """Keep an attempt's facts (:data:`exporter.ATTEMPT`) for the record; one that ends
+        after the request (a run going on after its answer) is sent as a span of its own."""
+        if self._sink is None:
+            pipe = self._pipe
+            if pipe is not None:  # recording, and ended
+                pipe.add(attempt_span(self.trace_id, self.span_id, self.flags, self.state, facts))
+            return
+        if self.attempts is None:
+            self.attempts = [facts]
+        else:
+            self.attempts.append(facts)
+
+    def end(self) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        self._sink = None
+        attempts = self.attempts
+        sink.add(
+            (
+                REQUEST,
+                self.trace_id,
+                self.span_id,
+                self.parent_id,
+                self.remote,
+                self.flags,
+                self.state,
+                self.start,
+                _time_ns(),
+                self.method,
+                self.path,
+                self.route,
+                self.request_id,
+                self.name,
+                self.status_code,
+                self.status,
+                self.description,
+                self.cost,
+                self.asked,
+                self.answered,
+                attempts,
+                self.attributes,
+            ),
+            1 + len(attempts) if attempts else 1,
+        )
+
+
 class Tracer:
     """Starts spans: sampled by the SDK's sampler of the environment (``OTEL_TRACES_SAMPLER``,
     parent-based on the caller's ``traceparent`` by default), recorded into ``sink``."""
@@ -173,13 +275,44 @@ class Tracer:
         #: does not ask the sampler.
         self.roots_sampled = sampler.get_description() in _ROOTS_SAMPLED
 
-    def server(self, name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Span:
+    def request(
+        self, method: str, route: str, path: str, request_id: str, headers: Mapping[str, str]
+    ) -> RequestSpan:
         """A request's span, continuing the caller's trace when it sent one."""
         if "traceparent" not in headers:
-            return self._root(name, _SERVER, None, None, attributes)
-        context = PROPAGATOR.extract(headers)
-        found = trace.get_current_span(context).get_span_context()
-        return self._root(name, _SERVER, context, found if found.is_valid else None, attributes)
+            if self.roots_sampled:
+                trace_id = _getrandbits(128) or 1
+                return RequestSpan(
+                    self.sink, method, route, path, request_id, trace_id, 0, False, 1, "", {}
+                )
+            context = parent = None
+        else:
+            context = PROPAGATOR.extract(headers)
+            found = trace.get_current_span(context).get_span_context()
+            parent = found if found.is_valid else None
+        # What the sampler is told: the span's name and attributes as they are at its start.
+        facts = {
+            "http.request.method": method,
+            "url.path": path,
+            "http.route": route,
+            "hookgate.request_id": request_id,
+        }
+        sink, trace_id, flags, state, added = self._sample(
+            f"{method} {route}", _SERVER, context, parent, facts
+        )
+        return RequestSpan(
+            sink,
+            method,
+            route,
+            path,
+            request_id,
+            trace_id,
+            parent.span_id if parent is not None else 0,
+            parent is not None,
+            flags,
+            state,
+            added,
+        )
 
     def _root(
         self,
@@ -191,23 +324,35 @@ class Tracer:
     ) -> Span:
         if parent is None and self.roots_sampled:
             return Span(self.sink, name, kind, _getrandbits(128) or 1, 0, False, 1, "", attributes)
-        trace_id = parent.trace_id if parent is not None else (_getrandbits(128) or 1)
-        result = self.sampler.should_sample(context, trace_id, name, SpanKind(kind), attributes)
-        sampled = result.decision is sampling.Decision.RECORD_AND_SAMPLE
-        if sampled and result.attributes:
-            attributes = {**attributes, **result.attributes}
-        state = result.trace_state.to_header() if result.trace_state else ""
+        sink, trace_id, flags, state, added = self._sample(name, kind, context, parent, attributes)
         return Span(
-            self.sink if sampled else None,
+            sink,
             name,
             kind,
             trace_id,
             parent.span_id if parent is not None else 0,
             parent is not None,
-            1 if sampled else 0,
+            flags,
             state,
-            attributes,
+            {**attributes, **added} if added else attributes,
         )
+
+    def _sample(
+        self,
+        name: str,
+        kind: int,
+        context: Any,
+        parent: trace.SpanContext | None,
+        attributes: dict[str, Any],
+    ) -> tuple[SpanPipe | None, int, int, str, dict[str, Any]]:
+        """The sampler's decision on a new span: where it is recorded (``None``: nowhere), its
+        trace id, flags, trace state, and the attributes the sampler adds."""
+        trace_id = parent.trace_id if parent is not None else (_getrandbits(128) or 1)
+        result = self.sampler.should_sample(context, trace_id, name, SpanKind(kind), attributes)
+        sampled = result.decision is sampling.Decision.RECORD_AND_SAMPLE
+        added = dict(result.attributes) if sampled and result.attributes else {}
+        state = result.trace_state.to_header() if result.trace_state else ""
+        return (self.sink if sampled else None), trace_id, (1 if sampled else 0), state, added
 
     def child(self, parent: Span | None, name: str, kind: int, attributes: dict[str, Any]) -> Span:
         """A span under ``parent`` (recording: the caller checks), or a new trace's root."""
@@ -254,19 +399,23 @@ class SpanPipe:
         self.delay = max(0.0, _number(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000)
         self.stats = SpanStats()
         self._records: list[tuple[Any, ...]] = []
+        #: Spans in :attr:`_records`.
+        self._spans = 0
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stdin: asyncio.StreamWriter | None = None
         self._broken = False
 
-    def add(self, record: tuple[Any, ...]) -> None:
-        """Keep ``record`` for the exporter process."""
-        records = self._records
-        if len(records) >= self.max_queue:
-            self.stats.dropped += 1
+    def add(self, record: tuple[Any, ...], spans: int = 1) -> None:
+        """Keep ``record`` (of ``spans`` spans: a request's may hold its attempts') for the
+        exporter process."""
+        pending = self._spans + spans
+        if pending > self.max_queue:
+            self.stats.dropped += spans
             return
-        records.append(record)
-        if len(records) >= self.batch:
+        self._records.append(record)
+        self._spans = pending
+        if pending >= self.batch:
             self.flush()
         elif self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(self.delay, self.flush)
@@ -280,20 +429,25 @@ class SpanPipe:
         records = self._records
         if stdin is None or not records:
             return
+        spans = self._spans
         self._records = []
+        self._spans = 0
         if stdin.is_closing() or stdin.transport.get_write_buffer_size() > self.MAX_PENDING:
-            self.stats.dropped += len(records)
+            self.stats.dropped += spans
             if not self._broken and stdin.is_closing():
                 self._broken = True
                 log.error("the span exporter process is gone: spans are dropped")
             return
         try:
             data = marshal.dumps(records)
-        except ValueError:  # an attribute of a type of its own: that span goes
+        except ValueError:  # an attribute of a type of its own: that record goes
             records = [r for r in records if _marshals(r)]
             data = marshal.dumps(records)
+            kept = sum(map(spans_of, records))
+            self.stats.dropped += spans - kept
+            spans = kept
         stdin.write(len(data).to_bytes(4, "big") + data)
-        self.stats.sent += len(records)
+        self.stats.sent += spans
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:
         """``cleanup_ctx``: the exporter process for the app's lifetime; at the end what is left
@@ -339,13 +493,13 @@ def _marshals(record: tuple[Any, ...]) -> bool:
     try:
         marshal.dumps(record)
     except ValueError:
-        log.warning("span %r not exported: an attribute is not a plain value", record[0])
+        log.warning("span %r not exported: an attribute is not a plain value", name_of(record))
         return False
     return True
 
 
 class _SpanKey:
-    """The exchange note holding the request's server span."""
+    """The exchange note holding the request's server span (a :class:`RequestSpan`)."""
 
 
 class _ParentKey:
@@ -386,23 +540,14 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         ex = request[EXCHANGE]
-        route = ex.route.name
-        method = request.method
-        span = tracer.server(
-            f"{method} {route}",
-            request.headers,
-            {
-                "http.request.method": method,
-                "url.path": request.path,
-                "http.route": route,
-                "hookgate.request_id": ex.request_id,
-            },
+        span = tracer.request(
+            request.method, ex.route.name, request.path, ex.request_id, request.headers
         )
         ex.note(SERVER, span)
         try:
             resp = await handler(request)
         except GatewayError as err:
-            span.set_attribute("http.response.status_code", err.status)
+            span.status_code = err.status
             if err.status >= 500:
                 _failed(span, err)
             else:
@@ -412,17 +557,12 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
             _failed(span, exc)
             raise
         else:
-            # The span's attributes written as set_attribute() would, without its calls.
-            status = resp.status
-            if span._sink is not None:
-                span.attributes["http.response.status_code"] = status
+            status = span.status_code = resp.status
             if status >= 500:
                 span.set_error()
             return resp
         finally:
-            cost = ex.cost
-            if cost is not None and span._sink is not None:
-                span.attributes["hookgate.cost_usd"] = cost
+            span.cost = ex.cost
             span.end()
 
     return traced
@@ -441,19 +581,14 @@ class TracingFilter(Filter):
         span = notes.get(SERVER) if notes is not None else None
         if span is None or span._sink is None:  # none, or not recording
             return None
-        span.name = f"chat {request.model}"
-        attributes = span.attributes
-        attributes["gen_ai.operation.name"] = "chat"
-        attributes["gen_ai.request.model"] = request.model
-        if request.max_tokens is not None:
-            attributes["gen_ai.request.max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            attributes["gen_ai.request.temperature"] = request.temperature
-        if request.top_p is not None:
-            attributes["gen_ai.request.top_p"] = request.top_p
         principal = exchange.principal
-        if principal.id != "anonymous":
-            attributes["hookgate.principal"] = principal.name
+        span.asked = (
+            request.model,
+            request.max_tokens,
+            request.temperature,
+            request.top_p,
+            principal.name if principal.id != "anonymous" else None,
+        )
         return None
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
@@ -461,13 +596,13 @@ class TracingFilter(Filter):
         span = notes.get(SERVER) if notes is not None else None
         if span is None or span._sink is None:
             return
-        attributes = span.attributes
-        attributes["gen_ai.response.model"] = request.upstream_model or request.model
-        attributes["hookgate.outcome"] = outcome.status
         usage = outcome.usage
-        if usage is not None:
-            attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
-            attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+        span.answered = (
+            request.upstream_model or request.model,
+            outcome.status,
+            None if usage is None else usage.input_tokens,
+            None if usage is None else usage.output_tokens,
+        )
         # The cost is known only once the spend filter's end hook (a later one) has run: the
         # server middleware adds it when the span ends.
 
@@ -509,7 +644,7 @@ def _messages(messages: Any) -> str:
     return orjson.dumps(out).decode()
 
 
-def _server(ex: Exchange) -> Span | None:
+def _server(ex: Exchange) -> RequestSpan | None:
     notes = ex.notes
     return notes.get(SERVER) if notes is not None else None
 
@@ -528,7 +663,7 @@ class TracedAttempts(Attempts):
         parent = _parent(ex)
         if parent is not None and parent._sink is None:
             if ex.upstream_headers is None or "traceparent" not in ex.upstream_headers:
-                _pass_on(ex, parent)
+                _pass_on(ex, parent.trace_id, parent.span_id, parent.flags, parent.state)
             return None
         model = request.upstream_model or request.model
         agent = backend.kind == "agent"
@@ -547,10 +682,23 @@ class TracedAttempts(Attempts):
         name = f"{operation} {backend.name if agent else model}"
         kind = _INTERNAL if agent else _CLIENT
         span = self.tracer.child(parent, name, kind, attributes)
-        _pass_on(ex, span)
+        _pass_on(ex, span.trace_id, span.span_id, span.flags, span.state)
         return span
 
     async def complete(self, backend: Backend, request: ChatRequest, ex: Exchange) -> ChatResponse:
+        server = _under(ex) if backend.kind != "agent" else None
+        if server is not None:
+            # Right under the request's span: the attempt's facts are kept in it.
+            span_id = _getrandbits(64) or 1
+            _pass_on(ex, server.trace_id, span_id, server.flags, server.state)
+            start = _time_ns()
+            try:
+                resp = await backend.complete(request, ex)
+            except BaseException as err:
+                server.attempt(_attempt(span_id, start, backend, request, None, err, None))
+                raise
+            server.attempt(_attempt(span_id, start, backend, request, resp.usage, None, None, resp))
+            return resp
         span = self._start(backend, request, ex)
         if span is None:
             return await backend.complete(request, ex)
@@ -581,6 +729,31 @@ class TracedAttempts(Attempts):
     async def stream(
         self, backend: Backend, request: ChatRequest, ex: Exchange
     ) -> AsyncGenerator[Event, None]:
+        server = _under(ex) if backend.kind != "agent" else None
+        if server is not None:
+            span_id = _getrandbits(64) or 1
+            _pass_on(ex, server.trace_id, span_id, server.flags, server.state)
+            start = _time_ns()
+            usage = None
+            failure: BaseException | None = None
+            outcome = None
+            try:
+                async with aclosing(backend.stream(request, ex)) as events:
+                    async for ev in events:
+                        if type(ev) is UsageEvent:
+                            usage = ev.usage
+                        elif type(ev) is Error:
+                            failure = ev.error
+                        yield ev
+            except GeneratorExit:
+                outcome = "client_gone"
+                raise
+            except BaseException as err:
+                failure = err
+                raise
+            finally:
+                server.attempt(_attempt(span_id, start, backend, request, usage, failure, outcome))
+            return
         span = self._start(backend, request, ex)
         if span is None:
             async with aclosing(backend.stream(request, ex)) as events:
@@ -633,17 +806,64 @@ class TracedAttempts(Attempts):
             span.end()
 
 
-def _pass_on(ex: Exchange, span: Span) -> None:
-    """Send ``span``'s trace context to the upstream (a new dict: the exchange's may be
-    shared)."""
+def _under(ex: Exchange) -> RequestSpan | None:
+    """The request's span when an attempt now hangs right under it and it is recording."""
+    notes = ex.notes
+    if notes is None or notes.get(PARENT) is not None:
+        return None
+    server: RequestSpan | None = notes.get(SERVER)
+    return server if server is not None and server._sink is not None else None
+
+
+def _attempt(
+    span_id: int,
+    start: int,
+    backend: Backend,
+    request: ChatRequest,
+    usage: Any,
+    failure: BaseException | None,
+    outcome: str | None,
+    answer: ChatResponse | None = None,
+) -> tuple[Any, ...]:
+    """An attempt's facts (``exporter.ATTEMPT``), at its end: ``answer`` when it answered
+    whole, ``usage`` what it reported, ``failure`` why it failed, ``outcome`` ``client_gone``
+    when its stream was closed early."""
+    kind = description = None
+    if failure is not None:
+        if isinstance(failure, GatewayError):
+            kind, description = failure.kind, str(failure)
+        else:
+            kind = type(failure).__qualname__
+    return (
+        span_id,
+        start,
+        _time_ns(),
+        backend.kind,
+        backend.label,
+        request.upstream_model or request.model,
+        request.max_tokens,
+        None if answer is None else answer.model,
+        None if answer is None else answer.finish_reason,
+        None if usage is None else usage.input_tokens,
+        None if usage is None else usage.output_tokens,
+        kind,
+        0 if failure is None else _ERROR,
+        description,
+        outcome,
+    )
+
+
+def _pass_on(ex: Exchange, trace_id: int, span_id: int, flags: int, state: str) -> None:
+    """Send this span context to the upstream (a new dict: the exchange's may be shared)."""
+    value = traceparent(trace_id, span_id, flags)
     found = ex.upstream_headers
     if found:
         headers = dict(found)
-        headers["traceparent"] = traceparent(span)
+        headers["traceparent"] = value
     else:
-        headers = {"traceparent": traceparent(span)}
-    if span.state:
-        headers["tracestate"] = span.state
+        headers = {"traceparent": value}
+    if state:
+        headers["tracestate"] = state
     ex.upstream_headers = headers
 
 
@@ -651,13 +871,12 @@ def _pass_on(ex: Exchange, span: Span) -> None:
 _FLAGS = tuple(f"-{i:02x}" for i in range(256))
 
 
-def traceparent(span: Span) -> str:
-    """``span``'s W3C ``traceparent`` (ids in hex as bytes' ``hex()`` writes them: half the
+def traceparent(trace_id: int, span_id: int, flags: int) -> str:
+    """A W3C ``traceparent`` (ids in hex as bytes' ``hex()`` writes them: half the
     instructions of an f-string's ``032x``, on every upstream request of a traced request; one
     f-string rather than four concatenations, and ``to_bytes()`` big-endian by default, without
     its argument: 4,300 to 3,200 instructions)."""
-    trace_id = span.trace_id.to_bytes(16).hex()
-    return f"00-{trace_id}-{span.span_id.to_bytes(8).hex()}{_FLAGS[span.flags]}"
+    return f"00-{trace_id.to_bytes(16).hex()}-{span_id.to_bytes(8).hex()}{_FLAGS[flags]}"
 
 
 def _swap_parent(ex: Exchange, span: Span | None) -> Span | None:

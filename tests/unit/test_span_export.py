@@ -9,8 +9,10 @@ import marshal
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from gateway.telemetry.exporter import Builder, run
-from gateway.telemetry.tracing import Span, SpanPipe
+from gateway.canonical import ChatRequest, ChatResponse, Message, TextPart, Usage
+from gateway.errors import UpstreamError
+from gateway.telemetry.exporter import Builder, run, spans, spans_of
+from gateway.telemetry.tracing import RequestSpan, Span, SpanPipe, _attempt
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 PARENT = 0x00F067AA0BA902B7
@@ -160,3 +162,150 @@ def test_batch_settings_come_from_the_sdks_variables() -> None:
     # Not numbers: the SDK's defaults, as the SDK itself does.
     pipe = SpanPipe("1", environ={"OTEL_BSP_MAX_QUEUE_SIZE": "lots", "OTEL_BSP_SCHEDULE_DELAY": ""})
     assert (pipe.batch, pipe.max_queue, pipe.delay) == (512, 2048, 5.0)
+
+
+class _Backend:
+    kind = "openai"
+    label = "openai:up"
+
+
+def _request_record(pipe: SpanPipe) -> RequestSpan:
+    """A request's span with three attempts: failed, answered, and a stream closed early."""
+    server = RequestSpan(
+        pipe,
+        "POST",
+        "chat",
+        "/v1/chat/completions",
+        "r1",
+        TRACE_ID,
+        PARENT,
+        True,
+        1,
+        "k=v",
+        {"sampler.says": "yes"},
+    )
+    server.asked = ("m", 50, 0.5, None, "alice")
+    asked = ChatRequest(model="m", messages=[], protocol="openai", max_tokens=50)
+    asked.upstream_model = "up-model"
+    backend = _Backend()
+    server.attempt(_attempt(11, 1, backend, asked, None, UpstreamError("down"), None))
+    answer = ChatResponse(
+        id="c",
+        model="up-model-2024",
+        message=Message("assistant", [TextPart("hi")]),
+        usage=Usage(11, 7),
+    )
+    server.attempt(_attempt(12, 2, backend, asked, answer.usage, None, None, answer))
+    server.attempt(_attempt(13, 3, backend, asked, None, None, "client_gone"))
+    server.set_attribute("gen_ai.input.messages", "[]")
+    server.status_code = 200
+    server.cost = 1.5e-05
+    server.answered = ("up-model", "success", 11, 7)
+    return server
+
+
+def test_a_request_is_one_record_of_its_server_span_and_its_attempts() -> None:
+    pipe = SpanPipe("9.9", environ={})
+    server = _request_record(pipe)
+    server.end()
+    server.end()  # a second end records nothing
+    (record,) = pipe._records
+    assert spans_of(record) == 4 and pipe._spans == 4
+    # An attempt that ends after its request (a run going on) is a span of its own.
+    asked = ChatRequest(model="m", messages=[], protocol="openai")
+    server.attempt(_attempt(14, 4, _Backend(), asked, Usage(1, 2), None, None))
+    late = pipe._records[1]
+    assert spans_of(late) == 1 and pipe._spans == 5
+    exporter = InMemorySpanExporter()
+    run(io.BytesIO(_frame(pipe._records)), exporter, Builder("9.9"), batch=2)
+    failed, answered, gone, made, after = exporter.get_finished_spans()
+    for attempt in (failed, answered, gone, after):
+        assert attempt.kind == SpanKind.CLIENT and attempt.parent.span_id == server.span_id
+        assert attempt.context.trace_id == TRACE_ID and not attempt.parent.is_remote
+        assert attempt.context.trace_state.to_header() == "k=v"
+    assert [s.context.span_id for s in (failed, answered, gone, after)] == [11, 12, 13, 14]
+    assert failed.name == "chat up-model" and failed.status.status_code == StatusCode.ERROR
+    assert failed.status.description == "down"
+    assert dict(failed.attributes) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "up-model",
+        "gen_ai.provider.name": "openai",
+        "hookgate.backend": "openai:up",
+        "gen_ai.request.max_tokens": 50,
+        "error.type": "upstream",
+    }
+    assert answered.status.status_code == StatusCode.UNSET
+    assert answered.attributes["gen_ai.response.model"] == "up-model-2024"
+    assert list(answered.attributes["gen_ai.response.finish_reasons"]) == ["stop"]
+    assert answered.attributes["gen_ai.usage.input_tokens"] == 11
+    assert answered.attributes["gen_ai.usage.output_tokens"] == 7
+    assert gone.attributes["hookgate.outcome"] == "client_gone"
+    assert "gen_ai.usage.input_tokens" not in gone.attributes
+    assert after.name == "chat m" and after.attributes["gen_ai.usage.output_tokens"] == 2
+    assert made.name == "chat m" and made.kind == SpanKind.SERVER
+    assert made.context.span_id == server.span_id and made.parent.span_id == PARENT
+    assert made.parent.is_remote
+    assert dict(made.attributes) == {
+        "http.request.method": "POST",
+        "url.path": "/v1/chat/completions",
+        "http.route": "chat",
+        "hookgate.request_id": "r1",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "m",
+        "gen_ai.request.max_tokens": 50,
+        "gen_ai.request.temperature": 0.5,
+        "hookgate.principal": "alice",
+        "http.response.status_code": 200,
+        "sampler.says": "yes",
+        "gen_ai.input.messages": "[]",
+        "gen_ai.response.model": "up-model",
+        "hookgate.outcome": "success",
+        "gen_ai.usage.input_tokens": 11,
+        "gen_ai.usage.output_tokens": 7,
+        "hookgate.cost_usd": 1.5e-05,
+    }
+
+
+def test_a_request_refused_before_the_pipeline_is_named_by_its_route() -> None:
+    pipe = SpanPipe("9.9", environ={})
+    server = RequestSpan(pipe, "GET", "models", "/v1/models", "r2", TRACE_ID, 0, False, 1, "", {})
+    server.status_code = 401
+    server.set_attribute("error.type", "authentication")
+    server.end()
+    ((name, kind, *_, attributes, status, _),) = spans(pipe._records[0])
+    assert (name, kind, status) == ("GET models", 1, 0)
+    assert attributes["http.response.status_code"] == 401
+    assert attributes["error.type"] == "authentication"
+
+
+def test_an_unsampled_request_keeps_no_attempt() -> None:
+    server = RequestSpan(None, "POST", "chat", "/", "r3", TRACE_ID, PARENT, True, 0, "", {})
+    asked = ChatRequest(model="m", messages=[], protocol="openai")
+    server.attempt(_attempt(1, 1, _Backend(), asked, None, None, None))
+    server.end()
+    server.attempt(_attempt(2, 2, _Backend(), asked, None, None, None))
+    assert server.attempts is None and not server.is_recording()
+
+
+def test_a_request_counts_its_spans_against_the_bound() -> None:
+    pipe = SpanPipe(
+        "1", environ={"OTEL_BSP_MAX_QUEUE_SIZE": "5", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5"}
+    )
+    _request_record(pipe).end()  # 4 spans
+    _request_record(pipe).end()  # 4 more: past the bound, dropped
+    Span(pipe, "s", 0, TRACE_ID, 0, False, 1, "", {}).end()  # 1: fits
+    assert [spans_of(r) for r in pipe._records] == [4, 1]
+    assert (pipe.stats.sent, pipe.stats.dropped) == (0, 4)
+
+
+def test_request_records_encode_as_the_sdk_encodes_their_spans() -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from gateway.telemetry.exporter import Encoder
+
+    pipe = SpanPipe("2.0", environ={})
+    _request_record(pipe).end()
+    records = spans(pipe._records[0])
+    builder = Builder("2.0")
+    sdk = encode_spans([builder.span(r) for r in records]).SerializeToString()
+    assert Encoder(builder).request(records) == sdk
