@@ -52,7 +52,8 @@ class Filter:
     #: same-protocol upstream, or ``on_end`` wants :attr:`Outcome.output_tokens` counted from
     #: it. ``False`` lets such relays skip parsing content frames: right for a filter that needs
     #: only usage, or whose ``on_success`` acts only on requests it took off the relay (by
-    #: clearing ``request.raw_relay`` in ``on_request``).
+    #: clearing ``request.raw_relay`` in ``on_request``), or that asks for parsing only for the
+    #: requests that need it (by setting ``request.parse_relayed`` in ``on_request``).
     reads_relayed: ClassVar[bool] = True
     #: When set, ``on_success`` runs only for requests whose :attr:`Exchange.notes` hold this
     #: key (the filter's ``on_request`` kept something there for it); the answers of the others

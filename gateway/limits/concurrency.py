@@ -276,6 +276,8 @@ class StreamBound(Filter):
 
     name = "concurrency"
     order = -300
+    #: Its end only gives the slot back.
+    reads_relayed = False
 
     def __init__(self, slots: Slots | None, shared: SharedSlots | None = None) -> None:
         self.slots = slots

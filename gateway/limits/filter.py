@@ -94,6 +94,11 @@ class LimitsFilter(Filter):
     name = "limits"
     #: First: a refused request costs nothing else (no session load, no upstream call).
     order = -200
+    #: A relayed stream's content is parsed only for a request that a token limit applies to
+    #: (``on_request`` asks for it): without usage, what was sent is then estimated from its
+    #: text. Other requests' relays skip it (with the database's keys on, this filter is there
+    #: for every request, most often to find no limit).
+    reads_relayed = False
 
     def __init__(self, buckets: Buckets, rpm: int, tpm: int) -> None:
         self.buckets = buckets
@@ -112,6 +117,8 @@ class LimitsFilter(Filter):
         tpm = self.tpm if principal.tpm is None else principal.tpm
         if rpm or tpm:
             await self._acquire(principal.id, principal.name, rpm, tpm, exchange)
+            if tpm:
+                request.parse_relayed = True
         attributes = principal.attributes
         if attributes:
             team = attributes.get("team_id")
@@ -120,6 +127,8 @@ class LimitsFilter(Filter):
                 team_tpm = attributes.get("team_tpm") or 0
                 if team_rpm or team_tpm:
                     await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm, None)
+                    if team_tpm:
+                        request.parse_relayed = True
         return None
 
     async def _acquire(

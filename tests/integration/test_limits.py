@@ -10,8 +10,10 @@ from fakes.held_upstream import HeldUpstream
 from fakes.outcomes import Ends, filters_plugin
 from fakes.plain_protocol import PLUGIN as PLAIN
 from support.configs import upstream_config
+from support.waiting import until
 
-from gateway import GATEWAY
+from gateway import GATEWAY, ChatRequest, Exchange
+from gateway.exchange import RouteInfo
 from gateway.limits.filter import LimitsFilter
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -121,6 +123,50 @@ async def test_a_client_that_leaves_mid_stream_is_charged(
     assert "100 tokens per minute" in refused.body["message"]
     # About 255 tokens of debt at 100 a minute: the key waits well over a minute.
     assert int(refused.response.headers["retry-after"]) > 90
+
+
+async def test_a_token_limit_alone_has_relayed_content_counted(
+    make_gateway, aiohttp_server, limits_store, sdk
+):
+    # As above without a filter of the test's: the limits filter alone asks for the relay's
+    # content to be parsed (reads_relayed is off), for a request a token limit applies to.
+    held = HeldUpstream(first=["word " * 100, "more " * 100], rest=["never sent"])
+    server = await aiohttp_server(held.app())
+    client = await make_gateway({**upstream_config(server), **limits_store(tpm=100)})
+    gateway = client.server.app[GATEWAY]
+    assert not gateway.pipeline.parse_relayed
+    api = sdk(client)
+    stream = await api.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+    text = ""
+    async for chunk in stream:
+        text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        if len(text) == 1000:
+            break
+    await stream.close()
+    async with asyncio.timeout(10):
+        await held.gone.wait()
+    held.release.set()
+
+    async def refused() -> bool:
+        answer = await _status(api)
+        # Two frames of 500 characters: about 250 tokens, not two (one a frame).
+        return (
+            isinstance(answer, openai.RateLimitError)
+            and int(answer.response.headers["retry-after"]) > 90
+        )
+
+    await until(refused, 10, "the stream's tokens charged")
+
+
+async def test_a_request_limit_alone_leaves_relays_unparsed(make_gateway, upstream, limits_store):
+    client = await make_gateway({**upstream_config(upstream), **limits_store(rpm=10)})
+    gateway = client.server.app[GATEWAY]
+    assert any(isinstance(f, LimitsFilter) for f in gateway.filters)
+    assert not gateway.pipeline.parse_relayed
+    request = ChatRequest(model="gpt-test", messages=[], protocol="openai", stream=True)
+    exchange = Exchange("r", RouteInfo("chat"))
+    await gateway.pipeline.prepare(request, exchange)
+    assert request.raw_relay and not request.parse_relayed
 
 
 async def test_failures_before_any_output_are_not_charged(
