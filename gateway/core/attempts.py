@@ -33,6 +33,18 @@ class Attempts:
         """``backend.stream(request, ex)``."""
         return backend.stream(request, ex)
 
+    def reads(
+        self, backend: Backend, request: ChatRequest, ex: Exchange
+    ) -> AsyncGenerator[list[Event], None] | None:
+        """The attempt's stream as one list of events for each upstream read, when the backend
+        has that form (``Backend._stream_reads``): the pipeline then resumes one generator a
+        read rather than one an event. ``None``: the pipeline calls :meth:`stream`. A subclass
+        that overrides :meth:`stream` gets ``None`` here unless it overrides this too."""
+        if type(self).stream is not Attempts.stream:
+            return None
+        stream_reads = backend._stream_reads
+        return None if stream_reads is None else stream_reads(request, ex)
+
     async def tool(self, name: str, call_id: str, run: Awaitable[T], ex: Exchange) -> T:
         """An agent's call of its tool ``name``: ``await run``."""
         return await run

@@ -206,15 +206,11 @@ class Pipeline:
             req, route = await self.prepare_route(req, ex)
             policy = route.policy
             answer: AsyncGenerator[Event | list[Event], None]
-            # An unobserved attempt at a backend that can give a read's events together (its
-            # own stream() gives them one by one): one resume of its generator a read.
-            reads = (
-                route.backend._stream_reads
-                if policy is None and type(self.attempts) is Attempts
-                else None
-            )
+            # An attempt at a backend that can give a read's events together (its own stream()
+            # gives them one by one): one resume of its generator a read.
+            reads = self.attempts.reads(route.backend, req, ex) if policy is None else None
             if reads is not None:
-                answer = reads(req, ex)
+                answer = reads
             elif policy is None:
                 answer = self.attempts.stream(route.backend, req, ex)
             else:

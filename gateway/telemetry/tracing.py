@@ -731,28 +731,16 @@ class TracedAttempts(Attempts):
     ) -> AsyncGenerator[Event, None]:
         server = _under(ex) if backend.kind != "agent" else None
         if server is not None:
-            span_id = _getrandbits(64) or 1
-            _pass_on(ex, server.trace_id, span_id, server.flags, server.state)
-            start = _time_ns()
-            usage = None
-            failure: BaseException | None = None
-            outcome = None
-            try:
-                async with aclosing(backend.stream(request, ex)) as events:
-                    async for ev in events:
-                        if type(ev) is UsageEvent:
-                            usage = ev.usage
-                        elif type(ev) is Error:
-                            failure = ev.error
+            stream_reads = backend._stream_reads
+            reads = (
+                stream_reads(request, ex)
+                if stream_reads is not None
+                else _one_by_one(backend.stream(request, ex))
+            )
+            async with aclosing(_observed(server, reads, backend, request, ex)) as batches:
+                async for batch in batches:
+                    for ev in batch:
                         yield ev
-            except GeneratorExit:
-                outcome = "client_gone"
-                raise
-            except BaseException as err:
-                failure = err
-                raise
-            finally:
-                server.attempt(_attempt(span_id, start, backend, request, usage, failure, outcome))
             return
         span = self._start(backend, request, ex)
         if span is None:
@@ -777,6 +765,17 @@ class TracedAttempts(Attempts):
         finally:
             _swap_parent(ex, previous)
             span.end()
+
+    def reads(
+        self, backend: Backend, request: ChatRequest, ex: Exchange
+    ) -> AsyncGenerator[list[Event], None] | None:
+        stream_reads = backend._stream_reads
+        if stream_reads is None or backend.kind == "agent":
+            return None
+        server = _under(ex)
+        if server is None:
+            return None
+        return _observed(server, stream_reads(request, ex), backend, request, ex)
 
     async def tool(self, name: str, call_id: str, run: Awaitable[T], ex: Exchange) -> T:
         parent = _parent(ex)
@@ -813,6 +812,47 @@ def _under(ex: Exchange) -> RequestSpan | None:
         return None
     server: RequestSpan | None = notes.get(SERVER)
     return server if server is not None and server._sink is not None else None
+
+
+async def _observed(
+    server: RequestSpan,
+    reads: AsyncGenerator[list[Event], None],
+    backend: Backend,
+    request: ChatRequest,
+    ex: Exchange,
+) -> AsyncGenerator[list[Event], None]:
+    """An attempt's stream (``reads``: lists of events) passed on, its facts kept in the
+    request's span at its end. Its context goes to the upstream before the stream starts."""
+    span_id = _getrandbits(64) or 1
+    _pass_on(ex, server.trace_id, span_id, server.flags, server.state)
+    start = _time_ns()
+    usage = None
+    failure: BaseException | None = None
+    outcome = None
+    try:
+        async with aclosing(reads) as batches:
+            async for batch in batches:
+                for ev in batch:
+                    if type(ev) is UsageEvent:
+                        usage = ev.usage
+                    elif type(ev) is Error:
+                        failure = ev.error
+                yield batch
+    except GeneratorExit:
+        outcome = "client_gone"
+        raise
+    except BaseException as err:
+        failure = err
+        raise
+    finally:
+        server.attempt(_attempt(span_id, start, backend, request, usage, failure, outcome))
+
+
+async def _one_by_one(events: AsyncGenerator[Event, None]) -> AsyncGenerator[list[Event], None]:
+    """``events`` as lists of one."""
+    async with aclosing(events) as each:
+        async for ev in each:
+            yield [ev]
 
 
 def _attempt(

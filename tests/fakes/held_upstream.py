@@ -25,6 +25,8 @@ class HeldUpstream:
         self.sent_first = asyncio.Event()
         #: Set when the gateway dropped a request before its answer was complete.
         self.gone = asyncio.Event()
+        #: The headers of each request, in order.
+        self.headers: list[dict[str, str]] = []
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -34,6 +36,7 @@ class HeldUpstream:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         model = body.get("model", "?")
+        self.headers.append(dict(request.headers))
         self.received.set()
         try:
             if not body.get("stream"):

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway import Finish, Start, TextDelta, Usage, UsageEvent, hookimpl
+from gateway import Attempts, Finish, Start, TextDelta, Usage, UsageEvent, hookimpl
 from gateway.backends.http import HTTPBackend, HTTPBackendConfig
 from gateway.errors import GatewayError, UpstreamError
 
@@ -236,3 +236,49 @@ async def test_a_subclass_stream_is_the_one_that_answers(aiohttp_server, make_ga
     chunks = [c async for c in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == text.upper() and "TWO" in text and "ONE" in text
+
+
+class ShoutingAttempts(Attempts):
+    """Attempts observed one event at a time (stream() overridden, reads() not)."""
+
+    def __init__(self) -> None:
+        self.streams = 0
+
+    async def stream(self, backend, request, ex):
+        self.streams += 1
+        async for ev in backend.stream(request, ex):
+            if type(ev) is TextDelta:
+                ev.text = ev.text.upper()
+            yield ev
+
+
+class ShoutingAttemptsPlugin:
+    def __init__(self) -> None:
+        self.attempts = ShoutingAttempts()
+
+    @hookimpl
+    def gateway_configure_app(self, app, gateway):
+        gateway.pipeline.attempts = self.attempts
+
+
+async def test_attempts_that_observe_stream_are_not_passed_by(aiohttp_server, make_gateway, sdk):
+    # Attempts.reads() gives a backend's reads only to a subclass that does not override
+    # stream() (or overrides reads() too): this one's stream() sees every attempt.
+    server = await aiohttp_server(words_upstream())
+    config = {
+        "backends": {
+            "words": {"kind": "words", "base_url": str(server.make_url("/api")), "api_key": SECRET}
+        },
+        "models": {"speaker": {"backend": "words"}},
+    }
+    plugin = ShoutingAttemptsPlugin()
+    client = await make_gateway(
+        config, plugins=[("words", WordsPlugin()), ("shouting-attempts", plugin)]
+    )
+    stream = await sdk(client).chat.completions.create(
+        model="speaker", messages=[{"role": "user", "content": "one two"}], stream=True
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "ONE" in text and "TWO" in text and text == text.upper()
+    assert plugin.attempts.streams == 1

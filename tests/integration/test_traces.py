@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from fakes import openai_upstream
+from fakes.held_upstream import HeldUpstream
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from support.configs import upstream_config
 from support.processes import children, free_port
@@ -167,6 +168,34 @@ async def test_content_when_opted_in_and_streams(make_gateway, upstream, receive
     assert "upstream says" in server["attributes"]["gen_ai.output.messages"]
     # A stream's cost is known at its end, before the server span ends.
     assert server["attributes"]["hookgate.cost_usd"] == pytest.approx(COST)
+
+
+async def test_a_stream_the_client_left_ends_its_attempt(
+    make_gateway, aiohttp_server, receiver, sdk
+):
+    held = HeldUpstream(first=["one ", "two "], rest=["never sent"])
+    server = await aiohttp_server(held.app())
+    client = await make_gateway(upstream_config(server))
+    stream = await sdk(client).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    text = ""
+    async for chunk in stream:
+        text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        if text == "one two ":
+            break
+    await stream.close()
+    await until(lambda: len(receiver) >= 2, 10, "two spans")
+    held.release.set()
+    (attempt,) = _named(receiver, "chat up-model")
+    (request,) = _named(receiver, "chat gpt-test")
+    assert attempt["parent"] == request["span_id"]
+    # Cancelled while it waited on the upstream: the attempt ends unfinished, the request's
+    # outcome says why.
+    assert attempt["status"] == 2 and attempt["attributes"]["error.type"] == "CancelledError"
+    assert request["attributes"]["hookgate.outcome"] == "client_gone"
+    # The upstream got the attempt's context, as a whole answer's does.
+    assert held.headers[-1]["traceparent"].split("-")[2] == attempt["span_id"]
 
 
 async def test_agent_runs_steps_and_tools_are_spans(make_gateway, upstream, receiver, sdk):
