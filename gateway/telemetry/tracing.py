@@ -652,7 +652,11 @@ def _server(ex: Exchange) -> RequestSpan | None:
 class TracedAttempts(Attempts):
     """A client span around each upstream attempt (an agent's steps included: each is one),
     an internal one around an agent's run and each of its tool calls; the attempt's trace
-    context goes to the upstream in ``traceparent``."""
+    context goes to the upstream in ``traceparent``.
+
+    An attempt made right under the request's span (not an agent's step) is not a span object
+    of its own: its facts are kept in the request's (:meth:`RequestSpan.attempt`), and the
+    exporter process makes its span."""
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
