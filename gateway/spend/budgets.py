@@ -134,13 +134,27 @@ class BudgetStore:
         raise NotImplementedError
 
 
+class _Used:
+    """What one counter of :class:`MemoryBudgets` has used, changed in place by every
+    reservation and settlement (no new tuple stored each time)."""
+
+    __slots__ = ("resets", "spent")
+
+    def __init__(self, spent: int, resets: float | None) -> None:
+        #: Micro-dollars.
+        self.spent = spent
+        #: When the counter's period ends (epoch seconds; ``None``: never).
+        self.resets = resets
+
+
 class MemoryBudgets(BudgetStore):
     """Counters of one process. Expired periods are forgotten when more than ``MAX_KEPT``."""
 
     MAX_KEPT = 100_000
 
     def __init__(self) -> None:
-        self.used: dict[str, tuple[int, float | None]] = {}
+        #: Counter name -> what it has used.
+        self.used: dict[str, _Used] = {}
 
     async def reserve(self, tag: str, counters: Sequence[Counter], amount: int) -> int | None:
         return self.reserve_now(counters, amount)
@@ -151,21 +165,25 @@ class MemoryBudgets(BudgetStore):
         if len(counters) == 1:
             # One budget (the common case): one look-up, no second pass.
             c = counters[0]
-            spent = used.get(c.name, (0, None))[0]
+            kept = used.get(c.name)
+            spent = 0 if kept is None else kept.spent
             if spent >= c.limit or spent + amount > c.limit:
                 return 0
-            used[c.name] = (spent + amount, c.resets)
+            if kept is not None:
+                kept.spent = spent + amount
+                return None
+            used[c.name] = _Used(amount, c.resets)
         else:
             for i, c in enumerate(counters):
-                spent = used.get(c.name, (0, None))[0]
+                kept = used.get(c.name)
+                spent = 0 if kept is None else kept.spent
                 if spent >= c.limit or spent + amount > c.limit:
                     return i
-            for c in counters:
-                used[c.name] = (used.get(c.name, (0, None))[0] + amount, c.resets)
+            self.settle_now(counters, amount)  # adds ``amount`` to each
         if len(used) > self.MAX_KEPT:
             now = time.time()
-            for name, (_, resets) in list(used.items()):
-                if resets is not None and resets < now:
+            for name, kept in list(used.items()):
+                if kept.resets is not None and kept.resets < now:
                     del used[name]
         return None
 
@@ -178,10 +196,15 @@ class MemoryBudgets(BudgetStore):
             return  # the reservation was the cost
         used = self.used
         for c in counters:
-            used[c.name] = (used.get(c.name, (0, None))[0] + delta, c.resets)
+            kept = used.get(c.name)
+            if kept is None:
+                used[c.name] = _Used(delta, c.resets)
+            else:
+                kept.spent += delta
 
     async def spent(self, tag: str, counter: Counter) -> int:
-        return self.used.get(counter.name, (0, None))[0]
+        kept = self.used.get(counter.name)
+        return 0 if kept is None else kept.spent
 
 
 # KEYS: the counters. ARGV: amount, then each counter's limit, then each one's ttl (0: none).
