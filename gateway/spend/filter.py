@@ -86,8 +86,8 @@ class SpendFilter(Filter):
         self.stats = SpendStats()
         self.periods = Periods()
         self._by_model: dict[str, Price | None] = {}
-        #: principal id -> (its attributes, the periods, tag, counters): see _counters.
-        self._budgets: dict[str, tuple[Any, Any, str, tuple[Counter, ...]]] = {}
+        #: principal id -> (its attributes, the periods, (tag, counters)): see _counters.
+        self._budgets: dict[str, tuple[Any, Any, tuple[str, tuple[Counter, ...]]]] = {}
 
     def price(self, model: str) -> Price | None:
         """The price of the public model name ``model`` (remembered)."""
@@ -111,18 +111,18 @@ class SpendFilter(Filter):
         now = periods.now if time.time() < periods.until else periods()
         kept = self._budgets.get(principal_id)
         if kept is not None and kept[0] is attributes and kept[1] is now:
-            return kept[2], kept[3]
+            return kept[2]
         budget = attributes.get("budget") or {}
         team = attributes.get("team_id")
         team_budget = attributes.get("team_budget") or {}
         found = counters("key", principal_id, budget, now, attributes.get("key_id"))
         if team is not None:
             found += counters("team", team, team_budget, now)
-        tag = team or principal_id
+        budgets = (team or principal_id, tuple(found))
         if len(self._budgets) >= _KEPT_CALLERS:
             self._budgets.clear()
-        self._budgets[principal_id] = (attributes, now, tag, tuple(found))
-        return tag, tuple(found)
+        self._budgets[principal_id] = (attributes, now, budgets)
+        return budgets
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         price = self.price(request.model)
