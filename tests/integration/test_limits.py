@@ -93,6 +93,17 @@ async def test_streams_without_usage_are_estimated(make_gateway, upstream, limit
     assert isinstance(await _status(api), openai.RateLimitError)
 
 
+async def _leave_after(api, characters: int) -> None:
+    """Stream an answer and close it once ``characters`` of its text have come."""
+    stream = await api.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+    text = ""
+    async for chunk in stream:
+        text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        if len(text) == characters:
+            break
+    await stream.close()
+
+
 async def test_a_client_that_leaves_mid_stream_is_charged(
     make_gateway, aiohttp_server, limits_store, sdk
 ):
@@ -105,13 +116,7 @@ async def test_a_client_that_leaves_mid_stream_is_charged(
         plugins=[filters_plugin(ends=ends)],
     )
     api = sdk(client)
-    stream = await api.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
-    text = ""
-    async for chunk in stream:
-        text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
-        if len(text) == 1000:
-            break
-    await stream.close()
+    await _leave_after(api, 1000)
     outcome = await ends.next()  # the filters' end ran (the limits filter's first)
     assert outcome.status == "client_gone" and outcome.usage is None
     assert outcome.output_tokens == 250
@@ -136,13 +141,7 @@ async def test_a_token_limit_alone_has_relayed_content_counted(
     gateway = client.server.app[GATEWAY]
     assert not gateway.pipeline.parse_relayed
     api = sdk(client)
-    stream = await api.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
-    text = ""
-    async for chunk in stream:
-        text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
-        if len(text) == 1000:
-            break
-    await stream.close()
+    await _leave_after(api, 1000)
     async with asyncio.timeout(10):
         await held.gone.wait()
     held.release.set()
