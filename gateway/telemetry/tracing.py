@@ -528,10 +528,18 @@ def _set_usage(span: Span, usage: Any) -> None:
         )
 
 
+def _failure(err: BaseException) -> tuple[str, str | None]:
+    """What a failure is to a span: its ``error.type``, and its status description (a gateway
+    error's message; ``None`` for any other exception, whose text may hold anything)."""
+    if isinstance(err, GatewayError):
+        return err.kind, str(err)
+    return type(err).__qualname__, None
+
+
 def _failed(span: Span, err: BaseException) -> None:
-    kind = err.kind if isinstance(err, GatewayError) else type(err).__qualname__
+    kind, description = _failure(err)
     span.set_attribute("error.type", kind)
-    span.set_error(str(err) if isinstance(err, GatewayError) else None)
+    span.set_error(description)
 
 
 def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -577,8 +585,7 @@ class TracingFilter(Filter):
     reads_relayed = False
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        notes = exchange.notes
-        span = notes.get(SERVER) if notes is not None else None
+        span = _server(exchange)
         if span is None or span._sink is None:  # none, or not recording
             return None
         principal = exchange.principal
@@ -592,8 +599,7 @@ class TracingFilter(Filter):
         return None
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
-        notes = exchange.notes
-        span = notes.get(SERVER) if notes is not None else None
+        span = _server(exchange)
         if span is None or span._sink is None:
             return
         usage = outcome.usage
@@ -690,7 +696,7 @@ class TracedAttempts(Attempts):
         return span
 
     async def complete(self, backend: Backend, request: ChatRequest, ex: Exchange) -> ChatResponse:
-        server = _under(ex) if backend.kind != "agent" else None
+        server = _under(ex, backend)
         if server is not None:
             # Right under the request's span: the attempt's facts are kept in it.
             span_id = _getrandbits(64) or 1
@@ -733,7 +739,7 @@ class TracedAttempts(Attempts):
     async def stream(
         self, backend: Backend, request: ChatRequest, ex: Exchange
     ) -> AsyncGenerator[Event, None]:
-        server = _under(ex) if backend.kind != "agent" else None
+        server = _under(ex, backend)
         if server is not None:
             stream_reads = backend._stream_reads
             reads = (
@@ -774,9 +780,9 @@ class TracedAttempts(Attempts):
         self, backend: Backend, request: ChatRequest, ex: Exchange
     ) -> AsyncGenerator[list[Event], None] | None:
         stream_reads = backend._stream_reads
-        if stream_reads is None or backend.kind == "agent":
+        if stream_reads is None:
             return None
-        server = _under(ex)
+        server = _under(ex, backend)
         if server is None:
             return None
         return _observed(server, stream_reads(request, ex), backend, request, ex)
@@ -809,10 +815,12 @@ class TracedAttempts(Attempts):
             span.end()
 
 
-def _under(ex: Exchange) -> RequestSpan | None:
-    """The request's span when an attempt now hangs right under it and it is recording."""
+def _under(ex: Exchange, backend: Backend) -> RequestSpan | None:
+    """The request's span when an attempt at ``backend`` is kept in it: the attempt hangs right
+    under it (not under an agent's run), is not an agent's run itself, and the request's span
+    is recording."""
     notes = ex.notes
-    if notes is None or notes.get(PARENT) is not None:
+    if notes is None or backend.kind == "agent" or notes.get(PARENT) is not None:
         return None
     server: RequestSpan | None = notes.get(SERVER)
     return server if server is not None and server._sink is not None else None
@@ -872,12 +880,7 @@ def _attempt(
     """An attempt's facts (``exporter.ATTEMPT``), at its end: ``answer`` when it answered
     whole, ``usage`` what it reported, ``failure`` why it failed, ``outcome`` ``client_gone``
     when its stream was closed early."""
-    kind = description = None
-    if failure is not None:
-        if isinstance(failure, GatewayError):
-            kind, description = failure.kind, str(failure)
-        else:
-            kind = type(failure).__qualname__
+    kind, description = (None, None) if failure is None else _failure(failure)
     return (
         span_id,
         start,
