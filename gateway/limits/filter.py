@@ -111,24 +111,15 @@ class LimitsFilter(Filter):
         return rpm, tpm
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        # self.limits() and _team() inline: this runs on every request, mostly to find nothing.
         principal = exchange.principal
-        rpm = self.rpm if principal.rpm is None else principal.rpm
-        tpm = self.tpm if principal.tpm is None else principal.tpm
+        rpm, tpm = self.limits(principal)
         if rpm or tpm:
             await self._acquire(principal.id, principal.name, rpm, tpm, exchange)
-            if tpm:
-                request.parse_relayed = True
-        attributes = principal.attributes
-        if attributes:
-            team = attributes.get("team_id")
-            if team is not None:
-                team_rpm = attributes.get("team_rpm") or 0
-                team_tpm = attributes.get("team_tpm") or 0
-                if team_rpm or team_tpm:
-                    await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm, None)
-                    if team_tpm:
-                        request.parse_relayed = True
+        team, team_rpm, team_tpm = _team(principal)
+        if team is not None and (team_rpm or team_tpm):
+            await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm, None)
+        if tpm or team_tpm:
+            request.parse_relayed = True
         return None
 
     async def _acquire(
@@ -151,12 +142,8 @@ class LimitsFilter(Filter):
         pays for what it was sent; a request that failed before any output pays only what the
         upstream reported, if anything."""
         principal = exchange.principal
-        tpm = self.tpm if principal.tpm is None else principal.tpm
-        attributes = principal.attributes
-        team: str | None = attributes.get("team_id") if attributes else None
-        team_tpm = 0
-        if team is not None:
-            team_tpm = attributes.get("team_tpm") or 0
+        tpm = self.limits(principal)[1]
+        team, _, team_tpm = _team(principal)
         if not (tpm or team_tpm):
             return
         usage = outcome.usage
@@ -201,6 +188,15 @@ def _headers(rpm: int, tpm: int, requests: float, tokens: float) -> dict[str, st
         headers["x-ratelimit-remaining-tokens"] = str(int(left))
         headers["x-ratelimit-reset-tokens"] = _duration((tpm - left) * 60.0 / tpm)
     return headers
+
+
+def _team(principal: Principal) -> tuple[str | None, int, int]:
+    """The caller's team and its own limits per minute (database keys of a team)."""
+    attributes = principal.attributes
+    team = attributes.get("team_id") if attributes else None
+    if team is None:
+        return None, 0, 0
+    return team, attributes.get("team_rpm") or 0, attributes.get("team_tpm") or 0
 
 
 def _configured(gateway: Gateway) -> tuple[int, int] | None:
