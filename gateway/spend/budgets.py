@@ -72,25 +72,21 @@ def periods(now: float) -> dict[str, Period]:
 
 
 class Periods:
-    """:func:`periods` worked out once a second (it is on every request's path): ``now`` holds
-    them until ``until`` (epoch seconds), when a call works them out again."""
+    """:func:`periods` worked out once a second (it is on every request's path): a call gives
+    the present periods, a new object each second (callers keep what they derived from them
+    while it is the same object)."""
 
     def __init__(self) -> None:
-        #: The present periods, a new object each second (callers keep what they derived from
-        #: them while it is the same object).
-        self.now: dict[str, Period] = {}
-        #: When ``now`` is out of date.
-        self.until = 0.0
-        #: The present day (``now["day"]``'s stamp).
-        self.day = ""
+        self._now: dict[str, Period] = {}
+        #: When ``_now`` is out of date (epoch seconds).
+        self._until = 0.0
 
     def __call__(self) -> dict[str, Period]:
         now = time.time()
-        if now >= self.until:
-            self.now = periods(now)
-            self.day = self.now["day"][0]
-            self.until = float(int(now) + 1)
-        return self.now
+        if now >= self._until:
+            self._now = periods(now)
+            self._until = float(int(now) + 1)
+        return self._now
 
 
 def counters(
@@ -162,29 +158,12 @@ class MemoryBudgets(BudgetStore):
     def reserve_now(self, counters: Sequence[Counter], amount: int) -> int | None:
         """:meth:`reserve`, without a coroutine (the spend filter calls it directly)."""
         used = self.used
-        if len(counters) == 1:
-            # One budget (the common case): one look-up, no second pass.
-            c = counters[0]
+        for i, c in enumerate(counters):
             kept = used.get(c.name)
             spent = 0 if kept is None else kept.spent
             if spent >= c.limit or spent + amount > c.limit:
-                return 0
-            if kept is not None:
-                kept.spent = spent + amount
-                return None
-            used[c.name] = _Used(amount, c.resets)
-        else:
-            for i, c in enumerate(counters):
-                kept = used.get(c.name)
-                spent = 0 if kept is None else kept.spent
-                if spent >= c.limit or spent + amount > c.limit:
-                    return i
-            self.settle_now(counters, amount)  # adds ``amount`` to each
-        if len(used) > self.MAX_KEPT:
-            now = time.time()
-            for name, kept in list(used.items()):
-                if kept.resets is not None and kept.resets < now:
-                    del used[name]
+                return i
+        self.settle_now(counters, amount)  # adds ``amount`` to each
         return None
 
     async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
@@ -193,14 +172,24 @@ class MemoryBudgets(BudgetStore):
     def settle_now(self, counters: Sequence[Counter], delta: int) -> None:
         """:meth:`settle`, without a coroutine."""
         if not delta:
-            return  # the reservation was the cost
+            return  # nothing to add (the reservation was the cost, or nothing was reserved)
         used = self.used
         for c in counters:
             kept = used.get(c.name)
-            if kept is None:
-                used[c.name] = _Used(delta, c.resets)
-            else:
+            if kept is not None:
                 kept.spent += delta
+                continue
+            used[c.name] = _Used(delta, c.resets)
+            if len(used) > self.MAX_KEPT:
+                self._forget_expired()
+
+    def _forget_expired(self) -> None:
+        """Drop the counters whose period is over."""
+        now = time.time()
+        used = self.used
+        for name, kept in list(used.items()):
+            if kept.resets is not None and kept.resets < now:
+                del used[name]
 
     async def spent(self, tag: str, counter: Counter) -> int:
         kept = self.used.get(counter.name)

@@ -107,8 +107,7 @@ class SpendFilter(Filter):
     ) -> tuple[str, tuple[Counter, ...]]:
         """The budgets of a caller, worked out once per caller and second: kept while its
         attributes (the key cache's) and the periods (:class:`Periods`) are the same objects."""
-        periods = self.periods
-        now = periods.now if time.time() < periods.until else periods()
+        now = self.periods()
         kept = self._budgets.get(principal_id)
         if kept is not None and kept[0] is attributes and kept[1] is now:
             return kept[2]
@@ -147,11 +146,7 @@ class SpendFilter(Filter):
                 if refused is not None:
                     self._refuse(budgets[refused])
                 reservation = (price, tag, budgets, amount)
-        notes = exchange.notes
-        if notes is None:
-            exchange.notes = {self: reservation}
-        else:
-            notes[self] = reservation
+        exchange.note(self, reservation)
         return None
 
     def _refuse(self, c: Counter) -> None:
@@ -199,15 +194,13 @@ class SpendFilter(Filter):
         if ledger is not None:
             # The row (ledger.COLUMNS), made here rather than by a function of its own: this
             # runs at the end of every request.
-            now = time.time()
-            periods = self.periods
-            day = periods.day if now < periods.until else periods()["day"][0]
+            day = self.periods()["day"][0]
             principal = exchange.principal
             attributes = principal.attributes
             u = usage or _NO_USAGE
             ledger.add(
                 (
-                    now,
+                    time.time(),
                     day,
                     exchange.request_id,
                     attributes.get("key_id") or principal.id,
