@@ -271,14 +271,8 @@ class Response:
     async def read(self, n: int = -1) -> bytes:
         """The whole body, or at most ``n`` bytes of it (fewer only at its end)."""
         if self._done and self._error is None:
-            # All in already (a small answer comes with its head): no wait, no readany(), and
-            # what take() does inline (nothing to resume: the connection is gone).
-            chunks = self._chunks
-            data = (chunks[0] if len(chunks) == 1 else b"".join(chunks)) if chunks else b""
-            chunks.clear()
-            self._size = 0
-            if self._conn is not None:
-                self._conn.resume()
+            # All in already (a small answer comes with its head): no wait, no readany().
+            data = self.take() or b""
             if 0 <= n < len(data):
                 self._chunks.append(data[n:])
                 self._size += len(data) - n
@@ -306,9 +300,7 @@ class Response:
     def close(self) -> None:
         """Stop reading: a finished answer has already freed its connection; an unfinished one
         closes it (the upstream sees the request cancelled)."""
-        if self._bucket is not None:  # self._unlook()
-            self._deadlines.discard(self._bucket, self)
-            self._bucket = None
+        self._unlook()
         conn, self._conn = self._conn, None
         if conn is not None and conn.resp is self:
             conn.drop()
@@ -438,9 +430,7 @@ class _Connection(asyncio.Protocol):
         resp._parts = None
         resp.status = status
         self.keep_alive = self.parser.should_keep_alive()
-        waiter = resp._waiter  # resp._wake(), without its call
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        resp._wake()
 
     def on_message_complete(self) -> None:
         resp = self.resp
@@ -449,20 +439,14 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
         self.resp = None
         resp._conn = None
-        # resp._feed(body), resp._finish() and self.resume() without their calls (and without
-        # pausing for a large body: the connection is no longer the response's to pause).
+        # The connection is no longer the response's (resp._conn is None): a large body does
+        # not pause it.
         body = self.body
         if body:
-            data = body[0] if len(body) == 1 else b"".join(body)
-            resp._chunks.append(data)
-            resp._size += len(data)
+            resp._feed(body)
             body.clear()
-        resp._done = True
-        waiter = resp._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self.paused:
-            self.resume()
+        resp._finish()
+        self.resume()
         self.pool._release(self)
 
     # -- flow control
@@ -578,7 +562,7 @@ class HTTP1Pool:
                 try:
                     await waiter
                 finally:
-                    resp._waiter = None  # resp.disarm()
+                    resp.disarm()
         except BaseException:
             resp.close()
             raise

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
-from aiohttp.streams import StreamReader
 
 from gateway.errors import BadRequest, PayloadTooLarge, Unavailable
 from gateway.exchange import EXCHANGE, Exchange
@@ -143,32 +142,12 @@ def _arrived(request: web.Request, limit: int) -> tuple[bytes | None, BodyBudget
     if budget is None or not length:
         return None, budget
     budget.take(request, length)
-    content = request._payload
-    if (
-        content._eof and bool(content._buffer)  # content.is_eof() and not content.at_eof()
-        if type(content) is StreamReader
-        else content.is_eof() and not content.at_eof()
-    ):
-        if (
-            type(content) is StreamReader
-            and len(content._buffer) == 1
-            and not content._buffer_offset
-            and content._exception is None
-            and content._waiter is None
-            and content._http_chunk_splits is None
-            and not content._protocol._reading_paused
-        ):
-            # What read_nowait(-1) does with one whole chunk, without its six calls: its
-            # resume_reading() at the end re-feeds the parser and resumes the transport only
-            # after a pause (which sets _reading_paused); with none it does nothing.
-            data = content._buffer.popleft()
-            content._size -= len(data)
-            content._cursor += len(data)
-        else:
-            try:
-                data = content.read_nowait(-1)
-            except (web.RequestPayloadError, ValueError) as exc:
-                raise _unreadable(request, exc) from exc
+    content = request._payload  # request.content, without its call
+    if content.is_eof() and not content.at_eof():
+        try:
+            data = content.read_nowait(-1)
+        except (web.RequestPayloadError, ValueError) as exc:
+            raise _unreadable(request, exc) from exc
         if len(data) > limit:  # decompressed past the limit
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
         return data, budget
