@@ -115,7 +115,17 @@ from gateway.errors import (
     upstream_error,
     upstream_explanation,
 )
-from gateway.exchange import ANONYMOUS, EXCHANGE, Exchange, Principal, RouteInfo
+from gateway.exchange import (
+    ANONYMOUS,
+    EXCHANGE,
+    Exchange,
+    Principal,
+    RouteInfo,
+    TraceContext,
+    trace_headers,
+    trace_lines,
+    traceparent,
+)
 from gateway.hookspecs import hookimpl
 from gateway.protocols.base import ProtocolAdapter, StreamEncoder
 from gateway.redaction import redact, redact_url
@@ -253,6 +263,7 @@ __all__ = [
     "ToolRunEnd",
     "ToolRunStart",
     "ToolSource",
+    "TraceContext",
     "Unauthorized",
     "Unavailable",
     "Unprocessable",
@@ -288,6 +299,9 @@ __all__ = [
     "status_error",
     "text_tokens",
     "tool",
+    "trace_headers",
+    "trace_lines",
+    "traceparent",
     "trim",
     "upstream_error",
     "upstream_explanation",

@@ -7,6 +7,7 @@ The first middleware creates one :class:`Exchange` per request and stores it und
 from __future__ import annotations
 
 import time
+from binascii import hexlify
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -92,8 +93,12 @@ class Exchange:
     http: web.Request | None = None
     #: Headers the response to this exchange carries (a plugin's: ``x-ratelimit-*``).
     response_headers: dict[str, str] | None = None
-    #: Headers every upstream request of this exchange carries (a tracer's ``traceparent``).
+    #: Headers every upstream request of this exchange carries (a plugin's).
     upstream_headers: dict[str, str] | None = None
+    #: The W3C trace context upstream requests of this exchange are made under, set by a
+    #: tracer: ``(trace id, span id, flags, trace state)``. HTTP backends send it as
+    #: ``traceparent`` (and ``tracestate``): see :func:`trace_lines`, :func:`trace_headers`.
+    trace_context: TraceContext | None = None
     #: What plugins keep for the rest of this request (a filter's ``on_request`` leaving what its
     #: ``on_success`` needs), keyed by an object the plugin owns; ``None`` until one is kept.
     notes: dict[Any, Any] | None = None
@@ -108,6 +113,44 @@ class Exchange:
     def gateway_seconds(self) -> float:
         """Time spent inside the gateway so far, upstream waits excluded."""
         return max(0.0, time.perf_counter() - self.started - self.upstream_seconds)
+
+
+#: ``(trace id, span id, flags, trace state)``: see :attr:`Exchange.trace_context`.
+TraceContext = tuple[int, int, int, str]
+
+#: ``-xx``: the trace flags' part of a ``traceparent``, by value (and with its line's end).
+_FLAGS = tuple(f"-{i:02x}" for i in range(256))
+_FLAG_LINES = tuple(f"-{i:02x}\r\n".encode() for i in range(256))
+
+
+def traceparent(trace_id: int, span_id: int, flags: int) -> str:
+    """A W3C ``traceparent`` (ids in hex as bytes' ``hex()`` writes them: half the
+    instructions of an f-string's ``032x``, on every upstream request of a traced request)."""
+    return f"00-{trace_id.to_bytes(16).hex()}-{span_id.to_bytes(8).hex()}{_FLAGS[flags]}"
+
+
+def trace_headers(context: TraceContext) -> dict[str, str]:
+    """``context`` as request headers (``traceparent``, and ``tracestate`` when it has one)."""
+    trace_id, span_id, flags, state = context
+    headers = {"traceparent": traceparent(trace_id, span_id, flags)}
+    if state:
+        headers["tracestate"] = state
+    return headers
+
+
+def trace_lines(context: TraceContext) -> bytes:
+    """:func:`trace_headers` as the request head's lines, written straight as bytes (on every
+    upstream request of a traced request: a fifth of the instructions of making the headers
+    and encoding them). A ``tracestate`` that would break the head is left out."""
+    trace_id, span_id, flags, state = context
+    line = b"traceparent: 00-%b-%b%b" % (
+        hexlify(trace_id.to_bytes(16)),
+        hexlify(span_id.to_bytes(8)),
+        _FLAG_LINES[flags],
+    )
+    if state and state.isascii() and state.isprintable():
+        return line + b"tracestate: " + state.encode() + b"\r\n"
+    return line
 
 
 EXCHANGE: web.RequestKey[Exchange] = web.RequestKey("hookgate.exchange", Exchange)

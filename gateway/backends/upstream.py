@@ -31,7 +31,7 @@ import orjson
 from gateway import __version__
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool, encode_headers
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, upstream_error
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, trace_headers, trace_lines
 
 if TYPE_CHECKING:
     from gateway.backends.http import HTTPBackendConfig
@@ -157,6 +157,9 @@ class Upstream:
     def _own_headers(ex: Exchange, extra: Mapping[str, str] | None) -> bytes:
         """This request's own header lines: the request id, and ``extra``."""
         line = b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
+        context = ex.trace_context
+        if context is not None:
+            line = trace_lines(context) + line
         if ex.upstream_headers:
             extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
         if not extra:
@@ -478,6 +481,9 @@ def _failure_reason(exc: BaseException) -> str:
 
 
 def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:
+    context = ex.trace_context
+    if context is not None:
+        extra = {**trace_headers(context), **extra} if extra else trace_headers(context)
     if ex.upstream_headers:
         extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
     if extra:
