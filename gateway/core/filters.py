@@ -59,6 +59,12 @@ class Filter:
     #: key (the filter's ``on_request`` kept something there for it); the answers of the others
     #: are not even assembled for it. ``None``: for every successful request.
     success_note: ClassVar[Hashable | None] = None
+    #: When set, ``on_end`` runs only for requests whose :attr:`Exchange.notes` hold this key
+    #: (the filter's ``on_request`` kept something there for it), whatever their outcome; the
+    #: others end without it. Right for a filter whose ``on_end`` has nothing to do for a
+    #: request its ``on_request`` did not mark (or never saw: refused by an earlier filter).
+    #: ``None``: for every request.
+    end_note: ClassVar[Hashable | None] = None
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         """Before routing. Return the request if you changed it (or a new one); ``None`` if not."""
@@ -86,9 +92,10 @@ class Filter:
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
         """At the end of every chat request that reached the pipeline, exactly once, whatever
         its :class:`Outcome`: success (after ``on_success``), error, or client gone; also when
-        an earlier filter refused the request before this one's ``on_request`` ran. ``request``
-        is the request as the filters left it. For accounting that must include failures and
-        partial answers. It cannot change the answer: what it raises is logged and dropped.
+        an earlier filter refused the request before this one's ``on_request`` ran (with
+        :attr:`end_note` set, only at the end of the requests noted). ``request`` is the
+        request as the filters left it. For accounting that must include failures and partial
+        answers. It cannot change the answer: what it raises is logged and dropped.
         When the client went away it runs shielded from further cancellation."""
 
 

@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar, cast
 
 from gateway.canonical import (
     ChatRequest,
@@ -48,6 +48,7 @@ EndHook = Callable[["ChatRequest", "Exchange", Outcome], Awaitable[None]]
 SuccessHook = Callable[["ChatRequest", "ChatResponse", "Exchange"], Awaitable[None]]
 EventHook = Callable[["Event", "Exchange"], Awaitable["Event | None"]]
 Status = Literal["success", "error", "client_gone"]
+Hook = TypeVar("Hook")
 
 
 class Pipeline:
@@ -60,18 +61,16 @@ class Pipeline:
         self.request_filters = [f.on_request for f in ordered if overrides(f, "on_request")]
         self.event_filters = [_event_hook(f) for f in ordered if overrides(f, "on_event")]
         self.response_filters = [f.on_response for f in ordered if overrides(f, "on_response")]
-        self.success_hooks: list[SuccessHook] = [
-            f.on_success for f in ordered if overrides(f, "on_success")
-        ]
-        #: The success hooks with the note each needs (see ``Filter.success_note``), when one
-        #: needs a note; else ``None`` (every success hook runs for every request).
-        noted: list[tuple[Hashable | None, SuccessHook]] = [
-            (f.success_note, f.on_success) for f in ordered if overrides(f, "on_success")
-        ]
-        self._noted = noted if any(key is not None for key, _ in noted) else None
-        #: The success hooks that need no note (all a request without notes gets).
-        self._unnoted = [hook for key, hook in noted if key is None]
-        self.end_hooks: list[EndHook] = [f.on_end for f in ordered if overrides(f, "on_end")]
+        #: The success and end hooks, with the note each needs (``Filter.success_note``,
+        #: ``Filter.end_note``).
+        self._success: _Noted[SuccessHook] = _Noted(
+            [(f.success_note, f.on_success) for f in ordered if overrides(f, "on_success")]
+        )
+        self._ends: _Noted[EndHook] = _Noted(
+            [(f.end_note, f.on_end) for f in ordered if overrides(f, "on_end")]
+        )
+        self.success_hooks: list[SuccessHook] = self._success.every
+        self.end_hooks: list[EndHook] = self._ends.every
         #: End hooks running shielded after their request was cancelled.
         self._ending: set[asyncio.Future[None]] = set()
         #: Same-protocol raw frames may be relayed only while no filter rewrites events.
@@ -165,7 +164,7 @@ class Pipeline:
                     resp = changed
                     resp.raw = None
             ex.usage = resp.usage
-            for hook in self._success_hooks(ex):
+            for hook in self._success.of(ex):
                 await hook(req, resp, ex)
             status = "success"
             if self.end_hooks:
@@ -175,7 +174,7 @@ class Pipeline:
             status, error = "error", _as_error(exc)
             raise
         finally:
-            hooks = self.end_hooks
+            hooks = self._ends.of(ex)
             if hooks:
                 outcome = Outcome(status, error, ex.usage, output, False)
                 if status == "client_gone":
@@ -216,7 +215,7 @@ class Pipeline:
             else:
                 answer = policy.stream(req, ex, self.attempts)
             together = reads is not None
-            success = self._success_hooks(ex)
+            success = self._success.of(ex)
             assembler = Assembler(req.model) if success else None
             filters = self.event_filters
             count_raw = req.raw_relay and not req.parse_relayed
@@ -297,23 +296,17 @@ class Pipeline:
                 outcome = Outcome(status, error, ex.usage, (chars + 3) // 4 + frames, True)
                 await self._end(req, ex, outcome)
 
-    def _success_hooks(self, ex: Exchange) -> list[SuccessHook]:
-        """The success hooks for this request (once its request filters have run)."""
-        if self._noted is None:
-            return self.success_hooks
-        notes = ex.notes
-        if notes is None:
-            return self._unnoted
-        return [hook for key, hook in self._noted if key is None or key in notes]
-
     async def _end(self, req: ChatRequest, ex: Exchange, outcome: Outcome) -> None:
         """Run the end hooks. When the client is gone the request is being cancelled or closed:
         the hooks then run shielded, so a second cancellation (a drain's deadline) cannot cut
         them short; it still reaches the caller."""
+        hooks = self._ends.of(ex)
+        if not hooks:
+            return
         if outcome.status == "client_gone":
-            await self._shielded(self.end_hooks, req, ex, outcome)
+            await self._shielded(hooks, req, ex, outcome)
         else:
-            await self._run_end_hooks(self.end_hooks, req, ex, outcome)
+            await self._run_end_hooks(hooks, req, ex, outcome)
 
     async def _run_end_hooks(
         self, hooks: Sequence[EndHook], req: ChatRequest, ex: Exchange, outcome: Outcome
@@ -339,6 +332,33 @@ class Pipeline:
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)
         await asyncio.shield(task)
+
+
+class _Noted(Generic[Hook]):
+    """Hooks of which some run only for the requests whose notes hold a key (their filter's
+    ``success_note`` or ``end_note``), sorted out once."""
+
+    def __init__(self, noted: list[tuple[Hashable | None, Hook]]) -> None:
+        #: Every hook, in order.
+        self.every: list[Hook] = [hook for _, hook in noted]
+        #: The hooks with the key each needs, when one needs a key; else ``None`` (every hook
+        #: runs for every request).
+        self._noted: list[tuple[Hashable | None, Hook]] | None = (
+            noted if any(key is not None for key, _ in noted) else None
+        )
+        self._keys = frozenset(key for key, _ in noted if key is not None)
+        #: The hooks that need no key (all a request holding none of the keys gets).
+        self._unnoted: list[Hook] = [hook for key, hook in noted if key is None]
+
+    def of(self, ex: Exchange) -> list[Hook]:
+        """The hooks for this request (once its request filters have run)."""
+        noted = self._noted
+        if noted is None:
+            return self.every
+        notes = ex.notes
+        if notes is None or self._keys.isdisjoint(notes):
+            return self._unnoted
+        return [hook for key, hook in noted if key is None or key in notes]
 
 
 def _as_error(exc: Exception) -> GatewayError:

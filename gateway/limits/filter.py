@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The key of this filter's note in ``Exchange.notes``: the token limits per minute that apply
+#: to the request, charged at its end.
+_TOKENS = "limits.tokens"
+
 
 @attrs.frozen
 class LimitsConfig:
@@ -99,6 +103,8 @@ class LimitsFilter(Filter):
     #: text. Other requests' relays skip it (with the database's keys on, this filter is there
     #: for every request, most often to find no limit).
     reads_relayed = False
+    #: ``on_end`` only charges tokens: it runs for the requests a token limit applies to.
+    end_note = _TOKENS
 
     def __init__(self, buckets: Buckets, rpm: int, tpm: int) -> None:
         self.buckets = buckets
@@ -120,6 +126,7 @@ class LimitsFilter(Filter):
             await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm, None)
         if tpm or team_tpm:
             request.parse_relayed = True
+            exchange.note(_TOKENS, (tpm, team, team_tpm))
         return None
 
     async def _acquire(
@@ -141,11 +148,11 @@ class LimitsFilter(Filter):
         """Charge the request's tokens, whatever its outcome: a client that leaves mid-stream
         pays for what it was sent; a request that failed before any output pays only what the
         upstream reported, if anything."""
-        principal = exchange.principal
-        tpm = self.limits(principal)[1]
-        team, _, team_tpm = _team(principal)
-        if not (tpm or team_tpm):
-            return
+        notes = exchange.notes
+        noted = notes.get(_TOKENS) if notes is not None else None
+        if noted is None:
+            return  # no token limit applies
+        tpm, team, team_tpm = noted
         usage = outcome.usage
         if usage is not None:
             tokens = usage.total_tokens
@@ -155,7 +162,7 @@ class LimitsFilter(Filter):
             tokens = request_tokens(request) + outcome.output_tokens
         try:
             if tpm:
-                await self.buckets.spend(principal.id, tpm, tokens)
+                await self.buckets.spend(exchange.principal.id, tpm, tokens)
             if team is not None and team_tpm:
                 await self.buckets.spend("team:" + team, team_tpm, tokens)
         except GatewayError as err:

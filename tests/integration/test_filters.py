@@ -308,6 +308,98 @@ async def test_a_success_hook_that_needs_a_note_runs_only_for_requests_noted(
     assert every.count == 4
 
 
+class NotedEnds(Ends):
+    """Records the ends of the requests whose user field says "note" (``Filter.end_note``)."""
+
+    name = "noted-ends"
+    end_note = "noted.end"
+
+    async def on_request(self, request, exchange):
+        if request.user == "note":
+            exchange.note(self.end_note, True)
+        return None
+
+
+async def test_an_end_hook_that_needs_a_note_runs_only_for_requests_noted(
+    make_gateway, upstream, sdk
+):
+    """``Filter.end_note``: ``on_end`` only for the requests whose ``on_request`` noted the key,
+    whatever their outcome (here a success, streamed or not, and a failure); the others end
+    without it."""
+    noted, ends = NotedEnds(), Ends()  # ``ends`` runs after ``noted``, for every request
+    client = await make_gateway(
+        upstream_config(upstream), plugins=[filters_plugin(noted=noted, ends=ends)]
+    )
+    api = sdk(client)
+    for user in ("note", "other"):
+        await api.chat.completions.create(model="gpt-test", messages=MESSAGES, user=user)
+        stream = await api.chat.completions.create(
+            model="gpt-test", messages=MESSAGES, user=user, stream=True
+        )
+        assert [c async for c in stream]
+        with pytest.raises(openai.InternalServerError):
+            await api.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "STATUS:500"}], user=user
+            )
+    assert [(o.status, o.stream) for _, o in ends.seen] == [
+        ("success", False),
+        ("success", True),
+        ("error", False),
+    ] * 2
+    assert [rid for rid, _ in noted.seen] == [rid for rid, _ in ends.seen[:3]]
+    assert [(o.status, o.stream) for _, o in noted.seen] == [
+        ("success", False),
+        ("success", True),
+        ("error", False),
+    ]
+
+
+async def test_an_end_hook_that_needs_a_note_sees_the_client_leave_a_noted_stream(
+    make_gateway, aiohttp_server, sdk
+):
+    held = HeldUpstream(first=["one ", "two "])  # the rest never comes
+    noted, ends = NotedEnds(), Ends()
+    client = await make_gateway(
+        upstream_config(await aiohttp_server(held.app())),
+        plugins=[filters_plugin(noted=noted, ends=ends)],
+    )
+    for user in ("other", "note"):
+        stream = await sdk(client).chat.completions.create(
+            model="gpt-test", messages=MESSAGES, user=user, stream=True
+        )
+        text = ""
+        async for chunk in stream:
+            text += chunk.choices[0].delta.content or ""
+            if text == "one two ":
+                break
+        await stream.close()
+        done = await ends.next()
+        assert (done.status, done.output_tokens) == ("client_gone", 2)
+    assert len(ends.seen) == 2 and [rid for rid, _ in noted.seen] == [ends.seen[1][0]]
+    assert [(o.status, o.output_tokens) for _, o in noted.seen] == [("client_gone", 2)]
+
+
+async def test_an_end_hook_that_needs_a_note_is_skipped_when_an_earlier_filter_refused(
+    make_gateway, sdk
+):
+    """Refused before its ``on_request`` ran, the request was never noted."""
+
+    class Refuse(Filter):
+        order = -10
+
+        async def on_request(self, request, exchange):
+            raise Forbidden("not today")
+
+    noted, ends = NotedEnds(), Ends()
+    client = await make_gateway(
+        ECHO, plugins=[filters_plugin(refuse=Refuse(), noted=noted, ends=ends)]
+    )
+    with pytest.raises(openai.PermissionDeniedError):
+        await sdk(client).chat.completions.create(model="echo", messages=MESSAGES, user="note")
+    assert (await ends.next()).status == "error"
+    assert noted.seen == []
+
+
 # --- async on_event: a guardrail that asks a moderation service about every delta ------------
 
 
