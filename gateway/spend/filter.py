@@ -107,7 +107,7 @@ class SpendFilter(Filter):
     ) -> tuple[str, tuple[Counter, ...]]:
         """The budgets of a caller, worked out once per caller and second: kept while its
         attributes (the key cache's) and the periods (:class:`Periods`) are the same objects."""
-        now = self.periods()
+        now = self.periods.now()
         kept = self._budgets.get(principal_id)
         if kept is not None and kept[0] is attributes and kept[1] is now:
             return kept[2]
@@ -194,7 +194,7 @@ class SpendFilter(Filter):
         if ledger is not None:
             # The row (ledger.COLUMNS), made here rather than by a function of its own: this
             # runs at the end of every request.
-            day = self.periods()["day"][0]
+            day = self.periods.now()["day"][0]
             principal = exchange.principal
             attributes = principal.attributes
             u = usage or _NO_USAGE
