@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Literal, Protocol, TypeGuard, get_args, get_origin
 from urllib.parse import urlsplit
 
 import cattrs
@@ -244,6 +244,8 @@ def _format(exc: BaseException, type_: type | None) -> str:
         return "required but missing"
     if isinstance(exc, AttributeError):
         return "expected a table"
+    if get_origin(type_) is Literal:
+        return "expected one of " + ", ".join(str(v) for v in get_args(type_))
     if isinstance(exc, ValueError):
         return str(exc)
     if isinstance(exc, TypeError):

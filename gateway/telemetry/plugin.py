@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 from aiohttp import web
@@ -43,6 +43,11 @@ class TelemetryConfig:
     #: ``gen_ai.output.messages``); also on with
     #: ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
     capture_content: bool = False
+    #: The span exporter process's CPU priority: "idle" (Linux's idle scheduling class: it
+    #: runs on the time requests leave, never taking a core from them; on a machine whose
+    #: cores are all busy serving, spans wait, then are dropped and counted) or "normal"
+    #: (it competes for the cores as the gateway's workers do).
+    exporter_priority: Literal["idle", "normal"] = "idle"
 
 
 def _enabled(cfg: TelemetryConfig) -> bool:
@@ -108,7 +113,7 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
 
     # The app's own exporter process (started and stopped with the app: a reload gets a fresh
     # one, and the old one exports what is left and stops with its app).
-    pipe = SpanPipe(__version__)
+    pipe = SpanPipe(__version__, priority=cfg.exporter_priority)
     tracer = Tracer(_get_from_env_or_default(), pipe)
     # Right after the exchange: refused and unauthenticated requests have their span too.
     app.middlewares.insert(1, server_middleware(tracer))

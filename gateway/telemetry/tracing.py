@@ -390,8 +390,12 @@ class SpanPipe:
     #: Seconds the exporter process has to export what is left, when the app stops.
     STOP_TIMEOUT = 30.0
 
-    def __init__(self, version: str, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self, version: str, environ: Mapping[str, str] = os.environ, priority: str = "idle"
+    ) -> None:
         self.version = version
+        #: The exporter process's CPU priority (``[telemetry] exporter_priority``).
+        self.priority = priority
         self.batch = max(1, int(_number(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)))
         self.max_queue = max(self.batch, int(_number(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)))
         self.delay = max(0.0, _number(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000)
@@ -452,7 +456,11 @@ class SpanPipe:
         is exported, then it is shut down."""
         self._loop = asyncio.get_running_loop()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(EXPORTER), self.version, stdin=asyncio.subprocess.PIPE
+            sys.executable,
+            str(EXPORTER),
+            self.version,
+            self.priority,
+            stdin=asyncio.subprocess.PIPE,
         )
         assert proc.stdin is not None
         self._stdin = proc.stdin

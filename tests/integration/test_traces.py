@@ -321,6 +321,26 @@ async def test_spans_are_exported_by_a_process_of_their_own_and_counted(
     await until(dropped, 10, "six spans dropped")
 
 
+@pytest.mark.parametrize(
+    ("priority", "policy"),
+    [(None, os.SCHED_IDLE), ("idle", os.SCHED_IDLE), ("normal", os.SCHED_OTHER)],
+)
+async def test_the_exporter_runs_on_the_time_requests_leave(
+    make_gateway, upstream, receiver, sdk, priority, policy
+):
+    config = upstream_config(upstream)
+    if priority is not None:
+        config["telemetry"] = {"exporter_priority": priority}
+    client = await make_gateway(config)
+    await sdk(client).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "x"}]
+    )
+    # Spans received: the process chose its class before it read them.
+    await until(lambda: len(receiver) >= 2, 10, "two spans")
+    (pid,) = _exporter_processes()
+    assert os.sched_getscheduler(pid) == policy
+
+
 def _reaped(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"

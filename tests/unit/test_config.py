@@ -214,6 +214,12 @@ def test_a_glob_route_that_can_never_match_is_refused():
     assert list(_load({"backends": backends, "models": other}).models) == ["gpt-?o", "gpt-4*"]
 
 
+def test_a_choice_names_its_choices():
+    targets = [{"backend": "echo"}]
+    errors = _errors({"models": {"m": {"targets": targets, "strategy": "fastest"}}})
+    assert errors == ["models.m.strategy: expected one of fallback, weighted, least-busy, latency"]
+
+
 def test_access_log_format_is_text_or_json():
     assert _load({"server": {"access_log_format": "json"}}).server.access_log_format == "json"
     assert _errors({"server": {"access_log_format": "xml"}}) == [
