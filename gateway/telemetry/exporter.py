@@ -8,7 +8,9 @@ their own. Run as ``python exporter.py VERSION [PRIORITY]`` (by path: it imports
 gateway); with PRIORITY ``idle`` (the gateway's default) it runs in Linux's idle scheduling
 class (:func:`background`).
 
-Frames on stdin: a 4-byte big-endian length, then a list of records (``marshal``: the
+Frames on stdin: a 4-byte big-endian length, the time the gateway wrote the frame (8 bytes,
+big-endian, ``time.monotonic_ns()``: the same clock in every process of a machine), then a list
+of records (``marshal``: the
 fastest way for plain tuples, between two processes of one Python): a span (:data:`FIELDS`),
 or a request (:data:`REQUEST_FIELDS`), the facts of its server span and of the upstream
 attempts made right under it, which :func:`spans` makes into those spans here.
@@ -25,13 +27,13 @@ that client, the SDK's own ``export`` (and encoder) is used.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import marshal
 import os
 import struct
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 log = logging.getLogger("hookgate.span_exporter")
@@ -237,16 +239,22 @@ def _read(stream: BinaryIO, n: int) -> bytes:
     return data
 
 
+def frame(records: list[tuple[Any, ...]], written: int) -> bytes:
+    """``records`` as a frame written at ``written`` (``time.monotonic_ns()``)."""
+    data = marshal.dumps(records)
+    return (len(data) + 8).to_bytes(4, "big") + written.to_bytes(8, "big") + data
+
+
 def frames(stream: BinaryIO) -> Any:
-    """The lists of records on ``stream``, until its end."""
+    """``(written, records)`` of each frame on ``stream``, until its end."""
     while True:
         head = _read(stream, 4)
         if not head:
             return
         body = _read(stream, int.from_bytes(head, "big"))
-        if not body:
+        if len(body) < 8:
             return
-        yield marshal.loads(body)
+        yield int.from_bytes(body[:8], "big"), marshal.loads(body[8:])
 
 
 # --- protobuf, written by hand -----------------------------------------------------------------
@@ -452,13 +460,31 @@ class Builder:
         )
 
 
-def run(stream: BinaryIO, exporter: Any, builder: Builder, batch: int) -> None:
-    """Export what ``stream`` carries, ``batch`` spans a call at most, then shut down."""
+def run(
+    stream: BinaryIO,
+    exporter: Any,
+    builder: Builder,
+    batch: int,
+    idle: Callable[[bool], bool] | None = None,
+) -> None:
+    """Export what ``stream`` carries, ``batch`` spans a call at most, then shut down.
+
+    With ``idle`` (:func:`background`), the process keeps to the idle scheduling class while
+    it keeps up: a frame that waited more than :data:`LATE` seconds in the pipe (the machine's
+    cores were all busy, and an idle process runs only on time no other wants) is exported at
+    ordinary priority, and the idle class is taken again after a frame that came in time. So
+    spans are late by about that much at most when the machine is saturated, never held back
+    for as long as it stays so."""
     client = getattr(exporter, "_client", None)
     send = getattr(client, "export", None) if client is not None else None
     encoder = Encoder(builder) if send is not None else None
+    # Started at ordinary priority: the imports and the first frame are not held back.
+    idling = False
     try:
-        for received in frames(stream):
+        for written, received in frames(stream):
+            late = time.monotonic_ns() - written > LATE * 1e9
+            if idle is not None and late and idling:
+                idling = idle(False)
             records = [span for record in received for span in _spans(record)]
             for i in range(0, len(records), batch):
                 chunk = records[i : i + batch]
@@ -466,6 +492,8 @@ def run(stream: BinaryIO, exporter: Any, builder: Builder, batch: int) -> None:
                     _send(send, encoder, chunk)
                 else:
                     exporter.export([s for s in (_built(builder, r) for r in chunk) if s])
+            if idle is not None and not late and not idling:
+                idling = idle(True)
     finally:
         exporter.shutdown()
 
@@ -506,20 +534,25 @@ def _built(builder: Builder, record: tuple[Any, ...]) -> Any:
         return None
 
 
-def background() -> bool:
-    """Move this process to Linux's idle scheduling class (``SCHED_IDLE``): it then runs on
-    CPU time no other process wants. Woken by each batch the gateway writes to its pipe, an
-    exporter of ordinary priority is placed on the waking worker's core and takes turns with
-    it; measured, a worker under load was on its core 93% of the time with the exporter beside
-    it, 99% with the exporter idle. Where there is no such class, the lowest ``nice``.
-    Whether the class was taken."""
+#: Seconds a frame may wait in the pipe before the idle exporter takes ordinary priority.
+LATE = 0.25
+
+
+def background(idle: bool) -> bool:
+    """Move this process to Linux's idle scheduling class (``SCHED_IDLE``), or back to the
+    ordinary one. Idle, it runs on CPU time no other process wants. Woken by each batch the
+    gateway writes to its pipe, an exporter of ordinary priority is placed on the waking
+    worker's core and takes turns with it; measured, a worker under load was on its core 93%
+    of the time with the exporter beside it, 99% with the exporter idle. Whether this process
+    is idle now (where there is no such class, it stays as it was)."""
+    policy = getattr(os, "SCHED_IDLE" if idle else "SCHED_OTHER", None)
+    if policy is None:
+        return not idle
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.nice(19)
-        return False
-    return True
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError:
+        return not idle
+    return idle
 
 
 def main() -> None:
@@ -527,13 +560,12 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING, format="hookgate span exporter: %(message)s")
     version = sys.argv[1] if len(sys.argv) > 1 else ""
-    if len(sys.argv) > 2 and sys.argv[2] == "idle":
-        background()
+    idle = background if len(sys.argv) > 2 and sys.argv[2] == "idle" else None
     try:
         batch = int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
     except ValueError:
         batch = 512
-    run(sys.stdin.buffer, OTLPSpanExporter(), Builder(version), max(1, batch))
+    run(sys.stdin.buffer, OTLPSpanExporter(), Builder(version), max(1, batch), idle)
 
 
 if __name__ == "__main__":

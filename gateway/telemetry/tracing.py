@@ -43,7 +43,7 @@ from gateway import (
     UsageEvent,
     trace_headers,
 )
-from gateway.telemetry.exporter import REQUEST, attempt_span, name_of, spans_of
+from gateway.telemetry.exporter import REQUEST, attempt_span, frame, name_of, spans_of
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.sampling import Sampler
@@ -57,6 +57,7 @@ _SERVER, _CLIENT, _INTERNAL = SpanKind.SERVER.value, SpanKind.CLIENT.value, Span
 _ERROR = StatusCode.ERROR.value
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
+_monotonic_ns = time.monotonic_ns
 #: Samplers that sample every trace they start (their descriptions).
 _ROOTS_SAMPLED = frozenset(
     (
@@ -441,14 +442,14 @@ class SpanPipe:
                 log.error("the span exporter process is gone: spans are dropped")
             return
         try:
-            data = marshal.dumps(records)
+            data = frame(records, _monotonic_ns())
         except ValueError:  # an attribute of a type of its own: that record goes
             records = [r for r in records if _marshals(r)]
-            data = marshal.dumps(records)
+            data = frame(records, _monotonic_ns())
             kept = sum(map(spans_of, records))
             self.stats.dropped += spans - kept
             spans = kept
-        stdin.write(len(data).to_bytes(4, "big") + data)
+        stdin.write(data)
         self.stats.sent += spans
 
     async def run(self, app: web.Application) -> AsyncIterator[None]:

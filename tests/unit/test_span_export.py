@@ -4,23 +4,23 @@ it builds from them, and the bound on what waits for it."""
 from __future__ import annotations
 
 import io
-import marshal
+import time
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.canonical import ChatRequest, ChatResponse, Message, TextPart, Usage
 from gateway.errors import UpstreamError
-from gateway.telemetry.exporter import Builder, run, spans, spans_of
+from gateway.telemetry.exporter import LATE, Builder, frame, run, spans, spans_of
 from gateway.telemetry.tracing import RequestSpan, Span, SpanPipe, _attempt
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 PARENT = 0x00F067AA0BA902B7
 
 
-def _frame(records: list[tuple[object, ...]]) -> bytes:
-    data = marshal.dumps(records)
-    return len(data).to_bytes(4, "big") + data
+def _frame(records: list[tuple[object, ...]], age: float = 0.0) -> bytes:
+    """A frame of ``records`` as the gateway writes it, ``age`` seconds ago."""
+    return frame(records, time.monotonic_ns() - int(age * 1e9))
 
 
 def test_records_become_the_sdk_spans_they_describe() -> None:
@@ -309,3 +309,27 @@ def test_request_records_encode_as_the_sdk_encodes_their_spans() -> None:
     builder = Builder("2.0")
     sdk = encode_spans([builder.span(r) for r in records]).SerializeToString()
     assert Encoder(builder).request(records) == sdk
+
+
+def test_an_idle_exporter_takes_ordinary_priority_while_frames_wait() -> None:
+    """Idle while frames come in time; a frame that waited past LATE (the machine busy) is
+    exported at ordinary priority, and the idle class is taken again after one in time."""
+    pipe = SpanPipe("1", environ={})
+    ages = [0.0, 0.0, LATE * 4, LATE * 4, 0.0]
+    names = [f"span {i}" for i in range(len(ages))]
+    for name in names:
+        Span(pipe, name, 1, TRACE_ID, 0, False, 1, "", {}).end()
+    frames = [_frame([r], age) for r, age in zip(pipe._records, ages, strict=True)]
+    exporter = InMemorySpanExporter()
+    asked: list[tuple[bool, int]] = []
+
+    def idle(yes: bool) -> bool:
+        # When it was asked: after how many spans were exported.
+        asked.append((yes, len(exporter.get_finished_spans())))
+        return yes
+
+    run(io.BytesIO(b"".join(frames)), exporter, Builder("1"), batch=8, idle=idle)
+    assert [s.name for s in exporter.get_finished_spans()] == names
+    # Started ordinary: idle after the first frame; ordinary before the first late one; idle
+    # again after the frame in time that follows the late ones.
+    assert asked == [(True, 1), (False, 2), (True, 5)]
