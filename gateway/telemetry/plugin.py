@@ -44,9 +44,9 @@ class TelemetryConfig:
     #: ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
     capture_content: bool = False
     #: The span exporter process's CPU priority: "idle" (Linux's idle scheduling class: it
-    #: runs on the time requests leave, never taking a core from them; on a machine whose
-    #: cores are all busy serving, spans wait, then are dropped and counted) or "normal"
-    #: (it competes for the cores as the gateway's workers do).
+    #: runs on the time requests leave, never taking a core from them; a batch that waited in
+    #: its pipe more than 0.25 s, the cores all busy, is exported at ordinary priority) or
+    #: "normal" (it competes for the cores as the gateway's workers do).
     exporter_priority: Literal["idle", "normal"] = "idle"
 
 
