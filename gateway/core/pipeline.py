@@ -140,7 +140,7 @@ class Pipeline:
         """A whole answer. Raises :class:`GatewayError` on failure."""
         status: Status = "client_gone"
         error: GatewayError | None = None
-        output = 0
+        answer: ChatResponse | None = None
         try:
             req, route = await self.prepare_route(req, ex)
             try:
@@ -166,9 +166,7 @@ class Pipeline:
             ex.usage = resp.usage
             for hook in self._success.of(ex):
                 await hook(req, resp, ex)
-            status = "success"
-            if self.end_hooks:
-                output = sum(map(part_tokens, resp.message.parts))
+            status, answer = "success", resp
             return resp
         except Exception as exc:
             status, error = "error", _as_error(exc)
@@ -176,6 +174,8 @@ class Pipeline:
         finally:
             hooks = self._ends.of(ex)
             if hooks:
+                # What was sent, estimated only for a request an end hook reads it of.
+                output = 0 if answer is None else sum(map(part_tokens, answer.message.parts))
                 outcome = Outcome(status, error, ex.usage, output, False)
                 if status == "client_gone":
                     await self._shielded(hooks, req, ex, outcome)
