@@ -265,6 +265,15 @@ async def test_only_filters_that_override_on_end_are_on_the_path(make_gateway):
     assert pipeline.raw_relay and pipeline.event_filters == []
 
 
+async def _whole_and_streamed(api, user: str) -> None:
+    """Ask as ``user`` once for a whole answer and once for a stream, read to its end."""
+    await api.chat.completions.create(model="gpt-test", messages=MESSAGES, user=user)
+    stream = await api.chat.completions.create(
+        model="gpt-test", messages=MESSAGES, user=user, stream=True
+    )
+    assert [c async for c in stream]
+
+
 async def test_a_success_hook_that_needs_a_note_runs_only_for_requests_noted(
     make_gateway, upstream, sdk
 ):
@@ -299,11 +308,7 @@ async def test_a_success_hook_that_needs_a_note_runs_only_for_requests_noted(
     )
     api = sdk(client)
     for user in ("keep", "other"):
-        await api.chat.completions.create(model="gpt-test", messages=MESSAGES, user=user)
-        stream = await api.chat.completions.create(
-            model="gpt-test", messages=MESSAGES, user=user, stream=True
-        )
-        assert [c async for c in stream]
+        await _whole_and_streamed(api, user)
     assert keeps.answers == ["upstream says: hello"] * 2
     assert every.count == 4
 
@@ -332,26 +337,15 @@ async def test_an_end_hook_that_needs_a_note_runs_only_for_requests_noted(
     )
     api = sdk(client)
     for user in ("note", "other"):
-        await api.chat.completions.create(model="gpt-test", messages=MESSAGES, user=user)
-        stream = await api.chat.completions.create(
-            model="gpt-test", messages=MESSAGES, user=user, stream=True
-        )
-        assert [c async for c in stream]
+        await _whole_and_streamed(api, user)
         with pytest.raises(openai.InternalServerError):
             await api.chat.completions.create(
                 model="gpt-test", messages=[{"role": "user", "content": "STATUS:500"}], user=user
             )
-    assert [(o.status, o.stream) for _, o in ends.seen] == [
-        ("success", False),
-        ("success", True),
-        ("error", False),
-    ] * 2
+    each = [("success", False), ("success", True), ("error", False)]  # a user's three
+    assert [(o.status, o.stream) for _, o in ends.seen] == each * 2
     assert [rid for rid, _ in noted.seen] == [rid for rid, _ in ends.seen[:3]]
-    assert [(o.status, o.stream) for _, o in noted.seen] == [
-        ("success", False),
-        ("success", True),
-        ("error", False),
-    ]
+    assert [(o.status, o.stream) for _, o in noted.seen] == each
 
 
 async def test_an_end_hook_that_needs_a_note_sees_the_client_leave_a_noted_stream(
