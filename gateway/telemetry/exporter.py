@@ -18,7 +18,8 @@ At end of input what is left is exported and the exporter shut down (flushed).
 
 Encoding: the SDK's OTLP encoder builds a protobuf object per span and per attribute (about
 40 us a span); :class:`Encoder` writes the same ``ExportTraceServiceRequest`` bytes straight
-from the records (a few us a span; the attribute lines that repeat, kept), and the SDK
+from the records (a few us a span; the attribute lines that repeat, kept; a request's record
+written from its facts, about 2 us a span, :meth:`Encoder.fields`), and the SDK
 exporter's HTTP client sends them (endpoint, headers, compression, retries and timeout as the
 ``OTEL_EXPORTER_OTLP_*`` variables say). The bytes decode to what the SDK's encoder makes of
 the same spans (``tests/unit/test_span_export.py`` compares them). Should an SDK release lack
@@ -309,6 +310,24 @@ def key_value(key: str, value: Any) -> bytes:
     return _len(b"\x0a", key.encode()) + _len(b"\x12", any_value(value))
 
 
+#: Types of the values a part of a request is kept under (see ``Encoder._kept``): strings and
+#: ``None``; integers too where the lookup checks the value's type first (``True``, ``1`` and
+#: ``1.0`` are one key to a dict).
+_TEXT = frozenset((str, type(None)))
+_KEYS = _TEXT | {int}
+
+
+def _status(status: int, description: str | None) -> bytes:
+    """A span's ``status`` field (always there, as the SDK's encoder has it, empty when unset):
+    message, then code."""
+    if description or status:
+        st = (_len(b"\x12", description.encode()) if description else b"") + (
+            b"\x18" + _SMALL[status] if status else b""
+        )
+        return _len(b"\x7a", st)
+    return b"\x7a\x00"
+
+
 class Encoder:
     """Records to an ``ExportTraceServiceRequest``, its resource and scope those of
     :class:`Builder`."""
@@ -336,6 +355,15 @@ class Encoder:
         self._keys: dict[str, bytes] = {}
         #: span name -> its ``Span.name`` field (``chat <model>``: a few, repeating)
         self._names: dict[str, bytes] = {}
+        #: A request's parts that repeat (see :meth:`fields`): (method, path, route), (model,
+        #: max_tokens) asked, (response model, outcome), and an attempt's (model, provider,
+        #: backend, max_tokens) -> their attributes' fields (an attempt's: its name's too).
+        self._wheres: dict[tuple[Any, ...], bytes] = {}
+        self._asks: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._answers: dict[tuple[Any, ...], bytes] = {}
+        self._targets: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        #: finish reason -> its ``gen_ai.response.finish_reasons`` field
+        self._finishes: dict[str, bytes] = {}
 
     def _attribute(self, key: str, value: Any) -> bytes:
         """An attribute's field, kept (see ``_fields``) for the next span with that value."""
@@ -402,24 +430,214 @@ class Encoder:
                         out.append(kept[1])
                         continue
             out.append(attribute(key, value))
-        # Status (always there, as the SDK's encoder has it, empty when unset): message, then
-        # code.
-        if description or status:
-            st = (_len(b"\x12", description.encode()) if description else b"") + (
-                b"\x18" + _SMALL[status] if status else b""
-            )
-            out.append(_len(b"\x7a", st))
-        else:
-            out.append(b"\x7a\x00")
+        out.append(_status(status, description))
         # flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE, and ..._IS_REMOTE when the parent is.
         out.append(b"\x85\x01" + (b"\x00\x03\x00\x00" if remote else b"\x00\x01\x00\x00"))
         return b"".join(out)
 
     def request(self, records: list[tuple[Any, ...]]) -> bytes:
-        """The ``ExportTraceServiceRequest`` of ``records`` (one resource, one scope)."""
-        spans = b"".join(_len(b"\x12", self.span(r)) for r in records)
-        resource_spans = self._resource + _len(b"\x12", self._scope + spans)
+        """The ``ExportTraceServiceRequest`` of ``records`` (spans, :data:`FIELDS`; one
+        resource, one scope)."""
+        return self.joined([_len(b"\x12", self.span(r)) for r in records])
+
+    def joined(self, fields: list[bytes]) -> bytes:
+        """The ``ExportTraceServiceRequest`` of spans' fields (:meth:`fields`)."""
+        resource_spans = self._resource + _len(b"\x12", self._scope + b"".join(fields))
         return _len(b"\x0a", resource_spans)
+
+    def fields(self, record: tuple[Any, ...]) -> list[bytes]:
+        """The ``ScopeSpans.spans`` fields of a record (:func:`spans`), in its spans' order:
+        the same bytes as :meth:`span` makes of each. A request's record is written from its
+        facts straight, the parts that repeat from request to request (its route, what was
+        asked, the outcome; an attempt's model and backend) kept, without the spans' tuples
+        and attribute dicts :func:`spans` makes."""
+        if record[0] != REQUEST or record[21]:  # a span, or a request with attributes of
+            # its own (they may replace the facts' attributes): as its spans.
+            return [_len(b"\x12", self.span(r)) for r in spans(record)]
+        (_, trace_id, span_id, parent_id, remote, _flags, state, start, end) = record[:9]
+        (method, path, route, request_id, name, status_code, status, description) = record[9:17]
+        (cost, asked, answered, attempts) = record[17:21]
+        cached = self._cached
+        trace = b"\x0a\x10" + trace_id.to_bytes(16, "big")
+        # The trace state's field goes after the span's id.
+        stated = _len(b"\x1a", state.encode()) if state else b""
+        out = []
+        if attempts:
+            under = stated + b"\x22\x08" + span_id.to_bytes(8, "big")
+            for facts in attempts:
+                out.append(_len(b"\x12", self._attempt(trace, under, facts)))
+        what = named = b""
+        if asked:
+            model, max_tokens, temperature, top_p, principal = asked
+            # Only str, int and None look a part up: 1, 1.0 and True are one key to a dict.
+            key = (model, max_tokens)
+            found = self._asks.get(key) if type(max_tokens) in _KEYS else None
+            if found is None:
+                found = self._kept(
+                    self._asks,
+                    key,
+                    (("gen_ai.operation.name", "chat"), ("gen_ai.request.model", model))
+                    + (() if max_tokens is None else (("gen_ai.request.max_tokens", max_tokens),)),
+                    f"chat {model}",
+                    numbers=True,
+                )
+            named, what = found
+            if temperature is not None:
+                what += cached("gen_ai.request.temperature", temperature)
+            if top_p is not None:
+                what += cached("gen_ai.request.top_p", top_p)
+            if principal is not None:
+                what += cached("hookgate.principal", principal)
+        if name:
+            named = self._name(name)
+        elif not asked:
+            named = self._name(f"{method} {route}")
+        parts = [trace, b"\x12\x08", span_id.to_bytes(8, "big"), stated]
+        if parent_id:
+            parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))
+        where = self._wheres.get((method, path, route))
+        if where is None:
+            where = self._kept(
+                self._wheres,
+                (method, path, route),
+                (("http.request.method", method), ("url.path", path), ("http.route", route)),
+            )
+        parts += (
+            named,
+            b"\x30\x02\x39",  # SpanKind SERVER (OTLP's numbers: the API's plus one)
+            _FIXED64(start),
+            b"\x41",
+            _FIXED64(end),
+            where,
+            self._string("hookgate.request_id", request_id),
+            what,
+        )
+        if status_code is not None:
+            parts.append(cached("http.response.status_code", status_code))
+        if answered:
+            response_model, outcome, input_tokens, output_tokens = answered
+            how = self._answers.get((response_model, outcome))
+            if how is None:
+                how = self._kept(
+                    self._answers,
+                    (response_model, outcome),
+                    (("gen_ai.response.model", response_model), ("hookgate.outcome", outcome)),
+                )
+            parts.append(how)
+            if input_tokens is not None:
+                parts.append(cached("gen_ai.usage.input_tokens", input_tokens))
+                parts.append(cached("gen_ai.usage.output_tokens", output_tokens))
+        if cost is not None:
+            parts.append(cached("hookgate.cost_usd", cost))
+        parts.append(_status(status, description))
+        # flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE, and ..._IS_REMOTE when the parent is.
+        parts.append(b"\x85\x01\x00\x03\x00\x00" if remote else b"\x85\x01\x00\x01\x00\x00")
+        out.append(_len(b"\x12", b"".join(parts)))
+        return out
+
+    def _attempt(self, trace: bytes, under: bytes, facts: tuple[Any, ...]) -> bytes:
+        """An attempt's client span (:func:`attempt_span`), from its facts."""
+        (span_id, start, end, provider, backend, model, max_tokens, response_model) = facts[:8]
+        (finish, input_tokens, output_tokens, error, status, description, outcome) = facts[8:]
+        cached = self._cached
+        key = (model, provider, backend, max_tokens)
+        head = self._targets.get(key) if type(max_tokens) in _KEYS else None
+        if head is None:
+            head = self._kept(
+                self._targets,
+                key,
+                (
+                    ("gen_ai.operation.name", "chat"),
+                    ("gen_ai.request.model", model),
+                    ("gen_ai.provider.name", provider),
+                    ("hookgate.backend", backend),
+                )
+                + (() if max_tokens is None else (("gen_ai.request.max_tokens", max_tokens),)),
+                f"chat {model}",
+                numbers=True,
+            )
+        name, what = head[0], head[1]
+        parts = [
+            trace,
+            b"\x12\x08",
+            span_id.to_bytes(8, "big"),
+            under,
+            name,
+            b"\x30\x03\x39",  # SpanKind CLIENT
+            _FIXED64(start),
+            b"\x41",
+            _FIXED64(end),
+            what,
+        ]
+        if response_model is not None:
+            parts.append(cached("gen_ai.response.model", response_model))
+        if finish is not None:
+            reasons = self._finishes.get(finish)
+            if reasons is None:
+                reasons = self._attribute("gen_ai.response.finish_reasons", [finish])
+                if type(finish) is str and len(self._finishes) < self.KEPT:
+                    self._finishes[finish] = reasons
+            parts.append(reasons)
+        if input_tokens is not None:
+            parts.append(cached("gen_ai.usage.input_tokens", input_tokens))
+            parts.append(cached("gen_ai.usage.output_tokens", output_tokens))
+        if error is not None:
+            parts.append(cached("error.type", error))
+        if outcome is not None:
+            parts.append(cached("hookgate.outcome", outcome))
+        parts.append(_status(status, description))
+        parts.append(b"\x85\x01\x00\x01\x00\x00")
+        return b"".join(parts)
+
+    def _cached(self, key: str, value: Any) -> bytes:
+        """An attribute's field: as kept when seen before with this value (and type)."""
+        values = self._fields.get(key)
+        if values is not None:
+            kept = values.get(value)
+            if kept is not None and kept[0] is type(value):
+                return kept[1]
+        return self._attribute(key, value)
+
+    def _string(self, key: str, value: Any) -> bytes:
+        """A string attribute's field, not kept (a value seen once: a request id)."""
+        if type(value) is not str:
+            return self._attribute(key, value)
+        head = self._keys.get(key)
+        if head is None:
+            head = self._keys[key] = _len(b"\x0a", key.encode())
+        data = value.encode()
+        string = b"\x0a" + _varint(len(data)) + data
+        kv = head + b"\x12" + _varint(len(string)) + string
+        return b"\x4a" + _varint(len(kv)) + kv
+
+    def _kept(
+        self,
+        kept: dict[Any, Any],
+        key: tuple[Any, ...],
+        attributes: tuple[tuple[str, Any], ...],
+        name: str | None = None,
+        numbers: bool = False,
+    ) -> Any:
+        """The fields of ``attributes``, one after the other, kept under
+        ``key`` when the cache has room and its values are strings or ``None`` (integers too
+        with ``numbers``: the caller looks an integer's part up only by an ``int``). With
+        ``name``: that name's field, then the attributes'."""
+        found: Any = b"".join(self._attribute(k, v) for k, v in attributes)
+        if name is not None:
+            found = (self._name(name), found)
+        types = _KEYS if numbers else _TEXT
+        if len(kept) < self.NAMES and all(type(v) in types for v in key):
+            kept[key] = found
+        return found
+
+    def _name(self, name: str) -> bytes:
+        """A span's ``name`` field (kept)."""
+        named = self._names.get(name)
+        if named is None:
+            named = _len(b"\x2a", name.encode())
+            if len(self._names) < self.NAMES:
+                self._names[name] = named
+        return named
 
 
 class Builder:
@@ -485,12 +703,14 @@ def run(
             late = time.monotonic_ns() - written > LATE * 1e9
             if idle is not None and late and idling:
                 idling = idle(False)
-            records = [span for record in received for span in _spans(record)]
-            for i in range(0, len(records), batch):
-                chunk = records[i : i + batch]
-                if encoder is not None and send is not None:
-                    _send(send, encoder, chunk)
-                else:
+            if encoder is not None:
+                fields = [f for record in received for f in _fields(encoder, record)]
+                for i in range(0, len(fields), batch):
+                    _send(send, encoder, fields[i : i + batch])
+            else:
+                records = [span for record in received for span in _spans(record)]
+                for i in range(0, len(records), batch):
+                    chunk = records[i : i + batch]
                     exporter.export([s for s in (_built(builder, r) for r in chunk) if s])
             if idle is not None and not late and not idling:
                 idling = idle(True)
@@ -506,24 +726,24 @@ def _spans(record: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return []
 
 
-def _send(send: Any, encoder: Encoder, records: list[tuple[Any, ...]]) -> None:
+def _fields(encoder: Encoder, record: tuple[Any, ...]) -> list[bytes]:
     try:
-        data = encoder.request(records)
-    except Exception as exc:  # a record that cannot be encoded: the others go
+        return encoder.fields(record)
+    except Exception as exc:  # one bad span must not stop the others: one at a time
         log.warning("spans not encoded (%s): encoding one at a time", exc)
-        data = encoder.request([r for r in records if _encodes(encoder, r)])
-    result = send(data)
+    fields = []
+    for span in _spans(record):
+        try:
+            fields.append(_len(b"\x12", encoder.span(span)))
+        except Exception as exc:
+            log.warning("span %r not exported: %s", span[0], exc)
+    return fields
+
+
+def _send(send: Any, encoder: Encoder, fields: list[bytes]) -> None:
+    result = send(encoder.joined(fields))
     if not getattr(result, "success", True):
-        log.warning("%d spans not exported", len(records))
-
-
-def _encodes(encoder: Encoder, record: tuple[Any, ...]) -> bool:
-    try:
-        encoder.span(record)
-    except Exception as exc:
-        log.warning("span %r not exported: %s", record[0], exc)
-        return False
-    return True
+        log.warning("%d spans not exported", len(fields))
 
 
 def _built(builder: Builder, record: tuple[Any, ...]) -> Any:

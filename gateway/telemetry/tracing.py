@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import marshal
 import os
@@ -388,6 +389,10 @@ class SpanPipe:
 
     #: Bytes written and not yet read by the exporter process, at most.
     MAX_PENDING = 8 * 1024 * 1024
+    #: The pipe's own buffer, asked of the kernel (Linux gives 64 KiB, less than a batch's
+    #: frame: each would be written in two or three turns of the loop, waking the exporter as
+    #: often); the most an unprivileged process may ask is ``/proc/sys/fs/pipe-max-size``.
+    PIPE_SIZE = 1024 * 1024
     #: Seconds the exporter process has to export what is left, when the app stops.
     STOP_TIMEOUT = 30.0
 
@@ -465,6 +470,7 @@ class SpanPipe:
         )
         assert proc.stdin is not None
         self._stdin = proc.stdin
+        _widen(proc.stdin, self.PIPE_SIZE)
         if self._records:
             self._timer = self._loop.call_later(self.delay, self.flush)
         try:
@@ -482,6 +488,21 @@ class SpanPipe:
                 proc.kill()
                 await proc.wait()
             self._loop = None
+
+
+def _widen(stdin: asyncio.StreamWriter, size: int) -> None:
+    """Ask for a pipe buffer of ``size`` bytes (Linux), or of what the system allows at most;
+    where neither can be had, the pipe stays as it is."""
+    pipe = stdin.transport.get_extra_info("pipe")
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if pipe is None or setting is None:
+        return
+    try:
+        most = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except (OSError, ValueError):
+        most = size
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), setting, min(size, most))
 
 
 def _number(environ: Mapping[str, str], name: str, default: float) -> float:

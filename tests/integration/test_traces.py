@@ -6,6 +6,7 @@ and answer only when opted in."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 from pathlib import Path
@@ -19,6 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from support.configs import upstream_config
 from support.processes import children, free_port
 from support.waiting import until
+
+from gateway.telemetry.tracing import SpanPipe
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -305,6 +308,9 @@ async def test_spans_are_exported_by_a_process_of_their_own_and_counted(
     metrics = await (await client.get("/metrics")).text()
     assert _metric(metrics, 'hookgate_trace_spans_total{outcome="sent"}') >= 2
     (pid,) = _exporter_processes()
+    # Its pipe holds a batch's frame: written in one turn, read in one wake.
+    size, most = _pipe_size(pid)
+    assert size == min(SpanPipe.PIPE_SIZE, most)
     # The process gone, requests are answered as before; their spans are dropped and counted.
     os.kill(pid, signal.SIGKILL)
     await until(lambda: not _exporter_processes() or _reaped(pid), 10, "the exporter's end")
@@ -346,6 +352,13 @@ async def test_the_exporter_runs_on_the_time_requests_leave(
         )
         await until(lambda: len(receiver) >= 4, 10, "four spans")
         assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+
+
+def _pipe_size(pid: int) -> tuple[int, int]:
+    """The buffer size of the pipe on ``pid``'s standard input, and the most it may have."""
+    most = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    with open(f"/proc/{pid}/fd/0", "rb", buffering=0) as pipe:
+        return fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ), most
 
 
 def _reaped(pid: int) -> bool:

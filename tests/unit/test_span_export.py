@@ -333,3 +333,105 @@ def test_an_idle_exporter_takes_ordinary_priority_while_frames_wait() -> None:
     # Started ordinary: idle after the first frame; ordinary before the first late one; idle
     # again after the frame in time that follows the late ones.
     assert asked == [(True, 1), (False, 2), (True, 5)]
+
+
+def _plain_request(
+    pipe: SpanPipe,
+    state: str = "",
+    parent: int = PARENT,
+    asked: tuple[object, ...] | None = ("m", 50, 0.5, None, "alice"),
+    answered: tuple[object, ...] | None = ("up-model", "success", 11, 7),
+    name: str = "",
+    attempts: int = 2,
+) -> RequestSpan:
+    """A request's span whose attributes are its facts alone (the encoder's own way)."""
+    server = RequestSpan(
+        pipe, "POST", "chat", "/v1/chat/completions", "r1", TRACE_ID, parent, bool(parent), 1,
+        state, {},
+    )  # fmt: skip
+    server.asked = asked
+    if name:
+        server.update_name(name)
+    request = ChatRequest(model="m", messages=[], protocol="openai", max_tokens=50)
+    request.upstream_model = "up-model"
+    answer = ChatResponse(
+        id="c", model="up-2024", message=Message("assistant", [TextPart("hi")]), usage=Usage(3, 4)
+    )
+    facts = [
+        _attempt(21, 1, _Backend(), request, None, UpstreamError("down"), None),
+        _attempt(22, 2, _Backend(), request, answer.usage, None, None, answer),
+        _attempt(23, 3, _Backend(), request, None, None, "client_gone"),
+    ]
+    for f in facts[:attempts]:
+        server.attempt(f)
+    server.status_code = 200 if answered else 401
+    server.cost = 1.5e-05 if answered else None
+    server.answered = answered
+    return server
+
+
+def test_a_request_record_encodes_as_its_spans_do() -> None:
+    """``Encoder.fields`` writes a request's record straight from its facts, keeping the parts
+    that repeat: the same bytes as its spans encoded one by one, the first time and from what it
+    kept, whatever the values (a value a dict takes for another's key is not mistaken for it)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from gateway.telemetry.exporter import Encoder, _len
+
+    pipe = SpanPipe("2.0", environ={})
+    for make in (
+        lambda: _plain_request(pipe),
+        lambda: _plain_request(pipe, state="k=v,a=b", parent=0),
+        lambda: _plain_request(pipe, asked=None, answered=None, attempts=0),
+        lambda: _plain_request(pipe, name="renamed", attempts=3),
+        lambda: _plain_request(pipe, answered=("up-model", "error", None, None), attempts=1),
+        lambda: _plain_request(pipe, asked=("m", None, None, None, None)),
+        # 1, True and 1.0; 0.0 and -0.0: one key to a dict, four encodings.
+        lambda: _plain_request(pipe, asked=("m", 1, -0.0, 1, None)),
+        lambda: _plain_request(pipe, asked=("m", True, 0.0, 1.0, None)),
+        lambda: _plain_request(pipe, asked=("m", 1, 0.0, True, None)),
+        lambda: _plain_request(pipe, answered=("up-model", "success", True, 1)),
+    ):
+        make().end()
+    # And a record whose own attributes may stand for the facts': as its spans.
+    _request_record(pipe).end()
+    records = pipe._records
+    builder = Builder("2.0")
+    encoder, one_by_one = Encoder(builder), Encoder(builder)
+    for _ in range(2):  # the second time from what the encoder kept
+        for record in records:
+            expected = [_len(b"\x12", one_by_one.span(s)) for s in spans(record)]
+            assert encoder.fields(record) == expected
+    sdk = encode_spans([builder.span(s) for r in records for s in spans(r)]).SerializeToString()
+    assert encoder.joined([f for r in records for f in encoder.fields(r)]) == sdk
+
+
+def test_a_span_that_cannot_be_encoded_leaves_the_others() -> None:
+    pipe = SpanPipe("1", environ={})
+    server = _plain_request(pipe)
+    server.set_attribute("odd", {1, 2})  # a set: not a type an attribute may have
+    server.end()
+    Span(pipe, "after", 1, TRACE_ID, 0, False, 1, "", {}).end()
+    sent: list[bytes] = []
+
+    class Client:
+        def export(self, data: bytes) -> None:
+            sent.append(data)
+
+    class Exporter:
+        _client = Client()
+
+        def shutdown(self) -> None:
+            pass
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    run(io.BytesIO(_frame(pipe._records)), Exporter(), Builder("1"), batch=8)
+    (data,) = sent
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(data)
+    names = [s.name for s in request.resource_spans[0].scope_spans[0].spans]
+    # The server span went; its two attempts and the span after it did not.
+    assert names == ["chat up-model", "chat up-model", "after"]
