@@ -405,10 +405,37 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def cpu_seconds(pid: int) -> float:
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process under it (workers, their span exporters)."""
+    found = [pid]
+    for kid in _children(pid):
+        found += _tree(kid)
+    return found
+
+
+#: CPU time, in seconds, the processes of a run may use in :data:`QUIET_WINDOW` for the machine
+#: to count as quiet, and the longest wait for it.
+QUIET_CPU, QUIET_WINDOW, QUIET_LIMIT = 0.01, 0.25, 10.0
+
+
+def quiet(pids: list[int]) -> float:
+    """Wait until the processes of the run (and theirs) are idle: what one measurement left
+    behind (a span exporter's backlog, a ledger's last batch, a collector's sweep) does not run
+    into the next. The seconds waited (:data:`QUIET_LIMIT` at most)."""
+    start = time.monotonic()
+    while time.monotonic() - start < QUIET_LIMIT:
+        before = sum(cpu_seconds(p, children=False) for pid in pids for p in _tree(pid))
+        time.sleep(QUIET_WINDOW)
+        after = sum(cpu_seconds(p, children=False) for pid in pids for p in _tree(pid))
+        if after - before <= QUIET_CPU:
+            break
+    return time.monotonic() - start
+
+
+def cpu_seconds(pid: int, children: bool = True) -> float:
     """User and system CPU time of a process and its children (workers) so far, in seconds."""
     total = 0.0
-    for p in [pid, *_children(pid)]:
+    for p in [pid, *_children(pid)] if children else [pid]:
         with contextlib.suppress(OSError):
             # Fields 14 and 15 of /proc/<pid>/stat (after the command in parentheses).
             fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
@@ -1045,6 +1072,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             targets.append(t)
             pids[name] = t["pid"]
+        # What a measurement waits to be idle before it starts (see quiet()).
+        watched = [mock.pid, *pids.values()]
+        if nginx is not None:
+            watched.append(hop_proc.pid)
+        if team_key:
+            watched.append(sink.pid)
         for name in wanted:
             sc = SCENARIOS[name]
             if sc["kind"] not in kinds:
@@ -1092,7 +1125,14 @@ def main(argv: list[str] | None = None) -> int:
                 # (a neighbour's load on a VM) falls on every target alike.
                 samples: dict[str, list[dict[str, Any]]] = {run[0]: [] for run in ready}
                 for round_ in range(args.rounds):
-                    for target, url, body, expect, key, more in ready:
+                    # Every other round in the reverse order: no target always follows the
+                    # same one.
+                    for target, url, body, expect, key, more in (
+                        ready if round_ % 2 == 0 else ready[::-1]
+                    ):
+                        waited = quiet(watched)
+                        if waited >= QUIET_LIMIT:
+                            print(f"(the machine did not quieten in {waited:.0f} s)", flush=True)
                         pid = pids.get(target)
                         cpu = cpu_seconds(pid) if pid else 0.0
                         r = run_wrk(url, body, expect, c, args.duration, key, more)
