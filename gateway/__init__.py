@@ -66,6 +66,7 @@ from gateway.config.types import (
     format_errors,
     make_converter,
 )
+from gateway.core import sidecar
 from gateway.core.app import GATEWAY, Gateway, ServedAgent, ToolSource, create_app, init_app
 from gateway.core.attempts import Attempts
 from gateway.core.batches import BatchStats, BatchWriter
@@ -296,6 +297,7 @@ __all__ = [
     "redact",
     "redact_url",
     "request_tokens",
+    "sidecar",
     "status_error",
     "text_tokens",
     "tool",

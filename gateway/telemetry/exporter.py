@@ -4,15 +4,13 @@ OpenTelemetry's SDK (its OTLP/HTTP exporter, configured by the ``OTEL_*`` enviro
 The gateway records each span as a plain tuple on the request path and hands them here in
 batches (``tracing.SpanPipe``), so building the SDK's spans, encoding them (protobuf) and sending
 them take no time from requests: they run in this process, on another core, under a GIL of
-their own. Run as ``python exporter.py VERSION [PRIORITY]`` (by path: it imports nothing of the
-gateway); with PRIORITY ``idle`` (the gateway's default) it runs in Linux's idle scheduling
-class (:func:`background`).
+their own. Started as ``python gateway/core/sidecar.py exporter.py VERSION [PRIORITY]``, by path
+(it imports nothing of the gateway: see :mod:`gateway.core.sidecar`); with PRIORITY ``idle`` (the gateway's
+default) it keeps to Linux's idle scheduling class while it keeps up
+(:class:`gateway.core.sidecar.Turns`).
 
-Frames on stdin: a 4-byte big-endian length, the time the gateway wrote the frame (8 bytes,
-big-endian, ``time.monotonic_ns()``: the same clock in every process of a machine), then a list
-of records (``marshal``: the
-fastest way for plain tuples, between two processes of one Python): a span (:data:`FIELDS`),
-or a request (:data:`REQUEST_FIELDS`), the facts of its server span and of the upstream
+Frames on stdin (:func:`gateway.core.sidecar.frame`), each a list of records: a span
+(:data:`FIELDS`), or a request (:data:`REQUEST_FIELDS`), the facts of its server span and of the upstream
 attempts made right under it, which :func:`spans` makes into those spans here.
 At end of input what is left is exported and the exporter shut down (flushed).
 
@@ -29,13 +27,16 @@ that client, the SDK's own ``export`` (and encoder) is used.
 from __future__ import annotations
 
 import logging
-import marshal
 import os
 import struct
 import sys
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
+
+if __package__:
+    from gateway import sidecar
+else:  # started through gateway/core/sidecar.py, by path (see there)
+    sidecar = sys.modules["hookgate_sidecar"]
 
 log = logging.getLogger("hookgate.span_exporter")
 
@@ -228,34 +229,6 @@ def spans(record: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         )
     )
     return out
-
-
-def _read(stream: BinaryIO, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = stream.read(n - len(data))
-        if not chunk:
-            return b""
-        data += chunk
-    return data
-
-
-def frame(records: list[tuple[Any, ...]], written: int) -> bytes:
-    """``records`` as a frame written at ``written`` (``time.monotonic_ns()``)."""
-    data = marshal.dumps(records)
-    return (len(data) + 8).to_bytes(4, "big") + written.to_bytes(8, "big") + data
-
-
-def frames(stream: BinaryIO) -> Any:
-    """``(written, records)`` of each frame on ``stream``, until its end."""
-    while True:
-        head = _read(stream, 4)
-        if not head:
-            return
-        body = _read(stream, int.from_bytes(head, "big"))
-        if len(body) < 8:
-            return
-        yield int.from_bytes(body[:8], "big"), marshal.loads(body[8:])
 
 
 # --- protobuf, written by hand -----------------------------------------------------------------
@@ -687,22 +660,17 @@ def run(
 ) -> None:
     """Export what ``stream`` carries, ``batch`` spans a call at most, then shut down.
 
-    With ``idle`` (:func:`background`), the process keeps to the idle scheduling class while
-    it keeps up: a frame that waited more than :data:`LATE` seconds in the pipe (the machine's
-    cores were all busy, and an idle process runs only on time no other wants) is exported at
-    ordinary priority, and the idle class is taken again after a frame that came in time. So
-    spans are late by about that much at most when the machine is saturated, never held back
-    for as long as it stays so."""
+    With ``idle`` (:func:`gateway.core.sidecar.background`), the process keeps to the idle
+    scheduling class while it keeps up (:class:`gateway.core.sidecar.Turns`): spans are late by
+    about ``LATE`` at most when the machine is saturated, never held back for as long as it
+    stays so."""
     client = getattr(exporter, "_client", None)
     send = getattr(client, "export", None) if client is not None else None
     encoder = Encoder(builder) if send is not None else None
-    # Started at ordinary priority: the imports and the first frame are not held back.
-    idling = False
+    turns = sidecar.Turns(idle)
     try:
-        for written, received in frames(stream):
-            late = time.monotonic_ns() - written > LATE * 1e9
-            if idle is not None and late and idling:
-                idling = idle(False)
+        for written, received in sidecar.frames(stream):
+            turns.arrived(written)
             if encoder is not None:
                 fields = [f for record in received for f in _fields(encoder, record)]
                 for i in range(0, len(fields), batch):
@@ -712,8 +680,7 @@ def run(
                 for i in range(0, len(records), batch):
                     chunk = records[i : i + batch]
                     exporter.export([s for s in (_built(builder, r) for r in chunk) if s])
-            if idle is not None and not late and not idling:
-                idling = idle(True)
+            turns.handled()
     finally:
         exporter.shutdown()
 
@@ -754,33 +721,12 @@ def _built(builder: Builder, record: tuple[Any, ...]) -> Any:
         return None
 
 
-#: Seconds a frame may wait in the pipe before the idle exporter takes ordinary priority.
-LATE = 0.25
-
-
-def background(idle: bool) -> bool:
-    """Move this process to Linux's idle scheduling class (``SCHED_IDLE``), or back to the
-    ordinary one. Idle, it runs on CPU time no other process wants. Woken by each batch the
-    gateway writes to its pipe, an exporter of ordinary priority is placed on the waking
-    worker's core and takes turns with it; measured, a worker under load was on its core 93%
-    of the time with the exporter beside it, 99% with the exporter idle. Whether this process
-    is idle now (where there is no such class, it stays as it was)."""
-    policy = getattr(os, "SCHED_IDLE" if idle else "SCHED_OTHER", None)
-    if policy is None:
-        return not idle
-    try:
-        os.sched_setscheduler(0, policy, os.sched_param(0))
-    except OSError:
-        return not idle
-    return idle
-
-
 def main() -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     logging.basicConfig(level=logging.WARNING, format="hookgate span exporter: %(message)s")
     version = sys.argv[1] if len(sys.argv) > 1 else ""
-    idle = background if len(sys.argv) > 2 and sys.argv[2] == "idle" else None
+    idle = sidecar.background if len(sys.argv) > 2 and sys.argv[2] == "idle" else None
     try:
         batch = int(os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
     except ValueError:

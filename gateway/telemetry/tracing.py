@@ -9,13 +9,10 @@ attempt passes its own span's context on to the upstream. Prompt and answer cont
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import logging
 import marshal
 import os
 import random
-import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
@@ -42,9 +39,10 @@ from gateway import (
     GatewayError,
     Outcome,
     UsageEvent,
+    sidecar,
     trace_headers,
 )
-from gateway.telemetry.exporter import REQUEST, attempt_span, frame, name_of, spans_of
+from gateway.telemetry.exporter import REQUEST, attempt_span, name_of, spans_of
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.sampling import Sampler
@@ -389,10 +387,6 @@ class SpanPipe:
 
     #: Bytes written and not yet read by the exporter process, at most.
     MAX_PENDING = 8 * 1024 * 1024
-    #: The pipe's own buffer, asked of the kernel (Linux gives 64 KiB, less than a batch's
-    #: frame: each would be written in two or three turns of the loop, waking the exporter as
-    #: often); the most an unprivileged process may ask is ``/proc/sys/fs/pipe-max-size``.
-    PIPE_SIZE = 1024 * 1024
     #: Seconds the exporter process has to export what is left, when the app stops.
     STOP_TIMEOUT = 30.0
 
@@ -447,10 +441,10 @@ class SpanPipe:
                 log.error("the span exporter process is gone: spans are dropped")
             return
         try:
-            data = frame(records, _monotonic_ns())
+            data = sidecar.frame(records, _monotonic_ns())
         except ValueError:  # an attribute of a type of its own: that record goes
             records = [r for r in records if _marshals(r)]
-            data = frame(records, _monotonic_ns())
+            data = sidecar.frame(records, _monotonic_ns())
             kept = sum(map(spans_of, records))
             self.stats.dropped += spans - kept
             spans = kept
@@ -461,48 +455,17 @@ class SpanPipe:
         """``cleanup_ctx``: the exporter process for the app's lifetime; at the end what is left
         is exported, then it is shut down."""
         self._loop = asyncio.get_running_loop()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(EXPORTER),
-            self.version,
-            self.priority,
-            stdin=asyncio.subprocess.PIPE,
-        )
+        proc = await sidecar.start(EXPORTER, self.version, self.priority)
         assert proc.stdin is not None
         self._stdin = proc.stdin
-        _widen(proc.stdin, self.PIPE_SIZE)
         if self._records:
             self._timer = self._loop.call_later(self.delay, self.flush)
         try:
             yield
         finally:
             self.flush()
-            with contextlib.suppress(ConnectionError):
-                await proc.stdin.drain()
-            proc.stdin.close()
-            try:
-                async with asyncio.timeout(self.STOP_TIMEOUT):
-                    await proc.wait()
-            except TimeoutError:
-                log.error("the span exporter process did not stop in time: killed")
-                proc.kill()
-                await proc.wait()
+            await sidecar.stop(proc, self.STOP_TIMEOUT, "the span exporter process")
             self._loop = None
-
-
-def _widen(stdin: asyncio.StreamWriter, size: int) -> None:
-    """Ask for a pipe buffer of ``size`` bytes (Linux), or of what the system allows at most;
-    where neither can be had, the pipe stays as it is."""
-    pipe = stdin.transport.get_extra_info("pipe")
-    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if pipe is None or setting is None:
-        return
-    try:
-        most = int(Path("/proc/sys/fs/pipe-max-size").read_text())
-    except (OSError, ValueError):
-        most = size
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(pipe.fileno(), setting, min(size, most))
 
 
 def _number(environ: Mapping[str, str], name: str, default: float) -> float:

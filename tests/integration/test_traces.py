@@ -21,7 +21,7 @@ from support.configs import upstream_config
 from support.processes import children, free_port
 from support.waiting import until
 
-from gateway.telemetry.tracing import SpanPipe
+from gateway import sidecar
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -310,7 +310,7 @@ async def test_spans_are_exported_by_a_process_of_their_own_and_counted(
     (pid,) = _exporter_processes()
     # Its pipe holds a batch's frame: written in one turn, read in one wake.
     size, most = _pipe_size(pid)
-    assert size == min(SpanPipe.PIPE_SIZE, most)
+    assert size == min(sidecar.PIPE_SIZE, most)
     # The process gone, requests are answered as before; their spans are dropped and counted.
     os.kill(pid, signal.SIGKILL)
     await until(lambda: not _exporter_processes() or _reaped(pid), 10, "the exporter's end")

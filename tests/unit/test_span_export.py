@@ -9,9 +9,10 @@ import time
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from gateway import sidecar
 from gateway.canonical import ChatRequest, ChatResponse, Message, TextPart, Usage
 from gateway.errors import UpstreamError
-from gateway.telemetry.exporter import LATE, Builder, frame, run, spans, spans_of
+from gateway.telemetry.exporter import Builder, run, spans, spans_of
 from gateway.telemetry.tracing import RequestSpan, Span, SpanPipe, _attempt
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -20,7 +21,7 @@ PARENT = 0x00F067AA0BA902B7
 
 def _frame(records: list[tuple[object, ...]], age: float = 0.0) -> bytes:
     """A frame of ``records`` as the gateway writes it, ``age`` seconds ago."""
-    return frame(records, time.monotonic_ns() - int(age * 1e9))
+    return sidecar.frame(records, time.monotonic_ns() - int(age * 1e9))
 
 
 def test_records_become_the_sdk_spans_they_describe() -> None:
@@ -315,7 +316,7 @@ def test_an_idle_exporter_takes_ordinary_priority_while_frames_wait() -> None:
     """Idle while frames come in time; a frame that waited past LATE (the machine busy) is
     exported at ordinary priority, and the idle class is taken again after one in time."""
     pipe = SpanPipe("1", environ={})
-    ages = [0.0, 0.0, LATE * 4, LATE * 4, 0.0]
+    ages = [0.0, 0.0, sidecar.LATE * 4, sidecar.LATE * 4, 0.0]
     names = [f"span {i}" for i in range(len(ages))]
     for name in names:
         Span(pipe, name, 1, TRACE_ID, 0, False, 1, "", {}).end()
