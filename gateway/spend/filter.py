@@ -34,6 +34,7 @@ from gateway.spend.prices import Price, PriceBook, reasoning_tokens
 
 if TYPE_CHECKING:
     from gateway import BatchWriter, Database, Gateway
+    from gateway.spend.ledger import LedgerProcess
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class SpendFilter(Filter):
         gateway: Gateway,
         prices: PriceBook,
         budgets: BudgetStore | None,
-        ledger: BatchWriter[tuple[Any, ...]] | None,
+        ledger: BatchWriter[tuple[Any, ...]] | LedgerProcess | None,
         db: Database | None,
         default_max_tokens: int,
     ) -> None:

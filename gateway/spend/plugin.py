@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 from aiohttp import web
@@ -43,6 +43,10 @@ class SpendConfig:
     queue: Count = Count(10_000)
     #: Rows written in one transaction at most.
     batch: Count = Count(500)
+    #: The CPU priority of the process that writes the ledger to a SQLite file: "idle" (Linux's
+    #: idle scheduling class while it keeps up, ordinary priority for a batch that waited more
+    #: than a quarter of a second), or "normal".
+    writer_priority: Literal["idle", "normal"] = "idle"
 
 
 def _virtual_keys(gateway: Gateway) -> bool:
@@ -116,7 +120,7 @@ def gateway_register_filters(register: Any) -> None:
         db = None
         if ledger_on:
             db = gateway.state.database("spend.ledger")
-            writer = ledger(db, int(cfg.queue), int(cfg.batch))
+            writer = ledger(db, int(cfg.queue), int(cfg.batch), cfg.writer_priority)
         budgets: BudgetStore | None = None
         if budgets_on:
             store = gateway.state.choose("spend.store", cfg.store)

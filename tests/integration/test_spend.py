@@ -4,7 +4,10 @@ metrics, budgets that hold under concurrency across instances, and the spend led
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sqlite3
 import urllib.request
 from contextlib import ExitStack
@@ -17,7 +20,7 @@ import pytest
 import redis
 from genai_prices import Usage as LibraryUsage
 from genai_prices import calc_price
-from support.processes import gateway_process
+from support.processes import children, gateway_process
 from support.services import RedisServer
 from support.waiting import until
 
@@ -290,3 +293,68 @@ async def test_budget_counters_lost_by_redis_are_made_again_from_the_ledger(
         assert int(store.get(month)) == round(3 * COST * 1_000_000)
     finally:
         store.close()
+
+
+def _writer_processes() -> list[int]:
+    """This process's children writing the SQLite ledger."""
+    found = []
+    for pid in children(os.getpid()):
+        with contextlib.suppress(OSError):
+            if b"writer.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def _rows(metrics: str, outcome: str) -> float:
+    name = f'hookgate_spend_rows_total{{outcome="{outcome}"}}'
+    return float(next(line for line in metrics.splitlines() if line.startswith(name)).split()[-1])
+
+
+@pytest.mark.parametrize(
+    ("priority", "policy"), [(None, os.SCHED_IDLE), ("normal", os.SCHED_OTHER)]
+)
+async def test_a_process_of_its_own_writes_the_sqlite_ledger(
+    make_gateway, upstream, tmp_path, priority, policy
+):
+    spend = {"writer_priority": priority} if priority else {}
+    client = await make_gateway(config(upstream, tmp_path, spend=spend))
+    secret, _ = await new_key(client)
+    headers = {"authorization": f"Bearer {secret}"}
+
+    async def ask() -> None:
+        resp = await client.post(
+            "/v1/chat/completions", json={"model": "priced", "messages": MESSAGES}, headers=headers
+        )
+        assert resp.status == 200
+
+    async def counted(outcome: str, rows: int) -> bool:
+        return _rows(await (await client.get("/metrics")).text(), outcome) >= rows
+
+    for _ in range(3):
+        await ask()
+    await until(lambda: counted("written", 3), 10, "three rows written")
+    db = sqlite3.connect(tmp_path / "hookgate.db")
+    assert db.execute("SELECT COUNT(*), SUM(input_tokens) FROM hookgate_spend").fetchone() == (
+        3,
+        33,
+    )
+    db.close()
+    (pid,) = _writer_processes()
+    # Started at ordinary priority, it takes the idle class once a batch came in time.
+    await until(lambda: os.sched_getscheduler(pid) == policy, 10, "the writer's class")
+    # The process gone, requests are answered as before; their rows are dropped and counted.
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: pid not in _writer_processes() or _zombie(pid), 10, "the writer's end")
+    for _ in range(4):
+        await ask()
+    await until(lambda: counted("dropped", 4), 10, "four rows dropped")
+    metrics = await (await client.get("/metrics")).text()
+    assert _rows(metrics, "written") == 3 and _rows(metrics, "failed") == 0
+    assert "hookgate_spend_queue 0.0" in metrics
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+    except OSError:
+        return True
