@@ -3,31 +3,19 @@ real processes."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-from types import ModuleType
 
-RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run_quiet", RUN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run_quiet"] = module
-    spec.loader.exec_module(module)
-    return module
+from support.bench import load_bench
 
 
 def test_a_measurement_waits_for_the_processes_to_be_idle() -> None:
     """``quiet`` returns once the run's processes, and theirs, use no CPU: here a grandchild
     that works through half a second of CPU time, then sleeps."""
-    bench = _bench()
+    bench = load_bench("bench_run_quiet")
     busy = (
         "import time\n"
         "while time.process_time() < 0.5: pass\n"

@@ -4,7 +4,6 @@ metrics, budgets that hold under concurrency across instances, and the spend led
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import pytest
 import redis
 from genai_prices import Usage as LibraryUsage
 from genai_prices import calc_price
-from support.processes import children, gateway_process
+from support.processes import children_running, ended, gateway_process
 from support.services import RedisServer
 from support.waiting import until
 
@@ -297,12 +296,7 @@ async def test_budget_counters_lost_by_redis_are_made_again_from_the_ledger(
 
 def _writer_processes() -> list[int]:
     """This process's children writing the SQLite ledger."""
-    found = []
-    for pid in children(os.getpid()):
-        with contextlib.suppress(OSError):
-            if b"writer.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-    return found
+    return children_running(b"writer.py")
 
 
 def _rows(metrics: str, outcome: str) -> float:
@@ -344,17 +338,10 @@ async def test_a_process_of_its_own_writes_the_sqlite_ledger(
     await until(lambda: os.sched_getscheduler(pid) == policy, 10, "the writer's class")
     # The process gone, requests are answered as before; their rows are dropped and counted.
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: pid not in _writer_processes() or _zombie(pid), 10, "the writer's end")
+    await until(lambda: pid not in _writer_processes() or ended(pid), 10, "the writer's end")
     for _ in range(4):
         await ask()
     await until(lambda: counted("dropped", 4), 10, "four rows dropped")
     metrics = await (await client.get("/metrics")).text()
     assert _rows(metrics, "written") == 3 and _rows(metrics, "failed") == 0
     assert "hookgate_spend_queue 0.0" in metrics
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
-    except OSError:
-        return True

@@ -5,7 +5,6 @@ and answer only when opted in."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import signal
@@ -18,7 +17,7 @@ from fakes import openai_upstream
 from fakes.held_upstream import HeldUpstream
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from support.configs import upstream_config
-from support.processes import children, free_port
+from support.processes import children_running, ended, free_port
 from support.waiting import until
 
 from gateway import sidecar
@@ -284,13 +283,7 @@ async def test_a_fallback_is_one_attempt_span_more(
 
 def _exporter_processes() -> list[int]:
     """This process's children running the span exporter."""
-    found = []
-    # children() reads every thread's list, passing over a thread that ends meanwhile.
-    for pid in children(os.getpid()):
-        with contextlib.suppress(OSError):
-            if b"exporter.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-    return found
+    return children_running(b"exporter.py")
 
 
 def _metric(text: str, name: str) -> float:
@@ -313,7 +306,7 @@ async def test_spans_are_exported_by_a_process_of_their_own_and_counted(
     assert size == min(sidecar.PIPE_SIZE, most)
     # The process gone, requests are answered as before; their spans are dropped and counted.
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: not _exporter_processes() or _reaped(pid), 10, "the exporter's end")
+    await until(lambda: not _exporter_processes() or ended(pid), 10, "the exporter's end")
     for _ in range(3):
         done = await sdk(client).chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": "y"}]
@@ -359,10 +352,3 @@ def _pipe_size(pid: int) -> tuple[int, int]:
     most = int(Path("/proc/sys/fs/pipe-max-size").read_text())
     with open(f"/proc/{pid}/fd/0", "rb", buffering=0) as pipe:
         return fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ), most
-
-
-def _reaped(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
-    except OSError:
-        return True

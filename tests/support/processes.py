@@ -52,6 +52,25 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+def children_running(program: bytes) -> list[int]:
+    """This process's children whose command line holds ``program`` (``b"exporter.py"``)."""
+    found = []
+    # children() reads every thread's list, passing over a thread that ends meanwhile.
+    for pid in children(os.getpid()):
+        with contextlib.suppress(OSError):
+            if program in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def ended(pid: int) -> bool:
+    """Whether ``pid`` has ended (gone, or a zombie not yet reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+    except OSError:
+        return True
+
+
 class Process:
     """A subprocess whose output (stdout and stderr together) is collected line by line."""
 

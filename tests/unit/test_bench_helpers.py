@@ -3,25 +3,17 @@ figures are derived from the rows. No figure is asserted here: only the arithmet
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+from support.bench import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run", RUN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench()
 
 
 def test_every_scenario_names_what_it_needs(bench: ModuleType) -> None:
