@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import importlib.util
 import logging
 import marshal
@@ -76,6 +75,10 @@ async def stop(proc: asyncio.subprocess.Process, grace: float, what: str) -> Non
 def widen(stdin: asyncio.StreamWriter, size: int) -> None:
     """Ask for a pipe buffer of ``size`` bytes (Linux), or of what the system allows at most;
     where neither can be had, the pipe stays as it is."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        return
     pipe = stdin.transport.get_extra_info("pipe")
     setting = getattr(fcntl, "F_SETPIPE_SZ", None)
     if pipe is None or setting is None:
