@@ -905,6 +905,14 @@ def main(argv: list[str] | None = None) -> int:
         f"(default {','.join(DEFAULT_SCENARIOS)})",
     )
     parser.add_argument("--workers", type=int, default=1, help="hookgate worker processes")
+    parser.add_argument(
+        "--also-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure hookgate with N worker processes, in the same rounds (target "
+        "'hookgate xN'): how it scales, free of the drift between two runs",
+    )
     parser.add_argument("--chunks", type=int, default=50, help="frames per mock stream")
     parser.add_argument(
         "--long-chunks", type=int, default=1000, help="frames per stream of the long scenario"
@@ -1027,6 +1035,16 @@ def main(argv: list[str] | None = None) -> int:
             wait_http(hop + "/v1/models", hop_proc)
             print(f"nginx hop {hop}/v1", flush=True)
         pids = {"hookgate": gw.pid}
+        more_name, more_url = "", ""
+        if args.also_workers:
+            more_name, more_port = f"hookgate x{args.also_workers}", free_port()
+            more_url = f"http://127.0.0.1:{more_port}"
+            more_cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+            more_cmd += ["--port", str(more_port), "--workers", str(args.also_workers)]
+            more_proc = stack.enter_context(process(more_cmd, logs / "more.log", env=_env()))
+            wait_http(more_url + "/health", more_proc)
+            pids[more_name] = more_proc.pid
+            print(f"{more_name} {more_url}", flush=True)
         base_name = ""
         if baseline is not None:
             python, sha = baseline
@@ -1093,6 +1111,10 @@ def main(argv: list[str] | None = None) -> int:
                 if nginx is not None:
                     runs.append(("nginx", hop + sc["direct_path"], db, de, "", {}))
             runs.append(("hookgate", gateway + sc["path"], sc["body"], sc["expect"], base_key, {}))
+            if more_name:
+                runs.append(
+                    (more_name, more_url + sc["path"], sc["body"], sc["expect"], base_key, {})
+                )
             if team_key:
                 runs.append(
                     ("hookgate+team", team + sc["path"], sc["body"], sc["expect"], team_key, {})
@@ -1174,6 +1196,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "connections": conns,
             "workers": args.workers,
+            "also_workers": args.also_workers,
             "chunks": args.chunks,
             "long_chunks": args.long_chunks,
             "baseline": args.baseline,
