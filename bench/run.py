@@ -424,9 +424,11 @@ def quiet(pids: list[int]) -> float:
     into the next. The seconds waited (:data:`QUIET_LIMIT` at most)."""
     start = time.monotonic()
     while time.monotonic() - start < QUIET_LIMIT:
-        before = sum(cpu_seconds(p, children=False) for pid in pids for p in _tree(pid))
+        # The same processes read twice: one started meanwhile is seen in the next window.
+        procs = [p for pid in pids for p in _tree(pid)]
+        before = sum(cpu_seconds(p, children=False) for p in procs)
         time.sleep(QUIET_WINDOW)
-        after = sum(cpu_seconds(p, children=False) for pid in pids for p in _tree(pid))
+        after = sum(cpu_seconds(p, children=False) for p in procs)
         if after - before <= QUIET_CPU:
             break
     return time.monotonic() - start
