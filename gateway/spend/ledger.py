@@ -67,8 +67,7 @@ def ledger(
 ) -> BatchWriter[tuple[Any, ...]] | LedgerProcess:
     """The ledger's writer: rows (``COLUMNS`` in order) inserted in batches; by a process of its
     own on a SQLite file (``priority``: its CPU priority, as the span exporter's)."""
-    path = db.config.sqlite_path() if db.dialect == "sqlite" else ":memory:"
-    if path != ":memory:":
+    if db.dialect == "sqlite" and (path := db.config.sqlite_path()) != ":memory:":
         return LedgerProcess(path, db.timeout, size, batch, priority)
 
     async def write(rows: list[tuple[Any, ...]]) -> None:
