@@ -90,8 +90,8 @@ def run(stream: BinaryIO, out: BinaryIO, inserter: Inserter, idle: Any = None) -
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="hookgate ledger writer: %(message)s")
     path, timeout, priority, table, *columns = sys.argv[1:]
+    # The module's timeout is SQLite's busy timeout: a locked file is waited for that long.
     conn = sqlite3.connect(path, isolation_level=None, timeout=float(timeout))
-    conn.execute(f"PRAGMA busy_timeout={int(float(timeout) * 1000)}")
     # As the gateway's own connection (WAL is the file's, set when the gateway opened it).
     conn.execute("PRAGMA synchronous=NORMAL")
     idle = sidecar.background if priority == "idle" else None
