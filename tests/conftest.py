@@ -17,7 +17,11 @@ and ``fakes/`` (upstreams, tools and handlers that configurations name).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gc
+import inspect
+import os
 import shutil
 import subprocess
 import uuid
@@ -67,6 +71,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.disable_socket)
         else:
             item.add_marker(pytest.mark.integration)
+
+
+# --- no test hangs the run ----------------------------------------------------------------------
+
+#: An async test's own body may take this long; then it is cancelled where it waits and fails
+#: with that place in its traceback, and the run goes on. pytest-timeout (pyproject.toml, a
+#: longer limit, the thread method) is the backstop for what this cannot cancel, a fixture's
+#: teardown or a blocked thread: it prints every thread's stack and ends the run. Its signal
+#: method could not be that: raised inside an event loop's callback, its exception is only
+#: logged by the loop, and the test goes on waiting.
+TEST_BODY_TIMEOUT = float(os.environ.get("HOOKGATE_TEST_BODY_TIMEOUT", "150"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    test = getattr(item, "obj", None)
+    if inspect.iscoroutinefunction(test):
+        item.obj = _bounded(test)  # type: ignore[attr-defined]
+
+
+def _bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    @functools.wraps(test)
+    async def body(*args: Any, **kwargs: Any) -> None:
+        async with asyncio.timeout(TEST_BODY_TIMEOUT):
+            await test(*args, **kwargs)
+
+    return body
 
 
 class _NoProcess(subprocess.Popen):  # type: ignore[type-arg]
