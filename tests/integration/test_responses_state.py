@@ -151,12 +151,13 @@ async def test_background_response_is_polled_to_completion(gateway, sdk):
     queued_items = [i.id for i in (await api.responses.input_items.list(body["id"])).data]
     seen = set()
 
-    async def done():
+    async def ended():
         answer = await api.responses.retrieve(body["id"])
         seen.add(answer.status)
-        return answer if answer.status == "completed" else None
+        return answer if answer.status not in ("queued", "in_progress") else None
 
-    answer = await until(done, what="the background response completes")
+    answer = await until(ended, what="the background response ends")
+    assert answer.status == "completed", answer.error
     assert answer.output_text == "upstream says: SLOW:0.3"
     done_items = [i.id for i in (await api.responses.input_items.list(body["id"])).data]
     assert done_items == queued_items and len(done_items) == 1  # the input keeps its ids
