@@ -242,7 +242,9 @@ class _Batched:
     connection handling and bookkeeping. Calls made in one turn of the loop (concurrent
     requests' reservations and settlements) leave at the end of that turn as one pipeline on
     one connection; each caller still awaits its own answer, so a reservation or a settlement
-    is done in Redis when its ``await`` returns, as with a call of its own.
+    is done in Redis when its ``await`` returns, as with a call of its own. The batch is bounded
+    by one :meth:`RedisState.guard`, not each call: a Redis that does not answer in time fails
+    every call of the batch with the guard's error.
     """
 
     def __init__(self, redis: RedisState, scripts: Sequence[Script]) -> None:
@@ -279,18 +281,19 @@ class _Batched:
 
     async def _run(self, calls: list[tuple[str, list[Any], asyncio.Future[Any]]]) -> None:
         try:
-            if len(calls) == 1:
-                sha, args, _ = calls[0]
-                answers: list[Any] = [await self._alone(sha, args)]
-            else:
-                pipe = self.redis.client.pipeline(transaction=False)
-                for sha, args, _ in calls:
-                    pipe.evalsha(sha, *args)
-                answers = await pipe.execute(raise_on_error=False)
-                for i, (sha, args, _) in enumerate(calls):
-                    if isinstance(answers[i], NoScriptError):
-                        # Redis lost its scripts (restarted): this call did not run.
-                        answers[i] = await self._alone(sha, args)
+            async with self.redis.guard("budgets"):
+                if len(calls) == 1:
+                    sha, args, _ = calls[0]
+                    answers: list[Any] = [await self._alone(sha, args)]
+                else:
+                    pipe = self.redis.client.pipeline(transaction=False)
+                    for sha, args, _ in calls:
+                        pipe.evalsha(sha, *args)
+                    answers = await pipe.execute(raise_on_error=False)
+                    for i, (sha, args, _) in enumerate(calls):
+                        if isinstance(answers[i], NoScriptError):
+                            # Redis lost its scripts (restarted): this call did not run.
+                            answers[i] = await self._alone(sha, args)
         except Exception as exc:
             for _, _, future in calls:
                 if not future.done():
@@ -304,7 +307,7 @@ class _Batched:
             if future.done():  # its caller gave up (timed out)
                 continue
             if isinstance(answer, Exception):
-                future.set_exception(answer)
+                future.set_exception(self.redis.failure(answer, "budgets"))
             else:
                 future.set_result(answer)
 
@@ -331,8 +334,7 @@ class RedisBudgets(BudgetStore):
         keys = self._keys(tag, counters)
         # Each missing counter is made once; then the reservation is asked again.
         for _ in range(len(counters) + 1):
-            async with self.redis.guard("budgets"):
-                refused = int(await self._batched.call(self._reserve, keys, args))
+            refused = int(await self._batched.call(self._reserve, keys, args))
             if refused >= 0:
                 return None if refused == 0 else refused - 1
             await self._make(keys[-refused - 1], counters[-refused - 1])
@@ -346,8 +348,7 @@ class RedisBudgets(BudgetStore):
 
     async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
         args = [delta, *(c.ttl for c in counters)]
-        async with self.redis.guard("budgets"):
-            await self._batched.call(self._settle, self._keys(tag, counters), args)
+        await self._batched.call(self._settle, self._keys(tag, counters), args)
 
     async def spent(self, tag: str, counter: Counter) -> int:
         async with self.redis.guard("budgets"):

@@ -142,7 +142,17 @@ class RedisState:
         try:
             async with asyncio.timeout(self.bound):
                 yield
-        except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise self.failure(exc, what) from None
+        if not self.healthy:
+            self.healthy = True
+            log.warning("Redis at %s answers again", self.config.url.masked())
+
+    def failure(self, exc: BaseException, what: str) -> GatewayError:
+        """What a Redis failure of ``what`` is to a client (as :meth:`guard` raises it):
+        unreachable or slow (logged once until Redis answers again) is :class:`Unavailable`;
+        any other failure, logged, a :class:`GatewayError`."""
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | TimeoutError | OSError):
             if self.healthy:
                 self.healthy = False
                 log.error(
@@ -151,18 +161,14 @@ class RedisState:
                     _describe(exc),
                     what,
                 )
-            raise Unavailable(
+            return Unavailable(
                 f"The gateway cannot reach its state store right now, so {what} "
                 "cannot be used. Retry shortly.",
                 code="state_store_unavailable",
                 retry_after=RETRY_AFTER,
-            ) from None
-        except RedisError as exc:
-            log.error("Redis failed for %s: %s", what, _describe(exc))
-            raise GatewayError(f"The gateway's state store failed ({what}).") from None
-        if not self.healthy:
-            self.healthy = True
-            log.warning("Redis at %s answers again", self.config.url.masked())
+            )
+        log.error("Redis failed for %s: %s", what, _describe(exc))
+        return GatewayError(f"The gateway's state store failed ({what}).")
 
 
 class Script:

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from support.services import RedisServer
+from support.waiting import until
 
+from gateway import GatewayError, Unavailable
 from gateway.config.sections import RedisConfig, RedisUrl
 from gateway.spend.budgets import RedisBudgets, counters, periods
 from gateway.state.redis import RedisState
@@ -92,3 +94,66 @@ async def test_a_pipeline_after_redis_lost_its_scripts(own_state):
     await own_state.client.script_flush()
     await asyncio.gather(*(budgets.settle("k2", day, -50_000) for _ in range(4)))
     assert await budgets.spent("k2", day[0]) == 4 * 100_000 - 4 * 50_000
+
+
+@pytest.fixture
+async def stoppable() -> Any:
+    """A Redis of this test's own, which it stops, and the state on it (timeouts of 0.3 s)."""
+    server = RedisServer()
+    server.start()
+    config = RedisConfig(url=RedisUrl(server.url), timeout=0.3, connect_timeout=0.3)
+    state = RedisState(config)
+    await state.open()
+    try:
+        yield state, server
+    finally:
+        await state.close()
+        server.stop()
+
+
+async def test_every_call_of_a_pipeline_fails_alike_when_redis_is_gone(stoppable):
+    state, server = stoppable
+    budgets = RedisBudgets(state)
+    day = counters("key", "k3", {"day": 1.0}, periods(time.time()))
+    assert await budgets.reserve("k3", day, 100_000) is None
+    server.stop()
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(budgets.reserve("k3", day, 100_000) for _ in range(4)),
+        budgets.settle("k3", day, -50_000),
+        return_exceptions=True,
+    )
+    assert time.monotonic() - started <= state.bound + 1
+    assert all(isinstance(r, Unavailable) for r in results), results
+    assert {r.code for r in results} == {"state_store_unavailable"}
+    assert not state.healthy
+    server.start()
+    await until(lambda: _fits(budgets, day), 10, "budgets in Redis again")
+    assert state.healthy
+
+
+async def _fits(budgets: RedisBudgets, day: Any) -> bool:
+    try:
+        return await budgets.reserve("k3", day, 100_000) is None
+    except Unavailable:
+        return False
+
+
+async def test_a_call_redis_refuses_fails_alone_in_its_pipeline(state):
+    budgets = RedisBudgets(state)
+    day = counters("key", "k4", {"day": 1.0}, periods(time.time()))
+    other = counters("key", "k5", {"day": 1.0}, periods(time.time()))
+    assert await budgets.reserve("k4", day, 100_000) is None
+    assert await budgets.reserve("k5", other, 100_000) is None
+    # A counter that is not a number: the script's INCRBY fails in Redis, for that call only.
+    (key,) = await state.client.keys(state.prefix + "budget:{k4}:*")
+    await state.client.set(key, "not a number", keepttl=True)
+    results = await asyncio.gather(
+        budgets.reserve("k4", day, 100_000),
+        budgets.reserve("k5", other, 100_000),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], GatewayError) and not isinstance(results[0], Unavailable)
+    assert "state store failed (budgets)" in str(results[0])
+    assert results[1] is None
+    assert state.healthy
