@@ -334,16 +334,30 @@ async def test_the_exporter_runs_on_the_time_requests_leave(
     await sdk(client).chat.completions.create(
         model="gpt-test", messages=[{"role": "user", "content": "x"}]
     )
-    # Started at ordinary priority, it takes the idle class once a frame came in time.
+    # Started at ordinary priority, it takes the idle class once a frame came in time. On a
+    # busy machine the first frame may have waited in the pipe while the process still started:
+    # then another request's frame is the one that comes in time.
     await until(lambda: len(receiver) >= 2, 10, "two spans")
     (pid,) = _exporter_processes()
-    await until(lambda: os.sched_getscheduler(pid) == policy, 10, "the exporter's class")
+
+    async def in_class_or_another_frame() -> bool:
+        if os.sched_getscheduler(pid) == policy:
+            return True
+        sent = len(receiver)
+        await sdk(client).chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": "x"}]
+        )
+        await until(lambda: len(receiver) > sent, 10, "the request's spans")
+        return False
+
+    await until(in_class_or_another_frame, 30, "the exporter's class")
     if policy == os.SCHED_OTHER:
-        # Sent a second frame, "normal" still has the ordinary class.
+        # Sent another frame, "normal" still has the ordinary class.
+        sent = len(receiver)
         await sdk(client).chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": "y"}]
         )
-        await until(lambda: len(receiver) >= 4, 10, "four spans")
+        await until(lambda: len(receiver) >= sent + 2, 10, "two more spans")
         assert os.sched_getscheduler(pid) == os.SCHED_OTHER
 
 
