@@ -86,9 +86,8 @@ TEST_BODY_TIMEOUT = float(os.environ.get("HOOKGATE_TEST_BODY_TIMEOUT", "150"))
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
-    test = getattr(item, "obj", None)
-    if inspect.iscoroutinefunction(test):
-        item.obj = _bounded(test)  # type: ignore[attr-defined]
+    if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+        item.obj = _bounded(item.obj)
 
 
 def _bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
