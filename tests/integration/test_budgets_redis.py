@@ -1,5 +1,6 @@
 """Budgets in Redis, called directly: the calls of one turn of the event loop leave as one
-pipeline, and each caller still gets its own answer, in order, with the limit held."""
+pipeline, and each caller still gets its own answer, in order, with the limit held; the
+state's commands packed by hiredis."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from support.waiting import until
 from gateway import GatewayError, Unavailable
 from gateway.config.sections import RedisConfig, RedisUrl
 from gateway.spend.budgets import RedisBudgets, counters, periods
-from gateway.state.redis import RedisState
+from gateway.state.redis import PackedByHiredis, RedisState
 
 
 @pytest.fixture
@@ -157,3 +158,12 @@ async def test_a_call_redis_refuses_fails_alone_in_its_pipeline(state):
     assert "state store failed (budgets)" in str(results[0])
     assert results[1] is None
     assert state.healthy
+
+
+async def test_the_state_s_commands_are_packed_by_hiredis(state):
+    assert issubclass(state.client.connection_pool.connection_class, PackedByHiredis)
+    key = state.key("packing", "t")
+    await state.client.set(key, "välue ✓\r\n", px=60_000)
+    assert (await state.client.get(key)).decode() == "välue ✓\r\n"
+    assert await state.client.incrbyfloat(key + ":n", 0.5) == 0.5
+    await state.client.delete(key, key + ":n")
