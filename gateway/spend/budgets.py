@@ -236,15 +236,18 @@ return 0
 
 
 class _Batched:
-    """The budget scripts' calls of one turn of the event loop, sent to Redis together.
+    """The budget scripts' calls, sent to Redis together, one batch at a time.
 
     Requests reserve and settle on every request's path; each call through redis-py costs its
     connection handling and bookkeeping. Calls made in one turn of the loop (concurrent
     requests' reservations and settlements) leave at the end of that turn as one pipeline on
-    one connection; each caller still awaits its own answer, so a reservation or a settlement
-    is done in Redis when its ``await`` returns, as with a call of its own. The batch is bounded
-    by one :meth:`RedisState.guard`, not each call: a Redis that does not answer in time fails
-    every call of the batch with the guard's error.
+    one connection; while it is out, the calls made meanwhile wait and leave together as soon
+    as it is back, so under load a batch holds what arrived during the last one's round trip.
+    Each caller still awaits its own answer, so a reservation or a settlement is done in Redis
+    when its ``await`` returns, as with a call of its own; a call whose caller gave up before
+    its batch left is not sent. The batch is bounded by one :meth:`RedisState.guard`, not each
+    call: a Redis that does not answer in time fails every call of the batch with the guard's
+    error.
     """
 
     def __init__(self, redis: RedisState, scripts: Sequence[Script]) -> None:
@@ -252,7 +255,8 @@ class _Batched:
         #: sha1 -> the script (it loads itself again when Redis lost it).
         self.scripts = {self.sha(s): s for s in scripts}
         self._calls: list[tuple[str, list[Any], asyncio.Future[Any]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: The batch out (at most one), or the turn's end at which the next leaves.
+        self._out: asyncio.Task[None] | asyncio.Handle | None = None
 
     @staticmethod
     def sha(script: Script) -> str:
@@ -267,17 +271,20 @@ class _Batched:
         """The answer of the script ``sha`` on ``keys`` and ``args``, once sent and read."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        calls = self._calls
-        if not calls:
-            loop.call_soon(self._send)
-        calls.append((sha, [len(keys), *keys, *args], future))
+        if self._out is None:
+            self._out = loop.call_soon(self._send)
+        self._calls.append((sha, [len(keys), *keys, *args], future))
         return future
 
-    def _send(self) -> None:
-        calls, self._calls = self._calls, []
-        task = asyncio.ensure_future(self._run(calls))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _send(self, _: object = None) -> None:
+        """Send what waits (at the turn's end, or when the batch out is back)."""
+        calls = [c for c in self._calls if not c[2].done()]
+        self._calls = []
+        if not calls:
+            self._out = None
+            return
+        task = self._out = asyncio.ensure_future(self._run(calls))
+        task.add_done_callback(self._send)
 
     async def _run(self, calls: list[tuple[str, list[Any], asyncio.Future[Any]]]) -> None:
         try:

@@ -5,6 +5,8 @@ state's commands packed by hiredis."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any
 
@@ -99,10 +101,11 @@ async def test_a_pipeline_after_redis_lost_its_scripts(own_state):
 
 @pytest.fixture
 async def stoppable() -> Any:
-    """A Redis of this test's own, which it stops, and the state on it (timeouts of 0.3 s)."""
+    """A Redis of this test's own, which it stops or freezes, and the state on it (timeouts of
+    1 s)."""
     server = RedisServer()
     server.start()
-    config = RedisConfig(url=RedisUrl(server.url), timeout=0.3, connect_timeout=0.3)
+    config = RedisConfig(url=RedisUrl(server.url), timeout=1.0, connect_timeout=1.0)
     state = RedisState(config)
     await state.open()
     try:
@@ -167,3 +170,27 @@ async def test_the_state_s_commands_are_packed_by_hiredis(state):
     assert (await state.client.get(key)).decode() == "välue ✓\r\n"
     assert await state.client.incrbyfloat(key + ":n", 0.5) == 0.5
     await state.client.delete(key, key + ":n")
+
+
+async def test_calls_made_while_a_batch_is_out_leave_together_when_it_is_back(stoppable):
+    state, server = stoppable
+    pipelines = Counting(state)
+    budgets = RedisBudgets(state)
+    day = counters("key", "k6", {"day": 1.0}, periods(time.time()))
+    assert await budgets.reserve("k6", day, 1) is None  # the counter made, on its own
+    os.kill(server.proc.pid, signal.SIGSTOP)  # Redis reads nothing until it goes on
+    try:
+        first = [asyncio.ensure_future(budgets.reserve("k6", day, 1)) for _ in range(3)]
+        await until(lambda: pipelines.sizes == [3], 5, "the first batch out")
+        # Made in two later turns while it is out: they wait for it, then leave as one.
+        later = [asyncio.ensure_future(budgets.reserve("k6", day, 1)) for _ in range(2)]
+        await until(lambda: len(budgets._batched._calls) == 2, 5, "two calls waiting")
+        later += [asyncio.ensure_future(budgets.settle("k6", day, 10)) for _ in range(2)]
+        gone = asyncio.ensure_future(budgets.reserve("k6", day, 1000))
+        await until(lambda: len(budgets._batched._calls) == 5, 5, "five calls waiting")
+        gone.cancel()  # its caller gave up before its batch left: it is not sent
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert await asyncio.gather(*first, *later) == [None] * 5 + [None, None]
+    assert pipelines.sizes == [3, 4]
+    assert await budgets.spent("k6", day[0]) == 1 + 3 + 2 + 2 * 10
