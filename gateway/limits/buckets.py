@@ -138,8 +138,7 @@ class RedisBuckets(Buckets):
         return [self.redis.key("limits", owner, "r"), self.redis.key("limits", owner, "t")]
 
     async def acquire(self, owner: str, rpm: int, tpm: int) -> Verdict:
-        async with self.redis.guard("rate limits"):
-            answer = await self._script(self._keys(owner), [rpm, tpm, -1])
+        answer = await self._script.batched(self._keys(owner), [rpm, tpm, -1], "rate limits")
         which, wait, requests, tokens = answer.decode().split(":")
         limit: Limit | None = None
         if which != "0":
@@ -147,5 +146,4 @@ class RedisBuckets(Buckets):
         return float(wait), limit, float(requests), float(tokens)
 
     async def spend(self, owner: str, tpm: int, tokens: int) -> None:
-        async with self.redis.guard("rate limits"):
-            await self._script(self._keys(owner), [0, tpm, max(0, tokens)])
+        await self._script.batched(self._keys(owner), [0, tpm, max(0, tokens)], "rate limits")

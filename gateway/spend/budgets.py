@@ -13,21 +13,17 @@ share a cluster slot. In memory (one process) the event loop makes each step ato
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
-from redis.exceptions import NoScriptError
 
 from gateway import Unavailable
 
 if TYPE_CHECKING:
     from gateway import RedisState
-    from gateway.state.redis import Script
 
 #: Micro-dollars per dollar.
 MICRO = 1_000_000
@@ -235,90 +231,6 @@ return 0
 """
 
 
-class _Batched:
-    """The budget scripts' calls, sent to Redis together, one batch at a time.
-
-    Requests reserve and settle on every request's path; each call through redis-py costs its
-    connection handling and bookkeeping. Calls made in one turn of the loop (concurrent
-    requests' reservations and settlements) leave at the end of that turn as one pipeline on
-    one connection; while it is out, the calls made meanwhile wait and leave together as soon
-    as it is back, so under load a batch holds what arrived during the last one's round trip.
-    Each caller still awaits its own answer, so a reservation or a settlement is done in Redis
-    when its ``await`` returns, as with a call of its own; a call whose caller gave up before
-    its batch left is not sent. The batch is bounded by one :meth:`RedisState.guard`, not each
-    call: a Redis that does not answer in time fails every call of the batch with the guard's
-    error.
-    """
-
-    def __init__(self, redis: RedisState, scripts: Sequence[Script]) -> None:
-        self.redis = redis
-        #: sha1 -> the script (it loads itself again when Redis lost it).
-        self.scripts = {self.sha(s): s for s in scripts}
-        self._calls: list[tuple[str, list[Any], asyncio.Future[Any]]] = []
-        #: The batch out (at most one), or the turn's end at which the next leaves.
-        self._out: asyncio.Task[None] | asyncio.Handle | None = None
-
-    @staticmethod
-    def sha(script: Script) -> str:
-        return hashlib.sha1(script.source.encode()).hexdigest()
-
-    async def _alone(self, sha: str, args: list[Any]) -> Any:
-        """One call on its own (its script loaded again if Redis lost it)."""
-        n = args[0]
-        return await self.scripts[sha](args[1 : 1 + n], args[1 + n :])
-
-    def call(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """The answer of the script ``sha`` on ``keys`` and ``args``, once sent and read."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if self._out is None:
-            self._out = loop.call_soon(self._send)
-        self._calls.append((sha, [len(keys), *keys, *args], future))
-        return future
-
-    def _send(self, _: object = None) -> None:
-        """Send what waits (at the turn's end, or when the batch out is back)."""
-        calls = [c for c in self._calls if not c[2].done()]
-        self._calls = []
-        if not calls:
-            self._out = None
-            return
-        task = self._out = asyncio.ensure_future(self._run(calls))
-        task.add_done_callback(self._send)
-
-    async def _run(self, calls: list[tuple[str, list[Any], asyncio.Future[Any]]]) -> None:
-        try:
-            async with self.redis.guard("budgets"):
-                if len(calls) == 1:
-                    sha, args, _ = calls[0]
-                    answers: list[Any] = [await self._alone(sha, args)]
-                else:
-                    pipe = self.redis.client.pipeline(transaction=False)
-                    for sha, args, _ in calls:
-                        pipe.evalsha(sha, *args)
-                    answers = await pipe.execute(raise_on_error=False)
-                    for i, (sha, args, _) in enumerate(calls):
-                        if isinstance(answers[i], NoScriptError):
-                            # Redis lost its scripts (restarted): this call did not run.
-                            answers[i] = await self._alone(sha, args)
-        except Exception as exc:
-            for _, _, future in calls:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        except BaseException:
-            for _, _, future in calls:
-                future.cancel()
-            raise
-        for (_, _, future), answer in zip(calls, answers, strict=True):
-            if future.done():  # its caller gave up (timed out)
-                continue
-            if isinstance(answer, Exception):
-                future.set_exception(self.redis.failure(answer, "budgets"))
-            else:
-                future.set_result(answer)
-
-
 class RedisBudgets(BudgetStore):
     """Counters shared by every instance on one Redis. A counter that is missing when a request
     reserves (its period's first request, or Redis lost it) is made from ``spent`` (the
@@ -328,10 +240,7 @@ class RedisBudgets(BudgetStore):
     def __init__(self, redis: RedisState, spent: Spent | None = None) -> None:
         self.redis = redis
         self.spent_so_far = spent
-        reserve, settle = redis.script(RESERVE), redis.script(SETTLE)
-        self._batched = _Batched(redis, (reserve, settle))
-        self._reserve = self._batched.sha(reserve)
-        self._settle = self._batched.sha(settle)
+        self._reserve, self._settle = redis.script(RESERVE), redis.script(SETTLE)
 
     def _keys(self, tag: str, counters: Sequence[Counter]) -> list[str]:
         return [self.redis.key("budget", tag, c.name) for c in counters]
@@ -341,7 +250,7 @@ class RedisBudgets(BudgetStore):
         keys = self._keys(tag, counters)
         # Each missing counter is made once; then the reservation is asked again.
         for _ in range(len(counters) + 1):
-            refused = int(await self._batched.call(self._reserve, keys, args))
+            refused = int(await self._reserve.batched(keys, args, "budgets"))
             if refused >= 0:
                 return None if refused == 0 else refused - 1
             await self._make(keys[-refused - 1], counters[-refused - 1])
@@ -355,7 +264,7 @@ class RedisBudgets(BudgetStore):
 
     async def settle(self, tag: str, counters: Sequence[Counter], delta: int) -> None:
         args = [delta, *(c.ttl for c in counters)]
-        await self._batched.call(self._settle, self._keys(tag, counters), args)
+        await self._settle.batched(self._keys(tag, counters), args, "budgets")
 
     async def spent(self, tag: str, counter: Counter) -> int:
         async with self.redis.guard("budgets"):

@@ -17,9 +17,10 @@ This module imports ``redis``; the core imports it only when something asks for 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
@@ -28,7 +29,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config.sections import RedisConfig
@@ -109,6 +110,8 @@ class RedisState:
         #: Redis's clock minus this host's (seconds), and when it was measured (monotonic).
         self._offset = 0.0
         self._offset_at: float | None = None
+        #: Scripts' calls sent together (:meth:`Script.batched`).
+        self.batches = Batches(self)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -183,6 +186,10 @@ class RedisState:
                 yield
         except (RedisError, TimeoutError, OSError) as exc:
             raise self.failure(exc, what) from None
+        self.answered()
+
+    def answered(self) -> None:
+        """Redis answered (said once, when it had not)."""
         if not self.healthy:
             self.healthy = True
             log.warning("Redis at %s answers again", self.config.url.masked())
@@ -216,6 +223,7 @@ class Script:
     def __init__(self, state: RedisState, source: str) -> None:
         self.state = state
         self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
         self._script: Any = None
         self._client: Any = None
 
@@ -224,6 +232,97 @@ class Script:
         if self._client is not client:
             self._script, self._client = client.register_script(self.source), client
         return await self._script(keys=list(keys), args=list(args))
+
+    def batched(self, keys: Sequence[str], args: Sequence[Any], what: str) -> Awaitable[Any]:
+        """The script's answer on ``keys`` and ``args``, sent with the scripts' other calls of
+        the moment (:class:`Batches`); without a :meth:`RedisState.guard` of the caller's own:
+        a failure is the one the guard would raise, naming ``what``."""
+        return self.state.batches.call(self, keys, args, what)
+
+
+#: A call waiting in a batch: the script, its keys and arguments, what it is for, its answer.
+_Call: TypeAlias = tuple[Script, Sequence[str], Sequence[Any], str, "asyncio.Future[Any]"]
+
+
+class Batches:
+    """Scripts' calls on every request's path (budgets, rate limits) sent to Redis together,
+    one batch at a time.
+
+    Each call through redis-py costs its connection handling and bookkeeping. Calls made in one
+    turn of the loop (concurrent requests' reservations, settlements, rate limits) leave at the
+    end of that turn as one pipeline on one connection; while it is out, the calls made
+    meanwhile wait and leave together as soon as it is back, so under load a batch holds what
+    arrived during the last one's round trip. Each caller still awaits its own answer, so a
+    call is done in Redis when its ``await`` returns, as with a call of its own; a call whose
+    caller gave up before its batch left is not sent. A batch is bounded in time as one
+    :meth:`RedisState.guard` block: a Redis that does not answer in time fails every call of
+    the batch with the guard's error (naming each call's ``what``); a call Redis refuses fails
+    alone."""
+
+    def __init__(self, state: RedisState) -> None:
+        self.state = state
+        self._calls: list[_Call] = []
+        #: The batch out (at most one), or the turn's end at which the next leaves.
+        self._out: asyncio.Task[None] | asyncio.Handle | None = None
+
+    def call(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any], what: str
+    ) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._out is None:
+            self._out = loop.call_soon(self._send)
+        self._calls.append((script, keys, args, what, future))
+        return future
+
+    def _send(self, _: object = None) -> None:
+        """Send what waits (at the turn's end, or when the batch out is back)."""
+        calls = [c for c in self._calls if not c[4].done()]
+        self._calls = []
+        if not calls:
+            self._out = None
+            return
+        task = self._out = asyncio.ensure_future(self._run(calls))
+        task.add_done_callback(self._send)
+
+    async def _run(self, calls: list[_Call]) -> None:
+        state = self.state
+        try:
+            async with asyncio.timeout(state.bound):
+                if len(calls) == 1:
+                    script, keys, args, _, _ = calls[0]
+                    answers: list[Any] = [await script(keys, args)]
+                else:
+                    pipe = state.client.pipeline(transaction=False)
+                    for script, keys, args, _, _ in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    answers = await pipe.execute(raise_on_error=False)
+                    for i, (script, keys, args, _, _) in enumerate(calls):
+                        if isinstance(answers[i], NoScriptError):
+                            # Redis lost its scripts (restarted): this call did not run.
+                            answers[i] = await script(keys, args)
+        except (RedisError, TimeoutError, OSError) as exc:
+            for _, _, _, what, future in calls:
+                if not future.done():
+                    future.set_exception(state.failure(exc, what))
+            return
+        except Exception as exc:
+            for *_, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:
+            for *_, future in calls:
+                future.cancel()
+            raise
+        state.answered()
+        for (_, _, _, what, future), answer in zip(calls, answers, strict=True):
+            if future.done():  # its caller gave up (timed out)
+                continue
+            if isinstance(answer, Exception):
+                future.set_exception(state.failure(answer, what))
+            else:
+                future.set_result(answer)
 
 
 async def pubsub_messages(pubsub: Any, poll: float = 1.0) -> AsyncIterator[dict[str, Any]]:

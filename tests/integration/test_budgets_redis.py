@@ -1,6 +1,6 @@
-"""Budgets in Redis, called directly: the calls of one turn of the event loop leave as one
-pipeline, and each caller still gets its own answer, in order, with the limit held; the
-state's commands packed by hiredis."""
+"""Budgets and rate limits in Redis, called directly: the calls of one turn of the event loop
+leave as one pipeline, and each caller still gets its own answer, in order, with the limit
+held; the state's commands packed by hiredis."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from support.waiting import until
 
 from gateway import GatewayError, Unavailable
 from gateway.config.sections import RedisConfig, RedisUrl
+from gateway.limits.buckets import RedisBuckets
 from gateway.spend.budgets import RedisBudgets, counters, periods
 from gateway.state.redis import PackedByHiredis, RedisState
 
@@ -184,13 +185,38 @@ async def test_calls_made_while_a_batch_is_out_leave_together_when_it_is_back(st
         await until(lambda: pipelines.sizes == [3], 5, "the first batch out")
         # Made in two later turns while it is out: they wait for it, then leave as one.
         later = [asyncio.ensure_future(budgets.reserve("k6", day, 1)) for _ in range(2)]
-        await until(lambda: len(budgets._batched._calls) == 2, 5, "two calls waiting")
+        await until(lambda: len(state.batches._calls) == 2, 5, "two calls waiting")
         later += [asyncio.ensure_future(budgets.settle("k6", day, 10)) for _ in range(2)]
         gone = asyncio.ensure_future(budgets.reserve("k6", day, 1000))
-        await until(lambda: len(budgets._batched._calls) == 5, 5, "five calls waiting")
+        await until(lambda: len(state.batches._calls) == 5, 5, "five calls waiting")
         gone.cancel()  # its caller gave up before its batch left: it is not sent
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
     assert await asyncio.gather(*first, *later) == [None] * 5 + [None, None]
     assert pipelines.sizes == [3, 4]
     assert await budgets.spent("k6", day[0]) == 1 + 3 + 2 + 2 * 10
+
+
+async def test_budgets_and_rate_limits_share_their_batches(stoppable):
+    state, server = stoppable
+    pipelines = Counting(state)
+    budgets, buckets = RedisBudgets(state), RedisBuckets(state)
+    day = counters("key", "k7", {"day": 1.0}, periods(time.time()))
+    assert await budgets.reserve("k7", day, 1) is None
+    # A budget's reservation and two rate limits' in one turn: one pipeline, each its answer.
+    reserved, first, second = await asyncio.gather(
+        budgets.reserve("k7", day, 1), buckets.acquire("k7", 2, 0), buckets.acquire("k7", 2, 0)
+    )
+    assert pipelines.sizes[-1] == 3
+    assert reserved is None
+    assert first[1] is None and second[1] is None  # two requests of two a minute
+    wait, limit, _, _ = await buckets.acquire("k7", 2, 0)
+    assert limit == "requests" and wait > 0
+    # Redis gone: each call's failure names what it was for.
+    server.stop()
+    results = await asyncio.gather(
+        budgets.reserve("k7", day, 1), buckets.acquire("k7", 2, 0), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [Unavailable, Unavailable]
+    assert "so budgets cannot" in str(results[0])
+    assert "so rate limits cannot" in str(results[1])
