@@ -174,8 +174,7 @@ class SharedSlots:
         return member, tuple(keys)
 
     async def _claim(self, key: str, bound: int, member: str) -> int:
-        async with self.redis.guard(self._guarded):
-            held = int(await self._take([key], [bound, member, self.lease_ms]))
+        held = int(await self._take.batched([key], [bound, member, self.lease_ms], self._guarded))
         if held < 0:
             self.held.setdefault(key, set()).add(member)
             if self._renewer is None:
