@@ -106,6 +106,13 @@ redis.call('PEXPIRE', KEYS[1], 2 * lease)
 return -1
 """
 
+#: A slot given back: removed from one sorted set (a script of one key, so that it is sent with
+#: the scripts' batches; the key's set and the global one are in two cluster slots).
+GIVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 0
+"""
+
 #: A slot counted in Redis: its member and the sorted sets it is in (the key's, the global one).
 Slot = tuple[str, tuple[str, ...]]
 
@@ -131,6 +138,7 @@ class SharedSlots:
         self.total = total
         self.lease_ms = max(1, int(lease * 1000))
         self._take = redis.script(TAKE)
+        self._give = redis.script(GIVE)
         self._instance = uuid.uuid4().hex[:12]
         self._serial = itertools.count(1)
         self._all = redis.key("slots", "*", what)
@@ -197,13 +205,9 @@ class SharedSlots:
 
     async def _remove(self, member: str, keys: tuple[str, ...]) -> None:
         try:
-            async with (
-                self.redis.guard(self._guarded),
-                self.redis.client.pipeline(transaction=False) as pipe,
-            ):
-                for key in keys:
-                    pipe.zrem(key, member)
-                await pipe.execute()
+            await asyncio.gather(
+                *(self._give.batched([key], [member], self._guarded) for key in keys)
+            )
         except GatewayError as err:
             log.warning("a slot of %s not given back (its lease will end): %s", self.what, err)
 
