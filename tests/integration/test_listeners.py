@@ -5,6 +5,8 @@ and NATS queue groups."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from typing import Any
 
@@ -239,6 +241,57 @@ async def test_redis_stream_group_shares_messages_between_instances(
     await asyncio.sleep(0.1)  # a quiet period, in which a redelivered message would show
     assert sorted(seen) == sorted(ids)
     await redis_client.delete(stream)
+
+
+async def test_an_idle_redis_stream_listener_keeps_its_connection(
+    make_gateway, redis_url, redis_client, caplog
+):
+    stream = name()
+    seen: list[Any] = []
+    listeners = ListenerManager()
+
+    # Reads that wait longer than redis-py's default socket timeout (5 s) for a message.
+    @listeners.on_redis_stream(stream, url=redis_url, block="5500ms", name="idle")
+    async def handle(payload, event):
+        seen.append(payload)
+
+    client = await make_gateway({}, plugins=[listeners])
+    await connected(client)
+    await asyncio.sleep(6.5)  # the idle time under test: one whole read with nothing to read
+    await redis_client.xadd(stream, {"data": b'{"n": 1}'})
+    await until(lambda: seen == [{"n": 1}])
+    assert not [r for r in caplog.records if "reconnecting" in r.getMessage()]
+    await redis_client.delete(stream)
+
+
+async def test_redis_stream_listener_outlasts_a_redis_that_stops_answering(make_gateway, own_redis):
+    stream = name()
+    seen: list[Any] = []
+    listeners = ListenerManager()
+
+    @listeners.on_redis_stream(stream, url=own_redis.url, block="200ms", name="frozen")
+    async def handle(payload, event):
+        seen.append(payload)
+
+    client = await make_gateway({}, plugins=[listeners])
+    await connected(client)
+    direct = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await direct.xadd(stream, {"data": b'{"n": 1}'})
+        await until(lambda: seen == [{"n": 1}])
+        # Frozen, Redis keeps the connection and answers nothing: the listener's read does not
+        # wait forever; it gives the connection up and tries again.
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            (listener,) = listeners_of(client)
+            await until(lambda: not listener.connected.is_set(), 10, "the connection given up")
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        await connected(client)
+        await direct.xadd(stream, {"data": b'{"n": 2}'})
+        await until(lambda: seen == [{"n": 1}, {"n": 2}])
+    finally:
+        await direct.aclose()
 
 
 # --- SSE ------------------------------------------------------------------------------------------

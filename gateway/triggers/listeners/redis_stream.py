@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Seconds a read may take beyond ``block`` (and a connection to open) before Redis is taken as
+#: gone.
+READ_MARGIN = 5.0
+
 
 class _Pending(TypedDict):
     """One message of XPENDING's extended form (RESP2, bytes)."""
@@ -90,7 +94,15 @@ class RedisStreamListener(Listener):
 
     async def consume(self) -> None:
         cfg = self.config
-        client = aioredis.Redis.from_url(self.url, health_check_interval=30)
+        # A read waits up to ``block`` for messages: the socket's timeout is longer (redis-py's
+        # default, 5 s, would cut every idle read of the default ``block`` short and reconnect),
+        # and still finite, so a Redis that stops answering is given up and tried again.
+        client = aioredis.Redis.from_url(
+            self.url,
+            health_check_interval=30,
+            socket_timeout=cfg.block + READ_MARGIN,
+            socket_connect_timeout=READ_MARGIN,
+        )
         try:
             try:
                 await client.xgroup_create(self.stream, cfg.group, id=cfg.start, mkstream=True)
