@@ -416,6 +416,11 @@ class HTTPBackend(Backend):
         error = self.error
         for frame in frames:
             data = frame.data
+            # A frame that is no JSON object is asked about first: the end of every OpenAI
+            # stream (``[DONE]``) would otherwise cost an exception, which orjson makes as
+            # ``json.JSONDecodeError`` does, in Python.
+            if data[:1] != "{" and self.sentinel(data, parser):
+                continue
             try:
                 obj = orjson.loads(data)
             except orjson.JSONDecodeError:
