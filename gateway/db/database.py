@@ -176,6 +176,13 @@ class PostgresDatabase(Database):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self.pool.executemany(sql, rows)
 
+    async def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """One ``COPY ... FROM STDIN`` (binary) of all the rows: one statement, so one
+        transaction, with none of a prepared ``INSERT``'s round of bookkeeping a row."""
+        await self.pool.copy_records_to_table(table, records=rows, columns=list(columns))
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         return [dict(r) for r in await self.pool.fetch(sql, *args)]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,37 @@ async def test_many_rows_are_inserted_whole_and_in_order(db: Database, count: in
     assert [(r["request_id"], r["output_tokens"], r["team_id"]) for r in got] == [
         (f"r{i}", 2 * i, None) for i in range(count)
     ]
+
+
+async def test_a_batch_with_a_bad_row_inserts_none_of_its_rows(db: Database) -> None:
+    from gateway.spend.ledger import COLUMNS
+
+    def row(i: int, key: str | None) -> tuple[Any, ...]:
+        return (
+            float(i),
+            "2026-12-01",
+            f"r{i}",
+            key,
+            None,
+            "m",
+            "b/m",
+            1,
+            2,
+            0,
+            0,
+            0,
+            0.5,
+            "ok",
+            1.0,
+        )
+
+    # A row without its key (NOT NULL) between two good ones: the batch fails whole.
+    with pytest.raises(Exception):  # noqa: B017 (each driver raises its own)
+        await db.insert_many("hookgate_spend", COLUMNS, [row(0, "k"), row(1, None), row(2, "k")])
+    assert await db.fetch("SELECT request_id FROM hookgate_spend") == []
+    await db.insert_many("hookgate_spend", COLUMNS, [row(3, "k")])
+    got = await db.fetch("SELECT request_id FROM hookgate_spend")
+    assert [r["request_id"] for r in got] == ["r3"]
 
 
 async def test_instances_starting_together_migrate_once(db_config: DatabaseConfig) -> None:
