@@ -75,17 +75,15 @@ async def test_concurrent_reservations_share_pipelines_and_hold_the_limit(state)
 
 
 @pytest.fixture
-async def own_state() -> Any:
-    """A Redis of this test's own: its scripts are flushed, which the shared one's never are."""
-    server = RedisServer()
-    server.start()
-    state = RedisState(RedisConfig(url=RedisUrl(server.url)))
+async def own_state(own_redis: RedisServer) -> Any:
+    """The state on a Redis of this test's own (``own_redis``), which the test may flush, stop or
+    freeze, as it never may the shared one."""
+    state = RedisState(RedisConfig(url=RedisUrl(own_redis.url)))
     await state.open()
     try:
         yield state
     finally:
         await state.close()
-        server.stop()
 
 
 async def test_a_pipeline_after_redis_lost_its_scripts(own_state):
@@ -100,24 +98,8 @@ async def test_a_pipeline_after_redis_lost_its_scripts(own_state):
     assert await budgets.spent("k2", day[0]) == 4 * 100_000 - 4 * 50_000
 
 
-@pytest.fixture
-async def stoppable() -> Any:
-    """A Redis of this test's own, which it stops or freezes, and the state on it (timeouts of
-    1 s)."""
-    server = RedisServer()
-    server.start()
-    config = RedisConfig(url=RedisUrl(server.url), timeout=1.0, connect_timeout=1.0)
-    state = RedisState(config)
-    await state.open()
-    try:
-        yield state, server
-    finally:
-        await state.close()
-        server.stop()
-
-
-async def test_every_call_of_a_pipeline_fails_alike_when_redis_is_gone(stoppable):
-    state, server = stoppable
+async def test_every_call_of_a_pipeline_fails_alike_when_redis_is_gone(own_state, own_redis):
+    state, server = own_state, own_redis
     budgets = RedisBudgets(state)
     day = counters("key", "k3", {"day": 1.0}, periods(time.time()))
     assert await budgets.reserve("k3", day, 100_000) is None
@@ -173,8 +155,8 @@ async def test_the_state_s_commands_are_packed_by_hiredis(state):
     await state.client.delete(key, key + ":n")
 
 
-async def test_calls_made_while_a_batch_is_out_leave_together_when_it_is_back(stoppable):
-    state, server = stoppable
+async def test_calls_made_while_a_batch_is_out_leave_together_when_it_is_back(own_state, own_redis):
+    state, server = own_state, own_redis
     pipelines = Counting(state)
     budgets = RedisBudgets(state)
     day = counters("key", "k6", {"day": 1.0}, periods(time.time()))
@@ -197,8 +179,8 @@ async def test_calls_made_while_a_batch_is_out_leave_together_when_it_is_back(st
     assert await budgets.spent("k6", day[0]) == 1 + 3 + 2 + 2 * 10
 
 
-async def test_budgets_and_rate_limits_share_their_batches(stoppable):
-    state, server = stoppable
+async def test_budgets_and_rate_limits_share_their_batches(own_state, own_redis):
+    state, server = own_state, own_redis
     pipelines = Counting(state)
     budgets, buckets = RedisBudgets(state), RedisBuckets(state)
     day = counters("key", "k7", {"day": 1.0}, periods(time.time()))
