@@ -20,11 +20,12 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
+from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -34,14 +35,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.config.sections import RedisConfig
 from gateway.errors import GatewayError, Unavailable
-
-_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:
-    import hiredis
-
-    _pack = hiredis.pack_command
-except ImportError:  # hiredis comes with redis[hiredis]; without it, redis-py packs
-    _pack = None
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +61,20 @@ class PackedByHiredis(AbstractConnection):
     redis-py's packer, which also refuses what Redis takes none of (``DataError``)."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        assert _pack is not None  # packed_by_hiredis() makes none without hiredis
         # A command name with its literal arguments ("SCRIPT LOAD") is sent as separate words.
         first = args[0]
         words = first.encode() if isinstance(first, str) else first
         if isinstance(words, bytes) and b" " in words:
             args = (*words.split(), *args[1:])
         try:
-            return [_pack(args)]
+            return [pack_command(args)]
         except TypeError:
             return super().pack_command(*args)
 
 
 def packed_by_hiredis(cls: type[Any]) -> type[Any]:
-    """``cls`` (a redis-py asyncio connection class) with :class:`PackedByHiredis`'s packer;
-    ``cls`` itself when hiredis is not installed."""
-    if _pack is None:
-        return cls
+    """``cls`` (a redis-py asyncio connection class) with :class:`PackedByHiredis`'s packer
+    (hiredis is installed with redis-py: ``redis[hiredis]``)."""
     return type(f"Hiredis{cls.__name__}", (PackedByHiredis, cls), {})
 
 
