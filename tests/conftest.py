@@ -143,10 +143,26 @@ def make_gateway(aiohttp_client: Any) -> MakeGateway:
         plugins: Any = (),
         env: dict[str, str] | None = None,
     ) -> TestClient:
-        app = create_app(config or {}, plugins=plugins, env=env or {})
+        app = create_app(patient(config or {}), plugins=plugins, env=env or {})
         return await aiohttp_client(GatewayTestServer(app))
 
     return make
+
+
+#: How long a gateway under test waits for Redis, unless its test says otherwise.
+TEST_REDIS_TIMEOUT = "5s"
+
+
+def patient(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with :data:`TEST_REDIS_TIMEOUT` as its ``[redis] timeout`` when it has a Redis
+    and sets no timeout. The default (1 s) is what a gateway in production should wait before
+    it answers 503; a test shares its machine, its event loop and Redis with everything else
+    the suite runs, and on a loaded machine a read can wait longer than that without anything
+    being wrong. Tests about a slow Redis set their own timeouts."""
+    shared = config.get("redis")
+    if not isinstance(shared, dict) or not shared.get("url") or "timeout" in shared:
+        return config
+    return {**config, "redis": {**shared, "timeout": TEST_REDIS_TIMEOUT}}
 
 
 @pytest.fixture

@@ -280,12 +280,17 @@ class RedisRunStore(RunStore):
         state, events = self._keys(owner, run_id)
         client = self.redis.client
         number = max(0, after)  # the last event read
+        # The first read does not wait: when nothing is there, the run's state says at once
+        # whether it is still running (a run whose instance stopped is told without waiting a
+        # blocking read's time, however long the Redis timeout makes that).
+        block: int | None = None
         while True:
             async with self.redis.guard(self.what):
                 found = cast(
                     "StreamRead",
-                    await client.xread({events: f"{number}-0"}, count=1000, block=self.block_ms),
+                    await client.xread({events: f"{number}-0"}, count=1000, block=block),
                 )
+            block = self.block_ms
             if found:
                 batch: list[bytes] = []
                 for entry_id, fields in found[0][1]:

@@ -111,7 +111,11 @@ async def test_a_task_of_one_instance_is_read_resumed_and_cancelled_on_another(
 async def test_a_task_whose_instance_stopped_ends_failed(
     make_gateway, upstream, redis_url, redis_prefix
 ):
-    client = await make_gateway(config(upstream, redis_url, redis_prefix))
+    cfg = config(upstream, redis_url, redis_prefix)
+    # A Redis timeout long enough that a follower's blocking read outlasts GetTask's wait for
+    # the live log: the loss is still told at once.
+    cfg["redis"]["timeout"] = "5s"
+    client = await make_gateway(cfg)
     service = client.server.app[GATEWAY].protocols["a2a"].service
     owner = "key-" + digest("sk-a").hex()[:16]
     now = time.time()
