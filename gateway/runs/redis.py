@@ -284,13 +284,16 @@ class RedisRunStore(RunStore):
         # whether it is still running (a run whose instance stopped is told without waiting a
         # blocking read's time, however long the Redis timeout makes that).
         block: int | None = None
+        # Set once the run is done: its last events were written with that state (one
+        # transaction), so one more read without waiting has every event it wrote.
+        done = False
         while True:
             async with self.redis.guard(self.what):
                 found = cast(
                     "StreamRead",
                     await client.xread({events: f"{number}-0"}, count=1000, block=block),
                 )
-            block = self.block_ms
+            block = None if done else self.block_ms
             if found:
                 batch: list[bytes] = []
                 for entry_id, fields in found[0][1]:
@@ -304,10 +307,14 @@ class RedisRunStore(RunStore):
                 if batch and self.terminal(batch[-1]):
                     return
                 continue
+            if done:
+                return  # everything after ``after`` was read (a resume past the end)
             async with self.redis.guard(self.what):
                 status = await client.get(state)
             if status == DONE:
-                return  # everything after ``after`` was read (a resume past the end)
+                # Done since the read above, maybe with events of its own: read once more.
+                done, block = True, None
+                continue
             if status is None:
                 # Expired: the instance producing the run stopped without finishing it.
                 yield number + 1, [self.lost]

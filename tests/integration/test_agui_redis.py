@@ -119,6 +119,31 @@ async def test_resuming_inside_a_stored_batch(redis_state):
     assert [b async for b in store.follow("owner", "batched", 10)] == []  # past the end
 
 
+async def test_a_run_that_ends_as_its_follower_looks_is_followed_to_its_end(
+    redis_state, monkeypatch
+):
+    """The follower finds nothing, and the run ends (its last events and its done state, in one
+    transaction) before the follower asks for its state: the follower still gets every event."""
+    store = RedisRunStore(redis_state, ttl=60)
+    run = Run("ending", "t", "owner")
+    assert await store.reserve(run)
+    store.record(run)
+    client = redis_state.client
+    get = client.get
+
+    async def ended_meanwhile(name):
+        if not run.done:
+            run.append(b'{"type":"RUN_STARTED","threadId":"t","runId":"ending"}')
+            run.append(b'{"type":"RUN_FINISHED","threadId":"t","runId":"ending"}')
+            run.close()
+            await store.finish(run)  # written, and the run's state set to done
+        return await get(name)
+
+    monkeypatch.setattr(client, "get", ended_meanwhile)
+    got = [b async for b in store.follow("owner", "ending", 0)]
+    assert run.done and got == [(1, run.events)]
+
+
 async def test_a_run_whose_instance_died_ends_for_its_followers(redis_state):
     """The producing instance stops refreshing the run's keys: followers get RUN_ERROR."""
     store = RedisRunStore(redis_state, ttl=60, alive=0.3)
