@@ -20,7 +20,6 @@ import redis
 from genai_prices import Usage as LibraryUsage
 from genai_prices import calc_price
 from support.processes import children_running, ended, gateway_process
-from support.services import RedisServer
 from support.waiting import until
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -241,17 +240,6 @@ price = {{ request = 0.1 }}
         row = ledger()
         assert row["requests"] == 50 and row["failed"] == 40
         assert row["cost"] == pytest.approx(1.0)
-
-
-@pytest.fixture
-def own_redis() -> Any:
-    """A Redis of this test's own: it is flushed, which the shared one never may be."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_budget_counters_lost_by_redis_are_made_again_from_the_ledger(
