@@ -13,10 +13,17 @@ from pathlib import Path
 import openai
 import orjson
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 from support.configs import recorded, upstream_config
 from support.openapi import validate
 from support.processes import gateway_process
 from support.waiting import until
+
+from gateway import GATEWAY
+from gateway.config.sections import RedisConfig, RedisUrl
+from gateway.protocols.openai.responses_store import RedisResponseStore, ResponseRecord
+from gateway.state.redis import RedisState
 
 KEYS = [{"name": "alice", "key": "sk-alice"}, {"name": "bob", "key": "sk-bob"}]
 
@@ -180,6 +187,102 @@ async def test_background_response_is_cancelled(gateway, sdk):
     assert (await api.responses.retrieve(queued.id)).status == "cancelled"
     # cancelling twice answers the response as it is
     assert (await api.responses.cancel(queued.id)).status == "cancelled"
+
+
+@pytest.mark.parametrize("elsewhere", ["cancelled", "deleted"])
+async def test_a_background_response_cancelled_or_deleted_as_it_ends_stays_so(
+    gateway, sdk, elsewhere
+):
+    """Another instance cancels or deletes the response just before its run keeps the answer:
+    the answer is not written over it."""
+    api = sdk(gateway, api_key="sk-alice")
+    state = gateway.server.app[GATEWAY].protocols["openai_responses"].state
+    store = state.store
+    replace = store.replace
+    meanwhile: list[str] = []
+
+    async def late(owner, record, statuses):
+        if record.status == "completed" and not meanwhile:
+            meanwhile.append(record.id)
+            stored = await store.get(owner, record.id)
+            if elsewhere == "cancelled":  # what a cancel on another instance writes
+                gone = ResponseRecord(
+                    {**stored.response, "status": "cancelled"}, stored.input, stored.context
+                )
+                await store.put(owner, gone)
+            else:
+                await store.delete(owner, record.id)
+        return await replace(owner, record, statuses)
+
+    store.replace = late
+    queued = await api.responses.create(model="gpt-test", input="SLOW:0.1", background=True)
+    await until(lambda: not state.runs, what="the background run ends")
+    assert meanwhile == [queued.id]
+    if elsewhere == "cancelled":
+        assert (await api.responses.retrieve(queued.id)).status == "cancelled"
+    else:
+        with pytest.raises(openai.NotFoundError):
+            await api.responses.retrieve(queued.id)
+
+
+async def test_a_cancel_that_comes_as_the_response_ends_answers_it_ended(gateway, sdk):
+    api = sdk(gateway, api_key="sk-alice")
+    state = gateway.server.app[GATEWAY].protocols["openai_responses"].state
+    store = state.store
+    replace = store.replace
+    queued = await api.responses.create(model="gpt-test", input="SLOW:2", background=True)
+
+    async def running():
+        return (await api.responses.retrieve(queued.id)).status == "in_progress"
+
+    await until(running, what="the background response runs")
+
+    async def ended_first(owner, record, statuses):
+        if record.status == "cancelled":  # the run (here, or elsewhere) ends first
+            stored = await store.get(owner, record.id)
+            done = {**stored.response, "status": "completed"}
+            await store.put(owner, ResponseRecord(done, stored.input, stored.context))
+        return await replace(owner, record, statuses)
+
+    store.replace = ended_first
+    assert (await api.responses.cancel(queued.id)).status == "completed"
+    await until(lambda: not state.runs, what="the background run ends")
+    assert (await api.responses.retrieve(queued.id)).status == "completed"
+
+
+async def test_a_write_over_a_response_changed_meanwhile_looks_again(
+    redis_url, redis_prefix, monkeypatch
+):
+    """In Redis, a change made between the store's look at a response and its write (by another
+    instance) makes the write fail, and the store looks again."""
+    state = RedisState(RedisConfig(url=RedisUrl(redis_url), prefix=redis_prefix))
+    await state.open()
+    other = aioredis.Redis.from_url(redis_url)
+    try:
+        store = RedisResponseStore(state, ttl=60)
+        running = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+        await store.put("o", ResponseRecord(running, [], []))
+        cancelled = ResponseRecord({**running, "status": "cancelled"}, [], [])
+        execute = aioredis.client.Pipeline.execute
+        writes: list[bool] = []
+
+        async def after_another(pipe, raise_on_error=True):
+            if not writes:  # another instance cancels it after the look, before the write
+                await other.set(state.key("responses", "o", "r", "resp_1"), cancelled.dumps())
+            try:
+                return await execute(pipe, raise_on_error)
+            except WatchError:
+                writes.append(False)
+                raise
+
+        monkeypatch.setattr(aioredis.client.Pipeline, "execute", after_another)
+        completed = ResponseRecord({**running, "status": "completed"}, [], [])
+        assert not await store.replace("o", completed, ("in_progress",))
+        assert writes == [False]  # the one write tried failed; the second look saw the cancel
+        assert (await store.get("o", "resp_1")).status == "cancelled"
+    finally:
+        await other.aclose()
+        await state.close()
 
 
 async def test_responses_store_off_refuses_state_clearly(make_gateway, sdk):

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A background response's statuses before it ends, waiting and running.
+_QUEUED, _RUNNING = ("queued",), ("in_progress",)
+_UNFINISHED = _QUEUED + _RUNNING
+
 #: Id prefixes of the items the gateway names, by type.
 _PREFIXES = {
     "message": "msg_",
@@ -225,11 +229,14 @@ class ResponsesState:
         run: Callable[[], Awaitable[dict[str, Any]]],
         failed: Callable[[GatewayError | None, str], dict[str, Any]],
     ) -> None:
+        # Each step is written only over the one before it: a response cancelled or deleted
+        # meanwhile, by any instance, stays so.
         response_id = str(queued["id"])
         try:
-            if await self._cancelled(owner, response_id):
+            if not await self._replace(
+                owner, resolved, {**queued, "status": "in_progress"}, _QUEUED
+            ):
                 return
-            await self.save(owner, resolved, {**queued, "status": "in_progress"})
             work = asyncio.ensure_future(run())
             # another instance may cancel it: only a shared store can say so
             watch = asyncio.ensure_future(
@@ -258,11 +265,10 @@ class ResponsesState:
             else:
                 log.exception("a background response failed", exc_info=error)
                 final = failed(GatewayError("The response failed in the gateway."), "failed")
-            if await self._cancelled(owner, response_id):
-                return
-            await self.save(owner, resolved, final)
+            await self._replace(owner, resolved, final, _RUNNING)
         except asyncio.CancelledError:
-            # Cancelled here (cancel, DELETE, or the gateway stopping): say so unless deleted.
+            # Cancelled here (cancel, DELETE, or the gateway stopping): say so unless cancel()
+            # said so already or it was deleted.
             if self.closing:
                 final = failed(
                     GatewayError("The gateway stopped before the response finished."), "failed"
@@ -270,14 +276,19 @@ class ResponsesState:
             else:
                 final = failed(None, "cancelled")
             with contextlib.suppress(Exception):
-                if await self._exists(owner, response_id):
-                    await self.save(owner, resolved, final)
+                await self._replace(owner, resolved, final, _UNFINISHED)
             raise
         except GatewayError as err:  # the store failed: nothing more can be kept
             log.warning("background response %s: %s", response_id, err.message)
 
-    async def _exists(self, owner: str, response_id: str) -> bool:
-        return self.store is not None and await self.store.get(owner, response_id) is not None
+    async def _replace(
+        self, owner: str, resolved: Resolved, response: dict[str, Any], statuses: tuple[str, ...]
+    ) -> bool:
+        """Keep ``response`` over a stored one whose status is one of ``statuses``; whether it
+        was kept."""
+        assert self.store is not None
+        record = ResponseRecord(response, resolved.input, resolved.context)
+        return await self.store.replace(owner, record, statuses)
 
     async def _cancelled(self, owner: str, response_id: str) -> bool:
         assert self.store is not None
@@ -301,9 +312,12 @@ class ResponsesState:
         record = await self.get(owner, response_id)
         if not record.response.get("background"):
             raise BadRequest("Only background responses can be cancelled.", param="response_id")
-        if record.status in ("queued", "in_progress"):
-            record = ResponseRecord(cancelled(record.response), record.input, record.context)
-            await store.put(owner, record)
+        if record.status in _UNFINISHED:
+            changed = ResponseRecord(cancelled(record.response), record.input, record.context)
+            if not await store.replace(owner, changed, _UNFINISHED):
+                # It ended (or was cancelled or deleted) since it was read: as it is now.
+                return (await self.get(owner, response_id)).response
+            record = changed
             run = self.runs.get((owner, response_id))
             if run is not None:
                 run.cancel()

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
+from redis.exceptions import WatchError
 
 from gateway import Count, Duration
 
@@ -91,6 +93,12 @@ class ResponseStore:
         """Write the record and its items (replacing what was there)."""
         raise NotImplementedError
 
+    async def replace(self, owner: str, record: ResponseRecord, statuses: Collection[str]) -> bool:
+        """Write the record and its items only over a stored record whose status is one of
+        ``statuses``, looked at and written in one step (a response that any instance cancelled
+        or deleted meanwhile stays so); whether it was written."""
+        raise NotImplementedError
+
     async def get(self, owner: str, response_id: str) -> ResponseRecord | None:
         raise NotImplementedError
 
@@ -142,6 +150,15 @@ class MemoryResponseStore(ResponseStore):
             self.by_item[(owner, str(item["id"]))] = (record.id, item)
         self._purge()
 
+    async def replace(self, owner: str, record: ResponseRecord, statuses: Collection[str]) -> bool:
+        # No await between the look and the write: one step on the event loop.
+        self._purge()
+        found = self.records.get((owner, record.id))
+        if found is None or found[1].status not in statuses:
+            return False
+        await self.put(owner, record)
+        return True
+
     async def get(self, owner: str, response_id: str) -> ResponseRecord | None:
         self._purge()
         found = self.records.get((owner, response_id))
@@ -167,12 +184,34 @@ class RedisResponseStore(ResponseStore):
     def _item(self, owner: str, item_id: str) -> str:
         return self.redis.key("responses", owner, "i", item_id)
 
+    def _write(self, pipe: Any, owner: str, record: ResponseRecord) -> None:
+        pipe.set(self._record(owner, record.id), record.dumps(), px=self.ttl_ms)
+        for item in record.items():
+            pipe.set(self._item(owner, str(item["id"])), orjson.dumps(item), px=self.ttl_ms)
+
     async def put(self, owner: str, record: ResponseRecord) -> None:
         async with self.redis.guard(WHAT), self.redis.client.pipeline(transaction=True) as pipe:
-            pipe.set(self._record(owner, record.id), record.dumps(), px=self.ttl_ms)
-            for item in record.items():
-                pipe.set(self._item(owner, str(item["id"])), orjson.dumps(item), px=self.ttl_ms)
+            self._write(pipe, owner, record)
             await pipe.execute()
+
+    async def replace(self, owner: str, record: ResponseRecord, statuses: Collection[str]) -> bool:
+        # WATCH, look, MULTI, write: the write fails when the record changed after the look
+        # (then it is looked at again).
+        key = self._record(owner, record.id)
+        async with self.redis.guard(WHAT), self.redis.client.pipeline(transaction=True) as watched:
+            pipe: Any = watched  # redis-py leaves multi() untyped
+            while True:
+                await pipe.watch(key)
+                data = await pipe.get(key)
+                if data is None or ResponseRecord.loads(data).status not in statuses:
+                    return False  # leaving the pipeline unwatches the key
+                pipe.multi()
+                self._write(pipe, owner, record)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return True
 
     async def get(self, owner: str, response_id: str) -> ResponseRecord | None:
         async with self.redis.guard(WHAT):
