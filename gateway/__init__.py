@@ -141,7 +141,14 @@ from gateway.sessions.base import (
     trim,
 )
 from gateway.state import SharedState
-from gateway.state.redis import RedisState, Script, StreamEntry, StreamRead, pubsub_messages
+from gateway.state.redis import (
+    RedisState,
+    Script,
+    StreamEntry,
+    StreamRead,
+    pubsub_messages,
+    reraise_cancellation,
+)
 from gateway.streaming.assembler import Assembler, new_id
 from gateway.streaming.sse import (
     PING,
@@ -297,6 +304,7 @@ __all__ = [
     "redact",
     "redact_url",
     "request_tokens",
+    "reraise_cancellation",
     "sidecar",
     "status_error",
     "text_tokens",

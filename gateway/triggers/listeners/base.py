@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import attrs
 import orjson
 
-from gateway import ConfigError, GatewayError, hookimpl
+from gateway import ConfigError, GatewayError, hookimpl, reraise_cancellation
 from gateway.triggers.handlers import Handler, HandlerConfig, TriggerEvent
 from gateway.triggers.runner import stop_task
 from gateway.triggers.service import service_for
@@ -170,10 +170,13 @@ class Listener:
             began = loop.time()
             try:
                 await self.consume()
+                reraise_cancellation()
                 log.warning("listener %s: the source ended; reconnecting", self.name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # A cancellation its client swallowed, failing as if the connection had: stop.
+                reraise_cancellation()
                 log.warning(
                     "listener %s: %s; reconnecting in %.1fs",
                     self.name,

@@ -24,7 +24,7 @@ import attrs
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from gateway import Count, Duration, hookimpl
+from gateway import Count, Duration, hookimpl, reraise_cancellation
 from gateway.triggers.listeners.base import Listener, ListenerConfig
 from gateway.triggers.listeners.redis_pubsub import redis_url
 from gateway.triggers.runner import stop_task
@@ -123,6 +123,7 @@ class RedisStreamListener(Listener):
                         cfg.group, self.consumer, {self.stream: ">"}, count=cfg.batch, block=block
                     ),
                 )
+                reraise_cancellation()  # one redis-py swallowed: the listener stops
                 entries = [(i, f, 1) for i, f in found[0][1]] if found else []
                 await self._process(client, entries)
         finally:
