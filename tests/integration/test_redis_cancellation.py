@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+from support.waiting import stops_when_cancelled
+
 from gateway.config.sections import RedisConfig, RedisUrl
 from gateway.state.redis import RedisState
 
@@ -34,13 +36,8 @@ async def test_guarded_redis_loops_stop_wherever_they_are_cancelled(redis_url, r
             # Cancelled some way into a later call, as likely inside redis-py as between calls.
             for _ in range(at.randrange(1, 8)):
                 await asyncio.sleep(0)
-            task.cancel()
-            await asyncio.wait({task}, timeout=2)
-            if not task.done():
+            if not await stops_when_cancelled(task, 2):
                 went_on = True
-                while not task.done():  # stopped for good, then the test fails
-                    task.cancel()
-                    await asyncio.wait({task}, timeout=0.1)
                 break
             assert task.cancelled()
     finally:

@@ -48,3 +48,17 @@ async def until(check: Callable[[], Any], within: float = 10.0, what: str = "") 
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {within}s: {what or check}")
         await asyncio.sleep(PAUSE)
+
+
+async def stops_when_cancelled(task: asyncio.Task[Any], within: float = 5.0) -> bool:
+    """Cancel ``task`` and wait for it (without cancelling it again) up to ``within`` seconds:
+    whether it ended then. One that went on (it swallowed the cancellation) is cancelled again
+    until it ends, so a failing test leaves no task behind."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=within)
+    if task.done():
+        return True
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=PAUSE)
+    return False

@@ -10,6 +10,7 @@ import contextlib
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from support.waiting import stops_when_cancelled
 
 from gateway import GatewayError, reraise_cancellation
 from gateway.config.sections import RedisConfig, RedisUrl
@@ -42,13 +43,8 @@ class Call:
 
 
 async def stopped(task: asyncio.Task[None]) -> None:
-    """Cancel ``task``; it must end cancelled, at once (waited for without cancelling it
-    again)."""
-    task.cancel()
-    await asyncio.wait({task}, timeout=5)
-    if not task.done():
-        task.cancel()  # goes through: the test fails, and leaves no task behind
-        await asyncio.wait({task})
+    """Cancel ``task``; it must end cancelled, at once."""
+    if not await stops_when_cancelled(task):
         pytest.fail("the cancelled task went on")
     assert task.cancelled()
 
