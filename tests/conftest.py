@@ -36,6 +36,7 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from fakes import anthropic_upstream, openai_upstream
 from support import TESTS
+from support import pki as certificates
 from support.npm import installed
 from support.processes import fake_upstream_process
 from support.services import (
@@ -147,6 +148,13 @@ def make_gateway(aiohttp_client: Any) -> MakeGateway:
         return await aiohttp_client(GatewayTestServer(app))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A throwaway certificate authority's PEM files (``support.pki.issue``): ``ca``,
+    ``server`` (127.0.0.1) and ``client`` ("ada")."""
+    return certificates.issue(tmp_path_factory.mktemp("pki"))
 
 
 #: How long a gateway under test waits for Redis, unless its test says otherwise.
