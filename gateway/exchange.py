@@ -93,7 +93,8 @@ class Exchange:
     http: web.Request | None = None
     #: Headers the response to this exchange carries (a plugin's: ``x-ratelimit-*``).
     response_headers: dict[str, str] | None = None
-    #: Headers every upstream request of this exchange carries (a plugin's).
+    #: Headers every upstream request of this exchange carries (a plugin's), replacing the
+    #: backend's of the same name; the request id and the trace context stay the gateway's.
     upstream_headers: dict[str, str] | None = None
     #: The W3C trace context upstream requests of this exchange are made under, set by a
     #: tracer: ``(trace id, span id, flags, trace state)``. HTTP backends send it as

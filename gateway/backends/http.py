@@ -66,6 +66,9 @@ class HTTPBackendConfig(BackendConfig):
     #: A pooled connection idle longer than this is closed rather than reused (keep it below
     #: the upstream's own keep-alive timeout; uvicorn's is 5s). Plain http:// upstreams only.
     idle_timeout: Duration = Duration(4.0)
+    #: A PEM file of the certificate authorities an https:// upstream's certificate is checked
+    #: against, instead of the system's (an internal CA). https:// upstreams only.
+    ca_file: str | None = None
 
 
 class StreamParser(Protocol):

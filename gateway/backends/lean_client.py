@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from typing import cast
 
 import aiohttp
@@ -493,7 +493,11 @@ class HTTP1Pool:
         authority = host if port == 80 else f"{host}:{port}"
         if ":" in host:  # an IPv6 literal
             authority = f"[{host}]" if port == 80 else f"[{host}]:{port}"
-        self._head = encode_headers([("host", authority), *headers])
+        defaults = [("host", authority), *headers]
+        self._head = encode_headers(defaults)
+        #: Each default header's line by its name (lowercased): a request that sets one of its
+        #: own leaves the default out (see :meth:`request`'s ``replaces``).
+        self._lines = [(name.lower(), encode_headers([(name, value)])) for name, value in defaults]
         self.loop = asyncio.get_running_loop()
         self.deadlines = deadlines(self.loop)
         self._idle: list[_Connection] = []
@@ -518,6 +522,7 @@ class HTTP1Pool:
         body: bytes = b"",
         *,
         headers: bytes = b"",
+        replaces: Collection[str] = (),
         read_timeout: float | None = None,
         deadline: float | None = None,
         first_byte: float | None = None,
@@ -525,14 +530,18 @@ class HTTP1Pool:
         """Send a request and return once the answer's status and headers are in.
 
         ``target`` is the path (and query); ``headers`` are extra header lines, already encoded
-        (see :func:`encode_headers`). ``first_byte`` (an event-loop time) bounds the wait for
-        the status line; the response keeps it as :attr:`Response.first_byte` until the caller
-        clears it. The caller reads the body and then closes the response.
+        (see :func:`encode_headers`); ``replaces``: the (lowercased) names of the pool's
+        default headers they replace, left out of this request. ``first_byte`` (an event-loop
+        time) bounds the wait for the status line; the response keeps it as
+        :attr:`Response.first_byte` until the caller clears it. The caller reads the body and
+        then closes the response.
         """
         head = b"".join(
             (
                 f"{method} {target} HTTP/1.1\r\n".encode("latin-1"),
-                self._head,
+                b"".join([line for name, line in self._lines if name not in replaces])
+                if replaces
+                else self._head,
                 headers,
                 b"content-length: %d\r\n\r\n" % len(body),
             )

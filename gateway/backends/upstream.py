@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Collection, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -60,12 +61,30 @@ class Upstream:
         url = urlsplit(self.base_url)
         self._lean = url.scheme == "http"
         self._path = url.path
+        #: What an https:// upstream's certificate is checked with (True: the system's CAs).
+        self._tls: ssl.SSLContext | bool = True
+        if config.ca_file:
+            if self._lean:
+                raise ValueError("ca_file is for https:// upstreams; base_url is http://")
+            try:
+                self._tls = ssl.create_default_context(cafile=config.ca_file)
+            except OSError as exc:  # missing, unreadable, or no certificate in it
+                raise ValueError(f"ca_file {config.ca_file!r}: {exc}") from None
         if self._lean:
             # Checked now so that a bad header is a startup error, not a failure per request.
+            # The request id is every request's own (see _own_headers).
             self._lean_headers = [
-                (name, value) for name, value in self.headers.items() if name.lower() != "host"
+                (name, value)
+                for name, value in self.headers.items()
+                if name.lower() not in ("host", "x-request-id")
             ]
             encode_headers([*self._lean_headers, ("accept-encoding", "identity")])
+            #: The names of the lean client's default headers (see HTTP1Pool.request).
+            self._default_names = frozenset(
+                name.lower() for name, _ in [("host", ""), *self._lean_headers]
+            )
+            #: Those a request's trace context replaces (none, unless configured).
+            self._trace_defaults = self._default_names & _TRACE
         # aiohttp's sock_read would bound the wait for the status line too: the phases are
         # bounded here instead (first_byte_timeout, then read_timeout per read).
         self._whole = aiohttp.ClientTimeout(total=config.timeout, connect=config.connect_timeout)
@@ -85,7 +104,9 @@ class Upstream:
                 idle_timeout=cfg.idle_timeout,
             )
             return
-        connector = aiohttp.TCPConnector(limit=cfg.max_connections, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=cfg.max_connections, ttl_dns_cache=300, ssl=self._tls
+        )
         self.session = aiohttp.ClientSession(
             connector=connector, headers=self.headers, skip_auto_headers=("Accept-Encoding",)
         )
@@ -153,20 +174,26 @@ class Upstream:
         finally:
             ex.upstream_seconds += time.perf_counter() - started
 
-    @staticmethod
-    def _own_headers(ex: Exchange, extra: Mapping[str, str] | None) -> bytes:
-        """This request's own header lines: the request id, and ``extra``."""
+    def _own_headers(
+        self, ex: Exchange, extra: Mapping[str, str] | None
+    ) -> tuple[bytes, Collection[str]]:
+        """This request's own header lines (the request id, its trace context, a plugin's
+        headers and ``extra``: see :func:`_added`), and the names of the lean client's default
+        headers they replace."""
         line = b"x-request-id: " + ex.request_id.encode("latin-1") + b"\r\n"
+        replaces: Collection[str] = ()
         context = ex.trace_context
         if context is not None:
             line = trace_lines(context) + line
-        if ex.upstream_headers:
-            extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
-        if not extra:
-            return line
-        return (
-            encode_headers([(k, v) for k, v in extra.items() if k.lower() != "x-request-id"]) + line
-        )
+            replaces = self._trace_defaults
+        if not extra and not ex.upstream_headers:
+            return line, replaces
+        added = _added(ex, extra)
+        if not added:
+            return line, replaces
+        names = {name.lower() for name in added}
+        names.update(replaces)
+        return encode_headers(added.items()) + line, self._default_names.intersection(names)
 
     async def _lean_post(
         self, path: str, body: bytes, ex: Exchange, headers: Mapping[str, str] | None
@@ -178,11 +205,13 @@ class Upstream:
         cfg = self.config
         now = pool.loop.time()
         try:
+            lines, replaces = self._own_headers(ex, headers)
             resp = await pool.request(
                 "POST",
                 self._path + path,
                 body,
-                headers=self._own_headers(ex, headers),
+                headers=lines,
+                replaces=replaces,
                 read_timeout=cfg.read_timeout,
                 deadline=now + cfg.timeout,
                 first_byte=now + cfg.first_byte_timeout,
@@ -237,11 +266,13 @@ class Upstream:
             if self._lean:
                 pool = self._pool()
                 now = pool.loop.time()
+                lines, replaces = self._own_headers(ex, headers)
                 resp = await pool.request(
                     "POST",
                     self._path + path,
                     body,
-                    headers=self._own_headers(ex, headers),
+                    headers=lines,
+                    replaces=replaces,
                     read_timeout=cfg.read_timeout,
                     deadline=now + cfg.timeout,
                     first_byte=now + cfg.first_byte_timeout,
@@ -368,6 +399,7 @@ class Upstream:
         pooled client sends whole bodies only."""
         if self._relay_session is None:
             self._relay_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._tls),
                 headers={k: v for k, v in self.headers.items() if k.lower() != "content-type"},
                 skip_auto_headers=("Accept-Encoding", "Content-Type"),
             )
@@ -401,10 +433,12 @@ class Upstream:
         try:
             if self._lean:
                 pool = self._pool()
+                lines, replaces = self._own_headers(ex, None)
                 resp = await pool.request(
                     "GET",
                     self._path + path,
-                    headers=self._own_headers(ex, None),
+                    headers=lines,
+                    replaces=replaces,
                     read_timeout=self.config.read_timeout,
                     deadline=pool.loop.time() + self.config.timeout,
                 )
@@ -481,14 +515,43 @@ def _failure_reason(exc: BaseException) -> str:
 
 
 def _request_headers(ex: Exchange, extra: Mapping[str, str] | None) -> Mapping[str, str]:
+    """The headers of an upstream request through ``aiohttp`` (which puts them over the
+    session's): see :func:`_added`."""
+    headers = _added(ex, extra) or {}
     context = ex.trace_context
     if context is not None:
-        extra = {**trace_headers(context), **extra} if extra else trace_headers(context)
-    if ex.upstream_headers:
-        extra = {**ex.upstream_headers, **extra} if extra else ex.upstream_headers
-    if extra:
-        return {**extra, "x-request-id": ex.request_id}
-    return {"x-request-id": ex.request_id}
+        headers.update(trace_headers(context))
+    headers["x-request-id"] = ex.request_id
+    return headers
+
+
+#: Headers the gateway sets itself on an upstream request, left out of what a plugin or a call
+#: adds: the request id, and how the body is framed and encoded (the client's to say).
+_OWN = frozenset(
+    ("x-request-id", "content-length", "transfer-encoding", "accept-encoding", "connection")
+)
+_TRACE = frozenset(("traceparent", "tracestate"))
+
+
+def _added(ex: Exchange, extra: Mapping[str, str] | None) -> dict[str, str] | None:
+    """What an upstream request adds to the backend's headers (its kind's and ``[backends.x]
+    headers``), each replacing the backend's of the same name: a plugin's
+    (:attr:`Exchange.upstream_headers`), then the call's own ``extra`` (a backend's, per
+    request), one header of each name whatever its case, the later one kept. The request id,
+    and the trace context when the request has one, are the gateway's own and stay as it sets
+    them. ``None`` when there are none."""
+    plugin = ex.upstream_headers
+    if not plugin and not extra:
+        return None
+    own = _OWN | _TRACE if ex.trace_context is not None else _OWN
+    merged: dict[str, tuple[str, str]] = {}
+    for source in (plugin, extra):
+        if source:
+            for name, value in source.items():
+                lowered = name.lower()
+                if lowered not in own:
+                    merged[lowered] = (name, value)
+    return dict(merged.values())
 
 
 def status_error(

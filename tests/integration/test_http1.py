@@ -115,6 +115,22 @@ async def test_content_length_answers_reuse_one_connection():
         await pool.close()
 
 
+async def test_a_request_replaces_the_default_headers_it_names():
+    async with Raw(serve_forever) as server:
+        pool = HTTP1Pool(
+            "127.0.0.1", server.port, headers=[("User-Agent", "test"), ("authorization", "a")]
+        )
+        for headers, replaces in ((b"Authorization: b\r\n", {"authorization"}), (b"", ())):
+            resp = await pool.request("POST", "/", b"{}", headers=headers, replaces=replaces)
+            assert resp.status == 200
+            resp.close()
+        replaced, default = (r.split(b"\r\n\r\n")[0].split(b"\r\n")[1:] for r in server.requests)
+        host = b"host: 127.0.0.1:%d" % server.port
+        assert replaced == [host, b"User-Agent: test", b"Authorization: b", b"content-length: 2"]
+        assert default == [host, b"User-Agent: test", b"authorization: a", b"content-length: 2"]
+        await pool.close()
+
+
 async def test_chunked_body_arrives_piece_by_piece_and_frees_the_connection():
     release = asyncio.Event()
 

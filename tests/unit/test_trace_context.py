@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import Exchange, trace_headers, trace_lines, traceparent
+from gateway.backends.http import HTTPBackendConfig
 from gateway.backends.lean_client import encode_headers
 from gateway.backends.upstream import Upstream, _request_headers
 from gateway.exchange import UNKNOWN_ROUTE
@@ -35,11 +36,16 @@ def test_a_state_that_would_break_the_head_is_left_out(state):
     assert lines == b"traceparent: " + traceparent(TRACE_ID, SPAN_ID, 1).encode() + b"\r\n"
 
 
+def _upstream(**headers: str) -> Upstream:
+    config = HTTPBackendConfig(kind="openai", base_url="http://127.0.0.1:1/v1", headers=headers)
+    return Upstream("up", config, {"authorization": "Bearer backend"})
+
+
 def test_upstream_requests_carry_the_context_with_the_other_headers():
     ex = Exchange("req-1", UNKNOWN_ROUTE)
     ex.trace_context = (TRACE_ID, SPAN_ID, 1, "k=v")
     ex.upstream_headers = {"x-plugin": "yes"}
-    lines = Upstream._own_headers(ex, {"x-extra": "1"})
+    lines, replaces = _upstream()._own_headers(ex, {"x-extra": "1"})
     assert lines.endswith(b"x-request-id: req-1\r\n")
     assert sorted(lines.split(b"\r\n")) == sorted(
         [
@@ -51,6 +57,7 @@ def test_upstream_requests_carry_the_context_with_the_other_headers():
             b"",
         ]
     )
+    assert not replaces
     assert _request_headers(ex, {"x-extra": "1"}) == {
         "traceparent": traceparent(TRACE_ID, SPAN_ID, 1),
         "tracestate": "k=v",
@@ -62,5 +69,37 @@ def test_upstream_requests_carry_the_context_with_the_other_headers():
 
 def test_without_a_context_nothing_is_added():
     ex = Exchange("req-2", UNKNOWN_ROUTE)
-    assert Upstream._own_headers(ex, None) == b"x-request-id: req-2\r\n"
+    assert _upstream()._own_headers(ex, None) == (b"x-request-id: req-2\r\n", ())
     assert _request_headers(ex, None) == {"x-request-id": "req-2"}
+
+
+def test_one_header_of_each_name_the_gateways_own_kept():
+    """A plugin's headers, then the call's, whatever their case; the backend's of the same
+    name left out of the lean client's head; the request id, the trace context and the body's
+    framing the gateway's."""
+    ex = Exchange("req-3", UNKNOWN_ROUTE)
+    ex.trace_context = (TRACE_ID, SPAN_ID, 1, "")
+    ex.upstream_headers = {
+        "Authorization": "Bearer tenant",
+        "X-Team": "red",
+        "X-Request-ID": "forged",
+        "TraceParent": "00-forged",
+        "Content-Length": "1",
+        "Transfer-Encoding": "chunked",
+    }
+    upstream = _upstream(**{"x-team": "blue", "x-kept": "1"})
+    lines, replaces = upstream._own_headers(ex, {"x-team": "green"})
+    assert set(lines.split(b"\r\n")) == {
+        b"Authorization: Bearer tenant",
+        b"x-team: green",
+        b"traceparent: " + traceparent(TRACE_ID, SPAN_ID, 1).encode(),
+        b"x-request-id: req-3",
+        b"",
+    }
+    assert replaces == {"authorization", "x-team"}
+    assert _request_headers(ex, {"x-team": "green"}) == {
+        "Authorization": "Bearer tenant",
+        "x-team": "green",
+        "traceparent": traceparent(TRACE_ID, SPAN_ID, 1),
+        "x-request-id": "req-3",
+    }
