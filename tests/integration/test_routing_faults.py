@@ -1,6 +1,7 @@
 """Routing that survives its upstreams: every fault of the failover benchmark, through the
 official ``openai`` and ``anthropic`` SDKs, against a real gateway process in front of the
-fault-injecting upstream (``support/faults.py``), streamed and not.
+fault-injecting upstream (``support/faults.py``), streamed and not; over plain HTTP (the lean
+client) and over TLS (aiohttp's client: how hosted APIs are reached).
 
 Each model below has a primary target ``<model>-p`` and a fallback ``<model>-f`` of its own, so
 each test scripts its own upstreams. The answer must always be the fallback's or the retried
@@ -11,6 +12,7 @@ attempts; never a truncated success.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -53,11 +55,13 @@ MODELS: dict[str, tuple[str, str, str]] = {
 
 def config(up: FaultUpstream) -> str:
     lines = ["[server]", 'log_level = "warning"', ""]
+    trust = [up.trust]
     # One target, no retries: the fast path (a same-protocol stream relayed as it comes).
     lines += [
         "[backends.single]",
         'kind = "openai"',
         f'base_url = "{up.openai_url("single")}"',
+        *trust,
         'first_byte_timeout = "1s"',
         'read_timeout = "1s"',
         "[models.single]",
@@ -79,6 +83,7 @@ def config(up: FaultUpstream) -> str:
                 'first_byte_timeout = "1s"',
                 'read_timeout = "1s"',
                 'connect_timeout = "1s"',
+                *trust,
                 "",
             ]
         lines += [
@@ -93,9 +98,13 @@ def config(up: FaultUpstream) -> str:
     return "\n".join(lines)
 
 
-@pytest.fixture(scope="module")
-def up() -> Iterator[FaultUpstream]:
-    with FaultUpstream().running() as server:
+@pytest.fixture(scope="module", params=["http", "https"])
+def up(request: pytest.FixtureRequest, pki: dict[str, Path]) -> Iterator[FaultUpstream]:
+    tls = None
+    if request.param == "https":
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(pki["server"])
+    with FaultUpstream(tls, pki["ca"]).running() as server:
         yield server
 
 
@@ -417,6 +426,7 @@ def test_every_circuit_open_is_a_503_with_retry_after(up, tmp_path: Path):
 [backends.solo]
 kind = "openai"
 base_url = "{up.openai_url("solo")}"
+{up.trust}
 [models.solo]
 backend = "solo"
 retries = 1
@@ -482,9 +492,11 @@ prefix = "{redis_prefix}"
 [backends.shared-p]
 kind = "openai"
 base_url = "{up.openai_url("shared-p")}"
+{up.trust}
 [backends.shared-f]
 kind = "openai"
 base_url = "{up.openai_url("shared-f")}"
+{up.trust}
 
 [models.shared]
 targets = [{{ backend = "shared-p" }}, {{ backend = "shared-f" }}]
@@ -543,6 +555,7 @@ def test_an_answer_larger_than_max_response_size_fails(up, tmp_path: Path):
 [backends.small]
 kind = "openai"
 base_url = "{up.openai_url("small")}"
+{up.trust}
 max_response_size = 300
 [models.small]
 backend = "small"

@@ -2,7 +2,8 @@
 OpenAI chat completions and Anthropic Messages and fails on demand.
 
 Each backend of a gateway under test gets its own name in the URL path
-(``http://127.0.0.1:<port>/<name>/v1`` for the openai kind, ``.../<name>`` for anthropic), and a
+(``http://127.0.0.1:<port>/<name>/v1`` for the openai kind, ``.../<name>`` for anthropic;
+``https://`` when it is made with a TLS context: how hosted APIs are reached), and a
 test scripts what that name does with its next requests (:meth:`FaultUpstream.script`):
 
 - ``ok``: the answer :data:`ANSWER`, streamed one word a frame when asked to stream
@@ -30,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -53,8 +56,14 @@ def usage_of(name: str) -> int:
 class FaultUpstream:
     """The server; :meth:`running` starts it in a thread and stops it at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, ca_file: Path | None = None) -> None:
         self.port = 0
+        #: Served over TLS with this context (``https://`` URLs), or plain HTTP.
+        self.tls = tls
+        self.scheme = "https" if tls is not None else "http"
+        #: What a backend's TOML table says to trust the server's certificate (``ca_file``,
+        #: the CA that signed it), when it is served over TLS.
+        self.trust = f'ca_file = "{ca_file}"' if tls is not None and ca_file is not None else ""
         self.requests: dict[str, list[dict[str, Any]]] = {}
         self._scripts: dict[str, list[str]] = {}
         self._cycles: dict[str, list[str]] = {}
@@ -65,10 +74,10 @@ class FaultUpstream:
     # -- what tests use
 
     def openai_url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}/v1"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}/v1"
 
     def anthropic_url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}"
 
     def script(self, name: str, *faults: str, cycle: bool = False) -> None:
         """What ``name`` does with its next requests, in order (then ``ok``); with ``cycle``,
@@ -109,7 +118,7 @@ class FaultUpstream:
         app.router.add_post("/{name}/v1/messages", self._anthropic)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self.port = runner.addresses[0][1]
         self._ready.set()
