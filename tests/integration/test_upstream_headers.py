@@ -5,6 +5,7 @@ against the certificate authorities of ``ca_file``."""
 
 from __future__ import annotations
 
+import io
 import ssl
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,16 @@ async def test_an_https_upstream_answers_both_sdks_through_its_ca(
     config["models"].update(claude_config(claude_base)["models"])
     client = await make_gateway(config)
 
-    out = await sdk(client).chat.completions.create(model="gpt-test", messages=MESSAGES)
+    api = sdk(client)
+    out = await api.chat.completions.create(model="gpt-test", messages=MESSAGES)
     assert out.choices[0].message.content == "upstream says: hello"
+    vectors = await api.embeddings.create(model="gpt-test", input=["a", "b"])
+    assert len(vectors.data) == 2 and vectors.data[0].embedding
+    # The endpoints relayed as they come (aiohttp's client of their own).
+    audio = io.BytesIO(b"\x00\x01" * 5_000)
+    audio.name = "hello.wav"
+    heard = await api.audio.transcriptions.create(model="gpt-test", file=audio)
+    assert heard.text == "heard 10000 bytes with up-model"
     # Translated both ways, streamed, over TLS.
     async with claude_sdk(client).messages.stream(
         model="gpt-test", max_tokens=50, messages=MESSAGES
