@@ -25,9 +25,11 @@ from collections.abc import AsyncIterator, Collection, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies_environment, proxy_bypass
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway import __version__
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool, encode_headers
@@ -59,12 +61,19 @@ class Upstream:
         self.pool: HTTP1Pool | None = None
         self._relay_session: aiohttp.ClientSession | None = None
         url = urlsplit(self.base_url)
-        self._lean = url.scheme == "http"
+        #: The proxy the environment names for this upstream (``HTTPS_PROXY``, ``HTTP_PROXY``,
+        #: ``NO_PROXY``), if any: then it is reached through aiohttp's client, which speaks to
+        #: proxies (the lean one does not).
+        proxy = env_proxy(url.scheme, url.netloc)
+        #: The proxy's URL, its credentials apart (:attr:`_proxy_auth`).
+        self.proxy = None if proxy is None else proxy.with_user(None)
+        self._proxy_auth = None if proxy is None else aiohttp.BasicAuth.from_url(proxy)
+        self._lean = url.scheme == "http" and self.proxy is None
         self._path = url.path
         #: What an https:// upstream's certificate is checked with (True: the system's CAs).
         self._tls: ssl.SSLContext | bool = True
         if config.ca_file:
-            if self._lean:
+            if url.scheme != "https":
                 raise ValueError("ca_file is for https:// upstreams; base_url is http://")
             try:
                 self._tls = ssl.create_default_context(cafile=config.ca_file)
@@ -108,7 +117,11 @@ class Upstream:
             limit=cfg.max_connections, ttl_dns_cache=300, ssl=self._tls
         )
         self.session = aiohttp.ClientSession(
-            connector=connector, headers=self.headers, skip_auto_headers=("Accept-Encoding",)
+            connector=connector,
+            headers=self.headers,
+            skip_auto_headers=("Accept-Encoding",),
+            proxy=self.proxy,
+            proxy_auth=self._proxy_auth,
         )
 
     async def close(self) -> None:
@@ -402,6 +415,8 @@ class Upstream:
                 connector=aiohttp.TCPConnector(ssl=self._tls),
                 headers={k: v for k, v in self.headers.items() if k.lower() != "content-type"},
                 skip_auto_headers=("Accept-Encoding", "Content-Type"),
+                proxy=self.proxy,
+                proxy_auth=self._proxy_auth,
             )
         started = time.perf_counter()
         try:
@@ -499,6 +514,25 @@ class OpenStream:
         resp, self._resp = self._resp, None
         if resp is not None:
             resp.close()
+
+
+def env_proxy(scheme: str, netloc: str) -> URL | None:
+    """The proxy the environment names for an upstream at ``scheme://netloc`` (``HTTPS_PROXY``
+    or ``HTTP_PROXY``, upper or lower case; ``host:port`` alone is ``http://host:port``, as
+    curl reads it), unless ``NO_PROXY`` exempts it. Raises ``ValueError`` for a proxy aiohttp
+    cannot speak to (SOCKS)."""
+    proxies = getproxies_environment()
+    proxy = proxies.get(scheme)
+    if not proxy or proxy_bypass(netloc):
+        return None
+    found = URL(proxy if "://" in proxy else "http://" + proxy)
+    if found.scheme not in ("http", "https") or not found.host:
+        # Named without its credentials: the message may be printed.
+        raise ValueError(
+            f"the {scheme} proxy of the environment ({found.with_user(None)}) is not an "
+            "http:// or https:// proxy"
+        )
+    return found
 
 
 def _failure_reason(exc: BaseException) -> str:

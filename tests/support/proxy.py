@@ -1,0 +1,105 @@
+"""A forward HTTP proxy for tests, in a thread of its own: ``CONNECT`` tunnels (how a client
+reaches an ``https://`` server through it) and absolute-form requests (``http://``), with
+Basic credentials when it is made with some. It keeps the request line of each connection
+it was asked to make, and counts those it refused."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+
+class ForwardProxy:
+    def __init__(self, user: str | None = None, password: str | None = None) -> None:
+        self.port = 0
+        self._expected = (
+            None
+            if user is None
+            else "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        )
+        #: ``CONNECT host:port`` or ``METHOD http://...`` of each connection asked for.
+        self.asked: list[str] = []
+        #: Connections refused for want of the right credentials.
+        self.refused = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+
+    def url(self, credentials: str = "") -> str:
+        """The proxy's URL, with ``user:password`` when given."""
+        return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ForwardProxy]:
+        thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+        thread.start()
+        if not self._ready.wait(30):
+            raise AssertionError("the proxy did not start")
+        try:
+            yield self
+        finally:
+            loop, stop = self._loop, self._stop
+            if loop is not None and stop is not None:
+                loop.call_soon_threadsafe(stop.set)
+            thread.join(30)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stop.wait()
+        server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name:
+                    headers[name.strip().lower()] = value.strip()
+            self.asked.append(f"{method} {target}")
+            if self._expected is not None and headers.get("proxy-authorization") != self._expected:
+                self.refused += 1
+                writer.write(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                    b'proxy-authenticate: Basic realm="test"\r\n'
+                    b"content-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                await writer.drain()
+                return
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                up_reader, upstream = await asyncio.open_connection(host, int(port))
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:  # an absolute-form request, passed on as it came
+                url = urlsplit(target)
+                up_reader, upstream = await asyncio.open_connection(url.hostname, url.port or 80)
+                upstream.write(head)
+            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+            if upstream is not None:
+                upstream.close()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except ConnectionError:
+        pass
+    finally:
+        sink.close()
