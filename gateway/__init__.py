@@ -17,7 +17,7 @@ from gateway import hookspecs
 from gateway.auth.base import Authenticator
 from gateway.backends.base import Backend
 from gateway.backends.http import HTTPBackend, HTTPBackendConfig, StreamParser
-from gateway.backends.upstream import Upstream, error_message, status_error
+from gateway.backends.upstream import Upstream, error_message, proxy_for, status_error
 from gateway.canonical import (
     JSON,
     ChatRequest,
@@ -298,6 +298,7 @@ __all__ = [
     "make_converter",
     "message_tokens",
     "new_id",
+    "proxy_for",
     "pubsub_messages",
     "read_body",
     "read_json",

@@ -61,14 +61,11 @@ class Upstream:
         self.pool: HTTP1Pool | None = None
         self._relay_session: aiohttp.ClientSession | None = None
         url = urlsplit(self.base_url)
-        #: The proxy the environment names for this upstream (``HTTPS_PROXY``, ``HTTP_PROXY``,
-        #: ``NO_PROXY``), if any: then it is reached through aiohttp's client, which speaks to
-        #: proxies (the lean one does not).
-        proxy = env_proxy(url.scheme, url.netloc)
-        #: The proxy's URL, its credentials apart (:attr:`_proxy_auth`).
-        self.proxy = None if proxy is None else proxy.with_user(None)
-        self._proxy_auth = None if proxy is None else aiohttp.BasicAuth.from_url(proxy)
-        self._lean = url.scheme == "http" and self.proxy is None
+        #: The proxy the environment names for this upstream (:func:`proxy_for`; its password
+        #: in it), if any: then it is reached through aiohttp's client, which speaks to proxies
+        #: (the lean one does not).
+        self._proxy = proxy_for(self.base_url)
+        self._lean = url.scheme == "http" and self._proxy is None
         self._path = url.path
         #: What an https:// upstream's certificate is checked with (True: the system's CAs).
         self._tls: ssl.SSLContext | bool = True
@@ -120,8 +117,7 @@ class Upstream:
             connector=connector,
             headers=self.headers,
             skip_auto_headers=("Accept-Encoding",),
-            proxy=self.proxy,
-            proxy_auth=self._proxy_auth,
+            proxy=self._proxy,
         )
 
     async def close(self) -> None:
@@ -415,8 +411,7 @@ class Upstream:
                 connector=aiohttp.TCPConnector(ssl=self._tls),
                 headers={k: v for k, v in self.headers.items() if k.lower() != "content-type"},
                 skip_auto_headers=("Accept-Encoding", "Content-Type"),
-                proxy=self.proxy,
-                proxy_auth=self._proxy_auth,
+                proxy=self._proxy,
             )
         started = time.perf_counter()
         try:
@@ -516,20 +511,22 @@ class OpenStream:
             resp.close()
 
 
-def env_proxy(scheme: str, netloc: str) -> URL | None:
-    """The proxy the environment names for an upstream at ``scheme://netloc`` (``HTTPS_PROXY``
-    or ``HTTP_PROXY``, upper or lower case; ``host:port`` alone is ``http://host:port``, as
-    curl reads it), unless ``NO_PROXY`` exempts it. Raises ``ValueError`` for a proxy aiohttp
-    cannot speak to (SOCKS)."""
-    proxies = getproxies_environment()
-    proxy = proxies.get(scheme)
-    if not proxy or proxy_bypass(netloc):
+def proxy_for(url: str) -> URL | None:
+    """The proxy the environment names for ``url``, as aiohttp's ``proxy`` takes it (its
+    credentials in it: aiohttp sends them as ``Proxy-Authorization``, to the proxy alone), or
+    ``None``. ``HTTPS_PROXY`` or ``HTTP_PROXY`` by the URL's scheme, upper or lower case
+    (``host:port`` alone is ``http://host:port``, as curl reads it), unless ``NO_PROXY`` lists
+    the URL's host. Raises ``ValueError`` for a proxy aiohttp cannot speak to (SOCKS). The
+    URL holds the proxy's password: it is not to be logged."""
+    parts = urlsplit(url)
+    proxy = getproxies_environment().get(parts.scheme)
+    if not proxy or proxy_bypass(parts.netloc):
         return None
     found = URL(proxy if "://" in proxy else "http://" + proxy)
     if found.scheme not in ("http", "https") or not found.host:
         # Named without its credentials: the message may be printed.
         raise ValueError(
-            f"the {scheme} proxy of the environment ({found.with_user(None)}) is not an "
+            f"the {parts.scheme} proxy of the environment ({found.with_user(None)}) is not an "
             "http:// or https:// proxy"
         )
     return found

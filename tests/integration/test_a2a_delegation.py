@@ -15,6 +15,7 @@ from support.a2a_check import answer, ask, collect, fold
 from support.agui_check import checked
 from support.configs import agent_toml, recorded, upstream_config
 from support.processes import fake_upstream_process, free_port, gateway_process
+from support.proxy import ForwardProxy
 
 from gateway.protocols.a2a import A2AClient, A2AError
 
@@ -34,6 +35,21 @@ def remote(tmp_path_factory):
         )
         with gateway_process("serve", "--config", toml) as process:
             yield SimpleNamespace(url=process.url, process=process, upstream=upstream)
+
+
+async def test_a2a_client_reaches_the_remote_through_the_environments_proxy(remote, monkeypatch):
+    with ForwardProxy("ada", "pw").running() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url("ada:pw"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with A2AClient(remote.url, api_key=KEY) as client:
+            (card,) = await client.discover()
+            for stream in (True, False):
+                result = await client.delegate("helper", f"proxied {stream}", stream=stream)
+                assert result.ok and result.text == f"upstream says: proxied {stream}"
+    assert proxy.refused == 0
+    assert proxy.asked[0].startswith(f"GET {remote.url}/")
+    assert any(line.startswith(f"POST {card.url}") for line in proxy.asked), (proxy.asked, card.url)
 
 
 def run_input(text, run_id="run-1", thread_id="thread-1"):

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from fakes.triggers import metric, run_events, text_of, until, until_metric
+from support.proxy import ForwardProxy
 
 from gateway import create_app
 from gateway.triggers import Listener, ListenerManager
@@ -330,6 +331,36 @@ async def test_sse_listener_reconnects_with_last_event_id(make_gateway, aiohttp_
     assert got == [("1", "order.created", {"id": 1}), ("3", "order.created", {"id": 3})]
     assert connections == [None, None, "2"]
     finished.set()
+
+
+async def test_sse_listener_reaches_its_source_through_the_environments_proxy(
+    make_gateway, aiohttp_server, monkeypatch
+):
+    async def source(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'id: 1\nevent: order.created\ndata: {"id": 1}\n\n')
+        await asyncio.Event().wait()  # held open until the gateway stops
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/events", source)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/events"))
+    got: list[Any] = []
+    listeners = ListenerManager()
+
+    @listeners.on_sse(url, events=["order.created"])
+    async def orders(payload, headers, event):
+        got.append(payload)
+
+    with ForwardProxy("ada", "pw").running() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url("ada:pw"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        await make_gateway({}, plugins=[listeners])
+        await until(lambda: got == [{"id": 1}])
+        assert proxy.asked == [f"GET {url}"] and proxy.refused == 0
 
 
 # --- NATS -----------------------------------------------------------------------------------------

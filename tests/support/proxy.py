@@ -1,7 +1,7 @@
 """A forward HTTP proxy for tests, in a thread of its own: ``CONNECT`` tunnels (how a client
-reaches an ``https://`` server through it) and absolute-form requests (``http://``), with
-Basic credentials when it is made with some. It keeps the request line of each connection
-it was asked to make, and counts those it refused."""
+reaches an ``https://`` server through it) and absolute-form requests (``http://``, one a
+connection), with Basic credentials when it is made with some. It keeps the request line of
+each connection it was asked to make, and counts those it refused."""
 
 from __future__ import annotations
 
@@ -81,10 +81,13 @@ class ForwardProxy:
                 host, _, port = target.rpartition(":")
                 up_reader, upstream = await asyncio.open_connection(host, int(port))
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:  # an absolute-form request, passed on as it came
+            else:
+                # An absolute-form request, passed on asking the server to close the connection
+                # after its answer: each request comes on a connection of its own, and is seen.
                 url = urlsplit(target)
                 up_reader, upstream = await asyncio.open_connection(url.hostname, url.port or 80)
-                upstream.write(head)
+                kept = [line for line in lines[:-2] if not line.lower().startswith("connection:")]
+                upstream.write("\r\n".join([*kept, "Connection: close", "", ""]).encode("latin-1"))
             await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass

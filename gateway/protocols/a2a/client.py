@@ -19,7 +19,7 @@ import aiohttp
 import attrs
 import orjson
 
-from gateway import SSEDecoder, redact_url
+from gateway import SSEDecoder, proxy_for, redact_url
 from gateway.protocols.a2a.cards import CARD_PATH, CardError, RemoteCard
 from gateway.protocols.a2a.jsonrpc import A2AError, raise_for
 from gateway.protocols.a2a.task_events import apply, state_of
@@ -152,7 +152,7 @@ class A2AClient:
             return cached
         try:
             async with self.session.get(
-                target, headers={"A2A-Version": V1, "Accept": "application/json"}
+                target, headers={"A2A-Version": V1, "Accept": "application/json"}, **_via(target)
             ) as resp:
                 if resp.status != 200:
                     raise A2AError(
@@ -294,7 +294,9 @@ class A2AClient:
     async def _call(self, card: RemoteCard, method: str, params: dict[str, Any]) -> Any:
         body = self._request(card, method, params)
         try:
-            async with self.session.post(card.url, data=body, headers=self._headers(card)) as resp:
+            async with self.session.post(
+                card.url, data=body, headers=self._headers(card), **_via(card.url)
+            ) as resp:
                 data = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, OSError) as exc:
@@ -328,7 +330,9 @@ class A2AClient:
             body = self._request(card, "message/stream", {"message": message_to_03(message)})
         headers = {**self._headers(card), "Accept": "text/event-stream"}
         try:
-            async with self.session.post(card.url, data=body, headers=headers) as resp:
+            async with self.session.post(
+                card.url, data=body, headers=headers, **_via(card.url)
+            ) as resp:
                 if "text/event-stream" not in resp.headers.get("Content-Type", ""):
                     raise_for(_decode(await resp.read(), resp.status, card.url))
                     raise A2AError(
@@ -415,3 +419,9 @@ def _ends(result: dict[str, Any]) -> bool:
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+def _via(url: str) -> dict[str, Any]:
+    """The proxy the environment names for ``url``, as ``session.get``/``post`` take it."""
+    proxy = proxy_for(url)
+    return {} if proxy is None else {"proxy": proxy}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import attrs
 
-from gateway import Duration, GatewayError, SSEDecoder, Url, hookimpl
+from gateway import Duration, GatewayError, SSEDecoder, Url, hookimpl, proxy_for
 from gateway.triggers.listeners.base import Listener, ListenerConfig
 
 if TYPE_CHECKING:
@@ -57,8 +57,9 @@ class SseListener(Listener):
         if self.last_id:
             headers["Last-Event-ID"] = self.last_id
         timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=cfg.read_timeout)
+        proxy = proxy_for(str(cfg.url))  # the environment's, if it names one
         async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
+            aiohttp.ClientSession(timeout=timeout, proxy=proxy) as session,
             session.get(str(cfg.url), headers=headers) as resp,
         ):
             kind = resp.headers.get("content-type", "").split(";")[0].strip()
