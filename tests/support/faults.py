@@ -29,15 +29,15 @@ client the whole answer exactly once. Every request's JSON body is kept per name
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
-import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from support.threaded import ThreadedServer
 
 ANSWER = "The quick brown fox jumps over the lazy dog."
 #: The words of a stream, each with the space before it.
@@ -53,11 +53,13 @@ def usage_of(name: str) -> int:
     return 100 + sum(map(ord, name)) % 900
 
 
-class FaultUpstream:
+class FaultUpstream(ThreadedServer):
     """The server; :meth:`running` starts it in a thread and stops it at the end."""
 
+    what = "the fault upstream"
+
     def __init__(self, tls: ssl.SSLContext | None = None, ca_file: Path | None = None) -> None:
-        self.port = 0
+        super().__init__()
         #: Served over TLS with this context (``https://`` URLs), or plain HTTP.
         self.tls = tls
         self.scheme = "https" if tls is not None else "http"
@@ -67,9 +69,6 @@ class FaultUpstream:
         self.requests: dict[str, list[dict[str, Any]]] = {}
         self._scripts: dict[str, list[str]] = {}
         self._cycles: dict[str, list[str]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
 
     # -- what tests use
 
@@ -94,25 +93,9 @@ class FaultUpstream:
         """The JSON bodies ``name`` received."""
         return self.requests.get(name, [])
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[FaultUpstream]:
-        thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-        thread.start()
-        if not self._ready.wait(30):
-            raise AssertionError("the fault upstream did not start")
-        try:
-            yield self
-        finally:
-            loop, stop = self._loop, self._stop
-            if loop is not None and stop is not None:
-                loop.call_soon_threadsafe(stop.set)
-            thread.join(30)
-
     # -- the server
 
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def _start(self) -> Callable[[], Awaitable[None]]:
         app = web.Application()
         app.router.add_post("/{name}/v1/chat/completions", self._openai)
         app.router.add_post("/{name}/v1/messages", self._anthropic)
@@ -121,9 +104,7 @@ class FaultUpstream:
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self.port = runner.addresses[0][1]
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        return runner.cleanup
 
     def _next(self, name: str) -> str:
         cycle = self._cycles.get(name)

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from support.threaded import ThreadedServer
 
-class ForwardProxy:
+
+class ForwardProxy(ThreadedServer):
+    what = "the proxy"
+
     def __init__(self, user: str | None = None, password: str | None = None) -> None:
-        self.port = 0
+        super().__init__()
         self._expected = (
             None
             if user is None
@@ -25,36 +27,19 @@ class ForwardProxy:
         self.asked: list[str] = []
         #: Connections refused for want of the right credentials.
         self.refused = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
 
     def url(self, credentials: str = "") -> str:
         """The proxy's URL, with ``user:password`` when given."""
         return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[ForwardProxy]:
-        thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-        thread.start()
-        if not self._ready.wait(30):
-            raise AssertionError("the proxy did not start")
-        try:
-            yield self
-        finally:
-            loop, stop = self._loop, self._stop
-            if loop is not None and stop is not None:
-                loop.call_soon_threadsafe(stop.set)
-            thread.join(30)
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    async def _start(self) -> Callable[[], Awaitable[None]]:
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        await self._stop.wait()
-        server.close()
+
+        async def stop() -> None:
+            server.close()
+
+        return stop
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: asyncio.StreamWriter | None = None
