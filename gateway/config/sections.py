@@ -8,6 +8,7 @@ Plugins declare their own sections through ``gateway_config_sections``; they are
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,49 @@ class ServerConfig:
     access_log_format: AccessLogFormat = AccessLogFormat("text")
     #: Keep a client's own ``x-request-id`` (up to 128 printable characters) instead of a new one.
     trust_request_id: bool = True
+    #: Serve HTTPS: a PEM file of the server's certificate chain, with its private key unless
+    #: ``tls_key`` names another file. Read again on reload (SIGHUP): a renewed certificate is
+    #: served without a restart.
+    tls_cert: str = ""
+    #: A PEM file of the certificate's private key (not encrypted), when not in ``tls_cert``.
+    tls_key: str = ""
+    #: A PEM file of the certificate authorities whose client certificates are asked for and
+    #: checked (mutual TLS): a certificate they did not sign fails the handshake; a client
+    #: without one goes on to the authenticators (which see a verified one: ``peercert``).
+    tls_client_ca: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if (self.tls_key or self.tls_client_ca) and not self.tls_cert:
+            raise ValueError("tls_key and tls_client_ca need tls_cert")
+        server_tls(self)  # the files are read now: a bad one is a startup error
+
+
+def server_tls(cfg: ServerConfig) -> ssl.SSLContext | None:
+    """The TLS context ``[server]`` serves with (``None``: plain HTTP), read from its files;
+    ``ValueError`` says which cannot be used and why."""
+    if not cfg.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cfg.tls_cert, cfg.tls_key or None, password=_no_password)
+    except (OSError, _EncryptedKey) as exc:  # missing, unreadable, not PEM, key not matching
+        raise ValueError(f"tls_cert: {exc}") from None
+    if cfg.tls_client_ca:
+        try:
+            context.load_verify_locations(cfg.tls_client_ca)
+        except OSError as exc:
+            raise ValueError(f"tls_client_ca: {exc}") from None
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+class _EncryptedKey(Exception):
+    def __str__(self) -> str:
+        return "the private key is encrypted (a service has no one to type its password)"
+
+
+def _no_password() -> str:
+    raise _EncryptedKey
 
 
 def _price(value: float) -> float:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway.config.sections import server_tls
 from gateway.config.types import HEARTBEAT
 from gateway.core.app import GATEWAY, Gateway, init_app
 from gateway.core.loading import Loaded
@@ -197,12 +198,14 @@ class Generation:
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Start the app (its backends) and accept on ``sockets`` (alongside any generation
-        already accepting on them)."""
+        already accepting on them), over TLS when ``[server] tls_cert`` says so (its files read
+        for this generation: a reload serves a renewed certificate)."""
         await self.runner.setup()
+        tls = server_tls(self.loaded.config.server)
         for sock in sockets:
             # A duplicate of the socket: when this generation stops it closes its own
             # descriptor, and the listening socket lives on for the next generation.
-            site = web.SockSite(self.runner, sock.dup(), backlog=1024)
+            site = web.SockSite(self.runner, sock.dup(), backlog=1024, ssl_context=tls)
             await site.start()
             self.sites.append(site)
 
@@ -308,7 +311,8 @@ class Server:
         cfg = self.loaded.config.server
         port = self.sockets[0].getsockname()[1]
         log.info(
-            "hookgate listening on http://%s:%d (backends: %s)",
+            "hookgate listening on %s://%s:%d (backends: %s)",
+            "https" if cfg.tls_cert else "http",
             cfg.host,
             port,
             ", ".join(b.label for b in gen.gateway.backends.values()) or "none",

@@ -38,22 +38,22 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def issue(out: Path) -> dict[str, Path]:
+def issue(out: Path, ca_name: str = "hookgate test CA") -> dict[str, Path]:
     """A throwaway CA (``ca``), a server certificate for 127.0.0.1 (``server``) and a client
-    certificate for "ada" (``client``), as PEM files in ``out`` (a certificate with its key)."""
+    certificate for "ada" (``client``), as PEM files in ``out`` (a certificate with its key).
+    CAs of different ``ca_name`` can be trusted side by side."""
+    out.mkdir(parents=True, exist_ok=True)
     ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = _issue("hookgate test CA", ca_key, "hookgate test CA", ca_key, ca=True)
+    ca = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
     server = _issue(
         "127.0.0.1",
         server_key,
-        "hookgate test CA",
+        ca_name,
         ca_key,
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
         san=[x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))],
     )
-    client = _issue(
-        "ada", client_key, "hookgate test CA", ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH
-    )
+    client = _issue("ada", client_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     files = {}
     for name, cert, key in (("server", server, server_key), ("client", client, client_key)):
         files[name] = out / f"{name}.pem"

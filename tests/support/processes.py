@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -189,9 +190,12 @@ class GatewayProcess(Process):
         directory: Path | None = None,
         port: int | None = None,
         env: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        #: What a client trusts the gateway's certificate with, when it serves HTTPS.
+        self.tls = tls
+        self.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{self.port}"
         command = list(cmd or [sys.executable, "-m", "gateway", *(args or ("serve",))])
         self.config_file: Path | None = None
         if config is not None:
@@ -216,7 +220,9 @@ class GatewayProcess(Process):
             if left <= 0:
                 raise AssertionError(f"/health did not answer within {timeout}s: {self.describe()}")
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=min(left, 5)) as resp:
+                with urllib.request.urlopen(
+                    self.url + "/health", timeout=min(left, 5), context=self.tls
+                ) as resp:
                     if resp.status == 200:
                         return self
             except (OSError, urllib.error.URLError):
@@ -233,11 +239,14 @@ def gateway_process(
     port: int | None = None,
     env: dict[str, str] | None = None,
     ready: bool = True,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[GatewayProcess]:
     """Run a :class:`GatewayProcess` for the block: ready (unless ``ready`` is false) when the
     block starts; stopped with SIGTERM (unless the test stopped it) and cleaned up after it.
     ``returncode`` and ``output`` tell afterwards how it ended."""
-    gw = GatewayProcess(*args, cmd=cmd, config=config, directory=directory, port=port, env=env)
+    gw = GatewayProcess(
+        *args, cmd=cmd, config=config, directory=directory, port=port, env=env, tls=tls
+    )
     try:
         if ready:
             gw.wait_ready()
