@@ -35,6 +35,7 @@ from gateway import __version__
 from gateway.backends.lean_client import BadResponse, ConnectError, HTTP1Pool, encode_headers
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, upstream_error
 from gateway.exchange import Exchange, trace_headers, trace_lines
+from gateway.redaction import redact_url
 
 if TYPE_CHECKING:
     from gateway.backends.http import HTTPBackendConfig
@@ -65,6 +66,13 @@ class Upstream:
         #: in it), if any: then it is reached through aiohttp's client, which speaks to proxies
         #: (the lean one does not).
         self._proxy = proxy_for(self.base_url)
+        if self._proxy is not None:
+            log.info(
+                "backend '%s' reaches %s through the proxy %s",
+                backend,
+                redact_url(self.base_url),
+                self._proxy.with_user(None),
+            )
         self._lean = url.scheme == "http" and self._proxy is None
         self._path = url.path
         #: What an https:// upstream's certificate is checked with (True: the system's CAs).

@@ -83,6 +83,7 @@ def test_an_upstream_is_reached_through_the_environments_proxy(
         assert proxy.asked[0] == f"POST {up.openai_url('proxied')}/chat/completions"
     assert proxy.refused == 0
     assert len(up.seen("proxied")) == 2
+    assert f"reaches {up.openai_url('proxied')} through the proxy {proxy.url()}" in gw.output
     assert PASSWORD not in gw.output
 
 
