@@ -12,7 +12,6 @@ attempts; never a truncated success.
 from __future__ import annotations
 
 import json
-import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from support import pki as certificates
 from support.faults import ANSWER, TOOL_ARGUMENTS, FaultUpstream, usage_of
 from support.processes import GatewayProcess, gateway_process
 from support.waiting import wait_until
@@ -100,10 +100,7 @@ def config(up: FaultUpstream) -> str:
 
 @pytest.fixture(scope="module", params=["http", "https"])
 def up(request: pytest.FixtureRequest, pki: dict[str, Path]) -> Iterator[FaultUpstream]:
-    tls = None
-    if request.param == "https":
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(pki["server"])
+    tls = certificates.serving(pki) if request.param == "https" else None
     with FaultUpstream(tls, pki["ca"]).running() as server:
         yield server
 

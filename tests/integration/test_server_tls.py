@@ -45,7 +45,8 @@ def _served_certificate(port: int, tls: ssl.SSLContext) -> bytes:
 
 
 def _certificate(pem: Path) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(pem.read_text().split("-----BEGIN PRIVATE KEY-----")[0])
+    """The certificate of ``pem`` (a certificate with its key), as a TLS handshake sends it."""
+    return ssl.PEM_cert_to_DER_cert(_certificate_pem(pem).decode())
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import ssl
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -15,6 +14,7 @@ import openai
 import pytest
 from fakes import anthropic_upstream, openai_upstream
 from fakes.outcomes import filters_plugin
+from support import pki as certificates
 from support.configs import claude_config, upstream_config
 
 from gateway import ChatRequest, Exchange, Filter, create_app
@@ -49,12 +49,6 @@ async def _upstream(aiohttp_server: Any, app: Any, tls: ssl.SSLContext | None) -
     return str(server.make_url("")).rstrip("/")
 
 
-def _server_tls(pki: dict[str, Path]) -> ssl.SSLContext:
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(pki["server"])
-    return tls
-
-
 @pytest.mark.parametrize("over", ["http", "https"])
 @pytest.mark.parametrize("traced", [False, True])
 @pytest.mark.parametrize("stream", [False, True])
@@ -62,7 +56,9 @@ async def test_a_plugins_headers_replace_the_backends(
     make_gateway, aiohttp_server, sdk, pki, over, traced, stream
 ):
     app = openai_upstream.make_app()
-    base = await _upstream(aiohttp_server, app, _server_tls(pki) if over == "https" else None)
+    base = await _upstream(
+        aiohttp_server, app, certificates.serving(pki) if over == "https" else None
+    )
     assert base.startswith(over + "://")
     extra = {"ca_file": str(pki["ca"])} if over == "https" else {}
     config = upstream_config(base + "/v1", headers={"x-team": "blue"}, **extra)
@@ -116,7 +112,7 @@ async def test_a_clients_beta_is_sent_once_beside_the_backends(
 async def test_an_https_upstream_answers_both_sdks_through_its_ca(
     make_gateway, aiohttp_server, sdk, claude_sdk, pki
 ):
-    tls = _server_tls(pki)
+    tls = certificates.serving(pki)
     openai_base = await _upstream(aiohttp_server, openai_upstream.make_app(), tls)
     claude_app = anthropic_upstream.make_app()
     claude_base = await _upstream(aiohttp_server, claude_app, tls)
@@ -152,7 +148,7 @@ async def test_an_https_upstream_answers_both_sdks_through_its_ca(
 async def test_an_untrusted_certificate_is_a_failure_that_names_no_secret(
     make_gateway, aiohttp_server, sdk, claude_sdk, pki
 ):
-    base = await _upstream(aiohttp_server, openai_upstream.make_app(), _server_tls(pki))
+    base = await _upstream(aiohttp_server, openai_upstream.make_app(), certificates.serving(pki))
     client = await make_gateway(upstream_config(base + "/v1"))  # the system's CAs only
     for stream in (False, True):
         with pytest.raises(openai.APIStatusError) as info:

@@ -5,12 +5,12 @@ the official OpenAI SDK, streamed and not."""
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
+from support import pki as certificates
 from support.faults import ANSWER, FaultUpstream
 from support.processes import gateway_process
 from support.proxy import ForwardProxy
@@ -24,9 +24,7 @@ MESSAGES = [{"role": "user", "content": "Say the sentence."}]
 
 @pytest.fixture(scope="module")
 def tls_up(pki: dict[str, Path]) -> Iterator[FaultUpstream]:
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(pki["server"])
-    with FaultUpstream(tls, pki["ca"]).running() as server:
+    with FaultUpstream(certificates.serving(pki), pki["ca"]).running() as server:
         yield server
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -68,3 +69,10 @@ def issue(out: Path, ca_name: str = "hookgate test CA") -> dict[str, Path]:
     files["ca"] = out / "ca.pem"
     files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     return files
+
+
+def serving(files: dict[str, Path]) -> ssl.SSLContext:
+    """A server's TLS context with the certificate of ``files`` (what :func:`issue` made)."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(files["server"])
+    return tls
