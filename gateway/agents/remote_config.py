@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from gateway import Duration, Url
+from gateway import Duration, Url, proxy_for
 
 _FIELDS = {
     "url",
@@ -59,6 +59,8 @@ class RemoteAgentConfig:
         if unknown:
             raise ValueError(f"unknown keys {', '.join(sorted(map(repr, unknown)))}")
         fields: dict[str, Any] = {"url": str(Url.parse(value.get("url")))}
+        # A proxy the client cannot speak to (SOCKS) is a startup error, not a failing call.
+        proxy_for(fields["url"])
         for key in ("agent", "name", "api_key", "description"):
             if value.get(key) is not None:
                 if not isinstance(value[key], str) or not value[key]:

@@ -49,3 +49,21 @@ def test_remote_agents_are_checked_at_startup():
     agent = Agent("boss", model="echo", remote_agents=[{"url": "https://p.example", "name": "p"}])
     app = create_app({}, plugins=[AgentsPlugin(agents=[agent])])
     assert app is not None
+
+
+def test_a_remote_agent_only_a_socks_proxy_reaches_is_refused_at_startup(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://ada:secret@127.0.0.1:1080")
+    monkeypatch.setenv("NO_PROXY", "near.example")
+    config = {
+        "agents": {
+            "boss": {
+                "model": "echo",
+                "remote_agents": ["https://far.example/a2a/x", "https://near.example/a2a/y"],
+            }
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        create_app(config, env={})
+    (line,) = info.value.errors  # the agent NO_PROXY lists is reached directly
+    assert line.startswith("agents.boss.remote_agents.0: ") and "socks5://127.0.0.1:1080" in line
+    assert "secret" not in line

@@ -46,6 +46,8 @@ class SseListener(Listener):
         super().__init__(name, config, gateway)
         if not config.url:
             raise ValueError("'url' is required")
+        # A proxy the client cannot speak to (SOCKS) is a startup error, not a failing loop.
+        proxy_for(str(config.url))
         self.last_id: str | None = None
         self.cursor = f"listener/{name}/last-event-id"
 
