@@ -37,6 +37,11 @@ Cost as work grows (``--scenarios all`` runs every one):
 mock upstream and measures them in the same run (a gateway that cannot be installed or started
 is skipped, saying why).
 
+``--floor`` measures the floor under a Python hop in the same run (``bench/floor.py``): a relay
+doing nothing but pass chat completions through hookgate's own upstream client, on a raw
+uvloop/httptools protocol (``floor raw``) and on an aiohttp application (``floor aiohttp``):
+what aiohttp's server costs, and what the gateway's own work costs above it.
+
 ``--team`` measures a second hookgate beside the first (which then asks for a key of its
 ``[auth] keys``), ``hookgate+team``, with what running it for a team turns on: a key from the database (``[admin] keys``; SQLite, or ``--database-url``),
 a budget on it, prices, the spend ledger and OpenTelemetry traces exported over OTLP/HTTP (to
@@ -751,6 +756,8 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hook
 LITELLM = "litellm[proxy]==1.76.1"
 PORTKEY = "@portkey-ai/gateway@1.15.2"
 COMPARE = ("litellm", "portkey")
+#: ``bench/floor.py``'s servers, measured with ``--floor``.
+FLOORS = ("raw", "aiohttp")
 
 
 def _tail(out: subprocess.CompletedProcess[str]) -> str:
@@ -848,6 +855,23 @@ def start_compared(
     }
 
 
+def start_floor(
+    server: str, stack: contextlib.ExitStack, logs: Path, upstream: str
+) -> dict[str, Any]:
+    """Start ``bench/floor.py`` on ``server`` (of :data:`FLOORS`) pointed at the mock; returns
+    the target as :func:`start_compared` does. It sends the upstream what hookgate sends it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, str(BENCH / "floor.py"), "--server", server, "--port", str(port)]
+    cmd += ["--upstream", upstream]
+    proc = stack.enter_context(process(cmd, logs / f"floor-{server}.log"))
+    wait_http(url + "/health", proc)
+    name = f"floor {server}"
+    print(f"{name} {url}", flush=True)
+    models = {MODEL: "mock-model", MODEL + "-long": "mock-long"}
+    return {"name": name, "url": url, "models": models, "key": "", "headers": {}, "pid": proc.pid}
+
+
 def ask_for(body: str, model: str, theirs: str) -> str:
     """A scenario's body with hookgate's ``model`` replaced by another gateway's name for it."""
     return body.replace(f'"model":"{model}"', f'"model":"{theirs}"', 1)
@@ -930,6 +954,12 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         metavar="NAMES",
         help=f"other gateways to install and measure alongside: of {','.join(COMPARE)}",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench/floor.py's relays (a raw protocol, an aiohttp application) "
+        "through hookgate's upstream client: the floor under a Python hop",
     )
     parser.add_argument(
         "--rss-requests",
@@ -1092,6 +1122,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             targets.append(t)
             pids[name] = t["pid"]
+        if args.floor:
+            for server in FLOORS:
+                t = start_floor(server, stack, logs, upstream)
+                targets.append(t)
+                pids[t["name"]] = t["pid"]
         # What a measurement waits to be idle before it starts (see quiet()).
         watched = [mock.pid, *pids.values()]
         if nginx is not None:
