@@ -344,11 +344,13 @@ def _plain_request(
     answered: tuple[object, ...] | None = ("up-model", "success", 11, 7),
     name: str = "",
     attempts: int = 2,
+    request_id: str = "r1",
+    cost: float | int | None = 1.5e-05,
 ) -> RequestSpan:
     """A request's span whose attributes are its facts alone (the encoder's own way)."""
     server = RequestSpan(
-        pipe, "POST", "chat", "/v1/chat/completions", "r1", TRACE_ID, parent, bool(parent), 1,
-        state, {},
+        pipe, "POST", "chat", "/v1/chat/completions", request_id, TRACE_ID, parent,
+        bool(parent), 1, state, {},
     )  # fmt: skip
     server.asked = asked
     if name:
@@ -366,7 +368,7 @@ def _plain_request(
     for f in facts[:attempts]:
         server.attempt(f)
     server.status_code = 200 if answered else 401
-    server.cost = 1.5e-05 if answered else None
+    server.cost = cost if answered else None
     server.answered = answered
     return server
 
@@ -392,6 +394,11 @@ def test_a_request_record_encodes_as_its_spans_do() -> None:
         lambda: _plain_request(pipe, asked=("m", True, 0.0, 1.0, None)),
         lambda: _plain_request(pipe, asked=("m", 1, 0.0, True, None)),
         lambda: _plain_request(pipe, answered=("up-model", "success", True, 1)),
+        # Request ids whose field's lengths take one byte each, or not (a client's, up to 128).
+        *(lambda n=n: _plain_request(pipe, request_id="x" * n) for n in (0, 99, 100, 103, 128)),
+        lambda: _plain_request(pipe, request_id="é" * 60),  # 120 bytes
+        # A cost that is no float, and one of 0.0 and -0.0.
+        *(lambda c=c: _plain_request(pipe, cost=c) for c in (0, 0.0, -0.0, 1e300)),
     ):
         make().end()
     # And a record whose own attributes may stand for the facts': as its spans.
