@@ -18,7 +18,7 @@ Encoding: the SDK's OTLP encoder builds a protobuf object per span and per attri
 40 us a span); :class:`Encoder` writes the same ``ExportTraceServiceRequest`` bytes straight
 from the records (a few us a span; the attribute lines that repeat, kept; a request's record
 written from its facts, :meth:`Encoder.fields`: about 30,000 instructions a span, 2 to 4 us,
-its kept parts looked up without a call and its own written as parts of one join), and the SDK
+its own fields written as parts of one join), and the SDK
 exporter's HTTP client sends them (endpoint, headers, compression, retries and timeout as the
 ``OTEL_EXPORTER_OTLP_*`` variables say). The bytes decode to what the SDK's encoder makes of
 the same spans (``tests/unit/test_span_export.py`` compares them). Should an SDK release lack
@@ -446,9 +446,6 @@ class Encoder:
         (_, trace_id, span_id, parent_id, remote, _flags, state, start, end) = record[:9]
         (method, path, route, request_id, name, status_code, status, description) = record[9:17]
         (cost, asked, answered, attempts) = record[17:21]
-        # Attributes seen before with their value are taken as kept without a call: the look-up
-        # of _cached() written out (the type tells 1 from True, which a dict takes for one key).
-        kept = self._fields
         cached = self._cached
         trace = b"\x0a\x10" + trace_id.to_bytes(16, "big")
         # The trace state's field goes after the span's id.
@@ -514,12 +511,7 @@ class Encoder:
             parts.append(self._string("hookgate.request_id", request_id))
         parts.append(what)
         if status_code is not None:
-            values = kept.get("http.response.status_code")
-            hit = values.get(status_code) if values is not None else None
-            if hit is not None and hit[0] is type(status_code):
-                parts.append(hit[1])
-            else:
-                parts.append(self._attribute("http.response.status_code", status_code))
+            parts.append(cached("http.response.status_code", status_code))
         if answered:
             response_model, outcome, input_tokens, output_tokens = answered
             how = self._answers.get((response_model, outcome))
@@ -549,20 +541,19 @@ class Encoder:
         return out
 
     def _tokens(self, parts: list[bytes], input_tokens: Any, output_tokens: Any) -> None:
-        """The usage's two attributes' fields onto ``parts`` (kept ones without a call)."""
+        """The usage's two attributes' fields onto ``parts``: :meth:`_cached` for both in one
+        call (every answer has them)."""
         kept = self._fields
-        values = kept.get("gen_ai.usage.input_tokens")
-        hit = values.get(input_tokens) if values is not None else None
-        if hit is not None and hit[0] is type(input_tokens):
-            parts.append(hit[1])
-        else:
-            parts.append(self._attribute("gen_ai.usage.input_tokens", input_tokens))
-        values = kept.get("gen_ai.usage.output_tokens")
-        hit = values.get(output_tokens) if values is not None else None
-        if hit is not None and hit[0] is type(output_tokens):
-            parts.append(hit[1])
-        else:
-            parts.append(self._attribute("gen_ai.usage.output_tokens", output_tokens))
+        for key, value in (
+            ("gen_ai.usage.input_tokens", input_tokens),
+            ("gen_ai.usage.output_tokens", output_tokens),
+        ):
+            values = kept.get(key)
+            hit = values.get(value) if values is not None else None
+            if hit is not None and hit[0] is type(value):
+                parts.append(hit[1])
+            else:
+                parts.append(self._attribute(key, value))
 
     def _attempt(self, trace: bytes, under: bytes, facts: tuple[Any, ...]) -> bytes:
         """An attempt's client span (:func:`attempt_span`), from its facts."""
@@ -598,12 +589,7 @@ class Encoder:
             head[1],
         ]
         if response_model is not None:
-            values = self._fields.get("gen_ai.response.model")
-            hit = values.get(response_model) if values is not None else None
-            if hit is not None and hit[0] is type(response_model):
-                parts.append(hit[1])
-            else:
-                parts.append(self._attribute("gen_ai.response.model", response_model))
+            parts.append(cached("gen_ai.response.model", response_model))
         if finish is not None:
             reasons = self._finishes.get(finish)
             if reasons is None:
