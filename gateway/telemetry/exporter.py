@@ -253,7 +253,8 @@ def _varint(n: int) -> bytes:
 
 def _len(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field."""
-    return tag + _varint(len(payload)) + payload
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 128 else _varint(n)) + payload
 
 
 def any_value(value: Any) -> bytes:
@@ -454,9 +455,7 @@ class Encoder:
         if attempts:
             under = stated + b"\x22\x08" + span_id.to_bytes(8, "big")
             for facts in attempts:
-                span = self._attempt(trace, under, facts)
-                n = len(span)
-                out.append(b"\x12" + (_SMALL[n] if n < 128 else _varint(n)) + span)
+                out.append(_len(b"\x12", self._attempt(trace, under, facts)))
         what = named = b""
         if asked:
             model, max_tokens, temperature, top_p, principal = asked
@@ -523,7 +522,8 @@ class Encoder:
                 )
             parts.append(how)
             if input_tokens is not None:
-                self._tokens(parts, input_tokens, output_tokens)
+                parts.append(cached("gen_ai.usage.input_tokens", input_tokens))
+                parts.append(cached("gen_ai.usage.output_tokens", output_tokens))
         if cost is not None:
             if type(cost) is float:
                 parts += (self._cost_head, _DOUBLE(cost))
@@ -535,25 +535,8 @@ class Encoder:
             parts.append(b"\x85\x01\x00\x03\x00\x00" if remote else b"\x85\x01\x00\x01\x00\x00")
         else:
             parts.append(_UNSET_REMOTE if remote else _UNSET_LOCAL)
-        span = b"".join(parts)
-        n = len(span)
-        out.append(b"\x12" + (_SMALL[n] if n < 128 else _varint(n)) + span)
+        out.append(_len(b"\x12", b"".join(parts)))
         return out
-
-    def _tokens(self, parts: list[bytes], input_tokens: Any, output_tokens: Any) -> None:
-        """The usage's two attributes' fields onto ``parts``: :meth:`_cached` for both in one
-        call (every answer has them)."""
-        kept = self._fields
-        for key, value in (
-            ("gen_ai.usage.input_tokens", input_tokens),
-            ("gen_ai.usage.output_tokens", output_tokens),
-        ):
-            values = kept.get(key)
-            hit = values.get(value) if values is not None else None
-            if hit is not None and hit[0] is type(value):
-                parts.append(hit[1])
-            else:
-                parts.append(self._attribute(key, value))
 
     def _attempt(self, trace: bytes, under: bytes, facts: tuple[Any, ...]) -> bytes:
         """An attempt's client span (:func:`attempt_span`), from its facts."""
@@ -598,7 +581,8 @@ class Encoder:
                     self._finishes[finish] = reasons
             parts.append(reasons)
         if input_tokens is not None:
-            self._tokens(parts, input_tokens, output_tokens)
+            parts.append(cached("gen_ai.usage.input_tokens", input_tokens))
+            parts.append(cached("gen_ai.usage.output_tokens", output_tokens))
         if error is not None:
             parts.append(cached("error.type", error))
         if outcome is not None:
