@@ -12,6 +12,7 @@ application's ``on_response_prepare`` receivers run at the same point, and the s
 sends it (headers and body in one write). Anything else (streams, ``HEAD``, 204/304, HTTP/1.0,
 cookies, compression, a ``Content-Length`` or ``Transfer-Encoding`` the handler set, a
 response subclass such as an ``HTTPException``) goes through aiohttp's own path.
+:class:`~gateway.streaming.sse.SSEResponse` does the same for a stream's head and end.
 
 :class:`Handling` is the application's ``_handle`` (route, middlewares, handler) with less
 done per request for a route of the application itself (a plain route's handler is found and

@@ -17,9 +17,11 @@ from typing import Any
 import attrs
 import msgspec
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.client_exceptions import ClientConnectionResetError
-from aiohttp.http_writer import StreamWriter
+from aiohttp.helpers import EMPTY_BODY_STATUS_CODES, rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+from aiohttp.http_writer import StreamWriter, _serialize_headers
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.streaming import model_name
@@ -435,6 +437,79 @@ PING = b": ping\n\n"
 _SENT = CIMultiDictProxy(CIMultiDict[str]())
 
 
+#: What :func:`_start_chunked` leaves to aiohttp: methods whose answers it shapes otherwise.
+_OTHER_METHODS = frozenset((hdrs.METH_HEAD, hdrs.METH_CONNECT))
+_PREPARE_HOOK = web.Request._prepare_hook
+
+
+async def _start_chunked(request: web.BaseRequest, resp: web.StreamResponse) -> bool:
+    """What ``resp.prepare(request)`` does for a chunked answer (a stream) to a plain HTTP/1.1
+    request, without its half dozen coroutines: the same headers in the same order aiohttp
+    writes them (``Transfer-Encoding: chunked``, ``Content-Type`` when missing, ``Date``,
+    ``Server``, ``Connection: close`` when the connection closes after it), the applications'
+    ``on_response_prepare`` receivers run at the same point, and the head serialised and left
+    with the connection's writer as aiohttp leaves it (sent with the first write, or at once when
+    the response sends its head immediately).
+
+    ``False``, with nothing done, when aiohttp's own ``prepare()`` must do it: the cases the
+    gateway's connections leave to aiohttp for plain answers too (``HEAD``, HTTP/1.0, cookies,
+    compression, a status without a body, a length or framing the handler set, a writer with
+    callbacks; see :mod:`gateway.server.http`).
+    """
+    writer = request._payload_writer
+    if (
+        type(writer) is not StreamWriter
+        or writer._on_headers_sent is not None
+        or writer._on_chunk_sent is not None
+        or writer.on_body_write is not None
+        or writer._compress is not None
+        or writer._headers_buf is not None
+        or writer._headers_written
+        or resp._payload_writer is not None
+        or resp._eof_sent
+        or resp._cookies
+        or resp._compression
+        or resp._status in EMPTY_BODY_STATUS_CODES
+        or request._method in _OTHER_METHODS
+        or (request._version is not HttpVersion11 and request._version != HttpVersion11)
+    ):
+        return False
+    headers = resp._headers
+    if hdrs.CONTENT_LENGTH in headers or hdrs.TRANSFER_ENCODING in headers:
+        return False
+    resp._req = request
+    resp._payload_writer = writer
+    resp._must_be_empty_body = False
+    keep_alive = resp._keep_alive
+    if keep_alive is None:
+        keep_alive = resp._keep_alive = request.keep_alive
+    writer.chunked = True
+    headers[hdrs.TRANSFER_ENCODING] = "chunked"
+    headers.setdefault(hdrs.CONTENT_TYPE, "application/octet-stream")
+    if hdrs.DATE not in headers:
+        headers[hdrs.DATE] = rfc822_formatted_time()
+    headers.setdefault(hdrs.SERVER, SERVER_SOFTWARE)
+    if not keep_alive and hdrs.CONNECTION not in headers:
+        headers[hdrs.CONNECTION] = "close"
+    if type(request)._prepare_hook is _PREPARE_HOOK:
+        # What the request's _prepare_hook(resp) does (as in the gateway's connections): each
+        # application's frozen signal sent without a coroutine of its own.
+        app_request: Any = request  # a web.Request (its hook is web.Request's)
+        match_info = app_request._match_info
+        if match_info is not None:
+            for app in match_info._apps:
+                for receiver in app._on_response_prepare:
+                    await receiver(request, resp)
+    else:
+        await request._prepare_hook(resp)
+    # Serialised after the receivers, which may change the headers (and the status).
+    writer._headers_buf = _serialize_headers(f"HTTP/1.1 {resp._status} {resp._reason}", headers)
+    writer._headers_written = False
+    if resp._send_headers_immediately:
+        writer.send_headers()
+    return True
+
+
 class SSEResponse(web.StreamResponse):
     """The ``text/event-stream`` response every protocol writes its frames into.
 
@@ -504,7 +579,10 @@ class SSEResponse(web.StreamResponse):
             # aiohttp prepares a handler's response again once the handler has returned: the
             # stream is over by then, and no look is to be made again.
             return await super().prepare(request)
-        writer = await super().prepare(request)
+        if await _start_chunked(request, self):
+            writer = self._payload_writer
+        else:
+            writer = await super().prepare(request)
         # The head went out: a stream may stay open for long, so it does not keep the header
         # map (and what serialising it cached) meanwhile. Reading it gives nothing from now on;
         # changing it raises, as changing a sent header would mean nothing.
@@ -537,7 +615,6 @@ class SSEResponse(web.StreamResponse):
                 raise RuntimeError("Cannot call write() before prepare()")
             if (
                 type(writer) is StreamWriter
-                and writer._headers_written
                 and writer.chunked
                 and writer._on_chunk_sent is None
                 and writer.on_body_write is None
@@ -545,15 +622,21 @@ class SSEResponse(web.StreamResponse):
                 and writer.length is None
                 and type(data) is bytes
                 and data
+                and (writer._headers_written or writer._headers_buf is not None)
             ):
-                # What the writer's write() does for a chunk of a chunked body once the head
-                # is out, without its coroutine and its _write_chunked_payload() and
+                # What the writer's write() does for a chunk of a chunked body, without its
+                # coroutine and its _send_headers_with_payload(), _write_chunked_payload() and
                 # _writelines() calls: one transport write (Python 3.11's aiohttp joins them
-                # too), drained past the same limit.
+                # too), with the head when it is still held, drained past the same limit.
                 transport = writer._protocol.transport
                 if transport is None or transport.is_closing():
                     raise ClientConnectionResetError("Cannot write to closing transport")
                 chunk = b"%x\r\n%b\r\n" % (len(data), data)
+                head = writer._headers_buf
+                if head is not None:
+                    writer._headers_buf = None
+                    writer._headers_written = True
+                    chunk = head + chunk
                 size = len(chunk)
                 writer.output_size += size
                 writer.buffer_size += size
@@ -635,4 +718,37 @@ class SSEResponse(web.StreamResponse):
         if self._eof_sent:
             return  # aiohttp's own call once the handler has returned: the stream is over
         self.stop_pinging()
+        writer = self._payload_writer
+        if (
+            type(writer) is StreamWriter
+            and writer.chunked
+            and not writer._eof
+            and writer._on_chunk_sent is None
+            and writer.on_body_write is None
+            and writer._compress is None
+            and writer.length is None
+            and type(data) is bytes
+        ):
+            # What StreamResponse.write_eof() and its writer's write_eof() and drain() do for
+            # a chunked body, without their three coroutines: the last chunk and the end
+            # (with the head when it is still held) in one write.
+            head = writer._headers_buf
+            if head is not None:
+                writer._headers_buf = None
+                writer._headers_written = True
+            else:
+                head = b""
+            if data:
+                writer._writelines((head, b"%x\r\n" % len(data), data, b"\r\n0\r\n\r\n"))
+            else:
+                writer._writelines((head, b"0\r\n\r\n"))
+            protocol = writer._protocol
+            if protocol.transport is not None and protocol._paused:
+                await protocol._drain_helper()
+            writer._eof = True
+            self._eof_sent = True
+            self._req = None
+            self._body_length = writer.output_size
+            self._payload_writer = None
+            return
         await super().write_eof(data)

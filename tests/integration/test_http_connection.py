@@ -3,7 +3,9 @@
 The same application is served by aiohttp's ``AppRunner`` and by the gateway's
 (:mod:`gateway.server.http`), and the same raw HTTP/1.1 exchanges (pipelined, keep-alive and
 closing, HEAD, HTTP/1.0, ``Expect: 100-continue``) must get the same bytes back from both,
-``Date`` aside: plain answers take the gateway's shorter path, every other kind aiohttp's.
+``Date`` aside: plain answers take the gateway's shorter path, every other kind aiohttp's. Streams
+are the gateway's :class:`~gateway.streaming.sse.SSEResponse` (its head, writes and end made
+without aiohttp's coroutines) against aiohttp's own response with the same headers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 from aiohttp import web
 
 from gateway.core.dispatch import Dispatcher
-from gateway.server.http import Runner, Server
+from gateway.server.http import Connection, Runner, Server
+from gateway.streaming.sse import SSEResponse
 
 
 async def json_body(request: web.Request) -> web.Response:
@@ -86,6 +89,47 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+class _Held(web.StreamResponse):
+    """aiohttp's own response, its head held for the first write (as ``hold_head`` holds it)."""
+
+    _send_headers_immediately = False
+
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def sse(writes: list[bytes], last: bytes, *, hold: bool, head: bool = False) -> Any:
+    """A stream handler: the gateway's :class:`SSEResponse` where the gateway's connections
+    serve, aiohttp's :class:`web.StreamResponse` with the same headers where aiohttp's do (so
+    the bytes of its shorter head, writes and end are compared with aiohttp's own)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp: web.StreamResponse
+        if type(request.protocol) is Connection:
+            resp = SSEResponse(60.0, hold_head=hold)
+        else:
+            resp = (_Held if hold else web.StreamResponse)(headers=SSE_HEADERS)
+        if request.query.get("status"):
+            resp.set_status(201, "Made")
+        await resp.prepare(request)
+        if head:
+            if isinstance(resp, SSEResponse):
+                resp.send_head()
+            else:
+                assert resp._payload_writer is not None
+                resp._payload_writer.send_headers()
+        for data in writes:
+            await resp.write(data)
+        await resp.write_eof(last)
+        return resp
+
+    return handler
+
+
 async def missing(request: web.Request) -> web.Response:
     raise web.HTTPNotFound()
 
@@ -139,7 +183,8 @@ def middleware(name: str) -> Any:
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         request[ORDER] = [*request.get(ORDER, []), name]
         resp = await handler(request)
-        resp.headers["X-After-" + name] = "1"
+        if not resp.prepared:  # a stream's head is out (the gateway's refuses changes then)
+            resp.headers["X-After-" + name] = "1"
         return resp
 
     return record
@@ -147,7 +192,7 @@ def middleware(name: str) -> Any:
 
 async def stamp(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["X-Stamp"] = request.path
-    if request.path == "/stamp-close":
+    if request.path.startswith("/stamp-close"):
         response.force_close()
         response.headers["Connection"] = "close"
 
@@ -175,6 +220,13 @@ def app(router: web.UrlDispatcher | None = None) -> web.Application:
         "/failing": failing,
         "/stamp-close": json_body,
         "/described": described,
+        "/sse": sse([b"data: 1\n\n", b"data: 2\n\n"], b"data: 3\n\n", hold=True),
+        "/sse-now": sse([b"data: 1\n\n"], b"", hold=False),
+        "/sse-end-only": sse([], b"data: all\n\n", hold=True),
+        "/sse-empty": sse([], b"", hold=True),
+        "/sse-headed": sse([], b"data: late\n\n", hold=True, head=True),
+        "/sse-big": sse([b"data: " + b"x" * 70_000 + b"\n\n"] * 2, b"", hold=True),
+        "/stamp-close-sse": sse([b"data: 1\n\n"], b"data: 2\n\n", hold=True),
     }.items():
         app.router.add_route("*", path, handler)
     app.router.add_get("/order", order)
@@ -254,6 +306,13 @@ PATHS = [
     "/sub/nowhere",
     "/described",
     "/described?a=1",
+    "/sse",
+    "/sse?status=1",
+    "/sse-now",
+    "/sse-end-only",
+    "/sse-empty",
+    "/sse-headed",
+    "/sse-big",
 ]
 CASES = {
     # Each path's answer on a kept-alive connection, then a closing request.
@@ -262,6 +321,9 @@ CASES = {
     "pipelined": b"".join(get(path) for path in PATHS) + CLOSE,
     "closing answer": get("/closing") + CLOSE,
     "closed by a receiver": get("/stamp-close") + CLOSE,
+    "stream closed by a receiver": get("/stamp-close-sse") + CLOSE,
+    "stream over http/1.0": get("/sse", version="1.0"),
+    "stream, connection: close": get("/sse", extra="Connection: close\r\n"),
     "connection: close": CLOSE,
     "http/1.0": get("/json", version="1.0"),
     "http/1.0 keep-alive": get("/json", version="1.0", extra="Connection: keep-alive\r\n") + CLOSE,
