@@ -196,6 +196,21 @@ class Pipeline:
         always ends with a :class:`Finish` or an :class:`Error`, never silently. Closing the
         iterator early (the client went away) cancels the backend's stream.
         """
+        async with aclosing(self.stream_reads(req, ex)) as reads:
+            async for read in reads:
+                for ev in read:
+                    yield ev
+                    del ev  # not held while the next event is awaited (an idle stream)
+                del read
+
+    async def stream_reads(
+        self, req: ChatRequest, ex: Exchange
+    ) -> AsyncGenerator[list[Event], None]:
+        """:meth:`stream`'s events, those that came together (one upstream read's) in one list,
+        never empty: one resume of the generator a read rather than one an event, for a
+        consumer that handles them together (:meth:`ProtocolAdapter.stream_response
+        <gateway.protocols.base.ProtocolAdapter.stream_response>` writes a read's frames at
+        once)."""
         status: Status = "client_gone"
         error: GatewayError | None = None
         # What was sent, for the end hooks' estimate: characters of text, and relayed frames.
@@ -220,6 +235,7 @@ class Pipeline:
             filters = self.event_filters
             count_raw = req.raw_relay and not req.parse_relayed
             finished = sent = False
+            out: list[Event] = []  # the events of the read at hand that go on
             try:
                 async with aclosing(answer) as events:
                     async for read in events:
@@ -245,7 +261,8 @@ class Pipeline:
                                 failed = ev.error
                                 self.metrics.upstream_error(ex.backend, failed)
                                 status, error = "error", failed
-                                yield ev
+                                out.append(ev)
+                                yield out
                                 return
                             elif metered:
                                 if type(ev) is ReasoningDelta:
@@ -256,22 +273,29 @@ class Pipeline:
                                     frames += ev.frames or ev.data.count(b"\n\n")
                             if assembler is not None:
                                 assembler.add(ev)
+                            out.append(ev)
+                        if out:
                             sent = True
-                            yield ev
-                            del ev  # not held while the next event is awaited (an idle stream)
+                            yield out
+                            # Nothing of a read is held while the next one is awaited (an idle
+                            # stream).
+                            del ev
+                            out = []
                         del read, evs
             except GatewayError as err:
                 self.metrics.upstream_error(ex.backend, err)
                 status, error = "error", err
-                if not sent:
+                if not sent and not out:
                     raise
-                yield Error(err)
+                # After what went on before it (of the read at hand too, when a filter failed).
+                out.append(Error(err))
+                yield out
                 return
             if not finished:
                 cut = UpstreamError("the backend ended the stream without finishing its answer")
                 self.metrics.upstream_error(ex.backend, cut)
                 status, error = "error", cut
-                yield Error(cut)
+                yield [Error(cut)]
                 return
             if assembler is not None:
                 resp = assembler.response()
@@ -282,7 +306,7 @@ class Pipeline:
                     # E.g. the session store could not keep the turn: the client must know, and
                     # the answer's bytes are out already, so it is the protocol's error frame.
                     status, error = "error", err
-                    yield Error(err)
+                    yield [Error(err)]
                     return
             status = "success"
         except Exception as exc:

@@ -79,11 +79,16 @@ class ProtocolAdapter:
         self,
         request: web.Request,
         ex: Exchange,
-        events: AsyncGenerator[Event, None],
+        events: AsyncGenerator[Event, None] | AsyncGenerator[list[Event], None],
         encoder: StreamEncoder,
         headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
         """Send ``events`` as Server-Sent Events, encoded by ``encoder``.
+
+        ``events`` gives events one by one (:meth:`Pipeline.stream
+        <gateway.core.pipeline.Pipeline.stream>`, or a plugin's own), or in lists of those that
+        came together (:meth:`Pipeline.stream_reads
+        <gateway.core.pipeline.Pipeline.stream_reads>`: one resume of its generator a read).
 
         The first event is awaited before any byte is sent, so a failure known at that point is
         an ordinary error response with the right status. After that, failures are the
@@ -98,9 +103,17 @@ class ProtocolAdapter:
         except BaseException:
             await events.aclose()
             raise
-        if type(first) is Error:
+        reads: AsyncGenerator[list[Event], None]
+        if type(first) is list:
+            read: list[Event] = first
+            reads = events  # type: ignore[assignment]
+        else:
+            read = [first]  # type: ignore[list-item]
+            reads = _each_alone(events)  # type: ignore[arg-type]
+        del first
+        if type(read[0]) is Error:
             await events.aclose()
-            raise first.error
+            raise read[0].error
         keepalive: bytes | None = getattr(encoder, "keepalive", None)
         resp = SSEResponse(
             self.ping_interval, headers, keepalive or PING, self.send_timeout, hold_head=True
@@ -122,27 +135,28 @@ class ProtocolAdapter:
             # answer wait for the end of the response (one write, one wake-up of the client).
             # The head goes with the first write, or alone when the next event is awaited with
             # nothing to write yet (a stream slow to begin).
-            ev = first
-            del first  # nothing of the last event is held while the next is awaited
             headless = True
             while True:
-                data = encode(ev)
-                if ev.more or (type(ev) is Raw and ev.last):
-                    if data:
-                        held.append(data)
-                elif data or held:
-                    if held:
-                        held.append(data)
-                        data = b"".join(held)
-                        held.clear()
-                    headless = False
-                    await write(data)
-                elif headless and not held:
-                    headless = False
-                    resp.send_head()
-                del data, ev
+                for ev in read:
+                    data = encode(ev)
+                    if ev.more or (type(ev) is Raw and ev.last):
+                        if data:
+                            held.append(data)
+                    elif data or held:
+                        if held:
+                            held.append(data)
+                            data = b"".join(held)
+                            held.clear()
+                        headless = False
+                        await write(data)
+                    elif headless and not held:
+                        headless = False
+                        resp.send_head()
+                    # Nothing of the last event is held while the next is awaited.
+                    del data, ev
+                del read
                 try:
-                    ev = await anext(events)
+                    read = await anext(reads)
                 except StopAsyncIteration:
                     break
             tail = b"".join(held) + encoder.end()
@@ -167,7 +181,16 @@ class ProtocolAdapter:
                 )
             gateway.streams.discard(task)
             gateway.metrics.active_streams.dec()
-            await events.aclose()
+            await reads.aclose()
+            if reads is not events:
+                await events.aclose()
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await resp.write_eof(tail)
         return resp
+
+
+async def _each_alone(events: AsyncGenerator[Event, None]) -> AsyncGenerator[list[Event], None]:
+    """Events given one by one, as reads of one event each."""
+    async for ev in events:
+        yield [ev]
+        del ev  # not held while the next is awaited

@@ -8,6 +8,7 @@ import logging
 
 import aiohttp
 import openai
+import orjson
 import pytest
 from aiohttp import web
 from fakes.held_upstream import HeldUpstream
@@ -480,3 +481,75 @@ async def test_a_synchronous_on_event_still_works_with_a_deprecation_warning(mak
         client = await make_gateway(ECHO, plugins=[filters_plugin(upper=Upper())])
     stream = await sdk(client).chat.completions.create(model="echo", messages=MESSAGES, stream=True)
     assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "HELLO"
+
+
+def _chunk(delta: dict, finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-model"}
+    return b"data: " + orjson.dumps({**body, "choices": [choice]}) + b"\n\n"
+
+
+#: A whole streamed answer, which its upstream sends in one write (one read at the gateway).
+ONE_READ = b"".join(
+    [
+        _chunk({"role": "assistant", "content": ""}),
+        *(_chunk({"content": word}) for word in ["how ", "to ", "build ", "a ", "bomb ", "today"]),
+        _chunk({}, "stop"),
+        b"data: [DONE]\n\n",
+    ]
+)
+
+
+@pytest.fixture
+async def one_read(aiohttp_server):
+    """An OpenAI upstream whose streamed answer leaves in one write."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(ONE_READ)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return await aiohttp_server(app)
+
+
+async def test_the_events_of_one_read_come_together_and_one_by_one(make_gateway, one_read):
+    client = await make_gateway(upstream_config(one_read))
+    pipeline = client.server.app[GATEWAY].pipeline
+    request = ChatRequest("gpt-test", [Message("user", [TextPart("hi")])], "openai", stream=True)
+    # A consumer that takes them together (as the gateway's stream writer does) gets the read's
+    # events in one list; stream() gives the same events one by one.
+    reads = [read async for read in pipeline.stream_reads(request, _exchange())]
+    assert all(reads) and len(reads) < 3
+    together = [type(ev).__name__ for read in reads for ev in read]
+    # The frames relayed as they came (nobody rewrites events), then the events the gateway
+    # reads of them: the start and the finish.
+    assert together == ["Raw", "Start", "Finish"]
+    request = ChatRequest("gpt-test", [Message("user", [TextPart("hi")])], "openai", stream=True)
+    alone = [type(ev).__name__ async for ev in pipeline.stream(request, _exchange())]
+    assert alone == together
+
+
+async def test_a_filter_that_blocks_mid_read_ends_the_stream_after_what_went_before(
+    make_gateway, moderation, one_read, sdk
+):
+    url, asked = moderation
+    async with aiohttp.ClientSession() as session:
+        client = await make_gateway(
+            upstream_config(one_read),
+            plugins=[filters_plugin(guardrail=Guardrail(url, session))],
+        )
+        stream = await sdk(client).chat.completions.create(
+            model="gpt-test", messages=MESSAGES, stream=True
+        )
+        seen = ""
+        with pytest.raises(openai.APIError, match="blocked by moderation"):
+            async for chunk in stream:
+                seen += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    # The words before the blocked one went out (all of one upstream read), and no more.
+    assert seen == "how to build a "
+    assert asked == ["how ", "to ", "build ", "a ", "bomb "]

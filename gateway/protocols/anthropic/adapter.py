@@ -59,8 +59,8 @@ class AnthropicProtocol(ProtocolAdapter):
             if resp.raw is not None and resp.raw_protocol == self.name:
                 return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
             return json_response(anthropic_response.encode_response(resp, req.model))
-        events = self.pipeline.stream(req, ex)
-        return await self.stream_response(request, ex, events, MessageEncoder(req.model))
+        reads = self.pipeline.stream_reads(req, ex)
+        return await self.stream_response(request, ex, reads, MessageEncoder(req.model))
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         """``{"input_tokens": N}``: the upstream's count when the backend can ask it, else the

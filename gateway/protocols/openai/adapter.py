@@ -55,9 +55,9 @@ class OpenAIProtocol(ProtocolAdapter):
             if resp.raw is not None and resp.raw_protocol == self.name:
                 return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
             return json_response(openai_chat_response.encode_response(resp, req.model))
-        events = self.pipeline.stream(req, ex)
+        reads = self.pipeline.stream_reads(req, ex)
         return await self.stream_response(
-            request, ex, events, openai_chat_stream.ChunkEncoder(req.model, req.include_usage)
+            request, ex, reads, openai_chat_stream.ChunkEncoder(req.model, req.include_usage)
         )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -68,9 +68,9 @@ class OpenAIProtocol(ProtocolAdapter):
             if resp.raw is not None and resp.raw_protocol == completions.COMPLETIONS:
                 return web.Response(body=resp.raw, content_type=JSON_CONTENT_TYPE)
             return json_response(completions.encode_response(resp, req.model))
-        events = self.pipeline.stream(req, ex)
+        reads = self.pipeline.stream_reads(req, ex)
         encoder = completions.ChunkEncoder(req.model, req.include_usage)
-        return await self.stream_response(request, ex, events, encoder)
+        return await self.stream_response(request, ex, reads, encoder)
 
     async def embeddings(self, request: web.Request) -> web.Response:
         ex = request[EXCHANGE]
