@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from aiohttp import web
 
@@ -104,12 +104,12 @@ class ProtocolAdapter:
             await events.aclose()
             raise
         reads: AsyncGenerator[list[Event], None]
-        if type(first) is list:
-            read: list[Event] = first
-            reads = events  # type: ignore[assignment]
+        if isinstance(first, list):
+            read = first
+            reads = cast("AsyncGenerator[list[Event], None]", events)
         else:
-            read = [first]  # type: ignore[list-item]
-            reads = _each_alone(events)  # type: ignore[arg-type]
+            read = [first]
+            reads = _each_alone(cast("AsyncGenerator[Event, None]", events))
         del first
         if type(read[0]) is Error:
             await events.aclose()
