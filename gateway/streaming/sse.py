@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -160,21 +161,23 @@ class SSEDecoder:
                         self.completed = n
                         return True, values
         elif buf[:7] == b"event: ":
-            # event: a \n data: A \n\n event: b ... -> ["a",A,"b",B,...]: with no line end
-            # left, every blank line was followed by "event: " and every other line end by
-            # "data: "; names and values alternating, each event was its name and one data line.
-            events = buf[7:end].split(b"\n\nevent: ")
-            array = b'["' + b'",'.join(b',"'.join(events).split(b"\ndata: ")) + b"]"
-            if _LF not in array:
-                n = len(events)
-                try:
-                    values = _loads(array)
-                except ValueError:
-                    pass
-                else:
-                    if [*map(type, values)] == [str, dict] * n:
-                        self.completed = n
-                        return True, values[1::2]
+            # event: a \n data: A \n\n event: b \n data: B ... -> [A,B,...]: the first event's
+            # name line dropped, and each later one's with the blank line before it, in one
+            # substitution (the names are not read); with no line end left, each event was
+            # its name and one data line, and with one value each, the events were those.
+            first = buf.find(b"\n")
+            if buf[first + 1 : first + 7] == b"data: ":
+                body, n = _NAMED.subn(b",", buf[first + 7 : end])
+                array = b"[" + body + b"]"
+                if _LF not in array:
+                    try:
+                        values = _loads(array)
+                    except ValueError:
+                        pass
+                    else:
+                        if len(values) == n + 1:
+                            self.completed = n + 1
+                            return True, values
         self.completed = buf.count(b"\n\n")
         return False, self._datas(buf[:end].split(b"\n\n"))
 
@@ -321,6 +324,10 @@ class SSEDecoder:
 
 
 _loads = orjson.loads
+
+#: What separates the data of one named event from the next one's: the blank line, the next
+#: event's name line, and its data field's name.
+_NAMED = re.compile(rb"\n\nevent: [^\n]*\ndata: ")
 
 #: Checks a JSON array's syntax without building its values: each element is kept as raw bytes.
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
