@@ -446,17 +446,16 @@ _SENT = CIMultiDictProxy(CIMultiDict[str]())
 
 #: What :func:`_start_chunked` leaves to aiohttp: methods whose answers it shapes otherwise.
 _OTHER_METHODS = frozenset((hdrs.METH_HEAD, hdrs.METH_CONNECT))
-_PREPARE_HOOK = web.Request._prepare_hook
 
 
 async def _start_chunked(request: web.BaseRequest, resp: web.StreamResponse) -> bool:
     """What ``resp.prepare(request)`` does for a chunked answer (a stream) to a plain HTTP/1.1
-    request, without its half dozen coroutines: the same headers in the same order aiohttp
+    request, without four of its coroutines: the same headers in the same order aiohttp
     writes them (``Transfer-Encoding: chunked``, ``Content-Type`` when missing, ``Date``,
     ``Server``, ``Connection: close`` when the connection closes after it), the applications'
-    ``on_response_prepare`` receivers run at the same point, and the head serialised and left
-    with the connection's writer as aiohttp leaves it (sent with the first write, or at once when
-    the response sends its head immediately).
+    ``on_response_prepare`` receivers run at the same point (by the request's own hook), and the
+    head serialised and left with the connection's writer as aiohttp leaves it (sent with the
+    first write, or at once when the response sends its head immediately).
 
     ``False``, with nothing done, when aiohttp's own ``prepare()`` must do it: the cases the
     gateway's connections leave to aiohttp for plain answers too (``HEAD``, HTTP/1.0, cookies,
@@ -484,31 +483,19 @@ async def _start_chunked(request: web.BaseRequest, resp: web.StreamResponse) -> 
     headers = resp._headers
     if hdrs.CONTENT_LENGTH in headers or hdrs.TRANSFER_ENCODING in headers:
         return False
-    resp._req = request
-    resp._payload_writer = writer
-    resp._must_be_empty_body = False
-    keep_alive = resp._keep_alive
-    if keep_alive is None:
-        keep_alive = resp._keep_alive = request.keep_alive
+    # What StreamResponse._start() and _prepare_headers() do for such an answer.
+    resp._req, resp._payload_writer, resp._must_be_empty_body = request, writer, False
+    if resp._keep_alive is None:
+        resp._keep_alive = request.keep_alive
     writer.chunked = True
     headers[hdrs.TRANSFER_ENCODING] = "chunked"
     headers.setdefault(hdrs.CONTENT_TYPE, "application/octet-stream")
     if hdrs.DATE not in headers:
         headers[hdrs.DATE] = rfc822_formatted_time()
     headers.setdefault(hdrs.SERVER, SERVER_SOFTWARE)
-    if not keep_alive and hdrs.CONNECTION not in headers:
+    if not resp._keep_alive and hdrs.CONNECTION not in headers:
         headers[hdrs.CONNECTION] = "close"
-    if type(request)._prepare_hook is _PREPARE_HOOK:
-        # What the request's _prepare_hook(resp) does (as in the gateway's connections): each
-        # application's frozen signal sent without a coroutine of its own.
-        app_request: Any = request  # a web.Request (its hook is web.Request's)
-        match_info = app_request._match_info
-        if match_info is not None:
-            for app in match_info._apps:
-                for receiver in app._on_response_prepare:
-                    await receiver(request, resp)
-    else:
-        await request._prepare_hook(resp)
+    await request._prepare_hook(resp)  # the applications' on_response_prepare receivers
     # Serialised after the receivers, which may change the headers (and the status).
     writer._headers_buf = _serialize_headers(f"HTTP/1.1 {resp._status} {resp._reason}", headers)
     writer._headers_written = False
