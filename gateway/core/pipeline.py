@@ -221,14 +221,15 @@ class Pipeline:
             policy = route.policy
             answer: AsyncGenerator[Event | list[Event], None]
             # An attempt at a backend that can give a read's events together (its own stream()
-            # gives them one by one): one resume of its generator a read.
+            # gives them one by one), or a policy's (which gives them so): one resume of its
+            # generator a read.
             reads = self.attempts.reads(route.backend, req, ex) if policy is None else None
             if reads is not None:
                 answer = reads
             elif policy is None:
                 answer = self.attempts.stream(route.backend, req, ex)
             else:
-                answer = policy.stream(req, ex, self.attempts)
+                answer = reads = policy.stream_reads(req, ex, self.attempts)
             together = reads is not None
             success = self._success.of(ex)
             assembler = Assembler(req.model) if success else None

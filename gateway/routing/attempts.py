@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -224,11 +224,13 @@ class Policy:
 
     # -- streams
 
-    async def stream(
+    async def stream_reads(
         self, req: ChatRequest, ex: Exchange, attempts: Attempts
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[list[Event], None]:
         """A streamed answer, continued on another target when one fails after content was
-        sent; ``attempts`` makes each upstream attempt."""
+        sent; ``attempts`` makes each upstream attempt. The events go in lists, never empty,
+        those released together (by one upstream read) in one (see
+        :meth:`Pipeline.stream_reads <gateway.core.pipeline.Pipeline.stream_reads>`)."""
         # The gateway encodes a routed stream itself: a continuation from another target must
         # read as the same answer, which relayed upstream bytes could not.
         req.raw_relay = False
@@ -243,9 +245,9 @@ class Policy:
             while True:
                 attempt = _Attempt(sent)
                 answer = self.attempt_stream(target, req, ex, attempt, attempts)
-                async with aclosing(answer) as events:
-                    async for ev in events:
-                        yield ev
+                async with aclosing(answer) as reads:
+                    async for read in reads:
+                        yield read
                 err = attempt.error
                 if err is None:
                     await self.circuits.success(target.key, health, self.breaker)
@@ -274,7 +276,7 @@ class Policy:
                 self.metrics.route_fallback(self.name, target.key)
                 break
         if sent is not None:
-            yield Error(sent.original or original or self._none_left())
+            yield [Error(sent.original or original or self._none_left())]
             return
         raise original or self._none_left()
 
@@ -285,9 +287,10 @@ class Policy:
         ex: Exchange,
         attempt: _Attempt,
         attempts: Attempts,
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[list[Event], None]:
         """One upstream request for a stream: its events, held until content is ready (and
-        tool calls until they are complete). A failure is left in ``attempt.error``."""
+        tool calls until they are complete), those released by one upstream read in one list.
+        A failure is left in ``attempt.error``."""
         sent = attempt.sent
         sub = req if sent is None else sent.request(req)
         started = self._begin(target, sub, ex)
@@ -295,43 +298,60 @@ class Policy:
         calls = 0
         content = finished = False
         trim = sent is not None and sent.trimmed
+        # A backend that gives a read's events together is read so (one resume a read).
+        reads = attempts.reads(target.backend, sub, ex)
+        together = reads is not None
+        answer: AsyncGenerator[Any, None] = (
+            reads if reads is not None else attempts.stream(target.backend, sub, ex)
+        )
+        out: list[Event] = []  # what the read at hand releases
         try:
-            async with aclosing(attempts.stream(target.backend, sub, ex)) as events:
-                async for ev in events:
-                    t = type(ev)
-                    if isinstance(ev, Error):
-                        attempt.error = ev.error
-                        return
-                    if isinstance(ev, Start):
-                        if sent is not None:
-                            continue  # a continuation: the client has its start
-                        ev = Start(ev.id, req.model, ev.created)
-                    elif trim and isinstance(ev, TextDelta):
-                        trim = False
-                        text = ev.text.lstrip()
-                        if not text:
+            async with aclosing(answer) as events:
+                async for read in events:
+                    evs: Sequence[Event] = read if together else (read,)
+                    for ev in evs:
+                        t = type(ev)
+                        if isinstance(ev, Error):
+                            attempt.error = ev.error
+                            if out:
+                                yield out  # what went before it
+                            return
+                        if isinstance(ev, Start):
+                            if sent is not None:
+                                continue  # a continuation: the client has its start
+                            ev = Start(ev.id, req.model, ev.created)
+                        elif trim and isinstance(ev, TextDelta):
+                            trim = False
+                            text = ev.text.lstrip()
+                            if not text:
+                                continue
+                            ev = TextDelta(text)
+                        elif t is ToolCallStart:
+                            calls += 1
+                        elif t is ToolCallEnd:
+                            calls -= 1
+                        elif t is Finish:
+                            finished = True
+                        held.append(ev)
+                        # The finish (and what follows it) waits for the stream's proper end:
+                        # an upstream that fails after it did not finish (no [DONE], say).
+                        if calls or finished or not (content or t in _CONTENT):
                             continue
-                        ev = TextDelta(text)
-                    elif t is ToolCallStart:
-                        calls += 1
-                    elif t is ToolCallEnd:
-                        calls -= 1
-                    elif t is Finish:
-                        finished = True
-                    held.append(ev)
-                    # The finish (and what follows it) waits for the stream's proper end: an
-                    # upstream that fails after it did not finish (no [DONE], say).
-                    if calls or finished or not (content or t in _CONTENT):
-                        continue
-                    if not content:
-                        content = True
-                        self._first_content(target, started)
-                    for out in held:
-                        attempt.record(out)
+                        if not content:
+                            content = True
+                            self._first_content(target, started)
+                        for released in held:
+                            attempt.record(released)
+                        out += held
+                        held.clear()
+                    if out:
                         yield out
-                    held.clear()
+                        out = []  # not held while the next read is awaited (an idle stream)
+                    del read, evs
         except GatewayError as err:
             attempt.error = err
+            if out:
+                yield out  # released before the failure
             return
         finally:
             target.inflight -= 1
@@ -340,9 +360,10 @@ class Policy:
                 f"backend '{target.backend.name}' ended the stream without finishing its answer"
             )
             return
-        for out in held:
-            attempt.record(out)
-            yield out
+        for released in held:
+            attempt.record(released)
+        if held:
+            yield held
 
 
 @attrs.define

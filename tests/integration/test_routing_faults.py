@@ -286,11 +286,15 @@ def test_a_slow_first_token_moves_on_unseen(up, gw, stream):
 # --- streams that fail after content was sent: continued elsewhere ---------------------------
 
 
-@pytest.mark.parametrize("fault", ["cut", "stall", "malformed", "no-done"])
+@pytest.mark.parametrize("fault", ["cut", "stall", "malformed", "malformed-at-once", "no-done"])
 def test_a_stream_failing_mid_answer_is_continued_on_the_fallback(up, gw, fault):
-    model = {"cut": "mcut", "stall": "mstall", "malformed": "mmalformed", "no-done": "mnodone"}[
-        fault
-    ]
+    model = {
+        "cut": "mcut",
+        "stall": "mstall",
+        "malformed": "mmalformed",
+        "malformed-at-once": "mmalformed",  # the failure in the same read as content before it
+        "no-done": "mnodone",
+    }[fault]
     up.script(f"{model}-p", fault)
     up.script(f"{model}-f")
     text, usage, headers = chat(gw, model, stream=True)

@@ -15,6 +15,8 @@ test scripts what that name does with its next requests (:meth:`FaultUpstream.sc
 - ``stall``: three words of a stream (half a whole answer), then silence
 - ``malformed``: three words, then a frame of broken JSON carrying ``"finish_reason":null``
   (a whole answer: broken JSON)
+- ``malformed-at-once``: as ``malformed``, the frames up to the broken one sent in one write (so
+  the gateway reads the failure together with the content before it)
 - ``no-done``: the whole stream, finish reason and usage included, but no ``data: [DONE]``
 - ``ctx400``, ``policy400``: a context-length or content-policy 400 in the provider's words
 - ``reject-prefill``: 400 when the last message is the assistant's (a prefill), else ``ok``
@@ -330,7 +332,7 @@ async def _whole(request: web.Request, fault: str, answer: dict[str, Any]) -> we
     if fault == "slow-first":
         await asyncio.sleep(5)
     data = json.dumps(answer).encode()
-    if fault == "malformed":
+    if fault.startswith("malformed"):
         data = data[: len(data) // 2]
     if fault not in ("cut", "stall"):
         return web.Response(body=data, content_type="application/json")
@@ -353,6 +355,10 @@ async def _stream(
     resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await resp.prepare(request)
     cut_at = content_from + 3
+    if fault == "malformed-at-once":
+        await resp.write(b"".join(frames[:cut_at]) + broken)
+        await resp.write_eof()
+        return resp
     try:
         for i, frame in enumerate(frames):
             if fault == "slow-first" and i == content_from:
