@@ -372,22 +372,27 @@ class HTTPBackend(Backend):
         self, parsed: bool, items: list[Any], parser: StreamParser, relay: bool
     ) -> list[Event]:
         """:meth:`frame_events` for frames given by their data alone (see
-        :meth:`SSEDecoder.feed_json`): their JSON values when ``parsed``, else their data
-        (bytes are parsed as they are)."""
+        :meth:`SSEDecoder.feed_json`): their JSON values when ``parsed`` (but for a last one
+        given as bytes), else their data (bytes are parsed as they are)."""
         batch: list[Event] = []
         error = self.error
         feed = parser.feed
         loads = orjson.loads
         error_type = self._error_type
         for data in items:
-            if parsed:
+            if parsed and type(data) is not bytes:
                 obj = data
             else:
-                try:
-                    obj = loads(data)
-                except orjson.JSONDecodeError:
+                if parsed:
+                    obj = _NOT_JSON  # the end marker the one pass left out: not tried
+                else:
+                    try:
+                        obj = loads(data)
+                    except orjson.JSONDecodeError:
+                        obj = _NOT_JSON
+                if obj is _NOT_JSON:
                     # Not JSON (a sentinel, a malformed frame) or, as bytes, not UTF-8: as
-                    # frame_events meets its text.
+                    # frame_events meets its text (it asks about end markers first).
                     text = data if type(data) is str else data.decode("utf-8", "replace")
                     events = self.frame_events([SSEFrame(None, text)], parser, relay)
                     batch += events
@@ -445,6 +450,10 @@ class HTTPBackend(Backend):
                     ev.relayed = True
             batch += events
         return batch
+
+
+#: What a frame's data is when it is not JSON (``None`` is JSON's null).
+_NOT_JSON = object()
 
 
 def _has_content(batch: list[Event]) -> bool:

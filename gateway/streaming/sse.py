@@ -116,7 +116,10 @@ class SSEDecoder:
         ``(True, values)``: the events' data parsed, one value each, when every event is one
         ``data:`` line, all of them after an ``event:`` line or none of them (what model
         servers send), and they parse as JSON (valid UTF-8) in one pass, which costs a fraction
-        of cutting and parsing each (the event names are not read). Otherwise
+        of cutting and parsing each (the event names are not read). Of events with no name,
+        the last one's data, when it does not begin a JSON object (an end marker such as
+        OpenAI's ``[DONE]``), is left out of the pass and comes last as its bytes, unparsed,
+        for the reader to parse or recognise. Otherwise
         ``(False, datas)``: each event's data as :meth:`feed` would give it (with no ``skip``),
         but as its bytes, not decoded, when it is one such line; the reader parses each.
         """
@@ -147,17 +150,22 @@ class SSEDecoder:
             return False, self._datas([buf[:end]])
         if buf[:6] == b"data: ":
             # data: A \n\n data: B ... -> [A,B,...]: with no line end left, every blank line
-            # was a separator followed by "data: ", and each event one line.
+            # was a separator followed by "data: ", and each event one line. A last event that
+            # is no object (the end marker) is kept out: it would fail the whole parse.
             datas = buf[6:end].split(b"\n\ndata: ")
+            tail = datas.pop() if datas[-1][:1] != b"{" else None
             array = b"[" + b",".join(datas) + b"]"
-            if _LF not in array:
+            if _LF not in array and (tail is None or _LF not in tail):
                 n = len(datas)
                 try:
                     values = _loads(array)
-                except ValueError:  # not JSON (an end marker, a malformed frame), not UTF-8
+                except ValueError:  # not JSON (a malformed frame), not UTF-8
                     pass
                 else:
                     if len(values) == n:
+                        if tail is not None:
+                            values.append(tail)
+                            n += 1
                         self.completed = n
                         return True, values
         elif buf[:7] == b"event: ":

@@ -292,10 +292,27 @@ def test_json_data_of_a_read_is_what_the_frames_carry_whatever_the_shape_and_spl
             chunk = text[start:end]
             expected = [_as_json(f.data) for f in frames.feed(chunk)]
             parsed, items = data.feed_json(chunk)
-            got = [("json", v) for v in items] if parsed else [_as_json(d) for d in items]
+            got = [
+                _as_json(v) if isinstance(v, bytes) or not parsed else ("json", v) for v in items
+            ]
             assert got == expected
             assert data.completed == frames.completed
             fast += parsed and len(items) > 1
         assert [_as_json(f.data) for f in data.end()] == [_as_json(f.data) for f in frames.end()]
         assert data.last_event_id == frames.last_event_id
     assert fast  # the one-pass parse was met, not only the fallback
+
+
+def test_a_reads_end_marker_is_left_out_of_the_one_pass_and_handed_on_as_bytes():
+    """An OpenAI stream's last read ends with ``[DONE]``, which is no JSON: the frames before it
+    are still parsed in one pass, and the marker comes last as its bytes."""
+    decoder = SSEDecoder()
+    read = b'data: {"a":1}\n\ndata: {"b":[2]}\n\ndata: [DONE]\n\n'
+    assert decoder.feed_json(read) == (True, [{"a": 1}, {"b": [2]}, b"[DONE]"])
+    assert decoder.completed == 3
+    # Only the last one: a marker in the middle, or a last event of two lines, is read as feed()
+    # reads it.
+    middle = b'data: {"a":1}\n\ndata: [DONE]\n\ndata: {"b":2}\n\n'
+    assert SSEDecoder().feed_json(middle) == (False, [b'{"a":1}', b"[DONE]", b'{"b":2}'])
+    lines = b'data: {"a":1}\n\ndata: x\ndata: y\n\n'
+    assert SSEDecoder().feed_json(lines) == (False, [b'{"a":1}', "x\ny"])
