@@ -298,14 +298,14 @@ class Policy:
         calls = 0
         content = finished = False
         trim = sent is not None and sent.trimmed
-        # A backend that gives a read's events together is read so (one resume a read).
-        reads = attempts.reads(target.backend, sub, ex)
-        together = reads is not None
-        answer: AsyncGenerator[Any, None] = (
-            reads if reads is not None else attempts.stream(target.backend, sub, ex)
-        )
         out: list[Event] = []  # what the read at hand releases
         try:
+            # A backend that gives a read's events together is read so (one resume a read).
+            reads = attempts.reads(target.backend, sub, ex)
+            together = reads is not None
+            answer: AsyncGenerator[Any, None] = (
+                reads if reads is not None else attempts.stream(target.backend, sub, ex)
+            )
             async with aclosing(answer) as events:
                 async for read in events:
                     evs: Sequence[Event] = read if together else (read,)
