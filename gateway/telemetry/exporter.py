@@ -309,9 +309,20 @@ def _cost_head() -> bytes:
     return b"\x4a" + _varint(len(kv) + 8) + kv
 
 
-#: A span's status when unset, then its flags (its parent remote, or not): the common end.
-_UNSET_REMOTE = b"\x7a\x00\x85\x01\x00\x03\x00\x00"
-_UNSET_LOCAL = b"\x7a\x00\x85\x01\x00\x01\x00\x00"
+#: A cost's whole field but its value (a double: the same length whatever it is).
+_COST_HEAD = _cost_head()
+#: What comes before a request id's bytes in its attribute's field, but the lengths; and how
+#: many bytes its key-value holds besides the id's (the key, the value's tag and length, the
+#: string's tag and length).
+_RID_KEY = _len(b"\x0a", b"hookgate.request_id") + b"\x12"
+_RID_OVER = len(_RID_KEY) + 3
+
+#: A span's flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE, and ..._IS_REMOTE when the parent is.
+_FLAGS_REMOTE = b"\x85\x01\x00\x03\x00\x00"
+_FLAGS_LOCAL = b"\x85\x01\x00\x01\x00\x00"
+#: A span's status when unset, then its flags: the common end.
+_UNSET_REMOTE = _status(0, None) + _FLAGS_REMOTE
+_UNSET_LOCAL = _status(0, None) + _FLAGS_LOCAL
 
 
 class Encoder:
@@ -350,10 +361,6 @@ class Encoder:
         self._targets: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         #: finish reason -> its ``gen_ai.response.finish_reasons`` field
         self._finishes: dict[str, bytes] = {}
-        #: What comes before a request id's bytes in its attribute's field, but the lengths.
-        self._rid_key = _len(b"\x0a", b"hookgate.request_id") + b"\x12"
-        #: A cost's whole field but its value (a double: the same length whatever it is).
-        self._cost_head = _cost_head()
 
     def _attribute(self, key: str, value: Any) -> bytes:
         """An attribute's field, kept (see ``_fields``) for the next span with that value."""
@@ -421,8 +428,7 @@ class Encoder:
                         continue
             out.append(attribute(key, value))
         out.append(_status(status, description))
-        # flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE, and ..._IS_REMOTE when the parent is.
-        out.append(b"\x85\x01" + (b"\x00\x03\x00\x00" if remote else b"\x00\x01\x00\x00"))
+        out.append(_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
         return b"".join(out)
 
     def request(self, records: list[tuple[Any, ...]]) -> bytes:
@@ -499,8 +505,8 @@ class Encoder:
             n = len(rid)
             parts += (
                 b"\x4a",
-                _SMALL[n + 25],
-                self._rid_key,
+                _SMALL[n + _RID_OVER],
+                _RID_KEY,
                 _SMALL[n + 2],
                 b"\x0a",
                 _SMALL[n],
@@ -526,13 +532,12 @@ class Encoder:
                 parts.append(cached("gen_ai.usage.output_tokens", output_tokens))
         if cost is not None:
             if type(cost) is float:
-                parts += (self._cost_head, _DOUBLE(cost))
+                parts += (_COST_HEAD, _DOUBLE(cost))
             else:
                 parts.append(cached("hookgate.cost_usd", cost))
         if status or description:
             parts.append(_status(status, description))
-            # flags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE, and ..._IS_REMOTE when the parent is.
-            parts.append(b"\x85\x01\x00\x03\x00\x00" if remote else b"\x85\x01\x00\x01\x00\x00")
+            parts.append(_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
         else:
             parts.append(_UNSET_REMOTE if remote else _UNSET_LOCAL)
         out.append(_len(b"\x12", b"".join(parts)))
@@ -589,7 +594,7 @@ class Encoder:
             parts.append(cached("hookgate.outcome", outcome))
         if status or description:
             parts.append(_status(status, description))
-            parts.append(b"\x85\x01\x00\x01\x00\x00")
+            parts.append(_FLAGS_LOCAL)
         else:
             parts.append(_UNSET_LOCAL)
         return b"".join(parts)
