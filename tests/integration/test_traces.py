@@ -5,6 +5,7 @@ and answer only when opted in."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import signal
@@ -101,6 +102,7 @@ async def test_request_and_attempt_spans_follow_the_conventions(
     assert a["gen_ai.usage.input_tokens"] == 11 and a["gen_ai.usage.output_tokens"] == 7
     assert a["gen_ai.response.model"] == "up-model"
     assert a["hookgate.cost_usd"] == pytest.approx(COST)
+    assert a["url.path"] == "/v1/chat/completions" and a["http.request.method"] == "POST"
     assert attempt["kind"] == CLIENT and attempt["parent"] == server["span_id"]
     assert attempt["attributes"]["gen_ai.provider.name"] == "openai"
     assert attempt["attributes"]["gen_ai.usage.input_tokens"] == 11
@@ -109,6 +111,22 @@ async def test_request_and_attempt_spans_follow_the_conventions(
     # The upstream got the attempt's context.
     sent = upstream.app[openai_upstream.HEADERS][-1]["traceparent"]
     assert sent == f"00-{TRACE_ID}-{attempt['span_id']}-01"
+
+
+async def test_a_span_has_the_decoded_path_without_its_query(make_gateway, upstream, receiver):
+    client = await make_gateway(upstream_config(upstream))
+    resp = await client.get("/v1/models/gpt%2Dtest?verbose=1")
+    assert resp.status == 200 and (await resp.json())["id"] == "gpt-test"
+    resp = await client.get("/v1/models?limit=5")
+    assert resp.status == 200
+    # An absolute-form target (as sent to a proxy).
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(b"GET http://gateway.test/v1/models HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    writer.close()
+    await until(lambda: len(receiver) >= 3, 10, "three spans")
+    paths = sorted(s["attributes"]["url.path"] for s in receiver)
+    assert paths == ["/v1/models", "/v1/models", "/v1/models/gpt-test"]
 
 
 async def test_failed_attempts_and_refusals_are_errors(make_gateway, upstream, receiver, sdk):
