@@ -33,7 +33,6 @@ from gateway import (
     GatewayError,
     NonNegative,
     Outcome,
-    Principal,
     RateLimited,
     hookimpl,
     request_tokens,
@@ -111,19 +110,20 @@ class LimitsFilter(Filter):
         self.rpm = rpm
         self.tpm = tpm
 
-    def limits(self, principal: Principal) -> tuple[int, int]:
-        rpm = self.rpm if principal.rpm is None else principal.rpm
-        tpm = self.tpm if principal.tpm is None else principal.tpm
-        return rpm, tpm
-
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
         principal = exchange.principal
-        rpm, tpm = self.limits(principal)
+        # self.limits() and _team(), without their calls (on every request: most find none).
+        rpm = self.rpm if principal.rpm is None else principal.rpm
+        tpm = self.tpm if principal.tpm is None else principal.tpm
         if rpm or tpm:
             await self._acquire(principal.id, principal.name, rpm, tpm, exchange)
-        team, team_rpm, team_tpm = _team(principal)
-        if team is not None and (team_rpm or team_tpm):
-            await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm, None)
+        attributes = principal.attributes
+        team = attributes.get("team_id") if attributes else None
+        team_tpm = 0
+        if team is not None:
+            team_rpm, team_tpm = attributes.get("team_rpm") or 0, attributes.get("team_tpm") or 0
+            if team_rpm or team_tpm:
+                await self._acquire("team:" + team, f"team {team}", team_rpm, team_tpm, None)
         if tpm or team_tpm:
             request.parse_relayed = True
             exchange.note(_TOKENS, (tpm, team, team_tpm))
@@ -195,15 +195,6 @@ def _headers(rpm: int, tpm: int, requests: float, tokens: float) -> dict[str, st
         headers["x-ratelimit-remaining-tokens"] = str(int(left))
         headers["x-ratelimit-reset-tokens"] = _duration((tpm - left) * 60.0 / tpm)
     return headers
-
-
-def _team(principal: Principal) -> tuple[str | None, int, int]:
-    """The caller's team and its own limits per minute (database keys of a team)."""
-    attributes = principal.attributes
-    team = attributes.get("team_id") if attributes else None
-    if team is None:
-        return None, 0, 0
-    return team, attributes.get("team_rpm") or 0, attributes.get("team_tpm") or 0
 
 
 def _configured(gateway: Gateway) -> tuple[int, int] | None:

@@ -74,6 +74,8 @@ class Periods:
 
     def __init__(self) -> None:
         self._now: dict[str, Period] = {}
+        #: The present day (``YYYY-MM-DD``, UTC), as ``_now`` has it.
+        self._day = ""
         #: When ``_now`` is out of date (epoch seconds).
         self._until = 0.0
 
@@ -82,9 +84,16 @@ class Periods:
         half as much again.)"""
         now = time.time()
         if now >= self._until:
-            self._now = periods(now)
+            self._now = found = periods(now)
+            self._day = found["day"][0]
             self._until = float(int(now) + 1)
         return self._now
+
+    def day(self) -> str:
+        """The present day (``YYYY-MM-DD``, UTC): :meth:`now`'s, without its periods."""
+        if time.time() >= self._until:
+            self.now()
+        return self._day
 
 
 def counters(

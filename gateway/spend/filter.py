@@ -27,6 +27,7 @@ from gateway import (
     Outcome,
     RateLimited,
     Usage,
+    message_tokens,
     request_tokens,
 )
 from gateway.spend.budgets import MICRO, BudgetStore, Counter, MemoryBudgets, Periods, counters
@@ -125,7 +126,10 @@ class SpendFilter(Filter):
         return budgets
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        price = self.price(request.model)
+        # self.price(), without its call once remembered (on every request).
+        by_model = self._by_model
+        model = request.model
+        price = by_model[model] if model in by_model else self.price(model)
         principal = exchange.principal
         attributes = principal.attributes
         if self.budgets is None or not attributes:
@@ -138,7 +142,12 @@ class SpendFilter(Filter):
                 amount = 0
                 if price is not None:
                     max_tokens = request.max_tokens or self.default_max_tokens
-                    amount = round(price.estimate(request_tokens(request), max_tokens) * MICRO)
+                    tokens = (
+                        request_tokens(request)
+                        if request.tools
+                        else message_tokens(request.messages)
+                    )
+                    amount = round(price.estimate(tokens, max_tokens) * MICRO)
                 memory = self._memory
                 if memory is not None:
                     refused = memory.reserve_now(budgets, amount)
@@ -147,7 +156,12 @@ class SpendFilter(Filter):
                 if refused is not None:
                     self._refuse(budgets[refused])
                 reservation = (price, tag, budgets, amount)
-        exchange.note(self, reservation)
+        # exchange.note(self, reservation), without its call.
+        notes = exchange.notes
+        if notes is None:
+            exchange.notes = {self: reservation}
+        else:
+            notes[self] = reservation
         return None
 
     def _refuse(self, c: Counter) -> None:
@@ -195,19 +209,21 @@ class SpendFilter(Filter):
         if ledger is not None:
             # The row (ledger.COLUMNS), made here rather than by a function of its own: this
             # runs at the end of every request.
-            day = self.periods.now()["day"][0]
             principal = exchange.principal
             attributes = principal.attributes
             u = usage or _NO_USAGE
             ledger.add(
                 (
                     time.time(),
-                    day,
+                    self.periods.day(),
                     exchange.request_id,
                     attributes.get("key_id") or principal.id,
                     attributes.get("team_id"),
                     exchange.model or request.model,
-                    f"{exchange.backend}/{request.upstream_model or request.model}",
+                    # The target that answered (a routed request's last), as the pipeline and
+                    # the routing policy name it.
+                    exchange.served
+                    or f"{exchange.backend}/{request.upstream_model or request.model}",
                     u.input_tokens,
                     u.output_tokens,
                     u.cache_read_tokens,
