@@ -51,7 +51,9 @@ and key notices in Redis. The table's "added" rows compare it with plain hookgat
 ``--rounds N`` measures every target N times, in turns (each target once, then again), and
 reports each target's median measurement: on a virtual machine whose speed drifts from minute
 to minute (a neighbour's load), a ratio of two targets measured a minute apart can be off by a
-quarter; in turns, the drift falls on both.
+quarter; in turns, the drift falls on both. It also reports, round by round, each target's
+throughput over its reference's (hookgate and other gateways over nginx; ``hookgate+team``,
+``hookgate xN`` and a baseline over hookgate) and the median of those ratios.
 
 wrk (Debian package ``wrk``) is the load generator; it and nginx are installed with apt-get when
 missing and the script may (root); otherwise it says how (``--no-nginx`` runs without the hop).
@@ -1240,6 +1242,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
         "added": added(results),
+        "paired": paired(results),
         "idle": idle,
         "hookgate_memory": {
             "after_measurements_mb": round(mem["rss_mb"], 1),
@@ -1308,6 +1311,62 @@ def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
     r["rounds_rps"] = [s["rps"] for s in samples]
     r["errors"] = sum(s["errors"] for s in samples)
     return r
+
+
+def _reference(target: str) -> str | None:
+    """What a target is compared with round by round (:func:`paired`): a gateway with the team
+    features, more workers or at another revision with plain hookgate; hookgate and the other
+    gateways with the nginx hop."""
+    if target.startswith(("hookgate+", "hookgate x", "hookgate@")):
+        return "hookgate"
+    if target in ("direct", "nginx"):
+        return None
+    return "nginx"
+
+
+def paired(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario and connection count, each target's throughput over its reference's
+    (:func:`_reference`) in every round, and the median of those ratios. A round measures the
+    targets one after the other: on a machine whose speed drifts from second to second, a
+    ratio within a round is steadier than the ratio of two medians taken in different rounds."""
+    by = {(r["scenario"], r["target"], r["connections"]): r for r in results}
+    out = []
+    for (scenario, target, c), r in by.items():
+        name = _reference(target)
+        ref = by.get((scenario, name, c)) if name else None
+        if ref is None:
+            continue
+        mine, theirs = r.get("rounds_rps"), ref.get("rounds_rps")
+        if not mine or not theirs or len(mine) != len(theirs) or not all(theirs):
+            continue
+        ratios = [round(a / b, 3) for a, b in zip(mine, theirs, strict=True)]
+        ordered = sorted(ratios)
+        n = len(ordered)
+        middle = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+        out.append(
+            {
+                "scenario": scenario,
+                "target": target,
+                "reference": name,
+                "connections": c,
+                "ratios": ratios,
+                "median": round(middle, 3),
+            }
+        )
+    return out
+
+
+def paired_lines(report: dict[str, Any]) -> list[str]:
+    rows = report.get("paired") or []
+    if not rows:
+        return []
+    lines = ["", "round by round (each round's throughput over its reference's, and the median):"]
+    for p in rows:
+        lines.append(
+            f"  {p['scenario']:<11} c={p['connections']:<3} {p['target']} / {p['reference']}: "
+            f"{p['median']:.2f}  ({' '.join(f'{x:.2f}' for x in p['ratios'])})"
+        )
+    return lines
 
 
 def added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1420,6 +1479,7 @@ def table(report: dict[str, Any]) -> str:
             f"{g['growth_mb']:+.1f} MB"
         )
     lines += per_chunk(report)
+    lines += paired_lines(report)
     if report.get("idle"):
         lines.append(idle_line(report["idle"]))
     for name, why in report["skipped"].items():

@@ -120,3 +120,39 @@ def test_rounds_report_the_median_measurement_whole(bench: ModuleType) -> None:
     # An even count takes the lower middle; one round is reported as it is.
     assert bench.median_of(samples[:2])["rps"] == 500.0
     assert bench.median_of(samples[:1]) is samples[0]
+
+
+def test_paired_ratios_are_taken_round_by_round(bench: ModuleType) -> None:
+    def r(target: str, rounds: list[float], scenario: str = "chat") -> dict:
+        return {"scenario": scenario, "target": target, "connections": 32, "rounds_rps": rounds}
+
+    results = [
+        r("direct", [9000.0, 9000.0, 9000.0]),
+        r("nginx", [1000.0, 2000.0, 1000.0]),
+        r("hookgate", [300.0, 500.0, 400.0]),
+        r("hookgate+team", [270.0, 300.0, 360.0]),
+        r("hookgate x2", [600.0, 800.0, 640.0]),
+        r("litellm", [10.0, 20.0, 10.0]),
+        # A scenario measured without nginx: nothing to pair hookgate with.
+        r("hookgate", [300.0, 300.0, 300.0], "stream"),
+    ]
+    got = {(p["target"], p["scenario"]): p for p in bench.paired(results)}
+    assert set(got) == {
+        ("hookgate", "chat"),
+        ("hookgate+team", "chat"),
+        ("hookgate x2", "chat"),
+        ("litellm", "chat"),
+    }
+    # The median of the rounds' ratios, not the ratio of the medians (400 / 1000 = 0.4).
+    assert got["hookgate", "chat"]["ratios"] == [0.3, 0.25, 0.4]
+    assert got["hookgate", "chat"]["median"] == 0.3
+    team = got["hookgate+team", "chat"]
+    assert team["reference"] == "hookgate" and team["ratios"] == [0.9, 0.6, 0.9]
+    assert team["median"] == 0.9
+    assert got["hookgate x2", "chat"]["ratios"] == [2.0, 1.6, 1.6]
+    assert got["litellm", "chat"]["reference"] == "nginx"
+    # Two rounds: the mean of the middle two.
+    two = bench.paired([r("nginx", [100.0, 100.0]), r("hookgate", [30.0, 20.0])])
+    assert two[0]["median"] == 0.25
+    lines = bench.paired_lines({"paired": bench.paired(results)})
+    assert "  chat        c=32  hookgate+team / hookgate: 0.90  (0.90 0.60 0.90)" in lines
