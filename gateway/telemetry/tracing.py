@@ -207,7 +207,7 @@ class RequestSpan(Span):
         self.status_code: int | None = None
         #: ``hookgate.cost_usd`` once priced.
         self.cost: float | None = None
-        #: The request's facts (``exporter.ASKED``), once the pipeline has it.
+        #: The request's facts (``exporter.ASKED``), at its end.
         self.asked: tuple[Any, ...] | None = None
         #: Its outcome's facts (``exporter.ANSWERED``), at its end.
         self.answered: tuple[Any, ...] | None = None
@@ -597,19 +597,23 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
 
 
 class TracingFilter(Filter):
-    """Describes the request's server span as a GenAI operation (``chat <model>``)."""
+    """Describes the request's server span as a GenAI operation (``chat <model>``): at the
+    request's end, what was asked (the request as the filters left it: what went to the model)
+    and what came of it. End hooks run for refused requests too, with the request as it was
+    before the filter that refused it, so their spans say what was asked as well."""
 
     name = "telemetry"
-    #: First: the span says what was asked even when a later filter refuses it.
+    #: First among the end hooks (the spend filter's, later, prices the request: the server
+    #: middleware adds the cost when the span ends).
     order = -1000
     reads_relayed = False
 
-    async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        # _server(exchange), without its call (here and in on_end: on every request).
+    async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
+        # _server(exchange), without its call (on every request).
         notes = exchange.notes
         span: RequestSpan | None = notes.get(SERVER) if notes is not None else None
         if span is None or span._sink is None:  # none, or not recording
-            return None
+            return
         principal = exchange.principal
         span.asked = (
             request.model,
@@ -618,13 +622,6 @@ class TracingFilter(Filter):
             request.top_p,
             principal.name if principal.id != "anonymous" else None,
         )
-        return None
-
-    async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
-        notes = exchange.notes
-        span: RequestSpan | None = notes.get(SERVER) if notes is not None else None
-        if span is None or span._sink is None:
-            return
         usage = outcome.usage
         span.answered = (
             request.upstream_model or request.model,
@@ -632,8 +629,6 @@ class TracingFilter(Filter):
             None if usage is None else usage.input_tokens,
             None if usage is None else usage.output_tokens,
         )
-        # The cost is known only once the spend filter's end hook (a later one) has run: the
-        # server middleware adds it when the span ends.
 
 
 class ContentTracingFilter(TracingFilter):
@@ -642,7 +637,6 @@ class ContentTracingFilter(TracingFilter):
     reads_relayed = True
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        await super().on_request(request, exchange)
         span = _server(exchange)
         if span is not None:
             span.set_attribute("gen_ai.input.messages", _messages(request.messages))

@@ -129,6 +129,35 @@ async def test_a_span_has_the_decoded_path_without_its_query(make_gateway, upstr
     assert paths == ["/v1/models", "/v1/models", "/v1/models/gpt-test"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_refused_request_says_what_was_asked(make_gateway, upstream, receiver, stream):
+    keys = [{"name": "tight", "key": "sk-tight", "rpm": 1}]
+    client = await make_gateway({**upstream_config(upstream), "auth": {"keys": keys}})
+    body = {
+        "model": "gpt-test",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 9,
+        "stream": stream,
+    }
+    headers = {"authorization": "Bearer sk-tight"}
+    first = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert first.status == 200
+    await first.read()
+    refused = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert refused.status == 429
+    await until(lambda: len(_named(receiver, "chat gpt-test")) >= 2, 10, "two request spans")
+    by_status = {
+        s["attributes"]["http.response.status_code"]: s["attributes"]
+        for s in _named(receiver, "chat gpt-test")
+    }
+    for status in (200, 429):
+        a = by_status[status]
+        assert a["gen_ai.request.model"] == "gpt-test" and a["gen_ai.request.max_tokens"] == 9
+        assert a["gen_ai.operation.name"] == "chat" and a["hookgate.principal"] == "tight"
+    assert by_status[429]["error.type"] == "rate_limit"
+    assert by_status[200]["gen_ai.response.model"] == "up-model"
+
+
 async def test_failed_attempts_and_refusals_are_errors(make_gateway, upstream, receiver, sdk):
     client = await make_gateway(upstream_config(upstream))
     resp = await client.post(
