@@ -27,7 +27,6 @@ from gateway import (
     Outcome,
     RateLimited,
     Usage,
-    message_tokens,
     request_tokens,
 )
 from gateway.spend.budgets import MICRO, BudgetStore, Counter, MemoryBudgets, Periods, counters
@@ -126,10 +125,7 @@ class SpendFilter(Filter):
         return budgets
 
     async def on_request(self, request: ChatRequest, exchange: Exchange) -> ChatRequest | None:
-        # self.price(), without its call once remembered (on every request).
-        by_model = self._by_model
-        model = request.model
-        price = by_model[model] if model in by_model else self.price(model)
+        price = self.price(request.model)
         principal = exchange.principal
         attributes = principal.attributes
         if self.budgets is None or not attributes:
@@ -142,12 +138,7 @@ class SpendFilter(Filter):
                 amount = 0
                 if price is not None:
                     max_tokens = request.max_tokens or self.default_max_tokens
-                    tokens = (
-                        request_tokens(request)
-                        if request.tools
-                        else message_tokens(request.messages)
-                    )
-                    amount = round(price.estimate(tokens, max_tokens) * MICRO)
+                    amount = round(price.estimate(request_tokens(request), max_tokens) * MICRO)
                 memory = self._memory
                 if memory is not None:
                     refused = memory.reserve_now(budgets, amount)
@@ -156,12 +147,7 @@ class SpendFilter(Filter):
                 if refused is not None:
                     self._refuse(budgets[refused])
                 reservation = (price, tag, budgets, amount)
-        # exchange.note(self, reservation), without its call.
-        notes = exchange.notes
-        if notes is None:
-            exchange.notes = {self: reservation}
-        else:
-            notes[self] = reservation
+        exchange.note(self, reservation)
         return None
 
     def _refuse(self, c: Counter) -> None:

@@ -536,8 +536,6 @@ def _failed(span: Span, err: BaseException) -> None:
 def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamResponse]]:
     """The server span of every request (after the exchange is made, before authentication)."""
 
-    roots_sampled, sink = tracer.roots_sampled, tracer.sink
-
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         ex = request._state[EXCHANGE]
@@ -547,31 +545,8 @@ def server_middleware(tracer: Tracer) -> Callable[..., Awaitable[web.StreamRespo
         raw = request.raw_path
         if raw[:1] != "/" or "%" in raw or "?" in raw or "#" in raw or "/." in raw:
             raw = request.path
-        headers = request.headers
-        if roots_sampled and "traceparent" not in headers:
-            # A new trace, sampled: tracer.request() without its call.
-            trace_id = _getrandbits(128) or 1
-            span = RequestSpan(
-                sink,
-                request.method,
-                ex.route.name,
-                raw,
-                ex.request_id,
-                trace_id,
-                0,
-                False,
-                1,
-                "",
-                {},
-            )
-        else:
-            span = tracer.request(request.method, ex.route.name, raw, ex.request_id, headers)
-        # ex.note(SERVER, span), without its call: the first note of most requests.
-        notes = ex.notes
-        if notes is None:
-            ex.notes = {SERVER: span}
-        else:
-            notes[SERVER] = span
+        span = tracer.request(request.method, ex.route.name, raw, ex.request_id, request.headers)
+        ex.note(SERVER, span)
         try:
             resp = await handler(request)
         except GatewayError as err:
@@ -609,9 +584,7 @@ class TracingFilter(Filter):
     reads_relayed = False
 
     async def on_end(self, request: ChatRequest, exchange: Exchange, outcome: Outcome) -> None:
-        # _server(exchange), without its call (on every request).
-        notes = exchange.notes
-        span: RequestSpan | None = notes.get(SERVER) if notes is not None else None
+        span = _server(exchange)
         if span is None or span._sink is None:  # none, or not recording
             return
         principal = exchange.principal
@@ -713,12 +686,8 @@ class TracedAttempts(Attempts):
         return span
 
     async def complete(self, backend: Backend, request: ChatRequest, ex: Exchange) -> ChatResponse:
-        # _under(ex, backend), without its call (on every request).
-        notes = ex.notes
-        server: RequestSpan | None = None
-        if notes is not None and backend.kind != "agent" and notes.get(PARENT) is None:
-            server = notes.get(SERVER)
-        if server is not None and server._sink is not None:
+        server = _under(ex, backend)
+        if server is not None:
             # Right under the request's span: the attempt's facts are kept in it.
             span_id = _getrandbits(64) or 1
             ex.trace_context = (server.trace_id, span_id, server.flags, server.state)
@@ -728,11 +697,7 @@ class TracedAttempts(Attempts):
             except BaseException as err:
                 server.attempt(_attempt(span_id, start, backend, request, None, err, None))
                 raise
-            facts = _attempt(span_id, start, backend, request, resp.usage, None, None, resp)
-            if server._sink is not None and server.attempts is None:
-                server.attempts = [facts]  # server.attempt(facts) for the first attempt
-            else:
-                server.attempt(facts)
+            server.attempt(_attempt(span_id, start, backend, request, resp.usage, None, None, resp))
             return resp
         span = self._start(backend, request, ex)
         if span is None:
