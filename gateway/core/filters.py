@@ -94,7 +94,8 @@ class Filter:
         its :class:`Outcome`: success (after ``on_success``), error, or client gone; also when
         an earlier filter refused the request before this one's ``on_request`` ran (with
         :attr:`end_note` set, only at the end of the requests noted). ``request`` is the
-        request as the filters left it. For accounting that must include failures and partial
+        request as the filters left it (refused by a later filter, or not routed: as the
+        filters before that left it). For accounting that must include failures and partial
         answers. It cannot change the answer: what it raises is logged and dropped.
         When the client went away it runs shielded from further cancellation."""
 

@@ -49,6 +49,9 @@ SuccessHook = Callable[["ChatRequest", "ChatResponse", "Exchange"], Awaitable[No
 EventHook = Callable[["Event", "Exchange"], Awaitable["Event | None"]]
 Status = Literal["success", "error", "client_gone"]
 Hook = TypeVar("Hook")
+#: The note under which :meth:`Pipeline.prepare_route` keeps a request a filter returned, for
+#: the end hooks when a later step (a filter, routing) fails before it is returned.
+_FILTERED = object()
 
 
 class Pipeline:
@@ -97,6 +100,7 @@ class Pipeline:
             if changed is not None:
                 req = changed
                 req.wire = None
+                ex.note(_FILTERED, req)
         route = self._resolve(req, ex)
         ex.stream = req.stream
         return req, route
@@ -174,6 +178,8 @@ class Pipeline:
         finally:
             hooks = self._ends.of(ex)
             if hooks:
+                if status != "success":
+                    req = _left(req, ex)
                 # What was sent, estimated only for a request an end hook reads it of.
                 output = 0 if answer is None else sum(map(part_tokens, answer.message.parts))
                 outcome = Outcome(status, error, ex.usage, output, False)
@@ -319,7 +325,7 @@ class Pipeline:
             # was cancelled; either way that goes on once the end hooks have run.
             if metered:
                 outcome = Outcome(status, error, ex.usage, (chars + 3) // 4 + frames, True)
-                await self._end(req, ex, outcome)
+                await self._end(req if status == "success" else _left(req, ex), ex, outcome)
 
     async def _end(self, req: ChatRequest, ex: Exchange, outcome: Outcome) -> None:
         """Run the end hooks. When the client is gone the request is being cancelled or closed:
@@ -384,6 +390,13 @@ class _Noted(Generic[Hook]):
         if notes is None or self._keys.isdisjoint(notes):
             return self._unnoted
         return [hook for key, hook in noted if key is None or key in notes]
+
+
+def _left(req: ChatRequest, ex: Exchange) -> ChatRequest:
+    """The request as the filters left it: ``req``, or the one a filter returned when what
+    followed (a later filter, routing) failed before :meth:`Pipeline.prepare_route` returned."""
+    notes = ex.notes
+    return req if notes is None else notes.get(_FILTERED, req)
 
 
 def _as_error(exc: Exception) -> GatewayError:

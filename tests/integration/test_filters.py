@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import aiohttp
+import attrs
 import openai
 import orjson
 import pytest
@@ -101,6 +102,65 @@ async def test_on_end_runs_for_requests_an_earlier_filter_refused(make_gateway, 
         await sdk(client).chat.completions.create(model="echo", messages=MESSAGES)
     done = await ends.next()
     assert done.status == "error" and done.error.message == "not today"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_on_end_sees_the_request_as_the_filters_left_it_when_a_later_one_refused(
+    make_gateway, sdk, stream
+):
+    """A filter that returns a new request, then one that refuses it: the end hooks get the
+    new request (what the filters made of it so far), not the one the client sent."""
+
+    class Rewrite(Filter):
+        order = -20
+
+        async def on_request(self, request, exchange):
+            return attrs.evolve(request, max_tokens=7)
+
+    class Refuse(Filter):
+        order = -10
+
+        async def on_request(self, request, exchange):
+            assert request.max_tokens == 7
+            raise Forbidden("not today")
+
+    class Seen(Filter):
+        def __init__(self) -> None:
+            self.requests: list[ChatRequest] = []
+
+        async def on_end(self, request, exchange, outcome):
+            self.requests.append(request)
+
+    seen = Seen()
+    client = await make_gateway(
+        ECHO, plugins=[filters_plugin(rewrite=Rewrite(), refuse=Refuse(), seen=seen)]
+    )
+    with pytest.raises(openai.PermissionDeniedError):
+        await sdk(client).chat.completions.create(
+            model="echo", messages=MESSAGES, max_tokens=99, stream=stream
+        )
+    assert [r.max_tokens for r in seen.requests] == [7]
+
+
+async def test_on_end_sees_the_rewritten_request_when_its_model_is_not_routed(make_gateway, sdk):
+    class Rename(Filter):
+        async def on_request(self, request, exchange):
+            return attrs.evolve(request, model="nowhere")
+
+    ends = Ends()
+    seen: list[str] = []
+
+    class Seen(Filter):
+        async def on_end(self, request, exchange, outcome):
+            seen.append(request.model)
+
+    client = await make_gateway(
+        ECHO, plugins=[filters_plugin(rename=Rename(), seen=Seen(), ends=ends)]
+    )
+    with pytest.raises(openai.NotFoundError):
+        await sdk(client).chat.completions.create(model="echo", messages=MESSAGES)
+    done = await ends.next()
+    assert done.status == "error" and seen == ["nowhere"]
 
 
 async def test_on_end_sees_the_client_go_mid_stream(make_gateway, aiohttp_server, sdk):
