@@ -207,9 +207,8 @@ class SpendFilter(Filter):
                     attributes.get("team_id"),
                     exchange.model or request.model,
                     # The target that answered (a routed request's last), as the pipeline and
-                    # the routing policy name it.
-                    exchange.served
-                    or f"{exchange.backend}/{request.upstream_model or request.model}",
+                    # the routing policy name it; none for a request refused before routing.
+                    exchange.served,
                     u.input_tokens,
                     u.output_tokens,
                     u.cache_read_tokens,

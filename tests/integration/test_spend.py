@@ -102,6 +102,33 @@ async def test_budget_refuses_in_the_client_protocol(make_gateway, upstream, tmp
     assert "team 'eng'" in refused.value.message
 
 
+async def test_a_request_refused_before_routing_has_a_row_with_nothing_served(
+    make_gateway, upstream, tmp_path, sdk
+):
+    """A budget's refusal leaves its ledger row (an error that cost nothing) naming no target:
+    the request never reached a backend."""
+    client = await make_gateway(config(upstream, tmp_path))
+    secret, key_id = await new_key(client, budget={"day": COST / 2})
+    with pytest.raises(openai.RateLimitError) as refused:
+        await sdk(client, api_key=secret).chat.completions.create(
+            model="priced", messages=MESSAGES, max_tokens=7
+        )
+    assert refused.value.code == "budget_exceeded"
+
+    async def refused_row() -> list[dict[str, Any]]:
+        resp = await client.get("/admin/spend", params={"group_by": "key"}, headers=ADMIN)
+        return [r for r in (await resp.json())["data"] if r["failed"] == 1]
+
+    rows = await until(refused_row, 10, "the refused request's ledger row")
+    assert rows[0]["key"] == key_id and rows[0]["cost"] == 0
+    db = sqlite3.connect(tmp_path / "hookgate.db")
+    try:
+        row = db.execute("SELECT model, target, status, cost FROM hookgate_spend").fetchall()
+    finally:
+        db.close()
+    assert row == [("priced", "", "error", 0.0)]
+
+
 async def test_ledger_rows_and_spend_summary(make_gateway, upstream, tmp_path, sdk):
     client = await make_gateway(config(upstream, tmp_path))
     await client.post("/admin/teams", json={"id": "eng", "name": "Eng"}, headers=ADMIN)
