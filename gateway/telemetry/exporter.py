@@ -89,7 +89,7 @@ REQUEST_FIELDS = (
 #: What was asked (the pipeline's request), in order.
 ASKED = ("model", "max_tokens", "temperature", "top_p", "principal")
 #: How it ended, in order.
-ANSWERED = ("response_model", "outcome", "input_tokens", "output_tokens")
+ANSWERED = ("response_model", "outcome", "input_tokens", "output_tokens")  # model: or None
 #: An upstream attempt's facts, in order.
 ATTEMPT = (
     "span_id",
@@ -204,7 +204,8 @@ def spans(record: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         attributes.update(others)
     if answered:
         response_model, outcome, input_tokens, output_tokens = answered
-        attributes["gen_ai.response.model"] = response_model
+        if response_model is not None:
+            attributes["gen_ai.response.model"] = response_model
         attributes["hookgate.outcome"] = outcome
         if input_tokens is not None:
             attributes["gen_ai.usage.input_tokens"] = input_tokens
@@ -524,7 +525,9 @@ class Encoder:
                 how = self._kept(
                     self._answers,
                     (response_model, outcome),
-                    (("gen_ai.response.model", response_model), ("hookgate.outcome", outcome)),
+                    (("gen_ai.response.model", response_model), ("hookgate.outcome", outcome))
+                    if response_model is not None
+                    else (("hookgate.outcome", outcome),),
                 )
             parts.append(how)
             if input_tokens is not None:

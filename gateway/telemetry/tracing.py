@@ -597,7 +597,8 @@ class TracingFilter(Filter):
         )
         usage = outcome.usage
         span.answered = (
-            request.upstream_model or request.model,
+            # The model it was routed to (none: refused before routing, nothing answered).
+            request.upstream_model,
             outcome.status,
             None if usage is None else usage.input_tokens,
             None if usage is None else usage.output_tokens,

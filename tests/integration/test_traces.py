@@ -156,6 +156,9 @@ async def test_a_refused_request_says_what_was_asked(make_gateway, upstream, rec
         assert a["gen_ai.operation.name"] == "chat" and a["hookgate.principal"] == "tight"
     assert by_status[429]["error.type"] == "rate_limit"
     assert by_status[200]["gen_ai.response.model"] == "up-model"
+    # Refused before it was routed: no model answered it.
+    assert "gen_ai.response.model" not in by_status[429]
+    assert by_status[429]["hookgate.outcome"] == "error"
 
 
 async def test_failed_attempts_and_refusals_are_errors(make_gateway, upstream, receiver, sdk):

@@ -388,6 +388,8 @@ def test_a_request_record_encodes_as_its_spans_do() -> None:
         lambda: _plain_request(pipe, asked=None, answered=None, attempts=0),
         lambda: _plain_request(pipe, name="renamed", attempts=3),
         lambda: _plain_request(pipe, answered=("up-model", "error", None, None), attempts=1),
+        # Refused before routing: no response model.
+        lambda: _plain_request(pipe, answered=(None, "error", None, None), attempts=0),
         lambda: _plain_request(pipe, asked=("m", None, None, None, None)),
         # 1, True and 1.0; 0.0 and -0.0: one key to a dict, four encodings.
         lambda: _plain_request(pipe, asked=("m", 1, -0.0, 1, None)),
@@ -412,6 +414,13 @@ def test_a_request_record_encodes_as_its_spans_do() -> None:
             assert encoder.fields(record) == expected
     sdk = encode_spans([builder.span(s) for r in records for s in spans(r)]).SerializeToString()
     assert encoder.joined([f for r in records for f in encoder.fields(r)]) == sdk
+    # A request that nothing answered names no response model, in either encoding.
+    unanswered = _plain_request(pipe, answered=(None, "error", None, None), attempts=0)
+    unanswered.end()
+    record = pipe._records[-1]
+    (span,) = spans(record)
+    assert "gen_ai.response.model" not in builder.span(span).attributes
+    assert b"gen_ai.response.model" not in b"".join(Encoder(builder).fields(record))
 
 
 def test_a_span_that_cannot_be_encoded_leaves_the_others() -> None:
