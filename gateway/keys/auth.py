@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway import Authenticator, Principal
+from gateway import Authenticator, Principal, Unauthorized
 from gateway.keys.store import SECRET_PREFIX, KeyStore, VirtualKey, digest
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class VirtualKeysAuthenticator(Authenticator):
             found, expires = known[1], known[2]
             if expires is None or time.time() < expires:
                 return found
-            return None
+            raise _expired(expires)
         if not credential.startswith(SECRET_PREFIX):
             return None
         d = digest(credential)
@@ -80,6 +81,15 @@ class VirtualKeysAuthenticator(Authenticator):
             cached = await asyncio.shield(pending)
         found, expires = cached
         self.cache.by_secret(credential, d)
-        if found is None or (expires is not None and time.time() >= expires):
+        if found is None:
             return None
+        if expires is not None and time.time() >= expires:
+            raise _expired(expires)
         return found
+
+
+def _expired(expires: float) -> Unauthorized:
+    """The refusal of a key past its ``expires_at`` (epoch seconds): said as such, to a caller
+    holding its secret, rather than as an unknown key."""
+    when = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Unauthorized(f"This API key expired at {when}.", code="expired_api_key")

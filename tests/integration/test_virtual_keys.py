@@ -83,10 +83,14 @@ async def test_key_lifecycle_through_the_admin_api(make_gateway, sdk, tmp_path):
     api = sdk(client, api_key=rotated["secret"])
     assert (await api.chat.completions.create(model="echo", messages=MESSAGES)).choices
 
-    # Expiry in the past: refused.
+    # Expiry in the past: refused, saying so (the caller holds the secret), in the key's cache
+    # and as it is looked up again.
     await admin(client, "PATCH", f"/admin/keys/{key_id}", {"expires_at": "2001-01-01T00:00:00Z"})
-    with pytest.raises(openai.AuthenticationError):
-        await api.chat.completions.create(model="echo", messages=MESSAGES)
+    for _ in range(2):
+        with pytest.raises(openai.AuthenticationError) as expired:
+            await api.chat.completions.create(model="echo", messages=MESSAGES)
+        assert expired.value.code == "expired_api_key"
+        assert "expired at 2001-01-01T00:00:00Z" in expired.value.message
     await admin(client, "PATCH", f"/admin/keys/{key_id}", {"expires_at": None})
 
     status, revoked = await admin(client, "POST", f"/admin/keys/{key_id}/revoke")
