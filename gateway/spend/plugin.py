@@ -4,7 +4,8 @@ the spend metrics."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -161,7 +162,23 @@ def gateway_configure_app(app: web.Application, gateway: Gateway) -> None:
             for name, column in (("key", "key_id"), ("team", "team_id"), ("model", "model"))
             if query.get(name)
         }
-        rows = await summary(db, group_by, filters, query.get("since"), query.get("until"))
+        rows = await summary(db, group_by, filters, _day(query, "since"), _day(query, "until"))
         return json_response({"object": "list", "group_by": group_by, "data": rows})
 
     add_admin_route(gateway, "GET", "/admin/spend", spend, name="admin.spend")
+
+
+def _day(query: Mapping[str, str], name: str) -> str | None:
+    """The day ``query[name]`` names (``YYYY-MM-DD``), or ``None`` when not given. Anything
+    else is refused: compared as text with the ledger's days, it would match nothing, or
+    everything, without a word."""
+    value = query.get(name)
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value).isoformat()
+    except ValueError:
+        day = None
+    if day != value:  # fromisoformat also reads 20261101 and 2026-W44-1
+        raise BadRequest(f"'{name}' must be a day, YYYY-MM-DD, not {value!r}.", param=name)
+    return value

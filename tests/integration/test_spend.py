@@ -167,6 +167,12 @@ async def test_ledger_rows_and_spend_summary(make_gateway, upstream, tmp_path, s
     assert await spend(since="2999-01-01") == []
     bad = await client.get("/admin/spend?group_by=colour", headers=ADMIN)
     assert bad.status == 400
+    # A day that is no day is refused, not read as one that matches nothing.
+    for name, value in (("since", "yesterday"), ("until", "2026-13-01"), ("since", "20261101")):
+        bad = await client.get("/admin/spend", params={name: value}, headers=ADMIN)
+        assert bad.status == 400
+        error = (await bad.json())["error"]
+        assert error["param"] == name and "YYYY-MM-DD" in error["message"]
 
     db = sqlite3.connect(tmp_path / "hookgate.db")
     target = db.execute("SELECT target FROM hookgate_spend WHERE model = 'mini'").fetchone()
