@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway import json_response, read_json
+from gateway import BadRequest, json_response, read_json
 from gateway.admin import add_admin_route
 
 if TYPE_CHECKING:
@@ -28,14 +28,23 @@ if TYPE_CHECKING:
     from gateway.keys.store import KeyStore
 
 
+#: What ``?revoked=`` may say (``""``: not given).
+_YES_NO = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+
+
 def add_routes(gateway: Gateway, store: KeyStore, cache: KeyCache) -> None:
     async def create_key(request: web.Request) -> web.Response:
         key, secret = await store.create_key(await read_json(request))
         return json_response({"key": key.to_json(), "secret": secret}, status=201)
 
     async def list_keys(request: web.Request) -> web.Response:
-        revoked = request.query.get("revoked", "").lower() in ("1", "true", "yes")
-        keys = await store.keys(team=request.query.get("team"), revoked=revoked)
+        said = request.query.get("revoked", "").lower()
+        if said not in _YES_NO:
+            raise BadRequest(
+                f"'revoked' must be true or false, not {request.query['revoked']!r}.",
+                param="revoked",
+            )
+        keys = await store.keys(team=request.query.get("team"), revoked=_YES_NO[said])
         return json_response({"object": "list", "data": [k.to_json() for k in keys]})
 
     async def show_key(request: web.Request) -> web.Response:

@@ -128,6 +128,12 @@ async def test_admin_api_reports_bad_input_in_json(make_gateway, tmp_path):
     assert status == 404 and body["error"]["code"] == "key_not_found"
     resp = await client.post("/admin/keys", data=b"{not json", headers=ADMIN)
     assert resp.status == 400
+    # A filter that is no yes or no is refused, not read as "no".
+    status, body = await admin(client, "GET", "/admin/keys?revoked=maybe")
+    assert status == 400 and body["error"]["param"] == "revoked"
+    for value in ("true", "FALSE", "1", "0", "yes", "no"):
+        status, body = await admin(client, "GET", f"/admin/keys?revoked={value}")
+        assert status == 200 and body["object"] == "list"
 
 
 async def test_no_admin_keys_means_no_admin_api(make_gateway, tmp_path):
