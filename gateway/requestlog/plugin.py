@@ -156,8 +156,10 @@ def gateway_register_filters(register: Any) -> None:
         writer: BatchWriter[dict[str, Any]] = BatchWriter(
             "request logs", sink.write, int(cfg.queue), int(cfg.batch)
         )
+        # Checked with bodies off too: turning them on later must not find it broken.
+        redact = Redactor(cfg.redact)
         if cfg.bodies:
-            return BodiesLogFilter(writer, sink, Redactor(cfg.redact))
+            return BodiesLogFilter(writer, sink, redact)
         return RequestLogFilter(writer, sink)
 
     register("request_logs", factory)

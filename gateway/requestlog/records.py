@@ -16,6 +16,12 @@ class Redactor:
     """Replaces secrets in text (``patterns``) with ``[redacted]``."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
+        patterns = list(patterns)
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"redact: {p!r} is not a regular expression: {exc}") from None
         joined = "|".join(f"(?:{p})" for p in patterns)
         self.pattern = re.compile(joined) if joined else None
 

@@ -41,7 +41,16 @@ class FileSink(Sink):
         self.path = Path(config.path)
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Make the file's directory and open it once: a path that cannot be written stops
+        the start, naming the setting, rather than every batch failing after."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append(b"")
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"[request_logs] path {str(self.path)!r} cannot be written: {exc.strerror or exc}",
+            ) from exc
 
     def _append(self, data: bytes) -> None:
         with self.path.open("ab") as f:

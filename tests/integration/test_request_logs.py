@@ -14,7 +14,7 @@ import redis
 from support.configs import upstream_config
 from support.waiting import until
 
-from gateway import GATEWAY
+from gateway import GATEWAY, ConfigError, create_app
 
 SECRET_TEXT = "my key is sk-abcdefghijklmnop and Bearer abcdefghijkl1234"
 
@@ -132,3 +132,35 @@ async def test_a_stuck_sink_drops_and_counts(make_gateway, upstream, sdk, tmp_pa
     (sink,) = [f.sink for f in gateway.filters if f.name == "request_logs"]
     sink.release.set()
     await until(lambda: len(sink.written) == 4, 10, "the kept records written")
+
+
+@pytest.mark.parametrize("bodies", [False, True])
+def test_a_redact_pattern_that_is_no_regular_expression_is_a_configuration_error(
+    upstream, tmp_path, bodies
+):
+    """Said as the configuration's error, naming the pattern (it was re's own exception, a
+    traceback), whether or not bodies are logged yet."""
+    cfg = upstream_config(upstream)
+    cfg["request_logs"] = {
+        "sink": "file",
+        "path": str(tmp_path / "requests.jsonl"),
+        "bodies": bodies,
+        "redact": [r"sk-\w+", "(unclosed"],
+    }
+    with pytest.raises(ConfigError) as info:
+        create_app(cfg, env={})
+    (error,) = info.value.errors
+    assert error.startswith("filters.request_logs (plugin 'request_logs'): redact: ")
+    assert "'(unclosed' is not a regular expression" in error
+
+
+async def test_a_file_sink_that_cannot_be_written_says_which_setting(upstream, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = upstream_config(upstream)
+    cfg["request_logs"] = {"sink": "file", "path": str(blocker / "requests.jsonl")}
+    app = create_app(cfg, env={})
+    (sink,) = [f.sink for f in app[GATEWAY].filters if f.name == "request_logs"]
+    with pytest.raises(OSError) as info:
+        await sink.start()
+    assert "[request_logs] path" in str(info.value) and str(blocker) in str(info.value)
