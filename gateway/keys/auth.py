@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway import Authenticator, Principal, Unauthorized
-from gateway.keys.store import SECRET_PREFIX, KeyStore, VirtualKey, digest
+from gateway.keys.store import SECRET_PREFIX, KeyStore, VirtualKey, digest, iso
 
 if TYPE_CHECKING:
     from gateway.keys.cache import KeyCache
@@ -91,5 +90,4 @@ class VirtualKeysAuthenticator(Authenticator):
 def _expired(expires: float) -> Unauthorized:
     """The refusal of a key past its ``expires_at`` (epoch seconds): said as such, to a caller
     holding its secret, rather than as an unknown key."""
-    when = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Unauthorized(f"This API key expired at {when}.", code="expired_api_key")
+    return Unauthorized(f"This API key expired at {iso(expires)}.", code="expired_api_key")
